@@ -1,0 +1,78 @@
+//! `nas bench`: step timing on random data, one JSON line like shared/bench/darts_ref.py.
+
+use clap::{Args, Subcommand};
+use nas_core::DeviceSpec;
+use nas_search::bench::{bench_search, BenchSearchConfig};
+use nas_search::{Method, Space};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time search steps (architecture step + weight step) of the supernet
+    Search(BenchSearchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSearchArgs {
+    /// Search space: darts or nb201
+    #[arg(long, default_value = "darts")]
+    space: Space,
+    /// Initial channels C
+    #[arg(long, default_value_t = 16)]
+    channels: usize,
+    /// Number of cells L
+    #[arg(long, default_value_t = 8)]
+    layers: usize,
+    /// Batch size
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Image height and width
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Hypergradient: first-order, second-order or implicit
+    #[arg(long, default_value = "first-order")]
+    method: Method,
+    /// Neumann-series terms of the implicit hypergradient
+    #[arg(long, default_value_t = 5)]
+    neumann_steps: usize,
+    /// PC-DARTS channel fraction K
+    #[arg(long, default_value_t = 1)]
+    partial_channels: usize,
+    /// PC-DARTS edge normalisation
+    #[arg(long)]
+    edge_norm: bool,
+    /// Time the weight step only (no architecture step)
+    #[arg(long)]
+    weights_only: bool,
+    /// Device: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// Timed steps (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed warm-up steps
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Search(a) => {
+            let cfg = BenchSearchConfig {
+                space: a.space,
+                channels: a.channels,
+                layers: a.layers,
+                batch_size: a.batch_size,
+                image_size: a.image_size,
+                method: a.method,
+                neumann_steps: a.neumann_steps,
+                partial_channels: a.partial_channels,
+                edge_norm: a.edge_norm,
+                weights_only: a.weights_only,
+                device: a.device,
+                steps: a.steps,
+                warmup: a.warmup,
+            };
+            crate::out(&format!("{}\n", bench_search(&cfg)?))
+        }
+    }
+}

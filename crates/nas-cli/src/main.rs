@@ -1,0 +1,157 @@
+//! `nas`: differentiable architecture search from the command line.
+
+mod bench_cmd;
+mod progress;
+mod search_cmd;
+mod show_cmd;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// Every tensor op allocates its output. jemalloc keeps freed pages for reuse (decay disabled)
+// instead of returning them to the kernel and faulting fresh zeroed pages in on the next step,
+// which costs a quarter of a CPU search step with the system allocator.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
+
+/// Differentiable neural architecture search (DARTS, PC-DARTS): search cells, export the
+/// genotype as JSON, inspect it and benchmark the search step.
+#[derive(Parser)]
+#[command(name = "nas", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Print only results and errors (no progress)
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    /// More log output (-v info, -vv debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Worker threads for CPU kernels and batch assembly (default: all cores)
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Search for a cell architecture and write DIR/genotype.json
+    Search(search_cmd::SearchArgs),
+    /// Print a genotype (file, run directory or built-in name) and its network size
+    Show(show_cmd::ShowArgs),
+    /// Time training steps on random data (JSON output comparable with darts_ref.py)
+    Bench {
+        #[command(subcommand)]
+        what: bench_cmd::BenchCommand,
+    },
+}
+
+/// Settings every command sees.
+pub struct Globals {
+    pub quiet: bool,
+}
+
+fn init_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        if n == 0 {
+            anyhow::bail!("--threads must be positive");
+        }
+        // candle's matrix kernels read the same variable as rayon.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon_init(n)?;
+    }
+    Ok(())
+}
+
+fn rayon_init(n: usize) -> anyhow::Result<()> {
+    nas_core::ops::kernel::init_thread_pool(n)
+        .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(cli.verbose);
+    init_threads(cli.threads)?;
+    let g = Globals { quiet: cli.quiet };
+    match cli.command {
+        Command::Search(args) => search_cmd::run(args, &g),
+        Command::Show(args) => show_cmd::run(args),
+        Command::Bench { what } => bench_cmd::run(what),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`nas show … | head`) ends the program quietly.
+pub fn out(text: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_documented() {
+        Cli::command().debug_assert();
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                if arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{path} --{} has no help",
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no about",
+                    sub.get_name()
+                );
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "nas");
+    }
+}

@@ -1,0 +1,219 @@
+//! `nas search`: resolve the configuration (preset, config file, flags), prepare the run
+//! directory and run the search with progress output.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use nas_core::data::DataSpec;
+use nas_core::DeviceSpec;
+use nas_search::run_dir::CONFIG;
+use nas_search::{Method, RunDir, Search, SearchConfig, Space};
+
+use crate::progress::Progress;
+use crate::Globals;
+
+#[derive(Args, Debug, Default)]
+pub struct SearchArgs {
+    /// Preset: darts-1st (default), darts-2nd, pc-darts or quick
+    #[arg(long, value_name = "P")]
+    preset: Option<String>,
+    /// Search space: darts or nb201
+    #[arg(long, value_name = "S")]
+    space: Option<Space>,
+    /// Hypergradient: first-order, second-order or implicit
+    #[arg(long, value_name = "M")]
+    method: Option<Method>,
+    /// Neumann-series terms of the implicit hypergradient
+    #[arg(long, value_name = "J")]
+    neumann_steps: Option<usize>,
+    /// Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR
+    #[arg(long, value_name = "SPEC")]
+    data: Option<DataSpec>,
+    /// Use only the first N training images (split 50/50 for weights and architecture)
+    #[arg(long, value_name = "N")]
+    subset: Option<usize>,
+    /// Number of epochs
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Batch size of both the weight and the architecture step
+    #[arg(long, value_name = "B")]
+    batch_size: Option<usize>,
+    /// Number of cells L
+    #[arg(long, value_name = "L")]
+    layers: Option<usize>,
+    /// Initial channels C
+    #[arg(long, value_name = "C")]
+    channels: Option<usize>,
+    /// PC-DARTS: operate on 1/K of the channels of every edge
+    #[arg(long, value_name = "K")]
+    partial_channels: Option<usize>,
+    /// PC-DARTS edge normalisation (β weights on the edges into each node)
+    #[arg(long)]
+    edge_norm: bool,
+    /// First epoch with architecture updates
+    #[arg(long, value_name = "E")]
+    arch_start_epoch: Option<usize>,
+    /// Cap the skip connections of the derived normal cell
+    #[arg(long, value_name = "N")]
+    max_skip_connect: Option<usize>,
+    /// Weight learning rate (cosine-annealed to the preset's minimum)
+    #[arg(long, value_name = "LR")]
+    lr: Option<f64>,
+    /// Architecture (Adam) learning rate
+    #[arg(long, value_name = "LR")]
+    arch_lr: Option<f64>,
+    /// Random seed (weights, α, data order, augmentation, synthetic data)
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Device: cpu, cuda or cuda:N
+    #[arg(long, value_name = "D")]
+    device: Option<DeviceSpec>,
+    /// Run directory (default: runs/search-<date>-<time>)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// JSON file of configuration values laid over the preset (see config.json of a run)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Overwrite an existing run directory
+    #[arg(long)]
+    force: bool,
+}
+
+impl SearchArgs {
+    /// Lays the flags that were given over `c`.
+    fn apply(&self, c: &mut SearchConfig) {
+        macro_rules! set {
+            ($flag:expr => $field:expr) => {
+                if let Some(v) = $flag.clone() {
+                    $field = v;
+                }
+            };
+        }
+        set!(self.space => c.space);
+        set!(self.method => c.method);
+        set!(self.neumann_steps => c.neumann_steps);
+        set!(self.data => c.data.spec);
+        if self.subset.is_some() {
+            c.data.subset = self.subset;
+        }
+        set!(self.epochs => c.epochs);
+        set!(self.batch_size => c.data.batch_size);
+        set!(self.layers => c.model.layers);
+        set!(self.channels => c.model.channels);
+        set!(self.partial_channels => c.model.partial_channels);
+        if self.edge_norm {
+            c.model.edge_norm = true;
+        }
+        set!(self.arch_start_epoch => c.arch_start_epoch);
+        if self.max_skip_connect.is_some() {
+            c.model.max_skip_connect = self.max_skip_connect;
+        }
+        set!(self.lr => c.weight_optimizer.lr);
+        set!(self.arch_lr => c.arch_optimizer.lr);
+        set!(self.seed => c.seed);
+        set!(self.device => c.device);
+    }
+
+    fn resolve(&self) -> anyhow::Result<SearchConfig> {
+        let mut c = match &self.config {
+            Some(path) => SearchConfig::from_file(self.preset.as_deref(), path)?,
+            None => SearchConfig::preset(self.preset.as_deref().unwrap_or("darts-1st"))?,
+        };
+        self.apply(&mut c);
+        Ok(c)
+    }
+}
+
+/// runs/search-YYYYMMDD-HHMMSS (UTC).
+fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from(format!(
+        "runs/search-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
+    let (dir, cfg) = if args.resume {
+        let Some(out) = &args.out else {
+            bail!("--resume needs --out DIR, the run to continue")
+        };
+        let dir = RunDir::open(out)?;
+        let saved: SearchConfig = dir.read_json(CONFIG)?;
+        let mut given = saved.clone();
+        if args.config.is_some() || args.preset.is_some() {
+            given = args.resolve()?;
+        } else {
+            args.apply(&mut given);
+        }
+        if given != saved {
+            bail!(
+                "{}: the given options differ from the run's saved configuration ({}); resume with the same options or none",
+                out.display(),
+                dir.file(CONFIG).display()
+            );
+        }
+        (dir, saved)
+    } else {
+        let cfg = args.resolve()?;
+        // Validate before touching the file system: bad flags leave no directory behind.
+        cfg.clone().validate()?;
+        let out = args.out.clone().unwrap_or_else(default_out);
+        let dir = RunDir::create(&out, args.force)?;
+        dir.write_json(CONFIG, &cfg)?;
+        (dir, cfg)
+    };
+    let valid = cfg.validate()?;
+    let mut search = Search::new(valid).context("cannot start the search")?;
+    let mut progress = Progress::new(g.quiet);
+    if args.resume {
+        let epoch = search.resume(&dir)?;
+        nas_core::metrics::MetricsSink::event(
+            &mut progress,
+            nas_core::metrics::Event::Message(&format!("resuming at epoch {}", epoch + 1)),
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let genotype = search.run(Some(&dir), &mut progress, &stop)?;
+    drop(progress);
+    let last = dir.read_metrics()?.pop();
+    let acc = last
+        .as_ref()
+        .and_then(|r| r.get("valid_acc"))
+        .and_then(|v| v.as_f64());
+    let mut text = format!("{genotype}");
+    if let Some(acc) = acc {
+        text.push_str(&format!("final valid_acc: {acc:.4}\n"));
+    }
+    text.push_str(&format!(
+        "genotype: {}\n",
+        dir.file(nas_search::run_dir::GENOTYPE).display()
+    ));
+    crate::out(&text)
+}

@@ -1,0 +1,240 @@
+//! Batches assembled ahead of the training step. A producer thread walks the epoch's order
+//! (a seeded shuffle) and builds each batch with rayon, one image per task, into a bounded
+//! channel, so augmentation overlaps the step that consumes the previous batch. Every sample's
+//! augmentation draws from its own stream keyed by (seed, epoch, position): the batches do not
+//! depend on thread timing, and an epoch can be replayed exactly on resume.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use super::{Augment, ImageSet, Normalize};
+use crate::rng::{self, Purpose};
+
+/// One batch on the host: images (N, C, H, W) as f32 and labels.
+#[derive(Debug, Clone)]
+pub struct HostBatch {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub shape: (usize, usize, usize, usize),
+}
+
+impl HostBatch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Moves the batch to `device`: images (N, C, H, W) f32 and labels (N,) u32.
+    pub fn to_device(self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let n = self.labels.len();
+        let x = Tensor::from_vec(self.images, self.shape, &Device::Cpu)?.to_device(device)?;
+        let y = Tensor::from_vec(self.labels, n, &Device::Cpu)?.to_device(device)?;
+        Ok((x, y))
+    }
+}
+
+/// How one pass over a set is cut into batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPlan {
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub drop_last: bool,
+    pub augment: Augment,
+    pub seed: u64,
+    pub epoch: usize,
+    /// Tells apart several loaders of one epoch (search-train, search-valid).
+    pub stream: u64,
+}
+
+impl BatchPlan {
+    pub fn num_batches(&self, n: usize) -> usize {
+        if self.batch_size == 0 {
+            0
+        } else if self.drop_last {
+            n / self.batch_size
+        } else {
+            n.div_ceil(self.batch_size)
+        }
+    }
+
+    fn key(&self) -> u64 {
+        ((self.epoch as u64) << 16) | self.stream
+    }
+
+    /// The sample order of this epoch.
+    pub fn order(&self, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        if self.shuffle {
+            order.shuffle(&mut rng::stream(self.seed, Purpose::Shuffle, self.key(), 0));
+        }
+        order
+    }
+}
+
+/// Iterator over the batches of one epoch, produced on a background thread.
+pub struct BatchIter {
+    rx: Option<Receiver<HostBatch>>,
+    handle: Option<JoinHandle<()>>,
+    remaining: usize,
+}
+
+impl BatchIter {
+    pub fn new(set: Arc<ImageSet>, norm: Normalize, plan: BatchPlan, prefetch: usize) -> Self {
+        let total = plan.num_batches(set.len());
+        let (tx, rx) = sync_channel(prefetch.max(1));
+        let handle = std::thread::spawn(move || {
+            let order = plan.order(set.len());
+            for (b, idx) in order.chunks(plan.batch_size.max(1)).take(total).enumerate() {
+                let batch = assemble(&set, &norm, &plan, b * plan.batch_size, idx);
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            rx: Some(rx),
+            handle: Some(handle),
+            remaining: total,
+        }
+    }
+
+    /// Batches still to come.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+}
+
+/// Builds one batch: sample `idx[j]` at epoch position `first + j`.
+fn assemble(
+    set: &ImageSet,
+    norm: &Normalize,
+    plan: &BatchPlan,
+    first: usize,
+    idx: &[usize],
+) -> HostBatch {
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let len = c * h * w;
+    let mut images = vec![0f32; idx.len() * len];
+    images
+        .par_chunks_mut(len)
+        .zip(idx.par_iter())
+        .enumerate()
+        .for_each(|(j, (dst, &i))| {
+            let mut rng = rng::stream(plan.seed, Purpose::Augment, plan.key(), (first + j) as u64);
+            plan.augment
+                .apply(set.image(i), (c, h, w), norm, &mut rng, dst);
+        });
+    HostBatch {
+        images,
+        labels: idx.iter().map(|&i| set.labels[i]).collect(),
+        shape: (idx.len(), c, h, w),
+    }
+}
+
+impl Iterator for BatchIter {
+    type Item = HostBatch;
+
+    fn next(&mut self) -> Option<HostBatch> {
+        let batch = self.rx.as_ref()?.recv().ok();
+        if batch.is_some() {
+            self.remaining = self.remaining.saturating_sub(1);
+        }
+        batch
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl Drop for BatchIter {
+    fn drop(&mut self) {
+        // Closing the channel first makes a blocked producer return.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: usize) -> Arc<ImageSet> {
+        Arc::new(ImageSet {
+            pixels: (0..n * 3 * 4 * 4).map(|v| (v % 251) as u8).collect(),
+            labels: (0..n as u32).collect(),
+            channels: 3,
+            height: 4,
+            width: 4,
+        })
+    }
+
+    fn plan(epoch: usize) -> BatchPlan {
+        BatchPlan {
+            batch_size: 4,
+            shuffle: true,
+            drop_last: true,
+            augment: Augment::CIFAR,
+            seed: 9,
+            epoch,
+            stream: 0,
+        }
+    }
+
+    fn norm() -> Normalize {
+        Normalize {
+            mean: vec![0.5; 3],
+            std: vec![0.25; 3],
+        }
+    }
+
+    #[test]
+    fn epochs_are_permutations_and_reproducible() {
+        let a: Vec<HostBatch> = BatchIter::new(set(10), norm(), plan(0), 2).collect();
+        let b: Vec<HostBatch> = BatchIter::new(set(10), norm(), plan(0), 1).collect();
+        let c: Vec<HostBatch> = BatchIter::new(set(10), norm(), plan(1), 2).collect();
+        assert_eq!(a.len(), 2);
+        let mut labels: Vec<u32> = a.iter().flat_map(|b| b.labels.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), 8);
+        assert_eq!(
+            a.iter().map(|b| &b.images).collect::<Vec<_>>(),
+            b.iter().map(|b| &b.images).collect::<Vec<_>>()
+        );
+        assert_ne!(
+            a.iter().map(|b| &b.labels).collect::<Vec<_>>(),
+            c.iter().map(|b| &b.labels).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn keeps_last_partial_batch_when_asked() {
+        let p = BatchPlan {
+            drop_last: false,
+            shuffle: false,
+            ..plan(0)
+        };
+        let sizes: Vec<usize> = BatchIter::new(set(10), norm(), p, 2)
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+    }
+
+    #[test]
+    fn early_drop_does_not_hang() {
+        let mut it = BatchIter::new(set(40), norm(), plan(0), 1);
+        assert!(it.next().is_some());
+        drop(it);
+    }
+}

@@ -1,0 +1,215 @@
+//! The embedded `synthetic` dataset: 10 classes of 32×32 RGB images generated from the seed.
+//!
+//! Every image mixes two random colours through a spatial pattern and adds pixel noise, so
+//! colour says nothing about the class; only the structure does: the orientation of stripes
+//! (4 classes), checkerboards, concentric rings, a disc, a square, a cross, or scattered dots,
+//! each with random period, phase, size and position. Telling them apart needs both local
+//! (orientation, texture) and larger-scale (shape) features, which is what the cell's choice
+//! between convolutions, dilations and pooling is about.
+
+use std::f32::consts::PI;
+use std::sync::Arc;
+
+use rand::Rng as _;
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+
+use super::{Dataset, ImageSet};
+use crate::rng::{self, Purpose, Rng};
+
+pub const SYNTHETIC_CLASSES: [&str; 10] = [
+    "horizontal_stripes",
+    "vertical_stripes",
+    "diagonal_stripes",
+    "antidiagonal_stripes",
+    "checkerboard",
+    "rings",
+    "disc",
+    "square",
+    "cross",
+    "dots",
+];
+
+pub(super) const DEFAULT_TRAIN: usize = 10_000;
+pub(super) const DEFAULT_TEST: usize = 2_000;
+const SIZE: usize = 32;
+
+/// Pattern value in [0, 1] at (y, x) for one image, from parameters drawn once per image.
+fn pattern(class: usize, rng: &mut Rng) -> Box<dyn Fn(f32, f32) -> f32> {
+    let period: f32 = rng.random_range(4.0..10.0);
+    let phase: f32 = rng.random_range(0.0..2.0 * PI);
+    let cy: f32 = rng.random_range(8.0..24.0);
+    let cx: f32 = rng.random_range(8.0..24.0);
+    let wave = move |t: f32| 0.5 + 0.5 * (2.0 * PI * t / period + phase).sin();
+    match class {
+        0 => Box::new(move |y, _| wave(y)),
+        1 => Box::new(move |_, x| wave(x)),
+        2 => Box::new(move |y, x| wave((x + y) / std::f32::consts::SQRT_2)),
+        3 => Box::new(move |y, x| wave((x - y) / std::f32::consts::SQRT_2)),
+        4 => {
+            let cell: f32 = rng.random_range(3.0..7.0);
+            let (oy, ox): (f32, f32) = (
+                rng.random_range(0.0..cell * 2.0),
+                rng.random_range(0.0..cell * 2.0),
+            );
+            Box::new(move |y, x| {
+                (((y + oy) / cell).floor() + ((x + ox) / cell).floor()).rem_euclid(2.0)
+            })
+        }
+        5 => Box::new(move |y, x| wave(((y - cy).powi(2) + (x - cx).powi(2)).sqrt())),
+        6 => {
+            let r: f32 = rng.random_range(6.0..12.0);
+            Box::new(move |y, x| {
+                if (y - cy).powi(2) + (x - cx).powi(2) <= r * r {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        }
+        7 => {
+            let h: f32 = rng.random_range(5.0..11.0);
+            Box::new(move |y, x| {
+                if (y - cy).abs() <= h && (x - cx).abs() <= h {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        }
+        8 => {
+            let w: f32 = rng.random_range(2.0..4.0);
+            Box::new(move |y, x| {
+                if (y - cy).abs() <= w || (x - cx).abs() <= w {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        }
+        _ => {
+            let n = rng.random_range(6..14);
+            let dots: Vec<(f32, f32, f32)> = (0..n)
+                .map(|_| {
+                    (
+                        rng.random_range(0.0..32.0),
+                        rng.random_range(0.0..32.0),
+                        rng.random_range(1.5..3.0),
+                    )
+                })
+                .collect();
+            Box::new(move |y, x| {
+                let hit = dots
+                    .iter()
+                    .any(|&(dy, dx, r)| (y - dy).powi(2) + (x - dx).powi(2) <= r * r);
+                if hit {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        }
+    }
+}
+
+fn random_colour(rng: &mut Rng) -> [f32; 3] {
+    [rng.random(), rng.random(), rng.random()]
+}
+
+fn luminance(c: &[f32; 3]) -> f32 {
+    0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+}
+
+/// Writes image `index` of `split` (class `index % 10`) into `out` (3×32×32, CHW).
+fn render(seed: u64, split: u64, index: usize, out: &mut [u8]) {
+    let mut rng = rng::stream(seed, Purpose::Dataset, split, index as u64);
+    let class = index % SYNTHETIC_CLASSES.len();
+    let p = pattern(class, &mut rng);
+    let (a, b) = loop {
+        let (a, b) = (random_colour(&mut rng), random_colour(&mut rng));
+        if (luminance(&a) - luminance(&b)).abs() > 0.25 {
+            break (a, b);
+        }
+    };
+    let noise: f32 = rng.random_range(0.03..0.12);
+    let hw = SIZE * SIZE;
+    for y in 0..SIZE {
+        for x in 0..SIZE {
+            let t = p(y as f32 + 0.5, x as f32 + 0.5);
+            for ch in 0..3 {
+                let z: f32 = StandardNormal.sample(&mut rng);
+                let v = a[ch] * (1.0 - t) + b[ch] * t + noise * z;
+                out[ch * hw + y * SIZE + x] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+    }
+}
+
+fn generate(seed: u64, split: u64, n: usize) -> ImageSet {
+    let len = 3 * SIZE * SIZE;
+    let mut pixels = vec![0u8; n * len];
+    pixels
+        .par_chunks_mut(len)
+        .enumerate()
+        .for_each(|(i, img)| render(seed, split, i, img));
+    ImageSet {
+        pixels,
+        labels: (0..n)
+            .map(|i| (i % SYNTHETIC_CLASSES.len()) as u32)
+            .collect(),
+        channels: 3,
+        height: SIZE,
+        width: SIZE,
+    }
+}
+
+/// The synthetic dataset with `n_train` training and `n_test` test images.
+pub fn synthetic(seed: u64, n_train: usize, n_test: usize) -> Dataset {
+    let train = generate(seed, 0, n_train);
+    let normalize = train.channel_stats();
+    Dataset {
+        name: "synthetic".into(),
+        train: Arc::new(train),
+        test: Some(Arc::new(generate(seed, 1, n_test))),
+        num_classes: SYNTHETIC_CLASSES.len(),
+        normalize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_balanced_and_seed_dependent() {
+        let a = synthetic(3, 40, 10);
+        let b = synthetic(3, 40, 10);
+        let c = synthetic(4, 40, 10);
+        assert_eq!(a.train.pixels, b.train.pixels);
+        assert_ne!(a.train.pixels, c.train.pixels);
+        assert_ne!(a.train.image(0), a.test.as_ref().unwrap().image(0));
+        for k in 0..10u32 {
+            assert_eq!(a.train.labels.iter().filter(|&&l| l == k).count(), 4);
+        }
+    }
+
+    /// Colour alone must not identify the class: per-class mean colours stay close together.
+    #[test]
+    fn class_mean_colours_are_similar() {
+        let ds = synthetic(0, 2000, 0);
+        let t = &ds.train;
+        let mut means = vec![[0f64; 3]; 10];
+        for i in 0..t.len() {
+            let img = t.image(i);
+            for (ch, plane) in img.chunks(1024).enumerate() {
+                means[t.labels[i] as usize][ch] +=
+                    plane.iter().map(|&p| p as f64).sum::<f64>() / 1024.0 / 200.0;
+            }
+        }
+        for m in &means {
+            for ch in 0..3 {
+                assert!((m[ch] - 127.5).abs() < 25.0, "class mean colour {m:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Errors of the core crate: tensor failures, I/O naming the file, bad data and bad checkpoints.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A dataset file or directory that exists but cannot be used.
+    #[error("{path}: {msg}")]
+    Data { path: PathBuf, msg: String },
+
+    /// A `--data` spec that does not name a known dataset.
+    #[error(
+        "unknown data spec `{0}` (expected synthetic, cifar10:DIR, cifar100:DIR or folder:DIR)"
+    )]
+    DataSpec(String),
+
+    #[error("invalid device `{0}` (expected cpu, cuda or cuda:N)")]
+    DeviceSpec(String),
+
+    #[error("{0}")]
+    Device(String),
+
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

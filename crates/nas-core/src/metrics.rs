@@ -1,0 +1,54 @@
+//! Progress and metrics reporting. Library code emits events to a `MetricsSink`; the command
+//! line turns them into progress bars and files, tests collect or ignore them.
+
+use serde_json::Value;
+
+/// What a long-running loop reports.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// An epoch starts: `epoch` of `epochs`, with `steps` steps.
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        steps: usize,
+    },
+    /// A step finished; running averages over the epoch so far.
+    Step {
+        step: usize,
+        steps: usize,
+        loss: f64,
+        acc: f64,
+        samples_per_s: f64,
+    },
+    /// An evaluation pass starts (`batches` batches).
+    EvalStart { batches: usize },
+    /// The epoch's summary record, as written to metrics.jsonl.
+    EpochEnd { record: &'a Value },
+    /// A human-readable note (resumed, checkpoint written, …).
+    Message(&'a str),
+}
+
+pub trait MetricsSink {
+    fn event(&mut self, event: Event<'_>);
+}
+
+/// Discards everything.
+pub struct NullSink;
+
+impl MetricsSink for NullSink {
+    fn event(&mut self, _: Event<'_>) {}
+}
+
+/// Keeps every epoch record (for tests and library users).
+#[derive(Default)]
+pub struct CollectSink {
+    pub epochs: Vec<Value>,
+}
+
+impl MetricsSink for CollectSink {
+    fn event(&mut self, event: Event<'_>) {
+        if let Event::EpochEnd { record } = event {
+            self.epochs.push(record.clone());
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Bias-free convolutions with PyTorch's default initialisation
+//! (U(±1/√fan_in), fan_in = C_in/groups · K²). State-dict name: weight.
+
+use candle_core::{Result, Tensor};
+
+use super::Mode;
+use crate::ops;
+use crate::params::{Init, ParamBuilder};
+
+/// A dense k×k convolution (the stem), weight (Co, Ci, K, K).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    pub fn new(
+        pb: &ParamBuilder,
+        ci: usize,
+        co: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> crate::Result<Self> {
+        let bound = 1.0 / ((ci * k * k) as f64).sqrt();
+        let weight = pb.weight("weight", (co, ci, k, k), Init::Uniform(bound))?;
+        Ok(Self {
+            weight,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        x.conv2d(&mode.w(&self.weight), self.padding, self.stride, 1, 1)
+    }
+}
+
+/// A 1×1 convolution, optionally strided (FactorizedReduce), weight (Co, Ci, 1, 1).
+#[derive(Debug, Clone)]
+pub struct Conv1x1 {
+    weight: Tensor,
+    stride: usize,
+}
+
+impl Conv1x1 {
+    pub fn new(pb: &ParamBuilder, ci: usize, co: usize, stride: usize) -> crate::Result<Self> {
+        let bound = 1.0 / (ci as f64).sqrt();
+        let weight = pb.weight("weight", (co, ci, 1, 1), Init::Uniform(bound))?;
+        Ok(Self { weight, stride })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let x = ops::subsample(x, self.stride)?;
+        ops::conv1x1(&x, &mode.w(&self.weight))
+    }
+}

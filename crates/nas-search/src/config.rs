@@ -1,0 +1,451 @@
+//! The search configuration: one serialisable value per run, nesting the model, data and
+//! optimiser settings, resolved from a preset, an optional JSON config file and command-line
+//! flags (in that order of precedence, later wins), validated once into `ValidSearchConfig`
+//! and written to the run directory as config.json before anything else.
+//!
+//! Presets (DESIGN §4): `darts-1st` (default), `darts-2nd`, `pc-darts`, `quick`.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use nas_core::data::DataSpec;
+use nas_core::DeviceSpec;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Which search space to search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Space {
+    Darts,
+    Nb201,
+}
+
+/// How the architecture gradient is computed (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// ∇_α L_val(w, α): DARTS first order.
+    FirstOrder,
+    /// One-step unrolled (DARTS second order) with a finite-difference Hessian-vector product.
+    SecondOrder,
+    /// Implicit function theorem with a Neumann-series inverse Hessian.
+    Implicit,
+}
+
+macro_rules! kebab_enum_str {
+    ($t:ty, $what:literal, [$($v:path => $s:literal),*]) => {
+        impl FromStr for $t {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($s => Ok($v),)*
+                    _ => Err(Error::Config(format!(concat!("unknown ", $what, " `{}` (expected {})"), s, [$($s),*].join(", ")))),
+                }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($v => f.write_str($s),)*
+                }
+            }
+        }
+    };
+}
+
+kebab_enum_str!(Space, "space", [Space::Darts => "darts", Space::Nb201 => "nb201"]);
+kebab_enum_str!(Method, "method", [Method::FirstOrder => "first-order", Method::SecondOrder => "second-order", Method::Implicit => "implicit"]);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Initial channels C.
+    pub channels: usize,
+    /// Number of cells L.
+    pub layers: usize,
+    /// Intermediate nodes per cell.
+    pub steps: usize,
+    /// PC-DARTS channel fraction 1/K (1 = all channels).
+    pub partial_channels: usize,
+    /// PC-DARTS edge normalisation (β).
+    pub edge_norm: bool,
+    /// Optional cap on skip connections in the derived normal cell (P-DARTS style).
+    pub max_skip_connect: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub spec: DataSpec,
+    /// Use only the first N training images (split 50/50 into search-train and search-valid).
+    pub subset: Option<usize>,
+    pub batch_size: usize,
+}
+
+/// SGD for the weights, learning rate cosine-annealed from `lr` to `lr_min` over the epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightOptimConfig {
+    pub lr: f64,
+    pub lr_min: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Global-norm gradient clip.
+    pub grad_clip: f64,
+}
+
+/// Adam for the architecture parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchOptimConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    pub preset: String,
+    pub space: Space,
+    pub method: Method,
+    /// Neumann-series terms J of the implicit method.
+    pub neumann_steps: usize,
+    pub epochs: usize,
+    /// First epoch with architecture updates (PC-DARTS warm-up).
+    pub arch_start_epoch: usize,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub weight_optimizer: WeightOptimConfig,
+    pub arch_optimizer: ArchOptimConfig,
+}
+
+pub const PRESETS: [&str; 4] = ["darts-1st", "darts-2nd", "pc-darts", "quick"];
+
+impl SearchConfig {
+    /// The settings of a named preset.
+    pub fn preset(name: &str) -> Result<SearchConfig> {
+        let mut c = SearchConfig {
+            preset: name.to_string(),
+            space: Space::Darts,
+            method: Method::FirstOrder,
+            neumann_steps: 5,
+            epochs: 50,
+            arch_start_epoch: 0,
+            seed: 2,
+            device: DeviceSpec::Cpu,
+            model: ModelConfig {
+                channels: 16,
+                layers: 8,
+                steps: 4,
+                partial_channels: 1,
+                edge_norm: false,
+                max_skip_connect: None,
+            },
+            data: DataConfig {
+                spec: DataSpec::Synthetic,
+                subset: None,
+                batch_size: 64,
+            },
+            weight_optimizer: WeightOptimConfig {
+                lr: 0.025,
+                lr_min: 0.001,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+            },
+            arch_optimizer: ArchOptimConfig {
+                lr: 3e-4,
+                beta1: 0.5,
+                beta2: 0.999,
+                weight_decay: 1e-3,
+            },
+        };
+        match name {
+            "darts-1st" => {}
+            "darts-2nd" => c.method = Method::SecondOrder,
+            "pc-darts" => {
+                c.data.batch_size = 256;
+                c.weight_optimizer.lr = 0.1;
+                c.weight_optimizer.lr_min = 0.0;
+                c.arch_optimizer.lr = 6e-4;
+                c.model.partial_channels = 4;
+                c.model.edge_norm = true;
+                c.arch_start_epoch = 15;
+            }
+            "quick" => {
+                c.model.channels = 8;
+                c.model.layers = 5;
+                c.data.batch_size = 32;
+                c.data.subset = Some(1000);
+                c.epochs = 4;
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown preset `{other}` (expected {})",
+                    PRESETS.join(", ")
+                )));
+            }
+        }
+        Ok(c)
+    }
+
+    /// A preset with the fields of a JSON config file laid over it. Unknown fields are errors.
+    pub fn from_file(preset: Option<&str>, path: &Path) -> Result<SearchConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let overlay: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: malformed JSON: {e}", path.display())))?;
+        let name = preset
+            .or_else(|| overlay.get("preset").and_then(Value::as_str))
+            .unwrap_or("darts-1st");
+        let base = Self::preset(name)?;
+        let mut merged = serde_json::to_value(&base).map_err(|e| Error::Config(e.to_string()))?;
+        merge(&mut merged, &overlay);
+        if let Some(obj) = merged.as_object_mut() {
+            obj.insert("preset".into(), Value::String(name.to_string()));
+        }
+        serde_json::from_value(merged)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks every value once; the search only ever sees a validated configuration.
+    pub fn validate(self) -> Result<ValidSearchConfig> {
+        let bad = |m: String| Err(Error::Config(m));
+        let positive = [
+            ("epochs", self.epochs),
+            ("batch size", self.data.batch_size),
+            ("channels", self.model.channels),
+            ("layers", self.model.layers),
+            ("steps", self.model.steps),
+            ("partial channels K", self.model.partial_channels),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return bad(format!("{name} must be positive"));
+            }
+        }
+        if self.data.subset == Some(0) {
+            return bad("subset must be positive".into());
+        }
+        if self
+            .data
+            .subset
+            .is_some_and(|n| n < 2 * self.data.batch_size)
+        {
+            return bad(format!(
+                "subset {} is too small for batch size {}: each half of the split needs a full batch",
+                self.data.subset.unwrap_or(0),
+                self.data.batch_size
+            ));
+        }
+        let k = self.model.partial_channels;
+        if self.model.channels % k != 0 {
+            return bad(format!(
+                "partial channels K={k} must divide channels C={}",
+                self.model.channels
+            ));
+        }
+        if self.method == Method::Implicit && self.neumann_steps == 0 {
+            return bad("neumann steps must be positive for the implicit method".into());
+        }
+        if self.arch_start_epoch >= self.epochs && self.arch_start_epoch > 0 {
+            return bad(format!(
+                "arch start epoch {} leaves no architecture updates in {} epochs",
+                self.arch_start_epoch, self.epochs
+            ));
+        }
+        let w = &self.weight_optimizer;
+        let a = &self.arch_optimizer;
+        let finite_nonneg = [
+            ("weight lr", w.lr),
+            ("weight lr_min", w.lr_min),
+            ("momentum", w.momentum),
+            ("weight decay", w.weight_decay),
+            ("grad clip", w.grad_clip),
+            ("arch lr", a.lr),
+            ("arch weight decay", a.weight_decay),
+        ];
+        for (name, v) in finite_nonneg {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!(
+                    "{name} must be a finite non-negative number, got {v}"
+                ));
+            }
+        }
+        if w.lr <= 0.0 || a.lr <= 0.0 {
+            return bad("learning rates must be positive".into());
+        }
+        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
+            return bad("Adam betas must be in [0, 1)".into());
+        }
+        if self.space == Space::Nb201 && (k != 1 || self.model.edge_norm) {
+            return bad(
+                "partial channels and edge normalisation apply to the darts space only".into(),
+            );
+        }
+        if self.space == Space::Nb201 {
+            return bad("the nb201 space is not available yet".into());
+        }
+        if self.method != Method::FirstOrder {
+            return bad(format!("method {} is not available yet", self.method));
+        }
+        if k != 1 || self.model.edge_norm {
+            return bad("partial channels and edge normalisation are not available yet".into());
+        }
+        Ok(ValidSearchConfig(self))
+    }
+}
+
+/// Recursively lays `overlay` over `base` (objects merge, everything else replaces).
+fn merge(base: &mut Value, overlay: &Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// A configuration that passed `SearchConfig::validate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSearchConfig(SearchConfig);
+
+impl std::ops::Deref for ValidSearchConfig {
+    type Target = SearchConfig;
+    fn deref(&self) -> &SearchConfig {
+        &self.0
+    }
+}
+
+impl ValidSearchConfig {
+    pub fn into_inner(self) -> SearchConfig {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_follow_the_design() {
+        let d = SearchConfig::preset("darts-1st").unwrap();
+        assert_eq!(
+            (
+                d.data.batch_size,
+                d.epochs,
+                d.model.channels,
+                d.model.layers
+            ),
+            (64, 50, 16, 8)
+        );
+        assert_eq!(
+            (
+                d.weight_optimizer.lr,
+                d.weight_optimizer.lr_min,
+                d.arch_optimizer.lr
+            ),
+            (0.025, 0.001, 3e-4)
+        );
+        assert_eq!(
+            SearchConfig::preset("darts-2nd").unwrap().method,
+            Method::SecondOrder
+        );
+        let p = SearchConfig::preset("pc-darts").unwrap();
+        assert_eq!(
+            (
+                p.data.batch_size,
+                p.model.partial_channels,
+                p.model.edge_norm,
+                p.arch_start_epoch
+            ),
+            (256, 4, true, 15)
+        );
+        assert_eq!(
+            (
+                p.weight_optimizer.lr,
+                p.weight_optimizer.lr_min,
+                p.arch_optimizer.lr
+            ),
+            (0.1, 0.0, 6e-4)
+        );
+        let q = SearchConfig::preset("quick").unwrap();
+        assert!(q.data.subset.unwrap() <= 2000);
+        assert!(SearchConfig::preset("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown preset `nope`"));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = SearchConfig::preset("darts-1st").unwrap();
+        c.model.partial_channels = 3;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("K=3 must divide channels C=16"));
+        let mut c = SearchConfig::preset("darts-1st").unwrap();
+        c.data.batch_size = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("batch size must be positive"));
+        let mut c = SearchConfig::preset("darts-1st").unwrap();
+        c.weight_optimizer.lr = f64::NAN;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn config_file_overlays_and_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(
+            &p,
+            r#"{"preset":"quick","epochs":2,"model":{"channels":4}}"#,
+        )
+        .unwrap();
+        let c = SearchConfig::from_file(None, &p).unwrap();
+        assert_eq!(
+            (
+                c.preset.as_str(),
+                c.epochs,
+                c.model.channels,
+                c.model.layers
+            ),
+            ("quick", 2, 4, 5)
+        );
+        std::fs::write(&p, r#"{"model":{"chanels":4}}"#).unwrap();
+        let e = SearchConfig::from_file(None, &p).unwrap_err().to_string();
+        assert!(e.contains("chanels"), "{e}");
+        std::fs::write(&p, r#"{"epochs":"#).unwrap();
+        assert!(SearchConfig::from_file(None, &p)
+            .unwrap_err()
+            .to_string()
+            .contains("malformed JSON"));
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let c = SearchConfig::preset("pc-darts").unwrap();
+        let back: SearchConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, back);
+    }
+}

@@ -1,0 +1,130 @@
+//! The run directory: config.json (written first), metrics.jsonl (one record per epoch),
+//! genotype.json (at the end) and checkpoint.safetensors (every epoch). Every file but the
+//! metrics log is replaced atomically; the log is appended line by line and, on resume,
+//! rewritten atomically to the epochs the checkpoint covers (a crash between the two writes
+//! can leave one record too many, never a torn checkpoint).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nas_core::checkpoint::write_atomic;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub const CONFIG: &str = "config.json";
+pub const METRICS: &str = "metrics.jsonl";
+pub const GENOTYPE: &str = "genotype.json";
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// A fresh run directory. An existing non-empty directory is refused unless `force`, which
+    /// removes the files this tool writes there.
+    pub fn create(path: &Path, force: bool) -> Result<Self> {
+        if path.exists() {
+            let non_empty = std::fs::read_dir(path)
+                .map_err(|e| Error::run_dir(path, e.to_string()))?
+                .next()
+                .is_some();
+            if non_empty && !force {
+                return Err(Error::run_dir(
+                    path,
+                    "run directory already exists and is not empty (use --resume to continue it or --force to overwrite it)",
+                ));
+            }
+            if non_empty {
+                for f in [CONFIG, METRICS, GENOTYPE, CHECKPOINT] {
+                    let p = path.join(f);
+                    if p.exists() {
+                        std::fs::remove_file(&p).map_err(|e| Error::run_dir(&p, e.to_string()))?;
+                    }
+                }
+            }
+        }
+        std::fs::create_dir_all(path)
+            .map_err(|e| Error::run_dir(path, format!("cannot create directory: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An existing run directory (for resume and evaluation).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join(CONFIG).is_file() {
+            return Err(Error::run_dir(path, "not a run directory (no config.json)"));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(value)
+            .map_err(|e| Error::run_dir(self.file(name), e.to_string()))?;
+        text.push('\n');
+        Ok(write_atomic(&self.file(name), text.as_bytes())?)
+    }
+
+    pub fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let p = self.file(name);
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::run_dir(&p, e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| Error::run_dir(&p, format!("malformed: {e}")))
+    }
+
+    /// Appends one record to metrics.jsonl and syncs it.
+    pub fn append_metrics(&self, record: &Value) -> Result<()> {
+        let p = self.file(METRICS);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| Error::run_dir(&p, e.to_string()))?;
+        let line = format!("{record}\n");
+        f.write_all(line.as_bytes())
+            .and_then(|_| f.sync_data())
+            .map_err(|e| Error::run_dir(&p, e.to_string()))
+    }
+
+    /// The complete records of metrics.jsonl (a torn last line is ignored).
+    pub fn read_metrics(&self) -> Result<Vec<Value>> {
+        let p = self.file(METRICS);
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::run_dir(&p, e.to_string()))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Keeps only the records of epochs before `epoch`.
+    pub fn truncate_metrics(&self, epoch: usize) -> Result<Vec<Value>> {
+        let keep: Vec<Value> = self
+            .read_metrics()?
+            .into_iter()
+            .filter(|r| {
+                r.get("epoch")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|e| (e as usize) < epoch)
+            })
+            .collect();
+        let text: String = keep.iter().map(|r| format!("{r}\n")).collect();
+        write_atomic(&self.file(METRICS), text.as_bytes())?;
+        Ok(keep)
+    }
+}

@@ -1,0 +1,372 @@
+//! The search loop (DARTS Alg. 1): every step updates α on a search-valid batch, then the
+//! weights on a search-train batch; every epoch ends with an evaluation pass over the
+//! search-valid half, the derived genotype, a metrics record and a checkpoint.
+//!
+//! Reproducibility: the data order and augmentation of an epoch depend only on (seed, epoch),
+//! and the checkpoint holds weights, buffers, α and both optimiser states, so a run resumed at
+//! an epoch boundary continues exactly as the uninterrupted run would (on CPU).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use nas_core::checkpoint::{load_tensors, save_tensors};
+use nas_core::data::{Augment, BatchIter, BatchPlan, Dataset, ImageSet, LoadOptions, Normalize};
+use nas_core::metrics::{Event, MetricsSink};
+use nas_core::nn::{accuracy_count, cross_entropy, Mode};
+use nas_core::optim::{CosineAnnealing, Sgd, SgdConfig};
+use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
+use search_spaces::{Genotype, Supernet};
+use serde_json::json;
+
+use crate::architect::{weight_step, Architect, Batch};
+use crate::config::{Space, ValidSearchConfig};
+use crate::error::{Error, Result};
+use crate::run_dir::{RunDir, CHECKPOINT, GENOTYPE};
+
+const CHECKPOINT_FORMAT: &str = "nas-search-checkpoint-1";
+const PREFETCH: usize = 2;
+
+/// Builds the supernet a configuration describes.
+pub fn build_supernet(
+    cfg: &ValidSearchConfig,
+    num_classes: usize,
+    in_channels: usize,
+    device: &Device,
+) -> Result<Box<dyn Supernet>> {
+    match cfg.space {
+        Space::Darts => {
+            let net_cfg = DartsSupernetConfig {
+                channels: cfg.model.channels,
+                layers: cfg.model.layers,
+                num_classes,
+                steps: cfg.model.steps,
+                multiplier: cfg.model.steps,
+                stem_multiplier: 3,
+                in_channels,
+            };
+            Ok(Box::new(DartsSupernet::new(
+                net_cfg,
+                cfg.seed,
+                DType::F32,
+                device,
+            )?))
+        }
+        Space::Nb201 => Err(Error::Config("the nb201 space is not available yet".into())),
+    }
+}
+
+/// Running sums of a pass over batches.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+}
+
+impl Tally {
+    fn add(&mut self, loss: f64, correct: usize, n: usize) {
+        self.loss_sum += loss * n as f64;
+        self.correct += correct;
+        self.seen += n;
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss_sum / self.seen.max(1) as f64
+    }
+
+    fn acc(&self) -> f64 {
+        self.correct as f64 / self.seen.max(1) as f64
+    }
+}
+
+pub struct Search {
+    cfg: ValidSearchConfig,
+    device: Device,
+    net: Box<dyn Supernet>,
+    w_opt: Sgd,
+    architect: Architect,
+    train_set: Arc<ImageSet>,
+    valid_set: Arc<ImageSet>,
+    normalize: Normalize,
+    schedule: CosineAnnealing,
+    next_epoch: usize,
+}
+
+impl Search {
+    /// Loads the data and builds the supernet and both optimisers.
+    pub fn new(cfg: ValidSearchConfig) -> Result<Self> {
+        let device = cfg.device.open()?;
+        let data = Dataset::load(
+            &cfg.data.spec,
+            &LoadOptions {
+                subset: cfg.data.subset,
+                with_test: false,
+                seed: cfg.seed,
+            },
+        )?;
+        let (train_set, valid_set) = data.search_split();
+        if train_set.len() < cfg.data.batch_size {
+            return Err(Error::Config(format!(
+                "the search-train half has {} images, fewer than one batch of {}",
+                train_set.len(),
+                cfg.data.batch_size
+            )));
+        }
+        let net = build_supernet(&cfg, data.num_classes, data.train.channels, &device)?;
+        let w = &cfg.weight_optimizer;
+        let w_opt = Sgd::new(
+            net.weights().weights(),
+            SgdConfig {
+                lr: w.lr,
+                momentum: w.momentum,
+                weight_decay: w.weight_decay,
+            },
+        );
+        let architect = Architect::new(net.arch().weights(), &cfg.arch_optimizer, cfg.method);
+        let schedule = CosineAnnealing {
+            max_lr: w.lr,
+            min_lr: w.lr_min,
+            epochs: cfg.epochs,
+        };
+        Ok(Self {
+            device,
+            net,
+            w_opt,
+            architect,
+            train_set,
+            valid_set,
+            normalize: data.normalize,
+            schedule,
+            next_epoch: 0,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &ValidSearchConfig {
+        &self.cfg
+    }
+
+    pub fn net(&self) -> &dyn Supernet {
+        self.net.as_ref()
+    }
+
+    pub fn next_epoch(&self) -> usize {
+        self.next_epoch
+    }
+
+    fn plan(
+        &self,
+        epoch: usize,
+        stream: u64,
+        augment: Augment,
+        shuffle: bool,
+        drop_last: bool,
+    ) -> BatchPlan {
+        BatchPlan {
+            batch_size: self.cfg.data.batch_size,
+            shuffle,
+            drop_last,
+            augment,
+            seed: self.cfg.seed,
+            epoch,
+            stream,
+        }
+    }
+
+    fn to_batch(&self, b: nas_core::data::HostBatch) -> Result<Batch> {
+        let (x, y) = b.to_device(&self.device)?;
+        Ok(Batch { x, y })
+    }
+
+    /// Trains one epoch; returns the running train loss and accuracy.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        sink: &mut dyn MetricsSink,
+        stop: &AtomicBool,
+    ) -> Result<Tally> {
+        let lr = self.schedule.lr(epoch);
+        self.w_opt.set_lr(lr);
+        let train = BatchIter::new(
+            self.train_set.clone(),
+            self.normalize.clone(),
+            self.plan(epoch, 0, Augment::CIFAR, true, true),
+            PREFETCH,
+        );
+        let arch_on = epoch >= self.cfg.arch_start_epoch;
+        let mut valid = arch_on.then(|| {
+            BatchIter::new(
+                self.valid_set.clone(),
+                self.normalize.clone(),
+                self.plan(epoch, 1, Augment::CIFAR, true, true),
+                PREFETCH,
+            )
+        });
+        let steps = train.remaining();
+        sink.event(Event::EpochStart {
+            epoch,
+            epochs: self.cfg.epochs,
+            steps,
+        });
+        let mut tally = Tally::default();
+        let started = Instant::now();
+        for (step, hb) in train.enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let tb = self.to_batch(hb)?;
+            if let Some(v) = valid.as_mut() {
+                let Some(vb) = v.next() else { break };
+                let vb = self.to_batch(vb)?;
+                self.architect
+                    .step(self.net.as_ref(), &tb, &vb, &self.w_opt)?;
+            }
+            let (loss, logits) = weight_step(
+                self.net.as_ref(),
+                &mut self.w_opt,
+                &tb,
+                self.cfg.weight_optimizer.grad_clip,
+            )?;
+            let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss.is_finite() {
+                return Err(Error::Diverged { epoch, step, loss });
+            }
+            tally.add(loss, accuracy_count(&logits, &tb.y)?, tb.y.dim(0)?);
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            sink.event(Event::Step {
+                step: step + 1,
+                steps,
+                loss: tally.loss(),
+                acc: tally.acc(),
+                samples_per_s: tally.seen as f64 / secs,
+            });
+        }
+        Ok(tally)
+    }
+
+    /// Loss and accuracy of the network in evaluation mode over `set` (no augmentation).
+    pub fn evaluate(&self, set: &Arc<ImageSet>, sink: &mut dyn MetricsSink) -> Result<(f64, f64)> {
+        let plan = self.plan(0, 2, Augment::NONE, false, false);
+        let it = BatchIter::new(set.clone(), self.normalize.clone(), plan, PREFETCH);
+        sink.event(Event::EvalStart {
+            batches: it.remaining(),
+        });
+        let mut tally = Tally::default();
+        for hb in it {
+            let b = self.to_batch(hb)?;
+            let logits = self.net.forward(&b.x, Mode::EVAL)?;
+            let loss = cross_entropy(&logits, &b.y)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            tally.add(loss, accuracy_count(&logits, &b.y)?, b.y.dim(0)?);
+        }
+        Ok((tally.loss(), tally.acc()))
+    }
+
+    /// Runs the remaining epochs, writing metrics, checkpoints and the genotype to `dir`.
+    pub fn run(
+        &mut self,
+        dir: Option<&RunDir>,
+        sink: &mut dyn MetricsSink,
+        stop: &AtomicBool,
+    ) -> Result<Genotype> {
+        for epoch in self.next_epoch..self.cfg.epochs {
+            let started = Instant::now();
+            let train = self.train_epoch(epoch, sink, stop)?;
+            let (valid_loss, valid_acc) = self.evaluate(&self.valid_set.clone(), sink)?;
+            let genotype = self.net.genotype()?;
+            let record = json!({
+                "epoch": epoch,
+                "train_loss": train.loss(),
+                "train_acc": train.acc(),
+                "valid_loss": valid_loss,
+                "valid_acc": valid_acc,
+                "lr": self.schedule.lr(epoch),
+                "seconds": started.elapsed().as_secs_f64(),
+                "genotype": genotype.to_json(),
+                "alpha": self.net.arch_json()?,
+            });
+            self.next_epoch = epoch + 1;
+            if let Some(dir) = dir {
+                dir.append_metrics(&record)?;
+                self.save_checkpoint(&dir.file(CHECKPOINT))?;
+            }
+            sink.event(Event::EpochEnd { record: &record });
+        }
+        let genotype = self.net.genotype()?;
+        if let Some(dir) = dir {
+            dir.write_json(GENOTYPE, &genotype.to_json())?;
+        }
+        Ok(genotype)
+    }
+
+    /// Writes weights, buffers, α, optimiser states and the next epoch, atomically.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for p in self.net.weights().params() {
+            tensors.push((format!("weights.{}", p.name), p.var.as_tensor().clone()));
+        }
+        for p in self.net.arch().params() {
+            tensors.push((format!("arch.{}", p.name), p.var.as_tensor().clone()));
+        }
+        tensors.extend(self.w_opt.state("sgd"));
+        tensors.extend(self.architect.optimizer().state("adam"));
+        let meta = HashMap::from([
+            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            ("next_epoch".to_string(), self.next_epoch.to_string()),
+            (
+                "adam_steps".to_string(),
+                self.architect.optimizer().steps_taken().to_string(),
+            ),
+        ]);
+        Ok(save_tensors(path, &tensors, meta)?)
+    }
+
+    /// Restores a checkpoint written by `save_checkpoint`; returns the epoch to continue with.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
+        let ck = load_tensors(path, &self.device)?;
+        if ck.meta("format") != Some(CHECKPOINT_FORMAT) {
+            return Err(Error::run_dir(
+                path,
+                "not a search checkpoint of this version",
+            ));
+        }
+        let strip = |prefix: &str| -> HashMap<String, Tensor> {
+            ck.tensors
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
+                .collect()
+        };
+        let ctx = |e: nas_core::Error| Error::run_dir(path, e.to_string());
+        self.net
+            .weights()
+            .load(&strip("weights."), false)
+            .map_err(ctx)?;
+        self.net.arch().load(&strip("arch."), false).map_err(ctx)?;
+        self.w_opt
+            .load_state("sgd", |n| ck.tensors.get(n).cloned())?;
+        let steps: u64 = ck.meta_parse(path, "adam_steps")?;
+        self.architect
+            .optimizer_mut()
+            .load_state("adam", steps, |n| ck.tensors.get(n).cloned())?;
+        self.next_epoch = ck.meta_parse(path, "next_epoch")?;
+        Ok(self.next_epoch)
+    }
+
+    /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
+    /// dropping metric records the checkpoint does not cover.
+    pub fn resume(&mut self, dir: &RunDir) -> Result<usize> {
+        let ck = dir.file(CHECKPOINT);
+        let epoch = if ck.exists() {
+            self.load_checkpoint(&ck)?
+        } else {
+            0
+        };
+        dir.truncate_metrics(epoch)?;
+        Ok(epoch)
+    }
+}

@@ -1,0 +1,127 @@
+//! The DARTS search cell: two inputs c_{k−2}, c_{k−1} (preprocessed to C channels), N
+//! intermediate nodes each summing a mixed op on every earlier state (2 + 3 + … edges, 14 for
+//! N = 4), and the output concat of the N nodes (N·C channels). Reduction cells use stride 2
+//! on the edges from the two inputs. Edge e = Σ_{i<node} (2 + i) + j feeds node `node` from
+//! state j, the row order of α.
+
+use candle_core::{Result, Tensor};
+use nas_core::nn::Mode;
+use nas_core::params::ParamBuilder;
+
+use super::mixed_op::MixedOp;
+use super::ops::{FactorizedReduce, ReluConvBn};
+
+#[derive(Debug, Clone)]
+pub enum Preprocess {
+    ReluConvBn(ReluConvBn),
+    FactorizedReduce(FactorizedReduce),
+}
+
+impl Preprocess {
+    /// FactorizedReduce when the previous cell reduced (c_{k−2} is twice as large), else
+    /// ReLU-conv1×1-BN.
+    pub fn new(
+        pb: &ParamBuilder,
+        ci: usize,
+        co: usize,
+        reduce: bool,
+        affine: bool,
+    ) -> nas_core::Result<Self> {
+        Ok(if reduce {
+            Preprocess::FactorizedReduce(FactorizedReduce::new(pb, ci, co, affine)?)
+        } else {
+            Preprocess::ReluConvBn(ReluConvBn::new(pb, ci, co, affine)?)
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match self {
+            Preprocess::ReluConvBn(m) => m.forward(x, mode),
+            Preprocess::FactorizedReduce(m) => m.forward(x, mode),
+        }
+    }
+}
+
+/// Number of edges of a cell with `steps` intermediate nodes.
+pub fn num_edges(steps: usize) -> usize {
+    (0..steps).map(|i| 2 + i).sum()
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchCell {
+    pub reduction: bool,
+    preprocess0: Preprocess,
+    preprocess1: ReluConvBn,
+    ops: Vec<MixedOp>,
+    steps: usize,
+    multiplier: usize,
+}
+
+impl SearchCell {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pb: &ParamBuilder,
+        steps: usize,
+        multiplier: usize,
+        c_prev_prev: usize,
+        c_prev: usize,
+        c: usize,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> nas_core::Result<Self> {
+        let preprocess0 =
+            Preprocess::new(&pb.pp("preprocess0"), c_prev_prev, c, reduction_prev, false)?;
+        let preprocess1 = ReluConvBn::new(&pb.pp("preprocess1"), c_prev, c, false)?;
+        let mut ops = Vec::with_capacity(num_edges(steps));
+        for i in 0..steps {
+            for j in 0..2 + i {
+                let stride = if reduction && j < 2 { 2 } else { 1 };
+                ops.push(MixedOp::new(&pb.pp("_ops").pp(ops.len()), c, stride)?);
+            }
+        }
+        Ok(Self {
+            reduction,
+            preprocess0,
+            preprocess1,
+            ops,
+            steps,
+            multiplier,
+        })
+    }
+
+    /// `weights` (E, 8): softmax(α) of this cell type; `edge_weights` (E,) optional edge
+    /// normalisation weights.
+    pub fn forward(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        weights: &Tensor,
+        edge_weights: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let mut states = vec![
+            self.preprocess0.forward(s0, mode)?,
+            self.preprocess1.forward(s1, mode)?,
+        ];
+        let mut e = 0;
+        for _ in 0..self.steps {
+            let mut node: Option<Tensor> = None;
+            for j in 0..states.len() {
+                let mut y = self.ops[e].forward(&states[j], &weights.get(e)?, mode)?;
+                if let Some(b) = edge_weights {
+                    y = y.broadcast_mul(&b.narrow(0, e, 1)?)?;
+                }
+                node = Some(match node {
+                    None => y,
+                    Some(n) => (n + y)?,
+                });
+                e += 1;
+            }
+            match node {
+                Some(n) => states.push(n),
+                None => candle_core::bail!("cell node without inputs"),
+            }
+        }
+        Tensor::cat(&states[states.len() - self.multiplier..], 1)
+    }
+}

@@ -1,0 +1,14 @@
+//! The DARTS CNN search space (DESIGN §3.1).
+
+mod cell;
+pub mod derive;
+mod mixed_op;
+mod network;
+mod ops;
+mod supernet;
+
+pub use cell::{num_edges, Preprocess, SearchCell};
+pub use mixed_op::MixedOp;
+pub use network::{DerivedNetwork, DerivedNetworkConfig};
+pub use ops::{DartsOp, FactorizedReduce, OpModule, ReluConvBn};
+pub use supernet::{DartsSupernet, DartsSupernetConfig};

@@ -1,0 +1,331 @@
+//! The DARTS operation set (Liu et al., 2019, "DARTS: Differentiable Architecture Search"),
+//! in the published order, and the layers that implement each op. All convolutions are
+//! bias-free. Module and parameter names follow the original PyTorch code, so that
+//! `state_dict` keys match (`op.1.weight` of a SepConv is its first depthwise filter).
+//!
+//! - sep_conv_k: ReLU, dw k×k (stride s, pad k/2), 1×1, BN, ReLU, dw k×k, 1×1, BN
+//! - dil_conv_k: ReLU, dw k×k (stride s, dilation 2, pad k−1), 1×1, BN
+//! - skip_connect: identity, or FactorizedReduce at stride 2
+//! - max/avg_pool_3x3: pad 1 (average excludes padding); followed by BN(affine=False) in the
+//!   search network
+//! - none: zeros (never materialised in a mixed op: it contributes nothing but its softmax
+//!   weight)
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{Result, Tensor};
+use nas_core::nn::{BatchNorm2d, Conv1x1, Mode};
+use nas_core::ops::{self, DwParams, PoolKind};
+use nas_core::params::{Init, ParamBuilder};
+
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DartsOp {
+    None,
+    MaxPool3x3,
+    AvgPool3x3,
+    SkipConnect,
+    SepConv3x3,
+    SepConv5x5,
+    DilConv3x3,
+    DilConv5x5,
+}
+
+impl DartsOp {
+    /// The primitives in DARTS' order: the column order of α.
+    pub const ALL: [DartsOp; 8] = [
+        DartsOp::None,
+        DartsOp::MaxPool3x3,
+        DartsOp::AvgPool3x3,
+        DartsOp::SkipConnect,
+        DartsOp::SepConv3x3,
+        DartsOp::SepConv5x5,
+        DartsOp::DilConv3x3,
+        DartsOp::DilConv5x5,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DartsOp::None => "none",
+            DartsOp::MaxPool3x3 => "max_pool_3x3",
+            DartsOp::AvgPool3x3 => "avg_pool_3x3",
+            DartsOp::SkipConnect => "skip_connect",
+            DartsOp::SepConv3x3 => "sep_conv_3x3",
+            DartsOp::SepConv5x5 => "sep_conv_5x5",
+            DartsOp::DilConv3x3 => "dil_conv_3x3",
+            DartsOp::DilConv5x5 => "dil_conv_5x5",
+        }
+    }
+
+    /// Column of this op in α.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|&o| o == self).unwrap_or(0)
+    }
+}
+
+impl FromStr for DartsOp {
+    type Err = Error;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Error> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|o| o.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|o| o.name()).collect();
+                Error::Genotype(format!(
+                    "unknown op `{s}` for the darts space (expected one of {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+impl fmt::Display for DartsOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// ReLU → conv 1×1 → BN (`op.1`, `op.2`): the cell input preprocessing.
+#[derive(Debug, Clone)]
+pub struct ReluConvBn {
+    conv: Conv1x1,
+    bn: BatchNorm2d,
+}
+
+impl ReluConvBn {
+    pub fn new(pb: &ParamBuilder, ci: usize, co: usize, affine: bool) -> nas_core::Result<Self> {
+        let pb = pb.pp("op");
+        Ok(Self {
+            conv: Conv1x1::new(&pb.pp(1), ci, co, 1)?,
+            bn: BatchNorm2d::new(&pb.pp(2), co, affine)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.bn.forward(&self.conv.forward(&x.relu()?, mode)?, mode)
+    }
+}
+
+/// ReLU → concat[conv1×1 s2 (x), conv1×1 s2 (x[:, :, 1:, 1:])] → BN: halves H and W.
+#[derive(Debug, Clone)]
+pub struct FactorizedReduce {
+    conv_1: Conv1x1,
+    conv_2: Conv1x1,
+    bn: BatchNorm2d,
+}
+
+impl FactorizedReduce {
+    pub fn new(pb: &ParamBuilder, ci: usize, co: usize, affine: bool) -> nas_core::Result<Self> {
+        if co % 2 != 0 {
+            return Err(nas_core::Error::Invalid(format!(
+                "FactorizedReduce needs an even channel count, got {co}"
+            )));
+        }
+        Ok(Self {
+            conv_1: Conv1x1::new(&pb.pp("conv_1"), ci, co / 2, 2)?,
+            conv_2: Conv1x1::new(&pb.pp("conv_2"), ci, co / 2, 2)?,
+            bn: BatchNorm2d::new(&pb.pp("bn"), co, affine)?,
+        })
+    }
+
+    /// `x_relu` is ReLU(x).
+    pub fn forward_relu(&self, x_relu: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (_, _, h, w) = x_relu.dims4()?;
+        let a = self.conv_1.forward(x_relu, mode)?;
+        let shifted = x_relu.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
+        let b = self.conv_2.forward(&shifted, mode)?;
+        self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, mode)
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_relu(&x.relu()?, mode)
+    }
+}
+
+/// One depthwise → pointwise → BN stage of a separable or dilated convolution.
+#[derive(Debug, Clone)]
+pub struct DwPwBn {
+    dw: Tensor,
+    dwp: DwParams,
+    pw: Conv1x1,
+    bn: BatchNorm2d,
+}
+
+impl DwPwBn {
+    /// Parameters at `op.{first}`, `op.{first+1}`, `op.{first+2}`.
+    fn new(
+        pb: &ParamBuilder,
+        first: usize,
+        ci: usize,
+        co: usize,
+        k: usize,
+        dwp: DwParams,
+        affine: bool,
+    ) -> nas_core::Result<Self> {
+        let dw = pb
+            .pp(first)
+            .weight("weight", (ci, 1, k, k), Init::Uniform(1.0 / k as f64))?;
+        Ok(Self {
+            dw,
+            dwp,
+            pw: Conv1x1::new(&pb.pp(first + 1), ci, co, 1)?,
+            bn: BatchNorm2d::new(&pb.pp(first + 2), co, affine)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = ops::depthwise_conv2d(x, &mode.w(&self.dw), self.dwp)?;
+        self.bn.forward(&self.pw.forward(&y, mode)?, mode)
+    }
+}
+
+/// A parametrised op instance of the DARTS space.
+#[derive(Debug, Clone)]
+pub enum OpModule {
+    Zero {
+        stride: usize,
+    },
+    Identity,
+    FactorizedReduce(FactorizedReduce),
+    Pool {
+        kind: PoolKind,
+        stride: usize,
+        bn: Option<BatchNorm2d>,
+    },
+    SepConv([DwPwBn; 2]),
+    DilConv(DwPwBn),
+}
+
+impl OpModule {
+    /// Builds `op` on `c` channels. `pool_bn` adds the BN(affine=False) that the search network
+    /// puts after every pooling op (its running statistics are named `1.*`).
+    pub fn new(
+        op: DartsOp,
+        pb: &ParamBuilder,
+        c: usize,
+        stride: usize,
+        affine: bool,
+        pool_bn: bool,
+    ) -> nas_core::Result<Self> {
+        let conv = |k: usize, dilation: usize| DwParams {
+            stride,
+            padding: dilation * (k - 1) / 2,
+            dilation,
+        };
+        Ok(match op {
+            DartsOp::None => OpModule::Zero { stride },
+            DartsOp::MaxPool3x3 | DartsOp::AvgPool3x3 => OpModule::Pool {
+                kind: if op == DartsOp::MaxPool3x3 {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                },
+                stride,
+                bn: if pool_bn {
+                    Some(BatchNorm2d::new(&pb.pp(1), c, false)?)
+                } else {
+                    None
+                },
+            },
+            DartsOp::SkipConnect if stride == 1 => OpModule::Identity,
+            DartsOp::SkipConnect => {
+                OpModule::FactorizedReduce(FactorizedReduce::new(pb, c, c, affine)?)
+            }
+            DartsOp::SepConv3x3 | DartsOp::SepConv5x5 => {
+                let k = if op == DartsOp::SepConv3x3 { 3 } else { 5 };
+                let pb = pb.pp("op");
+                let first = DwPwBn::new(&pb, 1, c, c, k, conv(k, 1), affine)?;
+                let second = DwPwBn::new(
+                    &pb,
+                    5,
+                    c,
+                    c,
+                    k,
+                    DwParams {
+                        stride: 1,
+                        ..conv(k, 1)
+                    },
+                    affine,
+                )?;
+                OpModule::SepConv([first, second])
+            }
+            DartsOp::DilConv3x3 | DartsOp::DilConv5x5 => {
+                let k = if op == DartsOp::DilConv3x3 { 3 } else { 5 };
+                OpModule::DilConv(DwPwBn::new(&pb.pp("op"), 1, c, c, k, conv(k, 2), affine)?)
+            }
+        })
+    }
+
+    pub fn is_identity(&self) -> bool {
+        matches!(self, OpModule::Identity)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        matches!(self, OpModule::Zero { .. })
+    }
+
+    /// Whether `forward` wants ReLU(x) as well as x.
+    pub fn wants_relu(&self) -> bool {
+        matches!(
+            self,
+            OpModule::SepConv(_) | OpModule::DilConv(_) | OpModule::FactorizedReduce(_)
+        )
+    }
+
+    /// Applies the op to `x`; `x_relu` must be ReLU(x) when `wants_relu`.
+    pub fn forward(&self, x: &Tensor, x_relu: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let relu = || -> Result<Tensor> {
+            match x_relu {
+                Some(r) => Ok(r.clone()),
+                None => x.relu(),
+            }
+        };
+        match self {
+            OpModule::Zero { stride } => ops::subsample(x, *stride)?.zeros_like(),
+            OpModule::Identity => Ok(x.clone()),
+            OpModule::FactorizedReduce(fr) => fr.forward_relu(&relu()?, mode),
+            OpModule::Pool { kind, stride, bn } => {
+                let y = ops::pool3x3(x, *kind, *stride)?;
+                match bn {
+                    Some(bn) => bn.forward(&y, mode),
+                    None => Ok(y),
+                }
+            }
+            OpModule::SepConv([a, b]) => b.forward(&a.forward(&relu()?, mode)?.relu()?, mode),
+            OpModule::DilConv(a) => a.forward(&relu()?, mode),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_in_published_order() {
+        let names: Vec<_> = DartsOp::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "none",
+                "max_pool_3x3",
+                "avg_pool_3x3",
+                "skip_connect",
+                "sep_conv_3x3",
+                "sep_conv_5x5",
+                "dil_conv_3x3",
+                "dil_conv_5x5"
+            ]
+        );
+        for (i, o) in DartsOp::ALL.iter().enumerate() {
+            assert_eq!(o.name().parse::<DartsOp>().unwrap(), *o);
+            assert_eq!(o.index(), i);
+        }
+        let e = "conv_7x1_1x7".parse::<DartsOp>().unwrap_err().to_string();
+        assert!(e.contains("unknown op `conv_7x1_1x7`"), "{e}");
+    }
+}

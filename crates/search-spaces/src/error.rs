@@ -1,0 +1,20 @@
+//! Errors of the search-space crate: invalid genotypes and shapes, and tensor failures.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] nas_core::Error),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A genotype that does not describe a valid cell.
+    #[error("invalid genotype: {0}")]
+    Genotype(String),
+
+    /// A model configuration that cannot be built.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,45 @@
+//! What the search loop needs from any supernet, whatever its space.
+
+use candle_core::Tensor;
+use nas_core::nn::Mode;
+use nas_core::params::ParamStore;
+use serde_json::Value;
+
+use crate::genotype::Genotype;
+
+pub trait Supernet {
+    /// Logits (B, classes).
+    fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor>;
+    /// Network weights and buffers.
+    fn weights(&self) -> &ParamStore;
+    /// Architecture parameters (α, β).
+    fn arch(&self) -> &ParamStore;
+    /// The discrete architecture the current α derives.
+    fn genotype(&self) -> crate::Result<Genotype>;
+    /// Architecture parameters as JSON for the metrics log.
+    fn arch_json(&self) -> crate::Result<Value>;
+}
+
+impl Supernet for crate::darts::DartsSupernet {
+    fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        crate::darts::DartsSupernet::forward(self, x, mode)
+    }
+
+    fn weights(&self) -> &ParamStore {
+        crate::darts::DartsSupernet::weights(self)
+    }
+
+    fn arch(&self) -> &ParamStore {
+        crate::darts::DartsSupernet::arch(self)
+    }
+
+    fn genotype(&self) -> crate::Result<Genotype> {
+        Ok(Genotype::Darts(crate::darts::DartsSupernet::genotype(
+            self, None,
+        )?))
+    }
+
+    fn arch_json(&self) -> crate::Result<Value> {
+        Ok(crate::darts::DartsSupernet::arch_json(self)?)
+    }
+}
