@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Search for a cell architecture and write DIR/genotype.json
-    Search(search_cmd::SearchArgs),
+    Search(Box<search_cmd::SearchArgs>),
     /// Print a genotype (file, run directory or built-in name) and its network size
     Show(show_cmd::ShowArgs),
     /// Time training steps on random data (JSON output comparable with darts_ref.py)
@@ -74,8 +74,7 @@ fn init_threads(n: Option<usize>) -> anyhow::Result<()> {
 }
 
 fn rayon_init(n: usize) -> anyhow::Result<()> {
-    nas_core::ops::kernel::init_thread_pool(n)
-        .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))
+    nas_core::ops::kernel::init_thread_pool(n).map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))
 }
 
 fn init_logging(verbose: u8) {
@@ -86,11 +85,8 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -98,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     init_threads(cli.threads)?;
     let g = Globals { quiet: cli.quiet };
     match cli.command {
-        Command::Search(args) => search_cmd::run(args, &g),
+        Command::Search(args) => search_cmd::run(*args, &g),
         Command::Show(args) => show_cmd::run(args),
         Command::Bench { what } => bench_cmd::run(what),
     }
@@ -114,6 +110,11 @@ pub fn out(text: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Errors are reported as one line; tensor-library errors would otherwise carry a captured
+    // backtrace whenever RUST_BACKTRACE is set. Panics still honour RUST_BACKTRACE.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,18 +138,10 @@ mod tests {
                 if arg.get_id() == "help" || arg.get_id() == "version" {
                     continue;
                 }
-                assert!(
-                    arg.get_help().is_some(),
-                    "{path} --{} has no help",
-                    arg.get_id()
-                );
+                assert!(arg.get_help().is_some(), "{path} --{} has no help", arg.get_id());
             }
             for sub in cmd.get_subcommands() {
-                assert!(
-                    sub.get_about().is_some(),
-                    "{path} {} has no about",
-                    sub.get_name()
-                );
+                assert!(sub.get_about().is_some(), "{path} {} has no about", sub.get_name());
                 check(sub, &format!("{path} {}", sub.get_name()));
             }
         }

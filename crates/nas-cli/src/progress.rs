@@ -19,14 +19,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool) -> Self {
-        Self {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            bar: None,
-            epoch: 0,
-            epochs: 0,
-            last_line: Instant::now(),
-        }
+        Self { quiet, tty: std::io::stderr().is_terminal(), bar: None, epoch: 0, epochs: 0, last_line: Instant::now() }
     }
 
     fn finish_bar(&mut self) {
@@ -53,20 +46,15 @@ impl MetricsSink for Progress {
             return;
         }
         match event {
-            Event::EpochStart {
-                epoch,
-                epochs,
-                steps,
-            } => {
+            Event::EpochStart { epoch, epochs, steps } => {
                 self.finish_bar();
                 (self.epoch, self.epochs) = (epoch, epochs);
                 if self.tty {
                     let bar = ProgressBar::new(steps as u64);
-                    let style = ProgressStyle::with_template(
-                        "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+                    let style =
+                        ProgressStyle::with_template("{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} eta {eta}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> ");
                     bar.set_style(style);
                     bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
                     bar.enable_steady_tick(Duration::from_millis(500));
@@ -74,13 +62,7 @@ impl MetricsSink for Progress {
                 }
                 self.last_line = Instant::now();
             }
-            Event::Step {
-                step,
-                steps,
-                loss,
-                acc,
-                samples_per_s,
-            } => {
+            Event::Step { step, steps, loss, acc, samples_per_s } => {
                 let msg = format!("loss {loss:.4} acc {acc:.3} {samples_per_s:.1} img/s");
                 match &self.bar {
                     Some(b) => {
@@ -89,11 +71,7 @@ impl MetricsSink for Progress {
                     }
                     None => {
                         if self.last_line.elapsed() >= Duration::from_secs(30) || step == steps {
-                            eprintln!(
-                                "epoch {}/{} step {step}/{steps} {msg}",
-                                self.epoch + 1,
-                                self.epochs
-                            );
+                            eprintln!("epoch {}/{} step {step}/{steps} {msg}", self.epoch + 1, self.epochs);
                             self.last_line = Instant::now();
                         }
                     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use nas_core::data::DataSpec;
+use nas_core::metrics::{Event, MetricsSink};
 use nas_core::DeviceSpec;
 use nas_search::run_dir::CONFIG;
 use nas_search::{Method, RunDir, Search, SearchConfig, Space};
@@ -132,10 +133,7 @@ impl SearchArgs {
 
 /// runs/search-YYYYMMDD-HHMMSS (UTC).
 fn default_out() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -147,19 +145,14 @@ fn default_out() -> PathBuf {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    PathBuf::from(format!(
-        "runs/search-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    ))
+    PathBuf::from(format!("runs/search-{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60))
 }
 
 pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
-    let (dir, cfg) = if args.resume {
-        let Some(out) = &args.out else {
-            bail!("--resume needs --out DIR, the run to continue")
-        };
+    // Everything that can fail on bad input (flags, config file, data) fails before the run
+    // directory is touched, so a bad start leaves no half-written run behind.
+    let (cfg, existing) = if args.resume {
+        let Some(out) = &args.out else { bail!("--resume needs --out DIR, the run to continue") };
         let dir = RunDir::open(out)?;
         let saved: SearchConfig = dir.read_json(CONFIG)?;
         let mut given = saved.clone();
@@ -175,26 +168,24 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
                 dir.file(CONFIG).display()
             );
         }
-        (dir, saved)
+        (saved, Some(dir))
     } else {
-        let cfg = args.resolve()?;
-        // Validate before touching the file system: bad flags leave no directory behind.
-        cfg.clone().validate()?;
-        let out = args.out.clone().unwrap_or_else(default_out);
-        let dir = RunDir::create(&out, args.force)?;
-        dir.write_json(CONFIG, &cfg)?;
-        (dir, cfg)
+        (args.resolve()?, None)
     };
-    let valid = cfg.validate()?;
-    let mut search = Search::new(valid).context("cannot start the search")?;
+    let mut search = Search::new(cfg.clone().validate()?).context("cannot start the search")?;
     let mut progress = Progress::new(g.quiet);
-    if args.resume {
-        let epoch = search.resume(&dir)?;
-        nas_core::metrics::MetricsSink::event(
-            &mut progress,
-            nas_core::metrics::Event::Message(&format!("resuming at epoch {}", epoch + 1)),
-        );
-    }
+    let dir = match existing {
+        Some(dir) => {
+            let epoch = search.resume(&dir)?;
+            progress.event(Event::Message(&format!("resuming {} at epoch {}", dir.path().display(), epoch + 1)));
+            dir
+        }
+        None => {
+            let dir = RunDir::create(&args.out.clone().unwrap_or_else(default_out), args.force)?;
+            dir.write_json(CONFIG, &cfg)?;
+            dir
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -203,17 +194,11 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     let genotype = search.run(Some(&dir), &mut progress, &stop)?;
     drop(progress);
     let last = dir.read_metrics()?.pop();
-    let acc = last
-        .as_ref()
-        .and_then(|r| r.get("valid_acc"))
-        .and_then(|v| v.as_f64());
+    let acc = last.as_ref().and_then(|r| r.get("valid_acc")).and_then(|v| v.as_f64());
     let mut text = format!("{genotype}");
     if let Some(acc) = acc {
         text.push_str(&format!("final valid_acc: {acc:.4}\n"));
     }
-    text.push_str(&format!(
-        "genotype: {}\n",
-        dir.file(nas_search::run_dir::GENOTYPE).display()
-    ));
+    text.push_str(&format!("genotype: {}\n", dir.file(nas_search::run_dir::GENOTYPE).display()));
     crate::out(&text)
 }

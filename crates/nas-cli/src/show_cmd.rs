@@ -45,10 +45,7 @@ pub fn load_genotype(spec: &str) -> anyhow::Result<Genotype> {
 pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     let genotype = load_genotype(&args.genotype)?;
     match args.format {
-        Format::Json => crate::out(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&genotype.to_json())?
-        )),
+        Format::Json => crate::out(&format!("{}\n", serde_json::to_string_pretty(&genotype.to_json())?)),
         Format::Text => {
             let Genotype::Darts(g) = &genotype;
             let cfg = DerivedNetworkConfig {

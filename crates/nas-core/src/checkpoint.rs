@@ -13,10 +13,7 @@ use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
@@ -37,20 +34,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves named tensors (copied to the host) and metadata as safetensors, atomically.
-pub fn save_tensors(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
-) -> Result<()> {
+pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
     let host: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(host.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-        .map_err(|e| Error::Checkpoint {
-        path: path.into(),
-        msg: e.to_string(),
-    })?;
+        .map_err(|e| Error::Checkpoint { path: path.into(), msg: e.to_string() })?;
     write_atomic(path, &bytes)
 }
 
@@ -69,24 +59,16 @@ impl LoadedTensors {
     pub fn meta_parse<T: std::str::FromStr>(&self, path: &Path, key: &str) -> Result<T> {
         self.meta(key)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::Checkpoint {
-                path: path.into(),
-                msg: format!("missing or invalid metadata `{key}`"),
-            })
+            .ok_or_else(|| Error::Checkpoint { path: path.into(), msg: format!("missing or invalid metadata `{key}`") })
     }
 }
 
 pub fn load_tensors(path: &Path, device: &Device) -> Result<LoadedTensors> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |msg: String| Error::Checkpoint {
-        path: path.into(),
-        msg,
-    };
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let bad = |msg: String| Error::Checkpoint { path: path.into(), msg };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let tensors =
-        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(e.to_string()))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(e.to_string()))?;
     Ok(LoadedTensors { tensors, metadata })
 }
 

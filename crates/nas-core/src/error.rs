@@ -19,9 +19,7 @@ pub enum Error {
     Data { path: PathBuf, msg: String },
 
     /// A `--data` spec that does not name a known dataset.
-    #[error(
-        "unknown data spec `{0}` (expected synthetic, cifar10:DIR, cifar100:DIR or folder:DIR)"
-    )]
+    #[error("unknown data spec `{0}` (expected synthetic, cifar10:DIR, cifar100:DIR or folder:DIR)")]
     DataSpec(String),
 
     #[error("invalid device `{0}` (expected cpu, cuda or cuda:N)")]
@@ -39,17 +37,11 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Data {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Data { path: path.into(), msg: msg.into() }
     }
 }
 

@@ -7,19 +7,9 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
     /// An epoch starts: `epoch` of `epochs`, with `steps` steps.
-    EpochStart {
-        epoch: usize,
-        epochs: usize,
-        steps: usize,
-    },
+    EpochStart { epoch: usize, epochs: usize, steps: usize },
     /// A step finished; running averages over the epoch so far.
-    Step {
-        step: usize,
-        steps: usize,
-        loss: f64,
-        acc: f64,
-        samples_per_s: f64,
-    },
+    Step { step: usize, steps: usize, loss: f64, acc: f64, samples_per_s: f64 },
     /// An evaluation pass starts (`batches` batches).
     EvalStart { batches: usize },
     /// The epoch's summary record, as written to metrics.jsonl.

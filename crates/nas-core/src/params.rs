@@ -55,14 +55,9 @@ impl ParamStore {
     /// A new store whose initialisers draw from the `Init` stream of `seed`; `stream` tells
     /// apart several stores made from one seed (weights, architecture parameters).
     pub fn new(seed: u64, stream: u64) -> Self {
-        let inner = Inner {
-            params: Vec::new(),
-            index: HashMap::new(),
-            rng: rng::stream(seed, Purpose::Init, stream, 0),
-        };
-        Self {
-            inner: Arc::new(Mutex::new(inner)),
-        }
+        let inner =
+            Inner { params: Vec::new(), index: HashMap::new(), rng: rng::stream(seed, Purpose::Init, stream, 0) };
+        Self { inner: Arc::new(Mutex::new(inner)) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -70,12 +65,7 @@ impl ParamStore {
     }
 
     pub fn builder(&self, dtype: DType, device: &Device) -> ParamBuilder {
-        ParamBuilder {
-            store: self.clone(),
-            path: Vec::new(),
-            dtype,
-            device: device.clone(),
-        }
+        ParamBuilder { store: self.clone(), path: Vec::new(), dtype, device: device.clone() }
     }
 
     /// Every parameter, weights and buffers, in creation order.
@@ -93,12 +83,7 @@ impl ParamStore {
     }
 
     fn of_kind(&self, kind: ParamKind) -> Vec<Var> {
-        self.lock()
-            .params
-            .iter()
-            .filter(|p| p.kind == kind)
-            .map(|p| p.var.clone())
-            .collect()
+        self.lock().params.iter().filter(|p| p.kind == kind).map(|p| p.var.clone()).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<Var> {
@@ -108,21 +93,12 @@ impl ParamStore {
 
     /// Number of scalar weights (buffers excluded).
     pub fn num_weight_elements(&self) -> usize {
-        self.lock()
-            .params
-            .iter()
-            .filter(|p| p.kind == ParamKind::Weight)
-            .map(|p| p.var.elem_count())
-            .sum()
+        self.lock().params.iter().filter(|p| p.kind == ParamKind::Weight).map(|p| p.var.elem_count()).sum()
     }
 
     /// Copies values into the parameters by name. Every parameter of the store must be present
     /// with the same shape; `skip_missing_buffers` tolerates absent running statistics.
-    pub fn load(
-        &self,
-        tensors: &HashMap<String, Tensor>,
-        skip_missing_buffers: bool,
-    ) -> Result<()> {
+    pub fn load(&self, tensors: &HashMap<String, Tensor>, skip_missing_buffers: bool) -> Result<()> {
         for p in self.params() {
             let Some(t) = tensors.get(&p.name) else {
                 if skip_missing_buffers && p.kind == ParamKind::Buffer {
@@ -146,10 +122,7 @@ impl ParamStore {
 
     /// Snapshot of every parameter's current value (copies, detached from the `Var`s).
     pub fn snapshot(&self) -> Result<Vec<(String, Tensor)>> {
-        self.params()
-            .into_iter()
-            .map(|p| Ok((p.name, p.var.as_tensor().copy()?)))
-            .collect()
+        self.params().into_iter().map(|p| Ok((p.name, p.var.as_tensor().copy()?))).collect()
     }
 
     fn insert(
@@ -176,16 +149,10 @@ impl ParamStore {
                 })
                 .collect(),
         };
-        let t = Tensor::from_vec(values, shape, &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)?;
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
         let var = Var::from_tensor(&t)?;
         let idx = inner.params.len();
-        inner.params.push(Param {
-            name: name.clone(),
-            var: var.clone(),
-            kind,
-        });
+        inner.params.push(Param { name: name.clone(), var: var.clone(), kind });
         inner.index.insert(name, idx);
         Ok(var)
     }
@@ -231,27 +198,14 @@ impl ParamBuilder {
 
     /// A trainable weight; the returned tensor is the `Var`'s own, so gradients find it.
     pub fn weight(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<Tensor> {
-        let var = self.store.insert(
-            self.full_name(name),
-            shape.into(),
-            init,
-            ParamKind::Weight,
-            self.dtype,
-            &self.device,
-        )?;
+        let var =
+            self.store.insert(self.full_name(name), shape.into(), init, ParamKind::Weight, self.dtype, &self.device)?;
         Ok(var.as_tensor().clone())
     }
 
     /// A buffer (running statistics): saved and loaded, never optimised or perturbed.
     pub fn buffer(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<Var> {
-        self.store.insert(
-            self.full_name(name),
-            shape.into(),
-            init,
-            ParamKind::Buffer,
-            self.dtype,
-            &self.device,
-        )
+        self.store.insert(self.full_name(name), shape.into(), init, ParamKind::Buffer, self.dtype, &self.device)
     }
 }
 
@@ -263,16 +217,10 @@ mod tests {
     fn names_order_and_kinds() -> Result<()> {
         let store = ParamStore::new(0, 0);
         let b = store.builder(DType::F32, &Device::Cpu);
-        b.pp("cells")
-            .pp(0)
-            .weight("weight", (2, 3), Init::Uniform(0.5))?;
+        b.pp("cells").pp(0).weight("weight", (2, 3), Init::Uniform(0.5))?;
         b.pp("bn").buffer("running_mean", 3, Init::Const(0.0))?;
         b.weight("bias", 3, Init::Const(1.0))?;
-        let names: Vec<_> = store
-            .params()
-            .into_iter()
-            .map(|p| (p.name, p.kind))
-            .collect();
+        let names: Vec<_> = store.params().into_iter().map(|p| (p.name, p.kind)).collect();
         assert_eq!(
             names,
             vec![
@@ -284,12 +232,7 @@ mod tests {
         assert_eq!(store.weights().len(), 2);
         assert_eq!(store.num_weight_elements(), 9);
         assert!(b.weight("bias", 3, Init::Const(0.0)).is_err());
-        let w = store
-            .get("cells.0.weight")
-            .unwrap()
-            .as_tensor()
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let w = store.get("cells.0.weight").unwrap().as_tensor().flatten_all()?.to_vec1::<f32>()?;
         assert!(w.iter().all(|v| v.abs() <= 0.5) && w.iter().any(|v| *v != w[0]));
         Ok(())
     }
@@ -298,9 +241,7 @@ mod tests {
     fn same_seed_same_values() -> Result<()> {
         let make = |seed| -> Result<Vec<f32>> {
             let store = ParamStore::new(seed, 0);
-            let t = store
-                .builder(DType::F32, &Device::Cpu)
-                .weight("w", 16, Init::Normal(1.0))?;
+            let t = store.builder(DType::F32, &Device::Cpu).weight("w", 16, Init::Normal(1.0))?;
             Ok(t.to_vec1()?)
         };
         assert_eq!(make(1)?, make(1)?);
@@ -311,27 +252,14 @@ mod tests {
     #[test]
     fn load_checks_names_and_shapes() -> Result<()> {
         let store = ParamStore::new(0, 0);
-        store
-            .builder(DType::F32, &Device::Cpu)
-            .weight("w", (2, 2), Init::Const(0.0))?;
+        store.builder(DType::F32, &Device::Cpu).weight("w", (2, 2), Init::Const(0.0))?;
         let mut m = HashMap::new();
         assert!(store.load(&m, false).is_err());
         m.insert("w".to_string(), Tensor::ones(3, DType::F32, &Device::Cpu)?);
         assert!(store.load(&m, false).is_err());
-        m.insert(
-            "w".to_string(),
-            Tensor::ones((2, 2), DType::F32, &Device::Cpu)?,
-        );
+        m.insert("w".to_string(), Tensor::ones((2, 2), DType::F32, &Device::Cpu)?);
         store.load(&m, false)?;
-        assert_eq!(
-            store
-                .get("w")
-                .unwrap()
-                .as_tensor()
-                .sum_all()?
-                .to_scalar::<f32>()?,
-            4.0
-        );
+        assert_eq!(store.get("w").unwrap().as_tensor().sum_all()?.to_scalar::<f32>()?, 4.0);
         Ok(())
     }
 }

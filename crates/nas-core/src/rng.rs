@@ -28,10 +28,7 @@ fn splitmix64(mut z: u64) -> u64 {
 pub fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> Rng {
     let mut key = [0u8; 32];
     let mut h = splitmix64(seed);
-    for (i, part) in [purpose as u64, a, b, 0x6e61_735f_7267]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, part) in [purpose as u64, a, b, 0x6e61_735f_7267].into_iter().enumerate() {
         h = splitmix64(h ^ part);
         key[i * 8..(i + 1) * 8].copy_from_slice(&h.to_le_bytes());
     }
@@ -46,21 +43,9 @@ mod tests {
     #[test]
     fn streams_are_reproducible_and_distinct() {
         let draw = |mut r: Rng| -> Vec<u32> { (0..4).map(|_| r.random()).collect() };
-        assert_eq!(
-            draw(stream(7, Purpose::Init, 0, 0)),
-            draw(stream(7, Purpose::Init, 0, 0))
-        );
-        assert_ne!(
-            draw(stream(7, Purpose::Init, 0, 0)),
-            draw(stream(8, Purpose::Init, 0, 0))
-        );
-        assert_ne!(
-            draw(stream(7, Purpose::Init, 0, 0)),
-            draw(stream(7, Purpose::Shuffle, 0, 0))
-        );
-        assert_ne!(
-            draw(stream(7, Purpose::Shuffle, 1, 0)),
-            draw(stream(7, Purpose::Shuffle, 0, 1))
-        );
+        assert_eq!(draw(stream(7, Purpose::Init, 0, 0)), draw(stream(7, Purpose::Init, 0, 0)));
+        assert_ne!(draw(stream(7, Purpose::Init, 0, 0)), draw(stream(8, Purpose::Init, 0, 0)));
+        assert_ne!(draw(stream(7, Purpose::Init, 0, 0)), draw(stream(7, Purpose::Shuffle, 0, 0)));
+        assert_ne!(draw(stream(7, Purpose::Shuffle, 1, 0)), draw(stream(7, Purpose::Shuffle, 0, 1)));
     }
 }

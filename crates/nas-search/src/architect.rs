@@ -26,13 +26,7 @@ impl Architect {
     pub fn new(arch: Vec<Var>, cfg: &ArchOptimConfig, method: Method) -> Self {
         let opt = Adam::new(
             arch.clone(),
-            AdamConfig {
-                lr: cfg.lr,
-                beta1: cfg.beta1,
-                beta2: cfg.beta2,
-                eps: 1e-8,
-                weight_decay: cfg.weight_decay,
-            },
+            AdamConfig { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: cfg.weight_decay },
         );
         Self { method, arch, opt }
     }
@@ -58,20 +52,12 @@ impl Architect {
                 let loss = cross_entropy(&net.forward(&valid.x, Mode::TRAIN_ARCH)?, &valid.y)?;
                 Ok(grads_for(&loss.backward()?, &self.arch))
             }
-            m => Err(crate::Error::Config(format!(
-                "method {m} is not available yet"
-            ))),
+            m => Err(crate::Error::Config(format!("method {m} is not available yet"))),
         }
     }
 
     /// One architecture update.
-    pub fn step(
-        &mut self,
-        net: &dyn Supernet,
-        train: &Batch,
-        valid: &Batch,
-        w_opt: &Sgd,
-    ) -> Result<()> {
+    pub fn step(&mut self, net: &dyn Supernet, train: &Batch, valid: &Batch, w_opt: &Sgd) -> Result<()> {
         let g = self.hypergradient(net, train, valid, w_opt)?;
         self.opt.step(&g)?;
         Ok(())
@@ -80,12 +66,7 @@ impl Architect {
 
 /// One SGD step on the weights with global-norm clipping; returns the loss (scalar tensor)
 /// and the logits of the batch.
-pub fn weight_step(
-    net: &dyn Supernet,
-    opt: &mut Sgd,
-    batch: &Batch,
-    grad_clip: f64,
-) -> Result<(Tensor, Tensor)> {
+pub fn weight_step(net: &dyn Supernet, opt: &mut Sgd, batch: &Batch, grad_clip: f64) -> Result<(Tensor, Tensor)> {
     let logits = net.forward(&batch.x, Mode::TRAIN_WEIGHTS)?;
     let loss = cross_entropy(&logits, &batch.y)?;
     let mut grads = grads_for(&loss.backward()?, opt.params());

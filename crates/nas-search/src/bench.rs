@@ -36,10 +36,7 @@ pub struct BenchSearchConfig {
 
 fn random_batch(b: usize, size: usize, device: &Device) -> Result<Batch> {
     let x = Tensor::randn(0f32, 1f32, (b, 3, size, size), device)?;
-    let y = Tensor::rand(0f32, 10f32, b, device)?
-        .floor()?
-        .clamp(0f32, 9f32)?
-        .to_dtype(DType::U32)?;
+    let y = Tensor::rand(0f32, 10f32, b, device)?.floor()?.clamp(0f32, 9f32)?.to_dtype(DType::U32)?;
     Ok(Batch { x, y })
 }
 
@@ -64,22 +61,13 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         edge_norm: b.edge_norm,
         max_skip_connect: None,
     };
-    cfg.data = DataConfig {
-        batch_size: b.batch_size,
-        ..cfg.data
-    };
+    cfg.data = DataConfig { batch_size: b.batch_size, ..cfg.data };
     let cfg = cfg.validate()?;
     let device = cfg.device.open()?;
     let net = build_supernet(&cfg, 10, 3, &device)?;
     let w = &cfg.weight_optimizer;
-    let mut w_opt = Sgd::new(
-        net.weights().weights(),
-        SgdConfig {
-            lr: w.lr,
-            momentum: w.momentum,
-            weight_decay: w.weight_decay,
-        },
-    );
+    let mut w_opt =
+        Sgd::new(net.weights().weights(), SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay });
     let a: &ArchOptimConfig = &cfg.arch_optimizer;
     let mut architect = Architect::new(net.arch().weights(), a, cfg.method);
     let train = random_batch(b.batch_size, b.image_size, &device)?;
@@ -113,9 +101,5 @@ fn rayon_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }

@@ -149,11 +149,7 @@ impl SearchConfig {
                 edge_norm: false,
                 max_skip_connect: None,
             },
-            data: DataConfig {
-                spec: DataSpec::Synthetic,
-                subset: None,
-                batch_size: 64,
-            },
+            data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64 },
             weight_optimizer: WeightOptimConfig {
                 lr: 0.025,
                 lr_min: 0.001,
@@ -161,12 +157,7 @@ impl SearchConfig {
                 weight_decay: 3e-4,
                 grad_clip: 5.0,
             },
-            arch_optimizer: ArchOptimConfig {
-                lr: 3e-4,
-                beta1: 0.5,
-                beta2: 0.999,
-                weight_decay: 1e-3,
-            },
+            arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
         };
         match name {
             "darts-1st" => {}
@@ -188,10 +179,7 @@ impl SearchConfig {
                 c.epochs = 4;
             }
             other => {
-                return Err(Error::Config(format!(
-                    "unknown preset `{other}` (expected {})",
-                    PRESETS.join(", ")
-                )));
+                return Err(Error::Config(format!("unknown preset `{other}` (expected {})", PRESETS.join(", "))));
             }
         }
         Ok(c)
@@ -199,21 +187,17 @@ impl SearchConfig {
 
     /// A preset with the fields of a JSON config file laid over it. Unknown fields are errors.
     pub fn from_file(preset: Option<&str>, path: &Path) -> Result<SearchConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let overlay: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: malformed JSON: {e}", path.display())))?;
-        let name = preset
-            .or_else(|| overlay.get("preset").and_then(Value::as_str))
-            .unwrap_or("darts-1st");
+        let name = preset.or_else(|| overlay.get("preset").and_then(Value::as_str)).unwrap_or("darts-1st");
         let base = Self::preset(name)?;
         let mut merged = serde_json::to_value(&base).map_err(|e| Error::Config(e.to_string()))?;
         merge(&mut merged, &overlay);
         if let Some(obj) = merged.as_object_mut() {
             obj.insert("preset".into(), Value::String(name.to_string()));
         }
-        serde_json::from_value(merged)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        serde_json::from_value(merged).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
     /// Checks every value once; the search only ever sees a validated configuration.
@@ -235,11 +219,7 @@ impl SearchConfig {
         if self.data.subset == Some(0) {
             return bad("subset must be positive".into());
         }
-        if self
-            .data
-            .subset
-            .is_some_and(|n| n < 2 * self.data.batch_size)
-        {
+        if self.data.subset.is_some_and(|n| n < 2 * self.data.batch_size) {
             return bad(format!(
                 "subset {} is too small for batch size {}: each half of the split needs a full batch",
                 self.data.subset.unwrap_or(0),
@@ -248,10 +228,7 @@ impl SearchConfig {
         }
         let k = self.model.partial_channels;
         if self.model.channels % k != 0 {
-            return bad(format!(
-                "partial channels K={k} must divide channels C={}",
-                self.model.channels
-            ));
+            return bad(format!("partial channels K={k} must divide channels C={}", self.model.channels));
         }
         if self.method == Method::Implicit && self.neumann_steps == 0 {
             return bad("neumann steps must be positive for the implicit method".into());
@@ -275,9 +252,7 @@ impl SearchConfig {
         ];
         for (name, v) in finite_nonneg {
             if !v.is_finite() || v < 0.0 {
-                return bad(format!(
-                    "{name} must be a finite non-negative number, got {v}"
-                ));
+                return bad(format!("{name} must be a finite non-negative number, got {v}"));
             }
         }
         if w.lr <= 0.0 || a.lr <= 0.0 {
@@ -287,9 +262,7 @@ impl SearchConfig {
             return bad("Adam betas must be in [0, 1)".into());
         }
         if self.space == Space::Nb201 && (k != 1 || self.model.edge_norm) {
-            return bad(
-                "partial channels and edge normalisation apply to the darts space only".into(),
-            );
+            return bad("partial channels and edge normalisation apply to the darts space only".into());
         }
         if self.space == Space::Nb201 {
             return bad("the nb201 space is not available yet".into());
@@ -345,69 +318,28 @@ mod tests {
     #[test]
     fn presets_follow_the_design() {
         let d = SearchConfig::preset("darts-1st").unwrap();
-        assert_eq!(
-            (
-                d.data.batch_size,
-                d.epochs,
-                d.model.channels,
-                d.model.layers
-            ),
-            (64, 50, 16, 8)
-        );
-        assert_eq!(
-            (
-                d.weight_optimizer.lr,
-                d.weight_optimizer.lr_min,
-                d.arch_optimizer.lr
-            ),
-            (0.025, 0.001, 3e-4)
-        );
-        assert_eq!(
-            SearchConfig::preset("darts-2nd").unwrap().method,
-            Method::SecondOrder
-        );
+        assert_eq!((d.data.batch_size, d.epochs, d.model.channels, d.model.layers), (64, 50, 16, 8));
+        assert_eq!((d.weight_optimizer.lr, d.weight_optimizer.lr_min, d.arch_optimizer.lr), (0.025, 0.001, 3e-4));
+        assert_eq!(SearchConfig::preset("darts-2nd").unwrap().method, Method::SecondOrder);
         let p = SearchConfig::preset("pc-darts").unwrap();
         assert_eq!(
-            (
-                p.data.batch_size,
-                p.model.partial_channels,
-                p.model.edge_norm,
-                p.arch_start_epoch
-            ),
+            (p.data.batch_size, p.model.partial_channels, p.model.edge_norm, p.arch_start_epoch),
             (256, 4, true, 15)
         );
-        assert_eq!(
-            (
-                p.weight_optimizer.lr,
-                p.weight_optimizer.lr_min,
-                p.arch_optimizer.lr
-            ),
-            (0.1, 0.0, 6e-4)
-        );
+        assert_eq!((p.weight_optimizer.lr, p.weight_optimizer.lr_min, p.arch_optimizer.lr), (0.1, 0.0, 6e-4));
         let q = SearchConfig::preset("quick").unwrap();
         assert!(q.data.subset.unwrap() <= 2000);
-        assert!(SearchConfig::preset("nope")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown preset `nope`"));
+        assert!(SearchConfig::preset("nope").unwrap_err().to_string().contains("unknown preset `nope`"));
     }
 
     #[test]
     fn validation_names_the_problem() {
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.model.partial_channels = 3;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("K=3 must divide channels C=16"));
+        assert!(c.validate().unwrap_err().to_string().contains("K=3 must divide channels C=16"));
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.data.batch_size = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("batch size must be positive"));
+        assert!(c.validate().unwrap_err().to_string().contains("batch size must be positive"));
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.weight_optimizer.lr = f64::NAN;
         assert!(c.validate().is_err());
@@ -417,29 +349,14 @@ mod tests {
     fn config_file_overlays_and_rejects_unknown_fields() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.json");
-        std::fs::write(
-            &p,
-            r#"{"preset":"quick","epochs":2,"model":{"channels":4}}"#,
-        )
-        .unwrap();
+        std::fs::write(&p, r#"{"preset":"quick","epochs":2,"model":{"channels":4}}"#).unwrap();
         let c = SearchConfig::from_file(None, &p).unwrap();
-        assert_eq!(
-            (
-                c.preset.as_str(),
-                c.epochs,
-                c.model.channels,
-                c.model.layers
-            ),
-            ("quick", 2, 4, 5)
-        );
+        assert_eq!((c.preset.as_str(), c.epochs, c.model.channels, c.model.layers), ("quick", 2, 4, 5));
         std::fs::write(&p, r#"{"model":{"chanels":4}}"#).unwrap();
         let e = SearchConfig::from_file(None, &p).unwrap_err().to_string();
         assert!(e.contains("chanels"), "{e}");
         std::fs::write(&p, r#"{"epochs":"#).unwrap();
-        assert!(SearchConfig::from_file(None, &p)
-            .unwrap_err()
-            .to_string()
-            .contains("malformed JSON"));
+        assert!(SearchConfig::from_file(None, &p).unwrap_err().to_string().contains("malformed JSON"));
     }
 
     #[test]

@@ -24,11 +24,7 @@ pub enum Error {
 
     /// The loss became NaN or infinite.
     #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
-    Diverged {
-        epoch: usize,
-        step: usize,
-        loss: f64,
-    },
+    Diverged { epoch: usize, step: usize, loss: f64 },
 
     /// The run was interrupted (after its last checkpoint was written).
     #[error("interrupted")]
@@ -37,10 +33,7 @@ pub enum Error {
 
 impl Error {
     pub fn run_dir(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::RunDir {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::RunDir { path: path.into(), msg: msg.into() }
     }
 }
 

@@ -28,10 +28,7 @@ impl RunDir {
     /// removes the files this tool writes there.
     pub fn create(path: &Path, force: bool) -> Result<Self> {
         if path.exists() {
-            let non_empty = std::fs::read_dir(path)
-                .map_err(|e| Error::run_dir(path, e.to_string()))?
-                .next()
-                .is_some();
+            let non_empty = std::fs::read_dir(path).map_err(|e| Error::run_dir(path, e.to_string()))?.next().is_some();
             if non_empty && !force {
                 return Err(Error::run_dir(
                     path,
@@ -47,11 +44,8 @@ impl RunDir {
                 }
             }
         }
-        std::fs::create_dir_all(path)
-            .map_err(|e| Error::run_dir(path, format!("cannot create directory: {e}")))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-        })
+        std::fs::create_dir_all(path).map_err(|e| Error::run_dir(path, format!("cannot create directory: {e}")))?;
+        Ok(Self { path: path.to_path_buf() })
     }
 
     /// An existing run directory (for resume and evaluation).
@@ -59,9 +53,7 @@ impl RunDir {
         if !path.join(CONFIG).is_file() {
             return Err(Error::run_dir(path, "not a run directory (no config.json)"));
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-        })
+        Ok(Self { path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -73,8 +65,8 @@ impl RunDir {
     }
 
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
-        let mut text = serde_json::to_string_pretty(value)
-            .map_err(|e| Error::run_dir(self.file(name), e.to_string()))?;
+        let mut text =
+            serde_json::to_string_pretty(value).map_err(|e| Error::run_dir(self.file(name), e.to_string()))?;
         text.push('\n');
         Ok(write_atomic(&self.file(name), text.as_bytes())?)
     }
@@ -94,9 +86,7 @@ impl RunDir {
             .open(&p)
             .map_err(|e| Error::run_dir(&p, e.to_string()))?;
         let line = format!("{record}\n");
-        f.write_all(line.as_bytes())
-            .and_then(|_| f.sync_data())
-            .map_err(|e| Error::run_dir(&p, e.to_string()))
+        f.write_all(line.as_bytes()).and_then(|_| f.sync_data()).map_err(|e| Error::run_dir(&p, e.to_string()))
     }
 
     /// The complete records of metrics.jsonl (a torn last line is ignored).
@@ -106,10 +96,7 @@ impl RunDir {
             return Ok(Vec::new());
         }
         let text = std::fs::read_to_string(&p).map_err(|e| Error::run_dir(&p, e.to_string()))?;
-        Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect())
+        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
     }
 
     /// Keeps only the records of epochs before `epoch`.
@@ -117,11 +104,7 @@ impl RunDir {
         let keep: Vec<Value> = self
             .read_metrics()?
             .into_iter()
-            .filter(|r| {
-                r.get("epoch")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|e| (e as usize) < epoch)
-            })
+            .filter(|r| r.get("epoch").and_then(Value::as_u64).is_some_and(|e| (e as usize) < epoch))
             .collect();
         let text: String = keep.iter().map(|r| format!("{r}\n")).collect();
         write_atomic(&self.file(METRICS), text.as_bytes())?;

@@ -48,12 +48,7 @@ pub fn build_supernet(
                 stem_multiplier: 3,
                 in_channels,
             };
-            Ok(Box::new(DartsSupernet::new(
-                net_cfg,
-                cfg.seed,
-                DType::F32,
-                device,
-            )?))
+            Ok(Box::new(DartsSupernet::new(net_cfg, cfg.seed, DType::F32, device)?))
         }
         Space::Nb201 => Err(Error::Config("the nb201 space is not available yet".into())),
     }
@@ -100,14 +95,8 @@ impl Search {
     /// Loads the data and builds the supernet and both optimisers.
     pub fn new(cfg: ValidSearchConfig) -> Result<Self> {
         let device = cfg.device.open()?;
-        let data = Dataset::load(
-            &cfg.data.spec,
-            &LoadOptions {
-                subset: cfg.data.subset,
-                with_test: false,
-                seed: cfg.seed,
-            },
-        )?;
+        let data =
+            Dataset::load(&cfg.data.spec, &LoadOptions { subset: cfg.data.subset, with_test: false, seed: cfg.seed })?;
         let (train_set, valid_set) = data.search_split();
         if train_set.len() < cfg.data.batch_size {
             return Err(Error::Config(format!(
@@ -120,18 +109,10 @@ impl Search {
         let w = &cfg.weight_optimizer;
         let w_opt = Sgd::new(
             net.weights().weights(),
-            SgdConfig {
-                lr: w.lr,
-                momentum: w.momentum,
-                weight_decay: w.weight_decay,
-            },
+            SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay },
         );
         let architect = Architect::new(net.arch().weights(), &cfg.arch_optimizer, cfg.method);
-        let schedule = CosineAnnealing {
-            max_lr: w.lr,
-            min_lr: w.lr_min,
-            epochs: cfg.epochs,
-        };
+        let schedule = CosineAnnealing { max_lr: w.lr, min_lr: w.lr_min, epochs: cfg.epochs };
         Ok(Self {
             device,
             net,
@@ -158,14 +139,7 @@ impl Search {
         self.next_epoch
     }
 
-    fn plan(
-        &self,
-        epoch: usize,
-        stream: u64,
-        augment: Augment,
-        shuffle: bool,
-        drop_last: bool,
-    ) -> BatchPlan {
+    fn plan(&self, epoch: usize, stream: u64, augment: Augment, shuffle: bool, drop_last: bool) -> BatchPlan {
         BatchPlan {
             batch_size: self.cfg.data.batch_size,
             shuffle,
@@ -183,12 +157,7 @@ impl Search {
     }
 
     /// Trains one epoch; returns the running train loss and accuracy.
-    fn train_epoch(
-        &mut self,
-        epoch: usize,
-        sink: &mut dyn MetricsSink,
-        stop: &AtomicBool,
-    ) -> Result<Tally> {
+    fn train_epoch(&mut self, epoch: usize, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Tally> {
         let lr = self.schedule.lr(epoch);
         self.w_opt.set_lr(lr);
         let train = BatchIter::new(
@@ -207,11 +176,7 @@ impl Search {
             )
         });
         let steps = train.remaining();
-        sink.event(Event::EpochStart {
-            epoch,
-            epochs: self.cfg.epochs,
-            steps,
-        });
+        sink.event(Event::EpochStart { epoch, epochs: self.cfg.epochs, steps });
         let mut tally = Tally::default();
         let started = Instant::now();
         for (step, hb) in train.enumerate() {
@@ -222,15 +187,10 @@ impl Search {
             if let Some(v) = valid.as_mut() {
                 let Some(vb) = v.next() else { break };
                 let vb = self.to_batch(vb)?;
-                self.architect
-                    .step(self.net.as_ref(), &tb, &vb, &self.w_opt)?;
+                self.architect.step(self.net.as_ref(), &tb, &vb, &self.w_opt)?;
             }
-            let (loss, logits) = weight_step(
-                self.net.as_ref(),
-                &mut self.w_opt,
-                &tb,
-                self.cfg.weight_optimizer.grad_clip,
-            )?;
+            let (loss, logits) =
+                weight_step(self.net.as_ref(), &mut self.w_opt, &tb, self.cfg.weight_optimizer.grad_clip)?;
             let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss.is_finite() {
                 return Err(Error::Diverged { epoch, step, loss });
@@ -252,28 +212,19 @@ impl Search {
     pub fn evaluate(&self, set: &Arc<ImageSet>, sink: &mut dyn MetricsSink) -> Result<(f64, f64)> {
         let plan = self.plan(0, 2, Augment::NONE, false, false);
         let it = BatchIter::new(set.clone(), self.normalize.clone(), plan, PREFETCH);
-        sink.event(Event::EvalStart {
-            batches: it.remaining(),
-        });
+        sink.event(Event::EvalStart { batches: it.remaining() });
         let mut tally = Tally::default();
         for hb in it {
             let b = self.to_batch(hb)?;
             let logits = self.net.forward(&b.x, Mode::EVAL)?;
-            let loss = cross_entropy(&logits, &b.y)?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            let loss = cross_entropy(&logits, &b.y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             tally.add(loss, accuracy_count(&logits, &b.y)?, b.y.dim(0)?);
         }
         Ok((tally.loss(), tally.acc()))
     }
 
     /// Runs the remaining epochs, writing metrics, checkpoints and the genotype to `dir`.
-    pub fn run(
-        &mut self,
-        dir: Option<&RunDir>,
-        sink: &mut dyn MetricsSink,
-        stop: &AtomicBool,
-    ) -> Result<Genotype> {
+    pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Genotype> {
         for epoch in self.next_epoch..self.cfg.epochs {
             let started = Instant::now();
             let train = self.train_epoch(epoch, sink, stop)?;
@@ -318,10 +269,7 @@ impl Search {
         let meta = HashMap::from([
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
             ("next_epoch".to_string(), self.next_epoch.to_string()),
-            (
-                "adam_steps".to_string(),
-                self.architect.optimizer().steps_taken().to_string(),
-            ),
+            ("adam_steps".to_string(), self.architect.optimizer().steps_taken().to_string()),
         ]);
         Ok(save_tensors(path, &tensors, meta)?)
     }
@@ -330,29 +278,17 @@ impl Search {
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
         let ck = load_tensors(path, &self.device)?;
         if ck.meta("format") != Some(CHECKPOINT_FORMAT) {
-            return Err(Error::run_dir(
-                path,
-                "not a search checkpoint of this version",
-            ));
+            return Err(Error::run_dir(path, "not a search checkpoint of this version"));
         }
         let strip = |prefix: &str| -> HashMap<String, Tensor> {
-            ck.tensors
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
-                .collect()
+            ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
         };
         let ctx = |e: nas_core::Error| Error::run_dir(path, e.to_string());
-        self.net
-            .weights()
-            .load(&strip("weights."), false)
-            .map_err(ctx)?;
+        self.net.weights().load(&strip("weights."), false).map_err(ctx)?;
         self.net.arch().load(&strip("arch."), false).map_err(ctx)?;
-        self.w_opt
-            .load_state("sgd", |n| ck.tensors.get(n).cloned())?;
+        self.w_opt.load_state("sgd", |n| ck.tensors.get(n).cloned())?;
         let steps: u64 = ck.meta_parse(path, "adam_steps")?;
-        self.architect
-            .optimizer_mut()
-            .load_state("adam", steps, |n| ck.tensors.get(n).cloned())?;
+        self.architect.optimizer_mut().load_state("adam", steps, |n| ck.tensors.get(n).cloned())?;
         self.next_epoch = ck.meta_parse(path, "next_epoch")?;
         Ok(self.next_epoch)
     }
@@ -361,11 +297,7 @@ impl Search {
     /// dropping metric records the checkpoint does not cover.
     pub fn resume(&mut self, dir: &RunDir) -> Result<usize> {
         let ck = dir.file(CHECKPOINT);
-        let epoch = if ck.exists() {
-            self.load_checkpoint(&ck)?
-        } else {
-            0
-        };
+        let epoch = if ck.exists() { self.load_checkpoint(&ck)? } else { 0 };
         dir.truncate_metrics(epoch)?;
         Ok(epoch)
     }

@@ -27,46 +27,23 @@ use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 const TOL: f64 = 1e-4;
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../search-spaces/tests/fixtures/darts_c4_l5.safetensors");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../search-spaces/tests/fixtures/darts_c4_l5.safetensors");
     load_tensors(&path, &Device::Cpu).expect("fixture").tensors
 }
 
 #[test]
 fn first_order_step_matches_pytorch() {
     let golden = fixture();
-    let cfg = DartsSupernetConfig {
-        channels: 4,
-        layers: 5,
-        ..Default::default()
-    };
+    let cfg = DartsSupernetConfig { channels: 4, layers: 5, ..Default::default() };
     let net = DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).unwrap();
     net.weights().load(&golden, false).unwrap();
     net.arch().load(&golden, false).unwrap();
 
-    let mut w_opt = Sgd::new(
-        net.weights().weights(),
-        SgdConfig {
-            lr: 0.025,
-            momentum: 0.9,
-            weight_decay: 3e-4,
-        },
-    );
-    let arch_cfg = ArchOptimConfig {
-        lr: 3e-4,
-        beta1: 0.5,
-        beta2: 0.999,
-        weight_decay: 1e-3,
-    };
+    let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
+    let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
     let mut architect = Architect::new(net.arch().weights(), &arch_cfg, Method::FirstOrder);
-    let batch = |x: &str, y: &str| Batch {
-        x: golden[x].clone(),
-        y: golden[y].to_dtype(DType::U32).unwrap(),
-    };
-    let (train, valid) = (
-        batch("input", "target"),
-        batch("valid_input", "valid_target"),
-    );
+    let batch = |x: &str, y: &str| Batch { x: golden[x].clone(), y: golden[y].to_dtype(DType::U32).unwrap() };
+    let (train, valid) = (batch("input", "target"), batch("valid_input", "valid_target"));
 
     architect.step(&net, &train, &valid, &w_opt).unwrap();
     let (loss, _) = weight_step(&net, &mut w_opt, &train, 5.0).unwrap();
@@ -74,41 +51,21 @@ fn first_order_step_matches_pytorch() {
     assert!(e < TOL, "loss rel err {e}");
 
     let mut compared = 0;
-    for p in net
-        .weights()
-        .params()
-        .into_iter()
-        .chain(net.arch().params())
-    {
-        let f64v = |t: &Tensor| {
-            t.to_dtype(DType::F64)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap()
-        };
+    for p in net.weights().params().into_iter().chain(net.arch().params()) {
+        let f64v = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let before = f64v(&golden[&p.name]);
         let want = f64v(&golden[&format!("after.{}", p.name)]);
         let got = f64v(p.var.as_tensor());
         // Compare the updates, not the values: the step is small next to the weights. Both
         // sides were rounded to f32 after the update, which costs up to one ulp of the value.
-        let scale = want
-            .iter()
-            .zip(&before)
-            .map(|(w, b)| (w - b).abs())
-            .fold(0.0, f64::max);
+        let scale = want.iter().zip(&before).map(|(w, b)| (w - b).abs()).fold(0.0, f64::max);
         let mut worst: f64 = 0.0;
         for ((g, w), b) in got.iter().zip(&want).zip(&before) {
             let ulp = (w.abs().max(b.abs()) as f32 * f32::EPSILON) as f64;
             let excess = ((g - w).abs() - 2.0 * ulp).max(0.0) / scale.max(1e-30);
             worst = worst.max(excess);
         }
-        assert!(
-            worst < TOL,
-            "update of {} rel err {worst} (update scale {scale:e})",
-            p.name
-        );
+        assert!(worst < TOL, "update of {} rel err {worst} (update scale {scale:e})", p.name);
         compared += 1;
     }
     assert!(compared > 1000, "{compared}");

@@ -30,7 +30,10 @@ pub enum Genotype {
     Darts(DartsGenotype),
 }
 
-const BUILTIN: [(&str, [[(&str, usize); 8]; 2]); 3] = [
+/// (name, [normal, reduce]) with every cell as 8 (op, input) pairs.
+type BuiltinCells = [[(&'static str, usize); 8]; 2];
+
+const BUILTIN: [(&str, BuiltinCells); 3] = [
     (
         "DARTS_V1",
         [
@@ -116,10 +119,9 @@ impl DartsGenotype {
 
     /// Checks edge counts, input indices and concat lists of both cells.
     pub fn validate(&self) -> Result<()> {
-        for (name, edges, concat) in [
-            ("normal", &self.normal, &self.normal_concat),
-            ("reduce", &self.reduce, &self.reduce_concat),
-        ] {
+        for (name, edges, concat) in
+            [("normal", &self.normal, &self.normal_concat), ("reduce", &self.reduce, &self.reduce_concat)]
+        {
             if edges.is_empty() || edges.len() % 2 != 0 {
                 return Err(Error::Genotype(format!(
                     "`{name}` has {} edges; a cell needs 2 edges per intermediate node",
@@ -147,9 +149,7 @@ impl DartsGenotype {
                     )));
                 }
                 if concat[..i].contains(&c) {
-                    return Err(Error::Genotype(format!(
-                        "`{name}_concat` lists node {c} twice"
-                    )));
+                    return Err(Error::Genotype(format!("`{name}_concat` lists node {c} twice")));
                 }
             }
         }
@@ -167,9 +167,7 @@ impl DartsGenotype {
     pub fn builtin(name: &str) -> Option<DartsGenotype> {
         let (_, [normal, reduce]) = BUILTIN.iter().find(|(n, _)| *n == name)?;
         let conv = |cell: &[(&str, usize); 8]| -> Option<Vec<Edge>> {
-            cell.iter()
-                .map(|&(op, i)| op.parse().ok().map(|op| (op, i)))
-                .collect()
+            cell.iter().map(|&(op, i)| op.parse().ok().map(|op| (op, i))).collect()
         };
         Some(DartsGenotype {
             normal: conv(normal)?,
@@ -184,9 +182,7 @@ impl DartsGenotype {
     }
 
     pub fn to_json(&self) -> Value {
-        let cell = |edges: &[Edge]| -> Value {
-            edges.iter().map(|(op, i)| json!([op.name(), i])).collect()
-        };
+        let cell = |edges: &[Edge]| -> Value { edges.iter().map(|(op, i)| json!([op.name(), i])).collect() };
         json!({
             "space": "darts",
             "normal": cell(&self.normal),
@@ -197,19 +193,9 @@ impl DartsGenotype {
     }
 
     fn from_json(v: &Value) -> Result<Self> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::Genotype("expected a JSON object".into()))?;
+        let obj = v.as_object().ok_or_else(|| Error::Genotype("expected a JSON object".into()))?;
         for key in obj.keys() {
-            if ![
-                "space",
-                "normal",
-                "normal_concat",
-                "reduce",
-                "reduce_concat",
-            ]
-            .contains(&key.as_str())
-            {
+            if !["space", "normal", "normal_concat", "reduce", "reduce_concat"].contains(&key.as_str()) {
                 return Err(Error::Genotype(format!("unknown field `{key}`")));
             }
         }
@@ -222,9 +208,7 @@ impl DartsGenotype {
                 .enumerate()
                 .map(|(e, item)| {
                     let bad = || {
-                        Error::Genotype(format!(
-                            "`{key}` edge {e}: expected [\"op_name\", input_index], got {item}"
-                        ))
+                        Error::Genotype(format!("`{key}` edge {e}: expected [\"op_name\", input_index], got {item}"))
                     };
                     let pair = item.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
                     let op_name = pair[0].as_str().ok_or_else(bad)?;
@@ -242,14 +226,8 @@ impl DartsGenotype {
                 None => Ok((2..2 + steps).collect()),
                 Some(v) => v
                     .as_array()
-                    .and_then(|a| {
-                        a.iter()
-                            .map(|x| x.as_u64().map(|x| x as usize))
-                            .collect::<Option<Vec<_>>>()
-                    })
-                    .ok_or_else(|| {
-                        Error::Genotype(format!("`{key}` must be a list of node indices"))
-                    }),
+                    .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
+                    .ok_or_else(|| Error::Genotype(format!("`{key}` must be a list of node indices"))),
             }
         };
         let normal = edges("normal")?;
@@ -281,21 +259,16 @@ impl Genotype {
     pub fn from_json_value(v: &Value) -> Result<Self> {
         let space = match v.get("space") {
             None => "darts",
-            Some(s) => s
-                .as_str()
-                .ok_or_else(|| Error::Genotype("`space` must be a string".into()))?,
+            Some(s) => s.as_str().ok_or_else(|| Error::Genotype("`space` must be a string".into()))?,
         };
         match space {
             "darts" => Ok(Genotype::Darts(DartsGenotype::from_json(v)?)),
-            other => Err(Error::Genotype(format!(
-                "unknown space `{other}` (expected darts)"
-            ))),
+            other => Err(Error::Genotype(format!("unknown space `{other}` (expected darts)"))),
         }
     }
 
     pub fn from_json_str(s: &str) -> Result<Self> {
-        let v: Value =
-            serde_json::from_str(s).map_err(|e| Error::Genotype(format!("malformed JSON: {e}")))?;
+        let v: Value = serde_json::from_str(s).map_err(|e| Error::Genotype(format!("malformed JSON: {e}")))?;
         Self::from_json_value(&v)
     }
 
@@ -307,10 +280,7 @@ impl Genotype {
         let path = Path::new(name_or_path);
         let text = std::fs::read_to_string(path).map_err(|e| {
             let names = DartsGenotype::builtin_names().join(", ");
-            Error::Genotype(format!(
-                "{}: {e} (not a file, nor a built-in genotype: {names})",
-                path.display()
-            ))
+            Error::Genotype(format!("{}: {e} (not a file, nor a built-in genotype: {names})", path.display()))
         })?;
         Self::from_json_str(&text).map_err(|e| match e {
             Error::Genotype(m) => Error::Genotype(format!("{}: {m}", path.display())),
@@ -322,16 +292,12 @@ impl Genotype {
 impl fmt::Display for DartsGenotype {
     /// Multi-line text: one line per node of each cell.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, edges, concat) in [
-            ("normal", &self.normal, &self.normal_concat),
-            ("reduce", &self.reduce, &self.reduce_concat),
-        ] {
+        for (name, edges, concat) in
+            [("normal", &self.normal, &self.normal_concat), ("reduce", &self.reduce, &self.reduce_concat)]
+        {
             writeln!(f, "{name} cell (concat {concat:?}):")?;
             for (node, pair) in edges.chunks(2).enumerate() {
-                let ins: Vec<String> = pair
-                    .iter()
-                    .map(|(op, i)| format!("{op} <- {}", state_name(*i)))
-                    .collect();
+                let ins: Vec<String> = pair.iter().map(|(op, i)| format!("{op} <- {}", state_name(*i))).collect();
                 writeln!(f, "  node {node}: {}", ins.join(", "))?;
             }
         }

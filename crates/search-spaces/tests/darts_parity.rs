@@ -28,11 +28,7 @@ fn fixture() -> std::collections::HashMap<String, Tensor> {
 }
 
 fn model(golden: &std::collections::HashMap<String, Tensor>) -> DartsSupernet {
-    let cfg = DartsSupernetConfig {
-        channels: 4,
-        layers: 5,
-        ..Default::default()
-    };
+    let cfg = DartsSupernetConfig { channels: 4, layers: 5, ..Default::default() };
     let net = DartsSupernet::new(cfg, 123, DType::F32, &Device::Cpu).unwrap();
     net.weights().load(golden, false).unwrap();
     net.arch().load(golden, false).unwrap();
@@ -43,37 +39,18 @@ fn model(golden: &std::collections::HashMap<String, Tensor>) -> DartsSupernet {
 fn every_reference_tensor_has_a_counterpart() {
     let golden = fixture();
     let net = model(&golden);
-    let ours: std::collections::HashSet<String> = net
-        .weights()
-        .params()
-        .into_iter()
-        .chain(net.arch().params())
-        .map(|p| p.name)
-        .collect();
+    let ours: std::collections::HashSet<String> =
+        net.weights().params().into_iter().chain(net.arch().params()).map(|p| p.name).collect();
     // Everything but the batches, outputs, gradients, post-step state and the unused β.
     let theirs: Vec<&String> = golden
         .keys()
         .filter(|k| !k.starts_with("grad.") && !k.starts_with("after.") && !k.starts_with("betas"))
-        .filter(|k| {
-            ![
-                "input",
-                "target",
-                "valid_input",
-                "valid_target",
-                "logits",
-                "loss",
-            ]
-            .contains(&k.as_str())
-        })
+        .filter(|k| !["input", "target", "valid_input", "valid_target", "logits", "loss"].contains(&k.as_str()))
         .collect();
     for k in &theirs {
         assert!(ours.contains(*k), "reference tensor {k} missing here");
     }
-    assert_eq!(
-        ours.len(),
-        theirs.len(),
-        "tensors here that the reference lacks"
-    );
+    assert_eq!(ours.len(), theirs.len(), "tensors here that the reference lacks");
 }
 
 #[test]
@@ -91,18 +68,11 @@ fn logits_loss_and_gradients_match_pytorch() {
 
     let grads = loss.backward().unwrap();
     let mut checked = 0;
-    for p in net
-        .weights()
-        .params()
-        .into_iter()
-        .chain(net.arch().params())
-    {
+    for p in net.weights().params().into_iter().chain(net.arch().params()) {
         let Some(want) = golden.get(&format!("grad.{}", p.name)) else {
             continue;
         };
-        let got = grads
-            .get(p.var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {}", p.name));
+        let got = grads.get(p.var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {}", p.name));
         let e = max_rel_err(got, want).unwrap();
         assert!(e < TOL, "grad of {} rel err {e}", p.name);
         checked += 1;

@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use search_spaces::darts::{
-    derive, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig,
-};
+use search_spaces::darts::{derive, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig};
 use search_spaces::{DartsGenotype, Genotype};
 
 use DartsOp::*;
@@ -16,15 +14,8 @@ fn col(op: DartsOp) -> usize {
 }
 
 /// A supernet (C=2, L=3) whose α are set by hand: `(edge, op, value)` entries, zeros elsewhere.
-fn with_alphas(
-    normal: &[(usize, DartsOp, f32)],
-    reduce: &[(usize, DartsOp, f32)],
-) -> DartsSupernet {
-    let cfg = DartsSupernetConfig {
-        channels: 2,
-        layers: 3,
-        ..Default::default()
-    };
+fn with_alphas(normal: &[(usize, DartsOp, f32)], reduce: &[(usize, DartsOp, f32)]) -> DartsSupernet {
+    let cfg = DartsSupernetConfig { channels: 2, layers: 3, ..Default::default() };
     let net = DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).unwrap();
     let table = |entries: &[(usize, DartsOp, f32)]| {
         let mut v = vec![0f32; 14 * 8];
@@ -33,10 +24,7 @@ fn with_alphas(
         }
         Tensor::from_vec(v, (14, 8), &Device::Cpu).unwrap()
     };
-    let m = HashMap::from([
-        ("alphas_normal".to_string(), table(normal)),
-        ("alphas_reduce".to_string(), table(reduce)),
-    ]);
+    let m = HashMap::from([("alphas_normal".to_string(), table(normal)), ("alphas_reduce".to_string(), table(reduce))]);
     net.arch().load(&m, false).unwrap();
     net
 }
@@ -63,15 +51,8 @@ fn derivation_from_hand_made_alphas() {
         (12, DilConv3x3, 3.0),
     ];
     // Reduction cell: `none` strongest on both edges of node 0; they are still the only two.
-    let reduce = [
-        (0, None, 10.0),
-        (0, SepConv3x3, 2.0),
-        (1, None, 10.0),
-        (1, SkipConnect, 1.0),
-    ];
-    let g = with_alphas(&normal, &reduce)
-        .genotype(Option::None)
-        .unwrap();
+    let reduce = [(0, None, 10.0), (0, SepConv3x3, 2.0), (1, None, 10.0), (1, SkipConnect, 1.0)];
+    let g = with_alphas(&normal, &reduce).genotype(Option::None).unwrap();
     assert_eq!(
         g.normal,
         vec![
@@ -101,25 +82,11 @@ fn skip_cap_replaces_the_weakest_skips() {
     ];
     let net = with_alphas(&normal, &[]);
     let uncapped = net.genotype(Option::None).unwrap();
-    assert_eq!(
-        uncapped
-            .normal
-            .iter()
-            .filter(|(o, _)| *o == SkipConnect)
-            .count(),
-        3
-    );
+    assert_eq!(uncapped.normal.iter().filter(|(o, _)| *o == SkipConnect).count(), 3);
     let capped = net.genotype(Some(1)).unwrap();
     assert_eq!(&capped.normal[..2], &[(SkipConnect, 0), (DilConv3x3, 1)]);
     assert_eq!(capped.normal[2], (AvgPool3x3, 0));
-    assert_eq!(
-        capped
-            .normal
-            .iter()
-            .filter(|(o, _)| *o == SkipConnect)
-            .count(),
-        1
-    );
+    assert_eq!(capped.normal.iter().filter(|(o, _)| *o == SkipConnect).count(), 1);
     // Derivation helpers agree with the supernet path.
     let [wn, _] = net.op_weights().unwrap();
     assert_eq!(derive::derive_cell(&wn, 4), uncapped.normal);
@@ -133,19 +100,13 @@ fn json_round_trip_and_published_darts_v2() {
         "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1], ["max_pool_3x3", 0],
         ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]], "reduce_concat": [2, 3, 4, 5]}"#;
     let g = Genotype::from_json_str(published).unwrap();
-    assert_eq!(
-        g,
-        Genotype::Darts(DartsGenotype::builtin("DARTS_V2").unwrap())
-    );
+    assert_eq!(g, Genotype::Darts(DartsGenotype::builtin("DARTS_V2").unwrap()));
     let text = g.to_json().to_string();
     assert!(text.starts_with(r#"{"normal":"#) || text.contains(r#""space":"darts""#));
     assert_eq!(Genotype::from_json_str(&text).unwrap(), g);
     for name in DartsGenotype::builtin_names() {
         let g = Genotype::load(name).unwrap();
-        assert_eq!(
-            Genotype::from_json_str(&g.to_json().to_string()).unwrap(),
-            g
-        );
+        assert_eq!(Genotype::from_json_str(&g.to_json().to_string()).unwrap(), g);
     }
 }
 
@@ -161,10 +122,7 @@ fn invalid_genotypes_are_named() {
             r#"{"normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 2]], "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]]}"#,
             "may not point forward",
         ),
-        (
-            r#"{"normal": [["sep_conv_3x3", 0]], "reduce": [["max_pool_3x3", 0]]}"#,
-            "2 edges per intermediate node",
-        ),
+        (r#"{"normal": [["sep_conv_3x3", 0]], "reduce": [["max_pool_3x3", 0]]}"#, "2 edges per intermediate node"),
         (
             r#"{"normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1]], "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "normal_concat": [2, 7]}"#,
             "out of range",
@@ -174,42 +132,24 @@ fn invalid_genotypes_are_named() {
             r#"{"normal": [["sep_conv_3x3", "a"], ["sep_conv_3x3", 1]], "reduce": []}"#,
             "expected [\"op_name\", input_index]",
         ),
-        (
-            r#"{"normal": [], "reduce": [], "extra": 1}"#,
-            "unknown field `extra`",
-        ),
+        (r#"{"normal": [], "reduce": [], "extra": 1}"#, "unknown field `extra`"),
         (r#"[1, 2]"#, "expected a JSON object"),
     ];
     for (json, want) in cases {
         let e = Genotype::from_json_str(json).unwrap_err().to_string();
         assert!(e.contains(want), "{json}: got `{e}`, want `{want}`");
     }
-    let e = Genotype::load("/no/such/genotype.json")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("/no/such/genotype.json") && e.contains("DARTS_V2"),
-        "{e}"
-    );
+    let e = Genotype::load("/no/such/genotype.json").unwrap_err().to_string();
+    assert!(e.contains("/no/such/genotype.json") && e.contains("DARTS_V2"), "{e}");
 }
 
 /// The published model sizes at C=36, L=20 without the auxiliary head (DARTS: 3.3M,
 /// PC-DARTS: 3.6M), as counted by shared/bench/darts_ref.py `--params-only`.
 #[test]
 fn parameter_counts_match_the_reference() {
-    for (name, want) in [
-        ("DARTS_V1", 3_169_414),
-        ("DARTS_V2", 3_349_342),
-        ("PC_DARTS", 3_634_678),
-    ] {
+    for (name, want) in [("DARTS_V1", 3_169_414), ("DARTS_V2", 3_349_342), ("PC_DARTS", 3_634_678)] {
         let g = DartsGenotype::builtin(name).unwrap();
-        let cfg = DerivedNetworkConfig {
-            channels: 36,
-            layers: 20,
-            num_classes: 10,
-            auxiliary: true,
-            in_channels: 3,
-        };
+        let cfg = DerivedNetworkConfig { channels: 36, layers: 20, num_classes: 10, auxiliary: true, in_channels: 3 };
         let net = DerivedNetwork::new(&g, cfg, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(net.num_params_without_aux(), want, "{name}");
     }

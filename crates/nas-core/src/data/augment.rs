@@ -23,17 +23,9 @@ pub struct Augment {
 }
 
 impl Augment {
-    pub const NONE: Augment = Augment {
-        crop_padding: 0,
-        flip: false,
-        cutout: 0,
-    };
+    pub const NONE: Augment = Augment { crop_padding: 0, flip: false, cutout: 0 };
     /// Random crop with padding 4 and horizontal flip (DARTS search and retraining).
-    pub const CIFAR: Augment = Augment {
-        crop_padding: 4,
-        flip: true,
-        cutout: 0,
-    };
+    pub const CIFAR: Augment = Augment { crop_padding: 4, flip: true, cutout: 0 };
 
     pub fn is_random(&self) -> bool {
         self.crop_padding > 0 || self.flip || self.cutout > 0
@@ -50,19 +42,13 @@ impl Augment {
     ) {
         let p = self.crop_padding as isize;
         let (oy, ox) = if p > 0 {
-            (
-                rng.random_range(0..=2 * p as i64) as isize - p,
-                rng.random_range(0..=2 * p as i64) as isize - p,
-            )
+            (rng.random_range(0..=2 * p as i64) as isize - p, rng.random_range(0..=2 * p as i64) as isize - p)
         } else {
             (0, 0)
         };
         let flip = self.flip && rng.random_bool(0.5);
         for ch in 0..c {
-            let (mean, std) = (
-                norm.mean[ch % norm.mean.len()],
-                norm.std[ch % norm.std.len()],
-            );
+            let (mean, std) = (norm.mean[ch % norm.mean.len()], norm.std[ch % norm.std.len()]);
             let scale = 1.0 / (255.0 * std);
             let black = -mean / std;
             let plane = &src[ch * h * w..(ch + 1) * h * w];
@@ -81,19 +67,10 @@ impl Augment {
             }
         }
         if self.cutout > 0 {
-            let (cy, cx) = (
-                rng.random_range(0..h) as isize,
-                rng.random_range(0..w) as isize,
-            );
+            let (cy, cx) = (rng.random_range(0..h) as isize, rng.random_range(0..w) as isize);
             let half = (self.cutout / 2) as isize;
-            let (y0, y1) = (
-                (cy - half).max(0) as usize,
-                ((cy + half).min(h as isize)) as usize,
-            );
-            let (x0, x1) = (
-                (cx - half).max(0) as usize,
-                ((cx + half).min(w as isize)) as usize,
-            );
+            let (y0, y1) = ((cy - half).max(0) as usize, ((cy + half).min(h as isize)) as usize);
+            let (x0, x1) = ((cx - half).max(0) as usize, ((cx + half).min(w as isize)) as usize);
             for ch in 0..c {
                 for y in y0..y1 {
                     dst[ch * h * w + y * w + x0..ch * h * w + y * w + x1].fill(0.0);
@@ -109,23 +86,14 @@ mod tests {
     use rand::SeedableRng;
 
     fn norm() -> Normalize {
-        Normalize {
-            mean: vec![0.0],
-            std: vec![1.0 / 255.0],
-        }
+        Normalize { mean: vec![0.0], std: vec![1.0 / 255.0] }
     }
 
     #[test]
     fn no_augmentation_is_plain_normalisation() {
         let src: Vec<u8> = (0..2 * 3 * 4).map(|v| v as u8).collect();
         let mut dst = vec![0f32; src.len()];
-        Augment::NONE.apply(
-            &src,
-            (2, 3, 4),
-            &norm(),
-            &mut Rng::seed_from_u64(0),
-            &mut dst,
-        );
+        Augment::NONE.apply(&src, (2, 3, 4), &norm(), &mut Rng::seed_from_u64(0), &mut dst);
         assert_eq!(dst, src.iter().map(|&v| v as f32).collect::<Vec<_>>());
     }
 
@@ -135,11 +103,7 @@ mod tests {
     fn crop_and_flip_are_shifts_and_mirrors() {
         let (h, w) = (5, 6);
         let src: Vec<u8> = (1..=(h * w) as u8).collect();
-        let aug = Augment {
-            crop_padding: 4,
-            flip: true,
-            cutout: 0,
-        };
+        let aug = Augment { crop_padding: 4, flip: true, cutout: 0 };
         let mut rng = Rng::seed_from_u64(1);
         for _ in 0..50 {
             let mut dst = vec![0f32; h * w];
@@ -173,11 +137,7 @@ mod tests {
     #[test]
     fn cutout_zeroes_a_clipped_square() {
         let src = vec![255u8; 16 * 16];
-        let aug = Augment {
-            crop_padding: 0,
-            flip: false,
-            cutout: 8,
-        };
+        let aug = Augment { crop_padding: 0, flip: false, cutout: 8 };
         let mut rng = Rng::seed_from_u64(2);
         for _ in 0..20 {
             let mut dst = vec![0f32; 256];

@@ -48,12 +48,7 @@ impl CifarKind {
 }
 
 /// Parses the records of one file (given as bytes, for fuzzing and tests) into `set`.
-pub fn read_cifar_file(
-    path: &Path,
-    bytes: &[u8],
-    kind: CifarKind,
-    set: &mut ImageSet,
-) -> Result<()> {
+pub fn read_cifar_file(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut ImageSet) -> Result<()> {
     let rec = kind.label_bytes() + PIXELS;
     if bytes.is_empty() {
         return Err(Error::data(path, "file is empty"));
@@ -61,10 +56,7 @@ pub fn read_cifar_file(
     if bytes.len() % rec != 0 {
         return Err(Error::data(
             path,
-            format!(
-                "truncated or not a CIFAR file: {} bytes is not a whole number of {rec}-byte records",
-                bytes.len()
-            ),
+            format!("truncated or not a CIFAR file: {} bytes is not a whole number of {rec}-byte records", bytes.len()),
         ));
     }
     for (i, r) in bytes.chunks_exact(rec).enumerate() {
@@ -72,10 +64,7 @@ pub fn read_cifar_file(
         if label as usize >= kind.classes() {
             return Err(Error::data(
                 path,
-                format!(
-                    "record {i}: label {label} out of range (expected 0..{})",
-                    kind.classes()
-                ),
+                format!("record {i}: label {label} out of range (expected 0..{})", kind.classes()),
             ));
         }
         set.labels.push(label);
@@ -85,13 +74,7 @@ pub fn read_cifar_file(
 }
 
 fn read_files(files: &[PathBuf], kind: CifarKind) -> Result<ImageSet> {
-    let mut set = ImageSet {
-        pixels: Vec::new(),
-        labels: Vec::new(),
-        channels: 3,
-        height: 32,
-        width: 32,
-    };
+    let mut set = ImageSet { pixels: Vec::new(), labels: Vec::new(), channels: 3, height: 32, width: 32 };
     for f in files {
         let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
         read_cifar_file(f, &bytes, kind, &mut set)?;
@@ -116,10 +99,7 @@ fn train_files(dir: &Path, kind: CifarKind) -> Result<Vec<PathBuf>> {
                 })
                 .collect();
             if files.is_empty() {
-                return Err(Error::data(
-                    dir,
-                    "no data_batch_*.bin files (CIFAR-10 binary version expected)",
-                ));
+                return Err(Error::data(dir, "no data_batch_*.bin files (CIFAR-10 binary version expected)"));
             }
             files.sort();
             Ok(files)
@@ -155,13 +135,7 @@ mod tests {
     use super::*;
 
     fn empty() -> ImageSet {
-        ImageSet {
-            pixels: vec![],
-            labels: vec![],
-            channels: 3,
-            height: 32,
-            width: 32,
-        }
+        ImageSet { pixels: vec![], labels: vec![], channels: 3, height: 32, width: 32 }
     }
 
     #[test]
@@ -180,21 +154,11 @@ mod tests {
     #[test]
     fn rejects_truncated_and_bad_labels() {
         let mut set = empty();
-        let e = read_cifar_file(
-            Path::new("t.bin"),
-            &[0u8; 3000],
-            CifarKind::Cifar10,
-            &mut set,
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().contains("t.bin") && e.to_string().contains("truncated"),
-            "{e}"
-        );
+        let e = read_cifar_file(Path::new("t.bin"), &[0u8; 3000], CifarKind::Cifar10, &mut set).unwrap_err();
+        assert!(e.to_string().contains("t.bin") && e.to_string().contains("truncated"), "{e}");
         let mut rec = vec![10u8];
         rec.extend(std::iter::repeat_n(0u8, PIXELS));
-        let e =
-            read_cifar_file(Path::new("l.bin"), &rec, CifarKind::Cifar10, &mut set).unwrap_err();
+        let e = read_cifar_file(Path::new("l.bin"), &rec, CifarKind::Cifar10, &mut set).unwrap_err();
         assert!(e.to_string().contains("label 10 out of range"), "{e}");
         let mut rec = vec![1u8, 100];
         rec.extend(std::iter::repeat_n(0u8, PIXELS));

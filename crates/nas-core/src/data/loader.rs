@@ -99,11 +99,7 @@ impl BatchIter {
                 }
             }
         });
-        Self {
-            rx: Some(rx),
-            handle: Some(handle),
-            remaining: total,
-        }
+        Self { rx: Some(rx), handle: Some(handle), remaining: total }
     }
 
     /// Batches still to come.
@@ -113,30 +109,15 @@ impl BatchIter {
 }
 
 /// Builds one batch: sample `idx[j]` at epoch position `first + j`.
-fn assemble(
-    set: &ImageSet,
-    norm: &Normalize,
-    plan: &BatchPlan,
-    first: usize,
-    idx: &[usize],
-) -> HostBatch {
+fn assemble(set: &ImageSet, norm: &Normalize, plan: &BatchPlan, first: usize, idx: &[usize]) -> HostBatch {
     let (c, h, w) = (set.channels, set.height, set.width);
     let len = c * h * w;
     let mut images = vec![0f32; idx.len() * len];
-    images
-        .par_chunks_mut(len)
-        .zip(idx.par_iter())
-        .enumerate()
-        .for_each(|(j, (dst, &i))| {
-            let mut rng = rng::stream(plan.seed, Purpose::Augment, plan.key(), (first + j) as u64);
-            plan.augment
-                .apply(set.image(i), (c, h, w), norm, &mut rng, dst);
-        });
-    HostBatch {
-        images,
-        labels: idx.iter().map(|&i| set.labels[i]).collect(),
-        shape: (idx.len(), c, h, w),
-    }
+    images.par_chunks_mut(len).zip(idx.par_iter()).enumerate().for_each(|(j, (dst, &i))| {
+        let mut rng = rng::stream(plan.seed, Purpose::Augment, plan.key(), (first + j) as u64);
+        plan.augment.apply(set.image(i), (c, h, w), norm, &mut rng, dst);
+    });
+    HostBatch { images, labels: idx.iter().map(|&i| set.labels[i]).collect(), shape: (idx.len(), c, h, w) }
 }
 
 impl Iterator for BatchIter {
@@ -180,22 +161,11 @@ mod tests {
     }
 
     fn plan(epoch: usize) -> BatchPlan {
-        BatchPlan {
-            batch_size: 4,
-            shuffle: true,
-            drop_last: true,
-            augment: Augment::CIFAR,
-            seed: 9,
-            epoch,
-            stream: 0,
-        }
+        BatchPlan { batch_size: 4, shuffle: true, drop_last: true, augment: Augment::CIFAR, seed: 9, epoch, stream: 0 }
     }
 
     fn norm() -> Normalize {
-        Normalize {
-            mean: vec![0.5; 3],
-            std: vec![0.25; 3],
-        }
+        Normalize { mean: vec![0.5; 3], std: vec![0.25; 3] }
     }
 
     #[test]
@@ -208,26 +178,14 @@ mod tests {
         labels.sort();
         labels.dedup();
         assert_eq!(labels.len(), 8);
-        assert_eq!(
-            a.iter().map(|b| &b.images).collect::<Vec<_>>(),
-            b.iter().map(|b| &b.images).collect::<Vec<_>>()
-        );
-        assert_ne!(
-            a.iter().map(|b| &b.labels).collect::<Vec<_>>(),
-            c.iter().map(|b| &b.labels).collect::<Vec<_>>()
-        );
+        assert_eq!(a.iter().map(|b| &b.images).collect::<Vec<_>>(), b.iter().map(|b| &b.images).collect::<Vec<_>>());
+        assert_ne!(a.iter().map(|b| &b.labels).collect::<Vec<_>>(), c.iter().map(|b| &b.labels).collect::<Vec<_>>());
     }
 
     #[test]
     fn keeps_last_partial_batch_when_asked() {
-        let p = BatchPlan {
-            drop_last: false,
-            shuffle: false,
-            ..plan(0)
-        };
-        let sizes: Vec<usize> = BatchIter::new(set(10), norm(), p, 2)
-            .map(|b| b.len())
-            .collect();
+        let p = BatchPlan { drop_last: false, shuffle: false, ..plan(0) };
+        let sizes: Vec<usize> = BatchIter::new(set(10), norm(), p, 2).map(|b| b.len()).collect();
         assert_eq!(sizes, vec![4, 4, 2]);
     }
 

@@ -85,11 +85,8 @@ impl ImageSet {
         }
         let n = (self.len() * hw).max(1) as f64;
         let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-        let std: Vec<f32> = sum
-            .iter()
-            .zip(&sq)
-            .map(|(s, q)| ((q / n - (s / n).powi(2)).max(1e-12).sqrt()) as f32)
-            .collect();
+        let std: Vec<f32> =
+            sum.iter().zip(&sq).map(|(s, q)| ((q / n - (s / n).powi(2)).max(1e-12).sqrt()) as f32).collect();
         Normalize { mean, std }
     }
 }
@@ -115,11 +112,9 @@ pub struct LoadOptions {
 impl Dataset {
     pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Dataset> {
         let mut ds = match spec {
-            DataSpec::Synthetic => synthetic(
-                opts.seed,
-                opts.subset.unwrap_or(synthetic::DEFAULT_TRAIN),
-                synthetic::DEFAULT_TEST,
-            ),
+            DataSpec::Synthetic => {
+                synthetic(opts.seed, opts.subset.unwrap_or(synthetic::DEFAULT_TRAIN), synthetic::DEFAULT_TEST)
+            }
             DataSpec::Cifar10(dir) => cifar::load(dir, CifarKind::Cifar10, opts.with_test)?,
             DataSpec::Cifar100(dir) => cifar::load(dir, CifarKind::Cifar100, opts.with_test)?,
             DataSpec::Folder(dir) => {
@@ -134,10 +129,7 @@ impl Dataset {
             ds.train = Arc::new(train.truncate(n));
         }
         if ds.train.is_empty() {
-            return Err(Error::Invalid(format!(
-                "dataset {} has no training images",
-                ds.name
-            )));
+            return Err(Error::Invalid(format!("dataset {} has no training images", ds.name)));
         }
         Ok(ds)
     }
@@ -148,9 +140,6 @@ impl Dataset {
         let n = self.train.len();
         let half = n / 2;
         let idx: Vec<usize> = (0..n).collect();
-        (
-            Arc::new(self.train.select(&idx[..half])),
-            Arc::new(self.train.select(&idx[half..])),
-        )
+        (Arc::new(self.train.select(&idx[..half])), Arc::new(self.train.select(&idx[half..])))
     }
 }

@@ -25,9 +25,7 @@ impl FromStr for DataSpec {
         if s == "synthetic" {
             return Ok(DataSpec::Synthetic);
         }
-        let (kind, dir) = s
-            .split_once(':')
-            .ok_or_else(|| Error::DataSpec(s.to_string()))?;
+        let (kind, dir) = s.split_once(':').ok_or_else(|| Error::DataSpec(s.to_string()))?;
         if dir.is_empty() {
             return Err(Error::DataSpec(s.to_string()));
         }
@@ -71,22 +69,10 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for s in [
-            "synthetic",
-            "cifar10:/data/c10",
-            "cifar100:rel/dir",
-            "folder:imgs",
-        ] {
+        for s in ["synthetic", "cifar10:/data/c10", "cifar100:rel/dir", "folder:imgs"] {
             assert_eq!(s.parse::<DataSpec>().unwrap().to_string(), s);
         }
-        for bad in [
-            "",
-            "mnist",
-            "cifar10",
-            "cifar10:",
-            "imagenet:/x",
-            "Synthetic",
-        ] {
+        for bad in ["", "mnist", "cifar10", "cifar10:", "imagenet:/x", "Synthetic"] {
             let e = bad.parse::<DataSpec>().unwrap_err().to_string();
             assert!(e.contains("unknown data spec"), "{bad}: {e}");
         }

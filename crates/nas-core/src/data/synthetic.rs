@@ -48,60 +48,29 @@ fn pattern(class: usize, rng: &mut Rng) -> Box<dyn Fn(f32, f32) -> f32> {
         3 => Box::new(move |y, x| wave((x - y) / std::f32::consts::SQRT_2)),
         4 => {
             let cell: f32 = rng.random_range(3.0..7.0);
-            let (oy, ox): (f32, f32) = (
-                rng.random_range(0.0..cell * 2.0),
-                rng.random_range(0.0..cell * 2.0),
-            );
-            Box::new(move |y, x| {
-                (((y + oy) / cell).floor() + ((x + ox) / cell).floor()).rem_euclid(2.0)
-            })
+            let (oy, ox): (f32, f32) = (rng.random_range(0.0..cell * 2.0), rng.random_range(0.0..cell * 2.0));
+            Box::new(move |y, x| (((y + oy) / cell).floor() + ((x + ox) / cell).floor()).rem_euclid(2.0))
         }
         5 => Box::new(move |y, x| wave(((y - cy).powi(2) + (x - cx).powi(2)).sqrt())),
         6 => {
             let r: f32 = rng.random_range(6.0..12.0);
-            Box::new(move |y, x| {
-                if (y - cy).powi(2) + (x - cx).powi(2) <= r * r {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
+            Box::new(move |y, x| if (y - cy).powi(2) + (x - cx).powi(2) <= r * r { 1.0 } else { 0.0 })
         }
         7 => {
             let h: f32 = rng.random_range(5.0..11.0);
-            Box::new(move |y, x| {
-                if (y - cy).abs() <= h && (x - cx).abs() <= h {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
+            Box::new(move |y, x| if (y - cy).abs() <= h && (x - cx).abs() <= h { 1.0 } else { 0.0 })
         }
         8 => {
             let w: f32 = rng.random_range(2.0..4.0);
-            Box::new(move |y, x| {
-                if (y - cy).abs() <= w || (x - cx).abs() <= w {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
+            Box::new(move |y, x| if (y - cy).abs() <= w || (x - cx).abs() <= w { 1.0 } else { 0.0 })
         }
         _ => {
             let n = rng.random_range(6..14);
             let dots: Vec<(f32, f32, f32)> = (0..n)
-                .map(|_| {
-                    (
-                        rng.random_range(0.0..32.0),
-                        rng.random_range(0.0..32.0),
-                        rng.random_range(1.5..3.0),
-                    )
-                })
+                .map(|_| (rng.random_range(0.0..32.0), rng.random_range(0.0..32.0), rng.random_range(1.5..3.0)))
                 .collect();
             Box::new(move |y, x| {
-                let hit = dots
-                    .iter()
-                    .any(|&(dy, dx, r)| (y - dy).powi(2) + (x - dx).powi(2) <= r * r);
+                let hit = dots.iter().any(|&(dy, dx, r)| (y - dy).powi(2) + (x - dx).powi(2) <= r * r);
                 if hit {
                     1.0
                 } else {
@@ -148,15 +117,10 @@ fn render(seed: u64, split: u64, index: usize, out: &mut [u8]) {
 fn generate(seed: u64, split: u64, n: usize) -> ImageSet {
     let len = 3 * SIZE * SIZE;
     let mut pixels = vec![0u8; n * len];
-    pixels
-        .par_chunks_mut(len)
-        .enumerate()
-        .for_each(|(i, img)| render(seed, split, i, img));
+    pixels.par_chunks_mut(len).enumerate().for_each(|(i, img)| render(seed, split, i, img));
     ImageSet {
         pixels,
-        labels: (0..n)
-            .map(|i| (i % SYNTHETIC_CLASSES.len()) as u32)
-            .collect(),
+        labels: (0..n).map(|i| (i % SYNTHETIC_CLASSES.len()) as u32).collect(),
         channels: 3,
         height: SIZE,
         width: SIZE,
@@ -202,8 +166,7 @@ mod tests {
         for i in 0..t.len() {
             let img = t.image(i);
             for (ch, plane) in img.chunks(1024).enumerate() {
-                means[t.labels[i] as usize][ch] +=
-                    plane.iter().map(|&p| p as f64).sum::<f64>() / 1024.0 / 200.0;
+                means[t.labels[i] as usize][ch] += plane.iter().map(|&p| p as f64).sum::<f64>() / 1024.0 / 200.0;
             }
         }
         for m in &means {

@@ -6,6 +6,7 @@
 use candle_core::{Result, Tensor, Var};
 
 use super::Mode;
+use crate::ops;
 use crate::params::{Init, ParamBuilder};
 
 #[derive(Debug, Clone)]
@@ -40,41 +41,37 @@ impl BatchNorm2d {
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let c = x.dim(1)?;
-        let y = if mode.train {
-            let n = x.elem_count() / c;
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let xc = x.broadcast_sub(&mean)?;
-            let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
-            let y = xc.broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
-            self.update_running(&mean.detach(), &var.detach(), n)?;
-            y
-        } else {
-            let shape = (1, c, 1, 1);
-            let mean = self.running_mean.as_tensor().reshape(shape)?;
-            let std = (self.running_var.as_tensor().reshape(shape)? + self.eps)?.sqrt()?;
-            x.broadcast_sub(&mean)?.broadcast_div(&std)?
-        };
-        match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => {
-                let shape = (1, c, 1, 1);
-                y.broadcast_mul(&mode.w(w).reshape(shape)?)?
-                    .broadcast_add(&mode.w(b).reshape(shape)?)
+        if mode.train {
+            let (y, stats) = ops::batch_norm_train(x, self.eps)?;
+            self.update_running(&stats)?;
+            match (&self.weight, &self.bias) {
+                (Some(w), Some(b)) => ops::channel_affine(&y, &mode.w(w), &mode.w(b)),
+                _ => Ok(y),
             }
-            _ => Ok(y),
+        } else {
+            // Fold the running statistics and the affine part into one scale and shift.
+            let inv = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
+            let scale = match &self.weight {
+                Some(w) => (mode.w(w) * inv)?,
+                None => inv,
+            };
+            let shift = (self.running_mean.as_tensor() * &scale)?.neg()?;
+            let shift = match &self.bias {
+                Some(b) => (shift + mode.w(b))?,
+                None => shift,
+            };
+            debug_assert_eq!(scale.dim(0)?, c);
+            ops::channel_affine(x, &scale, &shift)
         }
     }
 
-    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+    fn update_running(&self, s: &ops::BnStats) -> Result<()> {
         let m = self.momentum;
-        let unbiased = if n > 1 {
-            n as f64 / (n - 1) as f64
-        } else {
-            1.0
-        };
+        let unbiased = if s.count > 1 { s.count as f64 / (s.count - 1) as f64 } else { 1.0 };
         let rm = self.running_mean.as_tensor();
         let rv = self.running_var.as_tensor();
-        let new_mean = ((rm * (1.0 - m))? + (mean.flatten_all()? * m)?)?;
-        let new_var = ((rv * (1.0 - m))? + (var.flatten_all()? * (m * unbiased))?)?;
+        let new_mean = ((rm * (1.0 - m))? + (&s.mean * m)?)?;
+        let new_var = ((rv * (1.0 - m))? + (&s.var * (m * unbiased))?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)
     }

@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 
 use super::Mode;
-use crate::ops;
+use crate::ops::{self, PwParams};
 use crate::params::{Init, ParamBuilder};
 
 /// A dense k×k convolution (the stem), weight (Co, Ci, K, K).
@@ -26,11 +26,7 @@ impl Conv2d {
     ) -> crate::Result<Self> {
         let bound = 1.0 / ((ci * k * k) as f64).sqrt();
         let weight = pb.weight("weight", (co, ci, k, k), Init::Uniform(bound))?;
-        Ok(Self {
-            weight,
-            stride,
-            padding,
-        })
+        Ok(Self { weight, stride, padding })
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -38,22 +34,30 @@ impl Conv2d {
     }
 }
 
-/// A 1×1 convolution, optionally strided (FactorizedReduce), weight (Co, Ci, 1, 1).
+/// A 1×1 convolution, weight (Co, Ci, 1, 1), sampling its input at offset + stride·i
+/// (FactorizedReduce uses stride 2 with offsets 0 and 1).
 #[derive(Debug, Clone)]
 pub struct Conv1x1 {
     weight: Tensor,
-    stride: usize,
+    sampling: PwParams,
 }
 
 impl Conv1x1 {
     pub fn new(pb: &ParamBuilder, ci: usize, co: usize, stride: usize) -> crate::Result<Self> {
+        Self::with_offset(pb, ci, co, stride, 0)
+    }
+
+    pub fn with_offset(pb: &ParamBuilder, ci: usize, co: usize, stride: usize, offset: usize) -> crate::Result<Self> {
         let bound = 1.0 / (ci as f64).sqrt();
         let weight = pb.weight("weight", (co, ci, 1, 1), Init::Uniform(bound))?;
-        Ok(Self { weight, stride })
+        Ok(Self { weight, sampling: PwParams { stride, offset } })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let x = ops::subsample(x, self.stride)?;
-        ops::conv1x1(&x, &mode.w(&self.weight))
+        ops::conv1x1(x, &mode.w(&self.weight), self.sampling)
     }
 }

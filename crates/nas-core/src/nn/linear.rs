@@ -22,7 +22,6 @@ impl Linear {
 
     /// x (B, fan_in) → (B, fan_out).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        x.matmul(&mode.w(&self.weight).t()?)?
-            .broadcast_add(&mode.w(&self.bias))
+        x.matmul(&mode.w(&self.weight).t()?)?.broadcast_add(&mode.w(&self.bias))
     }
 }

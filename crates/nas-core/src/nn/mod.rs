@@ -30,29 +30,13 @@ pub struct Mode {
 
 impl Mode {
     /// Inference: running statistics, no gradients.
-    pub const EVAL: Mode = Mode {
-        train: false,
-        grad_weights: false,
-        grad_arch: false,
-    };
+    pub const EVAL: Mode = Mode { train: false, grad_weights: false, grad_arch: false };
     /// Training forward for a weight step: gradients of the weights only.
-    pub const TRAIN_WEIGHTS: Mode = Mode {
-        train: true,
-        grad_weights: true,
-        grad_arch: false,
-    };
+    pub const TRAIN_WEIGHTS: Mode = Mode { train: true, grad_weights: true, grad_arch: false };
     /// Training forward for an architecture step: gradients of α (and β) only.
-    pub const TRAIN_ARCH: Mode = Mode {
-        train: true,
-        grad_weights: false,
-        grad_arch: true,
-    };
+    pub const TRAIN_ARCH: Mode = Mode { train: true, grad_weights: false, grad_arch: true };
     /// Training forward with gradients of everything.
-    pub const TRAIN_ALL: Mode = Mode {
-        train: true,
-        grad_weights: true,
-        grad_arch: true,
-    };
+    pub const TRAIN_ALL: Mode = Mode { train: true, grad_weights: true, grad_arch: true };
 
     /// A weight as the forward pass should see it.
     #[inline]

@@ -6,7 +6,9 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::depthwise::DwParams;
+use super::pointwise::PwParams;
 use super::pool::PoolKind;
+use super::BnStats;
 
 /// Keeps every `s`-th row and column starting at 0: x[:, :, ::s, ::s].
 pub fn subsample(x: &Tensor, s: usize) -> Result<Tensor> {
@@ -15,13 +17,8 @@ pub fn subsample(x: &Tensor, s: usize) -> Result<Tensor> {
     }
     let (b, c, h, w) = x.dims4()?;
     let (oh, ow) = ((h - 1) / s + 1, (w - 1) / s + 1);
-    let x = x
-        .pad_with_zeros(2, 0, oh * s - h)?
-        .pad_with_zeros(3, 0, ow * s - w)?;
-    x.reshape((b, c, oh, s, ow, s))?
-        .narrow(3, 0, 1)?
-        .narrow(5, 0, 1)?
-        .reshape((b, c, oh, ow))
+    let x = x.pad_with_zeros(2, 0, oh * s - h)?.pad_with_zeros(3, 0, ow * s - w)?;
+    x.reshape((b, c, oh, s, ow, s))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((b, c, oh, ow))
 }
 
 /// Pads H and W by `p` on every side with the constant `v`.
@@ -41,19 +38,12 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
     let (_, _, k, _) = w.dims4()?;
     let span = p.dilation * (k - 1) + 1;
     let (fh, fw) = (h + 2 * p.padding - span + 1, wd + 2 * p.padding - span + 1);
-    let xp = x
-        .pad_with_zeros(2, p.padding, p.padding)?
-        .pad_with_zeros(3, p.padding, p.padding)?;
+    let xp = x.pad_with_zeros(2, p.padding, p.padding)?.pad_with_zeros(3, p.padding, p.padding)?;
     let mut acc: Option<Tensor> = None;
     for kh in 0..k {
         for kw in 0..k {
-            let tap = w
-                .narrow(2, kh, 1)?
-                .narrow(3, kw, 1)?
-                .reshape((1, c, 1, 1))?;
-            let win = xp
-                .narrow(2, kh * p.dilation, fh)?
-                .narrow(3, kw * p.dilation, fw)?;
+            let tap = w.narrow(2, kh, 1)?.narrow(3, kw, 1)?.reshape((1, c, 1, 1))?;
+            let win = xp.narrow(2, kh * p.dilation, fh)?.narrow(3, kw * p.dilation, fw)?;
             let term = win.broadcast_mul(&tap)?;
             acc = Some(match acc {
                 None => term,
@@ -70,9 +60,7 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
 /// Number of in-image pixels of every 3×3 window (padding 1), shape (1, 1, H, W).
 fn window_counts(h: usize, w: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
     let count = |i: usize, n: usize| (i + 2).min(n) - i.saturating_sub(1);
-    let v: Vec<f32> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (count(y, h) * count(x, w)) as f32))
-        .collect();
+    let v: Vec<f32> = (0..h).flat_map(|y| (0..w).map(move |x| (count(y, h) * count(x, w)) as f32)).collect();
     Tensor::from_vec(v, (1, 1, h, w), dev)?.to_dtype(dtype)
 }
 
@@ -111,4 +99,36 @@ pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
         acc = (acc + subsample(&win, s)?)?;
     }
     acc / (k * k) as f64
+}
+
+/// 1×1 convolution sampling x at offset + stride·i, as a batched matrix product.
+pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
+    let x = if p.offset > 0 {
+        let (_, _, h, wd) = x.dims4()?;
+        x.narrow(2, p.offset, h - p.offset)?.narrow(3, p.offset, wd - p.offset)?
+    } else {
+        x.clone()
+    };
+    let x = subsample(&x, p.stride)?;
+    let (b, ci, h, wd) = x.dims4()?;
+    let co = w.dim(0)?;
+    let w = w.reshape((co, ci))?.broadcast_left(b)?;
+    w.matmul(&x.reshape((b, ci, h * wd))?)?.reshape((b, co, h, wd))
+}
+
+/// Training-mode batch norm without affine parameters from candle reductions.
+pub fn batch_norm_train(x: &Tensor, eps: f64) -> Result<(Tensor, BnStats)> {
+    let c = x.dim(1)?;
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
+    let y = xc.broadcast_div(&(var.clone() + eps)?.sqrt()?)?;
+    let count = x.elem_count() / c;
+    Ok((y, BnStats { mean: mean.detach().flatten_all()?, var: var.detach().flatten_all()?, count }))
+}
+
+/// y = x·scale[c] + shift[c].
+pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)
 }

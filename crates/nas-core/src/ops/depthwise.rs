@@ -35,12 +35,8 @@ pub(crate) struct Geom {
 
 impl Geom {
     pub fn new(x: &[usize], wt: &[usize], p: DwParams) -> Result<Self> {
-        let &[b, c, h, w] = x else {
-            bail!("depthwise_conv2d: input must be (B, C, H, W), got {x:?}")
-        };
-        let &[wc, one, k, k2] = wt else {
-            bail!("depthwise_conv2d: weight must be (C, 1, K, K), got {wt:?}")
-        };
+        let &[b, c, h, w] = x else { bail!("depthwise_conv2d: input must be (B, C, H, W), got {x:?}") };
+        let &[wc, one, k, k2] = wt else { bail!("depthwise_conv2d: weight must be (C, 1, K, K), got {wt:?}") };
         if wc != c || one != 1 || k != k2 || k == 0 {
             bail!("depthwise_conv2d: weight {wt:?} does not fit input {x:?}");
         }
@@ -53,16 +49,7 @@ impl Geom {
         }
         let oh = (h + 2 * p.padding - span) / p.stride + 1;
         let ow = (w + 2 * p.padding - span) / p.stride + 1;
-        Ok(Self {
-            planes: b * c,
-            c,
-            h,
-            w,
-            k,
-            oh,
-            ow,
-            p,
-        })
+        Ok(Self { planes: b * c, c, h, w, k, oh, ow, p })
     }
 
     fn out_shape(&self) -> Shape {
@@ -101,11 +88,11 @@ fn tap_forward<T: Float>(out: &mut [T], x: &[T], wv: T, g: &Geom, kh: usize, kw:
         let ix0 = ((x0 * s) as isize + dx) as usize;
         if s == 1 {
             for (o, &i) in orow.iter_mut().zip(&irow[ix0..ix0 + (x1 - x0)]) {
-                *o = *o + wv * i;
+                *o += wv * i;
             }
         } else {
             for (o, &i) in orow.iter_mut().zip(irow[ix0..].iter().step_by(s)) {
-                *o = *o + wv * i;
+                *o += wv * i;
             }
         }
     }
@@ -128,11 +115,11 @@ fn tap_backward<T: Float>(gx: &mut [T], gy: &[T], wv: T, g: &Geom, kh: usize, kw
         let ix0 = ((x0 * s) as isize + dx) as usize;
         if s == 1 {
             for (o, &gv) in xrow[ix0..ix0 + (x1 - x0)].iter_mut().zip(grow) {
-                *o = *o + wv * gv;
+                *o += wv * gv;
             }
         } else {
             for (o, &gv) in xrow[ix0..].iter_mut().step_by(s).zip(grow) {
-                *o = *o + wv * gv;
+                *o += wv * gv;
             }
         }
     }
@@ -155,42 +142,52 @@ fn tap_dot<T: Float>(x: &[T], gy: &[T], g: &Geom, kh: usize, kw: usize) -> T {
         let xrow = &x[iy * g.w..(iy + 1) * g.w];
         let ix0 = ((x0 * s) as isize + dx) as usize;
         if s == 1 {
-            acc = acc
-                + grow
-                    .iter()
-                    .zip(&xrow[ix0..ix0 + (x1 - x0)])
-                    .map(|(&a, &b)| a * b)
-                    .sum::<T>();
+            acc += grow.iter().zip(&xrow[ix0..ix0 + (x1 - x0)]).map(|(&a, &b)| a * b).sum::<T>();
         } else {
-            acc = acc
-                + grow
-                    .iter()
-                    .zip(xrow[ix0..].iter().step_by(s))
-                    .map(|(&a, &b)| a * b)
-                    .sum::<T>();
+            acc += grow.iter().zip(xrow[ix0..].iter().step_by(s)).map(|(&a, &b)| a * b).sum::<T>();
         }
     }
     acc
+}
+
+/// One output plane: o = dw(xp) with the K×K filter `wk` (o must be zeroed).
+pub(crate) fn plane_forward<T: Float>(o: &mut [T], xp: &[T], wk: &[T], g: &Geom) {
+    for kh in 0..g.k {
+        for kw in 0..g.k {
+            tap_forward(o, xp, wk[kh * g.k + kw], g, kh, kw);
+        }
+    }
+}
+
+/// One input-gradient plane: gx += dwᵀ(gp) (gx must be zeroed for a fresh gradient).
+pub(crate) fn plane_grad_input<T: Float>(gx: &mut [T], gp: &[T], wk: &[T], g: &Geom) {
+    for kh in 0..g.k {
+        for kw in 0..g.k {
+            tap_backward(gx, gp, wk[kh * g.k + kw], g, kh, kw);
+        }
+    }
+}
+
+/// Adds one plane's contribution to the K×K filter gradient `gw`.
+pub(crate) fn plane_grad_weight<T: Float>(gw: &mut [T], xp: &[T], gp: &[T], g: &Geom) {
+    for kh in 0..g.k {
+        for kw in 0..g.k {
+            gw[kh * g.k + kw] += tap_dot(xp, gp, g, kh, kw);
+        }
+    }
 }
 
 pub(crate) fn forward<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
     let mut out = vec![T::zero(); g.planes * op];
     let tp = g.task_planes();
-    out.par_chunks_mut(op * tp)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            for (j, o) in chunk.chunks_mut(op).enumerate() {
-                let plane = t * tp + j;
-                let c = plane % g.c;
-                let xp = &x[plane * ip..(plane + 1) * ip];
-                for kh in 0..g.k {
-                    for kw in 0..g.k {
-                        tap_forward(o, xp, w[c * kk + kh * g.k + kw], g, kh, kw);
-                    }
-                }
-            }
-        });
+    out.par_chunks_mut(op * tp).enumerate().for_each(|(t, chunk)| {
+        for (j, o) in chunk.chunks_mut(op).enumerate() {
+            let plane = t * tp + j;
+            let c = plane % g.c;
+            plane_forward(o, &x[plane * ip..(plane + 1) * ip], &w[c * kk..(c + 1) * kk], g);
+        }
+    });
     out
 }
 
@@ -198,20 +195,13 @@ pub(crate) fn grad_input<T: Float>(gy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
     let mut gx = vec![T::zero(); g.planes * ip];
     let tp = g.task_planes();
-    gx.par_chunks_mut(ip * tp)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            for (j, xg) in chunk.chunks_mut(ip).enumerate() {
-                let plane = t * tp + j;
-                let c = plane % g.c;
-                let gp = &gy[plane * op..(plane + 1) * op];
-                for kh in 0..g.k {
-                    for kw in 0..g.k {
-                        tap_backward(xg, gp, w[c * kk + kh * g.k + kw], g, kh, kw);
-                    }
-                }
-            }
-        });
+    gx.par_chunks_mut(ip * tp).enumerate().for_each(|(t, chunk)| {
+        for (j, xg) in chunk.chunks_mut(ip).enumerate() {
+            let plane = t * tp + j;
+            let c = plane % g.c;
+            plane_grad_input(xg, &gy[plane * op..(plane + 1) * op], &w[c * kk..(c + 1) * kk], g);
+        }
+    });
     gx
 }
 
@@ -221,26 +211,17 @@ pub(crate) fn grad_weight<T: Float>(x: &[T], gy: &[T], g: &Geom) -> Vec<T> {
     // result does not depend on scheduling.
     let mut partial = vec![T::zero(); g.planes * kk];
     let tp = g.task_planes();
-    partial
-        .par_chunks_mut(kk * tp)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            for (j, pw) in chunk.chunks_mut(kk).enumerate() {
-                let plane = t * tp + j;
-                let xp = &x[plane * ip..(plane + 1) * ip];
-                let gp = &gy[plane * op..(plane + 1) * op];
-                for kh in 0..g.k {
-                    for kw in 0..g.k {
-                        pw[kh * g.k + kw] = tap_dot(xp, gp, g, kh, kw);
-                    }
-                }
-            }
-        });
+    partial.par_chunks_mut(kk * tp).enumerate().for_each(|(t, chunk)| {
+        for (j, pw) in chunk.chunks_mut(kk).enumerate() {
+            let plane = t * tp + j;
+            plane_grad_weight(pw, &x[plane * ip..(plane + 1) * ip], &gy[plane * op..(plane + 1) * op], g);
+        }
+    });
     let mut gw = vec![T::zero(); g.c * kk];
     for (plane, pw) in partial.chunks(kk).enumerate() {
         let c = plane % g.c;
         for (a, &b) in gw[c * kk..(c + 1) * kk].iter_mut().zip(pw) {
-            *a = *a + b;
+            *a += b;
         }
     }
     gw
@@ -254,50 +235,21 @@ impl CustomOp2 for DepthwiseConv2d {
         "depthwise-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(l1.dims(), l2.dims(), self.0)?;
-        fn run<T: Float>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            g: &Geom,
-        ) -> Result<CpuStorage> {
+        fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
             let x = slice::<T>(s1, l1, "depthwise-conv2d")?;
             let w = slice::<T>(s2, l2, "depthwise-conv2d")?;
             Ok(T::to_cpu_storage_owned(forward(x, w, g)))
         }
-        Ok((
-            dispatch_float!("depthwise-conv2d", s1, run(s1, l1, s2, l2, &g))?,
-            g.out_shape(),
-        ))
+        Ok((dispatch_float!("depthwise-conv2d", s1, run(s1, l1, s2, l2, &g))?, g.out_shape()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        gy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geom::new(x.dims(), w.dims(), self.0)?;
         let gy = gy.contiguous()?;
-        let gx = if x.track_op() {
-            Some(gy.apply_op2_no_bwd(w, &DwGradInput(g))?)
-        } else {
-            None
-        };
-        let gw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&gy, &DwGradWeight(g))?)
-        } else {
-            None
-        };
+        let gx = if x.track_op() { Some(gy.apply_op2_no_bwd(w, &DwGradInput(g))?) } else { None };
+        let gw = if w.track_op() { Some(x.apply_op2_no_bwd(&gy, &DwGradWeight(g))?) } else { None };
         Ok((gx, gw))
     }
 }
@@ -310,29 +262,14 @@ impl CustomOp2 for DwGradInput {
         "depthwise-conv2d-grad-input"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            g: &Geom,
-        ) -> Result<CpuStorage> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
             let gy = slice::<T>(s1, l1, "depthwise-conv2d-grad-input")?;
             let w = slice::<T>(s2, l2, "depthwise-conv2d-grad-input")?;
             Ok(T::to_cpu_storage_owned(grad_input(gy, w, g)))
         }
         let g = &self.0;
-        Ok((
-            dispatch_float!("depthwise-conv2d-grad-input", s1, run(s1, l1, s2, l2, g))?,
-            g.in_shape(),
-        ))
+        Ok((dispatch_float!("depthwise-conv2d-grad-input", s1, run(s1, l1, s2, l2, g))?, g.in_shape()))
     }
 }
 
@@ -344,35 +281,19 @@ impl CustomOp2 for DwGradWeight {
         "depthwise-conv2d-grad-weight"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            g: &Geom,
-        ) -> Result<CpuStorage> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
             let x = slice::<T>(s1, l1, "depthwise-conv2d-grad-weight")?;
             let gy = slice::<T>(s2, l2, "depthwise-conv2d-grad-weight")?;
             Ok(T::to_cpu_storage_owned(grad_weight(x, gy, g)))
         }
         let g = &self.0;
-        Ok((
-            dispatch_float!("depthwise-conv2d-grad-weight", s1, run(s1, l1, s2, l2, g))?,
-            (g.c, 1, g.k, g.k).into(),
-        ))
+        Ok((dispatch_float!("depthwise-conv2d-grad-weight", s1, run(s1, l1, s2, l2, g))?, (g.c, 1, g.k, g.k).into()))
     }
 }
 
 /// Depthwise convolution of `x` (B, C, H, W) with `w` (C, 1, K, K), differentiable in both.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
     Geom::new(x.dims(), w.dims(), p)?;
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, DepthwiseConv2d(p))
+    x.contiguous()?.apply_op2(&w.contiguous()?, DepthwiseConv2d(p))
 }

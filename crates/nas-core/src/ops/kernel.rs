@@ -78,10 +78,7 @@ mod tests {
                             })
                             .collect();
                         let got: Vec<usize> = (lo..hi).collect();
-                        assert_eq!(
-                            got, want,
-                            "stride {stride} n_in {n_in} off {off} n_out {n_out}"
-                        );
+                        assert_eq!(got, want, "stride {stride} n_in {n_in} off {off} n_out {n_out}");
                     }
                 }
             }
@@ -91,7 +88,111 @@ mod tests {
 
 /// Sizes the global rayon pool used by the kernels (call once, before any parallel work).
 pub fn init_thread_pool(n: usize) -> std::result::Result<(), rayon::ThreadPoolBuildError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global()
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global()
+}
+
+/// Runs `f` on the contiguous CPU data of `tensors` (made contiguous first). For backward
+/// passes, which receive tensors rather than storages.
+pub fn with_slices<T: Float, R>(tensors: &[&candle_core::Tensor], f: impl FnOnce(&[&[T]]) -> Result<R>) -> Result<R> {
+    let owned: Vec<candle_core::Tensor> = tensors.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices: Vec<&[T]> = Vec::with_capacity(guards.len());
+    for (g, l) in &guards {
+        match &**g {
+            candle_core::Storage::Cpu(s) => slices.push(slice::<T>(s, l, "backward")?),
+            _ => bail!("backward kernel called on a non-CPU tensor"),
+        }
+    }
+    f(&slices)
+}
+
+/// A CPU tensor from kernel output.
+pub fn cpu_tensor<T: Float>(v: Vec<T>, shape: impl Into<candle_core::Shape>) -> Result<candle_core::Tensor> {
+    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
+}
+
+/// Calls `$f::<T>` with T matching a tensor's float dtype.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch_dtype {
+    ($op:expr, $dtype:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dtype {
+            candle_core::DType::F32 => $f::<f32>($($arg),*),
+            candle_core::DType::F64 => $f::<f64>($($arg),*),
+            d => candle_core::bail!("{}: unsupported dtype {:?} (f32 and f64 only)", $op, d),
+        }
+    };
+}
+
+/// Elements per rayon task for simple elementwise kernels.
+pub const ELEMWISE_CHUNK: usize = 1 << 14;
+
+/// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// Row-major `rows × cols`.
+    pub fn rows(data: &'a [T], cols: usize) -> Self {
+        Self { data, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [T], cols: usize) -> Self {
+        Self { data, rs: 1, cs: cols }
+    }
+
+    fn fits(&self, r: usize, c: usize) -> bool {
+        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+    }
+}
+
+/// dst (m × n, row-major) = A (m × k) · B (k × n), or dst += A · B when `accumulate`.
+/// Single-threaded: callers parallelise over independent products.
+pub fn matmul<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], accumulate: bool, a: Mat<'_, T>, b: Mat<'_, T>) {
+    assert!(dst.len() >= m * n && a.fits(m, k) && b.fits(k, n), "matmul: operand too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::zero());
+        }
+        return;
+    }
+    // SAFETY: the bounds of every operand were checked above; dst does not alias a or b.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Splits `0..n` into at most `max_groups` contiguous ranges of near-equal length. The split
+/// depends only on `n`, so per-group partial sums reduce in the same order on any machine.
+pub fn fixed_groups(n: usize, max_groups: usize) -> Vec<std::ops::Range<usize>> {
+    let g = n.clamp(1, max_groups.max(1));
+    (0..g).map(|i| (i * n / g)..((i + 1) * n / g)).filter(|r| !r.is_empty()).collect()
 }

@@ -1,41 +1,118 @@
-//! Differentiable tensor ops for the DARTS op set. Each public function picks the fast custom
-//! kernel where the device has one and otherwise the composed candle version in `composed`.
+//! Differentiable tensor ops for the DARTS op set. Each public function runs the fast custom
+//! kernel where the device has one (CPU) and otherwise the composed candle version in
+//! `composed`, which also serves as the reference in tests.
 
+mod batch_norm;
 pub mod composed;
 mod depthwise;
+mod elementwise;
 pub mod kernel;
+mod pointwise;
 mod pool;
+mod sep;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 pub use depthwise::DwParams;
+pub use pointwise::PwParams;
 pub use pool::PoolKind;
+
+/// Whether the custom CPU kernels handle this tensor.
+fn fast(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// max(x, 0).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if fast(x) {
+        elementwise::relu(x)
+    } else {
+        x.relu()
+    }
+}
+
+/// w · y, `w` a one-element tensor (a mixed-op weight).
+pub fn scale(y: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if fast(y) {
+        elementwise::scale(y, w)
+    } else {
+        y.broadcast_mul(w)
+    }
+}
+
+/// acc + w · y, `w` a one-element tensor.
+pub fn axpy(acc: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if fast(y) {
+        elementwise::axpy(acc, y, w)
+    } else {
+        acc + y.broadcast_mul(w)?
+    }
+}
 
 /// Depthwise convolution: x (B, C, H, W), w (C, 1, K, K) → (B, C, Ho, Wo).
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if fast(x) {
         depthwise::depthwise_conv2d(x, w, p)
     } else {
         composed::depthwise_conv2d(x, w, p)
     }
 }
 
+/// pw(dw(x)): depthwise k×k convolution then 1×1 convolution, w_pw (Co, C, 1, 1).
+pub fn dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams) -> Result<Tensor> {
+    if fast(x) {
+        sep::dw_pw(x, w_dw, w_pw, p)
+    } else {
+        composed::conv1x1(&composed::depthwise_conv2d(x, w_dw, p)?, w_pw, PwParams { stride: 1, offset: 0 })
+    }
+}
+
 /// 3×3 max or average pooling (padding 1, average excludes padding) with the given stride.
 pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if fast(x) {
         pool::pool3x3(x, kind, stride)
     } else {
         composed::pool3x3(x, kind, stride)
     }
 }
 
-/// 1×1 convolution without bias as a batched matrix product: x (B, Ci, H, W), w (Co, Ci, 1, 1).
-pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (b, ci, h, wd) = x.dims4()?;
-    let co = w.dim(0)?;
-    let w = w.reshape((co, ci))?.broadcast_left(b)?;
-    w.matmul(&x.reshape((b, ci, h * wd))?)?
-        .reshape((b, co, h, wd))
+/// 1×1 convolution without bias, sampling x at offset + stride·i: x (B, Ci, H, W),
+/// w (Co, Ci, 1, 1).
+pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
+    if fast(x) {
+        pointwise::conv1x1(x, w, p)
+    } else {
+        composed::conv1x1(x, w, p)
+    }
+}
+
+/// Batch statistics of a training-mode batch norm: per-channel mean and biased variance (C,),
+/// detached, and the number of values each was taken over.
+pub struct BnStats {
+    pub mean: Tensor,
+    pub var: Tensor,
+    pub count: usize,
+}
+
+/// Training-mode normalisation without affine parameters: x̂ = (x − μ)/√(σ² + ε) per channel.
+pub fn batch_norm_train(x: &Tensor, eps: f64) -> Result<(Tensor, BnStats)> {
+    if fast(x) {
+        let (y, s) = batch_norm::batch_norm_train(x, eps)?;
+        let c = s.mean.len();
+        let to = |v: Vec<f64>| Tensor::from_vec(v, c, x.device())?.to_dtype(x.dtype());
+        Ok((y, BnStats { mean: to(s.mean)?, var: to(s.var)?, count: s.count }))
+    } else {
+        composed::batch_norm_train(x, eps)
+    }
+}
+
+/// y = x·scale[c] + shift[c] for x (B, C, H, W).
+pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    if fast(x) {
+        batch_norm::channel_affine(x, scale, shift)
+    } else {
+        composed::channel_affine(x, scale, shift)
+    }
 }
 
 /// k×k average pooling with stride s and no padding.

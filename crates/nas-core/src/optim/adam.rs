@@ -26,13 +26,7 @@ pub struct Adam {
 impl Adam {
     pub fn new(params: Vec<Var>, cfg: AdamConfig) -> Self {
         let n = params.len();
-        Self {
-            params,
-            cfg,
-            step: 0,
-            m: vec![None; n],
-            v: vec![None; n],
-        }
+        Self { params, cfg, step: 0, m: vec![None; n], v: vec![None; n] }
     }
 
     pub fn params(&self) -> &[Var] {
@@ -45,19 +39,9 @@ impl Adam {
 
     pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
         if grads.len() != self.params.len() {
-            candle_core::bail!(
-                "adam: {} gradients for {} parameters",
-                grads.len(),
-                self.params.len()
-            );
+            candle_core::bail!("adam: {} gradients for {} parameters", grads.len(), self.params.len());
         }
-        let AdamConfig {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.cfg;
+        let AdamConfig { lr, beta1, beta2, eps, weight_decay } = self.cfg;
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - beta1.powi(t);
@@ -65,11 +49,7 @@ impl Adam {
         for (i, (p, g)) in self.params.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             let w = p.as_tensor();
-            let g = if weight_decay != 0.0 {
-                (g + (w * weight_decay)?)?
-            } else {
-                g.clone()
-            };
+            let g = if weight_decay != 0.0 { (g + (w * weight_decay)?)? } else { g.clone() };
             let m = match self.m[i].take() {
                 None => (&g * (1.0 - beta1))?,
                 Some(m) => ((m * beta1)? + (&g * (1.0 - beta1))?)?,
@@ -99,24 +79,13 @@ impl Adam {
         out
     }
 
-    pub fn load_state(
-        &mut self,
-        prefix: &str,
-        steps: u64,
-        get: impl Fn(&str) -> Option<Tensor>,
-    ) -> Result<()> {
+    pub fn load_state(&mut self, prefix: &str, steps: u64, get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
         self.step = steps;
         for (i, p) in self.params.iter().enumerate() {
             let load = |name: String| -> Result<Option<Tensor>> {
                 match get(&name) {
-                    Some(t) if t.shape() == p.shape() => {
-                        Ok(Some(t.to_dtype(p.dtype())?.to_device(p.device())?))
-                    }
-                    Some(t) => candle_core::bail!(
-                        "{name} has shape {:?}, expected {:?}",
-                        t.dims(),
-                        p.dims()
-                    ),
+                    Some(t) if t.shape() == p.shape() => Ok(Some(t.to_dtype(p.dtype())?.to_device(p.device())?)),
+                    Some(t) => candle_core::bail!("{name} has shape {:?}, expected {:?}", t.dims(), p.dims()),
                     None => Ok(None),
                 }
             };
@@ -134,13 +103,7 @@ mod tests {
 
     #[test]
     fn matches_torch_adam_by_hand() -> Result<()> {
-        let cfg = AdamConfig {
-            lr: 0.01,
-            beta1: 0.5,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        };
+        let cfg = AdamConfig { lr: 0.01, beta1: 0.5, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
         let p = Var::new(&[2.0f64], &Device::Cpu)?;
         let mut opt = Adam::new(vec![p.clone()], cfg);
         let (mut w, mut m, mut v) = (2.0f64, 0.0f64, 0.0f64);
@@ -150,8 +113,7 @@ mod tests {
             m = 0.5 * m + 0.5 * g;
             v = 0.999 * v + 0.001 * g * g;
             let t = (t + 1) as i32;
-            w -= 0.01 / (1.0 - 0.5f64.powi(t)) * m
-                / (v.sqrt() / (1.0 - 0.999f64.powi(t)).sqrt() + 1e-8);
+            w -= 0.01 / (1.0 - 0.5f64.powi(t)) * m / (v.sqrt() / (1.0 - 0.999f64.powi(t)).sqrt() + 1e-8);
             assert!((p.as_tensor().to_vec1::<f64>()?[0] - w).abs() < 1e-14);
         }
         Ok(())

@@ -38,11 +38,7 @@ mod tests {
     #[test]
     fn clips_only_above_max_norm() -> Result<()> {
         let dev = Device::Cpu;
-        let mut g = vec![
-            Some(Tensor::new(&[3.0f64], &dev)?),
-            None,
-            Some(Tensor::new(&[4.0f64], &dev)?),
-        ];
+        let mut g = vec![Some(Tensor::new(&[3.0f64], &dev)?), None, Some(Tensor::new(&[4.0f64], &dev)?)];
         let n = clip_grad_norm(&mut g, 1.0)?.unwrap().to_scalar::<f64>()?;
         assert!((n - 5.0).abs() < 1e-12);
         let c = 1.0 / (5.0 + 1e-6);

@@ -19,8 +19,5 @@ use candle_core::{Tensor, Var};
 
 /// The gradients of `params` from a backward pass, in order.
 pub fn grads_for(store: &GradStore, params: &[Var]) -> Vec<Option<Tensor>> {
-    params
-        .iter()
-        .map(|p| store.get(p.as_tensor()).cloned())
-        .collect()
+    params.iter().map(|p| store.get(p.as_tensor()).cloned()).collect()
 }

@@ -23,11 +23,7 @@ mod tests {
 
     #[test]
     fn closed_form_points() {
-        let s = CosineAnnealing {
-            max_lr: 0.025,
-            min_lr: 0.001,
-            epochs: 50,
-        };
+        let s = CosineAnnealing { max_lr: 0.025, min_lr: 0.001, epochs: 50 };
         assert!((s.lr(0) - 0.025).abs() < 1e-15);
         assert!((s.lr(25) - 0.013).abs() < 1e-15);
         assert!((s.lr(50) - 0.001).abs() < 1e-15);

@@ -22,12 +22,7 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(params: Vec<Var>, cfg: SgdConfig) -> Self {
         let n = params.len();
-        Self {
-            params,
-            cfg,
-            lr: cfg.lr,
-            momentum_buffers: vec![None; n],
-        }
+        Self { params, cfg, lr: cfg.lr, momentum_buffers: vec![None; n] }
     }
 
     pub fn params(&self) -> &[Var] {
@@ -53,30 +48,13 @@ impl Sgd {
 
     pub fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
         if grads.len() != self.params.len() {
-            candle_core::bail!(
-                "sgd: {} gradients for {} parameters",
-                grads.len(),
-                self.params.len()
-            );
+            candle_core::bail!("sgd: {} gradients for {} parameters", grads.len(), self.params.len());
         }
-        let SgdConfig {
-            momentum,
-            weight_decay,
-            ..
-        } = self.cfg;
-        for ((p, g), buf) in self
-            .params
-            .iter()
-            .zip(grads)
-            .zip(self.momentum_buffers.iter_mut())
-        {
+        let SgdConfig { momentum, weight_decay, .. } = self.cfg;
+        for ((p, g), buf) in self.params.iter().zip(grads).zip(self.momentum_buffers.iter_mut()) {
             let Some(g) = g else { continue };
             let w = p.as_tensor();
-            let d = if weight_decay != 0.0 {
-                (g + (w * weight_decay)?)?
-            } else {
-                g.clone()
-            };
+            let d = if weight_decay != 0.0 { (g + (w * weight_decay)?)? } else { g.clone() };
             let d = if momentum != 0.0 {
                 let m = match buf.take() {
                     None => d,
@@ -103,21 +81,10 @@ impl Sgd {
 
     /// Restores momentum buffers saved by `state`.
     pub fn load_state(&mut self, prefix: &str, get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
-        for (i, (p, b)) in self
-            .params
-            .iter()
-            .zip(self.momentum_buffers.iter_mut())
-            .enumerate()
-        {
+        for (i, (p, b)) in self.params.iter().zip(self.momentum_buffers.iter_mut()).enumerate() {
             *b = match get(&format!("{prefix}.{i}")) {
-                Some(t) if t.shape() == p.shape() => {
-                    Some(t.to_dtype(p.dtype())?.to_device(p.device())?)
-                }
-                Some(t) => candle_core::bail!(
-                    "momentum buffer {i} has shape {:?}, expected {:?}",
-                    t.dims(),
-                    p.dims()
-                ),
+                Some(t) if t.shape() == p.shape() => Some(t.to_dtype(p.dtype())?.to_device(p.device())?),
+                Some(t) => candle_core::bail!("momentum buffer {i} has shape {:?}, expected {:?}", t.dims(), p.dims()),
                 None => None,
             };
         }
@@ -134,14 +101,7 @@ mod tests {
     #[test]
     fn matches_torch_sgd_by_hand() -> Result<()> {
         let p = Var::new(&[1.0f64], &Device::Cpu)?;
-        let mut opt = Sgd::new(
-            vec![p.clone()],
-            SgdConfig {
-                lr: 0.1,
-                momentum: 0.9,
-                weight_decay: 0.01,
-            },
-        );
+        let mut opt = Sgd::new(vec![p.clone()], SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01 });
         opt.step(&[Some(Tensor::new(&[0.5f64], &Device::Cpu)?)])?;
         let d1 = 0.5 + 0.01 * 1.0;
         let w1 = 1.0 - 0.1 * d1;

@@ -20,13 +20,7 @@ pub enum Preprocess {
 impl Preprocess {
     /// FactorizedReduce when the previous cell reduced (c_{k−2} is twice as large), else
     /// ReLU-conv1×1-BN.
-    pub fn new(
-        pb: &ParamBuilder,
-        ci: usize,
-        co: usize,
-        reduce: bool,
-        affine: bool,
-    ) -> nas_core::Result<Self> {
+    pub fn new(pb: &ParamBuilder, ci: usize, co: usize, reduce: bool, affine: bool) -> nas_core::Result<Self> {
         Ok(if reduce {
             Preprocess::FactorizedReduce(FactorizedReduce::new(pb, ci, co, affine)?)
         } else {
@@ -69,8 +63,7 @@ impl SearchCell {
         reduction: bool,
         reduction_prev: bool,
     ) -> nas_core::Result<Self> {
-        let preprocess0 =
-            Preprocess::new(&pb.pp("preprocess0"), c_prev_prev, c, reduction_prev, false)?;
+        let preprocess0 = Preprocess::new(&pb.pp("preprocess0"), c_prev_prev, c, reduction_prev, false)?;
         let preprocess1 = ReluConvBn::new(&pb.pp("preprocess1"), c_prev, c, false)?;
         let mut ops = Vec::with_capacity(num_edges(steps));
         for i in 0..steps {
@@ -79,14 +72,7 @@ impl SearchCell {
                 ops.push(MixedOp::new(&pb.pp("_ops").pp(ops.len()), c, stride)?);
             }
         }
-        Ok(Self {
-            reduction,
-            preprocess0,
-            preprocess1,
-            ops,
-            steps,
-            multiplier,
-        })
+        Ok(Self { reduction, preprocess0, preprocess1, ops, steps, multiplier })
     }
 
     /// `weights` (E, 8): softmax(α) of this cell type; `edge_weights` (E,) optional edge
@@ -99,22 +85,13 @@ impl SearchCell {
         edge_weights: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
-        let mut states = vec![
-            self.preprocess0.forward(s0, mode)?,
-            self.preprocess1.forward(s1, mode)?,
-        ];
+        let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
         let mut e = 0;
         for _ in 0..self.steps {
             let mut node: Option<Tensor> = None;
-            for j in 0..states.len() {
-                let mut y = self.ops[e].forward(&states[j], &weights.get(e)?, mode)?;
-                if let Some(b) = edge_weights {
-                    y = y.broadcast_mul(&b.narrow(0, e, 1)?)?;
-                }
-                node = Some(match node {
-                    None => y,
-                    Some(n) => (n + y)?,
-                });
+            for state in &states {
+                let beta = edge_weights.map(|b| b.narrow(0, e, 1)).transpose()?;
+                node = Some(self.ops[e].forward_into(node, state, &weights.get(e)?, beta.as_ref(), mode)?);
                 e += 1;
             }
             match node {

@@ -35,20 +35,11 @@ pub fn derive_cell(weights: &[Vec<f32>], steps: usize) -> Vec<Edge> {
     for node in 0..steps {
         let rows = &weights[edge_row(node, 0)..edge_row(node, 0) + node + 2];
         let strength = |j: usize| {
-            rows[j]
-                .iter()
-                .enumerate()
-                .filter(|&(k, _)| k != NONE)
-                .map(|(_, &v)| v)
-                .fold(f32::NEG_INFINITY, f32::max)
+            rows[j].iter().enumerate().filter(|&(k, _)| k != NONE).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max)
         };
         let mut order: Vec<usize> = (0..node + 2).collect();
         // Stable sort: equal strengths keep the lower input first.
-        order.sort_by(|&a, &b| {
-            strength(b)
-                .partial_cmp(&strength(a))
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        order.sort_by(|&a, &b| strength(b).partial_cmp(&strength(a)).unwrap_or(std::cmp::Ordering::Equal));
         for &j in order.iter().take(2) {
             gene.push((DartsOp::ALL[argmax_excluding(&rows[j], &[NONE])], j));
         }
@@ -60,18 +51,14 @@ pub fn derive_cell(weights: &[Vec<f32>], steps: usize) -> Vec<Edge> {
 pub fn cap_skip_connections(gene: &mut [Edge], weights: &[Vec<f32>], max_skip: usize) {
     let skip = DartsOp::SkipConnect.index();
     loop {
-        let skips: Vec<usize> = (0..gene.len())
-            .filter(|&p| gene[p].0 == DartsOp::SkipConnect)
-            .collect();
+        let skips: Vec<usize> = (0..gene.len()).filter(|&p| gene[p].0 == DartsOp::SkipConnect).collect();
         if skips.len() <= max_skip {
             return;
         }
         let weight = |p: usize| weights[edge_row(p / 2, gene[p].1)][skip];
-        let Some(&weakest) = skips.iter().min_by(|&&a, &&b| {
-            weight(a)
-                .partial_cmp(&weight(b))
-                .unwrap_or(std::cmp::Ordering::Equal)
-        }) else {
+        let Some(&weakest) =
+            skips.iter().min_by(|&&a, &&b| weight(a).partial_cmp(&weight(b)).unwrap_or(std::cmp::Ordering::Equal))
+        else {
             return;
         };
         let row = &weights[edge_row(weakest / 2, gene[weakest].1)];

@@ -5,6 +5,7 @@
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::Mode;
+use nas_core::ops;
 use nas_core::params::ParamBuilder;
 
 use super::ops::{DartsOp, OpModule};
@@ -32,25 +33,39 @@ impl MixedOp {
         self.stride
     }
 
-    /// x (B, C, H, W), `w` the edge's op weights (8,) → (B, C, H/s, W/s).
-    pub fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
-        let relu = if self.ops.iter().any(|(_, m)| m.wants_relu()) {
-            Some(x.relu()?)
-        } else {
-            None
-        };
-        let mut acc: Option<Tensor> = None;
+    /// acc + Σ_o w_o·o(x) for x (B, C, H, W) and the edge's op weights `w` (8,), each scaled by
+    /// `edge` when given (PC-DARTS edge normalisation). Accumulating into the node's running
+    /// sum makes the whole node one chain of fused multiply-adds.
+    pub fn forward_into(
+        &self,
+        acc: Option<Tensor>,
+        x: &Tensor,
+        w: &Tensor,
+        edge: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let relu = if self.ops.iter().any(|(_, m)| m.wants_relu()) { Some(ops::relu(x)?) } else { None };
+        let mut acc = acc;
         for (k, op) in &self.ops {
             let y = op.forward(x, relu.as_ref(), mode)?;
-            let term = y.broadcast_mul(&w.narrow(0, *k, 1)?)?;
+            let wk = w.narrow(0, *k, 1)?;
+            let wk = match edge {
+                Some(b) => (wk * b)?,
+                None => wk,
+            };
             acc = Some(match acc {
-                None => term,
-                Some(a) => (a + term)?,
+                None => ops::scale(&y, &wk)?,
+                Some(a) => ops::axpy(&a, &y, &wk)?,
             });
         }
         match acc {
             Some(a) => Ok(a),
             None => candle_core::bail!("mixed op without operations"),
         }
+    }
+
+    /// Σ_o w_o·o(x).
+    pub fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_into(None, x, w, None, mode)
     }
 }

@@ -49,10 +49,7 @@ impl DerivedCell {
         mode: Mode,
         drop: &mut dyn FnMut(Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let mut states = vec![
-            self.preprocess0.forward(s0, mode)?,
-            self.preprocess1.forward(s1, mode)?,
-        ];
+        let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
         for pair in 0..self.ops.len() / 2 {
             let mut node: Option<Tensor> = None;
             for e in [2 * pair, 2 * pair + 1] {
@@ -88,14 +85,8 @@ struct AuxHead {
 impl AuxHead {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let y = ops::avg_pool_valid(&x.relu()?, 5, 3)?;
-        let y = self
-            .bn1
-            .forward(&self.conv1.forward(&y, mode)?, mode)?
-            .relu()?;
-        let y = self
-            .bn2
-            .forward(&self.conv2.forward(&y, mode)?, mode)?
-            .relu()?;
+        let y = self.bn1.forward(&self.conv1.forward(&y, mode)?, mode)?.relu()?;
+        let y = self.bn2.forward(&self.conv2.forward(&y, mode)?, mode)?.relu()?;
         self.classifier.forward(&y.flatten_from(1)?, mode)
     }
 }
@@ -121,9 +112,7 @@ impl DerivedNetwork {
     ) -> crate::Result<Self> {
         genotype.validate()?;
         if cfg.channels == 0 || cfg.layers == 0 || cfg.num_classes == 0 {
-            return Err(Error::Config(
-                "channels, layers and classes must be positive".into(),
-            ));
+            return Err(Error::Config("channels, layers and classes must be positive".into()));
         }
         let weights = ParamStore::new(seed, 0);
         let pb = weights.builder(dtype, device);
@@ -149,14 +138,7 @@ impl DerivedNetwork {
             let mut ops = Vec::with_capacity(edges.len());
             for (e, &(op, input)) in edges.iter().enumerate() {
                 let stride = if reduction && input < 2 { 2 } else { 1 };
-                ops.push(OpModule::new(
-                    op,
-                    &cb.pp("_ops").pp(e),
-                    c,
-                    stride,
-                    true,
-                    false,
-                )?);
+                ops.push(OpModule::new(op, &cb.pp("_ops").pp(e), c, stride, true, false)?);
             }
             cells.push(DerivedCell {
                 preprocess0: Preprocess::new(&cb.pp("preprocess0"), cpp, c, reduction_prev, true)?,
@@ -180,16 +162,7 @@ impl DerivedNetwork {
             }
         }
         let classifier = Linear::new(&pb.pp("classifier"), cp, cfg.num_classes)?;
-        Ok(Self {
-            cfg,
-            stem_conv,
-            stem_bn,
-            cells,
-            aux_at,
-            aux,
-            classifier,
-            weights,
-        })
+        Ok(Self { cfg, stem_conv, stem_bn, cells, aux_at, aux, classifier, weights })
     }
 
     pub fn config(&self) -> &DerivedNetworkConfig {
@@ -205,9 +178,7 @@ impl DerivedNetwork {
         self.weights
             .params()
             .iter()
-            .filter(|p| {
-                p.kind == nas_core::ParamKind::Weight && !p.name.starts_with("auxiliary_head.")
-            })
+            .filter(|p| p.kind == nas_core::ParamKind::Weight && !p.name.starts_with("auxiliary_head."))
             .map(|p| p.var.elem_count())
             .sum()
     }
@@ -221,9 +192,7 @@ impl DerivedNetwork {
         mode: Mode,
         drop: &mut dyn FnMut(Tensor) -> Result<Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let s = self
-            .stem_bn
-            .forward(&self.stem_conv.forward(x, mode)?, mode)?;
+        let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
         let (mut s0, mut s1) = (s.clone(), s);
         let mut aux_logits = None;
         for (i, cell) in self.cells.iter().enumerate() {
@@ -235,10 +204,7 @@ impl DerivedNetwork {
                 }
             }
         }
-        Ok((
-            self.classifier.forward(&s1.mean((2, 3))?, mode)?,
-            aux_logits,
-        ))
+        Ok((self.classifier.forward(&s1.mean((2, 3))?, mode)?, aux_logits))
     }
 
     /// Forward without drop path.

@@ -69,17 +69,10 @@ impl FromStr for DartsOp {
     type Err = Error;
 
     fn from_str(s: &str) -> std::result::Result<Self, Error> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|o| o.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|o| o.name()).collect();
-                Error::Genotype(format!(
-                    "unknown op `{s}` for the darts space (expected one of {})",
-                    names.join(", ")
-                ))
-            })
+        Self::ALL.iter().copied().find(|o| o.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|o| o.name()).collect();
+            Error::Genotype(format!("unknown op `{s}` for the darts space (expected one of {})", names.join(", ")))
+        })
     }
 }
 
@@ -99,14 +92,11 @@ pub struct ReluConvBn {
 impl ReluConvBn {
     pub fn new(pb: &ParamBuilder, ci: usize, co: usize, affine: bool) -> nas_core::Result<Self> {
         let pb = pb.pp("op");
-        Ok(Self {
-            conv: Conv1x1::new(&pb.pp(1), ci, co, 1)?,
-            bn: BatchNorm2d::new(&pb.pp(2), co, affine)?,
-        })
+        Ok(Self { conv: Conv1x1::new(&pb.pp(1), ci, co, 1)?, bn: BatchNorm2d::new(&pb.pp(2), co, affine)? })
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.bn.forward(&self.conv.forward(&x.relu()?, mode)?, mode)
+        self.bn.forward(&self.conv.forward(&ops::relu(x)?, mode)?, mode)
     }
 }
 
@@ -121,28 +111,24 @@ pub struct FactorizedReduce {
 impl FactorizedReduce {
     pub fn new(pb: &ParamBuilder, ci: usize, co: usize, affine: bool) -> nas_core::Result<Self> {
         if co % 2 != 0 {
-            return Err(nas_core::Error::Invalid(format!(
-                "FactorizedReduce needs an even channel count, got {co}"
-            )));
+            return Err(nas_core::Error::Invalid(format!("FactorizedReduce needs an even channel count, got {co}")));
         }
         Ok(Self {
             conv_1: Conv1x1::new(&pb.pp("conv_1"), ci, co / 2, 2)?,
-            conv_2: Conv1x1::new(&pb.pp("conv_2"), ci, co / 2, 2)?,
+            conv_2: Conv1x1::with_offset(&pb.pp("conv_2"), ci, co / 2, 2, 1)?,
             bn: BatchNorm2d::new(&pb.pp("bn"), co, affine)?,
         })
     }
 
     /// `x_relu` is ReLU(x).
     pub fn forward_relu(&self, x_relu: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (_, _, h, w) = x_relu.dims4()?;
         let a = self.conv_1.forward(x_relu, mode)?;
-        let shifted = x_relu.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
-        let b = self.conv_2.forward(&shifted, mode)?;
+        let b = self.conv_2.forward(x_relu, mode)?;
         self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, mode)
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.forward_relu(&x.relu()?, mode)
+        self.forward_relu(&ops::relu(x)?, mode)
     }
 }
 
@@ -151,7 +137,7 @@ impl FactorizedReduce {
 pub struct DwPwBn {
     dw: Tensor,
     dwp: DwParams,
-    pw: Conv1x1,
+    pw: Tensor,
     bn: BatchNorm2d,
 }
 
@@ -166,36 +152,24 @@ impl DwPwBn {
         dwp: DwParams,
         affine: bool,
     ) -> nas_core::Result<Self> {
-        let dw = pb
-            .pp(first)
-            .weight("weight", (ci, 1, k, k), Init::Uniform(1.0 / k as f64))?;
-        Ok(Self {
-            dw,
-            dwp,
-            pw: Conv1x1::new(&pb.pp(first + 1), ci, co, 1)?,
-            bn: BatchNorm2d::new(&pb.pp(first + 2), co, affine)?,
-        })
+        let dw = pb.pp(first).weight("weight", (ci, 1, k, k), Init::Uniform(1.0 / k as f64))?;
+        let pw = pb.pp(first + 1).weight("weight", (co, ci, 1, 1), Init::Uniform(1.0 / (ci as f64).sqrt()))?;
+        Ok(Self { dw, dwp, pw, bn: BatchNorm2d::new(&pb.pp(first + 2), co, affine)? })
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = ops::depthwise_conv2d(x, &mode.w(&self.dw), self.dwp)?;
-        self.bn.forward(&self.pw.forward(&y, mode)?, mode)
+        let y = ops::dw_pw(x, &mode.w(&self.dw), &mode.w(&self.pw), self.dwp)?;
+        self.bn.forward(&y, mode)
     }
 }
 
 /// A parametrised op instance of the DARTS space.
 #[derive(Debug, Clone)]
 pub enum OpModule {
-    Zero {
-        stride: usize,
-    },
+    Zero { stride: usize },
     Identity,
     FactorizedReduce(FactorizedReduce),
-    Pool {
-        kind: PoolKind,
-        stride: usize,
-        bn: Option<BatchNorm2d>,
-    },
+    Pool { kind: PoolKind, stride: usize, bn: Option<BatchNorm2d> },
     SepConv([DwPwBn; 2]),
     DilConv(DwPwBn),
 }
@@ -211,46 +185,21 @@ impl OpModule {
         affine: bool,
         pool_bn: bool,
     ) -> nas_core::Result<Self> {
-        let conv = |k: usize, dilation: usize| DwParams {
-            stride,
-            padding: dilation * (k - 1) / 2,
-            dilation,
-        };
+        let conv = |k: usize, dilation: usize| DwParams { stride, padding: dilation * (k - 1) / 2, dilation };
         Ok(match op {
             DartsOp::None => OpModule::Zero { stride },
             DartsOp::MaxPool3x3 | DartsOp::AvgPool3x3 => OpModule::Pool {
-                kind: if op == DartsOp::MaxPool3x3 {
-                    PoolKind::Max
-                } else {
-                    PoolKind::Avg
-                },
+                kind: if op == DartsOp::MaxPool3x3 { PoolKind::Max } else { PoolKind::Avg },
                 stride,
-                bn: if pool_bn {
-                    Some(BatchNorm2d::new(&pb.pp(1), c, false)?)
-                } else {
-                    None
-                },
+                bn: if pool_bn { Some(BatchNorm2d::new(&pb.pp(1), c, false)?) } else { None },
             },
             DartsOp::SkipConnect if stride == 1 => OpModule::Identity,
-            DartsOp::SkipConnect => {
-                OpModule::FactorizedReduce(FactorizedReduce::new(pb, c, c, affine)?)
-            }
+            DartsOp::SkipConnect => OpModule::FactorizedReduce(FactorizedReduce::new(pb, c, c, affine)?),
             DartsOp::SepConv3x3 | DartsOp::SepConv5x5 => {
                 let k = if op == DartsOp::SepConv3x3 { 3 } else { 5 };
                 let pb = pb.pp("op");
                 let first = DwPwBn::new(&pb, 1, c, c, k, conv(k, 1), affine)?;
-                let second = DwPwBn::new(
-                    &pb,
-                    5,
-                    c,
-                    c,
-                    k,
-                    DwParams {
-                        stride: 1,
-                        ..conv(k, 1)
-                    },
-                    affine,
-                )?;
+                let second = DwPwBn::new(&pb, 5, c, c, k, DwParams { stride: 1, ..conv(k, 1) }, affine)?;
                 OpModule::SepConv([first, second])
             }
             DartsOp::DilConv3x3 | DartsOp::DilConv5x5 => {
@@ -270,10 +219,7 @@ impl OpModule {
 
     /// Whether `forward` wants ReLU(x) as well as x.
     pub fn wants_relu(&self) -> bool {
-        matches!(
-            self,
-            OpModule::SepConv(_) | OpModule::DilConv(_) | OpModule::FactorizedReduce(_)
-        )
+        matches!(self, OpModule::SepConv(_) | OpModule::DilConv(_) | OpModule::FactorizedReduce(_))
     }
 
     /// Applies the op to `x`; `x_relu` must be ReLU(x) when `wants_relu`.
@@ -281,7 +227,7 @@ impl OpModule {
         let relu = || -> Result<Tensor> {
             match x_relu {
                 Some(r) => Ok(r.clone()),
-                None => x.relu(),
+                None => ops::relu(x),
             }
         };
         match self {
@@ -295,7 +241,7 @@ impl OpModule {
                     None => Ok(y),
                 }
             }
-            OpModule::SepConv([a, b]) => b.forward(&a.forward(&relu()?, mode)?.relu()?, mode),
+            OpModule::SepConv([a, b]) => b.forward(&ops::relu(&a.forward(&relu()?, mode)?)?, mode),
             OpModule::DilConv(a) => a.forward(&relu()?, mode),
         }
     }

@@ -32,15 +32,7 @@ pub struct DartsSupernetConfig {
 
 impl Default for DartsSupernetConfig {
     fn default() -> Self {
-        Self {
-            channels: 16,
-            layers: 8,
-            num_classes: 10,
-            steps: 4,
-            multiplier: 4,
-            stem_multiplier: 3,
-            in_channels: 3,
-        }
+        Self { channels: 16, layers: 8, num_classes: 10, steps: 4, multiplier: 4, stem_multiplier: 3, in_channels: 3 }
     }
 }
 
@@ -60,10 +52,7 @@ impl DartsSupernetConfig {
             }
         }
         if self.multiplier == 0 || self.multiplier > self.steps {
-            return Err(Error::Config(format!(
-                "multiplier must be in 1..={}",
-                self.steps
-            )));
+            return Err(Error::Config(format!("multiplier must be in 1..={}", self.steps)));
         }
         Ok(())
     }
@@ -88,12 +77,7 @@ pub struct DartsSupernet {
 
 impl DartsSupernet {
     /// Builds the network with weights and α drawn from `seed`.
-    pub fn new(
-        cfg: DartsSupernetConfig,
-        seed: u64,
-        dtype: DType,
-        device: &Device,
-    ) -> crate::Result<Self> {
+    pub fn new(cfg: DartsSupernetConfig, seed: u64, dtype: DType, device: &Device) -> crate::Result<Self> {
         cfg.validate()?;
         let weights = ParamStore::new(seed, 0);
         let arch = ParamStore::new(seed, 1);
@@ -126,21 +110,9 @@ impl DartsSupernet {
         let classifier = Linear::new(&pb.pp("classifier"), cp, cfg.num_classes)?;
         let ab = arch.builder(dtype, device);
         let e = num_edges(cfg.steps);
-        let alphas_normal =
-            ab.weight("alphas_normal", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
-        let alphas_reduce =
-            ab.weight("alphas_reduce", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
-        Ok(Self {
-            cfg,
-            stem_conv,
-            stem_bn,
-            cells,
-            classifier,
-            alphas_normal,
-            alphas_reduce,
-            weights,
-            arch,
-        })
+        let alphas_normal = ab.weight("alphas_normal", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
+        let alphas_reduce = ab.weight("alphas_reduce", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
+        Ok(Self { cfg, stem_conv, stem_bn, cells, classifier, alphas_normal, alphas_reduce, weights, arch })
     }
 
     pub fn config(&self) -> &DartsSupernetConfig {
@@ -159,9 +131,7 @@ impl DartsSupernet {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let w_normal = softmax_last_dim(&mode.arch(&self.alphas_normal))?;
         let w_reduce = softmax_last_dim(&mode.arch(&self.alphas_reduce))?;
-        let s = self
-            .stem_bn
-            .forward(&self.stem_conv.forward(x, mode)?, mode)?;
+        let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
         let (mut s0, mut s1) = (s.clone(), s);
         for cell in &self.cells {
             let w = if cell.reduction { &w_reduce } else { &w_normal };
@@ -174,11 +144,7 @@ impl DartsSupernet {
 
     /// softmax(α) of both cell types on the host, (E, 8) each.
     pub fn op_weights(&self) -> Result<[Vec<Vec<f32>>; 2]> {
-        let host = |a: &Tensor| {
-            softmax_last_dim(&a.detach())?
-                .to_dtype(DType::F32)?
-                .to_vec2::<f32>()
-        };
+        let host = |a: &Tensor| softmax_last_dim(&a.detach())?.to_dtype(DType::F32)?.to_vec2::<f32>();
         Ok([host(&self.alphas_normal)?, host(&self.alphas_reduce)?])
     }
 
@@ -189,8 +155,7 @@ impl DartsSupernet {
         if let Some(m) = max_skip {
             cap_skip_connections(&mut normal, &wn, m);
         }
-        let concat: Vec<usize> =
-            (2 + self.cfg.steps - self.cfg.multiplier..2 + self.cfg.steps).collect();
+        let concat: Vec<usize> = (2 + self.cfg.steps - self.cfg.multiplier..2 + self.cfg.steps).collect();
         Ok(DartsGenotype {
             normal,
             normal_concat: concat.clone(),
@@ -202,8 +167,6 @@ impl DartsSupernet {
     /// Raw α of both cell types, for the metrics log.
     pub fn arch_json(&self) -> Result<Value> {
         let host = |a: &Tensor| a.to_dtype(DType::F32)?.to_vec2::<f32>();
-        Ok(
-            json!({"alphas_normal": host(&self.alphas_normal)?, "alphas_reduce": host(&self.alphas_reduce)?}),
-        )
+        Ok(json!({"alphas_normal": host(&self.alphas_normal)?, "alphas_reduce": host(&self.alphas_reduce)?}))
     }
 }

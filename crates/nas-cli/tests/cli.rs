@@ -1,0 +1,154 @@
+//! The `nas` binary end to end: searches on synthetic and CIFAR-format data, `show`, and the
+//! one-line errors for bad input (never a panic or a backtrace).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn nas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nas"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("run nas")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Fails unless the command failed with exactly one line on stderr containing `want`.
+fn assert_clean_error(o: &Output, want: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert_eq!(o.status.code(), Some(1), "exit code: {err}");
+    assert!(err.contains(want), "stderr does not mention `{want}`: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+}
+
+/// A tiny search: 2 cells of 4 channels on 64 images.
+const TINY: [&str; 12] =
+    ["--epochs", "1", "--subset", "64", "--batch-size", "16", "--channels", "4", "--layers", "2", "--seed", "3"];
+
+fn write_cifar10(dir: &Path, files: &[(&str, usize)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 12345u32;
+    for (name, n) in files {
+        let mut bytes = Vec::with_capacity(n * 3073);
+        for i in 0..*n {
+            bytes.push((i % 10) as u8);
+            for _ in 0..3072 {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                bytes.push((state >> 24) as u8);
+            }
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn search_on_synthetic_writes_the_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = vec!["search", "--preset", "quick", "--out", out.to_str().unwrap(), "-q"];
+    args.extend(TINY);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("normal cell"), "{}", stdout(&o));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["preset"], "quick");
+    assert_eq!(config["model"]["channels"], 4);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for key in ["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds", "genotype", "alpha"] {
+        assert!(rec.get(key).is_some(), "metrics record lacks {key}: {rec}");
+    }
+    let g = std::fs::read_to_string(out.join("genotype.json")).unwrap();
+    assert!(g.contains("\"normal\"") && g.contains("\"reduce_concat\""), "{g}");
+    assert!(out.join("checkpoint.safetensors").exists());
+
+    // `show` reads the run directory; the run directory is not overwritten by accident.
+    let o = nas(&["show", out.to_str().unwrap(), "--channels", "16", "--layers", "8"]);
+    assert!(o.status.success() && stdout(&o).contains("params: "), "{}", stderr(&o));
+    let mut again = vec!["search", "--preset", "quick", "--out", out.to_str().unwrap()];
+    again.extend(TINY);
+    assert_clean_error(&nas(&again), "already exists");
+}
+
+#[test]
+fn search_on_cifar10_binary_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_cifar10(&data, &[("data_batch_1.bin", 40), ("data_batch_2.bin", 24)]);
+    let out = tmp.path().join("run");
+    let spec = format!("cifar10:{}", data.display());
+    let mut args = vec!["search", "--preset", "quick", "--data", &spec, "--out", out.to_str().unwrap(), "-q"];
+    args.extend(TINY);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("genotype.json").exists());
+}
+
+#[test]
+fn show_prints_builtin_genotypes_with_their_size() {
+    let o = nas(&["show", "DARTS_V2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("params: 3349342"), "{}", stdout(&o));
+    let o = nas(&["show", "PC_DARTS", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["space"], "darts");
+    assert_eq!(v["normal"][0][0], "sep_conv_3x3");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
+
+    std::fs::write(p("broken.json"), "{\"normal\": [[\"sep_conv_3x3\", 0]").unwrap();
+    assert_clean_error(&nas(&["show", &p("broken.json")]), "malformed JSON");
+    std::fs::write(
+        p("unknown.json"),
+        r#"{"normal":[["conv_9x9",0],["skip_connect",1]],"reduce":[["max_pool_3x3",0],["max_pool_3x3",1]]}"#,
+    )
+    .unwrap();
+    assert_clean_error(&nas(&["show", &p("unknown.json")]), "unknown op `conv_9x9`");
+    assert_clean_error(&nas(&["show", &p("missing.json")]), "missing.json");
+
+    let out = p("run");
+    let search = |data: &str| nas(&["search", "--preset", "quick", "--data", data, "--out", &out]);
+    let o = search("imagenet:/data");
+    assert!(!o.status.success() && stderr(&o).contains("unknown data spec"), "{}", stderr(&o));
+
+    let o = search(&format!("cifar10:{}", p("nope")));
+    assert_clean_error(&o, "nope");
+    assert_clean_error(&o, "no such directory");
+
+    std::fs::create_dir_all(p("empty")).unwrap();
+    assert_clean_error(&search(&format!("cifar10:{}", p("empty"))), "no data_batch_*.bin");
+
+    write_cifar10(Path::new(&p("trunc")), &[("data_batch_1.bin", 3)]);
+    let f = Path::new(&p("trunc")).join("data_batch_1.bin");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
+    let o = search(&format!("cifar10:{}", p("trunc")));
+    assert_clean_error(&o, "data_batch_1.bin");
+    assert_clean_error(&o, "truncated");
+
+    // A failed start leaves the run directory without a half-written run.
+    assert!(!Path::new(&out).join("checkpoint.safetensors").exists());
+
+    assert_clean_error(
+        &nas(&["search", "--channels", "8", "--partial-channels", "3", "--out", &p("r2")]),
+        "K=3 must divide",
+    );
+    assert!(!Path::new(&p("r2")).exists(), "invalid flags must not create the run directory");
+    assert_clean_error(&nas(&["search", "--preset", "fast", "--out", &p("r3")]), "unknown preset `fast`");
+}

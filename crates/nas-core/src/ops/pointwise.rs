@@ -1,0 +1,206 @@
+//! 1×1 convolution without bias, optionally strided with an offset: y[b, o, i, j] =
+//! Σ_c w[o, c] · x[b, c, off + s·i, off + s·j]. Stride 2 with offsets 0 and 1 are the two
+//! halves of FactorizedReduce (conv on x and on x[:, :, 1:, 1:]), without materialising the
+//! subsampled input as a separate tensor.
+//!
+//! Shapes: x (B, Ci, H, W), w (Co, Ci, 1, 1), y (B, Co, Ho, Wo), Ho = (H − off − 1)/s + 1.
+//! Each batch item is one GEMM (Co × Ci)·(Ci × Ho·Wo); batch items run in parallel, and the
+//! weight gradient sums fixed batch groups in a fixed order (deterministic).
+
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::kernel::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Mat};
+use crate::{dispatch_dtype, dispatch_float};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PwParams {
+    pub stride: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geom {
+    pub b: usize,
+    pub ci: usize,
+    pub co: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub p: PwParams,
+}
+
+impl Geom {
+    pub fn new(x: &[usize], wt: &[usize], p: PwParams) -> Result<Self> {
+        let &[b, ci, h, w] = x else { bail!("conv1x1: input must be (B, C, H, W), got {x:?}") };
+        let (co, wci) = match wt {
+            &[co, wci, 1, 1] | &[co, wci] => (co, wci),
+            _ => bail!("conv1x1: weight must be (Co, Ci, 1, 1), got {wt:?}"),
+        };
+        if wci != ci {
+            bail!("conv1x1: weight {wt:?} does not fit input {x:?}");
+        }
+        if p.stride == 0 || p.offset >= h || p.offset >= w {
+            bail!("conv1x1: bad stride {} / offset {} for {h}x{w}", p.stride, p.offset);
+        }
+        let oh = (h - p.offset - 1) / p.stride + 1;
+        let ow = (w - p.offset - 1) / p.stride + 1;
+        Ok(Self { b, ci, co, h, w, oh, ow, p })
+    }
+
+    pub fn dense(&self) -> bool {
+        self.p.stride == 1 && self.p.offset == 0
+    }
+
+    pub fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    pub fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Copies the sampled pixels of one batch item (Ci × H × W) into `dst` (Ci × Ho·Wo).
+    pub fn gather<T: Float>(&self, x: &[T], dst: &mut [T]) {
+        let (s, o) = (self.p.stride, self.p.offset);
+        for c in 0..self.ci {
+            let src = &x[c * self.in_plane()..(c + 1) * self.in_plane()];
+            let d = &mut dst[c * self.out_plane()..(c + 1) * self.out_plane()];
+            for i in 0..self.oh {
+                let row = &src[(o + s * i) * self.w..];
+                for j in 0..self.ow {
+                    d[i * self.ow + j] = row[o + s * j];
+                }
+            }
+        }
+    }
+
+    /// Adds `src` (Ci × Ho·Wo) into the sampled pixels of `dst` (Ci × H × W).
+    pub fn scatter<T: Float>(&self, src: &[T], dst: &mut [T]) {
+        let (s, o) = (self.p.stride, self.p.offset);
+        for c in 0..self.ci {
+            let sp = &src[c * self.out_plane()..(c + 1) * self.out_plane()];
+            let d = &mut dst[c * self.in_plane()..(c + 1) * self.in_plane()];
+            for i in 0..self.oh {
+                for j in 0..self.ow {
+                    let v = &mut d[(o + s * i) * self.w + o + s * j];
+                    *v += sp[i * self.ow + j];
+                }
+            }
+        }
+    }
+}
+
+fn forward<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let (ip, op) = (g.ci * g.in_plane(), g.co * g.out_plane());
+    let mut y = vec![T::zero(); g.b * op];
+    y.par_chunks_mut(op).enumerate().for_each(|(b, yb)| {
+        let xb = &x[b * ip..(b + 1) * ip];
+        let p = g.out_plane();
+        if g.dense() {
+            matmul(g.co, p, g.ci, yb, false, Mat::rows(w, g.ci), Mat::rows(xb, p));
+        } else {
+            let mut xs = vec![T::zero(); g.ci * p];
+            g.gather(xb, &mut xs);
+            matmul(g.co, p, g.ci, yb, false, Mat::rows(w, g.ci), Mat::rows(&xs, p));
+        }
+    });
+    y
+}
+
+/// (gx, gw) of one convolution; either may be skipped.
+fn backward<T: Float>(
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    g: &Geom,
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let (ip, op, p) = (g.ci * g.in_plane(), g.co * g.out_plane(), g.out_plane());
+    let gx = want_x.then(|| {
+        let mut gx = vec![T::zero(); g.b * ip];
+        gx.par_chunks_mut(ip).enumerate().for_each(|(b, gxb)| {
+            let gyb = &gy[b * op..(b + 1) * op];
+            if g.dense() {
+                matmul(g.ci, p, g.co, gxb, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
+            } else {
+                let mut gs = vec![T::zero(); g.ci * p];
+                matmul(g.ci, p, g.co, &mut gs, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
+                g.scatter(&gs, gxb);
+            }
+        });
+        gx
+    });
+    let gw = want_w.then(|| {
+        let partials: Vec<Vec<T>> = fixed_groups(g.b, 16)
+            .into_par_iter()
+            .map(|range| {
+                let mut acc = vec![T::zero(); g.co * g.ci];
+                let mut xs = if g.dense() { Vec::new() } else { vec![T::zero(); g.ci * p] };
+                for (n, b) in range.enumerate() {
+                    let xb = &x[b * ip..(b + 1) * ip];
+                    let gyb = &gy[b * op..(b + 1) * op];
+                    let xm = if g.dense() {
+                        Mat::transposed(xb, p)
+                    } else {
+                        g.gather(xb, &mut xs);
+                        Mat::transposed(&xs, p)
+                    };
+                    matmul(g.co, g.ci, p, &mut acc, n > 0, Mat::rows(gyb, p), xm);
+                }
+                acc
+            })
+            .collect();
+        sum_partials(partials, g.co * g.ci)
+    });
+    (gx, gw)
+}
+
+/// Element-wise sum of equal-length buffers, in order.
+pub(crate) fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut it = partials.into_iter();
+    let mut acc = it.next().unwrap_or_else(|| vec![T::zero(); len]);
+    for p in it {
+        for (a, v) in acc.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    acc
+}
+
+struct Conv1x1(PwParams);
+
+fn fwd_impl<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
+    Ok(T::to_cpu_storage_owned(forward(slice::<T>(s1, l1, "conv1x1")?, slice::<T>(s2, l2, "conv1x1")?, g)))
+}
+
+fn bwd_impl<T: Float>(x: &Tensor, w: &Tensor, gy: &Tensor, g: &Geom) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    with_slices::<T, _>(&[x, w, gy], |s| {
+        let (gx, gw) = backward(s[0], s[1], s[2], g, x.track_op(), w.track_op());
+        Ok((gx.map(|v| cpu_tensor(v, x.shape())).transpose()?, gw.map(|v| cpu_tensor(v, w.shape())).transpose()?))
+    })
+}
+
+impl CustomOp2 for Conv1x1 {
+    fn name(&self) -> &'static str {
+        "conv1x1"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.0)?;
+        Ok((dispatch_float!("conv1x1", s1, fwd_impl(s1, l1, s2, l2, &g))?, (g.b, g.co, g.oh, g.ow).into()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geom::new(x.dims(), w.dims(), self.0)?;
+        dispatch_dtype!("conv1x1", x.dtype(), bwd_impl(x, w, gy, &g))
+    }
+}
+
+/// 1×1 convolution of x (B, Ci, H, W) with w (Co, Ci, 1, 1) sampled at off + s·i.
+pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
+    Geom::new(x.dims(), w.dims(), p)?;
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1(p))
+}

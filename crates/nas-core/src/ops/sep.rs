@@ -1,0 +1,177 @@
+//! Depthwise convolution followed by a 1×1 convolution, fused into one differentiable op:
+//! the first half of every sep_conv/dil_conv stage. The depthwise output never becomes a
+//! tensor: the forward keeps it in a per-task buffer, the backward recomputes it (K² multiply-
+//! adds per pixel, cheaper than storing and re-reading it) and keeps its gradient in cache.
+//!
+//! Shapes: x (B, C, H, W), w_dw (C, 1, K, K), w_pw (Co, C, 1, 1) → y (B, Co, Ho, Wo).
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::depthwise::{plane_forward, plane_grad_input, plane_grad_weight, DwParams, Geom};
+use super::kernel::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Mat};
+use super::pointwise::sum_partials;
+use crate::{dispatch_dtype, dispatch_float};
+
+#[derive(Debug, Clone, Copy)]
+struct SepGeom {
+    dw: Geom,
+    b: usize,
+    co: usize,
+}
+
+impl SepGeom {
+    fn new(x: &[usize], w_dw: &[usize], w_pw: &[usize], p: DwParams) -> Result<Self> {
+        let dw = Geom::new(x, w_dw, p)?;
+        let co = match w_pw {
+            &[co, ci, 1, 1] if ci == dw.c => co,
+            _ => bail!("dw_pw: pointwise weight {w_pw:?} does not fit {} channels", dw.c),
+        };
+        Ok(Self { dw, b: dw.planes / dw.c, co })
+    }
+
+    fn in_item(&self) -> usize {
+        self.dw.c * self.dw.h * self.dw.w
+    }
+
+    fn plane(&self) -> usize {
+        self.dw.oh * self.dw.ow
+    }
+
+    /// t = dw(x_b) for one batch item (C × P).
+    fn depthwise<T: Float>(&self, xb: &[T], w_dw: &[T], t: &mut [T]) {
+        let (ip, p, kk) = (self.dw.h * self.dw.w, self.plane(), self.dw.k * self.dw.k);
+        t.fill(T::zero());
+        for c in 0..self.dw.c {
+            plane_forward(&mut t[c * p..(c + 1) * p], &xb[c * ip..(c + 1) * ip], &w_dw[c * kk..(c + 1) * kk], &self.dw);
+        }
+    }
+}
+
+fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom) -> Vec<T> {
+    let (p, c) = (g.plane(), g.dw.c);
+    let mut y = vec![T::zero(); g.b * g.co * p];
+    y.par_chunks_mut(g.co * p).enumerate().for_each_init(
+        || vec![T::zero(); c * p],
+        |t, (b, yb)| {
+            g.depthwise(&x[b * g.in_item()..(b + 1) * g.in_item()], w_dw, t);
+            matmul(g.co, p, c, yb, false, Mat::rows(w_pw, c), Mat::rows(t, p));
+        },
+    );
+    y
+}
+
+type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+
+fn backward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], gy: &[T], g: &SepGeom, want: [bool; 3]) -> Grads<T> {
+    let (p, c, kk, ii) = (g.plane(), g.dw.c, g.dw.k * g.dw.k, g.in_item());
+    let ip = g.dw.h * g.dw.w;
+    let groups = fixed_groups(g.b, 16);
+    let mut gx = if want[0] { vec![T::zero(); g.b * ii] } else { Vec::new() };
+    // Carve the input gradient into the groups' batch ranges.
+    let mut slots: Vec<&mut [T]> = Vec::with_capacity(groups.len());
+    let mut rest: &mut [T] = &mut gx;
+    for r in &groups {
+        let take = if want[0] { r.len() * ii } else { 0 };
+        let (head, tail) = rest.split_at_mut(take);
+        slots.push(head);
+        rest = tail;
+    }
+    let partials: Vec<(Vec<T>, Vec<T>)> = groups
+        .into_par_iter()
+        .zip(slots.into_par_iter())
+        .map(|(range, gx_slot)| {
+            let mut gdw = vec![T::zero(); if want[1] { c * kk } else { 0 }];
+            let mut gpw = vec![T::zero(); if want[2] { g.co * c } else { 0 }];
+            let mut t = vec![T::zero(); if want[2] { c * p } else { 0 }];
+            let mut gt = vec![T::zero(); c * p];
+            for (n, b) in range.enumerate() {
+                let xb = &x[b * ii..(b + 1) * ii];
+                let gyb = &gy[b * g.co * p..(b + 1) * g.co * p];
+                if want[2] {
+                    g.depthwise(xb, w_dw, &mut t);
+                    matmul(g.co, c, p, &mut gpw, n > 0, Mat::rows(gyb, p), Mat::transposed(&t, p));
+                }
+                matmul(c, p, g.co, &mut gt, false, Mat::transposed(w_pw, c), Mat::rows(gyb, p));
+                for ch in 0..c {
+                    let gtp = &gt[ch * p..(ch + 1) * p];
+                    if want[0] {
+                        let gxp = &mut gx_slot[n * ii + ch * ip..n * ii + (ch + 1) * ip];
+                        plane_grad_input(gxp, gtp, &w_dw[ch * kk..(ch + 1) * kk], &g.dw);
+                    }
+                    if want[1] {
+                        plane_grad_weight(&mut gdw[ch * kk..(ch + 1) * kk], &xb[ch * ip..(ch + 1) * ip], gtp, &g.dw);
+                    }
+                }
+            }
+            (gdw, gpw)
+        })
+        .collect();
+    let (dws, pws): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
+    (want[0].then_some(gx), want[1].then(|| sum_partials(dws, c * kk)), want[2].then(|| sum_partials(pws, g.co * c)))
+}
+
+struct DwPw(DwParams);
+
+fn fwd_impl<T: Float>(s: [(&CpuStorage, &Layout); 3], g: &SepGeom) -> Result<CpuStorage> {
+    let x = slice::<T>(s[0].0, s[0].1, "dw_pw")?;
+    let wd = slice::<T>(s[1].0, s[1].1, "dw_pw")?;
+    let wp = slice::<T>(s[2].0, s[2].1, "dw_pw")?;
+    Ok(T::to_cpu_storage_owned(forward(x, wd, wp, g)))
+}
+
+fn bwd_impl<T: Float>(
+    x: &Tensor,
+    wd: &Tensor,
+    wp: &Tensor,
+    gy: &Tensor,
+    g: &SepGeom,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    with_slices::<T, _>(&[x, wd, wp, gy], |s| {
+        let want = [x.track_op(), wd.track_op(), wp.track_op()];
+        let (gx, gd, gp) = backward(s[0], s[1], s[2], s[3], g, want);
+        Ok((
+            gx.map(|v| cpu_tensor(v, x.shape())).transpose()?,
+            gd.map(|v| cpu_tensor(v, wd.shape())).transpose()?,
+            gp.map(|v| cpu_tensor(v, wp.shape())).transpose()?,
+        ))
+    })
+}
+
+impl CustomOp3 for DwPw {
+    fn name(&self) -> &'static str {
+        "dw_pw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = SepGeom::new(l1.dims(), l2.dims(), l3.dims(), self.0)?;
+        let out = dispatch_float!("dw_pw", s1, fwd_impl([(s1, l1), (s2, l2), (s3, l3)], &g))?;
+        Ok((out, (g.b, g.co, g.dw.oh, g.dw.ow).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wd: &Tensor,
+        wp: &Tensor,
+        _res: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = SepGeom::new(x.dims(), wd.dims(), wp.dims(), self.0)?;
+        dispatch_dtype!("dw_pw", x.dtype(), bwd_impl(x, wd, wp, gy, &g))
+    }
+}
+
+/// pw(dw(x)): depthwise convolution with `w_dw` then 1×1 convolution with `w_pw`.
+pub fn dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams) -> Result<Tensor> {
+    SepGeom::new(x.dims(), w_dw.dims(), w_pw.dims(), p)?;
+    x.contiguous()?.apply_op3(&w_dw.contiguous()?, &w_pw.contiguous()?, DwPw(p))
+}

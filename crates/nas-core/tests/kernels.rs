@@ -1,0 +1,210 @@
+//! The custom CPU kernels against independent ground truth: gradients against central finite
+//! differences in f64 for every stride/dilation/padding combination the DARTS ops use, and
+//! forwards (and gradients) against the same ops composed from candle primitives.
+
+use candle_core::{DType, Device, Tensor, Var};
+use nas_core::ops::{self, composed, DwParams, PoolKind, PwParams};
+use nas_core::testing::max_rel_err;
+use rand::{Rng, SeedableRng};
+
+type Op = dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>;
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// L = Σ f(inputs) ⊙ R for a fixed random R: a scalar whose gradient exercises every output.
+fn loss(f: &Op, inputs: &[Tensor], r: &Tensor) -> Tensor {
+    (f(inputs).unwrap() * r).unwrap().sum_all().unwrap()
+}
+
+/// Checks ∂L/∂input_i of the kernel against central differences, for every input.
+fn fd_check(name: &str, f: &Op, shapes: &[&[usize]], tol: f64) {
+    let inputs: Vec<Tensor> = shapes.iter().enumerate().map(|(i, s)| randn(s, 100 + i as u64)).collect();
+    let out_shape = f(&inputs).unwrap().dims().to_vec();
+    let r = randn(&out_shape, 7);
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let grads = loss(f, &tensors, &r).backward().unwrap();
+    let h = 1e-6;
+    for (i, x) in inputs.iter().enumerate() {
+        let analytic = grads.get(vars[i].as_tensor()).unwrap_or_else(|| panic!("{name}: no grad for input {i}"));
+        let base = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let mut numeric = vec![0.0; base.len()];
+        for (j, num) in numeric.iter_mut().enumerate() {
+            let eval = |delta: f64| {
+                let mut v = base.clone();
+                v[j] += delta;
+                let mut ins = inputs.clone();
+                ins[i] = Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap();
+                loss(f, &ins, &r).to_scalar::<f64>().unwrap()
+            };
+            *num = (eval(h) - eval(-h)) / (2.0 * h);
+        }
+        let numeric = Tensor::from_vec(numeric, x.shape(), &Device::Cpu).unwrap();
+        let e = max_rel_err(analytic, &numeric).unwrap();
+        assert!(e < tol, "{name}: gradient of input {i} rel err {e}");
+    }
+}
+
+/// The kernel and the composed version agree in value and gradients (f32 and f64).
+fn same_as_composed(name: &str, fast: &Op, reference: &Op, shapes: &[&[usize]]) {
+    for dtype in [DType::F64, DType::F32] {
+        let inputs: Vec<Tensor> =
+            shapes.iter().enumerate().map(|(i, s)| randn(s, 200 + i as u64).to_dtype(dtype).unwrap()).collect();
+        let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+        let run = |f: &Op| {
+            let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+            let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+            let y = f(&ts).unwrap();
+            let r = randn(y.dims(), 9).to_dtype(dtype).unwrap();
+            let g = (y.clone() * r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs: Vec<Tensor> = vars.iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+            (y, gs)
+        };
+        let (y1, g1) = run(fast);
+        let (y2, g2) = run(reference);
+        assert_eq!(y1.dims(), y2.dims(), "{name}: shapes");
+        let e = max_rel_err(&y1, &y2).unwrap();
+        assert!(e < tol, "{name} {dtype:?}: forward rel err {e}");
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            let e = max_rel_err(a, b).unwrap();
+            assert!(e < tol, "{name} {dtype:?}: gradient {i} rel err {e}");
+        }
+    }
+}
+
+/// (kernel, padding, dilation) of sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5.
+const DARTS_CONVS: [(usize, usize, usize); 4] = [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)];
+
+#[test]
+fn depthwise_conv_gradients_and_forward() {
+    for (k, padding, dilation) in DARTS_CONVS {
+        for stride in [1, 2] {
+            for hw in [8, 7] {
+                let p = DwParams { stride, padding, dilation };
+                let name = format!("dw k{k} s{stride} p{padding} d{dilation} {hw}x{hw}");
+                let fast = move |t: &[Tensor]| ops::depthwise_conv2d(&t[0], &t[1], p);
+                let slow = move |t: &[Tensor]| composed::depthwise_conv2d(&t[0], &t[1], p);
+                fd_check(&name, &fast, &[&[2, 3, hw, hw], &[3, 1, k, k]], 1e-7);
+                same_as_composed(&name, &fast, &slow, &[&[2, 3, hw, hw], &[3, 1, k, k]]);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_depthwise_pointwise_gradients_and_forward() {
+    for (k, padding, dilation) in DARTS_CONVS {
+        for stride in [1, 2] {
+            let p = DwParams { stride, padding, dilation };
+            let name = format!("dw_pw k{k} s{stride} p{padding} d{dilation}");
+            let fast = move |t: &[Tensor]| ops::dw_pw(&t[0], &t[1], &t[2], p);
+            let slow = move |t: &[Tensor]| {
+                composed::conv1x1(
+                    &composed::depthwise_conv2d(&t[0], &t[1], p)?,
+                    &t[2],
+                    PwParams { stride: 1, offset: 0 },
+                )
+            };
+            let shapes: [&[usize]; 3] = [&[3, 4, 8, 8], &[4, 1, k, k], &[5, 4, 1, 1]];
+            fd_check(&name, &fast, &shapes, 1e-7);
+            same_as_composed(&name, &fast, &slow, &shapes);
+        }
+    }
+}
+
+#[test]
+fn pooling_gradients_and_forward() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for stride in [1, 2] {
+            for hw in [6, 5] {
+                let name = format!("{kind:?} pool s{stride} {hw}x{hw}");
+                let fast = move |t: &[Tensor]| ops::pool3x3(&t[0], kind, stride);
+                let slow = move |t: &[Tensor]| composed::pool3x3(&t[0], kind, stride);
+                fd_check(&name, &fast, &[&[2, 3, hw, hw]], 1e-7);
+                same_as_composed(&name, &fast, &slow, &[&[2, 3, hw, hw]]);
+            }
+        }
+    }
+}
+
+#[test]
+fn max_pool_ties_go_to_the_first_maximum() {
+    // A constant plane: every window is all ties; PyTorch routes each gradient to the first
+    // element of its window in row-major order.
+    let x = Var::from_tensor(&Tensor::ones((1, 1, 3, 3), DType::F64, &Device::Cpu).unwrap()).unwrap();
+    let y = ops::pool3x3(x.as_tensor(), PoolKind::Max, 1).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    // Windows start at (0,0) for outputs (0..2, 0..2), (0,1) for (0..2, 2), (1,0) …
+    assert_eq!(gx, vec![4.0, 2.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn pointwise_conv_gradients_and_forward() {
+    for (stride, offset) in [(1, 0), (2, 0), (2, 1)] {
+        for hw in [8, 7] {
+            let p = PwParams { stride, offset };
+            let name = format!("conv1x1 s{stride} o{offset} {hw}x{hw}");
+            let fast = move |t: &[Tensor]| ops::conv1x1(&t[0], &t[1], p);
+            let slow = move |t: &[Tensor]| composed::conv1x1(&t[0], &t[1], p);
+            fd_check(&name, &fast, &[&[3, 4, hw, hw], &[5, 4, 1, 1]], 1e-7);
+            same_as_composed(&name, &fast, &slow, &[&[3, 4, hw, hw], &[5, 4, 1, 1]]);
+        }
+    }
+}
+
+#[test]
+fn batch_norm_gradients_and_forward() {
+    let fast = |t: &[Tensor]| ops::batch_norm_train(&t[0], 1e-5).map(|(y, _)| y);
+    let slow = |t: &[Tensor]| composed::batch_norm_train(&t[0], 1e-5).map(|(y, _)| y);
+    fd_check("batch norm", &fast, &[&[3, 4, 5, 5]], 1e-6);
+    same_as_composed("batch norm", &fast, &slow, &[&[3, 4, 5, 5]]);
+    // The reported statistics are the batch mean and biased variance.
+    let x = randn(&[3, 4, 5, 5], 1);
+    let (_, s) = ops::batch_norm_train(&x, 1e-5).unwrap();
+    let mean = x.mean_keepdim((0, 2, 3)).unwrap().flatten_all().unwrap();
+    let var = x.broadcast_sub(&x.mean_keepdim((0, 2, 3)).unwrap()).unwrap().sqr().unwrap();
+    let var = var.mean_keepdim((0, 2, 3)).unwrap().flatten_all().unwrap();
+    assert!(max_rel_err(&s.mean, &mean).unwrap() < 1e-12);
+    assert!(max_rel_err(&s.var, &var).unwrap() < 1e-12);
+    assert_eq!(s.count, 75);
+
+    let fast = |t: &[Tensor]| ops::channel_affine(&t[0], &t[1], &t[2]);
+    let slow = |t: &[Tensor]| composed::channel_affine(&t[0], &t[1], &t[2]);
+    fd_check("channel affine", &fast, &[&[2, 3, 4, 4], &[3], &[3]], 1e-7);
+    same_as_composed("channel affine", &fast, &slow, &[&[2, 3, 4, 4], &[3], &[3]]);
+}
+
+#[test]
+fn elementwise_gradients_and_forward() {
+    let fast = |t: &[Tensor]| ops::relu(&t[0]);
+    let slow = |t: &[Tensor]| t[0].relu();
+    fd_check("relu", &fast, &[&[2, 3, 4, 4]], 1e-7);
+    same_as_composed("relu", &fast, &slow, &[&[2, 3, 4, 4]]);
+
+    let fast = |t: &[Tensor]| ops::scale(&t[0], &t[1]);
+    let slow = |t: &[Tensor]| t[0].broadcast_mul(&t[1]);
+    fd_check("scale", &fast, &[&[2, 3, 4, 4], &[1]], 1e-7);
+    same_as_composed("scale", &fast, &slow, &[&[2, 3, 4, 4], &[1]]);
+
+    let fast = |t: &[Tensor]| ops::axpy(&t[0], &t[1], &t[2]);
+    let slow = |t: &[Tensor]| &t[0] + t[1].broadcast_mul(&t[2])?;
+    fd_check("axpy", &fast, &[&[2, 3, 4, 4], &[2, 3, 4, 4], &[1]], 1e-7);
+    same_as_composed("axpy", &fast, &slow, &[&[2, 3, 4, 4], &[2, 3, 4, 4], &[1]]);
+}
+
+#[test]
+fn detached_inputs_get_no_gradient_work() {
+    // Only the tracked input receives a gradient; the kernels skip the others.
+    let x = Var::from_tensor(&randn(&[2, 3, 6, 6], 1)).unwrap();
+    let w = randn(&[3, 1, 3, 3], 2);
+    let p = DwParams { stride: 1, padding: 1, dilation: 1 };
+    let g = ops::depthwise_conv2d(x.as_tensor(), &w, p).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(x.as_tensor()).is_some());
+    assert!(g.get(&w).is_none());
+}
