@@ -2,15 +2,16 @@
 //! DARTS' sep_conv and dil_conv ops, with stride, zero padding and dilation.
 //!
 //! Shapes: input (B, C, H, W), weight (C, 1, K, K) as in PyTorch, output (B, C, Ho, Wo) with
-//! Ho = (H + 2p − d(K−1) − 1)/s + 1. The CPU kernels run one rayon task per group of
-//! (batch, channel) planes; every tap is a strided axpy over a row, so the inner loops are
-//! contiguous for stride 1 and vectorise.
+//! Ho = (H + 2p − d(K−1) − 1)/s + 1. The CPU kernels run rayon tasks over groups of
+//! (batch, channel) planes; within a plane every tap is one long multiply-add in the padded,
+//! stride-phased layout of `plane::Window`.
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{planes_per_task, slice, valid_range, Float};
-use crate::dispatch_float;
+use super::kernel::{cpu_tensor, planes_per_task, slice, with_slices, Float};
+use super::plane::{axpy, dot, Window};
+use crate::{dispatch_dtype, dispatch_float};
 
 /// Hyper-parameters of a depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub(crate) struct Geom {
     pub k: usize,
     pub oh: usize,
     pub ow: usize,
-    pub p: DwParams,
+    pub win: Window,
 }
 
 impl Geom {
@@ -40,16 +41,15 @@ impl Geom {
         if wc != c || one != 1 || k != k2 || k == 0 {
             bail!("depthwise_conv2d: weight {wt:?} does not fit input {x:?}");
         }
-        if p.stride == 0 || p.dilation == 0 {
-            bail!("depthwise_conv2d: stride and dilation must be positive");
-        }
-        let span = p.dilation * (k - 1) + 1;
-        if h + 2 * p.padding < span || w + 2 * p.padding < span {
-            bail!("depthwise_conv2d: input {h}x{w} smaller than the kernel span {span}");
-        }
-        let oh = (h + 2 * p.padding - span) / p.stride + 1;
-        let ow = (w + 2 * p.padding - span) / p.stride + 1;
-        Ok(Self { planes: b * c, c, h, w, k, oh, ow, p })
+        let Some(win) = Window::new(h, w, k, p.stride, p.dilation, p.padding) else {
+            bail!(
+                "depthwise_conv2d: a {k}x{k} window (stride {}, dilation {}) does not fit {h}x{w} padded by {}",
+                p.stride,
+                p.dilation,
+                p.padding
+            )
+        };
+        Ok(Self { planes: b * c, c, h, w, k, oh: win.oh, ow: win.ow, win })
     }
 
     fn out_shape(&self) -> Shape {
@@ -60,119 +60,77 @@ impl Geom {
         (self.planes / self.c, self.c, self.h, self.w).into()
     }
 
-    /// Offset of tap (kh or kw) relative to the output position times stride.
-    #[inline]
-    fn off(&self, tap: usize) -> isize {
-        (tap * self.p.dilation) as isize - self.p.padding as isize
-    }
-
     fn task_planes(&self) -> usize {
-        planes_per_task(self.oh * self.ow * self.k * self.k, 1 << 15)
+        planes_per_task(self.win.full_len() * self.k * self.k, 1 << 15)
     }
 }
 
-/// y[oy, ox] += wv · x[oy·s + dy, ox·s + dx] over the valid output window of one tap.
-#[inline]
-fn tap_forward<T: Float>(out: &mut [T], x: &[T], wv: T, g: &Geom, kh: usize, kw: usize) {
-    let (dy, dx) = (g.off(kh), g.off(kw));
-    let s = g.p.stride;
-    let (y0, y1) = valid_range(dy, s, g.h, g.oh);
-    let (x0, x1) = valid_range(dx, s, g.w, g.ow);
-    if x0 >= x1 {
-        return;
-    }
-    for oy in y0..y1 {
-        let iy = (oy * s) as isize + dy;
-        let irow = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
-        let orow = &mut out[oy * g.ow + x0..oy * g.ow + x1];
-        let ix0 = ((x0 * s) as isize + dx) as usize;
-        if s == 1 {
-            for (o, &i) in orow.iter_mut().zip(&irow[ix0..ix0 + (x1 - x0)]) {
-                *o += wv * i;
-            }
-        } else {
-            for (o, &i) in orow.iter_mut().zip(irow[ix0..].iter().step_by(s)) {
-                *o += wv * i;
-            }
+/// Per-task buffers in the phase layout: the padded input, the output, the output gradient
+/// (whose scratch columns stay zero) and the input gradient.
+pub(crate) struct Scratch<T> {
+    phases: Vec<T>,
+    full: Vec<T>,
+    gfull: Vec<T>,
+    gphases: Vec<T>,
+}
+
+impl<T: Float> Scratch<T> {
+    pub fn new(g: &Geom) -> Self {
+        Self {
+            phases: vec![T::zero(); g.win.phases_len()],
+            full: vec![T::zero(); g.win.full_len()],
+            gfull: vec![T::zero(); g.win.full_len()],
+            gphases: vec![T::zero(); g.win.phases_len()],
         }
     }
 }
 
-/// gx[oy·s + dy, ox·s + dx] += wv · gy[oy, ox]: the transpose of `tap_forward`.
-#[inline]
-fn tap_backward<T: Float>(gx: &mut [T], gy: &[T], wv: T, g: &Geom, kh: usize, kw: usize) {
-    let (dy, dx) = (g.off(kh), g.off(kw));
-    let s = g.p.stride;
-    let (y0, y1) = valid_range(dy, s, g.h, g.oh);
-    let (x0, x1) = valid_range(dx, s, g.w, g.ow);
-    if x0 >= x1 {
-        return;
-    }
-    for oy in y0..y1 {
-        let iy = ((oy * s) as isize + dy) as usize;
-        let grow = &gy[oy * g.ow + x0..oy * g.ow + x1];
-        let xrow = &mut gx[iy * g.w..(iy + 1) * g.w];
-        let ix0 = ((x0 * s) as isize + dx) as usize;
-        if s == 1 {
-            for (o, &gv) in xrow[ix0..ix0 + (x1 - x0)].iter_mut().zip(grow) {
-                *o += wv * gv;
-            }
-        } else {
-            for (o, &gv) in xrow[ix0..].iter_mut().step_by(s).zip(grow) {
-                *o += wv * gv;
-            }
-        }
-    }
-}
-
-/// Σ gy[oy, ox] · x[oy·s + dy, ox·s + dx] over the valid window of one tap.
-#[inline]
-fn tap_dot<T: Float>(x: &[T], gy: &[T], g: &Geom, kh: usize, kw: usize) -> T {
-    let (dy, dx) = (g.off(kh), g.off(kw));
-    let s = g.p.stride;
-    let (y0, y1) = valid_range(dy, s, g.h, g.oh);
-    let (x0, x1) = valid_range(dx, s, g.w, g.ow);
-    let mut acc = T::zero();
-    if x0 >= x1 {
-        return acc;
-    }
-    for oy in y0..y1 {
-        let iy = ((oy * s) as isize + dy) as usize;
-        let grow = &gy[oy * g.ow + x0..oy * g.ow + x1];
-        let xrow = &x[iy * g.w..(iy + 1) * g.w];
-        let ix0 = ((x0 * s) as isize + dx) as usize;
-        if s == 1 {
-            acc += grow.iter().zip(&xrow[ix0..ix0 + (x1 - x0)]).map(|(&a, &b)| a * b).sum::<T>();
-        } else {
-            acc += grow.iter().zip(xrow[ix0..].iter().step_by(s)).map(|(&a, &b)| a * b).sum::<T>();
-        }
-    }
-    acc
-}
-
-/// One output plane: o = dw(xp) with the K×K filter `wk` (o must be zeroed).
-pub(crate) fn plane_forward<T: Float>(o: &mut [T], xp: &[T], wk: &[T], g: &Geom) {
+/// One output plane o (oh×ow) = dw(xp) with the K×K filter `wk`.
+pub(crate) fn plane_forward<T: Float>(o: &mut [T], xp: &[T], wk: &[T], g: &Geom, sc: &mut Scratch<T>) {
+    let win = &g.win;
+    win.split(xp, &mut sc.phases);
+    sc.full.fill(T::zero());
+    let n = win.full_len();
     for kh in 0..g.k {
         for kw in 0..g.k {
-            tap_forward(o, xp, wk[kh * g.k + kw], g, kh, kw);
+            let t = win.tap(kh, kw);
+            axpy(&mut sc.full, wk[kh * g.k + kw], &sc.phases[t..t + n]);
         }
     }
+    win.extract(&sc.full, o);
 }
 
-/// One input-gradient plane: gx += dwᵀ(gp) (gx must be zeroed for a fresh gradient).
-pub(crate) fn plane_grad_input<T: Float>(gx: &mut [T], gp: &[T], wk: &[T], g: &Geom) {
-    for kh in 0..g.k {
-        for kw in 0..g.k {
-            tap_backward(gx, gp, wk[kh * g.k + kw], g, kh, kw);
+/// Backward of one plane: the input gradient gx (h×w, overwritten) and/or the filter
+/// gradient gw (K×K, accumulated) from the output gradient gp (oh×ow).
+pub(crate) fn plane_backward<T: Float>(
+    gx: Option<&mut [T]>,
+    gw: Option<&mut [T]>,
+    xp: &[T],
+    gp: &[T],
+    wk: &[T],
+    g: &Geom,
+    sc: &mut Scratch<T>,
+) {
+    let win = &g.win;
+    let n = win.full_len();
+    win.embed(gp, &mut sc.gfull);
+    if let Some(gx) = gx {
+        sc.gphases.fill(T::zero());
+        for kh in 0..g.k {
+            for kw in 0..g.k {
+                let t = win.tap(kh, kw);
+                axpy(&mut sc.gphases[t..t + n], wk[kh * g.k + kw], &sc.gfull);
+            }
         }
+        win.merge(&sc.gphases, gx);
     }
-}
-
-/// Adds one plane's contribution to the K×K filter gradient `gw`.
-pub(crate) fn plane_grad_weight<T: Float>(gw: &mut [T], xp: &[T], gp: &[T], g: &Geom) {
-    for kh in 0..g.k {
-        for kw in 0..g.k {
-            gw[kh * g.k + kw] += tap_dot(xp, gp, g, kh, kw);
+    if let Some(gw) = gw {
+        win.split(xp, &mut sc.phases);
+        for kh in 0..g.k {
+            for kw in 0..g.k {
+                let t = win.tap(kh, kw);
+                gw[kh * g.k + kw] += dot(&sc.gfull, &sc.phases[t..t + n]);
+            }
         }
     }
 }
@@ -181,50 +139,67 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
     let mut out = vec![T::zero(); g.planes * op];
     let tp = g.task_planes();
-    out.par_chunks_mut(op * tp).enumerate().for_each(|(t, chunk)| {
-        for (j, o) in chunk.chunks_mut(op).enumerate() {
-            let plane = t * tp + j;
-            let c = plane % g.c;
-            plane_forward(o, &x[plane * ip..(plane + 1) * ip], &w[c * kk..(c + 1) * kk], g);
-        }
-    });
+    out.par_chunks_mut(op * tp).enumerate().for_each_init(
+        || Scratch::new(g),
+        |sc, (t, chunk)| {
+            for (j, o) in chunk.chunks_mut(op).enumerate() {
+                let plane = t * tp + j;
+                let c = plane % g.c;
+                plane_forward(o, &x[plane * ip..(plane + 1) * ip], &w[c * kk..(c + 1) * kk], g, sc);
+            }
+        },
+    );
     out
 }
 
-pub(crate) fn grad_input<T: Float>(gy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+/// Input and/or filter gradients; the filter gradient sums per-plane partials in a fixed
+/// order, so it does not depend on scheduling.
+pub(crate) fn backward<T: Float>(
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    g: &Geom,
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
     let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
-    let mut gx = vec![T::zero(); g.planes * ip];
+    let mut gx = vec![T::zero(); if want_x { g.planes * ip } else { 0 }];
+    let mut partial = vec![T::zero(); if want_w { g.planes * kk } else { 0 }];
     let tp = g.task_planes();
-    gx.par_chunks_mut(ip * tp).enumerate().for_each(|(t, chunk)| {
-        for (j, xg) in chunk.chunks_mut(ip).enumerate() {
-            let plane = t * tp + j;
+    let gx_chunks: Vec<&mut [T]> = if want_x { gx.chunks_mut(ip * tp).collect() } else { Vec::new() };
+    let pw_chunks: Vec<&mut [T]> = if want_w { partial.chunks_mut(kk * tp).collect() } else { Vec::new() };
+    let tasks = g.planes.div_ceil(tp);
+    let mut gx_iter = gx_chunks.into_iter();
+    let mut pw_iter = pw_chunks.into_iter();
+    let jobs: Vec<(usize, Option<&mut [T]>, Option<&mut [T]>)> =
+        (0..tasks).map(|t| (t, gx_iter.next(), pw_iter.next())).collect();
+    jobs.into_par_iter().for_each_init(
+        || Scratch::new(g),
+        |sc, (t, mut gxc, mut pwc)| {
+            for j in 0..tp {
+                let plane = t * tp + j;
+                if plane >= g.planes {
+                    break;
+                }
+                let c = plane % g.c;
+                let gxp = gxc.as_deref_mut().map(|s| &mut s[j * ip..(j + 1) * ip]);
+                let pwp = pwc.as_deref_mut().map(|s| &mut s[j * kk..(j + 1) * kk]);
+                let (xp, gp) = (&x[plane * ip..(plane + 1) * ip], &gy[plane * op..(plane + 1) * op]);
+                plane_backward(gxp, pwp, xp, gp, &w[c * kk..(c + 1) * kk], g, sc);
+            }
+        },
+    );
+    let gw = want_w.then(|| {
+        let mut gw = vec![T::zero(); g.c * kk];
+        for (plane, pw) in partial.chunks(kk).enumerate() {
             let c = plane % g.c;
-            plane_grad_input(xg, &gy[plane * op..(plane + 1) * op], &w[c * kk..(c + 1) * kk], g);
+            for (a, &b) in gw[c * kk..(c + 1) * kk].iter_mut().zip(pw) {
+                *a += b;
+            }
         }
+        gw
     });
-    gx
-}
-
-pub(crate) fn grad_weight<T: Float>(x: &[T], gy: &[T], g: &Geom) -> Vec<T> {
-    let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
-    // Per-plane partial sums in parallel, then a fixed-order reduction over the batch so the
-    // result does not depend on scheduling.
-    let mut partial = vec![T::zero(); g.planes * kk];
-    let tp = g.task_planes();
-    partial.par_chunks_mut(kk * tp).enumerate().for_each(|(t, chunk)| {
-        for (j, pw) in chunk.chunks_mut(kk).enumerate() {
-            let plane = t * tp + j;
-            plane_grad_weight(pw, &x[plane * ip..(plane + 1) * ip], &gy[plane * op..(plane + 1) * op], g);
-        }
-    });
-    let mut gw = vec![T::zero(); g.c * kk];
-    for (plane, pw) in partial.chunks(kk).enumerate() {
-        let c = plane % g.c;
-        for (a, &b) in gw[c * kk..(c + 1) * kk].iter_mut().zip(pw) {
-            *a += b;
-        }
-    }
-    gw
+    (want_x.then_some(gx), gw)
 }
 
 /// The differentiable op: (x, w) → y.
@@ -247,48 +222,16 @@ impl CustomOp2 for DepthwiseConv2d {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geom::new(x.dims(), w.dims(), self.0)?;
-        let gy = gy.contiguous()?;
-        let gx = if x.track_op() { Some(gy.apply_op2_no_bwd(w, &DwGradInput(g))?) } else { None };
-        let gw = if w.track_op() { Some(x.apply_op2_no_bwd(&gy, &DwGradWeight(g))?) } else { None };
-        Ok((gx, gw))
-    }
-}
-
-/// (gy, w) → gx.
-struct DwGradInput(Geom);
-
-impl CustomOp2 for DwGradInput {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d-grad-input"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
-            let gy = slice::<T>(s1, l1, "depthwise-conv2d-grad-input")?;
-            let w = slice::<T>(s2, l2, "depthwise-conv2d-grad-input")?;
-            Ok(T::to_cpu_storage_owned(grad_input(gy, w, g)))
+        fn run<T: Float>(x: &Tensor, w: &Tensor, gy: &Tensor, g: &Geom) -> Result<(Option<Tensor>, Option<Tensor>)> {
+            with_slices::<T, _>(&[x, w, gy], |s| {
+                let (gx, gw) = backward(s[0], s[1], s[2], g, x.track_op(), w.track_op());
+                Ok((
+                    gx.map(|v| cpu_tensor(v, g.in_shape())).transpose()?,
+                    gw.map(|v| cpu_tensor(v, w.shape())).transpose()?,
+                ))
+            })
         }
-        let g = &self.0;
-        Ok((dispatch_float!("depthwise-conv2d-grad-input", s1, run(s1, l1, s2, l2, g))?, g.in_shape()))
-    }
-}
-
-/// (x, gy) → gw.
-struct DwGradWeight(Geom);
-
-impl CustomOp2 for DwGradWeight {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d-grad-weight"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
-            let x = slice::<T>(s1, l1, "depthwise-conv2d-grad-weight")?;
-            let gy = slice::<T>(s2, l2, "depthwise-conv2d-grad-weight")?;
-            Ok(T::to_cpu_storage_owned(grad_weight(x, gy, g)))
-        }
-        let g = &self.0;
-        Ok((dispatch_float!("depthwise-conv2d-grad-weight", s1, run(s1, l1, s2, l2, g))?, (g.c, 1, g.k, g.k).into()))
+        dispatch_dtype!("depthwise-conv2d", x.dtype(), run(x, w, gy, &g))
     }
 }
 

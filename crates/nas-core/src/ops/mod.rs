@@ -7,6 +7,7 @@ pub mod composed;
 mod depthwise;
 mod elementwise;
 pub mod kernel;
+mod plane;
 mod pointwise;
 mod pool;
 mod sep;

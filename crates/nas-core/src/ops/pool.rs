@@ -3,12 +3,14 @@
 //! Stride 1 keeps H×W; stride 2 gives ((H−1)/2+1)×((W−1)/2+1), like PyTorch.
 //!
 //! Max-pool gradients go to the first maximal element of each window in row-major order,
-//! which is PyTorch's tie rule.
+//! which is PyTorch's tie rule; NaN propagates. The kernels work in the padded, stride-phased
+//! layout of `plane::Window` (−∞ padding for max, 0 for average), one long loop per tap.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernel::{planes_per_task, slice, Float};
+use super::plane::{axpy, Window};
 use crate::dispatch_float;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,123 +23,148 @@ pub enum PoolKind {
 struct Geom {
     b: usize,
     c: usize,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-    s: usize,
+    win: Window,
 }
 
 impl Geom {
     fn new(dims: &[usize], stride: usize) -> Result<Self> {
         let &[b, c, h, w] = dims else { bail!("pool3x3: input must be (B, C, H, W), got {dims:?}") };
-        if stride == 0 || h == 0 || w == 0 {
-            bail!("pool3x3: empty input {dims:?} or zero stride");
-        }
-        Ok(Self { b, c, h, w, oh: (h - 1) / stride + 1, ow: (w - 1) / stride + 1, s: stride })
+        let Some(win) = Window::new(h, w, 3, stride, 1, 1) else {
+            bail!("pool3x3: cannot pool {dims:?} with stride {stride}")
+        };
+        Ok(Self { b, c, win })
     }
 
     fn planes(&self) -> usize {
         self.b * self.c
     }
 
-    /// Input rows (or columns) covered by output position `o`: [o·s − 1, o·s + 1] ∩ [0, n).
-    #[inline]
-    fn window(o: usize, s: usize, n: usize) -> (usize, usize) {
-        let c = o * s;
-        (c.saturating_sub(1), (c + 2).min(n))
+    fn in_plane(&self) -> usize {
+        self.win.h * self.win.w
+    }
+
+    fn out_plane(&self) -> usize {
+        self.win.oh * self.win.ow
+    }
+
+    fn in_shape(&self) -> Shape {
+        (self.b, self.c, self.win.h, self.win.w).into()
+    }
+
+    fn out_shape(&self) -> Shape {
+        (self.b, self.c, self.win.oh, self.win.ow).into()
     }
 
     fn task_planes(&self) -> usize {
-        planes_per_task(self.oh * self.ow * 9, 1 << 15)
+        planes_per_task(self.win.full_len() * 9, 1 << 15)
+    }
+
+    fn pad<T: Float>(kind: PoolKind) -> T {
+        match kind {
+            PoolKind::Max => T::neg_infinity(),
+            PoolKind::Avg => T::zero(),
+        }
+    }
+}
+
+#[inline]
+fn max_nan<T: Float>(m: T, v: T) -> T {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
     }
 }
 
 fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> Vec<T> {
-    let (ip, op) = (g.h * g.w, g.oh * g.ow);
+    let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
+    let inv: Vec<T> = g.win.inv_counts();
     let mut out = vec![T::zero(); g.planes() * op];
     let tp = g.task_planes();
-    out.par_chunks_mut(op * tp).enumerate().for_each(|(t, chunk)| {
-        for (j, o) in chunk.chunks_mut(op).enumerate() {
-            let xp = &x[(t * tp + j) * ip..(t * tp + j + 1) * ip];
-            for oy in 0..g.oh {
-                let (y0, y1) = Geom::window(oy, g.s, g.h);
-                for ox in 0..g.ow {
-                    let (x0, x1) = Geom::window(ox, g.s, g.w);
-                    o[oy * g.ow + ox] = match kind {
-                        PoolKind::Avg => {
-                            let mut acc = T::zero();
-                            for iy in y0..y1 {
-                                for &v in &xp[iy * g.w + x0..iy * g.w + x1] {
-                                    acc += v;
-                                }
-                            }
-                            acc / T::from_f64(((y1 - y0) * (x1 - x0)) as f64)
+    out.par_chunks_mut(op * tp).enumerate().for_each_init(
+        || (vec![Geom::pad::<T>(kind); g.win.phases_len()], vec![T::zero(); n]),
+        |(phases, full), (t, chunk)| {
+            for (j, o) in chunk.chunks_mut(op).enumerate() {
+                let plane = t * tp + j;
+                g.win.split(&x[plane * ip..(plane + 1) * ip], phases);
+                match kind {
+                    PoolKind::Avg => {
+                        full.fill(T::zero());
+                        for tap in 0..9 {
+                            let s = g.win.tap(tap / 3, tap % 3);
+                            axpy(full, T::one(), &phases[s..s + n]);
                         }
-                        PoolKind::Max => {
-                            let mut m = T::neg_infinity();
-                            for iy in y0..y1 {
-                                for &v in &xp[iy * g.w + x0..iy * g.w + x1] {
-                                    if v > m || v.is_nan() {
-                                        m = v;
-                                    }
-                                }
-                            }
-                            m
+                        for (v, &c) in full.iter_mut().zip(&inv) {
+                            *v *= c;
                         }
-                    };
-                }
-            }
-        }
-    });
-    out
-}
-
-/// Scatters each output gradient back to its window (avg) or its first maximum (max).
-fn backward<T: Float>(x: Option<&[T]>, gy: &[T], g: &Geom) -> Vec<T> {
-    let (ip, op) = (g.h * g.w, g.oh * g.ow);
-    let mut gx = vec![T::zero(); g.planes() * ip];
-    let tp = g.task_planes();
-    gx.par_chunks_mut(ip * tp).enumerate().for_each(|(t, chunk)| {
-        for (j, gxp) in chunk.chunks_mut(ip).enumerate() {
-            let plane = t * tp + j;
-            let gp = &gy[plane * op..(plane + 1) * op];
-            for oy in 0..g.oh {
-                let (y0, y1) = Geom::window(oy, g.s, g.h);
-                for ox in 0..g.ow {
-                    let (x0, x1) = Geom::window(ox, g.s, g.w);
-                    let gv = gp[oy * g.ow + ox];
-                    match x {
-                        None => {
-                            let gv = gv / T::from_f64(((y1 - y0) * (x1 - x0)) as f64);
-                            for iy in y0..y1 {
-                                for v in &mut gxp[iy * g.w + x0..iy * g.w + x1] {
-                                    *v += gv;
-                                }
+                    }
+                    PoolKind::Max => {
+                        full.fill(T::neg_infinity());
+                        for tap in 0..9 {
+                            let s = g.win.tap(tap / 3, tap % 3);
+                            for (m, &v) in full.iter_mut().zip(&phases[s..s + n]) {
+                                *m = max_nan(*m, v);
                             }
-                        }
-                        Some(x) => {
-                            let xp = &x[plane * ip..(plane + 1) * ip];
-                            let (mut best, mut m) = (y0 * g.w + x0, T::neg_infinity());
-                            'scan: for iy in y0..y1 {
-                                for ix in x0..x1 {
-                                    let v = xp[iy * g.w + ix];
-                                    if v > m || v.is_nan() {
-                                        m = v;
-                                        best = iy * g.w + ix;
-                                        if v.is_nan() {
-                                            break 'scan;
-                                        }
-                                    }
-                                }
-                            }
-                            gxp[best] += gv;
                         }
                     }
                 }
+                g.win.extract(full, o);
             }
-        }
-    });
+        },
+    );
+    out
+}
+
+/// Scatters each output gradient back to its window (avg, weighted by 1/count) or to its
+/// first maximum (max; needs x and the forward output y).
+fn backward<T: Float>(xy: Option<(&[T], &[T])>, gy: &[T], g: &Geom) -> Vec<T> {
+    let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
+    let inv: Vec<T> = g.win.inv_counts();
+    let mut gx = vec![T::zero(); g.planes() * ip];
+    let tp = g.task_planes();
+    let pad = if xy.is_some() { T::neg_infinity() } else { T::zero() };
+    gx.par_chunks_mut(ip * tp).enumerate().for_each_init(
+        || {
+            let ph = vec![pad; g.win.phases_len()];
+            (ph, vec![T::zero(); g.win.phases_len()], vec![T::zero(); n], vec![T::zero(); n], vec![false; n])
+        },
+        |(phases, gphases, gfull, yfull, done), (t, chunk)| {
+            for (j, gxp) in chunk.chunks_mut(ip).enumerate() {
+                let plane = t * tp + j;
+                g.win.embed(&gy[plane * op..(plane + 1) * op], gfull);
+                gphases.fill(T::zero());
+                match xy {
+                    None => {
+                        for (v, &c) in gfull.iter_mut().zip(&inv) {
+                            *v *= c;
+                        }
+                        for tap in 0..9 {
+                            let s = g.win.tap(tap / 3, tap % 3);
+                            axpy(&mut gphases[s..s + n], T::one(), gfull);
+                        }
+                    }
+                    Some((x, y)) => {
+                        g.win.split(&x[plane * ip..(plane + 1) * ip], phases);
+                        g.win.embed(&y[plane * op..(plane + 1) * op], yfull);
+                        done.fill(false);
+                        for tap in 0..9 {
+                            let s = g.win.tap(tap / 3, tap % 3);
+                            let dst = &mut gphases[s..s + n];
+                            let src = &phases[s..s + n];
+                            for i in 0..n {
+                                let (v, m) = (src[i], yfull[i]);
+                                if !done[i] && (v == m || (v.is_nan() && m.is_nan())) {
+                                    dst[i] += gfull[i];
+                                    done[i] = true;
+                                }
+                            }
+                        }
+                    }
+                }
+                g.win.merge(gphases, gxp);
+            }
+        },
+    );
     gx
 }
 
@@ -160,15 +187,15 @@ impl CustomOp1 for Pool3x3 {
             Ok(T::to_cpu_storage_owned(forward(slice::<T>(s, l, "pool3x3")?, g, kind)))
         }
         let out = dispatch_float!("pool3x3", s, run(s, l, &g, self.kind))?;
-        Ok((out, (g.b, g.c, g.oh, g.ow).into()))
+        Ok((out, g.out_shape()))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
         let g = Geom::new(x.dims(), self.stride)?;
         let gy = gy.contiguous()?;
         Ok(Some(match self.kind {
             PoolKind::Avg => gy.apply_op1_no_bwd(&AvgPoolGrad(g))?,
-            PoolKind::Max => x.apply_op2_no_bwd(&gy, &MaxPoolGrad(g))?,
+            PoolKind::Max => x.apply_op3_no_bwd(&y.contiguous()?, &gy, &MaxPoolGrad(g))?,
         }))
     }
 }
@@ -185,25 +212,35 @@ impl CustomOp1 for AvgPoolGrad {
             Ok(T::to_cpu_storage_owned(backward(None, slice::<T>(s, l, "avg-pool3x3-grad")?, g)))
         }
         let g = &self.0;
-        Ok((dispatch_float!("avg-pool3x3-grad", s, run(s, l, g))?, (g.b, g.c, g.h, g.w).into()))
+        Ok((dispatch_float!("avg-pool3x3-grad", s, run(s, l, g))?, g.in_shape()))
     }
 }
 
+/// (x, y, gy) → gx.
 struct MaxPoolGrad(Geom);
 
-impl CustomOp2 for MaxPoolGrad {
+impl candle_core::CustomOp3 for MaxPoolGrad {
     fn name(&self) -> &'static str {
         "max-pool3x3-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
-            let x = slice::<T>(s1, l1, "max-pool3x3-grad")?;
-            let gy = slice::<T>(s2, l2, "max-pool3x3-grad")?;
-            Ok(T::to_cpu_storage_owned(backward(Some(x), gy, g)))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn run<T: Float>(s: [(&CpuStorage, &Layout); 3], g: &Geom) -> Result<CpuStorage> {
+            let x = slice::<T>(s[0].0, s[0].1, "max-pool3x3-grad")?;
+            let y = slice::<T>(s[1].0, s[1].1, "max-pool3x3-grad")?;
+            let gy = slice::<T>(s[2].0, s[2].1, "max-pool3x3-grad")?;
+            Ok(T::to_cpu_storage_owned(backward(Some((x, y)), gy, g)))
         }
         let g = &self.0;
-        Ok((dispatch_float!("max-pool3x3-grad", s1, run(s1, l1, s2, l2, g))?, (g.b, g.c, g.h, g.w).into()))
+        Ok((dispatch_float!("max-pool3x3-grad", s1, run([(s1, l1), (s2, l2), (s3, l3)], g))?, g.in_shape()))
     }
 }
 

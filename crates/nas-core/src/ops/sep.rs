@@ -8,7 +8,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::depthwise::{plane_forward, plane_grad_input, plane_grad_weight, DwParams, Geom};
+use super::depthwise::{plane_backward, plane_forward, DwParams, Geom, Scratch};
 use super::kernel::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Mat};
 use super::pointwise::sum_partials;
 use crate::{dispatch_dtype, dispatch_float};
@@ -39,11 +39,11 @@ impl SepGeom {
     }
 
     /// t = dw(x_b) for one batch item (C × P).
-    fn depthwise<T: Float>(&self, xb: &[T], w_dw: &[T], t: &mut [T]) {
+    fn depthwise<T: Float>(&self, xb: &[T], w_dw: &[T], t: &mut [T], sc: &mut Scratch<T>) {
         let (ip, p, kk) = (self.dw.h * self.dw.w, self.plane(), self.dw.k * self.dw.k);
-        t.fill(T::zero());
         for c in 0..self.dw.c {
-            plane_forward(&mut t[c * p..(c + 1) * p], &xb[c * ip..(c + 1) * ip], &w_dw[c * kk..(c + 1) * kk], &self.dw);
+            let (tp, xp, wk) = (&mut t[c * p..(c + 1) * p], &xb[c * ip..(c + 1) * ip], &w_dw[c * kk..(c + 1) * kk]);
+            plane_forward(tp, xp, wk, &self.dw, sc);
         }
     }
 }
@@ -52,9 +52,9 @@ fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom) -> Vec<T> {
     let (p, c) = (g.plane(), g.dw.c);
     let mut y = vec![T::zero(); g.b * g.co * p];
     y.par_chunks_mut(g.co * p).enumerate().for_each_init(
-        || vec![T::zero(); c * p],
-        |t, (b, yb)| {
-            g.depthwise(&x[b * g.in_item()..(b + 1) * g.in_item()], w_dw, t);
+        || (vec![T::zero(); c * p], Scratch::new(&g.dw)),
+        |(t, sc), (b, yb)| {
+            g.depthwise(&x[b * g.in_item()..(b + 1) * g.in_item()], w_dw, t, sc);
             matmul(g.co, p, c, yb, false, Mat::rows(w_pw, c), Mat::rows(t, p));
         },
     );
@@ -85,23 +85,28 @@ fn backward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], gy: &[T], g: &SepGeom, wa
             let mut gpw = vec![T::zero(); if want[2] { g.co * c } else { 0 }];
             let mut t = vec![T::zero(); if want[2] { c * p } else { 0 }];
             let mut gt = vec![T::zero(); c * p];
+            let mut sc = Scratch::new(&g.dw);
             for (n, b) in range.enumerate() {
                 let xb = &x[b * ii..(b + 1) * ii];
                 let gyb = &gy[b * g.co * p..(b + 1) * g.co * p];
                 if want[2] {
-                    g.depthwise(xb, w_dw, &mut t);
+                    g.depthwise(xb, w_dw, &mut t, &mut sc);
                     matmul(g.co, c, p, &mut gpw, n > 0, Mat::rows(gyb, p), Mat::transposed(&t, p));
                 }
                 matmul(c, p, g.co, &mut gt, false, Mat::transposed(w_pw, c), Mat::rows(gyb, p));
                 for ch in 0..c {
                     let gtp = &gt[ch * p..(ch + 1) * p];
-                    if want[0] {
-                        let gxp = &mut gx_slot[n * ii + ch * ip..n * ii + (ch + 1) * ip];
-                        plane_grad_input(gxp, gtp, &w_dw[ch * kk..(ch + 1) * kk], &g.dw);
-                    }
-                    if want[1] {
-                        plane_grad_weight(&mut gdw[ch * kk..(ch + 1) * kk], &xb[ch * ip..(ch + 1) * ip], gtp, &g.dw);
-                    }
+                    let gxp = if want[0] { Some(&mut gx_slot[n * ii + ch * ip..n * ii + (ch + 1) * ip]) } else { None };
+                    let gwp = if want[1] { Some(&mut gdw[ch * kk..(ch + 1) * kk]) } else { None };
+                    plane_backward(
+                        gxp,
+                        gwp,
+                        &xb[ch * ip..(ch + 1) * ip],
+                        gtp,
+                        &w_dw[ch * kk..(ch + 1) * kk],
+                        &g.dw,
+                        &mut sc,
+                    );
                 }
             }
             (gdw, gpw)

@@ -1,0 +1,205 @@
+//! The layout the sliding-window kernels (depthwise convolution, 3×3 pooling) work in.
+//!
+//! A plane is zero- (or −∞-) padded and split into s×s stride phases, phase (a, b) holding
+//! padded pixels (s·i + a, s·j + b) in rows of `ws` = ⌈Wp/s⌉. In that layout the tap (kh, kw)
+//! of every output pixel is the same phase element shifted by one constant offset, so a whole
+//! tap is one contiguous multiply-add over `oh·ws` elements (the `ws − ow` extra columns per
+//! row are scratch, zero on the gradient side), long loops that vectorise, instead of short
+//! per-row loops with border checks.
+
+use super::kernel::Float;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub s: usize,
+    pub d: usize,
+    pub p: usize,
+    pub oh: usize,
+    pub ow: usize,
+    ws: usize,
+    phase_len: usize,
+}
+
+impl Window {
+    /// k×k window, stride s, dilation d, padding p over an h×w plane; None when the window
+    /// does not fit the padded plane.
+    pub fn new(h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> Option<Self> {
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let span = d * (k.max(1) - 1) + 1;
+        if k == 0 || s == 0 || d == 0 || hp < span || wp < span || h == 0 || w == 0 {
+            return None;
+        }
+        let (oh, ow) = ((hp - span) / s + 1, (wp - span) / s + 1);
+        let (hs, ws) = (hp.div_ceil(s), wp.div_ceil(s));
+        // Reads of the scratch columns of the last rows run past the phase's rows.
+        let phase_len = (hs + 1) * ws + span;
+        Some(Self { h, w, k, s, d, p, oh, ow, ws, phase_len })
+    }
+
+    pub fn phases_len(&self) -> usize {
+        self.s * self.s * self.phase_len
+    }
+
+    /// Length of the output in the phase layout (`oh` rows of `ws`).
+    pub fn full_len(&self) -> usize {
+        self.oh * self.ws
+    }
+
+    /// Start, in the phases buffer, of tap (kh, kw) for output pixel 0.
+    #[inline]
+    pub fn tap(&self, kh: usize, kw: usize) -> usize {
+        let (r, c) = (kh * self.d, kw * self.d);
+        ((r % self.s) * self.s + c % self.s) * self.phase_len + (r / self.s) * self.ws + c / self.s
+    }
+
+    #[inline]
+    fn at(&self, y: usize, x: usize) -> usize {
+        ((y % self.s) * self.s + x % self.s) * self.phase_len + (y / self.s) * self.ws + x / self.s
+    }
+
+    /// Writes plane `x` (h×w) into the interior of `phases`; the border keeps its fill.
+    pub fn split<T: Float>(&self, x: &[T], phases: &mut [T]) {
+        for iy in 0..self.h {
+            let row = &x[iy * self.w..(iy + 1) * self.w];
+            let y = iy + self.p;
+            if self.s == 1 {
+                let start = self.at(y, self.p);
+                phases[start..start + self.w].copy_from_slice(row);
+            } else {
+                for (ix, &v) in row.iter().enumerate() {
+                    phases[self.at(y, ix + self.p)] = v;
+                }
+            }
+        }
+    }
+
+    /// Reads the interior of `phases` back into plane `x` (h×w).
+    pub fn merge<T: Float>(&self, phases: &[T], x: &mut [T]) {
+        for iy in 0..self.h {
+            let row = &mut x[iy * self.w..(iy + 1) * self.w];
+            let y = iy + self.p;
+            if self.s == 1 {
+                let start = self.at(y, self.p);
+                row.copy_from_slice(&phases[start..start + self.w]);
+            } else {
+                for (ix, v) in row.iter_mut().enumerate() {
+                    *v = phases[self.at(y, ix + self.p)];
+                }
+            }
+        }
+    }
+
+    /// o (oh×ow) from the valid columns of `full`.
+    pub fn extract<T: Float>(&self, full: &[T], o: &mut [T]) {
+        for oy in 0..self.oh {
+            o[oy * self.ow..(oy + 1) * self.ow].copy_from_slice(&full[oy * self.ws..oy * self.ws + self.ow]);
+        }
+    }
+
+    /// `full` from o (oh×ow); the scratch columns must already be zero and stay so.
+    pub fn embed<T: Float>(&self, o: &[T], full: &mut [T]) {
+        for oy in 0..self.oh {
+            full[oy * self.ws..oy * self.ws + self.ow].copy_from_slice(&o[oy * self.ow..(oy + 1) * self.ow]);
+        }
+    }
+
+    /// 1/(number of in-image pixels) of every output window (average pooling without the
+    /// padding), in the phase layout, zero in the scratch columns.
+    pub fn inv_counts<T: Float>(&self) -> Vec<T> {
+        let mut v = vec![T::zero(); self.full_len()];
+        let span = self.d * (self.k - 1) + 1;
+        let count = |o: usize, n: usize| {
+            let lo = (o * self.s).max(self.p);
+            let hi = (o * self.s + span).min(self.p + n);
+            hi.saturating_sub(lo)
+        };
+        for oy in 0..self.oh {
+            for ox in 0..self.ow {
+                let c = count(oy, self.h) * count(ox, self.w);
+                v[oy * self.ws + ox] = if c > 0 { T::from_f64(1.0 / c as f64) } else { T::zero() };
+            }
+        }
+        v
+    }
+}
+
+/// dst += a·src.
+#[inline]
+pub(crate) fn axpy<T: Float>(dst: &mut [T], a: T, src: &[T]) {
+    let n = dst.len().min(src.len());
+    for (d, &s) in dst[..n].iter_mut().zip(&src[..n]) {
+        *d += a * s;
+    }
+}
+
+/// Σ a·b with eight independent accumulators (vectorises).
+#[inline]
+pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [T::zero(); 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let mut acc = ca.remainder().iter().zip(cb.remainder()).fold(T::zero(), |acc, (&x, &y)| acc + x * y);
+    for l in lanes {
+        acc += l;
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct evaluation of one tap against the phase layout, all stride/dilation/padding
+    /// combinations of the DARTS ops and odd sizes.
+    #[test]
+    fn taps_address_the_padded_input() {
+        for (k, s, d, p) in
+            [(3, 1, 1, 1), (3, 2, 1, 1), (5, 1, 1, 2), (5, 2, 1, 2), (3, 1, 2, 2), (3, 2, 2, 2), (5, 2, 2, 4)]
+        {
+            for (h, w) in [(7, 7), (8, 6), (5, 9)] {
+                let win = Window::new(h, w, k, s, d, p).unwrap();
+                let x: Vec<f64> = (0..h * w).map(|i| i as f64 + 1.0).collect();
+                let mut ph = vec![0.0; win.phases_len()];
+                win.split(&x, &mut ph);
+                let mut back = vec![0.0; h * w];
+                win.merge(&ph, &mut back);
+                assert_eq!(back, x);
+                for kh in 0..k {
+                    for kw in 0..k {
+                        let t = win.tap(kh, kw);
+                        for oy in 0..win.oh {
+                            for ox in 0..win.ow {
+                                let (y, xx) =
+                                    ((oy * s + kh * d) as isize - p as isize, (ox * s + kw * d) as isize - p as isize);
+                                let want = if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                                    x[y as usize * w + xx as usize]
+                                } else {
+                                    0.0
+                                };
+                                assert_eq!(ph[t + oy * win.ws + ox], want, "k{k} s{s} d{d} p{p} {h}x{w}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_matches_naive_sum() {
+        let a: Vec<f64> = (0..37).map(|i| i as f64 * 0.5).collect();
+        let b: Vec<f64> = (0..37).map(|i| 1.0 - i as f64).collect();
+        let naive: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Side-by-side step timing: `nas bench search` against the PyTorch reference darts_ref.py,
+# alternating runs (the machines are noisy), reporting the median of the per-run medians and
+# the ratio nas/PyTorch.
+#
+#   scripts/bench-vs-ref.sh ROUNDS "NAS ARGS" "REF ARGS"
+#   scripts/bench-vs-ref.sh 3 "--channels 8 --layers 5 --batch-size 16 --method first-order" \
+#                             "--C 8 --layers 5 --batch 16 --mode first"
+#
+# Environment: NAS (binary, default target/release/nas), PYTHON (with torch), REF (path of
+# darts_ref.py), THREADS (default 2).
+set -euo pipefail
+rounds=${1:?rounds}; nas_args=${2:?nas args}; ref_args=${3:?ref args}
+NAS=${NAS:-target/release/nas}
+PYTHON=${PYTHON:-python3}
+REF=${REF:-../shared/bench/darts_ref.py}
+THREADS=${THREADS:-2}
+field() { "$PYTHON" -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
+ours=(); theirs=()
+for _ in $(seq "$rounds"); do
+  # shellcheck disable=SC2086
+  ours+=("$("$NAS" --threads "$THREADS" bench search $nas_args | field step_s_median)")
+  # shellcheck disable=SC2086
+  theirs+=("$("$PYTHON" "$REF" --threads "$THREADS" $ref_args | field step_s_median)")
+done
+"$PYTHON" - "${ours[*]}" "${theirs[*]}" <<'PY'
+import statistics, sys
+a = [float(x) for x in sys.argv[1].split()]
+b = [float(x) for x in sys.argv[2].split()]
+ma, mb = statistics.median(a), statistics.median(b)
+print(f"nas      step_s_median per run: {a} -> median {ma:.3f}")
+print(f"pytorch  step_s_median per run: {b} -> median {mb:.3f}")
+print(f"ratio nas/pytorch: {ma / mb:.3f}")
+PY
