@@ -171,8 +171,9 @@ pub(crate) fn backward<T: Float>(
     let tasks = g.planes.div_ceil(tp);
     let mut gx_iter = gx_chunks.into_iter();
     let mut pw_iter = pw_chunks.into_iter();
-    let jobs: Vec<(usize, Option<&mut [T]>, Option<&mut [T]>)> =
-        (0..tasks).map(|t| (t, gx_iter.next(), pw_iter.next())).collect();
+    // (task, its input-gradient planes, its filter-gradient partials)
+    type Job<'a, T> = (usize, Option<&'a mut [T]>, Option<&'a mut [T]>);
+    let jobs: Vec<Job<T>> = (0..tasks).map(|t| (t, gx_iter.next(), pw_iter.next())).collect();
     jobs.into_par_iter().for_each_init(
         || Scratch::new(g),
         |sc, (t, mut gxc, mut pwc)| {
