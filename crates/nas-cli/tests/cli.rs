@@ -83,6 +83,25 @@ fn search_on_synthetic_writes_the_run_directory() {
 }
 
 #[test]
+fn second_order_and_implicit_searches_run_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (method, extra) in [("second-order", None), ("implicit", Some("2"))] {
+        let out = tmp.path().join(method);
+        let mut args = vec!["search", "--preset", "quick", "--method", method, "--out", out.to_str().unwrap(), "-q"];
+        if let Some(j) = extra {
+            args.extend(["--neumann-steps", j]);
+        }
+        args.extend(TINY);
+        let o = nas(&args);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["method"], method);
+        assert!(out.join("genotype.json").exists());
+    }
+}
+
+#[test]
 fn search_on_cifar10_binary_files() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("cifar");

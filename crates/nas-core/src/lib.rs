@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod hypergrad;
 pub mod metrics;
 pub mod nn;
 pub mod ops;

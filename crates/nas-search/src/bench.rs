@@ -69,7 +69,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let mut w_opt =
         Sgd::new(net.weights().weights(), SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay });
     let a: &ArchOptimConfig = &cfg.arch_optimizer;
-    let mut architect = Architect::new(net.arch().weights(), a, cfg.method);
+    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), a, cfg.method, cfg.neumann_steps);
     let train = random_batch(b.batch_size, b.image_size, &device)?;
     let valid = random_batch(b.batch_size, b.image_size, &device)?;
     let mut times = Vec::with_capacity(b.steps);

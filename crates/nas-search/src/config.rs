@@ -176,7 +176,7 @@ impl SearchConfig {
                 c.model.layers = 5;
                 c.data.batch_size = 32;
                 c.data.subset = Some(1000);
-                c.epochs = 4;
+                c.epochs = 5;
             }
             other => {
                 return Err(Error::Config(format!("unknown preset `{other}` (expected {})", PRESETS.join(", "))));
@@ -266,9 +266,6 @@ impl SearchConfig {
         }
         if self.space == Space::Nb201 {
             return bad("the nb201 space is not available yet".into());
-        }
-        if self.method != Method::FirstOrder {
-            return bad(format!("method {} is not available yet", self.method));
         }
         if k != 1 || self.model.edge_norm {
             return bad("partial channels and edge normalisation are not available yet".into());

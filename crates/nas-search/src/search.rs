@@ -111,7 +111,13 @@ impl Search {
             net.weights().weights(),
             SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay },
         );
-        let architect = Architect::new(net.arch().weights(), &cfg.arch_optimizer, cfg.method);
+        let architect = Architect::new(
+            net.weights().weights(),
+            net.arch().weights(),
+            &cfg.arch_optimizer,
+            cfg.method,
+            cfg.neumann_steps,
+        );
         let schedule = CosineAnnealing { max_lr: w.lr, min_lr: w.lr_min, epochs: cfg.epochs };
         Ok(Self {
             device,

@@ -9,7 +9,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{cpu_tensor, planes_per_task, slice, with_slices, Float};
+use super::kernel::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float};
 use super::plane::{axpy, dot, Window};
 use crate::{dispatch_dtype, dispatch_float};
 
@@ -166,14 +166,10 @@ pub(crate) fn backward<T: Float>(
     let mut gx = vec![T::zero(); if want_x { g.planes * ip } else { 0 }];
     let mut partial = vec![T::zero(); if want_w { g.planes * kk } else { 0 }];
     let tp = g.task_planes();
-    let gx_chunks: Vec<&mut [T]> = if want_x { gx.chunks_mut(ip * tp).collect() } else { Vec::new() };
-    let pw_chunks: Vec<&mut [T]> = if want_w { partial.chunks_mut(kk * tp).collect() } else { Vec::new() };
     let tasks = g.planes.div_ceil(tp);
-    let mut gx_iter = gx_chunks.into_iter();
-    let mut pw_iter = pw_chunks.into_iter();
-    // (task, its input-gradient planes, its filter-gradient partials)
-    type Job<'a, T> = (usize, Option<&'a mut [T]>, Option<&'a mut [T]>);
-    let jobs: Vec<Job<T>> = (0..tasks).map(|t| (t, gx_iter.next(), pw_iter.next())).collect();
+    let gx_chunks = task_chunks(&mut gx, ip * tp, tasks);
+    let pw_chunks = task_chunks(&mut partial, kk * tp, tasks);
+    let jobs: Vec<_> = gx_chunks.into_iter().zip(pw_chunks).enumerate().map(|(t, (a, b))| (t, a, b)).collect();
     jobs.into_par_iter().for_each_init(
         || Scratch::new(g),
         |sc, (t, mut gxc, mut pwc)| {

@@ -196,3 +196,15 @@ pub fn fixed_groups(n: usize, max_groups: usize) -> Vec<std::ops::Range<usize>> 
     let g = n.clamp(1, max_groups.max(1));
     (0..g).map(|i| (i * n / g)..((i + 1) * n / g)).filter(|r| !r.is_empty()).collect()
 }
+
+/// `buf` cut into `tasks` chunks of `chunk` elements (the last may be shorter), or `tasks`
+/// Nones when `buf` is empty (an output nobody asked for).
+pub fn task_chunks<T>(buf: &mut [T], chunk: usize, tasks: usize) -> Vec<Option<&mut [T]>> {
+    if buf.is_empty() {
+        (0..tasks).map(|_| None).collect()
+    } else {
+        let mut v: Vec<Option<&mut [T]>> = buf.chunks_mut(chunk.max(1)).map(Some).collect();
+        v.resize_with(tasks, || None);
+        v
+    }
+}

@@ -3,15 +3,15 @@
 //! Stride 1 keeps H×W; stride 2 gives ((H−1)/2+1)×((W−1)/2+1), like PyTorch.
 //!
 //! Max-pool gradients go to the first maximal element of each window in row-major order,
-//! which is PyTorch's tie rule; NaN propagates. The kernels work in the padded, stride-phased
+//! which is PyTorch's tie rule (the forward records it). The kernels work in the padded, stride-phased
 //! layout of `plane::Window` (−∞ padding for max, 0 for average), one long loop per tap.
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{planes_per_task, slice, Float};
+use super::kernel::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float};
 use super::plane::{axpy, Window};
-use crate::dispatch_float;
+use crate::{dispatch_dtype, dispatch_float};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -67,23 +67,20 @@ impl Geom {
     }
 }
 
-#[inline]
-fn max_nan<T: Float>(m: T, v: T) -> T {
-    if v > m || v.is_nan() {
-        v
-    } else {
-        m
-    }
-}
-
-fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> Vec<T> {
+/// The pooled planes and, for max pooling, the in-plane index of every output's (first)
+/// maximum, which is all the backward pass needs.
+fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
     let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
     let inv: Vec<T> = g.win.inv_counts();
     let mut out = vec![T::zero(); g.planes() * op];
+    let mut arg = vec![0u32; if kind == PoolKind::Max { g.planes() * op } else { 0 }];
     let tp = g.task_planes();
-    out.par_chunks_mut(op * tp).enumerate().for_each_init(
-        || (vec![Geom::pad::<T>(kind); g.win.phases_len()], vec![T::zero(); n]),
-        |(phases, full), (t, chunk)| {
+    let tasks = g.planes().div_ceil(tp);
+    let arg_chunks = task_chunks(&mut arg, op * tp, tasks);
+    let jobs: Vec<_> = out.chunks_mut(op * tp).zip(arg_chunks).enumerate().map(|(t, (c, a))| (t, c, a)).collect();
+    jobs.into_par_iter().for_each_init(
+        || (vec![Geom::pad::<T>(kind); g.win.phases_len()], vec![T::zero(); n], vec![T::zero(); n]),
+        |(phases, full, best), (t, chunk, mut args)| {
             for (j, o) in chunk.chunks_mut(op).enumerate() {
                 let plane = t * tp + j;
                 g.win.split(&x[plane * ip..(plane + 1) * ip], phases);
@@ -103,7 +100,34 @@ fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> Vec<T> {
                         for tap in 0..9 {
                             let s = g.win.tap(tap / 3, tap % 3);
                             for (m, &v) in full.iter_mut().zip(&phases[s..s + n]) {
-                                *m = max_nan(*m, v);
+                                *m = if v > *m { v } else { *m };
+                            }
+                        }
+                        if args.is_some() {
+                            // The first tap (row-major) equal to the maximum: walk the taps
+                            // backwards, the last match wins. Two select-only loops vectorise.
+                            for tap in (0..9).rev() {
+                                let s = g.win.tap(tap / 3, tap % 3);
+                                let tv = T::from_f64(tap as f64);
+                                for ((b, &m), &v) in best.iter_mut().zip(full.iter()).zip(&phases[s..s + n]) {
+                                    *b = if v == m { tv } else { *b };
+                                }
+                            }
+                        }
+                        if let Some(a) = args.as_deref_mut() {
+                            let a = &mut a[j * op..(j + 1) * op];
+                            let (s, w, ws) = (g.win.s, g.win.w, n / g.win.oh);
+                            for oy in 0..g.win.oh {
+                                for ox in 0..g.win.ow {
+                                    let tap = best[oy * ws + ox].to_usize().unwrap_or(4);
+                                    // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. Only
+                                    // a window of −∞ keeps a padding tap; its centre is in-image.
+                                    let (mut y, mut xx) = (oy * s + tap / 3, ox * s + tap % 3);
+                                    if y == 0 || xx == 0 || y > g.win.h || xx > w {
+                                        (y, xx) = (oy * s + 1, ox * s + 1);
+                                    }
+                                    a[oy * g.win.ow + ox] = ((y - 1) * w + (xx - 1)) as u32;
+                                }
                             }
                         }
                     }
@@ -112,54 +136,40 @@ fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> Vec<T> {
             }
         },
     );
-    out
+    (out, arg)
 }
 
-/// Scatters each output gradient back to its window (avg, weighted by 1/count) or to its
-/// first maximum (max; needs x and the forward output y).
-fn backward<T: Float>(xy: Option<(&[T], &[T])>, gy: &[T], g: &Geom) -> Vec<T> {
+/// Max-pool backward: each output gradient goes to the input its forward picked.
+fn max_backward<T: Float>(arg: &[u32], gy: &[T], g: &Geom) -> Vec<T> {
+    let (ip, op) = (g.in_plane(), g.out_plane());
+    let mut gx = vec![T::zero(); g.planes() * ip];
+    gx.par_chunks_mut(ip).enumerate().with_min_len(8).for_each(|(plane, gxp)| {
+        for (&a, &gv) in arg[plane * op..(plane + 1) * op].iter().zip(&gy[plane * op..(plane + 1) * op]) {
+            gxp[a as usize] += gv;
+        }
+    });
+    gx
+}
+
+/// Avg-pool backward: scatters each output gradient, weighted by 1/count, over its window.
+fn avg_backward<T: Float>(gy: &[T], g: &Geom) -> Vec<T> {
     let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
     let inv: Vec<T> = g.win.inv_counts();
     let mut gx = vec![T::zero(); g.planes() * ip];
     let tp = g.task_planes();
-    let pad = if xy.is_some() { T::neg_infinity() } else { T::zero() };
     gx.par_chunks_mut(ip * tp).enumerate().for_each_init(
-        || {
-            let ph = vec![pad; g.win.phases_len()];
-            (ph, vec![T::zero(); g.win.phases_len()], vec![T::zero(); n], vec![T::zero(); n], vec![false; n])
-        },
-        |(phases, gphases, gfull, yfull, done), (t, chunk)| {
+        || (vec![T::zero(); g.win.phases_len()], vec![T::zero(); n]),
+        |(gphases, gfull), (t, chunk)| {
             for (j, gxp) in chunk.chunks_mut(ip).enumerate() {
                 let plane = t * tp + j;
                 g.win.embed(&gy[plane * op..(plane + 1) * op], gfull);
+                for (v, &c) in gfull.iter_mut().zip(&inv) {
+                    *v *= c;
+                }
                 gphases.fill(T::zero());
-                match xy {
-                    None => {
-                        for (v, &c) in gfull.iter_mut().zip(&inv) {
-                            *v *= c;
-                        }
-                        for tap in 0..9 {
-                            let s = g.win.tap(tap / 3, tap % 3);
-                            axpy(&mut gphases[s..s + n], T::one(), gfull);
-                        }
-                    }
-                    Some((x, y)) => {
-                        g.win.split(&x[plane * ip..(plane + 1) * ip], phases);
-                        g.win.embed(&y[plane * op..(plane + 1) * op], yfull);
-                        done.fill(false);
-                        for tap in 0..9 {
-                            let s = g.win.tap(tap / 3, tap % 3);
-                            let dst = &mut gphases[s..s + n];
-                            let src = &phases[s..s + n];
-                            for i in 0..n {
-                                let (v, m) = (src[i], yfull[i]);
-                                if !done[i] && (v == m || (v.is_nan() && m.is_nan())) {
-                                    dst[i] += gfull[i];
-                                    done[i] = true;
-                                }
-                            }
-                        }
-                    }
+                for tap in 0..9 {
+                    let s = g.win.tap(tap / 3, tap % 3);
+                    axpy(&mut gphases[s..s + n], T::one(), gfull);
                 }
                 g.win.merge(gphases, gxp);
             }
@@ -171,6 +181,8 @@ fn backward<T: Float>(xy: Option<(&[T], &[T])>, gy: &[T], g: &Geom) -> Vec<T> {
 struct Pool3x3 {
     kind: PoolKind,
     stride: usize,
+    /// Max pooling: the forward's arg-max indices, for the backward pass.
+    argmax: std::sync::Mutex<Vec<u32>>,
 }
 
 impl CustomOp1 for Pool3x3 {
@@ -183,69 +195,36 @@ impl CustomOp1 for Pool3x3 {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(l.dims(), self.stride)?;
-        fn run<T: Float>(s: &CpuStorage, l: &Layout, g: &Geom, kind: PoolKind) -> Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(forward(slice::<T>(s, l, "pool3x3")?, g, kind)))
+        fn run<T: Float>(s: &CpuStorage, l: &Layout, g: &Geom, kind: PoolKind) -> Result<(CpuStorage, Vec<u32>)> {
+            let (out, arg) = forward(slice::<T>(s, l, "pool3x3")?, g, kind);
+            Ok((T::to_cpu_storage_owned(out), arg))
         }
-        let out = dispatch_float!("pool3x3", s, run(s, l, &g, self.kind))?;
+        let (out, arg) = dispatch_float!("pool3x3", s, run(s, l, &g, self.kind))?;
+        *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = arg;
         Ok((out, g.out_shape()))
     }
 
-    fn bwd(&self, x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
         let g = Geom::new(x.dims(), self.stride)?;
-        let gy = gy.contiguous()?;
-        Ok(Some(match self.kind {
-            PoolKind::Avg => gy.apply_op1_no_bwd(&AvgPoolGrad(g))?,
-            PoolKind::Max => x.apply_op3_no_bwd(&y.contiguous()?, &gy, &MaxPoolGrad(g))?,
-        }))
-    }
-}
-
-struct AvgPoolGrad(Geom);
-
-impl CustomOp1 for AvgPoolGrad {
-    fn name(&self) -> &'static str {
-        "avg-pool3x3-grad"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s: &CpuStorage, l: &Layout, g: &Geom) -> Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(backward(None, slice::<T>(s, l, "avg-pool3x3-grad")?, g)))
+        fn run<T: Float>(gy: &Tensor, g: &Geom, kind: PoolKind, arg: &[u32]) -> Result<Tensor> {
+            with_slices::<T, _>(&[gy], |s| {
+                let gx = match kind {
+                    PoolKind::Avg => avg_backward(s[0], g),
+                    PoolKind::Max => max_backward(arg, s[0], g),
+                };
+                cpu_tensor(gx, g.in_shape())
+            })
         }
-        let g = &self.0;
-        Ok((dispatch_float!("avg-pool3x3-grad", s, run(s, l, g))?, g.in_shape()))
-    }
-}
-
-/// (x, y, gy) → gx.
-struct MaxPoolGrad(Geom);
-
-impl candle_core::CustomOp3 for MaxPoolGrad {
-    fn name(&self) -> &'static str {
-        "max-pool3x3-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s: [(&CpuStorage, &Layout); 3], g: &Geom) -> Result<CpuStorage> {
-            let x = slice::<T>(s[0].0, s[0].1, "max-pool3x3-grad")?;
-            let y = slice::<T>(s[1].0, s[1].1, "max-pool3x3-grad")?;
-            let gy = slice::<T>(s[2].0, s[2].1, "max-pool3x3-grad")?;
-            Ok(T::to_cpu_storage_owned(backward(Some((x, y)), gy, g)))
+        let arg = self.argmax.lock().unwrap_or_else(|e| e.into_inner());
+        if self.kind == PoolKind::Max && arg.len() != g.planes() * g.out_plane() {
+            bail!("max-pool3x3: backward without its forward");
         }
-        let g = &self.0;
-        Ok((dispatch_float!("max-pool3x3-grad", s1, run([(s1, l1), (s2, l2), (s3, l3)], g))?, g.in_shape()))
+        Ok(Some(dispatch_dtype!("pool3x3", gy.dtype(), run(gy, &g, self.kind, &arg))?))
     }
 }
 
 /// 3×3 pooling with padding 1 and the given stride, differentiable.
 pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
     Geom::new(x.dims(), stride)?;
-    x.contiguous()?.apply_op1(Pool3x3 { kind, stride })
+    x.contiguous()?.apply_op1(Pool3x3 { kind, stride, argmax: Default::default() })
 }

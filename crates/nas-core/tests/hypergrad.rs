@@ -1,0 +1,308 @@
+//! Hypergradients against independent ground truth in f64:
+//! - the second-order (unrolled) α gradient equals d/dα L_val(w'(α), α) by central finite
+//!   differences over α, redoing the virtual step at α ± h;
+//! - the finite-difference mixed and weight Hessian-vector products equal closed forms;
+//! - the implicit (Neumann) hypergradient converges to the exact hypergradient of ridge
+//!   regression with the regulariser as the upper-level variable;
+//! - an error half-way through a step leaves the weights exactly as they were.
+
+use std::cell::Cell;
+
+use candle_core::{Device, Tensor, Var, D};
+use nas_core::hypergrad::{
+    hvp, implicit_hypergradient, mixed_hvp, second_order_hypergradient, unrolled_weights, Bilevel, Grads, SgdState,
+};
+use rand::{Rng, SeedableRng};
+
+type LossFn = Box<dyn Fn(&[Tensor], &[Tensor]) -> candle_core::Result<Tensor>>;
+
+/// A bilevel problem given by two loss closures over (weights, arch).
+struct FnProblem {
+    w: Vec<Var>,
+    a: Vec<Var>,
+    train: LossFn,
+    val: LossFn,
+    fail_after: Option<usize>,
+    calls: Cell<usize>,
+}
+
+impl FnProblem {
+    fn grads(&self, f: &LossFn, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
+        self.calls.set(self.calls.get() + 1);
+        if self.fail_after.is_some_and(|n| self.calls.get() > n) {
+            candle_core::bail!("injected failure");
+        }
+        let pick = |vars: &[Var], want: bool| -> Vec<Tensor> {
+            vars.iter().map(|v| if want { v.as_tensor().clone() } else { v.as_tensor().detach() }).collect()
+        };
+        let loss = f(&pick(&self.w, want_w), &pick(&self.a, want_a))?;
+        let g = loss.backward()?;
+        let take = |vars: &[Var]| -> Vec<Tensor> {
+            vars.iter()
+                .map(|v| g.get(v.as_tensor()).cloned().unwrap_or_else(|| v.as_tensor().zeros_like().unwrap()))
+                .collect()
+        };
+        Ok(Grads { w: if want_w { take(&self.w) } else { vec![] }, a: if want_a { take(&self.a) } else { vec![] } })
+    }
+}
+
+impl Bilevel for FnProblem {
+    fn weights(&self) -> &[Var] {
+        &self.w
+    }
+    fn arch(&self) -> &[Var] {
+        &self.a
+    }
+    fn train_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
+        self.grads(&self.train, want_w, want_a)
+    }
+    fn val_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
+        self.grads(&self.val, want_w, want_a)
+    }
+}
+
+fn rand_tensor(rng: &mut rand_chacha::ChaCha8Rng, shape: &[usize], scale: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn host(t: &[Tensor]) -> Vec<f64> {
+    t.iter().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap()).collect()
+}
+
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
+    diff / scale
+}
+
+/// A small smooth "supernet": three candidate ops mixed by softmax(α), a linear classifier
+/// and cross-entropy. Weights W0, W1, W2 (4×3) and V (3×4); α (3,).
+fn mixed_model(x: &Tensor, y: &Tensor) -> LossFn {
+    let (x, y) = (x.clone(), y.clone());
+    Box::new(move |w: &[Tensor], a: &[Tensor]| {
+        let mix = candle_nn_softmax(&a[0])?;
+        let ops = [x.matmul(&w[0].t()?)?.tanh()?, x.matmul(&w[1].t()?)?.sin()?, (x.matmul(&w[2].t()?)?.sqr()? * 0.3)?];
+        let mut h = ops[0].broadcast_mul(&mix.narrow(0, 0, 1)?)?;
+        for (k, op) in ops.iter().enumerate().skip(1) {
+            h = (h + op.broadcast_mul(&mix.narrow(0, k, 1)?)?)?;
+        }
+        let logits = h.matmul(&w[3].t()?)?;
+        let logp = logits.broadcast_sub(&logits.exp()?.sum_keepdim(1)?.log()?)?;
+        (logp * &y)?.sum_all()?.neg()? / x.dim(0)? as f64
+    })
+}
+
+fn candle_nn_softmax(a: &Tensor) -> candle_core::Result<Tensor> {
+    let e = a.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+fn one_hot(labels: &[usize], classes: usize) -> Tensor {
+    let mut v = vec![0f64; labels.len() * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * classes + l] = 1.0;
+    }
+    Tensor::from_vec(v, (labels.len(), classes), &Device::Cpu).unwrap()
+}
+
+fn mixed_problem(seed: u64) -> FnProblem {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let xt = rand_tensor(&mut rng, &[16, 3], 1.0);
+    let xv = rand_tensor(&mut rng, &[16, 3], 1.0);
+    let yt = one_hot(&(0..16).map(|i| i % 3).collect::<Vec<_>>(), 3);
+    let yv = one_hot(&(0..16).map(|i| (i + 1) % 3).collect::<Vec<_>>(), 3);
+    let w = [[4, 3], [4, 3], [4, 3], [3, 4]]
+        .iter()
+        .map(|s| Var::from_tensor(&rand_tensor(&mut rng, s, 0.8)).unwrap())
+        .collect();
+    let a = vec![Var::from_tensor(&rand_tensor(&mut rng, &[3], 0.5)).unwrap()];
+    FnProblem { w, a, train: mixed_model(&xt, &yt), val: mixed_model(&xv, &yv), fail_after: None, calls: Cell::new(0) }
+}
+
+#[test]
+fn second_order_gradient_is_the_derivative_of_the_unrolled_validation_loss() {
+    let p = mixed_problem(1);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let bufs: Vec<Tensor> = p.w.iter().map(|w| rand_tensor(&mut rng, w.dims(), 0.1)).collect();
+    let st = SgdState { lr: 0.1, momentum: 0.9, weight_decay: 3e-4, momentum_buffers: bufs.iter().map(Some).collect() };
+    let before = host(&p.w.iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>());
+    let g = host(&second_order_hypergradient(&p, &st).unwrap());
+    let after = host(&p.w.iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>());
+    assert_eq!(before, after, "weights restored exactly");
+
+    // d/dα L_val(w'(α), α) by central differences over α, recomputing the virtual step.
+    let w0: Vec<Tensor> = p.w.iter().map(|v| v.as_tensor().copy().unwrap()).collect();
+    let a0 = p.a[0].as_tensor().copy().unwrap().to_vec1::<f64>().unwrap();
+    let unrolled_val = |alpha: &[f64]| -> f64 {
+        let a = [Tensor::new(alpha, &Device::Cpu).unwrap()];
+        let vars: Vec<Var> = w0.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let ws: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let gw = (p.train)(&ws, &a).unwrap().backward().unwrap();
+        let gw: Vec<Tensor> = vars.iter().map(|v| gw.get(v.as_tensor()).unwrap().clone()).collect();
+        let w1 = unrolled_weights(&w0, &gw, &st).unwrap();
+        (p.val)(&w1, &a).unwrap().to_scalar::<f64>().unwrap()
+    };
+    let h = 1e-5;
+    let fd: Vec<f64> = (0..a0.len())
+        .map(|i| {
+            let (mut up, mut down) = (a0.clone(), a0.clone());
+            up[i] += h;
+            down[i] -= h;
+            (unrolled_val(&up) - unrolled_val(&down)) / (2.0 * h)
+        })
+        .collect();
+    let e = rel_err(&g, &fd);
+    println!("second-order hypergradient vs finite differences over alpha: rel err {e:.2e}");
+    assert!(e < 1e-4, "rel err {e}: {g:?} vs {fd:?}");
+}
+
+/// L(w, α) = Σ_ij M_ij sin(α_i) w_j² + ½ Σ_j c_j w_j²: ∇²_{α,w}L·v has the closed form
+/// Σ_j 2 M_ij cos(α_i) w_j v_j and ∇²_w L·v = (2 Σ_i M_ij sin(α_i) + c_j) v_j.
+#[test]
+fn finite_difference_hessian_vector_products_match_closed_forms() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let m = rand_tensor(&mut rng, &[4, 6], 1.0);
+    let c = rand_tensor(&mut rng, &[6], 1.0);
+    let loss: LossFn = {
+        let (m, c) = (m.clone(), c.clone());
+        Box::new(move |w: &[Tensor], a: &[Tensor]| {
+            let w2 = w[0].sqr()?;
+            let quad = a[0].sin()?.unsqueeze(0)?.matmul(&m)?.squeeze(0)?;
+            (quad * &w2)?.sum_all()? + ((&c * &w2)?.sum_all()? * 0.5)?
+        })
+    };
+    let w = rand_tensor(&mut rng, &[6], 1.0);
+    let a = rand_tensor(&mut rng, &[4], 1.0);
+    let v = rand_tensor(&mut rng, &[6], 1.0);
+    let p = FnProblem {
+        w: vec![Var::from_tensor(&w).unwrap()],
+        a: vec![Var::from_tensor(&a).unwrap()],
+        train: loss,
+        val: Box::new(|w: &[Tensor], _: &[Tensor]| w[0].sum_all()),
+        fail_after: None,
+        calls: Cell::new(0),
+    };
+    let (mh, wv, av, vv) = (
+        m.to_vec2::<f64>().unwrap(),
+        w.to_vec1::<f64>().unwrap(),
+        a.to_vec1::<f64>().unwrap(),
+        v.to_vec1::<f64>().unwrap(),
+    );
+    let cv = c.to_vec1::<f64>().unwrap();
+    let mixed_exact: Vec<f64> =
+        (0..4).map(|i| (0..6).map(|j| 2.0 * mh[i][j] * av[i].cos() * wv[j] * vv[j]).sum()).collect();
+    let hvp_exact: Vec<f64> =
+        (0..6).map(|j| ((0..4).map(|i| 2.0 * mh[i][j] * av[i].sin()).sum::<f64>() + cv[j]) * vv[j]).collect();
+    let e1 = rel_err(&host(&mixed_hvp(&p, std::slice::from_ref(&v)).unwrap()), &mixed_exact);
+    let e2 = rel_err(&host(&hvp(&p, std::slice::from_ref(&v)).unwrap()), &hvp_exact);
+    println!("mixed HVP rel err {e1:.2e}, HVP rel err {e2:.2e}");
+    assert!(e1 < 1e-5 && e2 < 1e-5, "{e1} {e2}");
+}
+
+/// Solves the d×d system A x = b by Gaussian elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let d = b.len();
+    for col in 0..d {
+        let piv = (col..d).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap();
+        a.swap(col, piv);
+        b.swap(col, piv);
+        let pivot_row = a[col].clone();
+        for r in col + 1..d {
+            let f = a[r][col] / pivot_row[col];
+            for (x, p) in a[r][col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= f * p;
+            }
+            b[r] -= f * b[col];
+        }
+    }
+    let mut x = vec![0.0; d];
+    for r in (0..d).rev() {
+        x[r] = (b[r] - (r + 1..d).map(|k| a[r][k] * x[k]).sum::<f64>()) / a[r][r];
+    }
+    x
+}
+
+/// Ridge regression: L_train = ½‖Xw − y‖²/n + ½e^α‖w‖², L_val = ½‖X_v w − y_v‖²/n_v, with the
+/// closed-form best response w*(α) = (XᵀX/n + e^α I)⁻¹Xᵀy/n and hypergradient
+/// dL_val/dα = −e^α w*ᵀ H⁻¹ ∇_w L_val(w*).
+#[test]
+fn implicit_hypergradient_converges_on_ridge_regression() {
+    let (n, d) = (50, 5);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let x = rand_tensor(&mut rng, &[n, d], 1.7);
+    let xv = rand_tensor(&mut rng, &[n, d], 1.7);
+    let w_true = rand_tensor(&mut rng, &[d, 1], 1.0);
+    let y = (x.matmul(&w_true).unwrap() + rand_tensor(&mut rng, &[n, 1], 0.3)).unwrap();
+    let yv = (xv.matmul(&w_true).unwrap() + rand_tensor(&mut rng, &[n, 1], 0.3)).unwrap();
+    let alpha = (0.1f64).ln();
+    let sq = |x: &Tensor, y: &Tensor| -> LossFn {
+        let (x, y) = (x.clone(), y.clone());
+        Box::new(move |w: &[Tensor], a: &[Tensor]| {
+            let r = (x.matmul(&w[0])? - &y)?;
+            let data = (r.sqr()?.sum_all()? * (0.5 / x.dim(0)? as f64))?;
+            if a.is_empty() {
+                return Ok(data);
+            }
+            data + ((a[0].exp()?.sum_all()? * w[0].sqr()?.sum_all()?)? * 0.5)?
+        })
+    };
+    let train = sq(&x, &y);
+    let val_data = sq(&xv, &yv);
+    let val: LossFn = Box::new(move |w: &[Tensor], _: &[Tensor]| val_data(w, &[]));
+
+    // Closed form on the host.
+    let xh = x.to_vec2::<f64>().unwrap();
+    let yh: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
+    let xvh = xv.to_vec2::<f64>().unwrap();
+    let yvh: Vec<f64> = yv.flatten_all().unwrap().to_vec1().unwrap();
+    let lam = alpha.exp();
+    let h: Vec<Vec<f64>> = (0..d)
+        .map(|i| {
+            (0..d)
+                .map(|j| (0..n).map(|k| xh[k][i] * xh[k][j]).sum::<f64>() / n as f64 + if i == j { lam } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    let xty: Vec<f64> = (0..d).map(|i| (0..n).map(|k| xh[k][i] * yh[k]).sum::<f64>() / n as f64).collect();
+    let w_star = solve(h.clone(), xty);
+    let resid: Vec<f64> = (0..n).map(|k| (0..d).map(|j| xvh[k][j] * w_star[j]).sum::<f64>() - yvh[k]).collect();
+    let v: Vec<f64> = (0..d).map(|j| (0..n).map(|k| xvh[k][j] * resid[k]).sum::<f64>() / n as f64).collect();
+    let hinv_v = solve(h, v);
+    let exact = -lam * (0..d).map(|j| w_star[j] * hinv_v[j]).sum::<f64>();
+
+    let p = FnProblem {
+        w: vec![Var::from_tensor(&Tensor::from_vec(w_star.clone(), (d, 1), &Device::Cpu).unwrap()).unwrap()],
+        a: vec![Var::from_tensor(&Tensor::new(&[alpha], &Device::Cpu).unwrap()).unwrap()],
+        train,
+        val,
+        fail_after: None,
+        calls: Cell::new(0),
+    };
+    let mut errs = Vec::new();
+    for j in [1, 5, 20, 100] {
+        let g = host(&implicit_hypergradient(&p, 0.5, j).unwrap())[0];
+        let e = ((g - exact) / exact).abs();
+        println!("implicit hypergradient, J = {j:>3}: {g:.10} vs exact {exact:.10}, rel err {e:.3e}");
+        errs.push(e);
+    }
+    assert!(errs.windows(2).all(|w| w[1] < w[0]), "error must fall with J: {errs:?}");
+    assert!(errs[3] < 1e-6, "{errs:?}");
+    assert!(errs[0] > 1e-3, "J = 1 should still be visibly off: {errs:?}");
+}
+
+#[test]
+fn an_error_mid_step_leaves_the_weights_untouched() {
+    for fail_after in 1..4 {
+        let mut p = mixed_problem(2);
+        p.fail_after = Some(fail_after);
+        let before: Vec<Vec<f64>> =
+            p.w.iter().map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        let st = SgdState { lr: 0.1, momentum: 0.9, weight_decay: 3e-4, momentum_buffers: vec![None; 4] };
+        assert!(second_order_hypergradient(&p, &st).is_err());
+        let after: Vec<Vec<f64>> =
+            p.w.iter().map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        assert_eq!(before, after, "weights perturbed after a failure at call {}", fail_after + 1);
+    }
+}
