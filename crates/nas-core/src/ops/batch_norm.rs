@@ -13,6 +13,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::kernel::{cpu_tensor, slice, with_slices, Float};
+use super::simd::{affine_into, bn_grad_into, sum_dot, sum_sumsq};
 use crate::{dispatch_dtype, dispatch_float};
 
 /// Batch statistics of one training-mode forward: per-channel mean and biased variance over
@@ -55,22 +56,14 @@ fn fwd_impl<T: Float>(s: &CpuStorage, l: &Layout, eps: f64) -> Result<(CpuStorag
     if n == 0 {
         bail!("batch_norm: empty batch");
     }
-    let sums = per_channel(b * c, c, |p| {
-        x[p * hw..(p + 1) * hw].iter().fold((0.0, 0.0), |(s, q), &v| {
-            let v = v.to_f64();
-            (s + v, q + v * v)
-        })
-    });
+    let sums = per_channel(b * c, c, |p| sum_sumsq(&x[p * hw..(p + 1) * hw]));
     let mean: Vec<f64> = sums.iter().map(|&(s, _)| s / n as f64).collect();
     let var: Vec<f64> = sums.iter().zip(&mean).map(|(&(_, q), &m)| (q / n as f64 - m * m).max(0.0)).collect();
     let scale: Vec<T> = var.iter().map(|&v| T::from_f64(1.0 / (v + eps).sqrt())).collect();
     let shift: Vec<T> = mean.iter().zip(&var).map(|(&m, &v)| T::from_f64(-m / (v + eps).sqrt())).collect();
     let mut y = vec![T::zero(); x.len()];
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
-        let (a, sh) = (scale[p % c], shift[p % c]);
-        for (o, &v) in yp.iter_mut().zip(xp) {
-            *o = v * a + sh;
-        }
+        affine_into(yp, xp, scale[p % c], shift[p % c]);
     });
     Ok((T::to_cpu_storage_owned(y), BnBatchStats { mean, var, count: n }))
 }
@@ -80,12 +73,7 @@ fn bwd_impl<T: Float>(y: &Tensor, gy: &Tensor, var: &[f64], eps: f64) -> Result<
     let n = (b * hw) as f64;
     with_slices::<T, _>(&[y, gy], |s| {
         let (y, g) = (s[0], s[1]);
-        let sums = per_channel(b * c, c, |p| {
-            let (yp, gp) = (&y[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw]);
-            yp.iter()
-                .zip(gp)
-                .fold((0.0, 0.0), |(s1, s2), (&yv, &gv)| (s1 + gv.to_f64(), s2 + gv.to_f64() * yv.to_f64()))
-        });
+        let sums = per_channel(b * c, c, |p| sum_dot(&g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]));
         let coef: Vec<(T, T, T)> = sums
             .iter()
             .zip(var)
@@ -97,9 +85,7 @@ fn bwd_impl<T: Float>(y: &Tensor, gy: &Tensor, var: &[f64], eps: f64) -> Result<
         let mut gx = vec![T::zero(); y.len()];
         gx.par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
             let (inv, m1, m2) = coef[p % c];
-            for ((o, &gv), &yv) in gxp.iter_mut().zip(&g[p * hw..(p + 1) * hw]).zip(&y[p * hw..(p + 1) * hw]) {
-                *o = inv * gv - m1 - yv * m2;
-            }
+            bn_grad_into(gxp, &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw], inv, m1, m2);
         });
         cpu_tensor(gx, y.len())
     })?
@@ -150,10 +136,7 @@ fn affine_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
     }
     let mut y = vec![T::zero(); x.len()];
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
-        let (sa, sb) = (a[p % c], b[p % c]);
-        for (o, &v) in yp.iter_mut().zip(xp) {
-            *o = v * sa + sb;
-        }
+        affine_into(yp, xp, a[p % c], b[p % c]);
     });
     Ok(T::to_cpu_storage_owned(y))
 }
@@ -180,11 +163,10 @@ fn affine_bwd<T: Float>(
             None
         };
         let (ga, gb) = if a.track_op() || b.track_op() {
+            // (Σ g, Σ g·x) per channel; the scale gradient is the second.
             let sums = per_channel(bs * c, c, |p| {
-                let (xp, gp) = (&xv[p * hw..(p + 1) * hw], &g[p * hw..(p + 1) * hw]);
-                xp.iter()
-                    .zip(gp)
-                    .fold((0.0, 0.0), |(s1, s2), (&xv, &gv)| (s1 + gv.to_f64() * xv.to_f64(), s2 + gv.to_f64()))
+                let (s, d) = sum_dot(&g[p * hw..(p + 1) * hw], &xv[p * hw..(p + 1) * hw]);
+                (d, s)
             });
             let ga: Vec<T> = sums.iter().map(|s| T::from_f64(s.0)).collect();
             let gb: Vec<T> = sums.iter().map(|s| T::from_f64(s.1)).collect();

@@ -10,7 +10,8 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernel::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float};
-use super::plane::{axpy, dot, Window};
+use super::plane::Window;
+use super::simd::{axpy, dot};
 use crate::{dispatch_dtype, dispatch_float};
 
 /// Hyper-parameters of a depthwise convolution.

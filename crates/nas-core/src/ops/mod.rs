@@ -11,6 +11,7 @@ mod plane;
 mod pointwise;
 mod pool;
 mod sep;
+mod simd;
 
 use candle_core::{DType, Result, Tensor};
 

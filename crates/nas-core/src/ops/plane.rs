@@ -8,6 +8,8 @@
 //! per-row loops with border checks.
 
 use super::kernel::Float;
+#[cfg(test)]
+use super::simd::dot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {
@@ -124,35 +126,6 @@ impl Window {
         }
         v
     }
-}
-
-/// dst += a·src.
-#[inline]
-pub(crate) fn axpy<T: Float>(dst: &mut [T], a: T, src: &[T]) {
-    let n = dst.len().min(src.len());
-    for (d, &s) in dst[..n].iter_mut().zip(&src[..n]) {
-        *d += a * s;
-    }
-}
-
-/// Σ a·b with eight independent accumulators (vectorises).
-#[inline]
-pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut lanes = [T::zero(); 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    let mut acc = ca.remainder().iter().zip(cb.remainder()).fold(T::zero(), |acc, (&x, &y)| acc + x * y);
-    for l in lanes {
-        acc += l;
-    }
-    acc
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernel::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float};
-use super::plane::{axpy, Window};
+use super::plane::Window;
+use super::simd::{axpy, max_into, mul_into, tag_equal};
 use crate::{dispatch_dtype, dispatch_float};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,17 +92,13 @@ fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
                             let s = g.win.tap(tap / 3, tap % 3);
                             axpy(full, T::one(), &phases[s..s + n]);
                         }
-                        for (v, &c) in full.iter_mut().zip(&inv) {
-                            *v *= c;
-                        }
+                        mul_into(full, &inv);
                     }
                     PoolKind::Max => {
                         full.fill(T::neg_infinity());
                         for tap in 0..9 {
                             let s = g.win.tap(tap / 3, tap % 3);
-                            for (m, &v) in full.iter_mut().zip(&phases[s..s + n]) {
-                                *m = if v > *m { v } else { *m };
-                            }
+                            max_into(full, &phases[s..s + n]);
                         }
                         if args.is_some() {
                             // The first tap (row-major) equal to the maximum: walk the taps
@@ -109,9 +106,7 @@ fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
                             for tap in (0..9).rev() {
                                 let s = g.win.tap(tap / 3, tap % 3);
                                 let tv = T::from_f64(tap as f64);
-                                for ((b, &m), &v) in best.iter_mut().zip(full.iter()).zip(&phases[s..s + n]) {
-                                    *b = if v == m { tv } else { *b };
-                                }
+                                tag_equal(best, full, &phases[s..s + n], tv);
                             }
                         }
                         if let Some(a) = args.as_deref_mut() {
@@ -163,9 +158,7 @@ fn avg_backward<T: Float>(gy: &[T], g: &Geom) -> Vec<T> {
             for (j, gxp) in chunk.chunks_mut(ip).enumerate() {
                 let plane = t * tp + j;
                 g.win.embed(&gy[plane * op..(plane + 1) * op], gfull);
-                for (v, &c) in gfull.iter_mut().zip(&inv) {
-                    *v *= c;
-                }
+                mul_into(gfull, &inv);
                 gphases.fill(T::zero());
                 for tap in 0..9 {
                     let s = g.win.tap(tap / 3, tap % 3);
