@@ -21,7 +21,7 @@ pub struct SearchArgs {
     /// Preset: darts-1st (default), darts-2nd, pc-darts or quick
     #[arg(long, value_name = "P")]
     preset: Option<String>,
-    /// Search space: darts or nb201
+    /// Search space: darts or nb201 (nb201 defaults to C=16 and 5 cells per stage; quick: C=8, 2)
     #[arg(long, value_name = "S")]
     space: Option<Space>,
     /// Hypergradient: first-order, second-order or implicit
@@ -42,7 +42,7 @@ pub struct SearchArgs {
     /// Batch size of both the weight and the architecture step
     #[arg(long, value_name = "B")]
     batch_size: Option<usize>,
-    /// Number of cells L
+    /// Number of cells L (darts); cells per stage N (nb201)
     #[arg(long, value_name = "L")]
     layers: Option<usize>,
     /// Initial channels C
@@ -96,7 +96,9 @@ impl SearchArgs {
                 }
             };
         }
-        set!(self.space => c.space);
+        if let Some(space) = self.space {
+            c.set_space(space);
+        }
         set!(self.method => c.method);
         set!(self.neumann_steps => c.neumann_steps);
         set!(self.data => c.data.spec);

@@ -5,7 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::Genotype;
+use search_spaces::{Genotype, Nb201Config, Nb201Network};
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum Format {
@@ -15,15 +15,18 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// Genotype: a genotype.json file, a run directory, or DARTS_V1, DARTS_V2, PC_DARTS
+    /// Genotype: a genotype.json file, a run directory, DARTS_V1, DARTS_V2, PC_DARTS, or an
+    /// nb201 arch string such as '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|…|'
     #[arg(value_name = "GENOTYPE")]
     genotype: String,
-    /// Initial channels of the derived network whose size is reported
-    #[arg(long, value_name = "C", default_value_t = 36)]
-    channels: usize,
-    /// Cells of the derived network whose size is reported
-    #[arg(long, value_name = "L", default_value_t = 20)]
-    layers: usize,
+    /// Initial channels of the derived network whose size is reported [default: 36 for darts,
+    /// 16 for nb201]
+    #[arg(long, value_name = "C")]
+    channels: Option<usize>,
+    /// Cells of the derived network whose size is reported: L for darts [default: 20], cells
+    /// per stage for nb201 [default: 5]
+    #[arg(long, value_name = "L")]
+    layers: Option<usize>,
     /// Number of classes of the derived network
     #[arg(long, value_name = "N", default_value_t = 10)]
     classes: usize,
@@ -47,22 +50,35 @@ pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     match args.format {
         Format::Json => crate::out(&format!("{}\n", serde_json::to_string_pretty(&genotype.to_json())?)),
         Format::Text => {
-            let Genotype::Darts(g) = &genotype;
-            let cfg = DerivedNetworkConfig {
-                channels: args.channels,
-                layers: args.layers,
-                num_classes: args.classes,
-                auxiliary: false,
-                in_channels: 3,
+            let size = match &genotype {
+                Genotype::Darts(g) => {
+                    let (channels, layers) = (args.channels.unwrap_or(36), args.layers.unwrap_or(20));
+                    let cfg = DerivedNetworkConfig {
+                        channels,
+                        layers,
+                        num_classes: args.classes,
+                        auxiliary: false,
+                        in_channels: 3,
+                    };
+                    let net = DerivedNetwork::new(g, cfg, 0, DType::F32, &Device::Cpu)?;
+                    format!(
+                        "params: {} (C={channels}, L={layers}, without auxiliary head)",
+                        net.num_params_without_aux()
+                    )
+                }
+                Genotype::Nb201(g) => {
+                    let cfg = Nb201Config {
+                        channels: args.channels.unwrap_or(16),
+                        cells_per_stage: args.layers.unwrap_or(5),
+                        num_classes: args.classes,
+                        in_channels: 3,
+                    };
+                    let (c, n) = (cfg.channels, cfg.cells_per_stage);
+                    let net = Nb201Network::derived(cfg, g, 0, DType::F32, &Device::Cpu)?;
+                    format!("params: {} (C={c}, {n} cells per stage)", net.weights().num_weight_elements())
+                }
             };
-            let net = DerivedNetwork::new(g, cfg, 0, DType::F32, &Device::Cpu)?;
-            crate::out(&format!(
-                "space: {}\n{genotype}params: {} (C={}, L={}, without auxiliary head)\n",
-                genotype.space(),
-                net.num_params_without_aux(),
-                args.channels,
-                args.layers
-            ))
+            crate::out(&format!("space: {}\n{genotype}{size}\n", genotype.space()))
         }
     }
 }

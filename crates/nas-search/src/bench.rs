@@ -49,7 +49,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         return Err(Error::Config("--image-size must be at least 8".into()));
     }
     let mut cfg = SearchConfig::preset("darts-1st")?;
-    cfg.space = b.space;
+    cfg.set_space(b.space);
     cfg.method = b.method;
     cfg.neumann_steps = b.neumann_steps;
     cfg.device = b.device;

@@ -19,7 +19,7 @@ use nas_core::metrics::{Event, MetricsSink};
 use nas_core::nn::{accuracy_count, cross_entropy, Mode};
 use nas_core::optim::{CosineAnnealing, Sgd, SgdConfig};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
-use search_spaces::{Genotype, Supernet};
+use search_spaces::{Genotype, Nb201Config, Nb201Network, Supernet};
 use serde_json::json;
 
 use crate::architect::{weight_step, Architect, Batch};
@@ -47,10 +47,20 @@ pub fn build_supernet(
                 multiplier: cfg.model.steps,
                 stem_multiplier: 3,
                 in_channels,
+                partial_channels: cfg.model.partial_channels,
+                edge_norm: cfg.model.edge_norm,
             };
             Ok(Box::new(DartsSupernet::new(net_cfg, cfg.seed, DType::F32, device)?))
         }
-        Space::Nb201 => Err(Error::Config("the nb201 space is not available yet".into())),
+        Space::Nb201 => {
+            let net_cfg = Nb201Config {
+                channels: cfg.model.channels,
+                cells_per_stage: cfg.model.layers,
+                num_classes,
+                in_channels,
+            };
+            Ok(Box::new(Nb201Network::search(net_cfg, cfg.seed, DType::F32, device)?))
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::darts::DartsOp;
 use crate::error::{Error, Result};
+use crate::nb201::Nb201Genotype;
 
 /// One edge of a derived cell: the op and the index of its input state.
 pub type Edge = (DartsOp, usize);
@@ -28,6 +29,8 @@ pub struct DartsGenotype {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Genotype {
     Darts(DartsGenotype),
+    /// A NAS-Bench-201 cell, `{"space":"nb201","arch":"|op~0|+|op~0|op~1|+|…|"}`.
+    Nb201(Nb201Genotype),
 }
 
 /// (name, [normal, reduce]) with every cell as 8 (op, input) pairs.
@@ -247,12 +250,14 @@ impl Genotype {
     pub fn space(&self) -> &'static str {
         match self {
             Genotype::Darts(_) => "darts",
+            Genotype::Nb201(_) => "nb201",
         }
     }
 
     pub fn to_json(&self) -> Value {
         match self {
             Genotype::Darts(g) => g.to_json(),
+            Genotype::Nb201(g) => g.to_json(),
         }
     }
 
@@ -263,7 +268,8 @@ impl Genotype {
         };
         match space {
             "darts" => Ok(Genotype::Darts(DartsGenotype::from_json(v)?)),
-            other => Err(Error::Genotype(format!("unknown space `{other}` (expected darts)"))),
+            "nb201" => Ok(Genotype::Nb201(Nb201Genotype::from_json(v)?)),
+            other => Err(Error::Genotype(format!("unknown space `{other}` (expected darts or nb201)"))),
         }
     }
 
@@ -272,10 +278,14 @@ impl Genotype {
         Self::from_json_value(&v)
     }
 
-    /// A built-in name (DARTS_V2, …) or the path of a genotype.json file.
+    /// A built-in name (DARTS_V2, …), an nb201 arch string (`|nor_conv_3x3~0|+|…|`) or the
+    /// path of a genotype.json file.
     pub fn load(name_or_path: &str) -> Result<Self> {
         if let Some(g) = DartsGenotype::builtin(name_or_path) {
             return Ok(Genotype::Darts(g));
+        }
+        if name_or_path.starts_with('|') {
+            return Ok(Genotype::Nb201(Nb201Genotype::parse(name_or_path)?));
         }
         let path = Path::new(name_or_path);
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -318,6 +328,7 @@ impl fmt::Display for Genotype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Genotype::Darts(g) => g.fmt(f),
+            Genotype::Nb201(g) => g.fmt(f),
         }
     }
 }

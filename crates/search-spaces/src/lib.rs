@@ -4,8 +4,10 @@
 pub mod darts;
 pub mod error;
 pub mod genotype;
+pub mod nb201;
 pub mod supernet;
 
 pub use error::{Error, Result};
 pub use genotype::{DartsGenotype, Genotype};
+pub use nb201::{Nb201Config, Nb201Genotype, Nb201Network, Nb201Op};
 pub use supernet::Supernet;

@@ -41,3 +41,25 @@ impl Supernet for crate::darts::DartsSupernet {
         Ok(crate::darts::DartsSupernet::arch_json(self)?)
     }
 }
+
+impl Supernet for crate::nb201::Nb201Network {
+    fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        crate::nb201::Nb201Network::forward(self, x, mode)
+    }
+
+    fn weights(&self) -> &ParamStore {
+        crate::nb201::Nb201Network::weights(self)
+    }
+
+    fn arch(&self) -> &ParamStore {
+        crate::nb201::Nb201Network::arch(self)
+    }
+
+    fn genotype(&self) -> crate::Result<Genotype> {
+        Ok(Genotype::Nb201(crate::nb201::Nb201Network::genotype(self)?))
+    }
+
+    fn arch_json(&self) -> crate::Result<Value> {
+        Ok(crate::nb201::Nb201Network::arch_json(self)?)
+    }
+}

@@ -62,6 +62,7 @@ impl SearchCell {
         c: usize,
         reduction: bool,
         reduction_prev: bool,
+        partial_channels: usize,
     ) -> nas_core::Result<Self> {
         let preprocess0 = Preprocess::new(&pb.pp("preprocess0"), c_prev_prev, c, reduction_prev, false)?;
         let preprocess1 = ReluConvBn::new(&pb.pp("preprocess1"), c_prev, c, false)?;
@@ -69,7 +70,7 @@ impl SearchCell {
         for i in 0..steps {
             for j in 0..2 + i {
                 let stride = if reduction && j < 2 { 2 } else { 1 };
-                ops.push(MixedOp::new(&pb.pp("_ops").pp(ops.len()), c, stride)?);
+                ops.push(MixedOp::new(&pb.pp("_ops").pp(ops.len()), c, stride, partial_channels)?);
             }
         }
         Ok(Self { reduction, preprocess0, preprocess1, ops, steps, multiplier })

@@ -2,6 +2,10 @@
 //! eight primitives. The `none` op contributes zeros, so it is never computed; its weight still
 //! enters the softmax and therefore every gradient. ReLU(x) is computed once and shared by all
 //! ops that start with it. Parameters live under `_ops.{k}` with k the primitive's column.
+//!
+//! With partial channels (PC-DARTS, K > 1) the ops see only the first C/K channels; the other
+//! channels bypass them (max-pooled 2×2 on reducing edges), are concatenated after the op
+//! mixture and the result is channel-shuffled with K groups.
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::Mode;
@@ -15,28 +19,62 @@ pub struct MixedOp {
     /// (column in α, op) for every primitive except `none`.
     ops: Vec<(usize, OpModule)>,
     stride: usize,
+    /// Partial-channel factor K (1: all channels).
+    k: usize,
 }
 
 impl MixedOp {
-    pub fn new(pb: &ParamBuilder, c: usize, stride: usize) -> nas_core::Result<Self> {
+    /// A mixed op on `c` channels whose ops see c/k of them (`k` must divide `c`).
+    pub fn new(pb: &ParamBuilder, c: usize, stride: usize, k: usize) -> nas_core::Result<Self> {
+        if k == 0 || c % k != 0 {
+            return Err(nas_core::Error::Invalid(format!("partial channels K={k} must divide channels C={c}")));
+        }
         let mut ops = Vec::new();
-        for (k, &op) in DartsOp::ALL.iter().enumerate() {
-            let m = OpModule::new(op, &pb.pp("_ops").pp(k), c, stride, false, true)?;
+        for (col, &op) in DartsOp::ALL.iter().enumerate() {
+            let m = OpModule::new(op, &pb.pp("_ops").pp(col), c / k, stride, false, true)?;
             if !m.is_zero() {
-                ops.push((k, m));
+                ops.push((col, m));
             }
         }
-        Ok(Self { ops, stride })
+        Ok(Self { ops, stride, k })
     }
 
     pub fn stride(&self) -> usize {
         self.stride
     }
 
-    /// acc + Σ_o w_o·o(x) for x (B, C, H, W) and the edge's op weights `w` (8,), each scaled by
-    /// `edge` when given (PC-DARTS edge normalisation). Accumulating into the node's running
-    /// sum makes the whole node one chain of fused multiply-adds.
+    /// acc + edge·ō(x) for x (B, C, H, W), the edge's op weights `w` (8,) and its optional
+    /// edge-normalisation weight `edge` (1,). Without partial channels the edge weight is
+    /// folded into the op weights and the ops accumulate straight into the node's running sum,
+    /// one chain of fused multiply-adds.
     pub fn forward_into(
+        &self,
+        acc: Option<Tensor>,
+        x: &Tensor,
+        w: &Tensor,
+        edge: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        if self.k == 1 {
+            return self.mix_into(acc, x, w, edge, mode);
+        }
+        let c = x.dim(1)?;
+        let ca = c / self.k;
+        let y = self.mix_into(None, &x.narrow(1, 0, ca)?, w, None, mode)?;
+        let mut bypass = x.narrow(1, ca, c - ca)?;
+        if self.stride == 2 {
+            bypass = bypass.max_pool2d(2)?;
+        }
+        let out = channel_shuffle(&Tensor::cat(&[&y, &bypass], 1)?, self.k)?;
+        match (acc, edge) {
+            (None, None) => Ok(out),
+            (None, Some(b)) => ops::scale(&out, b),
+            (Some(a), None) => a + out,
+            (Some(a), Some(b)) => ops::axpy(&a, &out, b),
+        }
+    }
+
+    fn mix_into(
         &self,
         acc: Option<Tensor>,
         x: &Tensor,
@@ -64,8 +102,19 @@ impl MixedOp {
         }
     }
 
-    /// Σ_o w_o·o(x).
+    /// The op mixture of this edge: Σ_o w_o·o(x) (with the partial-channel bypass and
+    /// shuffle when K > 1).
     pub fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
         self.forward_into(None, x, w, None, mode)
     }
+}
+
+/// ShuffleNet's channel shuffle with `groups` groups: channel g·(C/groups) + i moves to
+/// i·groups + g, i.e. view (B, groups, C/groups, H, W), swap the two channel axes, flatten.
+pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if groups == 0 || c % groups != 0 {
+        candle_core::bail!("channel shuffle: {groups} groups do not divide {c} channels");
+    }
+    x.reshape((b, groups, c / groups, h, w))?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))
 }

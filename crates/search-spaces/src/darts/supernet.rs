@@ -2,7 +2,9 @@
 //! L search cells with reductions at L/3 and 2L/3 (channels doubled there), global average
 //! pooling and a linear classifier. BN is affine only in the stem. α_normal and α_reduce
 //! (E × 8, init 1e-3·N(0,1)) are shared by all cells of their type and live in their own
-//! parameter store.
+//! parameter store. With PC-DARTS edge normalisation β_normal and β_reduce (E, init
+//! 1e-3·N(0,1)) join them: every node weights its incoming edges by the softmax of their β,
+//! and the derivation multiplies each edge's op weights by its edge weight.
 //!
 //! Shapes: input (B, 3, H, W) → logits (B, classes).
 
@@ -28,11 +30,31 @@ pub struct DartsSupernetConfig {
     pub multiplier: usize,
     pub stem_multiplier: usize,
     pub in_channels: usize,
+    /// PC-DARTS partial-channel factor K (1: all channels).
+    #[serde(default = "one")]
+    pub partial_channels: usize,
+    /// PC-DARTS edge normalisation (β).
+    #[serde(default)]
+    pub edge_norm: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for DartsSupernetConfig {
     fn default() -> Self {
-        Self { channels: 16, layers: 8, num_classes: 10, steps: 4, multiplier: 4, stem_multiplier: 3, in_channels: 3 }
+        Self {
+            channels: 16,
+            layers: 8,
+            num_classes: 10,
+            steps: 4,
+            multiplier: 4,
+            stem_multiplier: 3,
+            in_channels: 3,
+            partial_channels: 1,
+            edge_norm: false,
+        }
     }
 }
 
@@ -45,11 +67,16 @@ impl DartsSupernetConfig {
             ("steps", self.steps),
             ("stem_multiplier", self.stem_multiplier),
             ("in_channels", self.in_channels),
+            ("partial_channels", self.partial_channels),
         ];
         for (name, v) in positive {
             if v == 0 {
                 return Err(Error::Config(format!("{name} must be positive")));
             }
+        }
+        let k = self.partial_channels;
+        if self.channels % k != 0 {
+            return Err(Error::Config(format!("partial channels K={k} must divide channels C={}", self.channels)));
         }
         if self.multiplier == 0 || self.multiplier > self.steps {
             return Err(Error::Config(format!("multiplier must be in 1..={}", self.steps)));
@@ -71,6 +98,8 @@ pub struct DartsSupernet {
     classifier: Linear,
     alphas_normal: Tensor,
     alphas_reduce: Tensor,
+    /// β_normal, β_reduce with edge normalisation.
+    betas: Option<[Tensor; 2]>,
     weights: ParamStore,
     arch: ParamStore,
 }
@@ -102,6 +131,7 @@ impl DartsSupernet {
                 c,
                 reduction,
                 reduction_prev,
+                cfg.partial_channels,
             )?;
             cells.push(cell);
             reduction_prev = reduction;
@@ -112,7 +142,23 @@ impl DartsSupernet {
         let e = num_edges(cfg.steps);
         let alphas_normal = ab.weight("alphas_normal", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
         let alphas_reduce = ab.weight("alphas_reduce", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
-        Ok(Self { cfg, stem_conv, stem_bn, cells, classifier, alphas_normal, alphas_reduce, weights, arch })
+        let betas = if cfg.edge_norm {
+            Some([ab.weight("betas_normal", e, Init::Normal(1e-3))?, ab.weight("betas_reduce", e, Init::Normal(1e-3))?])
+        } else {
+            None
+        };
+        Ok(Self { cfg, stem_conv, stem_bn, cells, classifier, alphas_normal, alphas_reduce, betas, weights, arch })
+    }
+
+    /// Edge weights (E,) from β: a softmax over each node's incoming edges.
+    fn edge_weights(&self, beta: &Tensor) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(self.cfg.steps);
+        let mut start = 0;
+        for node in 0..self.cfg.steps {
+            parts.push(softmax_last_dim(&beta.narrow(0, start, node + 2)?)?);
+            start += node + 2;
+        }
+        Tensor::cat(&parts, 0)
     }
 
     pub fn config(&self) -> &DartsSupernetConfig {
@@ -131,21 +177,37 @@ impl DartsSupernet {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let w_normal = softmax_last_dim(&mode.arch(&self.alphas_normal))?;
         let w_reduce = softmax_last_dim(&mode.arch(&self.alphas_reduce))?;
+        let edges = match &self.betas {
+            Some([bn, br]) => Some([self.edge_weights(&mode.arch(bn))?, self.edge_weights(&mode.arch(br))?]),
+            None => None,
+        };
         let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
         let (mut s0, mut s1) = (s.clone(), s);
         for cell in &self.cells {
             let w = if cell.reduction { &w_reduce } else { &w_normal };
-            let out = cell.forward(&s0, &s1, w, None, mode)?;
+            let edge = edges.as_ref().map(|[n, r]| if cell.reduction { r } else { n });
+            let out = cell.forward(&s0, &s1, w, edge, mode)?;
             (s0, s1) = (s1, out);
         }
         let pooled = s1.mean((2, 3))?;
         self.classifier.forward(&pooled, mode)
     }
 
-    /// softmax(α) of both cell types on the host, (E, 8) each.
+    /// softmax(α) of both cell types on the host, (E, 8) each; with edge normalisation each
+    /// row is multiplied by its edge weight (the weights the derivation ranks).
     pub fn op_weights(&self) -> Result<[Vec<Vec<f32>>; 2]> {
-        let host = |a: &Tensor| softmax_last_dim(&a.detach())?.to_dtype(DType::F32)?.to_vec2::<f32>();
-        Ok([host(&self.alphas_normal)?, host(&self.alphas_reduce)?])
+        let host = |a: &Tensor, b: Option<&Tensor>| {
+            let mut w = softmax_last_dim(&a.detach())?;
+            if let Some(b) = b {
+                w = w.broadcast_mul(&self.edge_weights(&b.detach())?.unsqueeze(1)?)?;
+            }
+            w.to_dtype(DType::F32)?.to_vec2::<f32>()
+        };
+        let (bn, br) = match &self.betas {
+            Some([n, r]) => (Some(n), Some(r)),
+            None => (None, None),
+        };
+        Ok([host(&self.alphas_normal, bn)?, host(&self.alphas_reduce, br)?])
     }
 
     /// The derived genotype; `max_skip` caps skip connections in the normal cell.
@@ -167,6 +229,11 @@ impl DartsSupernet {
     /// Raw α of both cell types, for the metrics log.
     pub fn arch_json(&self) -> Result<Value> {
         let host = |a: &Tensor| a.to_dtype(DType::F32)?.to_vec2::<f32>();
-        Ok(json!({"alphas_normal": host(&self.alphas_normal)?, "alphas_reduce": host(&self.alphas_reduce)?}))
+        let mut v = json!({"alphas_normal": host(&self.alphas_normal)?, "alphas_reduce": host(&self.alphas_reduce)?});
+        if let Some([bn, br]) = &self.betas {
+            v["betas_normal"] = json!(bn.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+            v["betas_reduce"] = json!(br.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+        }
+        Ok(v)
     }
 }
