@@ -37,7 +37,7 @@ pub struct BenchSearchArgs {
     /// PC-DARTS channel fraction K
     #[arg(long, default_value_t = 1)]
     partial_channels: usize,
-    /// PC-DARTS edge normalisation
+    /// PC-DARTS edge normalisation (always on when K > 1, as in darts_ref.py)
     #[arg(long)]
     edge_norm: bool,
     /// Time the weight step only (no architecture step)
@@ -66,7 +66,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 method: a.method,
                 neumann_steps: a.neumann_steps,
                 partial_channels: a.partial_channels,
-                edge_norm: a.edge_norm,
+                edge_norm: a.edge_norm || a.partial_channels > 1,
                 weights_only: a.weights_only,
                 device: a.device,
                 steps: a.steps,

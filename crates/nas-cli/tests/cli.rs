@@ -101,6 +101,63 @@ fn second_order_and_implicit_searches_run_end_to_end() {
     }
 }
 
+/// The pc-darts preset (K = 4, edge normalisation, α/β from the arch start epoch) and every
+/// hypergradient method on it, and the nb201 space, with small overrides.
+#[test]
+fn pc_darts_and_nb201_searches_run_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    for method in ["first-order", "second-order", "implicit"] {
+        let out = tmp.path().join(format!("pc-{method}"));
+        let flags = "search --preset pc-darts --neumann-steps 1 --epochs 2 --arch-start-epoch 1 --subset 64 \
+                     --batch-size 16 --channels 8 --layers 3 -q";
+        let mut args: Vec<&str> = flags.split_whitespace().collect();
+        args.extend(["--method", method, "--out", out.to_str().unwrap()]);
+        let o = nas(&args);
+        assert!(o.status.success(), "pc-darts {method}: {}", stderr(&o));
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(
+            (config["model"]["partial_channels"].as_u64(), config["model"]["edge_norm"].as_bool()),
+            (Some(4), Some(true))
+        );
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let epochs: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(epochs.len(), 2);
+        // No architecture updates in epoch 0 (arch start epoch 1): β still at its initial
+        // value then, moved after epoch 1.
+        assert!(epochs[0]["alpha"]["betas_normal"].is_array());
+        assert_ne!(epochs[0]["alpha"]["betas_normal"], epochs[1]["alpha"]["betas_normal"], "{method}");
+    }
+
+    for method in ["first-order", "second-order"] {
+        let out = tmp.path().join(format!("nb201-{method}"));
+        let mut args = vec!["search", "--preset", "quick", "--space", "nb201", "--method", method];
+        args.extend(["--out", out.to_str().unwrap(), "-q"]);
+        args.extend(TINY);
+        let o = nas(&args);
+        assert!(o.status.success(), "nb201: {}", stderr(&o));
+        let g: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("genotype.json")).unwrap()).unwrap();
+        assert_eq!(g["space"], "nb201");
+        let arch = g["arch"].as_str().unwrap();
+        assert_eq!(arch.matches('~').count(), 6, "{arch}");
+        let o = nas(&["show", out.to_str().unwrap()]);
+        assert!(o.status.success() && stdout(&o).contains(arch), "{}", stderr(&o));
+    }
+    assert_clean_error(
+        &nas(&[
+            "search",
+            "--space",
+            "nb201",
+            "--partial-channels",
+            "2",
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+        ]),
+        "darts space only",
+    );
+}
+
 #[test]
 fn search_on_cifar10_binary_files() {
     let tmp = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 //! optimisers and step, a fixed random batch pair, `warmup` untimed steps, then the median of
 //! `steps` timed steps (`step_s_median`, the middle element of the sorted times as the
 //! reference computes it). On CUDA the device is synchronised inside the timed region.
+//! `peak_mem_bytes` is the process's peak resident set size after the timed steps.
 
 use std::time::Instant;
 
@@ -94,7 +95,17 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         "step_s_median": times[times.len() / 2],
         "step_s_min": times[0],
         "params_weights": net.weights().num_weight_elements(),
+        "peak_mem_bytes": peak_rss_bytes(),
     }))
+}
+
+/// The process's peak resident set size (VmHWM, Linux), null where unknown. On CUDA this is
+/// host memory only.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn rayon_threads() -> usize {

@@ -28,18 +28,27 @@ use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 
 const TOL: f64 = 1e-4;
 
-fn fixture() -> HashMap<String, Tensor> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../search-spaces/tests/fixtures/darts_c4_l5.safetensors");
+fn fixture(name: &str) -> HashMap<String, Tensor> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../search-spaces/tests/fixtures").join(name);
     load_tensors(&path, &Device::Cpu).expect("fixture").tensors
+}
+
+fn darts() -> (HashMap<String, Tensor>, DartsSupernetConfig) {
+    (fixture("darts_c4_l5.safetensors"), DartsSupernetConfig { channels: 4, layers: 5, ..Default::default() })
+}
+
+/// PC-DARTS: K = 4, edge normalisation (gen_pcdarts_golden.py).
+fn pc_darts() -> (HashMap<String, Tensor>, DartsSupernetConfig) {
+    let cfg =
+        DartsSupernetConfig { channels: 8, layers: 5, partial_channels: 4, edge_norm: true, ..Default::default() };
+    (fixture("pcdarts_c8_l5_k4.safetensors"), cfg)
 }
 
 fn f64v(t: &Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
 }
 
-fn step_matches_pytorch(method: Method, prefix: &str) {
-    let golden = fixture();
-    let cfg = DartsSupernetConfig { channels: 4, layers: 5, ..Default::default() };
+fn step_matches_pytorch((golden, cfg): (HashMap<String, Tensor>, DartsSupernetConfig), method: Method, prefix: &str) {
     let net = DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).unwrap();
     net.weights().load(&golden, false).unwrap();
     net.arch().load(&golden, false).unwrap();
@@ -77,19 +86,29 @@ fn step_matches_pytorch(method: Method, prefix: &str) {
 
 #[test]
 fn first_order_step_matches_pytorch() {
-    step_matches_pytorch(Method::FirstOrder, "after.");
+    step_matches_pytorch(darts(), Method::FirstOrder, "after.");
+}
+
+#[test]
+fn pc_darts_first_order_step_matches_pytorch() {
+    step_matches_pytorch(pc_darts(), Method::FirstOrder, "after.");
+}
+
+#[test]
+fn pc_darts_second_order_step_matches_pytorch() {
+    step_matches_pytorch(pc_darts(), Method::SecondOrder, "after2.");
 }
 
 #[test]
 fn second_order_step_matches_pytorch() {
-    step_matches_pytorch(Method::SecondOrder, "after2.");
+    step_matches_pytorch(darts(), Method::SecondOrder, "after2.");
 }
 
 /// The two methods give different α updates on this fixture, so the test above can tell
 /// them apart.
 #[test]
 fn second_order_differs_from_first_order() {
-    let golden = fixture();
+    let (golden, _) = darts();
     let a1 = f64v(&golden["after.alphas_normal"]);
     let a2 = f64v(&golden["after2.alphas_normal"]);
     assert!(a1.iter().zip(&a2).any(|(x, y)| (x - y).abs() > 1e-7));

@@ -8,7 +8,7 @@ mod ops;
 mod supernet;
 
 pub use cell::{num_edges, Preprocess, SearchCell};
-pub use mixed_op::{channel_shuffle, MixedOp};
+pub use mixed_op::{channel_shuffle, max_pool_2x2, MixedOp};
 pub use network::{DerivedNetwork, DerivedNetworkConfig};
 pub use ops::{DartsOp, FactorizedReduce, OpModule, ReluConvBn};
 pub use supernet::{DartsSupernet, DartsSupernetConfig};
