@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side step timing: `nas bench search` against the PyTorch reference darts_ref.py,
 # alternating runs (the machines are noisy), reporting the median of the per-run medians and
-# the ratio nas/PyTorch.
+# the ratio nas/PyTorch, and the peak resident memory (max RSS, GNU time) of both processes.
 #
 #   scripts/bench-vs-ref.sh ROUNDS "NAS ARGS" "REF ARGS"
 #   scripts/bench-vs-ref.sh 3 "--channels 8 --layers 5 --batch-size 16 --method first-order" \
@@ -16,19 +16,24 @@ PYTHON=${PYTHON:-python3}
 REF=${REF:-../shared/bench/darts_ref.py}
 THREADS=${THREADS:-2}
 field() { "$PYTHON" -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
-ours=(); theirs=()
+rss=$(mktemp)
+trap 'rm -f "$rss"' EXIT
+ours=(); theirs=(); ours_rss=(); theirs_rss=()
 for _ in $(seq "$rounds"); do
   # shellcheck disable=SC2086
-  ours+=("$("$NAS" --threads "$THREADS" bench search $nas_args | field step_s_median)")
+  ours+=("$(/usr/bin/time -f %M -o "$rss" "$NAS" --threads "$THREADS" bench search $nas_args | field step_s_median)")
+  ours_rss+=("$(tail -n1 "$rss")")
   # shellcheck disable=SC2086
-  theirs+=("$("$PYTHON" "$REF" --threads "$THREADS" $ref_args | field step_s_median)")
+  theirs+=("$(/usr/bin/time -f %M -o "$rss" "$PYTHON" "$REF" --threads "$THREADS" $ref_args | field step_s_median)")
+  theirs_rss+=("$(tail -n1 "$rss")")
 done
-"$PYTHON" - "${ours[*]}" "${theirs[*]}" <<'PY'
+"$PYTHON" - "${ours[*]}" "${theirs[*]}" "${ours_rss[*]}" "${theirs_rss[*]}" <<'PY'
 import statistics, sys
-a = [float(x) for x in sys.argv[1].split()]
-b = [float(x) for x in sys.argv[2].split()]
+a, b, ra, rb = ([float(x) for x in arg.split()] for arg in sys.argv[1:5])
 ma, mb = statistics.median(a), statistics.median(b)
 print(f"nas      step_s_median per run: {a} -> median {ma:.3f}")
 print(f"pytorch  step_s_median per run: {b} -> median {mb:.3f}")
 print(f"ratio nas/pytorch: {ma / mb:.3f}")
+pa, pb = statistics.median(ra) / 2**20, statistics.median(rb) / 2**20
+print(f"peak RSS: nas {pa:.2f} GiB, pytorch {pb:.2f} GiB, ratio {pa / pb:.3f}")
 PY

@@ -208,3 +208,19 @@ fn detached_inputs_get_no_gradient_work() {
     assert!(g.get(x.as_tensor()).is_some());
     assert!(g.get(&w).is_none());
 }
+
+/// The PC-DARTS edge output (concat of the op mixture with the bypass channels, 2×2 max
+/// pooling on reducing edges, channel shuffle): FD gradients for both inputs and equality
+/// with the composed narrow/pool/cat/shuffle version, even and odd sizes.
+#[test]
+fn pc_merge_gradients_and_forward() {
+    for (k, c, stride, hw) in [(4, 8, 1, 6), (4, 8, 2, 6), (2, 6, 2, 7), (3, 6, 1, 5)] {
+        let ho = if stride == 2 { hw / 2 } else { hw };
+        let name = format!("pc_merge K{k} C{c} s{stride} {hw}x{hw}");
+        let fast = move |t: &[Tensor]| ops::pc_merge(&t[0], &t[1], k, stride);
+        let slow = move |t: &[Tensor]| ops::composed::pc_merge(&t[0], &t[1], k, stride);
+        let shapes: [&[usize]; 2] = [&[2, c / k, ho, ho], &[2, c, hw, hw]];
+        fd_check(&name, &fast, &shapes, 1e-7);
+        same_as_composed(&name, &fast, &slow, &shapes);
+    }
+}

@@ -132,3 +132,39 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tens
     let c = x.dim(1)?;
     x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)
 }
+
+/// ShuffleNet's channel shuffle with `groups` groups: channel g·(C/groups) + i moves to
+/// i·groups + g, i.e. view (B, groups, C/groups, H, W), swap the two channel axes, flatten.
+pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if groups == 0 || c % groups != 0 {
+        candle_core::bail!("channel shuffle: {groups} groups do not divide {c} channels");
+    }
+    x.reshape((b, groups, c / groups, h, w))?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))
+}
+
+/// 2×2 max pooling with stride 2 (odd trailing rows/columns dropped, as PyTorch's floor
+/// mode), composed from a reshape and two max reductions: candle's own max_pool2d backward
+/// scales the gradient by 1/4.
+pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h / 2, w / 2);
+    if ho == 0 || wo == 0 {
+        candle_core::bail!("2x2 max pooling of a {h}x{w} input");
+    }
+    let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)? } else { x.clone() };
+    x.reshape((b, c, ho, 2, wo, 2))?.max(5)?.max(3)
+}
+
+/// shuffle(cat[y, bypass(x[:, C/K:])], K), composed.
+pub fn pc_merge(y: &Tensor, x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if k == 0 || c % k != 0 {
+        candle_core::bail!("pc_merge: K={k} must divide C={c}");
+    }
+    let mut bypass = x.narrow(1, c / k, c - c / k)?;
+    if stride == 2 {
+        bypass = max_pool_2x2(&bypass)?;
+    }
+    channel_shuffle(&Tensor::cat(&[y, &bypass], 1)?, k)
+}

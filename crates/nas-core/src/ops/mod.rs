@@ -7,6 +7,7 @@ pub mod composed;
 mod depthwise;
 mod elementwise;
 pub mod kernel;
+mod partial;
 mod plane;
 mod pointwise;
 mod pool;
@@ -125,4 +126,15 @@ pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
 /// x[:, :, ::s, ::s].
 pub fn subsample(x: &Tensor, s: usize) -> Result<Tensor> {
     composed::subsample(x, s)
+}
+
+/// The output of a PC-DARTS partial-channel edge: shuffle(cat[y, bypass(x[:, C/K:])], K) with
+/// y (B, C/K, Ho, Wo) the op mixture on the first C/K channels of x (B, C, H, W) and the
+/// bypass the identity (stride 1) or 2×2 max pooling (stride 2).
+pub fn pc_merge(y: &Tensor, x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    if fast(x) {
+        partial::pc_merge(y, x, k, stride)
+    } else {
+        composed::pc_merge(y, x, k, stride)
+    }
 }

@@ -61,11 +61,7 @@ impl MixedOp {
         let c = x.dim(1)?;
         let ca = c / self.k;
         let y = self.mix_into(None, &x.narrow(1, 0, ca)?, w, None, mode)?;
-        let mut bypass = x.narrow(1, ca, c - ca)?;
-        if self.stride == 2 {
-            bypass = max_pool_2x2(&bypass)?;
-        }
-        let out = channel_shuffle(&Tensor::cat(&[&y, &bypass], 1)?, self.k)?;
+        let out = ops::pc_merge(&y, x, self.k, self.stride)?;
         match (acc, edge) {
             (None, None) => Ok(out),
             (None, Some(b)) => ops::scale(&out, b),
@@ -107,27 +103,4 @@ impl MixedOp {
     pub fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
         self.forward_into(None, x, w, None, mode)
     }
-}
-
-/// ShuffleNet's channel shuffle with `groups` groups: channel g·(C/groups) + i moves to
-/// i·groups + g, i.e. view (B, groups, C/groups, H, W), swap the two channel axes, flatten.
-pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    if groups == 0 || c % groups != 0 {
-        candle_core::bail!("channel shuffle: {groups} groups do not divide {c} channels");
-    }
-    x.reshape((b, groups, c / groups, h, w))?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))
-}
-
-/// 2×2 max pooling with stride 2 (odd trailing rows/columns dropped, as PyTorch's floor
-/// mode), composed from a reshape and two max reductions: candle's own max_pool2d backward
-/// scales the gradient by 1/4.
-pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (ho, wo) = (h / 2, w / 2);
-    if ho == 0 || wo == 0 {
-        candle_core::bail!("2x2 max pooling of a {h}x{w} input");
-    }
-    let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)? } else { x.clone() };
-    x.reshape((b, c, ho, 2, wo, 2))?.max(5)?.max(3)
 }

@@ -8,7 +8,8 @@ mod ops;
 mod supernet;
 
 pub use cell::{num_edges, Preprocess, SearchCell};
-pub use mixed_op::{channel_shuffle, max_pool_2x2, MixedOp};
+pub use mixed_op::MixedOp;
+pub use nas_core::ops::composed::{channel_shuffle, max_pool_2x2};
 pub use network::{DerivedNetwork, DerivedNetworkConfig};
 pub use ops::{DartsOp, FactorizedReduce, OpModule, ReluConvBn};
 pub use supernet::{DartsSupernet, DartsSupernetConfig};
