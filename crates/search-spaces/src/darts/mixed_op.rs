@@ -60,7 +60,7 @@ impl MixedOp {
         }
         let c = x.dim(1)?;
         let ca = c / self.k;
-        let y = self.mix_into(None, &x.narrow(1, 0, ca)?, w, None, mode)?;
+        let y = self.mix_into(None, &x.narrow(1, 0, ca)?.contiguous()?, w, None, mode)?;
         let out = ops::pc_merge(&y, x, self.k, self.stride)?;
         match (acc, edge) {
             (None, None) => Ok(out),
