@@ -309,12 +309,8 @@ impl Cell {
                 let w = weights.map(|w| w.get(e)).transpose()?;
                 for (col, op) in ops_e {
                     let y = op.forward(&nodes[from], relus[from].as_ref(), mode)?;
-                    acc = Some(match (acc, &w) {
-                        (None, None) => y,
-                        (Some(a), None) => (a + y)?,
-                        (None, Some(w)) => ops::scale(&y, &w.narrow(0, *col, 1)?)?,
-                        (Some(a), Some(w)) => ops::axpy(&a, &y, &w.narrow(0, *col, 1)?)?,
-                    });
+                    let wk = w.as_ref().map(|w| w.narrow(0, *col, 1)).transpose()?;
+                    acc = Some(ops::accumulate(acc, y, wk.as_ref())?);
                 }
                 e += 1;
             }

@@ -52,6 +52,17 @@ pub fn axpy(acc: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// acc + w·y, starting the sum when `acc` is None; `w` an optional one-element weight (1 when
+/// absent). The running sum of a mixed op or a cell node.
+pub fn accumulate(acc: Option<Tensor>, y: Tensor, w: Option<&Tensor>) -> Result<Tensor> {
+    match (acc, w) {
+        (None, None) => Ok(y),
+        (None, Some(w)) => scale(&y, w),
+        (Some(a), None) => a + y,
+        (Some(a), Some(w)) => axpy(&a, &y, w),
+    }
+}
+
 /// Depthwise convolution: x (B, C, H, W), w (C, 1, K, K) → (B, C, Ho, Wo).
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
     if fast(x) {

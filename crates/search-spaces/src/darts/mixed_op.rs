@@ -61,13 +61,7 @@ impl MixedOp {
         let c = x.dim(1)?;
         let ca = c / self.k;
         let y = self.mix_into(None, &x.narrow(1, 0, ca)?.contiguous()?, w, None, mode)?;
-        let out = ops::pc_merge(&y, x, self.k, self.stride)?;
-        match (acc, edge) {
-            (None, None) => Ok(out),
-            (None, Some(b)) => ops::scale(&out, b),
-            (Some(a), None) => a + out,
-            (Some(a), Some(b)) => ops::axpy(&a, &out, b),
-        }
+        ops::accumulate(acc, ops::pc_merge(&y, x, self.k, self.stride)?, edge)
     }
 
     fn mix_into(
@@ -87,10 +81,7 @@ impl MixedOp {
                 Some(b) => (wk * b)?,
                 None => wk,
             };
-            acc = Some(match acc {
-                None => ops::scale(&y, &wk)?,
-                Some(a) => ops::axpy(&a, &y, &wk)?,
-            });
+            acc = Some(ops::accumulate(acc, y, Some(&wk))?);
         }
         match acc {
             Some(a) => Ok(a),
