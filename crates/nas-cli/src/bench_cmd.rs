@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use nas_core::DeviceSpec;
+use nas_eval::bench::{bench_train, BenchTrainConfig};
 use nas_search::bench::{bench_search, BenchSearchConfig};
 use nas_search::{Method, Space};
 
@@ -9,6 +10,42 @@ use nas_search::{Method, Space};
 pub enum BenchCommand {
     /// Time search steps (architecture step + weight step) of the supernet
     Search(BenchSearchArgs),
+    /// Time training steps of the evaluation network of a genotype
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    /// Genotype: a genotype.json file, DARTS_V1, DARTS_V2, PC_DARTS or an nb201 arch string
+    #[arg(long, default_value = "DARTS_V2")]
+    genotype: String,
+    /// Initial channels C
+    #[arg(long, default_value_t = 16)]
+    channels: usize,
+    /// Number of cells L
+    #[arg(long, default_value_t = 8)]
+    layers: usize,
+    /// Batch size
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Image height and width
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Drop-path probability
+    #[arg(long, default_value_t = 0.2)]
+    drop_path: f64,
+    /// Loss weight of the auxiliary head (0 removes it)
+    #[arg(long, default_value_t = 0.4)]
+    auxiliary_weight: f64,
+    /// Device: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// Timed steps (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed warm-up steps
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +110,21 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 warmup: a.warmup,
             };
             crate::out(&format!("{}\n", bench_search(&cfg)?))
+        }
+        BenchCommand::Train(a) => {
+            let cfg = BenchTrainConfig {
+                genotype: a.genotype,
+                channels: a.channels,
+                layers: a.layers,
+                batch_size: a.batch_size,
+                image_size: a.image_size,
+                drop_path: a.drop_path,
+                auxiliary_weight: a.auxiliary_weight,
+                device: a.device,
+                steps: a.steps,
+                warmup: a.warmup,
+            };
+            crate::out(&format!("{}\n", bench_train(&cfg)?))
         }
     }
 }

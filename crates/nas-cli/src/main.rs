@@ -1,9 +1,12 @@
 //! `nas`: differentiable architecture search from the command line.
 
 mod bench_cmd;
+mod eval_cmd;
 mod progress;
+mod run_setup;
 mod search_cmd;
 mod show_cmd;
+mod train_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -23,7 +26,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
 
 /// Differentiable neural architecture search (DARTS, PC-DARTS): search cells, export the
-/// genotype as JSON, inspect it and benchmark the search step.
+/// genotype as JSON, retrain and evaluate the derived network, inspect it and benchmark.
 #[derive(Parser)]
 #[command(name = "nas", version, propagate_version = true)]
 struct Cli {
@@ -47,6 +50,10 @@ struct Cli {
 enum Command {
     /// Search for a cell architecture and write DIR/genotype.json
     Search(Box<search_cmd::SearchArgs>),
+    /// Retrain a genotype's network from scratch and write DIR/weights.safetensors
+    Train(Box<train_cmd::TrainArgs>),
+    /// Test accuracy and loss of a trained network, as one JSON line
+    Eval(eval_cmd::EvalArgs),
     /// Print a genotype (file, run directory or built-in name) and its network size
     Show(show_cmd::ShowArgs),
     /// Time training steps on random data (JSON output comparable with darts_ref.py)
@@ -95,6 +102,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let g = Globals { quiet: cli.quiet };
     match cli.command {
         Command::Search(args) => search_cmd::run(*args, &g),
+        Command::Train(args) => train_cmd::run(*args, &g),
+        Command::Eval(args) => eval_cmd::run(args),
         Command::Show(args) => show_cmd::run(args),
         Command::Bench { what } => bench_cmd::run(what),
     }

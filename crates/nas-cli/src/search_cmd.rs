@@ -2,18 +2,16 @@
 //! directory and run the search with progress output.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use nas_core::data::DataSpec;
 use nas_core::metrics::{Event, MetricsSink};
 use nas_core::DeviceSpec;
-use nas_search::run_dir::CONFIG;
-use nas_search::{Method, RunDir, Search, SearchConfig, Space};
+use nas_search::{Method, Search, SearchConfig, Space};
 
 use crate::progress::Progress;
+use crate::run_setup;
 use crate::Globals;
 
 #[derive(Args, Debug, Default)]
@@ -133,44 +131,23 @@ impl SearchArgs {
     }
 }
 
-/// runs/search-YYYYMMDD-HHMMSS (UTC).
-fn default_out() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    PathBuf::from(format!("runs/search-{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60))
-}
-
 pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     // Everything that can fail on bad input (flags, config file, data) fails before the run
     // directory is touched, so a bad start leaves no half-written run behind.
     let (cfg, existing) = if args.resume {
-        let Some(out) = &args.out else { bail!("--resume needs --out DIR, the run to continue") };
-        let dir = RunDir::open(out)?;
-        let saved: SearchConfig = dir.read_json(CONFIG)?;
-        let mut given = saved.clone();
-        if args.config.is_some() || args.preset.is_some() {
-            given = args.resolve()?;
-        } else {
-            args.apply(&mut given);
-        }
-        if given != saved {
-            bail!(
-                "{}: the given options differ from the run's saved configuration ({}); resume with the same options or none",
-                out.display(),
-                dir.file(CONFIG).display()
-            );
-        }
-        (saved, Some(dir))
+        let (cfg, dir) = run_setup::reopen(
+            args.out.as_deref(),
+            |v| Ok(serde_json::from_value::<SearchConfig>(v)?),
+            |saved| {
+                if args.config.is_some() || args.preset.is_some() {
+                    return args.resolve();
+                }
+                let mut given = saved;
+                args.apply(&mut given);
+                Ok(given)
+            },
+        )?;
+        (cfg, Some(dir))
     } else {
         (args.resolve()?, None)
     };
@@ -182,17 +159,9 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
             progress.event(Event::Message(&format!("resuming {} at epoch {}", dir.path().display(), epoch + 1)));
             dir
         }
-        None => {
-            let dir = RunDir::create(&args.out.clone().unwrap_or_else(default_out), args.force)?;
-            dir.write_json(CONFIG, &cfg)?;
-            dir
-        }
+        None => run_setup::create(args.out.clone(), "search", args.force, &cfg)?,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    let stop = run_setup::stop_flag();
     let genotype = search.run(Some(&dir), &mut progress, &stop)?;
     drop(progress);
     let last = dir.read_metrics()?.pop();

@@ -33,11 +33,19 @@ pub enum Error {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// A run directory that cannot be used as asked.
+    #[error("{path}: {msg}")]
+    RunDir { path: PathBuf, msg: String },
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    pub fn run_dir(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::RunDir { path: path.into(), msg: msg.into() }
     }
 
     pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

@@ -18,6 +18,30 @@ pub enum Event<'a> {
     Message(&'a str),
 }
 
+/// Running sums of a pass over batches.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, loss: f64, correct: usize, n: usize) {
+        self.loss_sum += loss * n as f64;
+        self.correct += correct;
+        self.seen += n;
+    }
+
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.seen.max(1) as f64
+    }
+
+    pub fn acc(&self) -> f64 {
+        self.correct as f64 / self.seen.max(1) as f64
+    }
+}
+
 pub trait MetricsSink {
     fn event(&mut self, event: Event<'_>);
 }

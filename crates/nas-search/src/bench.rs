@@ -1,12 +1,9 @@
-//! Step timing on random data, comparable with shared/bench/darts_ref.py: the same network,
-//! optimisers and step, a fixed random batch pair, `warmup` untimed steps, then the median of
-//! `steps` timed steps (`step_s_median`, the middle element of the sorted times as the
-//! reference computes it). On CUDA the device is synchronised inside the timed region.
+//! Search-step timing on random data, comparable with shared/bench/darts_ref.py: the same
+//! network, optimisers and step, a fixed random batch pair, timed by `nas_core::bench`.
 //! `peak_mem_bytes` is the process's peak resident set size after the timed steps.
 
-use std::time::Instant;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
+use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
 use nas_core::optim::{Sgd, SgdConfig};
 use nas_core::DeviceSpec;
 use serde::{Deserialize, Serialize};
@@ -35,20 +32,8 @@ pub struct BenchSearchConfig {
     pub warmup: usize,
 }
 
-fn random_batch(b: usize, size: usize, device: &Device) -> Result<Batch> {
-    let x = Tensor::randn(0f32, 1f32, (b, 3, size, size), device)?;
-    let y = Tensor::rand(0f32, 10f32, b, device)?.floor()?.clamp(0f32, 9f32)?.to_dtype(DType::U32)?;
-    Ok(Batch { x, y })
-}
-
 /// Times search steps; returns the JSON line `nas bench search` prints.
 pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
-    if b.steps == 0 {
-        return Err(Error::Config("--steps must be positive".into()));
-    }
-    if b.image_size < 8 {
-        return Err(Error::Config("--image-size must be at least 8".into()));
-    }
     let mut cfg = SearchConfig::preset("darts-1st")?;
     cfg.set_space(b.space);
     cfg.method = b.method;
@@ -71,26 +56,21 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         Sgd::new(net.weights().weights(), SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay });
     let a: &ArchOptimConfig = &cfg.arch_optimizer;
     let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), a, cfg.method, cfg.neumann_steps);
-    let train = random_batch(b.batch_size, b.image_size, &device)?;
-    let valid = random_batch(b.batch_size, b.image_size, &device)?;
-    let mut times = Vec::with_capacity(b.steps);
-    for i in 0..b.warmup + b.steps {
-        device.synchronize()?;
-        let t = Instant::now();
+    let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
+    let train = Batch { x, y };
+    let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
+    let valid = Batch { x, y };
+    let times = time_steps(&device, b.warmup, b.steps, || {
         if !b.weights_only {
-            architect.step(net.as_ref(), &train, &valid, &w_opt)?;
+            architect.step(net.as_ref(), &train, &valid, &w_opt).map_err(core_err)?;
         }
-        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train, w.grad_clip)?;
+        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train, w.grad_clip).map_err(core_err)?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        device.synchronize()?;
-        if i >= b.warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
+        Ok(())
+    })?;
     Ok(json!({
         "impl": "nas",
-        "threads": rayon_threads(),
+        "threads": worker_threads(),
         "config": b,
         "step_s_median": times[times.len() / 2],
         "step_s_min": times[0],
@@ -99,18 +79,11 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     }))
 }
 
-/// The process's peak resident set size (VmHWM, Linux), null where unknown. On CUDA this is
-/// host memory only.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+/// Errors inside the timed closure, which speaks nas-core's error type.
+fn core_err(e: Error) -> nas_core::Error {
+    match e {
+        Error::Core(e) => e,
+        Error::Candle(e) => nas_core::Error::Candle(e),
+        other => nas_core::Error::Invalid(other.to_string()),
+    }
 }

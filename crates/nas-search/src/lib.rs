@@ -5,10 +5,9 @@ pub mod architect;
 pub mod bench;
 pub mod config;
 pub mod error;
-pub mod run_dir;
 pub mod search;
 
 pub use config::{Method, SearchConfig, Space, ValidSearchConfig};
 pub use error::{Error, Result};
-pub use run_dir::RunDir;
+pub use nas_core::run_dir::{self, RunDir};
 pub use search::Search;

@@ -15,7 +15,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::{load_tensors, save_tensors};
 use nas_core::data::{Augment, BatchIter, BatchPlan, Dataset, ImageSet, LoadOptions, Normalize};
-use nas_core::metrics::{Event, MetricsSink};
+use nas_core::metrics::{Event, MetricsSink, Tally};
 use nas_core::nn::{accuracy_count, cross_entropy, Mode};
 use nas_core::optim::{CosineAnnealing, Sgd, SgdConfig};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
@@ -64,30 +64,6 @@ pub fn build_supernet(
     }
 }
 
-/// Running sums of a pass over batches.
-#[derive(Debug, Default, Clone, Copy)]
-struct Tally {
-    loss_sum: f64,
-    correct: usize,
-    seen: usize,
-}
-
-impl Tally {
-    fn add(&mut self, loss: f64, correct: usize, n: usize) {
-        self.loss_sum += loss * n as f64;
-        self.correct += correct;
-        self.seen += n;
-    }
-
-    fn loss(&self) -> f64 {
-        self.loss_sum / self.seen.max(1) as f64
-    }
-
-    fn acc(&self) -> f64 {
-        self.correct as f64 / self.seen.max(1) as f64
-    }
-}
-
 pub struct Search {
     cfg: ValidSearchConfig,
     device: Device,
@@ -106,7 +82,7 @@ impl Search {
     pub fn new(cfg: ValidSearchConfig) -> Result<Self> {
         let device = cfg.device.open()?;
         let data =
-            Dataset::load(&cfg.data.spec, &LoadOptions { subset: cfg.data.subset, with_test: false, seed: cfg.seed })?;
+            Dataset::load(&cfg.data.spec, &LoadOptions { subset: cfg.data.subset, seed: cfg.seed, ..LoadOptions::default() })?;
         let (train_set, valid_set) = data.search_split();
         if train_set.len() < cfg.data.batch_size {
             return Err(Error::Config(format!(

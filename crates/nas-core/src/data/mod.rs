@@ -3,6 +3,7 @@
 
 mod augment;
 mod cifar;
+mod folder;
 mod loader;
 mod spec;
 mod synthetic;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 pub use augment::{Augment, Normalize};
 pub use cifar::{read_cifar_file, CifarKind};
+pub use folder::decode_image;
 pub use loader::{BatchIter, BatchPlan, HostBatch};
 pub use spec::DataSpec;
 pub use synthetic::{synthetic, SYNTHETIC_CLASSES};
@@ -101,12 +103,20 @@ pub struct Dataset {
     pub normalize: Normalize,
 }
 
-/// What to load: the spec, a cap on the training images and the seed for generated data.
+/// What to load: the spec, a cap on the training images, whether the test split is needed,
+/// the seed for generated data and the side images of a folder dataset are resized to.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub subset: Option<usize>,
     pub with_test: bool,
     pub seed: u64,
+    pub image_size: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { subset: None, with_test: false, seed: 0, image_size: 32 }
+    }
 }
 
 impl Dataset {
@@ -117,9 +127,7 @@ impl Dataset {
             }
             DataSpec::Cifar10(dir) => cifar::load(dir, CifarKind::Cifar10, opts.with_test)?,
             DataSpec::Cifar100(dir) => cifar::load(dir, CifarKind::Cifar100, opts.with_test)?,
-            DataSpec::Folder(dir) => {
-                return Err(Error::data(dir, "folder datasets are not supported yet"));
-            }
+            DataSpec::Folder(dir) => folder::load(dir, opts.image_size, opts.with_test)?,
         };
         if let Some(n) = opts.subset {
             if n == 0 {

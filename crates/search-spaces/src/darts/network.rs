@@ -173,6 +173,16 @@ impl DerivedNetwork {
         &self.weights
     }
 
+    /// How many op outputs drop path applies to in one forward pass (every op but identity).
+    pub fn num_drop_path_ops(&self) -> usize {
+        self.cells.iter().map(|c| c.ops.iter().filter(|o| !o.is_identity()).count()).sum()
+    }
+
+    /// Whether the network has an auxiliary head.
+    pub fn has_auxiliary(&self) -> bool {
+        self.aux.is_some()
+    }
+
     /// Number of weights without the auxiliary head (how DARTS reports model size).
     pub fn num_params_without_aux(&self) -> usize {
         self.weights

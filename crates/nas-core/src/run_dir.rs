@@ -1,5 +1,6 @@
-//! The run directory: config.json (written first), metrics.jsonl (one record per epoch),
-//! genotype.json (at the end) and checkpoint.safetensors (every epoch). Every file but the
+//! The run directory of a search or a training run: config.json (written first),
+//! metrics.jsonl (one record per epoch), genotype.json, checkpoint.safetensors (every epoch)
+//! and, for training, weights.safetensors (the final network). Every file but the
 //! metrics log is replaced atomically; the log is appended line by line and, on resume,
 //! rewritten atomically to the epochs the checkpoint covers (a crash between the two writes
 //! can leave one record too many, never a torn checkpoint).
@@ -7,7 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nas_core::checkpoint::write_atomic;
+use crate::checkpoint::write_atomic;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
@@ -17,6 +18,7 @@ pub const CONFIG: &str = "config.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const GENOTYPE: &str = "genotype.json";
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const WEIGHTS: &str = "weights.safetensors";
 
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -36,7 +38,7 @@ impl RunDir {
                 ));
             }
             if non_empty {
-                for f in [CONFIG, METRICS, GENOTYPE, CHECKPOINT] {
+                for f in [CONFIG, METRICS, GENOTYPE, CHECKPOINT, WEIGHTS] {
                     let p = path.join(f);
                     if p.exists() {
                         std::fs::remove_file(&p).map_err(|e| Error::run_dir(&p, e.to_string()))?;

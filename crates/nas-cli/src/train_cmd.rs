@@ -1,0 +1,154 @@
+//! `nas train`: retrain a genotype from scratch with the DARTS recipe (flags override it),
+//! writing metrics, checkpoints and the final weights to the run directory.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use nas_core::data::DataSpec;
+use nas_core::metrics::{Event, MetricsSink};
+use nas_core::run_dir::WEIGHTS;
+use nas_core::DeviceSpec;
+use nas_eval::{TrainConfig, Trainer};
+
+use crate::progress::Progress;
+use crate::run_setup;
+use crate::show_cmd::load_genotype;
+use crate::Globals;
+
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Genotype: a genotype.json file, a search run directory, DARTS_V1, DARTS_V2, PC_DARTS or
+    /// an nb201 arch string (not needed with --resume)
+    #[arg(long, value_name = "FILE|NAME")]
+    genotype: Option<String>,
+    /// Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR
+    #[arg(long, value_name = "SPEC")]
+    data: Option<DataSpec>,
+    /// Use only the first N training images
+    #[arg(long, value_name = "N")]
+    subset: Option<usize>,
+    /// Number of epochs [default: 600]
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Batch size [default: 96]
+    #[arg(long, value_name = "B")]
+    batch_size: Option<usize>,
+    /// Number of cells L (darts) [default: 20]; cells per stage (nb201) [default: 5]
+    #[arg(long, value_name = "L")]
+    layers: Option<usize>,
+    /// Initial channels C [default: 36 for darts, 16 for nb201]
+    #[arg(long, value_name = "C")]
+    channels: Option<usize>,
+    /// Loss weight of the auxiliary head; 0 removes the head [default: 0.4]
+    #[arg(long, value_name = "W")]
+    auxiliary_weight: Option<f64>,
+    /// Side of the cutout square; 0 turns cutout off [default: 16]
+    #[arg(long, value_name = "N")]
+    cutout: Option<usize>,
+    /// Final drop-path probability, ramped linearly over the epochs [default: 0.2]
+    #[arg(long, value_name = "P")]
+    drop_path: Option<f64>,
+    /// Initial learning rate, cosine-annealed to 0 [default: 0.025]
+    #[arg(long, value_name = "LR")]
+    lr: Option<f64>,
+    /// Side images of a folder dataset are resized to [default: 32]
+    #[arg(long, value_name = "N")]
+    image_size: Option<usize>,
+    /// Random seed (weights, data order, augmentation, drop path, synthetic data)
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Device: cpu, cuda or cuda:N
+    #[arg(long, value_name = "D")]
+    device: Option<DeviceSpec>,
+    /// Run directory (default: runs/train-<date>-<time>)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Overwrite an existing run directory
+    #[arg(long)]
+    force: bool,
+}
+
+impl TrainArgs {
+    /// Lays the flags that were given over `c` (the genotype included).
+    fn apply(&self, c: &mut TrainConfig) -> anyhow::Result<()> {
+        macro_rules! set {
+            ($flag:expr => $field:expr) => {
+                if let Some(v) = $flag.clone() {
+                    $field = v;
+                }
+            };
+        }
+        if let Some(g) = &self.genotype {
+            c.genotype = load_genotype(g)?.to_json();
+        }
+        set!(self.data => c.data.spec);
+        if self.subset.is_some() {
+            c.data.subset = self.subset;
+        }
+        set!(self.epochs => c.epochs);
+        set!(self.batch_size => c.data.batch_size);
+        set!(self.layers => c.model.layers);
+        set!(self.channels => c.model.channels);
+        set!(self.auxiliary_weight => c.model.auxiliary_weight);
+        set!(self.cutout => c.data.cutout);
+        set!(self.drop_path => c.model.drop_path);
+        set!(self.lr => c.optimizer.lr);
+        set!(self.image_size => c.data.image_size);
+        set!(self.seed => c.seed);
+        set!(self.device => c.device);
+        Ok(())
+    }
+
+    fn resolve(&self) -> anyhow::Result<TrainConfig> {
+        let Some(g) = &self.genotype else { bail!("--genotype is required (a file, a run directory or a built-in name)") };
+        let mut c = TrainConfig::for_genotype(&load_genotype(g)?);
+        self.apply(&mut c)?;
+        Ok(c)
+    }
+}
+
+pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
+    // Bad input fails before the run directory is touched.
+    let (cfg, existing) = if args.resume {
+        let (cfg, dir) = run_setup::reopen(
+            args.out.as_deref(),
+            |v| Ok(TrainConfig::from_json_value(v)?),
+            |saved| {
+                let mut given = saved;
+                args.apply(&mut given)?;
+                Ok(given)
+            },
+        )?;
+        (cfg, Some(dir))
+    } else {
+        (args.resolve()?, None)
+    };
+    let mut trainer = Trainer::new(cfg.clone().validate()?).context("cannot start training")?;
+    let mut progress = Progress::new(g.quiet);
+    progress.event(Event::Message(&format!(
+        "{} network: {} parameters without the auxiliary head",
+        trainer.config().genotype.space(),
+        trainer.model().num_params_without_aux()
+    )));
+    let dir = match existing {
+        Some(dir) => {
+            let epoch = trainer.resume(&dir)?;
+            progress.event(Event::Message(&format!("resuming {} at epoch {}", dir.path().display(), epoch + 1)));
+            dir
+        }
+        None => run_setup::create(args.out.clone(), "train", args.force, &cfg)?,
+    };
+    let stop = run_setup::stop_flag();
+    let result = trainer.run(Some(&dir), &mut progress, &stop)?;
+    drop(progress);
+    crate::out(&format!(
+        "test_acc: {:.4}\ntest_loss: {:.4}\nweights: {}\n",
+        result.test_acc,
+        result.test_loss,
+        dir.file(WEIGHTS).display()
+    ))
+}

@@ -1,0 +1,80 @@
+//! Train-step timing of the evaluation network on random data, comparable with
+//! `shared/bench/darts_ref.py --net eval`: the same network (auxiliary head on), drop path at
+//! the given probability, the auxiliary loss weighted 0.4, clipping at 5 and SGD with momentum,
+//! timed by `nas_core::bench`.
+
+use candle_core::DType;
+use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
+use nas_core::optim::{Sgd, SgdConfig};
+use nas_core::DeviceSpec;
+use search_spaces::Genotype;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::TrainConfig;
+use crate::error::Result;
+use crate::model::{EvalModel, ModelShape};
+use crate::train::train_step;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchTrainConfig {
+    /// Built-in name, nb201 arch string or genotype.json path.
+    pub genotype: String,
+    pub channels: usize,
+    pub layers: usize,
+    pub batch_size: usize,
+    pub image_size: usize,
+    pub drop_path: f64,
+    pub auxiliary_weight: f64,
+    pub device: DeviceSpec,
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+/// Times train steps; returns the JSON line `nas bench train` prints.
+pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
+    let genotype = Genotype::load(&b.genotype)?;
+    let mut cfg = TrainConfig::for_genotype(&genotype);
+    cfg.model.channels = b.channels;
+    cfg.model.layers = b.layers;
+    if matches!(genotype, Genotype::Darts(_)) {
+        cfg.model.drop_path = b.drop_path;
+        cfg.model.auxiliary_weight = b.auxiliary_weight;
+    }
+    cfg.data.batch_size = b.batch_size;
+    cfg.data.image_size = b.image_size;
+    cfg.device = b.device;
+    let cfg = cfg.validate()?;
+    let device = cfg.device.open()?;
+    let shape = ModelShape {
+        channels: b.channels,
+        layers: b.layers,
+        num_classes: 10,
+        in_channels: 3,
+        auxiliary: cfg.model.auxiliary_weight > 0.0,
+    };
+    let model = EvalModel::new(&cfg.genotype, shape, 0, &device)?;
+    let o = &cfg.optimizer;
+    let mut opt =
+        Sgd::new(model.weights().weights(), SgdConfig { lr: o.lr, momentum: o.momentum, weight_decay: o.weight_decay });
+    let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
+    let mut step = 0;
+    let times = time_steps(&device, b.warmup, b.steps, || {
+        let drop = model
+            .drop_path(cfg.model.drop_path, b.batch_size, (0, 0, step), &device)
+            .map_err(|e| nas_core::Error::Invalid(e.to_string()))?;
+        step += 1;
+        let (loss, _) = train_step(&model, &mut opt, &x, &y, cfg.model.auxiliary_weight, o.grad_clip, drop.as_ref())?;
+        loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        Ok(())
+    })?;
+    Ok(json!({
+        "impl": "nas",
+        "threads": worker_threads(),
+        "config": b,
+        "step_s_median": times[times.len() / 2],
+        "step_s_min": times[0],
+        "params_without_aux": model.num_params_without_aux(),
+        "peak_mem_bytes": peak_rss_bytes(),
+    }))
+}

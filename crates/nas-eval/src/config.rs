@@ -1,0 +1,217 @@
+//! The training configuration: one serialisable value per run (written to config.json first),
+//! nesting the model, data and optimiser settings, validated once into `ValidTrainConfig`.
+//! The genotype is stored inline, so a run directory describes its network by itself.
+//!
+//! Defaults follow the DARTS retraining recipe (DESIGN §5): C=36, L=20, batch 96, 600 epochs,
+//! SGD lr 0.025 cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient clip 5,
+//! cutout 16, drop path 0.2, auxiliary head weight 0.4. NAS-Bench-201 cells train in their
+//! own skeleton (C=16, 5 cells per stage), which has neither auxiliary head nor drop path.
+
+use nas_core::data::DataSpec;
+use nas_core::DeviceSpec;
+use search_spaces::Genotype;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalModelConfig {
+    /// Initial channels C.
+    pub channels: usize,
+    /// Number of cells L (darts); cells per stage N (nb201).
+    pub layers: usize,
+    /// Weight of the auxiliary head's loss (0 = no auxiliary head).
+    pub auxiliary_weight: f64,
+    /// Final drop-path probability, reached linearly over the epochs.
+    pub drop_path: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainDataConfig {
+    pub spec: DataSpec,
+    /// Use only the first N training images.
+    pub subset: Option<usize>,
+    pub batch_size: usize,
+    /// Side of the cutout square (0 = off).
+    pub cutout: usize,
+    /// Side images of a folder dataset are resized to.
+    pub image_size: usize,
+}
+
+/// SGD with momentum and coupled weight decay, lr cosine-annealed from `lr` to `lr_min`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptimConfig {
+    pub lr: f64,
+    pub lr_min: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Global-norm gradient clip (0 = off).
+    pub grad_clip: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The genotype, as in genotype.json.
+    pub genotype: Value,
+    pub epochs: usize,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    pub model: EvalModelConfig,
+    pub data: TrainDataConfig,
+    pub optimizer: TrainOptimConfig,
+}
+
+/// A configuration that passed `TrainConfig::validate`, with its parsed genotype.
+#[derive(Debug, Clone)]
+pub struct ValidTrainConfig {
+    pub config: TrainConfig,
+    pub genotype: Genotype,
+}
+
+impl std::ops::Deref for ValidTrainConfig {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.config
+    }
+}
+
+impl TrainConfig {
+    /// The DARTS recipe for `genotype` (the NAS-Bench-201 sizes for an nb201 cell).
+    pub fn for_genotype(genotype: &Genotype) -> TrainConfig {
+        let model = match genotype {
+            Genotype::Darts(_) => EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2 },
+            Genotype::Nb201(_) => EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0 },
+        };
+        TrainConfig {
+            genotype: genotype.to_json(),
+            epochs: 600,
+            seed: 0,
+            device: DeviceSpec::Cpu,
+            model,
+            data: TrainDataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 96, cutout: 16, image_size: 32 },
+            optimizer: TrainOptimConfig { lr: 0.025, lr_min: 0.0, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0 },
+        }
+    }
+
+    /// Reads a run's config.json, telling a search run apart from a training run.
+    pub fn from_json_value(v: Value) -> Result<TrainConfig> {
+        if v.get("genotype").is_none() {
+            let what = if v.get("method").is_some() { "a search run" } else { "not a training configuration" };
+            return Err(Error::Config(format!("config.json describes {what}, not a training run")));
+        }
+        serde_json::from_value(v).map_err(|e| Error::Config(format!("config.json: {e}")))
+    }
+
+    /// Checks every value once; the parsed genotype comes with the result.
+    pub fn validate(self) -> Result<ValidTrainConfig> {
+        let genotype = Genotype::from_json_value(&self.genotype)?;
+        let bad = |m: String| Err(Error::Config(m));
+        for (name, v) in [
+            ("epochs", self.epochs),
+            ("channels", self.model.channels),
+            ("layers", self.model.layers),
+            ("batch size", self.data.batch_size),
+            ("image size", self.data.image_size),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be positive"));
+            }
+        }
+        let m = &self.model;
+        if !(0.0..1.0).contains(&m.drop_path) {
+            return bad(format!("drop path probability must be in [0, 1), got {}", m.drop_path));
+        }
+        if !(m.auxiliary_weight >= 0.0 && m.auxiliary_weight.is_finite()) {
+            return bad(format!("auxiliary weight must be a non-negative number, got {}", m.auxiliary_weight));
+        }
+        if let Genotype::Darts(_) = genotype {
+            if m.channels % 2 != 0 {
+                return bad(format!("channels must be even (factorized reductions halve them), got {}", m.channels));
+            }
+            if m.auxiliary_weight > 0.0 && (m.layers < 3 || self.data.image_size < 16) {
+                return bad(
+                    "the auxiliary head needs at least 3 layers and 16-pixel images (set the auxiliary weight to 0)"
+                        .into(),
+                );
+            }
+        } else {
+            if m.auxiliary_weight != 0.0 {
+                return bad("nb201 networks have no auxiliary head (auxiliary weight must be 0)".into());
+            }
+            if m.drop_path != 0.0 {
+                return bad("nb201 networks do not use drop path (drop path must be 0)".into());
+            }
+        }
+        let o = &self.optimizer;
+        for (name, v) in [("lr", o.lr), ("momentum", o.momentum), ("weight decay", o.weight_decay)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(format!("{name} must be a non-negative number, got {v}"));
+            }
+        }
+        if o.lr == 0.0 || !(0.0..=o.lr).contains(&o.lr_min) {
+            return bad(format!("need 0 < lr and 0 <= lr_min <= lr, got lr {} and lr_min {}", o.lr, o.lr_min));
+        }
+        if !(o.grad_clip >= 0.0 && o.grad_clip.is_finite()) {
+            return bad(format!("gradient clip must be a non-negative number, got {}", o.grad_clip));
+        }
+        if self.data.subset == Some(0) {
+            return bad("subset must be positive".into());
+        }
+        Ok(ValidTrainConfig { config: self, genotype })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn darts() -> TrainConfig {
+        TrainConfig::for_genotype(&Genotype::load("DARTS_V2").unwrap())
+    }
+
+    #[test]
+    fn recipe_defaults_validate_and_round_trip() {
+        let c = darts();
+        assert_eq!((c.model.channels, c.model.layers, c.data.batch_size, c.epochs), (36, 20, 96, 600));
+        let text = serde_json::to_string(&c).unwrap();
+        let back = TrainConfig::from_json_value(serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(c.validate().is_ok());
+        let nb = TrainConfig::for_genotype(&Genotype::load("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|").unwrap());
+        assert!(nb.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases: Vec<(Box<dyn Fn(&mut TrainConfig)>, &str)> = vec![
+            (Box::new(|c| c.model.channels = 0), "channels must be positive"),
+            (Box::new(|c| c.model.channels = 7), "channels must be even"),
+            (Box::new(|c| c.model.drop_path = 1.0), "drop path probability"),
+            (Box::new(|c| c.model.auxiliary_weight = -1.0), "auxiliary weight"),
+            (Box::new(|c| c.data.batch_size = 0), "batch size must be positive"),
+            (Box::new(|c| c.optimizer.lr = 0.0), "0 < lr"),
+            (Box::new(|c| c.optimizer.lr = f64::NAN), "lr must be"),
+            (Box::new(|c| c.genotype = serde_json::json!({"space": "darts", "normal": []})), "genotype"),
+        ];
+        for (edit, want) in cases {
+            let mut c = darts();
+            edit(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let mut nb = TrainConfig::for_genotype(&Genotype::load("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|").unwrap());
+        nb.model.auxiliary_weight = 0.4;
+        assert!(nb.validate().unwrap_err().to_string().contains("no auxiliary head"));
+    }
+
+    #[test]
+    fn search_config_is_not_a_training_config() {
+        let e = TrainConfig::from_json_value(serde_json::json!({"method": "first-order"})).unwrap_err();
+        assert!(e.to_string().contains("search run"), "{e}");
+    }
+}
