@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# Side-by-side step timing: `nas bench search` against the PyTorch reference darts_ref.py,
+# Side-by-side step timing: `nas bench search` (or `bench train` with WHAT=train) against the PyTorch reference darts_ref.py,
 # alternating runs (the machines are noisy), reporting the median of the per-run medians and
 # the ratio nas/PyTorch, and the peak resident memory (max RSS, GNU time) of both processes.
 #
 #   scripts/bench-vs-ref.sh ROUNDS "NAS ARGS" "REF ARGS"
 #   scripts/bench-vs-ref.sh 3 "--channels 8 --layers 5 --batch-size 16 --method first-order" \
 #                             "--C 8 --layers 5 --batch 16 --mode first"
+#   WHAT=train scripts/bench-vs-ref.sh 3 "--genotype DARTS_V2 --channels 16 --layers 8 --batch-size 32" \
+#                             "--net eval --genotype DARTS_V2 --C 16 --layers 8 --batch 32"
 #
 # Environment: NAS (binary, default target/release/nas), PYTHON (with torch), REF (path of
-# darts_ref.py), THREADS (default 2).
+# darts_ref.py), THREADS (default 2), WHAT (search or train, default search).
 set -euo pipefail
 rounds=${1:?rounds}; nas_args=${2:?nas args}; ref_args=${3:?ref args}
 NAS=${NAS:-target/release/nas}
 PYTHON=${PYTHON:-python3}
 REF=${REF:-../shared/bench/darts_ref.py}
 THREADS=${THREADS:-2}
+WHAT=${WHAT:-search}
 field() { "$PYTHON" -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
 rss=$(mktemp)
 trap 'rm -f "$rss"' EXIT
 ours=(); theirs=(); ours_rss=(); theirs_rss=()
 for _ in $(seq "$rounds"); do
   # shellcheck disable=SC2086
-  ours+=("$(/usr/bin/time -f %M -o "$rss" "$NAS" --threads "$THREADS" bench search $nas_args | field step_s_median)")
+  ours+=("$(/usr/bin/time -f %M -o "$rss" "$NAS" --threads "$THREADS" bench "$WHAT" $nas_args | field step_s_median)")
   ours_rss+=("$(tail -n1 "$rss")")
   # shellcheck disable=SC2086
   theirs+=("$(/usr/bin/time -f %M -o "$rss" "$PYTHON" "$REF" --threads "$THREADS" $ref_args | field step_s_median)")

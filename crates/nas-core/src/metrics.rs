@@ -1,6 +1,8 @@
 //! Progress and metrics reporting. Library code emits events to a `MetricsSink`; the command
 //! line turns them into progress bars and files, tests collect or ignore them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::Value;
 
 /// What a long-running loop reports.
@@ -63,6 +65,23 @@ impl MetricsSink for CollectSink {
     fn event(&mut self, event: Event<'_>) {
         if let Event::EpochEnd { record } = event {
             self.epochs.push(record.clone());
+        }
+    }
+}
+
+/// Raises `stop` once epoch `epoch` has been recorded: an interruption at an epoch boundary
+/// (resume tests, a fixed-length slice of a longer run).
+pub struct StopAfterEpoch<'a> {
+    pub epoch: usize,
+    pub stop: &'a AtomicBool,
+}
+
+impl MetricsSink for StopAfterEpoch<'_> {
+    fn event(&mut self, event: Event<'_>) {
+        if let Event::EpochEnd { record } = event {
+            if record.get("epoch").and_then(Value::as_u64) == Some(self.epoch as u64) {
+                self.stop.store(true, Ordering::SeqCst);
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     cfg.data.image_size = b.image_size;
     cfg.device = b.device;
     let cfg = cfg.validate()?;
+    cfg.check_input_size(b.image_size, b.image_size)?;
     let device = cfg.device.open()?;
     let shape = ModelShape {
         channels: b.channels,

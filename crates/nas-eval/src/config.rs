@@ -133,11 +133,8 @@ impl TrainConfig {
             if m.channels % 2 != 0 {
                 return bad(format!("channels must be even (factorized reductions halve them), got {}", m.channels));
             }
-            if m.auxiliary_weight > 0.0 && (m.layers < 3 || self.data.image_size < 16) {
-                return bad(
-                    "the auxiliary head needs at least 3 layers and 16-pixel images (set the auxiliary weight to 0)"
-                        .into(),
-                );
+            if m.auxiliary_weight > 0.0 && m.layers < 3 {
+                return bad("the auxiliary head needs at least 3 layers (set the auxiliary weight to 0)".into());
             }
         } else {
             if m.auxiliary_weight != 0.0 {
@@ -163,6 +160,28 @@ impl TrainConfig {
             return bad("subset must be positive".into());
         }
         Ok(ValidTrainConfig { config: self, genotype })
+    }
+}
+
+impl ValidTrainConfig {
+    /// Checks that images of `height`×`width` fit the network: the two reductions of a darts
+    /// network halve even sizes, and the auxiliary head (avg-pool 5/3, then a 2×2 conv to one
+    /// pixel) is made for 32×32 inputs (8×8 after the reductions; 32 to 40 pixels work).
+    pub fn check_input_size(&self, height: usize, width: usize) -> Result<()> {
+        if let Genotype::Darts(_) = self.genotype {
+            if height % 4 != 0 || width % 4 != 0 {
+                return Err(Error::Config(format!(
+                    "darts networks need image sides divisible by 4 (two reductions), got {height}x{width}"
+                )));
+            }
+            let ok = |s: usize| (8..=10).contains(&(s / 4));
+            if self.model.auxiliary_weight > 0.0 && !(ok(height) && ok(width)) {
+                return Err(Error::Config(format!(
+                    "the auxiliary head needs 32x32 images (32 to 40 pixels a side), got {height}x{width}; set the auxiliary weight to 0 for other sizes"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -132,6 +132,7 @@ impl Trainer {
                 cfg.data.batch_size
             )));
         }
+        cfg.check_input_size(data.train.height, data.train.width)?;
         let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &data), cfg.seed, &device)?;
         let o = &cfg.optimizer;
         let opt =
@@ -328,6 +329,7 @@ pub fn evaluate_run(
     let device = device.unwrap_or(cfg.device).open()?;
     let spec = data.unwrap_or(&cfg.data.spec);
     let (ds, test) = load_data(&cfg, spec)?;
+    cfg.check_input_size(ds.train.height, ds.train.width)?;
     let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &ds), cfg.seed, &device)?;
     let (path, prefix) = if dir.file(WEIGHTS).exists() {
         (dir.file(WEIGHTS), "")

@@ -2,9 +2,10 @@
 //! where the uninterrupted search ends (same seed, CPU): same metrics (but wall time), same
 //! α, same genotype.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use nas_core::metrics::{CollectSink, Event, MetricsSink};
+use nas_core::metrics::{CollectSink, StopAfterEpoch};
+use nas_core::testing::without_time;
 use nas_search::run_dir::{CONFIG, GENOTYPE};
 use nas_search::{Error, RunDir, Search, SearchConfig};
 use serde_json::Value;
@@ -18,29 +19,6 @@ fn config() -> SearchConfig {
     c.model.layers = 2;
     c.seed = 11;
     c
-}
-
-/// Raises the stop flag as soon as epoch `at` has been recorded.
-struct StopAfter<'a> {
-    at: usize,
-    stop: &'a AtomicBool,
-}
-
-impl MetricsSink for StopAfter<'_> {
-    fn event(&mut self, e: Event<'_>) {
-        if let Event::EpochEnd { record } = e {
-            if record["epoch"] == self.at {
-                self.stop.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-}
-
-fn without_time(mut records: Vec<Value>) -> Vec<Value> {
-    for r in &mut records {
-        r.as_object_mut().unwrap().remove("seconds");
-    }
-    records
 }
 
 #[test]
@@ -57,7 +35,7 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     dir_b.write_json(CONFIG, &config()).unwrap();
     let stop = AtomicBool::new(false);
     let mut b = Search::new(config().validate().unwrap()).unwrap();
-    let err = b.run(Some(&dir_b), &mut StopAfter { at: 0, stop: &stop }, &stop).unwrap_err();
+    let err = b.run(Some(&dir_b), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
     assert!(matches!(err, Error::Interrupted), "{err}");
     assert_eq!(dir_b.read_metrics().unwrap().len(), 1);
     drop(b);

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // every test file uses a different part
 //! Shared checks of the supernet parity tests against golden values from the PyTorch
 //! reference (shared/bench/darts_ref.py): loading a fixture into a supernet, matching tensor
 //! names, and comparing logits, loss and every gradient to 1e-4 relative (f32).
@@ -5,16 +6,19 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::load_tensors;
 use nas_core::nn::{cross_entropy, Mode};
 use nas_core::testing::max_rel_err;
+use nas_core::ParamStore;
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 
 pub const TOL: f64 = 1e-4;
 
 /// Keys of a fixture that are not model tensors.
-const DATA_KEYS: [&str; 6] = ["input", "target", "valid_input", "valid_target", "logits", "loss"];
+const DATA_KEYS: [&str; 8] =
+    ["input", "target", "valid_input", "valid_target", "logits", "aux_logits", "eval_logits", "loss"];
 
 pub fn fixture(name: &str) -> HashMap<String, Tensor> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
@@ -31,8 +35,8 @@ pub fn model(cfg: DartsSupernetConfig, golden: &HashMap<String, Tensor>) -> Dart
 
 /// Every reference model tensor (except names starting with one of `unused`) exists here,
 /// and nothing else does.
-pub fn assert_same_tensor_names(golden: &HashMap<String, Tensor>, net: &DartsSupernet, unused: &[&str]) {
-    let ours: HashSet<String> = net.weights().params().into_iter().chain(net.arch().params()).map(|p| p.name).collect();
+pub fn assert_same_tensor_names(golden: &HashMap<String, Tensor>, stores: &[&ParamStore], unused: &[&str]) {
+    let ours: HashSet<String> = stores.iter().flat_map(|s| s.params()).map(|p| p.name).collect();
     let theirs: Vec<&String> = golden
         .keys()
         .filter(|k| !k.starts_with("grad.") && !k.starts_with("after"))
@@ -55,11 +59,14 @@ pub fn assert_forward_backward_parity(golden: &HashMap<String, Tensor>, net: &Da
     let e = max_rel_err(&loss.reshape(1).unwrap(), &golden["loss"]).unwrap();
     assert!(e < TOL, "loss rel err {e}");
 
-    let grads = loss.backward().unwrap();
+    assert_gradients(golden, &loss.backward().unwrap(), &[net.weights(), net.arch()]);
+}
+
+/// The gradient of every parameter the reference has a gradient for, to `TOL` relative.
+pub fn assert_gradients(golden: &HashMap<String, Tensor>, grads: &GradStore, stores: &[&ParamStore]) {
     let mut checked = 0;
     let mut bad = Vec::new();
-    for p in net.weights().params().into_iter().chain(net.arch().params()) {
-        let Some(want) = golden.get(&format!("grad.{}", p.name)) else {
+    for p in stores.iter().flat_map(|s| s.params()) {        let Some(want) = golden.get(&format!("grad.{}", p.name)) else {
             continue;
         };
         let got = grads.get(p.var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {}", p.name));

@@ -1,0 +1,66 @@
+//! Retraining interrupted after its first epoch and resumed from the run directory ends exactly
+//! where the uninterrupted run ends (same seed, CPU), with drop path and the auxiliary head
+//! on: same metrics (but wall time), same final weights; `evaluate_run` then reproduces the
+//! last epoch's test figures from the saved weights.
+
+use std::sync::atomic::AtomicBool;
+
+use nas_core::checkpoint::load_tensors;
+use nas_core::metrics::{CollectSink, NullSink, StopAfterEpoch};
+use nas_core::run_dir::{CONFIG, WEIGHTS};
+use nas_core::testing::without_time;
+use nas_core::RunDir;
+use nas_eval::{evaluate_run, Error, TrainConfig, Trainer};
+use search_spaces::Genotype;
+
+fn config() -> TrainConfig {
+    let mut c = TrainConfig::for_genotype(&Genotype::load("DARTS_V2").unwrap());
+    c.epochs = 2;
+    c.model.channels = 4;
+    c.model.layers = 3;
+    c.data.subset = Some(48);
+    c.data.batch_size = 16;
+    c.seed = 5;
+    c
+}
+
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let never = AtomicBool::new(false);
+
+    let dir_a = RunDir::create(&tmp.path().join("a"), false).unwrap();
+    dir_a.write_json(CONFIG, &config()).unwrap();
+    let mut a = Trainer::new(config().validate().unwrap()).unwrap();
+    let ra = a.run(Some(&dir_a), &mut CollectSink::default(), &never).unwrap();
+
+    let dir_b = RunDir::create(&tmp.path().join("b"), false).unwrap();
+    dir_b.write_json(CONFIG, &config()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut b = Trainer::new(config().validate().unwrap()).unwrap();
+    let err = b.run(Some(&dir_b), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+    assert_eq!(dir_b.read_metrics().unwrap().len(), 1);
+    assert!(!dir_b.file(WEIGHTS).exists(), "final weights only at the end");
+    drop(b);
+
+    let saved = TrainConfig::from_json_value(dir_b.read_json(CONFIG).unwrap()).unwrap();
+    let mut resumed = Trainer::new(saved.validate().unwrap()).unwrap();
+    assert_eq!(resumed.resume(&dir_b).unwrap(), 1);
+    let rb = resumed.run(Some(&dir_b), &mut CollectSink::default(), &never).unwrap();
+
+    assert_eq!((ra.test_acc, ra.test_loss, ra.n), (rb.test_acc, rb.test_loss, rb.n));
+    let ma = without_time(dir_a.read_metrics().unwrap());
+    assert_eq!(ma, without_time(dir_b.read_metrics().unwrap()));
+    assert!(ma[1]["drop_path_prob"].as_f64().unwrap() > 0.0, "drop path was on in the second epoch");
+    let wa = load_tensors(&dir_a.file(WEIGHTS), &candle_core::Device::Cpu).unwrap().tensors;
+    let wb = load_tensors(&dir_b.file(WEIGHTS), &candle_core::Device::Cpu).unwrap().tensors;
+    assert_eq!(wa.len(), wb.len());
+    for (k, v) in &wa {
+        let d = (v - &wb[k]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0, "{k} differs");
+    }
+
+    let e = evaluate_run(&dir_b, None, None, &mut NullSink).unwrap();
+    assert_eq!((e.test_acc, e.test_loss, e.n), (rb.test_acc, rb.test_loss, rb.n));
+}
