@@ -104,7 +104,9 @@ impl TrainArgs {
     }
 
     fn resolve(&self) -> anyhow::Result<TrainConfig> {
-        let Some(g) = &self.genotype else { bail!("--genotype is required (a file, a run directory or a built-in name)") };
+        let Some(g) = &self.genotype else {
+            bail!("--genotype is required (a file, a run directory or a built-in name)")
+        };
         let mut c = TrainConfig::for_genotype(&load_genotype(g)?);
         self.apply(&mut c)?;
         Ok(c)

@@ -32,8 +32,8 @@ fn assert_clean_error(o: &Output, want: &str) {
 }
 
 /// 4 classes told apart by structure only (random colours): horizontal stripes, vertical
-/// stripes, a disc, a checkerboard; 24×24 sources written as PNG and BMP.
-fn write_folder(root: &Path, train_per_class: usize, test_per_class: usize) {
+/// stripes, a disc, a checkerboard; `side`×`side` images written as PNG and BMP.
+fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_class: usize) {
     let mut state = 0x2545_f491u32;
     let mut rand = move || {
         state ^= state << 13;
@@ -48,9 +48,10 @@ fn write_folder(root: &Path, train_per_class: usize, test_per_class: usize) {
             for i in 0..n {
                 let a = [rand() as u8, rand() as u8, rand() as u8];
                 let b = [rand() as u8, rand() as u8, rand() as u8];
-                let period = 3 + rand() % 4;
-                let (cx, cy, r) = (6 + rand() % 12, 6 + rand() % 12, 4 + rand() % 4);
-                let img = image::RgbImage::from_fn(24, 24, |x, y| {
+                let period = side / 8 + rand() % (side / 8);
+                let (cx, cy, r) =
+                    (side / 4 + rand() % (side / 2), side / 4 + rand() % (side / 2), side / 6 + rand() % (side / 8));
+                let img = image::RgbImage::from_fn(side, side, |x, y| {
                     let on = match class {
                         0 => (y / period) % 2 == 0,
                         1 => (x / period) % 2 == 0,
@@ -78,11 +79,11 @@ fn eval_json(run: &Path) -> serde_json::Value {
 fn darts_v2_retrained_on_an_image_folder_beats_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("shapes");
-    write_folder(&data, 64, 16);
+    write_folder(&data, 32, 64, 16);
     let out = tmp.path().join("run");
     let spec = format!("folder:{}", data.display());
-    let flags = "train --genotype DARTS_V2 --image-size 16 --channels 8 --layers 3 --epochs 4 --batch-size 16 \
-                 --auxiliary-weight 0 --cutout 4 --lr 0.05 --seed 1 -q";
+    let flags = "train --genotype DARTS_V2 --channels 8 --layers 3 --epochs 6 --batch-size 16 --cutout 8 \
+                 --lr 0.05 --seed 1 -q";
     let mut args: Vec<&str> = flags.split_whitespace().collect();
     args.extend(["--data", &spec, "--out", out.to_str().unwrap()]);
     let o = nas(&args);
@@ -92,11 +93,12 @@ fn darts_v2_retrained_on_an_image_folder_beats_chance() {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 4);
+    assert_eq!(metrics.lines().count(), 6);
     let r = eval_json(&out);
     assert_eq!(r["n"], 64);
     let acc = r["test_acc"].as_f64().unwrap();
-    assert!(acc >= 0.5, "test accuracy {acc} (chance is 0.25)");
+    eprintln!("folder retrain test accuracy {acc}");
+    assert!(acc >= 0.45, "test accuracy {acc} (chance is 0.25); metrics:\n{metrics}");
     assert!(r["test_loss"].as_f64().unwrap().is_finite());
 
     // The same run directory is not overwritten by accident; resuming a finished run is a
@@ -139,19 +141,19 @@ fn bad_training_input_is_one_clear_line() {
         nas(&["train", "--genotype", "DARTS_V2", "--data", data, "--image-size", "16", "--out", out])
     };
 
-    write_folder(Path::new(&p("corrupt")), 2, 1);
+    write_folder(Path::new(&p("corrupt")), 24, 2, 1);
     std::fs::write(Path::new(&p("corrupt")).join("train/disc/zz.png"), b"\x89PNG but not really").unwrap();
     let o = train(&format!("folder:{}", p("corrupt")), &p("r1"));
     assert_clean_error(&o, "zz.png");
     assert_clean_error(&o, "not a readable image");
     assert!(!Path::new(&p("r1")).exists(), "a failed start creates no run directory");
 
-    write_folder(Path::new(&p("empty")), 2, 1);
+    write_folder(Path::new(&p("empty")), 24, 2, 1);
     std::fs::create_dir_all(Path::new(&p("empty")).join("train/triangle")).unwrap();
     assert_clean_error(&train(&format!("folder:{}", p("empty")), &p("r2")), "class folder `triangle` has no images");
 
-    let c100 = Path::new(&p("c100"));
-    std::fs::create_dir_all(c100).unwrap();
+    let c100 = tmp.path().join("c100");
+    std::fs::create_dir_all(&c100).unwrap();
     let mut rec = vec![3u8, 100];
     rec.extend(std::iter::repeat_n(7u8, 3072));
     std::fs::write(c100.join("train.bin"), &rec).unwrap();
@@ -182,7 +184,7 @@ fn bad_training_input_is_one_clear_line() {
         &nas(&["train", "--genotype", "DARTS_V2", "--drop-path", "1.5", "--out", &p("r7")]),
         "drop path probability",
     );
-    write_folder(Path::new(&p("ok")), 2, 1);
+    write_folder(Path::new(&p("ok")), 24, 2, 1);
     let ok = format!("folder:{}", p("ok"));
     assert_clean_error(
         &nas(&["train", "--genotype", "DARTS_V2", "--data", &ok, "--image-size", "24", "--out", &p("r8")]),

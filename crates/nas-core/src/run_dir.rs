@@ -70,7 +70,7 @@ impl RunDir {
         let mut text =
             serde_json::to_string_pretty(value).map_err(|e| Error::run_dir(self.file(name), e.to_string()))?;
         text.push('\n');
-        Ok(write_atomic(&self.file(name), text.as_bytes())?)
+        write_atomic(&self.file(name), text.as_bytes())
     }
 
     pub fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<T> {

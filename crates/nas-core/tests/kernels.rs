@@ -224,3 +224,20 @@ fn pc_merge_gradients_and_forward() {
         same_as_composed(&name, &fast, &slow, &shapes);
     }
 }
+
+/// Drop path's per-sample scaling: FD gradient for x, the broadcast product for the value,
+/// and no gradient for the factors.
+#[test]
+fn scale_samples_gradient_and_forward() {
+    let m = Tensor::new(&[1.25f64, 0.0, 1.25], &Device::Cpu).unwrap();
+    let (m1, m2) = (m.clone(), m.clone());
+    let fast = move |t: &[Tensor]| ops::scale_samples(&t[0], &m1);
+    let slow = move |t: &[Tensor]| t[0].broadcast_mul(&m2.to_dtype(t[0].dtype())?.reshape((3, 1, 1, 1))?);
+    let shapes: [&[usize]; 1] = [&[3, 2, 4, 5]];
+    fd_check("scale_samples", &fast, &shapes, 1e-7);
+    same_as_composed("scale_samples", &fast, &slow, &shapes);
+    let mv = Var::from_tensor(&m).unwrap();
+    let x = Var::from_tensor(&randn(&[3, 2, 2, 2], 3)).unwrap();
+    let g = ops::scale_samples(x.as_tensor(), mv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(mv.as_tensor()).is_none());
+}

@@ -93,7 +93,13 @@ impl TrainConfig {
             seed: 0,
             device: DeviceSpec::Cpu,
             model,
-            data: TrainDataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 96, cutout: 16, image_size: 32 },
+            data: TrainDataConfig {
+                spec: DataSpec::Synthetic,
+                subset: None,
+                batch_size: 96,
+                cutout: 16,
+                image_size: 32,
+            },
             optimizer: TrainOptimConfig { lr: 0.025, lr_min: 0.0, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0 },
         }
     }
@@ -201,13 +207,17 @@ mod tests {
         let back = TrainConfig::from_json_value(serde_json::from_str(&text).unwrap()).unwrap();
         assert_eq!(back, c);
         assert!(c.validate().is_ok());
-        let nb = TrainConfig::for_genotype(&Genotype::load("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|").unwrap());
+        let nb = TrainConfig::for_genotype(
+            &Genotype::load("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|")
+                .unwrap(),
+        );
         assert!(nb.validate().is_ok());
     }
 
     #[test]
     fn bad_values_are_named() {
-        let cases: Vec<(Box<dyn Fn(&mut TrainConfig)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|c| c.model.channels = 0), "channels must be positive"),
             (Box::new(|c| c.model.channels = 7), "channels must be even"),
             (Box::new(|c| c.model.drop_path = 1.0), "drop path probability"),
@@ -223,7 +233,12 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
         }
-        let mut nb = TrainConfig::for_genotype(&Genotype::load("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|").unwrap());
+        let mut nb = TrainConfig::for_genotype(
+            &Genotype::load(
+                "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
+            )
+            .unwrap(),
+        );
         nb.model.auxiliary_weight = 0.4;
         assert!(nb.validate().unwrap_err().to_string().contains("no auxiliary head"));
     }

@@ -4,7 +4,7 @@
 //! Drop path (FractalNet, as DARTS uses it): in training, the output of every non-identity op
 //! is multiplied per sample by m/keep with m ~ Bernoulli(keep), keep = 1 − p. All masks of one
 //! step are drawn at once on the host from the (seed, epoch, step) stream and uploaded as one
-//! tensor (ops, B, 1, 1, 1), so a step costs one small upload and is reproducible on resume.
+//! tensor (ops, B), so a step costs one small upload and is reproducible on resume.
 
 use candle_core::{DType, Device, Result as CResult, Tensor};
 use nas_core::nn::Mode;
@@ -82,7 +82,7 @@ impl EvalModel {
                     n.forward_with(x, mode, &mut |h| {
                         let m = d.mask(next)?;
                         next += 1;
-                        h.broadcast_mul(&m)
+                        nas_core::ops::scale_samples(&h, &m)
                     })
                 }
                 _ => n.forward(x, mode),
@@ -92,7 +92,13 @@ impl EvalModel {
     }
 
     /// The drop-path masks of one training step; None when drop path is off.
-    pub fn drop_path(&self, p: f64, batch: usize, key: (u64, usize, usize), device: &Device) -> Result<Option<DropPath>> {
+    pub fn drop_path(
+        &self,
+        p: f64,
+        batch: usize,
+        key: (u64, usize, usize),
+        device: &Device,
+    ) -> Result<Option<DropPath>> {
         let EvalModel::Darts(n) = self else { return Ok(None) };
         if p <= 0.0 {
             return Ok(None);
@@ -109,16 +115,22 @@ pub struct DropPath {
 
 impl DropPath {
     /// Masks for `ops` op outputs of a batch of `batch`, from the stream of (seed, epoch, step).
-    pub fn draw(ops: usize, batch: usize, p: f64, (seed, epoch, step): (u64, usize, usize), device: &Device) -> Result<Self> {
+    pub fn draw(
+        ops: usize,
+        batch: usize,
+        p: f64,
+        (seed, epoch, step): (u64, usize, usize),
+        device: &Device,
+    ) -> Result<Self> {
         let keep = 1.0 - p;
         let mut rng = rng::stream(seed, Purpose::DropPath, epoch as u64, step as u64);
         let scale = (1.0 / keep) as f32;
         let values: Vec<f32> = (0..ops * batch).map(|_| if rng.random_bool(keep) { scale } else { 0.0 }).collect();
-        let masks = Tensor::from_vec(values, (ops, batch, 1, 1, 1), &Device::Cpu)?.to_device(device)?;
+        let masks = Tensor::from_vec(values, (ops, batch), &Device::Cpu)?.to_device(device)?;
         Ok(Self { masks, ops })
     }
 
-    /// The mask of the `i`-th droppable op output, (B, 1, 1, 1).
+    /// The mask of the `i`-th droppable op output, (B,).
     fn mask(&self, i: usize) -> CResult<Tensor> {
         if i >= self.ops {
             candle_core::bail!("drop path: mask {i} asked for, {} drawn", self.ops);

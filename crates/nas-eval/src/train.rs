@@ -77,7 +77,8 @@ fn shape_of(cfg: &TrainConfig, data: &Dataset) -> ModelShape {
 
 /// The dataset and its (non-empty) test split.
 fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Arc<ImageSet>)> {
-    let opts = LoadOptions { subset: cfg.data.subset, with_test: true, seed: cfg.seed, image_size: cfg.data.image_size };
+    let opts =
+        LoadOptions { subset: cfg.data.subset, with_test: true, seed: cfg.seed, image_size: cfg.data.image_size };
     let data = Dataset::load(spec, &opts)?;
     match data.test.clone() {
         Some(test) if !test.is_empty() => Ok((data, test)),
@@ -94,8 +95,15 @@ fn evaluate_set(
     device: &Device,
     sink: &mut dyn MetricsSink,
 ) -> Result<Tally> {
-    let plan =
-        BatchPlan { batch_size, shuffle: false, drop_last: false, augment: Augment::NONE, seed: 0, epoch: 0, stream: 2 };
+    let plan = BatchPlan {
+        batch_size,
+        shuffle: false,
+        drop_last: false,
+        augment: Augment::NONE,
+        seed: 0,
+        epoch: 0,
+        stream: 2,
+    };
     let it = BatchIter::new(set.clone(), normalize.clone(), plan, PREFETCH);
     sink.event(Event::EvalStart { batches: it.remaining() });
     let mut tally = Tally::default();
@@ -125,6 +133,7 @@ impl Trainer {
     pub fn new(cfg: ValidTrainConfig) -> Result<Self> {
         let device = cfg.device.open()?;
         let (data, test_set) = load_data(&cfg, &cfg.data.spec)?;
+        cfg.check_input_size(data.train.height, data.train.width)?;
         if data.train.len() < cfg.data.batch_size {
             return Err(Error::Config(format!(
                 "the training split has {} images, fewer than one batch of {}",
@@ -132,11 +141,12 @@ impl Trainer {
                 cfg.data.batch_size
             )));
         }
-        cfg.check_input_size(data.train.height, data.train.width)?;
         let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &data), cfg.seed, &device)?;
         let o = &cfg.optimizer;
-        let opt =
-            Sgd::new(model.weights().weights(), SgdConfig { lr: o.lr, momentum: o.momentum, weight_decay: o.weight_decay });
+        let opt = Sgd::new(
+            model.weights().weights(),
+            SgdConfig { lr: o.lr, momentum: o.momentum, weight_decay: o.weight_decay },
+        );
         let schedule = CosineAnnealing { max_lr: o.lr, min_lr: o.lr_min, epochs: cfg.epochs };
         Ok(Self {
             device,
@@ -221,7 +231,8 @@ impl Trainer {
 
     /// Test loss, accuracy and count of the current network.
     pub fn evaluate(&self, sink: &mut dyn MetricsSink) -> Result<EvalResult> {
-        let t = evaluate_set(&self.model, &self.test_set, &self.normalize, self.cfg.data.batch_size, &self.device, sink)?;
+        let t =
+            evaluate_set(&self.model, &self.test_set, &self.normalize, self.cfg.data.batch_size, &self.device, sink)?;
         Ok(EvalResult { test_acc: t.acc(), test_loss: t.loss(), n: t.seen })
     }
 
@@ -339,11 +350,8 @@ pub fn evaluate_run(
         return Err(Error::run_dir(dir.path(), "no weights.safetensors nor checkpoint.safetensors to evaluate"));
     };
     let loaded = load_tensors(&path, &device)?;
-    let weights: HashMap<String, Tensor> = loaded
-        .tensors
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v)))
-        .collect();
+    let weights: HashMap<String, Tensor> =
+        loaded.tensors.into_iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v))).collect();
     model.weights().load(&weights, false).map_err(|e| {
         Error::run_dir(&path, format!("{e} (was the network trained on data with the same classes and image size?)"))
     })?;

@@ -81,8 +81,10 @@ impl Search {
     /// Loads the data and builds the supernet and both optimisers.
     pub fn new(cfg: ValidSearchConfig) -> Result<Self> {
         let device = cfg.device.open()?;
-        let data =
-            Dataset::load(&cfg.data.spec, &LoadOptions { subset: cfg.data.subset, seed: cfg.seed, ..LoadOptions::default() })?;
+        let data = Dataset::load(
+            &cfg.data.spec,
+            &LoadOptions { subset: cfg.data.subset, seed: cfg.seed, ..LoadOptions::default() },
+        )?;
         let (train_set, valid_set) = data.search_split();
         if train_set.len() < cfg.data.batch_size {
             return Err(Error::Config(format!(

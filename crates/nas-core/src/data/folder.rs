@@ -31,7 +31,10 @@ fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The class folders of a split, by name.
 fn class_dirs(split: &Path) -> Result<Vec<(String, PathBuf)>> {
     if !split.is_dir() {
-        return Err(Error::data(split, "no such directory (folder datasets need DIR/train/<class>/ and DIR/test/<class>/)"));
+        return Err(Error::data(
+            split,
+            "no such directory (folder datasets need DIR/train/<class>/ and DIR/test/<class>/)",
+        ));
     }
     let mut classes = Vec::new();
     for p in visible_entries(split)? {

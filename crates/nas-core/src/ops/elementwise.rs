@@ -186,3 +186,42 @@ pub fn axpy(acc: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     acc.contiguous()?.apply_op3(&y.contiguous()?, &w.contiguous()?, Axpy)
 }
+
+/// x[b, …] · m[b]: a per-sample factor (drop path), one pass; no gradient for m.
+struct ScaleSamples;
+
+fn scale_samples_fwd<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<CpuStorage> {
+    let x = slice::<T>(s1, l1, "scale_samples")?;
+    let m = slice::<T>(s2, l2, "scale_samples")?;
+    let b = l1.dims().first().copied().unwrap_or(0);
+    if b != m.len() || b == 0 {
+        bail!("scale_samples: {} factors for a batch of {b}", m.len());
+    }
+    let per = x.len() / b;
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(per).zip(x.par_chunks(per)).zip(m.par_iter()).for_each(|((y, x), &f)| {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v * f;
+        }
+    });
+    Ok(T::to_cpu_storage_owned(y))
+}
+
+impl CustomOp2 for ScaleSamples {
+    fn name(&self) -> &'static str {
+        "scale_samples"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((dispatch_float!("scale_samples", s1, scale_samples_fwd(s1, l1, s2, l2))?, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, m: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(scale_samples(gy, m)?), None))
+    }
+}
+
+/// x (B, …) with sample b multiplied by m[b]; m (B,) carries no gradient.
+pub fn scale_samples(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&m.detach().to_dtype(x.dtype())?.contiguous()?, ScaleSamples)
+}

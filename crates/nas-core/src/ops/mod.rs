@@ -134,6 +134,17 @@ pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
     composed::avg_pool_valid(x, k, s)
 }
 
+/// x (B, …) with sample b multiplied by m[b] (drop path); m (B,) carries no gradient.
+pub fn scale_samples(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    if fast(x) {
+        elementwise::scale_samples(x, m)
+    } else {
+        let mut shape = vec![1usize; x.rank()];
+        shape[0] = m.elem_count();
+        x.broadcast_mul(&m.detach().to_dtype(x.dtype())?.reshape(shape)?)
+    }
+}
+
 /// x[:, :, ::s, ::s].
 pub fn subsample(x: &Tensor, s: usize) -> Result<Tensor> {
     composed::subsample(x, s)

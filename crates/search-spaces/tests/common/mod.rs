@@ -66,7 +66,8 @@ pub fn assert_forward_backward_parity(golden: &HashMap<String, Tensor>, net: &Da
 pub fn assert_gradients(golden: &HashMap<String, Tensor>, grads: &GradStore, stores: &[&ParamStore]) {
     let mut checked = 0;
     let mut bad = Vec::new();
-    for p in stores.iter().flat_map(|s| s.params()) {        let Some(want) = golden.get(&format!("grad.{}", p.name)) else {
+    for p in stores.iter().flat_map(|s| s.params()) {
+        let Some(want) = golden.get(&format!("grad.{}", p.name)) else {
             continue;
         };
         let got = grads.get(p.var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {}", p.name));
