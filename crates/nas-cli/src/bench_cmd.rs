@@ -14,11 +14,10 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
 }
 
+/// The network size, batch, device and timing knobs both benchmarks take, with
+/// darts_ref.py's defaults.
 #[derive(Args, Debug)]
-pub struct BenchTrainArgs {
-    /// Genotype: a genotype.json file, DARTS_V1, DARTS_V2, PC_DARTS or an nb201 arch string
-    #[arg(long, default_value = "DARTS_V2")]
-    genotype: String,
+pub struct BenchCommonArgs {
     /// Initial channels C
     #[arg(long, default_value_t = 16)]
     channels: usize,
@@ -31,12 +30,6 @@ pub struct BenchTrainArgs {
     /// Image height and width
     #[arg(long, default_value_t = 32)]
     image_size: usize,
-    /// Drop-path probability
-    #[arg(long, default_value_t = 0.2)]
-    drop_path: f64,
-    /// Loss weight of the auxiliary head (0 removes it)
-    #[arg(long, default_value_t = 0.4)]
-    auxiliary_weight: f64,
     /// Device: cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
@@ -49,22 +42,25 @@ pub struct BenchTrainArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    /// Genotype: a genotype.json file, DARTS_V1, DARTS_V2, PC_DARTS or an nb201 arch string
+    #[arg(long, default_value = "DARTS_V2")]
+    genotype: String,
+    /// Drop-path probability
+    #[arg(long, default_value_t = 0.2)]
+    drop_path: f64,
+    /// Loss weight of the auxiliary head (0 removes it)
+    #[arg(long, default_value_t = 0.4)]
+    auxiliary_weight: f64,
+    #[command(flatten)]
+    common: BenchCommonArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct BenchSearchArgs {
     /// Search space: darts or nb201
     #[arg(long, default_value = "darts")]
     space: Space,
-    /// Initial channels C
-    #[arg(long, default_value_t = 16)]
-    channels: usize,
-    /// Number of cells L
-    #[arg(long, default_value_t = 8)]
-    layers: usize,
-    /// Batch size
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// Image height and width
-    #[arg(long, default_value_t = 32)]
-    image_size: usize,
     /// Hypergradient: first-order, second-order or implicit
     #[arg(long, default_value = "first-order")]
     method: Method,
@@ -80,15 +76,8 @@ pub struct BenchSearchArgs {
     /// Time the weight step only (no architecture step)
     #[arg(long)]
     weights_only: bool,
-    /// Device: cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
-    /// Timed steps (the median is reported)
-    #[arg(long, default_value_t = 5)]
-    steps: usize,
-    /// Untimed warm-up steps
-    #[arg(long, default_value_t = 1)]
-    warmup: usize,
+    #[command(flatten)]
+    common: BenchCommonArgs,
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -96,33 +85,33 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Search(a) => {
             let cfg = BenchSearchConfig {
                 space: a.space,
-                channels: a.channels,
-                layers: a.layers,
-                batch_size: a.batch_size,
-                image_size: a.image_size,
+                channels: a.common.channels,
+                layers: a.common.layers,
+                batch_size: a.common.batch_size,
+                image_size: a.common.image_size,
                 method: a.method,
                 neumann_steps: a.neumann_steps,
                 partial_channels: a.partial_channels,
                 edge_norm: a.edge_norm || a.partial_channels > 1,
                 weights_only: a.weights_only,
-                device: a.device,
-                steps: a.steps,
-                warmup: a.warmup,
+                device: a.common.device,
+                steps: a.common.steps,
+                warmup: a.common.warmup,
             };
             crate::out(&format!("{}\n", bench_search(&cfg)?))
         }
         BenchCommand::Train(a) => {
             let cfg = BenchTrainConfig {
                 genotype: a.genotype,
-                channels: a.channels,
-                layers: a.layers,
-                batch_size: a.batch_size,
-                image_size: a.image_size,
+                channels: a.common.channels,
+                layers: a.common.layers,
+                batch_size: a.common.batch_size,
+                image_size: a.common.image_size,
                 drop_path: a.drop_path,
                 auxiliary_weight: a.auxiliary_weight,
-                device: a.device,
-                steps: a.steps,
-                warmup: a.warmup,
+                device: a.common.device,
+                steps: a.common.steps,
+                warmup: a.common.warmup,
             };
             crate::out(&format!("{}\n", bench_train(&cfg)?))
         }

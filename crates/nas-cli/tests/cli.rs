@@ -1,36 +1,11 @@
 //! The `nas` binary end to end: searches on synthetic and CIFAR-format data, `show`, and the
 //! one-line errors for bad input (never a panic or a backtrace).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn nas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nas"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .env("RAYON_NUM_THREADS", "2")
-        .output()
-        .expect("run nas")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Fails unless the command failed with exactly one line on stderr containing `want`.
-fn assert_clean_error(o: &Output, want: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert_eq!(o.status.code(), Some(1), "exit code: {err}");
-    assert!(err.contains(want), "stderr does not mention `{want}`: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
-}
+use common::{assert_clean_error, nas, stderr, stdout};
 
 /// A tiny search: 2 cells of 4 channels on 64 images.
 const TINY: [&str; 12] =

@@ -3,33 +3,11 @@
 //! trains in its own skeleton; bad input (corrupt image, empty class, CIFAR label out of range,
 //! an op from another space, …) is one clear error line.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn nas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nas"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .env("RAYON_NUM_THREADS", "2")
-        .output()
-        .expect("run nas")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn assert_clean_error(o: &Output, want: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "exit code: {err}");
-    assert!(err.contains(want), "stderr does not mention `{want}`: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line: {err}");
-    assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
-}
+use common::{assert_clean_error, nas, stderr, stdout};
 
 /// 4 classes told apart by structure only (random colours): horizontal stripes, vertical
 /// stripes, a disc, a checkerboard; `side`×`side` images written as PNG and BMP.

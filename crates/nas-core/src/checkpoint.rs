@@ -55,6 +55,11 @@ impl LoadedTensors {
         self.metadata.get(key).map(String::as_str)
     }
 
+    /// The tensors whose names start with `prefix`, under the rest of their names.
+    pub fn with_prefix(&self, prefix: &str) -> HashMap<String, Tensor> {
+        self.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
+    }
+
     /// A metadata value parsed as `T`, or an error naming the key.
     pub fn meta_parse<T: std::str::FromStr>(&self, path: &Path, key: &str) -> Result<T> {
         self.meta(key)

@@ -120,6 +120,12 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Every parameter's current value (shared, not copied) named `prefix` + its name, for a
+    /// checkpoint.
+    pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        self.params().into_iter().map(|p| (format!("{prefix}{}", p.name), p.var.as_tensor().clone())).collect()
+    }
+
     /// Snapshot of every parameter's current value (copies, detached from the `Var`s).
     pub fn snapshot(&self) -> Result<Vec<(String, Tensor)>> {
         self.params().into_iter().map(|p| Ok((p.name, p.var.as_tensor().copy()?))).collect()

@@ -275,21 +275,14 @@ impl Trainer {
 
     /// The network's weights and BN statistics under the reference's state_dict names.
     pub fn save_weights(&self, path: &Path) -> Result<()> {
-        let tensors: Vec<(String, Tensor)> =
-            self.model.weights().params().into_iter().map(|p| (p.name, p.var.as_tensor().clone())).collect();
+        let tensors = self.model.weights().named_tensors("");
         let meta = HashMap::from([("genotype".to_string(), self.cfg.genotype.to_json().to_string())]);
         Ok(save_tensors(path, &tensors, meta)?)
     }
 
     /// Writes weights, BN statistics, momentum buffers and the next epoch, atomically.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = self
-            .model
-            .weights()
-            .params()
-            .into_iter()
-            .map(|p| (format!("weights.{}", p.name), p.var.as_tensor().clone()))
-            .collect();
+        let mut tensors = self.model.weights().named_tensors("weights.");
         tensors.extend(self.opt.state("sgd"));
         let meta = HashMap::from([
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
@@ -305,12 +298,10 @@ impl Trainer {
         if ck.meta("format") != Some(CHECKPOINT_FORMAT) {
             return Err(Error::run_dir(path, "not a training checkpoint of this version"));
         }
-        let weights: HashMap<String, Tensor> = ck
-            .tensors
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("weights.").map(|n| (n.to_string(), v.clone())))
-            .collect();
-        self.model.weights().load(&weights, false).map_err(|e| Error::run_dir(path, e.to_string()))?;
+        self.model
+            .weights()
+            .load(&ck.with_prefix("weights."), false)
+            .map_err(|e| Error::run_dir(path, e.to_string()))?;
         self.opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| Error::run_dir(path, e.to_string()))?;
         self.next_epoch = ck.meta_parse(path, "next_epoch")?;
         Ok(self.next_epoch)
@@ -349,10 +340,7 @@ pub fn evaluate_run(
     } else {
         return Err(Error::run_dir(dir.path(), "no weights.safetensors nor checkpoint.safetensors to evaluate"));
     };
-    let loaded = load_tensors(&path, &device)?;
-    let weights: HashMap<String, Tensor> =
-        loaded.tensors.into_iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v))).collect();
-    model.weights().load(&weights, false).map_err(|e| {
+    model.weights().load(&load_tensors(&path, &device)?.with_prefix(prefix), false).map_err(|e| {
         Error::run_dir(&path, format!("{e} (was the network trained on data with the same classes and image size?)"))
     })?;
     let t = evaluate_set(&model, &test, &ds.normalize, cfg.data.batch_size, &device, sink)?;

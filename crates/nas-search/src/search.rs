@@ -252,12 +252,8 @@ impl Search {
     /// Writes weights, buffers, α, optimiser states and the next epoch, atomically.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for p in self.net.weights().params() {
-            tensors.push((format!("weights.{}", p.name), p.var.as_tensor().clone()));
-        }
-        for p in self.net.arch().params() {
-            tensors.push((format!("arch.{}", p.name), p.var.as_tensor().clone()));
-        }
+        tensors.extend(self.net.weights().named_tensors("weights."));
+        tensors.extend(self.net.arch().named_tensors("arch."));
         tensors.extend(self.w_opt.state("sgd"));
         tensors.extend(self.architect.optimizer().state("adam"));
         let meta = HashMap::from([
@@ -274,12 +270,9 @@ impl Search {
         if ck.meta("format") != Some(CHECKPOINT_FORMAT) {
             return Err(Error::run_dir(path, "not a search checkpoint of this version"));
         }
-        let strip = |prefix: &str| -> HashMap<String, Tensor> {
-            ck.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
-        };
         let ctx = |e: nas_core::Error| Error::run_dir(path, e.to_string());
-        self.net.weights().load(&strip("weights."), false).map_err(ctx)?;
-        self.net.arch().load(&strip("arch."), false).map_err(ctx)?;
+        self.net.weights().load(&ck.with_prefix("weights."), false).map_err(ctx)?;
+        self.net.arch().load(&ck.with_prefix("arch."), false).map_err(ctx)?;
         self.w_opt.load_state("sgd", |n| ck.tensors.get(n).cloned())?;
         let steps: u64 = ck.meta_parse(path, "adam_steps")?;
         self.architect.optimizer_mut().load_state("adam", steps, |n| ck.tensors.get(n).cloned())?;
