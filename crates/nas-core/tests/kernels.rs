@@ -133,6 +133,22 @@ fn pooling_gradients_and_forward() {
 }
 
 #[test]
+fn valid_average_pooling_gradients_and_forward() {
+    // The auxiliary head's 5×5/3 on 8×8 maps, plus windows that leave a ragged border.
+    for (k, s, hw) in [(5, 3, 8), (5, 3, 9), (2, 2, 5), (3, 1, 4)] {
+        let name = format!("avg_pool_valid k{k} s{s} {hw}x{hw}");
+        let fast = move |t: &[Tensor]| ops::avg_pool_valid(&t[0], k, s);
+        let slow = move |t: &[Tensor]| composed::avg_pool_valid(&t[0], k, s);
+        fd_check(&name, &fast, &[&[2, 3, hw, hw]], 1e-7);
+        same_as_composed(&name, &fast, &slow, &[&[2, 3, hw, hw]]);
+    }
+    // Closed form: one 2×2 window over 1..4 averages to 2.5.
+    let x = Tensor::from_vec(vec![1f64, 2., 3., 4.], (1, 1, 2, 2), &Device::Cpu).unwrap();
+    let y = ops::avg_pool_valid(&x, 2, 1).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(y, vec![2.5]);
+}
+
+#[test]
 fn max_pool_ties_go_to_the_first_maximum() {
     // A constant plane: every window is all ties; PyTorch routes each gradient to the first
     // element of its window in row-major order.

@@ -131,7 +131,11 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tens
 
 /// k×k average pooling with stride s and no padding.
 pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
-    composed::avg_pool_valid(x, k, s)
+    if fast(x) {
+        pool::avg_pool_valid(x, k, s)
+    } else {
+        composed::avg_pool_valid(x, k, s)
+    }
 }
 
 /// x (B, …) with sample b multiplied by m[b] (drop path); m (B,) carries no gradient.

@@ -221,3 +221,104 @@ pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
     Geom::new(x.dims(), stride)?;
     x.contiguous()?.apply_op1(Pool3x3 { kind, stride, argmax: Default::default() })
 }
+
+/// k×k average pooling with stride s and no padding (the auxiliary head's 5×5/3): every
+/// window lies inside the image, so each averages exactly k² values.
+#[derive(Debug, Clone, Copy)]
+struct ValidGeom {
+    planes: usize,
+    dims: [usize; 4],
+    k: usize,
+    s: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl ValidGeom {
+    fn new(dims: &[usize], k: usize, s: usize) -> Result<Self> {
+        let &[b, c, h, w] = dims else { bail!("avg_pool_valid: input must be (B, C, H, W), got {dims:?}") };
+        if k == 0 || s == 0 || h < k || w < k {
+            bail!("avg_pool_valid: cannot pool {h}x{w} with a {k}x{k} window and stride {s}");
+        }
+        Ok(Self { planes: b * c, dims: [b, c, h, w], k, s, oh: (h - k) / s + 1, ow: (w - k) / s + 1 })
+    }
+
+    fn in_plane(&self) -> usize {
+        self.dims[2] * self.dims[3]
+    }
+
+    fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Calls `f(out_index, in_index)` for every (output, input) pair of a plane's windows.
+    #[inline]
+    fn for_each_tap(&self, mut f: impl FnMut(usize, usize)) {
+        let w = self.dims[3];
+        for oy in 0..self.oh {
+            for ox in 0..self.ow {
+                for ky in 0..self.k {
+                    let row = (oy * self.s + ky) * w + ox * self.s;
+                    for kx in 0..self.k {
+                        f(oy * self.ow + ox, row + kx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn avg_valid_forward<T: Float>(x: &[T], g: &ValidGeom) -> Vec<T> {
+    let (ip, op) = (g.in_plane(), g.out_plane());
+    let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
+    let mut out = vec![T::zero(); g.planes * op];
+    out.par_chunks_mut(op).zip(x.par_chunks(ip)).with_min_len(64).for_each(|(o, x)| {
+        g.for_each_tap(|oi, ii| o[oi] += x[ii]);
+        o.iter_mut().for_each(|v| *v *= inv);
+    });
+    out
+}
+
+fn avg_valid_backward<T: Float>(gy: &[T], g: &ValidGeom) -> Vec<T> {
+    let (ip, op) = (g.in_plane(), g.out_plane());
+    let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
+    let mut gx = vec![T::zero(); g.planes * ip];
+    gx.par_chunks_mut(ip).zip(gy.par_chunks(op)).with_min_len(64).for_each(|(gx, gy)| {
+        g.for_each_tap(|oi, ii| gx[ii] += gy[oi] * inv);
+    });
+    gx
+}
+
+struct AvgPoolValid {
+    k: usize,
+    s: usize,
+}
+
+impl CustomOp1 for AvgPoolValid {
+    fn name(&self) -> &'static str {
+        "avg-pool-valid"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = ValidGeom::new(l.dims(), self.k, self.s)?;
+        fn run<T: Float>(st: &CpuStorage, l: &Layout, g: &ValidGeom) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(avg_valid_forward(slice::<T>(st, l, "avg_pool_valid")?, g)))
+        }
+        let out = dispatch_float!("avg_pool_valid", st, run(st, l, &g))?;
+        Ok((out, (g.dims[0], g.dims[1], g.oh, g.ow).into()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+        let g = ValidGeom::new(x.dims(), self.k, self.s)?;
+        fn run<T: Float>(gy: &Tensor, g: &ValidGeom) -> Result<Tensor> {
+            with_slices::<T, _>(&[gy], |s| cpu_tensor(avg_valid_backward(s[0], g), g.dims.to_vec()))
+        }
+        Ok(Some(dispatch_dtype!("avg_pool_valid", gy.dtype(), run(gy, &g))?))
+    }
+}
+
+/// k×k average pooling with stride s and no padding, differentiable.
+pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
+    ValidGeom::new(x.dims(), k, s)?;
+    x.contiguous()?.apply_op1(AvgPoolValid { k, s })
+}
