@@ -42,6 +42,7 @@ pub struct BenchCommonArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct BenchTrainArgs {
     /// Genotype: a genotype.json file, DARTS_V1, DARTS_V2, PC_DARTS or an nb201 arch string
     #[arg(long, default_value = "DARTS_V2")]
@@ -57,6 +58,7 @@ pub struct BenchTrainArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct BenchSearchArgs {
     /// Search space: darts or nb201
     #[arg(long, default_value = "darts")]

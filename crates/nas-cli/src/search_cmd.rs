@@ -15,6 +15,7 @@ use crate::run_setup;
 use crate::Globals;
 
 #[derive(Args, Debug, Default)]
+#[command(allow_negative_numbers = true)]
 pub struct SearchArgs {
     /// Preset: darts-1st (default), darts-2nd, pc-darts or quick
     #[arg(long, value_name = "P")]

@@ -14,6 +14,7 @@ pub enum Format {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct ShowArgs {
     /// Genotype: a genotype.json file, a run directory, DARTS_V1, DARTS_V2, PC_DARTS, or an
     /// nb201 arch string such as '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|…|'
@@ -46,6 +47,11 @@ pub fn load_genotype(spec: &str) -> anyhow::Result<Genotype> {
 }
 
 pub fn run(args: ShowArgs) -> anyhow::Result<()> {
+    for (flag, v) in [("--channels", args.channels), ("--layers", args.layers), ("--classes", Some(args.classes))] {
+        if v == Some(0) {
+            anyhow::bail!("{flag} must be positive, got 0");
+        }
+    }
     let genotype = load_genotype(&args.genotype)?;
     match args.format {
         Format::Json => crate::out(&format!("{}\n", serde_json::to_string_pretty(&genotype.to_json())?)),

@@ -17,6 +17,7 @@ use crate::show_cmd::load_genotype;
 use crate::Globals;
 
 #[derive(Args, Debug, Default)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Genotype: a genotype.json file, a search run directory, DARTS_V1, DARTS_V2, PC_DARTS or
     /// an nb201 arch string (not needed with --resume)

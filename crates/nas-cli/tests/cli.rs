@@ -3,29 +3,11 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{assert_clean_error, nas, stderr, stdout};
+use common::{assert_rejected, nas, stderr, stdout, write_cifar10};
 
 /// A tiny search: 2 cells of 4 channels on 64 images.
 const TINY: [&str; 12] =
     ["--epochs", "1", "--subset", "64", "--batch-size", "16", "--channels", "4", "--layers", "2", "--seed", "3"];
-
-fn write_cifar10(dir: &Path, files: &[(&str, usize)]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut state = 12345u32;
-    for (name, n) in files {
-        let mut bytes = Vec::with_capacity(n * 3073);
-        for i in 0..*n {
-            bytes.push((i % 10) as u8);
-            for _ in 0..3072 {
-                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                bytes.push((state >> 24) as u8);
-            }
-        }
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-}
 
 #[test]
 fn search_on_synthetic_writes_the_run_directory() {
@@ -54,7 +36,7 @@ fn search_on_synthetic_writes_the_run_directory() {
     assert!(o.status.success() && stdout(&o).contains("params: "), "{}", stderr(&o));
     let mut again = vec!["search", "--preset", "quick", "--out", out.to_str().unwrap()];
     again.extend(TINY);
-    assert_clean_error(&nas(&again), "already exists");
+    assert_rejected(&nas(&again), &["already exists"]);
 }
 
 #[test]
@@ -119,18 +101,6 @@ fn pc_darts_and_nb201_searches_run_end_to_end() {
         let o = nas(&["show", out.to_str().unwrap()]);
         assert!(o.status.success() && stdout(&o).contains(arch), "{}", stderr(&o));
     }
-    assert_clean_error(
-        &nas(&[
-            "search",
-            "--space",
-            "nb201",
-            "--partial-channels",
-            "2",
-            "--out",
-            tmp.path().join("x").to_str().unwrap(),
-        ]),
-        "darts space only",
-    );
 }
 
 #[test]
@@ -156,50 +126,4 @@ fn show_prints_builtin_genotypes_with_their_size() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["space"], "darts");
     assert_eq!(v["normal"][0][0], "sep_conv_3x3");
-}
-
-#[test]
-fn bad_input_is_one_clear_line() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
-
-    std::fs::write(p("broken.json"), "{\"normal\": [[\"sep_conv_3x3\", 0]").unwrap();
-    assert_clean_error(&nas(&["show", &p("broken.json")]), "malformed JSON");
-    std::fs::write(
-        p("unknown.json"),
-        r#"{"normal":[["conv_9x9",0],["skip_connect",1]],"reduce":[["max_pool_3x3",0],["max_pool_3x3",1]]}"#,
-    )
-    .unwrap();
-    assert_clean_error(&nas(&["show", &p("unknown.json")]), "unknown op `conv_9x9`");
-    assert_clean_error(&nas(&["show", &p("missing.json")]), "missing.json");
-
-    let out = p("run");
-    let search = |data: &str| nas(&["search", "--preset", "quick", "--data", data, "--out", &out]);
-    let o = search("imagenet:/data");
-    assert!(!o.status.success() && stderr(&o).contains("unknown data spec"), "{}", stderr(&o));
-
-    let o = search(&format!("cifar10:{}", p("nope")));
-    assert_clean_error(&o, "nope");
-    assert_clean_error(&o, "no such directory");
-
-    std::fs::create_dir_all(p("empty")).unwrap();
-    assert_clean_error(&search(&format!("cifar10:{}", p("empty"))), "no data_batch_*.bin");
-
-    write_cifar10(Path::new(&p("trunc")), &[("data_batch_1.bin", 3)]);
-    let f = Path::new(&p("trunc")).join("data_batch_1.bin");
-    let bytes = std::fs::read(&f).unwrap();
-    std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
-    let o = search(&format!("cifar10:{}", p("trunc")));
-    assert_clean_error(&o, "data_batch_1.bin");
-    assert_clean_error(&o, "truncated");
-
-    // A failed start leaves the run directory without a half-written run.
-    assert!(!Path::new(&out).join("checkpoint.safetensors").exists());
-
-    assert_clean_error(
-        &nas(&["search", "--channels", "8", "--partial-channels", "3", "--out", &p("r2")]),
-        "K=3 must divide",
-    );
-    assert!(!Path::new(&p("r2")).exists(), "invalid flags must not create the run directory");
-    assert_clean_error(&nas(&["search", "--preset", "fast", "--out", &p("r3")]), "unknown preset `fast`");
 }

@@ -118,52 +118,65 @@ impl TrainConfig {
         let genotype = Genotype::from_json_value(&self.genotype)?;
         let bad = |m: String| Err(Error::Config(m));
         for (name, v) in [
-            ("epochs", self.epochs),
-            ("channels", self.model.channels),
-            ("layers", self.model.layers),
-            ("batch size", self.data.batch_size),
-            ("image size", self.data.image_size),
+            ("--epochs (epochs)", self.epochs),
+            ("--channels (model.channels)", self.model.channels),
+            ("--layers (model.layers)", self.model.layers),
+            ("--batch-size (data.batch_size)", self.data.batch_size),
+            ("--image-size (data.image_size)", self.data.image_size),
         ] {
             if v == 0 {
-                return bad(format!("{name} must be positive"));
+                return bad(format!("{name} must be positive, got 0"));
             }
         }
         let m = &self.model;
         if !(0.0..1.0).contains(&m.drop_path) {
-            return bad(format!("drop path probability must be in [0, 1), got {}", m.drop_path));
+            return bad(format!("--drop-path (model.drop_path) probability must be in [0, 1), got {}", m.drop_path));
         }
         if !(m.auxiliary_weight >= 0.0 && m.auxiliary_weight.is_finite()) {
-            return bad(format!("auxiliary weight must be a non-negative number, got {}", m.auxiliary_weight));
+            return bad(format!(
+                "--auxiliary-weight (model.auxiliary_weight) must be a finite non-negative number, got {}",
+                m.auxiliary_weight
+            ));
         }
         if let Genotype::Darts(_) = genotype {
             if m.channels % 2 != 0 {
-                return bad(format!("channels must be even (factorized reductions halve them), got {}", m.channels));
+                return bad(format!(
+                    "--channels (model.channels) must be even (factorized reductions halve them), got {}",
+                    m.channels
+                ));
             }
             if m.auxiliary_weight > 0.0 && m.layers < 3 {
-                return bad("the auxiliary head needs at least 3 layers (set the auxiliary weight to 0)".into());
+                return bad("the auxiliary head needs --layers 3 or more (or --auxiliary-weight 0)".into());
             }
         } else {
             if m.auxiliary_weight != 0.0 {
-                return bad("nb201 networks have no auxiliary head (auxiliary weight must be 0)".into());
+                return bad("nb201 networks have no auxiliary head (--auxiliary-weight must be 0)".into());
             }
             if m.drop_path != 0.0 {
-                return bad("nb201 networks do not use drop path (drop path must be 0)".into());
+                return bad("nb201 networks do not use drop path (--drop-path must be 0)".into());
             }
         }
         let o = &self.optimizer;
-        for (name, v) in [("lr", o.lr), ("momentum", o.momentum), ("weight decay", o.weight_decay)] {
+        for (name, v) in [
+            ("--lr (optimizer.lr)", o.lr),
+            ("optimizer.momentum", o.momentum),
+            ("optimizer.weight_decay", o.weight_decay),
+        ] {
             if !(v >= 0.0 && v.is_finite()) {
                 return bad(format!("{name} must be a non-negative number, got {v}"));
             }
         }
         if o.lr == 0.0 || !(0.0..=o.lr).contains(&o.lr_min) {
-            return bad(format!("need 0 < lr and 0 <= lr_min <= lr, got lr {} and lr_min {}", o.lr, o.lr_min));
+            return bad(format!(
+                "need 0 < --lr and 0 <= optimizer.lr_min <= --lr, got lr {} and lr_min {}",
+                o.lr, o.lr_min
+            ));
         }
         if !(o.grad_clip >= 0.0 && o.grad_clip.is_finite()) {
-            return bad(format!("gradient clip must be a non-negative number, got {}", o.grad_clip));
+            return bad(format!("optimizer.grad_clip must be a non-negative number, got {}", o.grad_clip));
         }
         if self.data.subset == Some(0) {
-            return bad("subset must be positive".into());
+            return bad("--subset (data.subset) must be positive, got 0".into());
         }
         Ok(ValidTrainConfig { config: self, genotype })
     }
@@ -218,13 +231,13 @@ mod tests {
     fn bad_values_are_named() {
         type Edit = Box<dyn Fn(&mut TrainConfig)>;
         let cases: Vec<(Edit, &str)> = vec![
-            (Box::new(|c| c.model.channels = 0), "channels must be positive"),
-            (Box::new(|c| c.model.channels = 7), "channels must be even"),
-            (Box::new(|c| c.model.drop_path = 1.0), "drop path probability"),
-            (Box::new(|c| c.model.auxiliary_weight = -1.0), "auxiliary weight"),
-            (Box::new(|c| c.data.batch_size = 0), "batch size must be positive"),
-            (Box::new(|c| c.optimizer.lr = 0.0), "0 < lr"),
-            (Box::new(|c| c.optimizer.lr = f64::NAN), "lr must be"),
+            (Box::new(|c| c.model.channels = 0), "--channels (model.channels) must be positive"),
+            (Box::new(|c| c.model.channels = 7), "must be even"),
+            (Box::new(|c| c.model.drop_path = 1.0), "--drop-path (model.drop_path) probability"),
+            (Box::new(|c| c.model.auxiliary_weight = -1.0), "--auxiliary-weight"),
+            (Box::new(|c| c.data.batch_size = 0), "--batch-size (data.batch_size) must be positive"),
+            (Box::new(|c| c.optimizer.lr = 0.0), "0 < --lr"),
+            (Box::new(|c| c.optimizer.lr = f64::NAN), "--lr (optimizer.lr) must be"),
             (Box::new(|c| c.genotype = serde_json::json!({"space": "darts", "normal": []})), "genotype"),
         ];
         for (edit, want) in cases {

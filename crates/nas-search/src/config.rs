@@ -39,11 +39,11 @@ pub enum Method {
 macro_rules! kebab_enum_str {
     ($t:ty, $what:literal, [$($v:path => $s:literal),*]) => {
         impl FromStr for $t {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
                 match s {
                     $($s => Ok($v),)*
-                    _ => Err(Error::Config(format!(concat!("unknown ", $what, " `{}` (expected {})"), s, [$($s),*].join(", ")))),
+                    _ => Err(format!(concat!("unknown ", $what, " `{}` (expected {})"), s, [$($s),*].join(", "))),
                 }
             }
         }
@@ -209,69 +209,82 @@ impl SearchConfig {
         serde_json::from_value(merged).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
-    /// Checks every value once; the search only ever sees a validated configuration.
+    /// Checks every value once; the search only ever sees a validated configuration. Messages
+    /// name the flag and, in parentheses, the config.json field.
     pub fn validate(self) -> Result<ValidSearchConfig> {
         let bad = |m: String| Err(Error::Config(m));
         let positive = [
-            ("epochs", self.epochs),
-            ("batch size", self.data.batch_size),
-            ("channels", self.model.channels),
-            ("layers", self.model.layers),
-            ("steps", self.model.steps),
-            ("partial channels K", self.model.partial_channels),
+            ("--epochs (epochs)", self.epochs),
+            ("--batch-size (data.batch_size)", self.data.batch_size),
+            ("--channels (model.channels)", self.model.channels),
+            ("--layers (model.layers)", self.model.layers),
+            ("model.steps", self.model.steps),
+            ("--partial-channels (model.partial_channels)", self.model.partial_channels),
         ];
         for (name, v) in positive {
             if v == 0 {
-                return bad(format!("{name} must be positive"));
+                return bad(format!("{name} must be positive, got 0"));
             }
         }
         if self.data.subset == Some(0) {
-            return bad("subset must be positive".into());
+            return bad("--subset (data.subset) must be positive, got 0".into());
         }
-        if self.data.subset.is_some_and(|n| n < 2 * self.data.batch_size) {
+        if let Some(n) = self.data.subset.filter(|&n| n < 2 * self.data.batch_size) {
             return bad(format!(
-                "subset {} is too small for batch size {}: each half of the split needs a full batch",
-                self.data.subset.unwrap_or(0),
+                "--subset {n} is too small for --batch-size {}: each half of the split needs a full batch",
                 self.data.batch_size
             ));
         }
         let k = self.model.partial_channels;
         if self.model.channels % k != 0 {
-            return bad(format!("partial channels K={k} must divide channels C={}", self.model.channels));
+            return bad(format!(
+                "--partial-channels K={k} must divide --channels C={} (PC-DARTS splits every edge's channels K ways)",
+                self.model.channels
+            ));
         }
         if self.method == Method::Implicit && self.neumann_steps == 0 {
-            return bad("neumann steps must be positive for the implicit method".into());
+            return bad("--neumann-steps (neumann_steps) must be positive for the implicit method".into());
         }
         if self.arch_start_epoch >= self.epochs && self.arch_start_epoch > 0 {
             return bad(format!(
-                "arch start epoch {} leaves no architecture updates in {} epochs",
+                "--arch-start-epoch {} leaves no architecture updates in --epochs {}",
                 self.arch_start_epoch, self.epochs
             ));
         }
         let w = &self.weight_optimizer;
         let a = &self.arch_optimizer;
         let finite_nonneg = [
-            ("weight lr", w.lr),
-            ("weight lr_min", w.lr_min),
-            ("momentum", w.momentum),
-            ("weight decay", w.weight_decay),
-            ("grad clip", w.grad_clip),
-            ("arch lr", a.lr),
-            ("arch weight decay", a.weight_decay),
+            ("--lr (weight_optimizer.lr)", w.lr),
+            ("weight_optimizer.lr_min", w.lr_min),
+            ("weight_optimizer.momentum", w.momentum),
+            ("weight_optimizer.weight_decay", w.weight_decay),
+            ("weight_optimizer.grad_clip", w.grad_clip),
+            ("--arch-lr (arch_optimizer.lr)", a.lr),
+            ("arch_optimizer.weight_decay", a.weight_decay),
         ];
         for (name, v) in finite_nonneg {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!("{name} must be a finite non-negative number, got {v}"));
             }
         }
-        if w.lr <= 0.0 || a.lr <= 0.0 {
-            return bad("learning rates must be positive".into());
+        if w.lr <= 0.0 {
+            return bad("--lr (weight_optimizer.lr) must be positive, got 0".into());
+        }
+        if a.lr <= 0.0 {
+            return bad("--arch-lr (arch_optimizer.lr) must be positive, got 0".into());
         }
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
-            return bad("Adam betas must be in [0, 1)".into());
+            return bad(format!("arch_optimizer.beta1/beta2 must be in [0, 1), got {} and {}", a.beta1, a.beta2));
         }
-        if self.space == Space::Nb201 && (k != 1 || self.model.edge_norm) {
-            return bad("partial channels and edge normalisation apply to the darts space only".into());
+        if self.space == Space::Nb201 {
+            if k != 1 || self.model.edge_norm {
+                return bad(
+                    "--partial-channels and --edge-norm apply to the darts space only, not to --space nb201".into()
+                );
+            }
+            if self.model.max_skip_connect.is_some() {
+                return bad("--max-skip-connect applies to the darts space only, not to --space nb201".into());
+            }
         }
         Ok(ValidSearchConfig(self))
     }
@@ -336,10 +349,10 @@ mod tests {
     fn validation_names_the_problem() {
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.model.partial_channels = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("K=3 must divide channels C=16"));
+        assert!(c.validate().unwrap_err().to_string().contains("K=3 must divide --channels C=16"));
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.data.batch_size = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("batch size must be positive"));
+        assert!(c.validate().unwrap_err().to_string().contains("--batch-size (data.batch_size) must be positive"));
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.weight_optimizer.lr = f64::NAN;
         assert!(c.validate().is_err());

@@ -49,6 +49,7 @@ pub fn build_supernet(
                 in_channels,
                 partial_channels: cfg.model.partial_channels,
                 edge_norm: cfg.model.edge_norm,
+                max_skip_connect: cfg.model.max_skip_connect,
             };
             Ok(Box::new(DartsSupernet::new(net_cfg, cfg.seed, DType::F32, device)?))
         }

@@ -134,6 +134,12 @@ impl DartsGenotype {
             let steps = edges.len() / 2;
             for (e, &(op, input)) in edges.iter().enumerate() {
                 let node = e / 2;
+                if input >= steps + 2 {
+                    return Err(Error::Genotype(format!(
+                        "`{name}` edge {e} ({op}, {input}): input {input} out of range (the cell's states are 0..={})",
+                        steps + 1
+                    )));
+                }
                 if input >= node + 2 {
                     return Err(Error::Genotype(format!(
                         "`{name}` edge {e} ({op}, {input}): node {node} can only take inputs 0..={} (inputs may not point forward)",

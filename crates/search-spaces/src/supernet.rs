@@ -34,7 +34,7 @@ impl Supernet for crate::darts::DartsSupernet {
     }
 
     fn genotype(&self) -> crate::Result<Genotype> {
-        Ok(Genotype::Darts(crate::darts::DartsSupernet::genotype(self, None)?))
+        Ok(Genotype::Darts(crate::darts::DartsSupernet::genotype(self, self.config().max_skip_connect)?))
     }
 
     fn arch_json(&self) -> crate::Result<Value> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use search_spaces::darts::{derive, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::{DartsGenotype, Genotype};
+use search_spaces::{DartsGenotype, Genotype, Supernet};
 
 use DartsOp::*;
 
@@ -13,9 +13,14 @@ fn col(op: DartsOp) -> usize {
     op.index()
 }
 
-/// A supernet (C=2, L=3) whose α are set by hand: `(edge, op, value)` entries, zeros elsewhere.
-fn with_alphas(normal: &[(usize, DartsOp, f32)], reduce: &[(usize, DartsOp, f32)]) -> DartsSupernet {
-    let cfg = DartsSupernetConfig { channels: 2, layers: 3, ..Default::default() };
+/// A supernet (C=2, L=3, skip cap `max_skip_connect`) whose α are set by hand:
+/// `(edge, op, value)` entries, zeros elsewhere.
+fn with_alphas(
+    normal: &[(usize, DartsOp, f32)],
+    reduce: &[(usize, DartsOp, f32)],
+    max_skip_connect: Option<usize>,
+) -> DartsSupernet {
+    let cfg = DartsSupernetConfig { channels: 2, layers: 3, max_skip_connect, ..Default::default() };
     let net = DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).unwrap();
     let table = |entries: &[(usize, DartsOp, f32)]| {
         let mut v = vec![0f32; 14 * 8];
@@ -52,7 +57,7 @@ fn derivation_from_hand_made_alphas() {
     ];
     // Reduction cell: `none` strongest on both edges of node 0; they are still the only two.
     let reduce = [(0, None, 10.0), (0, SepConv3x3, 2.0), (1, None, 10.0), (1, SkipConnect, 1.0)];
-    let g = with_alphas(&normal, &reduce).genotype(Option::None).unwrap();
+    let g = with_alphas(&normal, &reduce, Option::None).genotype(Option::None).unwrap();
     assert_eq!(
         g.normal,
         vec![
@@ -80,7 +85,7 @@ fn skip_cap_replaces_the_weakest_skips() {
         (2, SkipConnect, 3.0),
         (2, AvgPool3x3, 2.5),
     ];
-    let net = with_alphas(&normal, &[]);
+    let net = with_alphas(&normal, &[], Option::None);
     let uncapped = net.genotype(Option::None).unwrap();
     assert_eq!(uncapped.normal.iter().filter(|(o, _)| *o == SkipConnect).count(), 3);
     let capped = net.genotype(Some(1)).unwrap();
@@ -90,6 +95,10 @@ fn skip_cap_replaces_the_weakest_skips() {
     // Derivation helpers agree with the supernet path.
     let [wn, _] = net.op_weights().unwrap();
     assert_eq!(derive::derive_cell(&wn, 4), uncapped.normal);
+    // The search reports the genotype through `Supernet`, which applies the configured cap.
+    let configured = with_alphas(&normal, &[], Some(1));
+    assert_eq!(Supernet::genotype(&configured).unwrap(), Genotype::Darts(capped));
+    assert_eq!(Supernet::genotype(&net).unwrap(), Genotype::Darts(uncapped));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Running the `nas` binary from integration tests and checking its one-line errors.
 #![allow(dead_code)] // each test file uses a different part
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn nas(args: &[&str]) -> Output {
@@ -20,13 +21,72 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Fails unless the command failed with exactly one line on stderr containing `want`.
-pub fn assert_clean_error(o: &Output, want: &str) {
+/// CIFAR-10 binary files of `n` records each (labels cycling 0..10, pseudo-random pixels).
+pub fn write_cifar10(dir: &Path, files: &[(&str, usize)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 12345u32;
+    for (name, n) in files {
+        let mut bytes = Vec::with_capacity(n * 3073);
+        for i in 0..*n {
+            bytes.push((i % 10) as u8);
+            for _ in 0..3072 {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                bytes.push((state >> 24) as u8);
+            }
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// 4 classes told apart by structure only (random colours): horizontal stripes, vertical
+/// stripes, a disc, a checkerboard; `side`×`side` images written as PNG and BMP.
+pub fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_class: usize) {
+    let mut state = 0x2545_f491u32;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    for (split, n) in [("train", train_per_class), ("test", test_per_class)] {
+        for (class, name) in ["hstripes", "vstripes", "disc", "checker"].iter().enumerate() {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let a = [rand() as u8, rand() as u8, rand() as u8];
+                let b = [rand() as u8, rand() as u8, rand() as u8];
+                let period = side / 8 + rand() % (side / 8);
+                let (cx, cy, r) =
+                    (side / 4 + rand() % (side / 2), side / 4 + rand() % (side / 2), side / 6 + rand() % (side / 8));
+                let img = image::RgbImage::from_fn(side, side, |x, y| {
+                    let on = match class {
+                        0 => (y / period) % 2 == 0,
+                        1 => (x / period) % 2 == 0,
+                        2 => (x as i32 - cx as i32).pow(2) + (y as i32 - cy as i32).pow(2) <= (r * r) as i32,
+                        _ => ((x / period) + (y / period)) % 2 == 0,
+                    };
+                    image::Rgb(if on { a } else { b })
+                });
+                let ext = if i % 2 == 0 { "png" } else { "bmp" };
+                img.save(dir.join(format!("{i}.{ext}"))).unwrap();
+            }
+        }
+    }
+}
+
+/// Fails unless the command was rejected cleanly: a non-zero exit, an `error: ` message that
+/// mentions every `want`, no panic and no backtrace. Our own errors are one line (exit 1);
+/// command-line syntax errors are clap's (exit 2), which may add a usage tip.
+pub fn assert_rejected(o: &Output, wants: &[&str]) {
     let err = stderr(o);
     assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert_eq!(o.status.code(), Some(1), "exit code: {err}");
-    assert!(err.contains(want), "stderr does not mention `{want}`: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line: {err}");
+    assert!(matches!(o.status.code(), Some(1 | 2)), "exit code {:?}: {err}", o.status.code());
     assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    for want in wants {
+        assert!(err.contains(want), "stderr does not mention `{want}`: {err}");
+    }
+    if o.status.code() == Some(1) {
+        assert_eq!(err.trim_end().lines().count(), 1, "expected one line: {err}");
+    }
+    assert!(!err.contains("panicked") && !err.contains("backtrace") && !err.contains("RUST_BACKTRACE"), "{err}");
 }

@@ -56,7 +56,10 @@ pub fn read_cifar_file(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut Ima
     if bytes.len() % rec != 0 {
         return Err(Error::data(
             path,
-            format!("truncated or not a CIFAR file: {} bytes is not a whole number of {rec}-byte records", bytes.len()),
+            format!(
+                "{} bytes is not a whole number of {rec}-byte records (truncated, oversized or not a CIFAR file)",
+                bytes.len()
+            ),
         ));
     }
     for (i, r) in bytes.chunks_exact(rec).enumerate() {

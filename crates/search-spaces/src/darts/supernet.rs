@@ -36,6 +36,9 @@ pub struct DartsSupernetConfig {
     /// PC-DARTS edge normalisation (β).
     #[serde(default)]
     pub edge_norm: bool,
+    /// Cap on skip connections in the derived normal cell (P-DARTS); None: no cap.
+    #[serde(default)]
+    pub max_skip_connect: Option<usize>,
 }
 
 fn one() -> usize {
@@ -54,6 +57,7 @@ impl Default for DartsSupernetConfig {
             in_channels: 3,
             partial_channels: 1,
             edge_norm: false,
+            max_skip_connect: None,
         }
     }
 }

@@ -1,0 +1,207 @@
+//! Bad input everywhere a user can reach it, one test per case, each running the binary:
+//! flags, config files, genotype files and data. Every case must fail with a non-zero exit
+//! and one `error:` message that names the flag or file and what is wrong, without a panic
+//! or a backtrace, and must leave no run directory behind (`{run}` below never exists
+//! afterwards).
+//!
+//! Arguments are written as one string; `{tmp}` is the test's temporary directory and `{run}`
+//! the run directory a search or training run would create.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_rejected, nas, write_cifar10, write_folder};
+
+/// Runs `args` after `setup` wrote its files into the temporary directory; checks the clean
+/// rejection and that no run directory was created.
+fn rejects(setup: impl FnOnce(&Path), args: &str, wants: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let run = tmp.path().join("run");
+    let args = args.replace("{run}", run.to_str().unwrap()).replace("{tmp}", tmp.path().to_str().unwrap());
+    let argv: Vec<&str> = args.split_whitespace().collect();
+    let o = nas(&argv);
+    assert_rejected(&o, wants);
+    assert!(!run.exists(), "`nas {args}` failed but left a run directory behind");
+}
+
+macro_rules! bad_input {
+    ($($name:ident: $args:expr => [$($want:expr),+ $(,)?] $(, setup = $setup:expr)?;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                #[allow(unused_variables)]
+                let setup = |_: &Path| {};
+                $(let setup = $setup;)?
+                rejects(setup, $args, &[$($want),+]);
+            }
+        )+
+    };
+}
+
+fn write(name: &'static str, text: &'static str) -> impl FnOnce(&Path) {
+    move |dir: &Path| std::fs::write(dir.join(name), text).unwrap()
+}
+
+/// A darts genotype with `normal` as its normal cell and DARTS_V2's reduction cell.
+fn genotype_file(normal: &'static str) -> impl FnOnce(&Path) {
+    move |dir: &Path| {
+        let reduce = r#"[["max_pool_3x3",0],["max_pool_3x3",1],["skip_connect",2],["max_pool_3x3",1],
+            ["max_pool_3x3",0],["skip_connect",2],["skip_connect",2],["max_pool_3x3",1]]"#;
+        let text = format!(r#"{{"space":"darts","normal":{normal},"reduce":{reduce}}}"#);
+        std::fs::write(dir.join("g.json"), text).unwrap()
+    }
+}
+
+fn cifar10(files: &'static [(&'static str, usize)]) -> impl FnOnce(&Path) {
+    move |dir: &Path| write_cifar10(&dir.join("c10"), files)
+}
+
+/// Rewrites one byte (or appends/truncates) of a file `setup` wrote.
+fn edit_file(rel: &'static str, edit: impl FnOnce(&mut Vec<u8>)) -> impl FnOnce(&Path) {
+    move |dir: &Path| {
+        let p = dir.join(rel);
+        let mut bytes = std::fs::read(&p).unwrap();
+        edit(&mut bytes);
+        std::fs::write(p, bytes).unwrap();
+    }
+}
+
+fn folder(extra: impl FnOnce(&Path)) -> impl FnOnce(&Path) {
+    move |dir: &Path| {
+        write_folder(&dir.join("img"), 24, 2, 1);
+        extra(&dir.join("img"));
+    }
+}
+
+// ---- flags -------------------------------------------------------------------------------
+
+bad_input! {
+    search_zero_channels: "search --channels 0 --out {run}" => ["--channels", "must be positive"];
+    search_zero_layers: "search --layers 0 --out {run}" => ["--layers", "must be positive"];
+    search_zero_batch_size: "search --batch-size 0 --out {run}" => ["--batch-size", "must be positive"];
+    search_zero_epochs: "search --epochs 0 --out {run}" => ["--epochs", "must be positive"];
+    search_zero_subset: "search --subset 0 --out {run}" => ["--subset", "must be positive"];
+    search_negative_channels: "search --channels -4 --out {run}" => ["--channels", "'-4'"];
+    search_negative_learning_rate: "search --lr -0.1 --out {run}" => ["--lr", "-0.1"];
+    search_zero_arch_learning_rate: "search --arch-lr 0 --out {run}" => ["--arch-lr", "must be positive"];
+    search_k_not_dividing_c: "search --channels 8 --partial-channels 3 --out {run}" => ["K=3 must divide --channels C=8"];
+    search_subset_smaller_than_two_batches: "search --subset 20 --batch-size 16 --out {run}" => ["--subset 20", "--batch-size 16"];
+    search_unknown_preset: "search --preset fast --out {run}" => ["unknown preset `fast`", "darts-1st"];
+    search_unknown_space: "search --space nb101 --out {run}" => ["--space", "unknown space `nb101`"];
+    search_unknown_method: "search --method third-order --out {run}" => ["--method", "unknown method `third-order`"];
+    search_unknown_device: "search --device tpu --out {run}" => ["--device", "invalid device `tpu`"];
+    search_bad_cuda_index: "search --device cuda:x --out {run}" => ["--device", "`cuda:x`"];
+    search_unknown_flag: "search --chanels 8 --out {run}" => ["--chanels"];
+    search_resume_with_force: "search --resume --force --out {run}" => ["--resume", "--force"];
+    search_resume_without_out: "search --resume" => ["--resume needs --out"];
+    search_resume_of_a_missing_run: "search --resume --out {run}" => ["not a run directory"];
+    search_nb201_with_partial_channels: "search --space nb201 --partial-channels 2 --out {run}" => ["--partial-channels", "darts space only"];
+    search_nb201_with_edge_norm: "search --space nb201 --edge-norm --out {run}" => ["--edge-norm", "darts space only"];
+    search_nb201_with_skip_cap: "search --space nb201 --max-skip-connect 2 --out {run}" => ["--max-skip-connect", "darts space only"];
+    search_implicit_without_neumann_terms: "search --method implicit --neumann-steps 0 --out {run}" => ["--neumann-steps", "must be positive"];
+    search_arch_start_after_the_last_epoch: "search --epochs 10 --arch-start-epoch 10 --out {run}" => ["--arch-start-epoch 10", "--epochs 10"];
+    zero_threads: "--threads 0 search --out {run}" => ["--threads must be positive"];
+    train_without_genotype: "train --out {run}" => ["--genotype is required"];
+    train_unknown_genotype_name: "train --genotype DARTS_V9 --out {run}" => ["DARTS_V9", "not a file, nor a built-in genotype"];
+    train_zero_channels: "train --genotype DARTS_V2 --channels 0 --out {run}" => ["--channels", "must be positive"];
+    train_odd_channels: "train --genotype DARTS_V2 --channels 7 --out {run}" => ["--channels", "must be even"];
+    train_drop_path_out_of_range: "train --genotype DARTS_V2 --drop-path 1.5 --out {run}" => ["--drop-path", "[0, 1)"];
+    train_negative_auxiliary_weight: "train --genotype DARTS_V2 --auxiliary-weight -1 --out {run}" => ["--auxiliary-weight", "non-negative"];
+    train_auxiliary_head_on_two_layers: "train --genotype DARTS_V2 --layers 2 --out {run}" => ["auxiliary head needs --layers 3"];
+    train_zero_learning_rate: "train --genotype DARTS_V2 --lr 0 --out {run}" => ["--lr"];
+    train_nb201_with_auxiliary_head: "train --genotype |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2| --auxiliary-weight 0.4 --out {run}" => ["no auxiliary head", "--auxiliary-weight"];
+    train_nb201_with_drop_path: "train --genotype |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2| --drop-path 0.2 --out {run}" => ["drop path", "--drop-path"];
+    train_auxiliary_head_on_small_images: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 24 --out {run}" => ["auxiliary head needs 32x32 images"], setup = folder(|_| {});
+    train_resume_with_changed_options: "train --resume --out {tmp}/done --epochs 3" => ["differ from the run's saved configuration"], setup = finished_train_run;
+    bench_zero_steps: "bench search --steps 0" => ["--steps must be positive"];
+    bench_zero_batch: "bench train --batch-size 0 --steps 1" => ["--batch-size", "must be positive"];
+    bench_k_not_dividing_c: "bench search --channels 6 --partial-channels 4 --steps 1" => ["K=4 must divide"];
+    show_zero_channels: "show DARTS_V2 --channels 0" => ["--channels must be positive"];
+    show_unknown_format: "show DARTS_V2 --format bmp" => ["--format", "bmp"];
+    eval_of_a_missing_run: "eval --run {tmp}/nothing" => ["nothing", "not a run directory"];
+    eval_of_a_search_run: "eval --run {tmp}" => ["search run"], setup = write("config.json", r#"{"method":"first-order"}"#);
+}
+
+/// A finished one-epoch training run in `dir/done`.
+fn finished_train_run(dir: &Path) {
+    let out = dir.join("done");
+    let arch = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|";
+    let flags = "train --channels 4 --layers 1 --epochs 1 --subset 32 --batch-size 16 -q";
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--genotype", arch, "--out", out.to_str().unwrap()]);
+    assert!(nas(&args).status.success());
+}
+
+// ---- config files ------------------------------------------------------------------------
+
+bad_input! {
+    config_unknown_field: "search --config {tmp}/c.json --out {run}" => ["c.json", "unknown field `chanels`"], setup = write("c.json", r#"{"model":{"chanels":4}}"#);
+    config_malformed: "search --config {tmp}/c.json --out {run}" => ["c.json", "malformed JSON"], setup = write("c.json", r#"{"epochs":"#);
+    config_wrong_type: "search --config {tmp}/c.json --out {run}" => ["c.json", "invalid type"], setup = write("c.json", r#"{"epochs":"ten"}"#);
+    config_missing_file: "search --config {tmp}/missing.json --out {run}" => ["missing.json", "No such file"];
+    config_invalid_value: "search --config {tmp}/c.json --out {run}" => ["--channels (model.channels)", "must be positive"], setup = write("c.json", r#"{"model":{"channels":0}}"#);
+    config_unknown_method: "search --config {tmp}/c.json --out {run}" => ["c.json", "unknown variant `newton`"], setup = write("c.json", r#"{"method":"newton"}"#);
+}
+
+// ---- genotype files ------------------------------------------------------------------------
+
+bad_input! {
+    genotype_truncated_json: "show {tmp}/g.json" => ["g.json", "malformed JSON"], setup = write("g.json", r#"{"normal": [["sep_conv_3x3", 0]"#);
+    genotype_empty_file: "show {tmp}/g.json" => ["g.json", "malformed JSON"], setup = write("g.json", "");
+    genotype_not_an_object: "show {tmp}/g.json" => ["g.json", "expected a JSON object"], setup = write("g.json", "[1, 2]");
+    genotype_missing_file: "show {tmp}/missing.json" => ["missing.json", "not a file, nor a built-in genotype"];
+    genotype_unknown_op: "show {tmp}/g.json" => ["g.json", "unknown op `conv_9x9`"], setup = genotype_file(
+        r#"[["conv_9x9",0],["sep_conv_3x3",1],["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",1],["skip_connect",0],["skip_connect",0],["dil_conv_3x3",2]]"#);
+    genotype_op_from_nb201_in_darts: "train --genotype {tmp}/g.json --out {run}" => ["g.json", "unknown op `nor_conv_3x3` for the darts space"], setup = genotype_file(
+        r#"[["nor_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",1],["skip_connect",0],["skip_connect",0],["dil_conv_3x3",2]]"#);
+    genotype_op_from_darts_in_nb201: "train --genotype |sep_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2| --out {run}" => ["unknown op `sep_conv_3x3` for the nb201 space"];
+    genotype_forward_pointing_input: "show {tmp}/g.json" => ["g.json", "edge 2", "may not point forward"], setup = genotype_file(
+        r#"[["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",3],["sep_conv_3x3",1],["sep_conv_3x3",1],["skip_connect",0],["skip_connect",0],["dil_conv_3x3",2]]"#);
+    genotype_out_of_range_input: "show {tmp}/g.json" => ["g.json", "edge 7", "input 99 out of range"], setup = genotype_file(
+        r#"[["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",1],["skip_connect",0],["skip_connect",0],["dil_conv_3x3",99]]"#);
+    genotype_negative_input: "show {tmp}/g.json" => ["g.json", "edge 0", "input_index"], setup = genotype_file(
+        r#"[["sep_conv_3x3",-1],["sep_conv_3x3",1],["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",1],["skip_connect",0],["skip_connect",0],["dil_conv_3x3",2]]"#);
+    genotype_odd_edge_count: "show {tmp}/g.json" => ["g.json", "has 3 edges"], setup = genotype_file(
+        r#"[["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",0]]"#);
+    genotype_cells_of_different_sizes: "show {tmp}/g.json" => ["g.json", "`normal` has 4 edges but `reduce` has 8"], setup = genotype_file(
+        r#"[["sep_conv_3x3",0],["sep_conv_3x3",1],["sep_conv_3x3",0],["sep_conv_3x3",1]]"#);
+    genotype_concat_out_of_range: "show {tmp}/g.json" => ["g.json", "`normal_concat` entry 9 out of range"], setup = write("g.json",
+        r#"{"normal":[["sep_conv_3x3",0],["sep_conv_3x3",1]],"normal_concat":[2,9],"reduce":[["max_pool_3x3",0],["max_pool_3x3",1]]}"#);
+    genotype_unknown_space: "show {tmp}/g.json" => ["g.json", "unknown space `nasbench101`"], setup = write("g.json", r#"{"space":"nasbench101"}"#);
+    genotype_unknown_field: "show {tmp}/g.json" => ["g.json", "unknown field `normal_cell`"], setup = write("g.json", r#"{"normal_cell":[]}"#);
+    genotype_nb201_wrong_node_count: "show |nor_conv_3x3~0|+|" => ["expected 3 nodes"];
+    genotype_nb201_wrong_input: "show |nor_conv_3x3~0|+|nor_conv_3x3~2|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|" => ["node 2", "input 0 is written as 2"];
+    genotype_nb201_malformed_file: "show {tmp}/g.json" => ["g.json", "expected 3 nodes"], setup = write("g.json", r#"{"space":"nb201","arch":"|x~0|"}"#);
+}
+
+// ---- data --------------------------------------------------------------------------------
+
+bad_input! {
+    data_unknown_spec: "search --data imagenet:/data --out {run}" => ["--data", "unknown data spec"];
+    data_missing_directory: "search --data cifar10:{tmp}/nope --out {run}" => ["nope", "no such directory"];
+    data_cifar10_without_batches: "search --data cifar10:{tmp} --out {run}" => ["no data_batch_*.bin"];
+    data_cifar10_truncated: "search --data cifar10:{tmp}/c10 --out {run}" => ["data_batch_1.bin", "truncated"],
+        setup = |d: &Path| { cifar10(&[("data_batch_1.bin", 3)])(d); edit_file("c10/data_batch_1.bin", |b| b.truncate(b.len() - 100))(d) };
+    data_cifar10_oversized: "search --data cifar10:{tmp}/c10 --out {run}" => ["data_batch_1.bin", "not a whole number of 3073-byte records"],
+        setup = |d: &Path| { cifar10(&[("data_batch_1.bin", 3)])(d); edit_file("c10/data_batch_1.bin", |b| b.extend([0u8; 7]))(d) };
+    data_cifar10_empty_file: "search --data cifar10:{tmp}/c10 --out {run}" => ["data_batch_2.bin", "empty"], setup = cifar10(&[("data_batch_1.bin", 64), ("data_batch_2.bin", 0)]);
+    data_cifar10_label_out_of_range: "search --data cifar10:{tmp}/c10 --out {run}" => ["data_batch_1.bin", "record 1: label 10 out of range"],
+        setup = |d: &Path| { cifar10(&[("data_batch_1.bin", 3)])(d); edit_file("c10/data_batch_1.bin", |b| b[3073] = 10)(d) };
+    data_cifar10_missing_test_batch: "train --genotype DARTS_V2 --data cifar10:{tmp}/c10 --out {run}" => ["test_batch.bin"], setup = cifar10(&[("data_batch_1.bin", 64)]);
+    data_cifar100_label_out_of_range: "train --genotype DARTS_V2 --data cifar100:{tmp} --out {run}" => ["train.bin", "label 100 out of range"],
+        setup = |d: &Path| { let mut rec = vec![3u8, 100]; rec.extend([7u8; 3072]); std::fs::write(d.join("train.bin"), rec).unwrap() };
+    data_corrupt_image: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 16 --out {run}" => ["zz.png", "not a readable image"],
+        setup = folder(|d| std::fs::write(d.join("train/disc/zz.png"), b"\x89PNG but not really").unwrap());
+    data_non_image_file: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 16 --out {run}" => ["notes.txt", "not a readable image"],
+        setup = folder(|d| std::fs::write(d.join("test/disc/notes.txt"), "three discs and a square").unwrap());
+    data_empty_class: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 16 --out {run}" => ["class folder `triangle` has no images"],
+        setup = folder(|d| std::fs::create_dir_all(d.join("train/triangle")).unwrap());
+    data_file_among_class_folders: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 16 --out {run}" => ["README", "expected only class folders"],
+        setup = folder(|d| std::fs::write(d.join("train/README"), "shapes").unwrap());
+    data_test_class_unknown_to_train: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 16 --out {run}" => ["class `star` does not exist in the training split"],
+        setup = folder(|d| { std::fs::create_dir_all(d.join("test/star")).unwrap(); std::fs::copy(d.join("test/disc/0.png"), d.join("test/star/0.png")).unwrap(); });
+    data_folder_without_train_split: "search --data folder:{tmp}/img --out {run}" => ["train", "no such directory"],
+        setup = folder(|d| std::fs::remove_dir_all(d.join("train")).unwrap());
+}
