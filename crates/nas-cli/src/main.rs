@@ -165,6 +165,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<run_setup::Interrupted>() => {
+            eprintln!("{err:#}");
+            ExitCode::from(run_setup::INTERRUPTED_EXIT as u8)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

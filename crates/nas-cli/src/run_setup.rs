@@ -1,13 +1,14 @@
 //! What `nas search` and `nas train` share around a run: the default run directory name,
 //! creating a fresh run directory (config.json first), reopening one for `--resume` with a
-//! check that the options agree with the saved configuration, and the Ctrl-C flag.
+//! check that the options agree with the saved configuration, the Ctrl-C flag, and the
+//! messages of a run that stopped early (interrupted, diverged).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use nas_core::run_dir::{RunDir, CONFIG};
+use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -55,10 +56,53 @@ pub fn create<C: Serialize>(out: Option<PathBuf>, kind: &str, force: bool, cfg: 
     Ok(dir)
 }
 
-/// Set by Ctrl-C; the training loops stop at the next step.
+/// Set by Ctrl-C (SIGINT or SIGTERM); the training loops checkpoint and stop before their
+/// next step. A second Ctrl-C ends the process at once (the last checkpoint stays intact:
+/// every file is replaced atomically).
 pub fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let _ = ctrlc::set_handler(move || s.store(true, Ordering::SeqCst));
+    let _ = ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted again: stopping now");
+            std::process::exit(INTERRUPTED_EXIT);
+        }
+        eprintln!("interrupted: finishing the current step and writing a checkpoint (Ctrl-C again to stop now)");
+    });
     stop
+}
+
+/// Exit status of a run stopped by Ctrl-C, as a shell reports SIGINT.
+pub const INTERRUPTED_EXIT: i32 = 130;
+
+/// A run that stopped on Ctrl-C after checkpointing; `main` exits with `INTERRUPTED_EXIT`.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The error of a run `command` (search, train) interrupted before `step` of `epoch`.
+pub fn interrupted(command: &str, dir: &RunDir, epoch: usize, step: usize) -> anyhow::Error {
+    anyhow::Error::new(Interrupted(format!(
+        "interrupted at epoch {}, step {step}: checkpoint written to {}; continue with `nas {command} --resume --out {}`",
+        epoch + 1,
+        dir.file(CHECKPOINT).display(),
+        dir.path().display()
+    )))
+}
+
+/// A divergence error with what is kept: the checkpoint of the last completed epoch, if any.
+pub fn diverged(err: impl std::fmt::Display, dir: &RunDir) -> anyhow::Error {
+    let ck = dir.file(CHECKPOINT);
+    if ck.exists() {
+        anyhow::anyhow!("{err}; the last good checkpoint is kept in {} (try a smaller --lr in a new run)", ck.display())
+    } else {
+        anyhow::anyhow!("{err}; no epoch completed, so there is no checkpoint (try a smaller --lr)")
+    }
 }

@@ -156,14 +156,27 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     let mut progress = Progress::new(g.quiet);
     let dir = match existing {
         Some(dir) => {
-            let epoch = search.resume(&dir)?;
-            progress.event(Event::Message(&format!("resuming {} at epoch {}", dir.path().display(), epoch + 1)));
+            let at = search.resume(&dir)?;
+            progress.event(Event::Message(&format!(
+                "resuming {} at epoch {}, step {}",
+                dir.path().display(),
+                at.epoch + 1,
+                at.step
+            )));
             dir
         }
         None => run_setup::create(args.out.clone(), "search", args.force, &cfg)?,
     };
     let stop = run_setup::stop_flag();
-    let genotype = search.run(Some(&dir), &mut progress, &stop)?;
+    let genotype = match search.run(Some(&dir), &mut progress, &stop) {
+        Err(nas_search::Error::Interrupted { epoch, step }) => {
+            return Err(run_setup::interrupted("search", &dir, epoch, step))
+        }
+        Err(e @ (nas_search::Error::Diverged { .. } | nas_search::Error::DivergedValid { .. })) => {
+            return Err(run_setup::diverged(e, &dir))
+        }
+        r => r?,
+    };
     drop(progress);
     let last = dir.read_metrics()?.pop();
     let acc = last.as_ref().and_then(|r| r.get("valid_acc")).and_then(|v| v.as_f64());

@@ -139,14 +139,27 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
     )));
     let dir = match existing {
         Some(dir) => {
-            let epoch = trainer.resume(&dir)?;
-            progress.event(Event::Message(&format!("resuming {} at epoch {}", dir.path().display(), epoch + 1)));
+            let at = trainer.resume(&dir)?;
+            progress.event(Event::Message(&format!(
+                "resuming {} at epoch {}, step {}",
+                dir.path().display(),
+                at.epoch + 1,
+                at.step
+            )));
             dir
         }
         None => run_setup::create(args.out.clone(), "train", args.force, &cfg)?,
     };
     let stop = run_setup::stop_flag();
-    let result = trainer.run(Some(&dir), &mut progress, &stop)?;
+    let result = match trainer.run(Some(&dir), &mut progress, &stop) {
+        Err(nas_eval::Error::Interrupted { epoch, step }) => {
+            return Err(run_setup::interrupted("train", &dir, epoch, step))
+        }
+        Err(e @ (nas_eval::Error::Diverged { .. } | nas_eval::Error::DivergedValid { .. })) => {
+            return Err(run_setup::diverged(e, &dir))
+        }
+        r => r?,
+    };
     drop(progress);
     crate::out(&format!(
         "test_acc: {:.4}\ntest_loss: {:.4}\nweights: {}\n",

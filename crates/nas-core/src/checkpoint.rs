@@ -10,6 +10,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::metrics::{Position, Tally};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -68,6 +69,28 @@ impl LoadedTensors {
     }
 }
 
+impl LoadedTensors {
+    /// The run position a checkpoint was written at (`Position::to_meta`). Checkpoints
+    /// written between epochs may carry only `next_epoch`.
+    pub fn position(&self, path: &Path) -> Result<Position> {
+        let or_zero = |key: &str| -> Result<u64> {
+            match self.meta(key) {
+                None => Ok(0),
+                Some(_) => self.meta_parse(path, key),
+            }
+        };
+        Ok(Position {
+            epoch: self.meta_parse(path, "next_epoch")?,
+            step: or_zero("next_step")? as usize,
+            tally: Tally {
+                loss_sum: f64::from_bits(or_zero("tally_loss_bits")?),
+                correct: or_zero("tally_correct")? as usize,
+                seen: or_zero("tally_seen")? as usize,
+            },
+        })
+    }
+}
+
 pub fn load_tensors(path: &Path, device: &Device) -> Result<LoadedTensors> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| Error::Checkpoint { path: path.into(), msg };
@@ -94,6 +117,20 @@ mod tests {
         assert!(back.meta_parse::<usize>(&path, "step").is_err());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+        Ok(())
+    }
+
+    #[test]
+    fn positions_round_trip_exactly() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
+        let path = dir.path().join("ckpt.safetensors");
+        let pos = Position { epoch: 3, step: 7, tally: Tally { loss_sum: 0.1 + 0.2, correct: 5, seen: 9 } };
+        let t = Tensor::new(&[0f32], &Device::Cpu)?;
+        save_tensors(&path, &[("w".into(), t.clone())], pos.to_meta().into_iter().collect())?;
+        assert_eq!(load_tensors(&path, &Device::Cpu)?.position(&path)?, pos);
+        let epoch_only = HashMap::from([("next_epoch".to_string(), "2".to_string())]);
+        save_tensors(&path, &[("w".into(), t)], epoch_only)?;
+        assert_eq!(load_tensors(&path, &Device::Cpu)?.position(&path)?, Position::epoch_start(2));
         Ok(())
     }
 

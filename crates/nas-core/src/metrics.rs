@@ -21,7 +21,7 @@ pub enum Event<'a> {
 }
 
 /// Running sums of a pass over batches.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Tally {
     pub loss_sum: f64,
     pub correct: usize,
@@ -41,6 +41,35 @@ impl Tally {
 
     pub fn acc(&self) -> f64 {
         self.correct as f64 / self.seen.max(1) as f64
+    }
+}
+
+/// Where a run stands: the epoch in progress, how many of its steps are done and their
+/// running sums. Between epochs `step` is 0 and the tally empty; a run interrupted mid-epoch
+/// (Ctrl-C) checkpoints its position and continues from that step.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Position {
+    pub epoch: usize,
+    pub step: usize,
+    pub tally: Tally,
+}
+
+impl Position {
+    /// The start of `epoch`.
+    pub fn epoch_start(epoch: usize) -> Self {
+        Self { epoch, ..Self::default() }
+    }
+
+    /// Checkpoint metadata; the loss sum is stored by its bits, so a resumed epoch reports
+    /// exactly what the uninterrupted one would.
+    pub fn to_meta(&self) -> Vec<(String, String)> {
+        vec![
+            ("next_epoch".into(), self.epoch.to_string()),
+            ("next_step".into(), self.step.to_string()),
+            ("tally_loss_bits".into(), self.tally.loss_sum.to_bits().to_string()),
+            ("tally_correct".into(), self.tally.correct.to_string()),
+            ("tally_seen".into(), self.tally.seen.to_string()),
+        ]
     }
 }
 
@@ -65,6 +94,33 @@ impl MetricsSink for CollectSink {
     fn event(&mut self, event: Event<'_>) {
         if let Event::EpochEnd { record } = event {
             self.epochs.push(record.clone());
+        }
+    }
+}
+
+/// Raises `stop` once step `step` (1-based) of epoch `epoch` is done: a Ctrl-C in the middle
+/// of an epoch, for resume tests.
+pub struct StopAfterStep<'a> {
+    pub epoch: usize,
+    pub step: usize,
+    pub stop: &'a AtomicBool,
+    current_epoch: Option<usize>,
+}
+
+impl<'a> StopAfterStep<'a> {
+    pub fn new(epoch: usize, step: usize, stop: &'a AtomicBool) -> Self {
+        Self { epoch, step, stop, current_epoch: None }
+    }
+}
+
+impl MetricsSink for StopAfterStep<'_> {
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::EpochStart { epoch, .. } => self.current_epoch = Some(epoch),
+            Event::Step { step, .. } if self.current_epoch == Some(self.epoch) && step == self.step => {
+                self.stop.store(true, Ordering::SeqCst)
+            }
+            _ => {}
         }
     }
 }

@@ -50,10 +50,23 @@ impl RunDir {
         Ok(Self { path: path.to_path_buf() })
     }
 
-    /// An existing run directory (for resume and evaluation).
+    /// An existing run directory (for resume and evaluation). Temporary files that a killed
+    /// process left behind mid-write (`.checkpoint.safetensors.tmp…`) are removed; the files
+    /// they were meant to replace are intact.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join(CONFIG).is_file() {
             return Err(Error::run_dir(path, "not a run directory (no config.json)"));
+        }
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ours = [CONFIG, METRICS, GENOTYPE, CHECKPOINT, WEIGHTS]
+                    .iter()
+                    .any(|f| name.strip_prefix('.').is_some_and(|n| n.starts_with(&format!("{f}.tmp"))));
+                if ours {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         Ok(Self { path: path.to_path_buf() })
     }

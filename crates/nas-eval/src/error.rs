@@ -26,9 +26,14 @@ pub enum Error {
     #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
     Diverged { epoch: usize, step: usize, loss: f64 },
 
-    /// The run was interrupted (after its last checkpoint was written).
-    #[error("interrupted")]
-    Interrupted,
+    /// The evaluation after an epoch gave a NaN or infinite loss.
+    #[error("training diverged in epoch {epoch}: the evaluation loss after it is {loss}")]
+    DivergedValid { epoch: usize, loss: f64 },
+
+    /// The run was stopped before step `step` of epoch `epoch`; the checkpoint holds that
+    /// position.
+    #[error("interrupted at epoch {epoch}, step {step}")]
+    Interrupted { epoch: usize, step: usize },
 }
 
 impl Error {

@@ -4,9 +4,11 @@
 //! final weights go to the run directory.
 //!
 //! Reproducibility: the data order, augmentation and drop-path masks of an epoch depend only on
-//! (seed, epoch, step), and the checkpoint holds weights, BN statistics and the momentum
-//! buffers, so a run resumed at an epoch boundary ends exactly as the uninterrupted one (CPU).
-//! The random streams are keyed, not stateful, so the seed and the epoch are the RNG state.
+//! (seed, epoch, step), and the checkpoint holds weights, BN statistics, the momentum buffers
+//! and the run's position (epoch, step, running sums), so a resumed run ends exactly as the
+//! uninterrupted one (CPU). The random streams are keyed, not stateful, so the seed and the
+//! position are the RNG state. Checkpoints are written after every epoch and, when the run is
+//! stopped (Ctrl-C), at the step where it stopped.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +19,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::{load_tensors, save_tensors};
 use nas_core::data::{Augment, BatchIter, BatchPlan, DataSpec, Dataset, ImageSet, LoadOptions, Normalize};
-use nas_core::metrics::{Event, MetricsSink, Tally};
+use nas_core::metrics::{Event, MetricsSink, Position, Tally};
 use nas_core::nn::{accuracy_count, cross_entropy, Mode};
 use nas_core::optim::{clip_grad_norm, grads_for, CosineAnnealing, Sgd, SgdConfig};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE, WEIGHTS};
@@ -125,7 +127,7 @@ pub struct Trainer {
     test_set: Arc<ImageSet>,
     normalize: Normalize,
     schedule: CosineAnnealing,
-    next_epoch: usize,
+    position: Position,
 }
 
 impl Trainer {
@@ -156,7 +158,7 @@ impl Trainer {
             test_set,
             normalize: data.normalize,
             schedule,
-            next_epoch: 0,
+            position: Position::default(),
             cfg,
         })
     }
@@ -169,8 +171,9 @@ impl Trainer {
         &self.model
     }
 
-    pub fn next_epoch(&self) -> usize {
-        self.next_epoch
+    /// Where the run continues: the next epoch, and the step within it after an interruption.
+    pub fn position(&self) -> Position {
+        self.position
     }
 
     /// The drop-path probability of an epoch: p·epoch/epochs, as DARTS ramps it.
@@ -178,7 +181,10 @@ impl Trainer {
         self.cfg.model.drop_path * epoch as f64 / self.cfg.epochs as f64
     }
 
-    fn train_epoch(&mut self, epoch: usize, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Tally> {
+    /// Trains the rest of the epoch at `self.position`. A raised `stop` ends it before the next
+    /// step with a checkpoint of the position (in `dir`) and `Error::Interrupted`.
+    fn train_epoch(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Tally> {
+        let Position { epoch, step: first, mut tally } = self.position;
         self.opt.set_lr(self.schedule.lr(epoch));
         let drop_p = self.drop_path_prob(epoch);
         let augment = Augment { crop_padding: 4, flip: true, cutout: self.cfg.data.cutout };
@@ -191,14 +197,17 @@ impl Trainer {
             epoch,
             stream: 0,
         };
-        let train = BatchIter::new(self.train_set.clone(), self.normalize.clone(), plan, PREFETCH);
-        let steps = train.remaining();
+        let train = BatchIter::starting_at(self.train_set.clone(), self.normalize.clone(), plan, PREFETCH, first);
+        let steps = first + train.remaining();
         sink.event(Event::EpochStart { epoch, epochs: self.cfg.epochs, steps });
-        let mut tally = Tally::default();
-        let started = Instant::now();
-        for (step, hb) in train.enumerate() {
+        let (started, seen_before) = (Instant::now(), tally.seen);
+        for (step, hb) in (first..).zip(train) {
             if stop.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
+                self.position = Position { epoch, step, tally };
+                if let Some(dir) = dir {
+                    self.save_checkpoint(&dir.file(CHECKPOINT))?;
+                }
+                return Err(Error::Interrupted { epoch, step });
             }
             let (x, y) = hb.to_device(&self.device)?;
             let drop = self.model.drop_path(drop_p, y.dim(0)?, (self.cfg.seed, epoch, step), &self.device)?;
@@ -223,7 +232,7 @@ impl Trainer {
                 steps,
                 loss: tally.loss(),
                 acc: tally.acc(),
-                samples_per_s: tally.seen as f64 / secs,
+                samples_per_s: (tally.seen - seen_before) as f64 / secs,
             });
         }
         Ok(tally)
@@ -240,10 +249,15 @@ impl Trainer {
     /// the genotype and the final weights. Returns the last epoch's test result.
     pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<EvalResult> {
         let mut last = None;
-        for epoch in self.next_epoch..self.cfg.epochs {
+        while self.position.epoch < self.cfg.epochs {
+            let epoch = self.position.epoch;
             let started = Instant::now();
-            let train = self.train_epoch(epoch, sink, stop)?;
+            let train = self.train_epoch(dir, sink, stop)?;
             let test = self.evaluate(sink)?;
+            if !test.test_loss.is_finite() {
+                // The last step left the weights unusable; the previous checkpoint stays.
+                return Err(Error::DivergedValid { epoch, loss: test.test_loss });
+            }
             let record = json!({
                 "epoch": epoch,
                 "train_loss": train.loss(),
@@ -254,7 +268,7 @@ impl Trainer {
                 "drop_path_prob": self.drop_path_prob(epoch),
                 "seconds": started.elapsed().as_secs_f64(),
             });
-            self.next_epoch = epoch + 1;
+            self.position = Position::epoch_start(epoch + 1);
             if let Some(dir) = dir {
                 dir.append_metrics(&record)?;
                 self.save_checkpoint(&dir.file(CHECKPOINT))?;
@@ -280,20 +294,20 @@ impl Trainer {
         Ok(save_tensors(path, &tensors, meta)?)
     }
 
-    /// Writes weights, BN statistics, momentum buffers and the next epoch, atomically.
+    /// Writes weights, BN statistics, momentum buffers and the run's position, atomically.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
         let mut tensors = self.model.weights().named_tensors("weights.");
         tensors.extend(self.opt.state("sgd"));
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
-            ("next_epoch".to_string(), self.next_epoch.to_string()),
             ("seed".to_string(), self.cfg.seed.to_string()),
         ]);
+        meta.extend(self.position.to_meta());
         Ok(save_tensors(path, &tensors, meta)?)
     }
 
-    /// Restores a checkpoint written by `save_checkpoint`; returns the epoch to continue with.
-    pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
+    /// Restores a checkpoint written by `save_checkpoint`; returns the position to continue at.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<Position> {
         let ck = load_tensors(path, &self.device)?;
         if ck.meta("format") != Some(CHECKPOINT_FORMAT) {
             return Err(Error::run_dir(path, "not a training checkpoint of this version"));
@@ -303,17 +317,17 @@ impl Trainer {
             .load(&ck.with_prefix("weights."), false)
             .map_err(|e| Error::run_dir(path, e.to_string()))?;
         self.opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| Error::run_dir(path, e.to_string()))?;
-        self.next_epoch = ck.meta_parse(path, "next_epoch")?;
-        Ok(self.next_epoch)
+        self.position = ck.position(path)?;
+        Ok(self.position)
     }
 
     /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
     /// dropping metric records the checkpoint does not cover.
-    pub fn resume(&mut self, dir: &RunDir) -> Result<usize> {
+    pub fn resume(&mut self, dir: &RunDir) -> Result<Position> {
         let ck = dir.file(CHECKPOINT);
-        let epoch = if ck.exists() { self.load_checkpoint(&ck)? } else { 0 };
-        dir.truncate_metrics(epoch)?;
-        Ok(epoch)
+        let position = if ck.exists() { self.load_checkpoint(&ck)? } else { Position::default() };
+        dir.truncate_metrics(position.epoch)?;
+        Ok(position)
     }
 }
 

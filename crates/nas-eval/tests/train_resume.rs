@@ -1,12 +1,13 @@
-//! Retraining interrupted after its first epoch and resumed from the run directory ends exactly
-//! where the uninterrupted run ends (same seed, CPU), with drop path and the auxiliary head
-//! on: same metrics (but wall time), same final weights; `evaluate_run` then reproduces the
-//! last epoch's test figures from the saved weights.
+//! Retraining stopped and resumed from the run directory ends exactly where the uninterrupted
+//! run ends (same seed, CPU), with drop path and the auxiliary head on: same metrics (but wall
+//! time), same final weights; `evaluate_run` then reproduces the last epoch's test figures from
+//! the saved weights. Stopped once after the first epoch and once in the middle of an epoch
+//! (Ctrl-C), where the checkpoint holds the step and the epoch's running sums.
 
 use std::sync::atomic::AtomicBool;
 
 use nas_core::checkpoint::load_tensors;
-use nas_core::metrics::{CollectSink, NullSink, StopAfterEpoch};
+use nas_core::metrics::{CollectSink, MetricsSink, NullSink, Position, StopAfterEpoch, StopAfterStep};
 use nas_core::run_dir::{CONFIG, WEIGHTS};
 use nas_core::testing::without_time;
 use nas_core::RunDir;
@@ -24,8 +25,9 @@ fn config() -> TrainConfig {
     c
 }
 
-#[test]
-fn interrupted_and_resumed_equals_uninterrupted() {
+/// Trains uninterrupted in `a`, and in `b` stopped by `stopper` then resumed; checks that the
+/// stop happened at `expected` and that both runs end the same.
+fn stop_resume_matches(stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink + '_>, expected: Position) {
     let tmp = tempfile::tempdir().unwrap();
     let never = AtomicBool::new(false);
 
@@ -38,15 +40,19 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     dir_b.write_json(CONFIG, &config()).unwrap();
     let stop = AtomicBool::new(false);
     let mut b = Trainer::new(config().validate().unwrap()).unwrap();
-    let err = b.run(Some(&dir_b), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
-    assert!(matches!(err, Error::Interrupted), "{err}");
-    assert_eq!(dir_b.read_metrics().unwrap().len(), 1);
+    let err = b.run(Some(&dir_b), stopper(&stop).as_mut(), &stop).unwrap_err();
+    assert!(
+        matches!(err, Error::Interrupted { epoch, step } if (epoch, step) == (expected.epoch, expected.step)),
+        "{err}"
+    );
+    assert_eq!(dir_b.read_metrics().unwrap().len(), expected.epoch);
     assert!(!dir_b.file(WEIGHTS).exists(), "final weights only at the end");
     drop(b);
 
     let saved = TrainConfig::from_json_value(dir_b.read_json(CONFIG).unwrap()).unwrap();
     let mut resumed = Trainer::new(saved.validate().unwrap()).unwrap();
-    assert_eq!(resumed.resume(&dir_b).unwrap(), 1);
+    let at = resumed.resume(&dir_b).unwrap();
+    assert_eq!((at.epoch, at.step, at.tally.seen), (expected.epoch, expected.step, 16 * expected.step));
     let rb = resumed.run(Some(&dir_b), &mut CollectSink::default(), &never).unwrap();
 
     assert_eq!((ra.test_acc, ra.test_loss, ra.n), (rb.test_acc, rb.test_loss, rb.n));
@@ -63,4 +69,19 @@ fn interrupted_and_resumed_equals_uninterrupted() {
 
     let e = evaluate_run(&dir_b, None, None, &mut NullSink).unwrap();
     assert_eq!((e.test_acc, e.test_loss, e.n), (rb.test_acc, rb.test_loss, rb.n));
+}
+
+#[test]
+fn stopped_between_epochs_and_resumed_equals_uninterrupted() {
+    stop_resume_matches(|stop| Box::new(StopAfterEpoch { epoch: 0, stop }), Position::epoch_start(1));
+}
+
+#[test]
+fn stopped_mid_epoch_and_resumed_equals_uninterrupted() {
+    // Three steps per epoch (48 images, batch 16): stop after the second of epoch 1, where
+    // drop path is on.
+    stop_resume_matches(
+        |stop| Box::new(StopAfterStep::new(1, 2, stop)),
+        Position { step: 2, ..Position::epoch_start(1) },
+    );
 }

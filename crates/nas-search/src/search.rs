@@ -3,8 +3,10 @@
 //! search-valid half, the derived genotype, a metrics record and a checkpoint.
 //!
 //! Reproducibility: the data order and augmentation of an epoch depend only on (seed, epoch),
-//! and the checkpoint holds weights, buffers, α and both optimiser states, so a run resumed at
-//! an epoch boundary continues exactly as the uninterrupted run would (on CPU).
+//! and the checkpoint holds weights, buffers, α, both optimiser states and the run's position
+//! (epoch, step, running sums), so a run resumed from it continues exactly as the uninterrupted
+//! run would (on CPU). Checkpoints are written at the end of every epoch and, when the run is
+//! stopped (Ctrl-C), at the step where it stopped.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +17,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::{load_tensors, save_tensors};
 use nas_core::data::{Augment, BatchIter, BatchPlan, Dataset, ImageSet, LoadOptions, Normalize};
-use nas_core::metrics::{Event, MetricsSink, Tally};
+use nas_core::metrics::{Event, MetricsSink, Position, Tally};
 use nas_core::nn::{accuracy_count, cross_entropy, Mode};
 use nas_core::optim::{CosineAnnealing, Sgd, SgdConfig};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
@@ -75,7 +77,7 @@ pub struct Search {
     valid_set: Arc<ImageSet>,
     normalize: Normalize,
     schedule: CosineAnnealing,
-    next_epoch: usize,
+    position: Position,
 }
 
 impl Search {
@@ -117,7 +119,7 @@ impl Search {
             valid_set,
             normalize: data.normalize,
             schedule,
-            next_epoch: 0,
+            position: Position::default(),
             cfg,
         })
     }
@@ -130,8 +132,9 @@ impl Search {
         self.net.as_ref()
     }
 
-    pub fn next_epoch(&self) -> usize {
-        self.next_epoch
+    /// Where the run continues: the next epoch, and the step within it after an interruption.
+    pub fn position(&self) -> Position {
+        self.position
     }
 
     fn plan(&self, epoch: usize, stream: u64, augment: Augment, shuffle: bool, drop_last: bool) -> BatchPlan {
@@ -151,32 +154,30 @@ impl Search {
         Ok(Batch { x, y })
     }
 
-    /// Trains one epoch; returns the running train loss and accuracy.
-    fn train_epoch(&mut self, epoch: usize, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Tally> {
+    /// Trains the rest of the epoch at `self.position`; returns the running train loss and
+    /// accuracy. A raised `stop` ends it before the next step with a checkpoint of the
+    /// position (in `dir`) and `Error::Interrupted`.
+    fn train_epoch(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Tally> {
+        let Position { epoch, step: first, mut tally } = self.position;
         let lr = self.schedule.lr(epoch);
         self.w_opt.set_lr(lr);
-        let train = BatchIter::new(
-            self.train_set.clone(),
-            self.normalize.clone(),
-            self.plan(epoch, 0, Augment::CIFAR, true, true),
-            PREFETCH,
-        );
+        let batches = |s: &Self, set: &Arc<ImageSet>, stream: u64| {
+            let plan = s.plan(epoch, stream, Augment::CIFAR, true, true);
+            BatchIter::starting_at(set.clone(), s.normalize.clone(), plan, PREFETCH, first)
+        };
+        let train = batches(self, &self.train_set, 0);
         let arch_on = epoch >= self.cfg.arch_start_epoch;
-        let mut valid = arch_on.then(|| {
-            BatchIter::new(
-                self.valid_set.clone(),
-                self.normalize.clone(),
-                self.plan(epoch, 1, Augment::CIFAR, true, true),
-                PREFETCH,
-            )
-        });
-        let steps = train.remaining();
+        let mut valid = arch_on.then(|| batches(self, &self.valid_set, 1));
+        let steps = first + train.remaining();
         sink.event(Event::EpochStart { epoch, epochs: self.cfg.epochs, steps });
-        let mut tally = Tally::default();
-        let started = Instant::now();
-        for (step, hb) in train.enumerate() {
+        let (started, seen_before) = (Instant::now(), tally.seen);
+        for (step, hb) in (first..).zip(train) {
             if stop.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
+                self.position = Position { epoch, step, tally };
+                if let Some(dir) = dir {
+                    self.save_checkpoint(&dir.file(CHECKPOINT))?;
+                }
+                return Err(Error::Interrupted { epoch, step });
             }
             let tb = self.to_batch(hb)?;
             if let Some(v) = valid.as_mut() {
@@ -197,7 +198,7 @@ impl Search {
                 steps,
                 loss: tally.loss(),
                 acc: tally.acc(),
-                samples_per_s: tally.seen as f64 / secs,
+                samples_per_s: (tally.seen - seen_before) as f64 / secs,
             });
         }
         Ok(tally)
@@ -220,10 +221,15 @@ impl Search {
 
     /// Runs the remaining epochs, writing metrics, checkpoints and the genotype to `dir`.
     pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Genotype> {
-        for epoch in self.next_epoch..self.cfg.epochs {
+        while self.position.epoch < self.cfg.epochs {
+            let epoch = self.position.epoch;
             let started = Instant::now();
-            let train = self.train_epoch(epoch, sink, stop)?;
+            let train = self.train_epoch(dir, sink, stop)?;
             let (valid_loss, valid_acc) = self.evaluate(&self.valid_set.clone(), sink)?;
+            if !valid_loss.is_finite() {
+                // The last step left the weights unusable; the previous checkpoint stays.
+                return Err(Error::DivergedValid { epoch, loss: valid_loss });
+            }
             let genotype = self.net.genotype()?;
             let record = json!({
                 "epoch": epoch,
@@ -236,7 +242,7 @@ impl Search {
                 "genotype": genotype.to_json(),
                 "alpha": self.net.arch_json()?,
             });
-            self.next_epoch = epoch + 1;
+            self.position = Position::epoch_start(epoch + 1);
             if let Some(dir) = dir {
                 dir.append_metrics(&record)?;
                 self.save_checkpoint(&dir.file(CHECKPOINT))?;
@@ -250,23 +256,23 @@ impl Search {
         Ok(genotype)
     }
 
-    /// Writes weights, buffers, α, optimiser states and the next epoch, atomically.
+    /// Writes weights, buffers, α, optimiser states and the run's position, atomically.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         tensors.extend(self.net.weights().named_tensors("weights."));
         tensors.extend(self.net.arch().named_tensors("arch."));
         tensors.extend(self.w_opt.state("sgd"));
         tensors.extend(self.architect.optimizer().state("adam"));
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
-            ("next_epoch".to_string(), self.next_epoch.to_string()),
             ("adam_steps".to_string(), self.architect.optimizer().steps_taken().to_string()),
         ]);
+        meta.extend(self.position.to_meta());
         Ok(save_tensors(path, &tensors, meta)?)
     }
 
-    /// Restores a checkpoint written by `save_checkpoint`; returns the epoch to continue with.
-    pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
+    /// Restores a checkpoint written by `save_checkpoint`; returns the position to continue at.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<Position> {
         let ck = load_tensors(path, &self.device)?;
         if ck.meta("format") != Some(CHECKPOINT_FORMAT) {
             return Err(Error::run_dir(path, "not a search checkpoint of this version"));
@@ -277,16 +283,16 @@ impl Search {
         self.w_opt.load_state("sgd", |n| ck.tensors.get(n).cloned())?;
         let steps: u64 = ck.meta_parse(path, "adam_steps")?;
         self.architect.optimizer_mut().load_state("adam", steps, |n| ck.tensors.get(n).cloned())?;
-        self.next_epoch = ck.meta_parse(path, "next_epoch")?;
-        Ok(self.next_epoch)
+        self.position = ck.position(path)?;
+        Ok(self.position)
     }
 
     /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
     /// dropping metric records the checkpoint does not cover.
-    pub fn resume(&mut self, dir: &RunDir) -> Result<usize> {
+    pub fn resume(&mut self, dir: &RunDir) -> Result<Position> {
         let ck = dir.file(CHECKPOINT);
-        let epoch = if ck.exists() { self.load_checkpoint(&ck)? } else { 0 };
-        dir.truncate_metrics(epoch)?;
-        Ok(epoch)
+        let position = if ck.exists() { self.load_checkpoint(&ck)? } else { Position::default() };
+        dir.truncate_metrics(position.epoch)?;
+        Ok(position)
     }
 }

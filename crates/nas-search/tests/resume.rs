@@ -1,10 +1,11 @@
-//! A search interrupted after its first epoch and resumed from the run directory ends exactly
-//! where the uninterrupted search ends (same seed, CPU): same metrics (but wall time), same
-//! α, same genotype.
+//! A search stopped and resumed from its run directory ends exactly where the uninterrupted
+//! search ends (same seed, CPU): same metrics (but wall time), same α, same genotype. Stopped
+//! once between epochs and once in the middle of an epoch (Ctrl-C), where the checkpoint holds
+//! the step and the epoch's running sums.
 
 use std::sync::atomic::AtomicBool;
 
-use nas_core::metrics::{CollectSink, StopAfterEpoch};
+use nas_core::metrics::{CollectSink, MetricsSink, Position, StopAfterEpoch, StopAfterStep};
 use nas_core::testing::without_time;
 use nas_search::run_dir::{CONFIG, GENOTYPE};
 use nas_search::{Error, RunDir, Search, SearchConfig};
@@ -21,8 +22,9 @@ fn config() -> SearchConfig {
     c
 }
 
-#[test]
-fn interrupted_and_resumed_equals_uninterrupted() {
+/// Runs the search uninterrupted in `a`, and in `b` stopped by `stopper` then resumed; checks
+/// that the stop happened at `expected` and that both runs end the same.
+fn stop_resume_matches(stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink + '_>, expected: Position) {
     let tmp = tempfile::tempdir().unwrap();
     let never = AtomicBool::new(false);
 
@@ -35,14 +37,19 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     dir_b.write_json(CONFIG, &config()).unwrap();
     let stop = AtomicBool::new(false);
     let mut b = Search::new(config().validate().unwrap()).unwrap();
-    let err = b.run(Some(&dir_b), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
-    assert!(matches!(err, Error::Interrupted), "{err}");
-    assert_eq!(dir_b.read_metrics().unwrap().len(), 1);
+    let err = b.run(Some(&dir_b), stopper(&stop).as_mut(), &stop).unwrap_err();
+    assert!(
+        matches!(err, Error::Interrupted { epoch, step } if (epoch, step) == (expected.epoch, expected.step)),
+        "{err}"
+    );
+    assert_eq!(dir_b.read_metrics().unwrap().len(), expected.epoch);
     drop(b);
 
     let saved: SearchConfig = dir_b.read_json(CONFIG).unwrap();
     let mut resumed = Search::new(saved.validate().unwrap()).unwrap();
-    assert_eq!(resumed.resume(&dir_b).unwrap(), 1);
+    let at = resumed.resume(&dir_b).unwrap();
+    assert_eq!((at.epoch, at.step), (expected.epoch, expected.step));
+    assert_eq!(at.tally.seen, 16 * expected.step, "the running sums of the interrupted epoch");
     let gb = resumed.run(Some(&dir_b), &mut CollectSink::default(), &never).unwrap();
 
     assert_eq!(ga, gb);
@@ -50,4 +57,40 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let ja: Value = dir_a.read_json(GENOTYPE).unwrap();
     let jb: Value = dir_b.read_json(GENOTYPE).unwrap();
     assert_eq!(ja, jb);
+}
+
+#[test]
+fn stopped_between_epochs_and_resumed_equals_uninterrupted() {
+    stop_resume_matches(|stop| Box::new(StopAfterEpoch { epoch: 0, stop }), Position::epoch_start(1));
+}
+
+#[test]
+fn stopped_mid_epoch_and_resumed_equals_uninterrupted() {
+    // Two steps per epoch (32 search-train images, batch 16): stop after the first of epoch 1.
+    stop_resume_matches(
+        |stop| Box::new(StopAfterStep::new(1, 1, stop)),
+        Position { step: 1, ..Position::epoch_start(1) },
+    );
+}
+
+#[test]
+fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
+    dir.write_json(CONFIG, &config()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut search = Search::new(config().validate().unwrap()).unwrap();
+    let err = search.run(Some(&dir), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted { epoch: 1, step: 0 }), "{err}");
+    let good = std::fs::read(dir.file("checkpoint.safetensors")).unwrap();
+
+    // A weight turned NaN (as a too-large step would leave it): the next loss is NaN.
+    let w = search.net().weights().get("classifier.weight").expect("classifier weight");
+    w.set(&(w.as_tensor() * f64::NAN).unwrap()).unwrap();
+    let never = AtomicBool::new(false);
+    let err = search.run(Some(&dir), &mut CollectSink::default(), &never).unwrap_err();
+    assert!(matches!(err, Error::Diverged { epoch: 1, step: 0, .. }), "{err}");
+    assert!(err.to_string().contains("loss is NaN"), "{err}");
+    assert_eq!(std::fs::read(dir.file("checkpoint.safetensors")).unwrap(), good, "checkpoint overwritten");
+    assert_eq!(dir.read_metrics().unwrap().len(), 1);
 }

@@ -88,18 +88,24 @@ pub struct BatchIter {
 
 impl BatchIter {
     pub fn new(set: Arc<ImageSet>, norm: Normalize, plan: BatchPlan, prefetch: usize) -> Self {
+        Self::starting_at(set, norm, plan, prefetch, 0)
+    }
+
+    /// The epoch's batches from batch `first` on, exactly as `new` would produce them after
+    /// `first` batches (a run resumed mid-epoch).
+    pub fn starting_at(set: Arc<ImageSet>, norm: Normalize, plan: BatchPlan, prefetch: usize, first: usize) -> Self {
         let total = plan.num_batches(set.len());
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let order = plan.order(set.len());
-            for (b, idx) in order.chunks(plan.batch_size.max(1)).take(total).enumerate() {
+            for (b, idx) in order.chunks(plan.batch_size.max(1)).take(total).enumerate().skip(first) {
                 let batch = assemble(&set, &norm, &plan, b * plan.batch_size, idx);
                 if tx.send(batch).is_err() {
                     return;
                 }
             }
         });
-        Self { rx: Some(rx), handle: Some(handle), remaining: total }
+        Self { rx: Some(rx), handle: Some(handle), remaining: total.saturating_sub(first) }
     }
 
     /// Batches still to come.
@@ -180,6 +186,18 @@ mod tests {
         assert_eq!(labels.len(), 8);
         assert_eq!(a.iter().map(|b| &b.images).collect::<Vec<_>>(), b.iter().map(|b| &b.images).collect::<Vec<_>>());
         assert_ne!(a.iter().map(|b| &b.labels).collect::<Vec<_>>(), c.iter().map(|b| &b.labels).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn starting_mid_epoch_gives_the_remaining_batches() {
+        let all: Vec<HostBatch> = BatchIter::new(set(20), norm(), plan(3), 2).collect();
+        let rest = BatchIter::starting_at(set(20), norm(), plan(3), 2, 2);
+        assert_eq!(rest.remaining(), 3);
+        let rest: Vec<HostBatch> = rest.collect();
+        assert_eq!(rest.len(), 3);
+        for (a, b) in all[2..].iter().zip(&rest) {
+            assert_eq!((&a.images, &a.labels), (&b.images, &b.labels));
+        }
     }
 
     #[test]
