@@ -121,7 +121,7 @@ fn ctrl_c_checkpoints_and_resume_equals_uninterrupted() {
     assert!(o.status.success(), "{}", stderr(&o));
 
     let b = tmp.path().join("b");
-    let mut child = spawn(&search_args(&b, &[]));
+    let child = spawn(&search_args(&b, &[]));
     // Wait for the first epoch's record, then interrupt in the middle of the run.
     let started = Instant::now();
     while !b.join("metrics.jsonl").exists() && started.elapsed() < Duration::from_secs(120) {
