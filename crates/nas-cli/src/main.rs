@@ -1,7 +1,9 @@
 //! `nas`: differentiable architecture search from the command line.
 
 mod bench_cmd;
+mod draw;
 mod eval_cmd;
+mod plot_cmd;
 mod progress;
 mod run_setup;
 mod search_cmd;
@@ -87,8 +89,10 @@ enum Command {
     Train(Box<train_cmd::TrainArgs>),
     /// Test accuracy and loss of a trained network, as one JSON line
     Eval(eval_cmd::EvalArgs),
-    /// Print a genotype (file, run directory or built-in name) and its network size
+    /// Print a genotype (file, run directory or built-in name) and its network size, or draw its cells
     Show(show_cmd::ShowArgs),
+    /// Draw a run's loss and accuracy curves and, for a search, softmax(α) of every edge
+    Plot(plot_cmd::PlotArgs),
     /// Time training steps on random data (JSON output comparable with darts_ref.py)
     Bench {
         #[command(subcommand)]
@@ -138,14 +142,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train_cmd::run(*args, &g),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Show(args) => show_cmd::run(args),
+        Command::Plot(args) => plot_cmd::run(args),
         Command::Bench { what } => bench_cmd::run(what),
     }
 }
 
 /// Writes to stdout; a closed pipe (`nas show … | head`) ends the program quietly.
 pub fn out(text: &str) -> anyhow::Result<()> {
+    out_bytes(text.as_bytes())
+}
+
+/// `out` for any bytes (a picture).
+pub fn out_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
-    match o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+    match o.write_all(bytes).and_then(|_| o.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         r => Ok(r?),
     }

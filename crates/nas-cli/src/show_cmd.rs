@@ -1,16 +1,26 @@
-//! `nas show`: print a genotype as text (with the derived network's parameter count) or JSON.
+//! `nas show`: print a genotype as text (with the derived network's parameter count) or JSON,
+//! or draw its cells (Graphviz DOT, SVG, PNG).
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
 
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
 use search_spaces::{Genotype, Nb201Config, Nb201Network};
 
-#[derive(Copy, Clone, Debug, ValueEnum)]
+use crate::draw;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
     Json,
+    /// Graphviz DOT of both cells (`dot -Tpdf`)
+    Dot,
+    Svg,
+    Png,
 }
 
 #[derive(Args, Debug)]
@@ -31,9 +41,12 @@ pub struct ShowArgs {
     /// Number of classes of the derived network
     #[arg(long, value_name = "N", default_value_t = 10)]
     classes: usize,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format [default: text, or what --out's extension says]
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write to FILE instead of standard output (needed for png on a terminal)
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// A genotype from a file, a run directory (its genotype.json) or a built-in name.
@@ -53,8 +66,25 @@ pub fn run(args: ShowArgs) -> anyhow::Result<()> {
         }
     }
     let genotype = load_genotype(&args.genotype)?;
-    match args.format {
-        Format::Json => crate::out(&format!("{}\n", serde_json::to_string_pretty(&genotype.to_json())?)),
+    let format = match (args.format, &args.out) {
+        (Some(f), _) => f,
+        (None, Some(out)) => match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("json") => Format::Json,
+            Some("dot" | "gv") => Format::Dot,
+            Some("svg") => Format::Svg,
+            Some("png") => Format::Png,
+            _ => Format::Text,
+        },
+        (None, None) => Format::Text,
+    };
+    let bytes = match format {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&genotype.to_json())?).into_bytes(),
+        Format::Dot => draw::cell::dot(&draw::cell::cell_graphs(&genotype)).into_bytes(),
+        Format::Svg | Format::Png => {
+            let picture = draw::cell::CellPicture { graphs: draw::cell::cell_graphs(&genotype) };
+            let f = if format == Format::Svg { draw::ImageFormat::Svg } else { draw::ImageFormat::Png };
+            draw::render(&picture, f)?
+        }
         Format::Text => {
             let size = match &genotype {
                 Genotype::Darts(g) => {
@@ -84,7 +114,14 @@ pub fn run(args: ShowArgs) -> anyhow::Result<()> {
                     format!("params: {} (C={c}, {n} cells per stage)", net.weights().num_weight_elements())
                 }
             };
-            crate::out(&format!("space: {}\n{genotype}{size}\n", genotype.space()))
+            format!("space: {}\n{genotype}{size}\n", genotype.space()).into_bytes()
         }
+    };
+    match &args.out {
+        Some(path) => draw::save(path, &bytes),
+        None if format == Format::Png && std::io::stdout().is_terminal() => {
+            bail!("--format png writes a binary file: give --out FILE.png or redirect standard output")
+        }
+        None => crate::out_bytes(&bytes),
     }
 }

@@ -1,0 +1,106 @@
+//! Pictures through the binary: `nas show --format dot|svg|png` draws the cells of a genotype,
+//! `nas plot RUN` the curves of a search or training run. The PNGs are decoded and checked for
+//! their size and for the colours the pictures use (node fills, op colours, curve colours).
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_rejected, nas, stderr, stdout};
+
+fn png(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
+}
+
+fn has_colour(img: &image::RgbImage, rgb: [u8; 3]) -> bool {
+    img.pixels().any(|p| p.0 == rgb)
+}
+
+/// The fills of c_{k-2}/c_{k-1}, of the intermediate nodes and of c_{k}, and the op colours of
+/// sep_conv_3x3 (blue) and max_pool_3x3 (brown).
+const INPUT: [u8; 3] = [180, 238, 180];
+const INNER: [u8; 3] = [173, 216, 230];
+const OUTPUT: [u8; 3] = [238, 232, 170];
+const SEP3: [u8; 3] = [31, 119, 180];
+const MAXPOOL: [u8; 3] = [140, 86, 75];
+
+#[test]
+fn show_draws_both_cells_as_png_svg_and_dot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("v2.png");
+    let o = nas(&["show", "DARTS_V2", "--out", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = png(&file);
+    assert_eq!(img.dimensions(), (1000, 760), "two cells, one above the other");
+    for c in [INPUT, INNER, OUTPUT, SEP3, MAXPOOL] {
+        assert!(has_colour(&img, c), "no pixel of colour {c:?}");
+    }
+    // The reduction cell (lower half) has no sep_conv_3x3 edge; the normal cell no max pool.
+    let (top, bottom) =
+        (image::imageops::crop_imm(&img, 0, 0, 1000, 380), image::imageops::crop_imm(&img, 0, 380, 1000, 380));
+    assert!(has_colour(&top.to_image(), SEP3) && !has_colour(&top.to_image(), MAXPOOL));
+    assert!(has_colour(&bottom.to_image(), MAXPOOL) && !has_colour(&bottom.to_image(), SEP3));
+
+    let o = nas(&["show", "PC_DARTS", "--format", "svg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = stdout(&o);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    for text in ["normal cell", "reduction cell", "c_{k-2}", "c_{k}", "sep_conv_5x5", "dil_conv_3x3", "avg_pool_3x3"] {
+        assert!(svg.contains(text), "svg lacks {text}");
+    }
+
+    let o = nas(&["show", "DARTS_V2", "--format", "dot"]);
+    let dot = stdout(&o);
+    assert!(dot.starts_with("digraph genotype {") && dot.contains("rankdir=LR"), "{dot}");
+    assert_eq!(dot.matches("label=\"sep_conv_3x3\"").count(), 5, "{dot}");
+    assert_eq!(dot.matches("[color=gray]").count(), 8, "4 concatenated nodes per cell: {dot}");
+
+    let nb = tmp.path().join("nb.svg");
+    let arch = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|";
+    let o = nas(&["show", arch, "--out", nb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&nb).unwrap();
+    assert!(svg.contains("NAS-Bench-201 cell") && svg.contains("nor_conv_1x1") && !svg.contains(">none<"), "{svg}");
+}
+
+#[test]
+fn plot_draws_search_and_training_curves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("search");
+    let flags = "search --preset quick --epochs 3 --subset 64 --batch-size 16 --channels 4 --layers 2 -q";
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--out", run.to_str().unwrap()]);
+    assert!(nas(&args).status.success());
+
+    let o = nas(&["plot", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("plot.png"), "{}", stdout(&o));
+    let img = png(&run.join("plot.png"));
+    // Loss/accuracy row, then 2 rows of 7 α panels per cell type, then the op legend.
+    assert_eq!(img.dimensions(), (1400, 420 + 2 * (36 + 2 * 190) + 40));
+    for c in [[31, 119, 180], [214, 39, 40], SEP3, MAXPOOL, [127, 127, 127]] {
+        assert!(has_colour(&img, c), "no pixel of colour {c:?}");
+    }
+    let svg = tmp.path().join("curves.svg");
+    let o = nas(&["plot", run.to_str().unwrap(), "--out", svg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("softmax(α), normal cell") && text.contains("c_{k-2} → 0") && text.contains("2 → 3"));
+
+    // A training run: loss and accuracy only.
+    let train = tmp.path().join("train");
+    let arch = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|";
+    let flags = "train --channels 4 --layers 1 --epochs 2 --subset 32 --batch-size 16 -q";
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--genotype", arch, "--out", train.to_str().unwrap()]);
+    assert!(nas(&args).status.success());
+    let o = nas(&["plot", train.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(png(&train.join("plot.png")).dimensions(), (1400, 420));
+
+    assert_rejected(&nas(&["plot", tmp.path().to_str().unwrap()]), &["not a run directory"]);
+    assert_rejected(
+        &nas(&["plot", run.to_str().unwrap(), "--out", tmp.path().join("p.jpg").to_str().unwrap()]),
+        &["p.jpg", "picture format"],
+    );
+}
