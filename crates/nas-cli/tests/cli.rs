@@ -127,3 +127,29 @@ fn show_prints_builtin_genotypes_with_their_size() {
     assert_eq!(v["space"], "darts");
     assert_eq!(v["normal"][0][0], "sep_conv_3x3");
 }
+
+#[test]
+fn progress_is_plain_lines_off_a_terminal_and_quiet_or_verbose_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec!["search", "--preset", "quick", "--out", out.to_str().unwrap()];
+        args.extend(TINY.iter().filter(|a| **a != "-q"));
+        args.extend(extra);
+        let o = nas(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    // Not a terminal (captured): no bars or escape codes, a line per finished step burst and
+    // per epoch, with loss, accuracy and throughput.
+    let plain = run("plain", &[]);
+    assert!(!plain.contains('\u{1b}'), "escape codes off a terminal: {plain:?}");
+    assert!(plain.contains("epoch 1/1 step 2/2 loss ") && plain.contains(" img/s"), "{plain}");
+    assert!(plain.contains("epoch 1/1: train loss ") && plain.contains("| valid loss "), "{plain}");
+    assert!(!plain.contains("data loaded"), "logs only with -v: {plain}");
+    assert_eq!(run("quiet", &["-q"]), "");
+    let verbose = run("verbose", &["-v"]);
+    for what in ["data loaded", "supernet built", "checkpoint written"] {
+        assert!(verbose.contains(what), "-v does not log `{what}`: {verbose}");
+    }
+}

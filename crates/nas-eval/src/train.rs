@@ -143,7 +143,15 @@ impl Trainer {
                 cfg.data.batch_size
             )));
         }
+        tracing::info!(
+            dataset = %data.name,
+            train = data.train.len(),
+            test = test_set.len(),
+            classes = data.num_classes,
+            "data loaded"
+        );
         let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &data), cfg.seed, &device)?;
+        tracing::info!(weights = model.weights().num_weight_elements(), device = ?device, "network built");
         let o = &cfg.optimizer;
         let opt = Sgd::new(
             model.weights().weights(),
@@ -272,6 +280,7 @@ impl Trainer {
             if let Some(dir) = dir {
                 dir.append_metrics(&record)?;
                 self.save_checkpoint(&dir.file(CHECKPOINT))?;
+                tracing::info!(epoch, path = %dir.file(CHECKPOINT).display(), "checkpoint written");
             }
             sink.event(Event::EpochEnd { record: &record });
             last = Some(test);

@@ -96,7 +96,20 @@ impl Search {
                 cfg.data.batch_size
             )));
         }
+        tracing::info!(
+            dataset = %data.name,
+            search_train = train_set.len(),
+            search_valid = valid_set.len(),
+            classes = data.num_classes,
+            "data loaded"
+        );
         let net = build_supernet(&cfg, data.num_classes, data.train.channels, &device)?;
+        tracing::info!(
+            space = %cfg.space,
+            weights = net.weights().num_weight_elements(),
+            device = ?device,
+            "supernet built"
+        );
         let w = &cfg.weight_optimizer;
         let w_opt = Sgd::new(
             net.weights().weights(),
@@ -185,8 +198,10 @@ impl Search {
                 let vb = self.to_batch(vb)?;
                 self.architect.step(self.net.as_ref(), &tb, &vb, &self.w_opt)?;
             }
+            let arch_done = Instant::now();
             let (loss, logits) =
                 weight_step(self.net.as_ref(), &mut self.w_opt, &tb, self.cfg.weight_optimizer.grad_clip)?;
+            tracing::debug!(epoch, step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
             let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss.is_finite() {
                 return Err(Error::Diverged { epoch, step, loss });
@@ -246,6 +261,7 @@ impl Search {
             if let Some(dir) = dir {
                 dir.append_metrics(&record)?;
                 self.save_checkpoint(&dir.file(CHECKPOINT))?;
+                tracing::info!(epoch, path = %dir.file(CHECKPOINT).display(), "checkpoint written");
             }
             sink.event(Event::EpochEnd { record: &record });
         }
