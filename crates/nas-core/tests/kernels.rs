@@ -113,6 +113,18 @@ fn fused_depthwise_pointwise_gradients_and_forward() {
             let shapes: [&[usize]; 3] = [&[3, 4, 8, 8], &[4, 1, k, k], &[5, 4, 1, 1]];
             fd_check(&name, &fast, &shapes, 1e-7);
             same_as_composed(&name, &fast, &slow, &shapes);
+            // With the leading ReLU fused in: against ReLU then the composed op.
+            let name = format!("relu_dw_pw k{k} s{stride} p{padding} d{dilation}");
+            let fast = move |t: &[Tensor]| ops::relu_dw_pw(&t[0], &t[1], &t[2], p);
+            let slow = move |t: &[Tensor]| {
+                composed::conv1x1(
+                    &composed::depthwise_conv2d(&t[0].relu()?, &t[1], p)?,
+                    &t[2],
+                    PwParams { stride: 1, offset: 0 },
+                )
+            };
+            fd_check(&name, &fast, &shapes, 1e-7);
+            same_as_composed(&name, &fast, &slow, &shapes);
         }
     }
 }
@@ -194,6 +206,37 @@ fn batch_norm_gradients_and_forward() {
     let slow = |t: &[Tensor]| composed::channel_affine(&t[0], &t[1], &t[2]);
     fd_check("channel affine", &fast, &[&[2, 3, 4, 4], &[3], &[3]], 1e-7);
     same_as_composed("channel affine", &fast, &slow, &[&[2, 3, 4, 4], &[3], &[3]]);
+}
+
+#[test]
+fn fused_affine_batch_norm_with_sample_factors() {
+    // Drop-path style factors: one sample dropped, the others scaled by 1/keep.
+    let m = Tensor::from_vec(vec![1.25f64, 0.0, 1.25], 3, &Device::Cpu).unwrap();
+    for mask in [None, Some(m)] {
+        let name = format!("bn affine, factors {}", mask.is_some());
+        let mf = mask.clone();
+        let fast =
+            move |t: &[Tensor]| ops::batch_norm_affine_train(&t[0], &t[1], &t[2], mf.as_ref(), 1e-5).map(|(y, _)| y);
+        let ms = mask.clone();
+        let slow = move |t: &[Tensor]| {
+            let y = composed::channel_affine(&composed::batch_norm_train(&t[0], 1e-5)?.0, &t[1], &t[2])?;
+            match &ms {
+                Some(m) => y.broadcast_mul(&m.to_dtype(y.dtype())?.reshape((3, 1, 1, 1))?),
+                None => Ok(y),
+            }
+        };
+        let shapes: [&[usize]; 3] = [&[3, 4, 5, 5], &[4], &[4]];
+        fd_check(&name, &fast, &shapes, 1e-6);
+        same_as_composed(&name, &fast, &slow, &shapes);
+    }
+    // The reported statistics are those of the input, whatever the factors.
+    let x = randn(&[3, 4, 5, 5], 1);
+    let (_, plain) = ops::batch_norm_train(&x, 1e-5).unwrap();
+    let g = randn(&[4], 2);
+    let m = Tensor::from_vec(vec![2.0f64, 0.0, 1.0], 3, &Device::Cpu).unwrap();
+    let (_, fused) = ops::batch_norm_affine_train(&x, &g, &g, Some(&m), 1e-5).unwrap();
+    assert!(max_rel_err(&plain.mean, &fused.mean).unwrap() < 1e-12);
+    assert!(max_rel_err(&plain.var, &fused.var).unwrap() < 1e-12);
 }
 
 #[test]

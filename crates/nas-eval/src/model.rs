@@ -77,14 +77,7 @@ impl EvalModel {
     pub fn forward(&self, x: &Tensor, mode: Mode, drop: Option<&DropPath>) -> CResult<(Tensor, Option<Tensor>)> {
         match self {
             EvalModel::Darts(n) => match drop {
-                Some(d) if mode.train => {
-                    let mut next = 0;
-                    n.forward_with(x, mode, &mut |h| {
-                        let m = d.mask(next)?;
-                        next += 1;
-                        nas_core::ops::scale_samples(&h, &m)
-                    })
-                }
+                Some(d) if mode.train => n.forward_with(x, mode, Some(&d.masks)),
                 _ => n.forward(x, mode),
             },
             EvalModel::Nb201(n) => Ok((n.forward(x, mode)?, None)),
@@ -107,10 +100,9 @@ impl EvalModel {
     }
 }
 
-/// Per-sample drop-path masks for every droppable op of one forward pass.
+/// Per-sample drop-path masks for every droppable op of one forward pass, (ops, B).
 pub struct DropPath {
     masks: Tensor,
-    ops: usize,
 }
 
 impl DropPath {
@@ -127,14 +119,6 @@ impl DropPath {
         let scale = (1.0 / keep) as f32;
         let values: Vec<f32> = (0..ops * batch).map(|_| if rng.random_bool(keep) { scale } else { 0.0 }).collect();
         let masks = Tensor::from_vec(values, (ops, batch), &Device::Cpu)?.to_device(device)?;
-        Ok(Self { masks, ops })
-    }
-
-    /// The mask of the `i`-th droppable op output, (B,).
-    fn mask(&self, i: usize) -> CResult<Tensor> {
-        if i >= self.ops {
-            candle_core::bail!("drop path: mask {i} asked for, {} drawn", self.ops);
-        }
-        self.masks.get(i)
+        Ok(Self { masks })
     }
 }

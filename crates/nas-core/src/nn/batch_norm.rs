@@ -40,14 +40,26 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_scaled(x, mode, None)
+    }
+
+    /// The output times a per-sample factor `sample_scale` (B,), without gradient (drop path
+    /// on the op this BN ends); in training with affine parameters one fused op.
+    pub fn forward_scaled(&self, x: &Tensor, mode: Mode, sample_scale: Option<&Tensor>) -> Result<Tensor> {
         let c = x.dim(1)?;
+        let scaled = |y: Tensor| match sample_scale {
+            Some(m) => ops::scale_samples(&y, m),
+            None => Ok(y),
+        };
         if mode.train {
+            if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
+                let (y, stats) = ops::batch_norm_affine_train(x, &mode.w(w), &mode.w(b), sample_scale, self.eps)?;
+                self.update_running(&stats)?;
+                return Ok(y);
+            }
             let (y, stats) = ops::batch_norm_train(x, self.eps)?;
             self.update_running(&stats)?;
-            match (&self.weight, &self.bias) {
-                (Some(w), Some(b)) => ops::channel_affine(&y, &mode.w(w), &mode.w(b)),
-                _ => Ok(y),
-            }
+            scaled(y)
         } else {
             // Fold the running statistics and the affine part into one scale and shift.
             let inv = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
@@ -61,7 +73,7 @@ impl BatchNorm2d {
                 None => shift,
             };
             debug_assert_eq!(scale.dim(0)?, c);
-            ops::channel_affine(x, &scale, &shift)
+            scaled(ops::channel_affine(x, &scale, &shift)?)
         }
     }
 

@@ -25,6 +25,15 @@ pub struct BnBatchStats {
     pub count: usize,
 }
 
+impl BnBatchStats {
+    /// The statistics as (C,) tensors of x's dtype and device.
+    pub fn into_tensors(self, x: &Tensor) -> Result<super::BnStats> {
+        let c = self.mean.len();
+        let to = |v: Vec<f64>| Tensor::from_vec(v, c, x.device())?.to_dtype(x.dtype());
+        Ok(super::BnStats { mean: to(self.mean)?, var: to(self.var)?, count: self.count })
+    }
+}
+
 fn dims(d: &[usize]) -> Result<(usize, usize, usize)> {
     match *d {
         [b, c, h, w] => Ok((b, c, h * w)),
@@ -213,4 +222,155 @@ impl CustomOp3 for ChannelAffine {
 /// y = x·scale[c] + shift[c] for x (B, C, H, W), scale and shift (C,).
 pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffine)
+}
+
+/// Training-mode batch norm with its affine part and a per-sample factor in one op:
+/// y[b, c] = m[b]·(γ[c]·x̂[b, c] + β[c]). The factor is drop path's mask (1 without it); it gets
+/// no gradient. γ and β come as one (2, C) tensor. One statistics pass and one writing pass
+/// forward, one reduction pass and one writing pass backward, where BN, affine and drop path
+/// as three ops take three of each and two intermediate tensors.
+struct BatchNormAffineTrain {
+    eps: f64,
+    stats: Arc<Mutex<Option<BnBatchStats>>>,
+}
+
+fn check_affine_inputs(x: &[usize], gb: &[usize], m: usize) -> Result<(usize, usize, usize)> {
+    let (b, c, hw) = dims(x)?;
+    if gb != [2, c] {
+        bail!("batch_norm_affine: γ/β must be (2, {c}), got {gb:?}");
+    }
+    if m != b {
+        bail!("batch_norm_affine: {m} sample factors for a batch of {b}");
+    }
+    Ok((b, c, hw))
+}
+
+fn affine_train_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3], eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
+    let x = slice::<T>(s[0].0, s[0].1, "batch_norm_affine")?;
+    let gb = slice::<T>(s[1].0, s[1].1, "batch_norm_affine")?;
+    let m = slice::<T>(s[2].0, s[2].1, "batch_norm_affine")?;
+    let (b, c, hw) = check_affine_inputs(s[0].1.dims(), s[1].1.dims(), m.len())?;
+    let n = b * hw;
+    if n == 0 {
+        bail!("batch_norm_affine: empty batch");
+    }
+    let sums = per_channel(b * c, c, |p| sum_sumsq(&x[p * hw..(p + 1) * hw]));
+    let mean: Vec<f64> = sums.iter().map(|&(s, _)| s / n as f64).collect();
+    let var: Vec<f64> = sums.iter().zip(&mean).map(|(&(_, q), &mu)| (q / n as f64 - mu * mu).max(0.0)).collect();
+    // Per channel: x·γ·inv + (β − μ·γ·inv), then times the sample's factor.
+    let coef: Vec<(f64, f64)> = (0..c)
+        .map(|ch| {
+            let g = gb[ch].to_f64();
+            let inv = 1.0 / (var[ch] + eps).sqrt();
+            (g * inv, gb[c + ch].to_f64() - mean[ch] * g * inv)
+        })
+        .collect();
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
+        let (a, sh) = coef[p % c];
+        let f = m[p / c].to_f64();
+        affine_into(yp, xp, T::from_f64(f * a), T::from_f64(f * sh));
+    });
+    Ok((T::to_cpu_storage_owned(y), BnBatchStats { mean, var, count: n }))
+}
+
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+fn affine_train_bwd<T: Float>(
+    x: &Tensor,
+    gb: &Tensor,
+    m: &Tensor,
+    gy: &Tensor,
+    st: &BnBatchStats,
+    eps: f64,
+) -> Result<Grads3> {
+    let (b, c, hw) = check_affine_inputs(x.dims(), gb.dims(), m.elem_count())?;
+    let n = (b * hw) as f64;
+    with_slices::<T, _>(&[x, gb, m, gy], |s| {
+        let (xv, gbv, mv, g) = (s[0], s[1], s[2], s[3]);
+        // Per channel Σ g' and Σ g'·x with g' = m[b]·g, the gradient before the factor.
+        let sums = per_channel(b * c, c, |p| {
+            let (sg, sgx) = sum_dot(&g[p * hw..(p + 1) * hw], &xv[p * hw..(p + 1) * hw]);
+            let f = mv[p / c].to_f64();
+            (f * sg, f * sgx)
+        });
+        let inv: Vec<f64> = st.var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+        // Σ g'·x̂ per channel: the γ gradient; Σ g' is the β gradient.
+        let gxhat: Vec<f64> = (0..c).map(|ch| inv[ch] * (sums[ch].1 - st.mean[ch] * sums[ch].0)).collect();
+        let gx = if x.track_op() {
+            let mut gx = vec![T::zero(); xv.len()];
+            gx.par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
+                let ch = p % c;
+                let (gamma, iv, mu) = (gbv[ch].to_f64(), inv[ch], st.mean[ch]);
+                // γ·inv·(m·g − Σg'/N − x̂·Σg'x̂/N) with x̂ = (x − μ)·inv, as A·g + B·x + C.
+                let a = gamma * iv * mv[p / c].to_f64();
+                let bx = -gamma * iv * iv * gxhat[ch] / n;
+                let cst = -gamma * iv * sums[ch].0 / n + gamma * iv * iv * gxhat[ch] * mu / n;
+                let (gp, xp) = (&g[p * hw..(p + 1) * hw], &xv[p * hw..(p + 1) * hw]);
+                bn_grad_into(gxp, gp, xp, T::from_f64(a), T::from_f64(-cst), T::from_f64(-bx));
+            });
+            Some(cpu_tensor(gx, x.shape())?)
+        } else {
+            None
+        };
+        let ggb = if gb.track_op() {
+            let v: Vec<T> = gxhat.iter().chain(sums.iter().map(|s| &s.0)).map(|&v| T::from_f64(v)).collect();
+            Some(cpu_tensor(v, gb.shape())?)
+        } else {
+            None
+        };
+        Ok((gx, ggb, None))
+    })
+}
+
+impl CustomOp3 for BatchNormAffineTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-affine-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, stats) =
+            dispatch_float!("batch_norm_affine", s1, affine_train_fwd([(s1, l1), (s2, l2), (s3, l3)], self.eps))?;
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, gb: &Tensor, m: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<Grads3> {
+        let st = match self.stats.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(s) => s.clone(),
+            None => bail!("batch_norm_affine: backward before forward"),
+        };
+        dispatch_dtype!("batch_norm_affine", x.dtype(), affine_train_bwd(x, gb, m, gy, &st, self.eps))
+    }
+}
+
+/// y = m[b]·(γ·x̂ + β) in training mode, with the batch statistics; `m` (B,) defaults to ones.
+pub fn batch_norm_affine_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    sample_scale: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, BnBatchStats)> {
+    let b = x.dim(0)?;
+    let m = match sample_scale {
+        Some(m) => m.detach().to_dtype(x.dtype())?.contiguous()?,
+        None => Tensor::ones(b, x.dtype(), x.device())?,
+    };
+    let gb = Tensor::stack(&[gamma, beta], 0)?;
+    let stats = Arc::new(Mutex::new(None));
+    let y = x.contiguous()?.apply_op3(&gb, &m, BatchNormAffineTrain { eps, stats: stats.clone() })?;
+    let s = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match s {
+        Some(s) => Ok((y, s)),
+        None => bail!("batch_norm_affine: statistics missing after forward"),
+    }
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::kernel::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float};
 use super::plane::Window;
-use super::simd::{axpy, dot};
+use super::simd::{axpy, dot, mask_positive};
 use crate::{dispatch_dtype, dispatch_float};
 
 /// Hyper-parameters of a depthwise convolution.
@@ -86,10 +86,14 @@ impl<T: Float> Scratch<T> {
     }
 }
 
-/// One output plane o (oh×ow) = dw(xp) with the K×K filter `wk`.
-pub(crate) fn plane_forward<T: Float>(o: &mut [T], xp: &[T], wk: &[T], g: &Geom, sc: &mut Scratch<T>) {
+/// One output plane o (oh×ow) = dw(xp) with the K×K filter `wk`, or dw(ReLU(xp)) when `relu`.
+pub(crate) fn plane_forward<T: Float>(o: &mut [T], xp: &[T], wk: &[T], g: &Geom, sc: &mut Scratch<T>, relu: bool) {
     let win = &g.win;
-    win.split(xp, &mut sc.phases);
+    if relu {
+        win.split_relu(xp, &mut sc.phases);
+    } else {
+        win.split(xp, &mut sc.phases);
+    }
     sc.full.fill(T::zero());
     let n = win.full_len();
     for kh in 0..g.k {
@@ -102,7 +106,9 @@ pub(crate) fn plane_forward<T: Float>(o: &mut [T], xp: &[T], wk: &[T], g: &Geom,
 }
 
 /// Backward of one plane: the input gradient gx (h×w, overwritten) and/or the filter
-/// gradient gw (K×K, accumulated) from the output gradient gp (oh×ow).
+/// gradient gw (K×K, accumulated) from the output gradient gp (oh×ow). With `relu` the plane
+/// was dw(ReLU(xp)): gx is masked by xp > 0 and gw sees ReLU(xp).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plane_backward<T: Float>(
     gx: Option<&mut [T]>,
     gw: Option<&mut [T]>,
@@ -111,6 +117,7 @@ pub(crate) fn plane_backward<T: Float>(
     wk: &[T],
     g: &Geom,
     sc: &mut Scratch<T>,
+    relu: bool,
 ) {
     let win = &g.win;
     let n = win.full_len();
@@ -124,9 +131,16 @@ pub(crate) fn plane_backward<T: Float>(
             }
         }
         win.merge(&sc.gphases, gx);
+        if relu {
+            mask_positive(gx, xp);
+        }
     }
     if let Some(gw) = gw {
-        win.split(xp, &mut sc.phases);
+        if relu {
+            win.split_relu(xp, &mut sc.phases);
+        } else {
+            win.split(xp, &mut sc.phases);
+        }
         for kh in 0..g.k {
             for kw in 0..g.k {
                 let t = win.tap(kh, kw);
@@ -146,7 +160,7 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
             for (j, o) in chunk.chunks_mut(op).enumerate() {
                 let plane = t * tp + j;
                 let c = plane % g.c;
-                plane_forward(o, &x[plane * ip..(plane + 1) * ip], &w[c * kk..(c + 1) * kk], g, sc);
+                plane_forward(o, &x[plane * ip..(plane + 1) * ip], &w[c * kk..(c + 1) * kk], g, sc, false);
             }
         },
     );
@@ -183,7 +197,7 @@ pub(crate) fn backward<T: Float>(
                 let gxp = gxc.as_deref_mut().map(|s| &mut s[j * ip..(j + 1) * ip]);
                 let pwp = pwc.as_deref_mut().map(|s| &mut s[j * kk..(j + 1) * kk]);
                 let (xp, gp) = (&x[plane * ip..(plane + 1) * ip], &gy[plane * op..(plane + 1) * op]);
-                plane_backward(gxp, pwp, xp, gp, &w[c * kk..(c + 1) * kk], g, sc);
+                plane_backward(gxp, pwp, xp, gp, &w[c * kk..(c + 1) * kk], g, sc, false);
             }
         },
     );

@@ -75,9 +75,18 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
 /// pw(dw(x)): depthwise k×k convolution then 1×1 convolution, w_pw (Co, C, 1, 1).
 pub fn dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams) -> Result<Tensor> {
     if fast(x) {
-        sep::dw_pw(x, w_dw, w_pw, p)
+        sep::dw_pw(x, w_dw, w_pw, p, false)
     } else {
         composed::conv1x1(&composed::depthwise_conv2d(x, w_dw, p)?, w_pw, PwParams { stride: 1, offset: 0 })
+    }
+}
+
+/// pw(dw(ReLU(x))) as one op: the first stage of every sep_conv and dil_conv.
+pub fn relu_dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams) -> Result<Tensor> {
+    if fast(x) {
+        sep::dw_pw(x, w_dw, w_pw, p, true)
+    } else {
+        dw_pw(&x.relu()?, w_dw, w_pw, p)
     }
 }
 
@@ -112,11 +121,32 @@ pub struct BnStats {
 pub fn batch_norm_train(x: &Tensor, eps: f64) -> Result<(Tensor, BnStats)> {
     if fast(x) {
         let (y, s) = batch_norm::batch_norm_train(x, eps)?;
-        let c = s.mean.len();
-        let to = |v: Vec<f64>| Tensor::from_vec(v, c, x.device())?.to_dtype(x.dtype());
-        Ok((y, BnStats { mean: to(s.mean)?, var: to(s.var)?, count: s.count }))
+        Ok((y, s.into_tensors(x)?))
     } else {
         composed::batch_norm_train(x, eps)
+    }
+}
+
+/// Training-mode batch norm with affine parameters γ, β (C,), optionally times a per-sample
+/// factor `sample_scale` (B,) that gets no gradient (drop path): y = m[b]·(γ·x̂ + β).
+pub fn batch_norm_affine_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    sample_scale: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, BnStats)> {
+    if fast(x) {
+        let (y, s) = batch_norm::batch_norm_affine_train(x, gamma, beta, sample_scale, eps)?;
+        Ok((y, s.into_tensors(x)?))
+    } else {
+        let (y, s) = composed::batch_norm_train(x, eps)?;
+        let y = composed::channel_affine(&y, gamma, beta)?;
+        let y = match sample_scale {
+            Some(m) => scale_samples(&y, m)?,
+            None => y,
+        };
+        Ok((y, s))
     }
 }
 

@@ -10,6 +10,7 @@
 use super::kernel::Float;
 #[cfg(test)]
 use super::simd::dot;
+use super::simd::relu_into;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {
@@ -73,6 +74,22 @@ impl Window {
             } else {
                 for (ix, &v) in row.iter().enumerate() {
                     phases[self.at(y, ix + self.p)] = v;
+                }
+            }
+        }
+    }
+
+    /// `split` of ReLU(x): the same layout, negative pixels written as 0.
+    pub fn split_relu<T: Float>(&self, x: &[T], phases: &mut [T]) {
+        for iy in 0..self.h {
+            let row = &x[iy * self.w..(iy + 1) * self.w];
+            let y = iy + self.p;
+            if self.s == 1 {
+                let start = self.at(y, self.p);
+                relu_into(&mut phases[start..start + self.w], row);
+            } else {
+                for (ix, &v) in row.iter().enumerate() {
+                    phases[self.at(y, ix + self.p)] = if v > T::zero() { v } else { T::zero() };
                 }
             }
         }
@@ -147,6 +164,11 @@ mod tests {
                 let mut back = vec![0.0; h * w];
                 win.merge(&ph, &mut back);
                 assert_eq!(back, x);
+                let shifted: Vec<f64> = x.iter().map(|v| v - 20.0).collect();
+                let mut ph_relu = vec![0.0; win.phases_len()];
+                win.split_relu(&shifted, &mut ph_relu);
+                win.merge(&ph_relu, &mut back);
+                assert_eq!(back, shifted.iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
                 for kh in 0..k {
                     for kw in 0..k {
                         let t = win.tap(kh, kw);

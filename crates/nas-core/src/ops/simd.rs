@@ -161,3 +161,22 @@ simd_fn! {
         }
     }
 }
+
+simd_fn! {
+    /// dst = max(src, 0), branch-free (a select per element, so it vectorises; data-dependent
+    /// branches mispredict on half of the elements).
+    pub(crate) fn relu_into<T: Float>(dst: &mut [T], src: &[T]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = if x > T::zero() { x } else { T::zero() };
+        }
+    }
+}
+
+simd_fn! {
+    /// g = g where x > 0, else 0 (the ReLU backward, into the gradient buffer).
+    pub(crate) fn mask_positive<T: Float>(g: &mut [T], x: &[T]) {
+        for (v, &xv) in g.iter_mut().zip(x) {
+            *v = if xv > T::zero() { *v } else { T::zero() };
+        }
+    }
+}

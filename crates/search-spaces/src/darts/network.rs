@@ -42,22 +42,21 @@ struct DerivedCell {
 }
 
 impl DerivedCell {
+    /// `masks` hands out the drop-path factors (B,) of the next droppable op.
     fn forward(
         &self,
         s0: &Tensor,
         s1: &Tensor,
         mode: Mode,
-        drop: &mut dyn FnMut(Tensor) -> Result<Tensor>,
+        masks: &mut dyn FnMut() -> Result<Option<Tensor>>,
     ) -> Result<Tensor> {
         let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
         for pair in 0..self.ops.len() / 2 {
             let mut node: Option<Tensor> = None;
             for e in [2 * pair, 2 * pair + 1] {
                 let op = &self.ops[e];
-                let mut h = op.forward(&states[self.inputs[e]], None, mode)?;
-                if !op.is_identity() {
-                    h = drop(h)?;
-                }
+                let mask = if op.is_identity() { None } else { masks()? };
+                let h = op.forward_dropped(&states[self.inputs[e]], None, mode, mask.as_ref())?;
                 node = Some(match node {
                     None => h,
                     Some(n) => (n + h)?,
@@ -193,15 +192,23 @@ impl DerivedNetwork {
             .sum()
     }
 
-    /// Logits and, in training mode with an auxiliary head, the auxiliary logits. `drop` is
-    /// applied to the output of every non-identity op (drop path); pass the identity to
-    /// disable it.
-    pub fn forward_with(
-        &self,
-        x: &Tensor,
-        mode: Mode,
-        drop: &mut dyn FnMut(Tensor) -> Result<Tensor>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
+    /// Logits and, in training mode with an auxiliary head, the auxiliary logits. `drop_path`
+    /// (ops, B) holds per-sample factors for the output of every non-identity op in forward
+    /// order (`num_drop_path_ops` rows); None disables drop path.
+    pub fn forward_with(&self, x: &Tensor, mode: Mode, drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        let rows = self.num_drop_path_ops();
+        if let Some(m) = drop_path {
+            if m.dims().first() != Some(&rows) {
+                candle_core::bail!("drop path: {:?} factors for {rows} droppable ops", m.dims());
+            }
+        }
+        let mut next = 0;
+        let mut masks = || -> Result<Option<Tensor>> {
+            let Some(m) = drop_path else { return Ok(None) };
+            next += 1;
+            m.get(next - 1).map(Some)
+        };
+        let drop = &mut masks;
         let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
         let (mut s0, mut s1) = (s.clone(), s);
         let mut aux_logits = None;
@@ -219,6 +226,6 @@ impl DerivedNetwork {
 
     /// Forward without drop path.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Option<Tensor>)> {
-        self.forward_with(x, mode, &mut Ok)
+        self.forward_with(x, mode, None)
     }
 }

@@ -120,15 +120,15 @@ impl FactorizedReduce {
         })
     }
 
-    /// `x_relu` is ReLU(x).
-    pub fn forward_relu(&self, x_relu: &Tensor, mode: Mode) -> Result<Tensor> {
+    /// `x_relu` is ReLU(x); the output is scaled per sample by `drop` when given.
+    pub fn forward_relu(&self, x_relu: &Tensor, mode: Mode, drop: Option<&Tensor>) -> Result<Tensor> {
         let a = self.conv_1.forward(x_relu, mode)?;
         let b = self.conv_2.forward(x_relu, mode)?;
-        self.bn.forward(&Tensor::cat(&[&a, &b], 1)?, mode)
+        self.bn.forward_scaled(&Tensor::cat(&[&a, &b], 1)?, mode, drop)
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.forward_relu(&ops::relu(x)?, mode)
+        self.forward_relu(&ops::relu(x)?, mode, None)
     }
 }
 
@@ -157,9 +157,11 @@ impl DwPwBn {
         Ok(Self { dw, dwp, pw, bn: BatchNorm2d::new(&pb.pp(first + 2), co, affine)? })
     }
 
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = ops::dw_pw(x, &mode.w(&self.dw), &mode.w(&self.pw), self.dwp)?;
-        self.bn.forward(&y, mode)
+    /// BN(pw(dw(x))), or BN(pw(dw(ReLU(x)))) with `relu` (one fused op).
+    fn forward(&self, x: &Tensor, relu: bool, mode: Mode, drop: Option<&Tensor>) -> Result<Tensor> {
+        let (dw, pw) = (mode.w(&self.dw), mode.w(&self.pw));
+        let y = if relu { ops::relu_dw_pw(x, &dw, &pw, self.dwp)? } else { ops::dw_pw(x, &dw, &pw, self.dwp)? };
+        self.bn.forward_scaled(&y, mode, drop)
     }
 }
 
@@ -224,6 +226,18 @@ impl OpModule {
 
     /// Applies the op to `x`; `x_relu` must be ReLU(x) when `wants_relu`.
     pub fn forward(&self, x: &Tensor, x_relu: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        self.forward_dropped(x, x_relu, mode, None)
+    }
+
+    /// `forward` with the output scaled per sample by `drop` (B,) (drop path, never on the
+    /// identity); folded into the op's last batch norm where it has one.
+    pub fn forward_dropped(
+        &self,
+        x: &Tensor,
+        x_relu: Option<&Tensor>,
+        mode: Mode,
+        drop: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let relu = || -> Result<Tensor> {
             match x_relu {
                 Some(r) => Ok(r.clone()),
@@ -233,16 +247,27 @@ impl OpModule {
         match self {
             OpModule::Zero { stride } => ops::subsample(x, *stride)?.zeros_like(),
             OpModule::Identity => Ok(x.clone()),
-            OpModule::FactorizedReduce(fr) => fr.forward_relu(&relu()?, mode),
+            OpModule::FactorizedReduce(fr) => fr.forward_relu(&relu()?, mode, drop),
             OpModule::Pool { kind, stride, bn } => {
                 let y = ops::pool3x3(x, *kind, *stride)?;
-                match bn {
-                    Some(bn) => bn.forward(&y, mode),
-                    None => Ok(y),
+                match (bn, drop) {
+                    (Some(bn), _) => bn.forward_scaled(&y, mode, drop),
+                    (None, Some(m)) => ops::scale_samples(&y, m),
+                    (None, None) => Ok(y),
                 }
             }
-            OpModule::SepConv([a, b]) => b.forward(&ops::relu(&a.forward(&relu()?, mode)?)?, mode),
-            OpModule::DilConv(a) => a.forward(&relu()?, mode),
+            // The leading ReLU is fused into the first stage unless the caller shares ReLU(x).
+            OpModule::SepConv([a, b]) => {
+                let h = match x_relu {
+                    Some(r) => a.forward(r, false, mode, None)?,
+                    None => a.forward(x, true, mode, None)?,
+                };
+                b.forward(&h, true, mode, drop)
+            }
+            OpModule::DilConv(a) => match x_relu {
+                Some(r) => a.forward(r, false, mode, drop),
+                None => a.forward(x, true, mode, drop),
+            },
         }
     }
 }
