@@ -182,6 +182,11 @@ fn pointwise_conv_gradients_and_forward() {
             let slow = move |t: &[Tensor]| composed::conv1x1(&t[0], &t[1], p);
             fd_check(&name, &fast, &[&[3, 4, hw, hw], &[5, 4, 1, 1]], 1e-7);
             same_as_composed(&name, &fast, &slow, &[&[3, 4, hw, hw], &[5, 4, 1, 1]]);
+            let name = format!("relu_conv1x1 s{stride} o{offset} {hw}x{hw}");
+            let fast = move |t: &[Tensor]| ops::relu_conv1x1(&t[0], &t[1], p);
+            let slow = move |t: &[Tensor]| composed::conv1x1(&t[0].relu()?, &t[1], p);
+            fd_check(&name, &fast, &[&[3, 4, hw, hw], &[5, 4, 1, 1]], 1e-7);
+            same_as_composed(&name, &fast, &slow, &[&[3, 4, hw, hw], &[5, 4, 1, 1]]);
         }
     }
 }

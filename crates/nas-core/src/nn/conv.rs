@@ -70,4 +70,9 @@ impl Conv1x1 {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         ops::conv1x1(x, &mode.w(&self.weight), self.sampling)
     }
+
+    /// forward(ReLU(x)) as one op.
+    pub fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        ops::relu_conv1x1(x, &mode.w(&self.weight), self.sampling)
+    }
 }

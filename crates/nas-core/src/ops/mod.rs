@@ -103,9 +103,18 @@ pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
 /// w (Co, Ci, 1, 1).
 pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
     if fast(x) {
-        pointwise::conv1x1(x, w, p)
+        pointwise::conv1x1(x, w, p, false)
     } else {
         composed::conv1x1(x, w, p)
+    }
+}
+
+/// conv1x1(ReLU(x)) as one op (ReLU-conv-BN and FactorizedReduce start with ReLU).
+pub fn relu_conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
+    if fast(x) {
+        pointwise::conv1x1(x, w, p, true)
+    } else {
+        composed::conv1x1(&x.relu()?, w, p)
     }
 }
 

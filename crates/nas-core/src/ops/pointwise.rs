@@ -3,6 +3,10 @@
 //! halves of FactorizedReduce (conv on x and on x[:, :, 1:, 1:]), without materialising the
 //! subsampled input as a separate tensor.
 //!
+//! With `relu` the op is conv(ReLU(x)) (ReLU-conv-BN, FactorizedReduce): ReLU is applied to
+//! each batch item's input as it is copied for the product, and its backward masks the input
+//! gradient, so ReLU(x) never becomes a tensor.
+//!
 //! Shapes: x (B, Ci, H, W), w (Co, Ci, 1, 1), y (B, Co, Ho, Wo), Ho = (H − off − 1)/s + 1.
 //! Each batch item is one GEMM (Co × Ci)·(Ci × Ho·Wo); batch items run in parallel, and the
 //! weight gradient sums fixed batch groups in a fixed order (deterministic).
@@ -11,6 +15,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernel::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Mat};
+use super::simd::{mask_positive, relu_in_place, relu_into};
 use crate::{dispatch_dtype, dispatch_float};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,19 +97,32 @@ impl Geom {
     }
 }
 
-fn forward<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
+impl Geom {
+    /// The (Ci × Ho·Wo) operand of batch item `xb`: xb itself when dense without ReLU, else
+    /// its sampled (and ReLU'd) copy in `buf`.
+    fn operand<'a, T: Float>(&self, xb: &'a [T], buf: &'a mut Vec<T>, relu: bool) -> &'a [T] {
+        if self.dense() && !relu {
+            return xb;
+        }
+        buf.resize(self.ci * self.out_plane(), T::zero());
+        if self.dense() {
+            relu_into(buf, xb);
+        } else {
+            self.gather(xb, buf);
+            if relu {
+                relu_in_place(buf);
+            }
+        }
+        buf
+    }
+}
+
+fn forward<T: Float>(x: &[T], w: &[T], g: &Geom, relu: bool) -> Vec<T> {
     let (ip, op) = (g.ci * g.in_plane(), g.co * g.out_plane());
     let mut y = vec![T::zero(); g.b * op];
-    y.par_chunks_mut(op).enumerate().for_each(|(b, yb)| {
-        let xb = &x[b * ip..(b + 1) * ip];
-        let p = g.out_plane();
-        if g.dense() {
-            matmul(g.co, p, g.ci, yb, false, Mat::rows(w, g.ci), Mat::rows(xb, p));
-        } else {
-            let mut xs = vec![T::zero(); g.ci * p];
-            g.gather(xb, &mut xs);
-            matmul(g.co, p, g.ci, yb, false, Mat::rows(w, g.ci), Mat::rows(&xs, p));
-        }
+    y.par_chunks_mut(op).enumerate().for_each_init(Vec::new, |buf, (b, yb)| {
+        let xm = g.operand(&x[b * ip..(b + 1) * ip], buf, relu);
+        matmul(g.co, g.out_plane(), g.ci, yb, false, Mat::rows(w, g.ci), Mat::rows(xm, g.out_plane()));
     });
     y
 }
@@ -115,8 +133,8 @@ fn backward<T: Float>(
     w: &[T],
     gy: &[T],
     g: &Geom,
-    want_x: bool,
-    want_w: bool,
+    (want_x, want_w): (bool, bool),
+    relu: bool,
 ) -> (Option<Vec<T>>, Option<Vec<T>>) {
     let (ip, op, p) = (g.ci * g.in_plane(), g.co * g.out_plane(), g.out_plane());
     let gx = want_x.then(|| {
@@ -130,6 +148,9 @@ fn backward<T: Float>(
                 matmul(g.ci, p, g.co, &mut gs, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
                 g.scatter(&gs, gxb);
             }
+            if relu {
+                mask_positive(gxb, &x[b * ip..(b + 1) * ip]);
+            }
         });
         gx
     });
@@ -138,17 +159,11 @@ fn backward<T: Float>(
             .into_par_iter()
             .map(|range| {
                 let mut acc = vec![T::zero(); g.co * g.ci];
-                let mut xs = if g.dense() { Vec::new() } else { vec![T::zero(); g.ci * p] };
+                let mut buf = Vec::new();
                 for (n, b) in range.enumerate() {
-                    let xb = &x[b * ip..(b + 1) * ip];
                     let gyb = &gy[b * op..(b + 1) * op];
-                    let xm = if g.dense() {
-                        Mat::transposed(xb, p)
-                    } else {
-                        g.gather(xb, &mut xs);
-                        Mat::transposed(&xs, p)
-                    };
-                    matmul(g.co, g.ci, p, &mut acc, n > 0, Mat::rows(gyb, p), xm);
+                    let xm = g.operand(&x[b * ip..(b + 1) * ip], &mut buf, relu);
+                    matmul(g.co, g.ci, p, &mut acc, n > 0, Mat::rows(gyb, p), Mat::transposed(xm, p));
                 }
                 acc
             })
@@ -170,37 +185,60 @@ pub(crate) fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T
     acc
 }
 
-struct Conv1x1(PwParams);
-
-fn fwd_impl<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
-    Ok(T::to_cpu_storage_owned(forward(slice::<T>(s1, l1, "conv1x1")?, slice::<T>(s2, l2, "conv1x1")?, g)))
+/// conv(x), or conv(ReLU(x)) with `relu`.
+struct Conv1x1 {
+    p: PwParams,
+    relu: bool,
 }
 
-fn bwd_impl<T: Float>(x: &Tensor, w: &Tensor, gy: &Tensor, g: &Geom) -> Result<(Option<Tensor>, Option<Tensor>)> {
+fn fwd_impl<T: Float>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    g: &Geom,
+    relu: bool,
+) -> Result<CpuStorage> {
+    Ok(T::to_cpu_storage_owned(forward(slice::<T>(s1, l1, "conv1x1")?, slice::<T>(s2, l2, "conv1x1")?, g, relu)))
+}
+
+fn bwd_impl<T: Float>(
+    x: &Tensor,
+    w: &Tensor,
+    gy: &Tensor,
+    g: &Geom,
+    relu: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
     with_slices::<T, _>(&[x, w, gy], |s| {
-        let (gx, gw) = backward(s[0], s[1], s[2], g, x.track_op(), w.track_op());
+        let (gx, gw) = backward(s[0], s[1], s[2], g, (x.track_op(), w.track_op()), relu);
         Ok((gx.map(|v| cpu_tensor(v, x.shape())).transpose()?, gw.map(|v| cpu_tensor(v, w.shape())).transpose()?))
     })
 }
 
 impl CustomOp2 for Conv1x1 {
     fn name(&self) -> &'static str {
-        "conv1x1"
+        if self.relu {
+            "relu_conv1x1"
+        } else {
+            "conv1x1"
+        }
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.0)?;
-        Ok((dispatch_float!("conv1x1", s1, fwd_impl(s1, l1, s2, l2, &g))?, (g.b, g.co, g.oh, g.ow).into()))
+        let g = Geom::new(l1.dims(), l2.dims(), self.p)?;
+        let out = dispatch_float!("conv1x1", s1, fwd_impl(s1, l1, s2, l2, &g, self.relu))?;
+        Ok((out, (g.b, g.co, g.oh, g.ow).into()))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geom::new(x.dims(), w.dims(), self.0)?;
-        dispatch_dtype!("conv1x1", x.dtype(), bwd_impl(x, w, gy, &g))
+        let g = Geom::new(x.dims(), w.dims(), self.p)?;
+        dispatch_dtype!("conv1x1", x.dtype(), bwd_impl(x, w, gy, &g, self.relu))
     }
 }
 
-/// 1×1 convolution of x (B, Ci, H, W) with w (Co, Ci, 1, 1) sampled at off + s·i.
-pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
+/// 1×1 convolution of x (B, Ci, H, W) (ReLU'd first with `relu`) with w (Co, Ci, 1, 1)
+/// sampled at off + s·i.
+pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams, relu: bool) -> Result<Tensor> {
     Geom::new(x.dims(), w.dims(), p)?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1(p))
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1 { p, relu })
 }

@@ -173,6 +173,15 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// v = max(v, 0), branch-free.
+    pub(crate) fn relu_in_place<T: Float>(v: &mut [T]) {
+        for x in v.iter_mut() {
+            *x = if *x > T::zero() { *x } else { T::zero() };
+        }
+    }
+}
+
+simd_fn! {
     /// g = g where x > 0, else 0 (the ReLU backward, into the gradient buffer).
     pub(crate) fn mask_positive<T: Float>(g: &mut [T], x: &[T]) {
         for (v, &xv) in g.iter_mut().zip(x) {

@@ -31,7 +31,7 @@ impl Preprocess {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
             Preprocess::ReluConvBn(m) => m.forward(x, mode),
-            Preprocess::FactorizedReduce(m) => m.forward(x, mode),
+            Preprocess::FactorizedReduce(m) => m.forward(x, mode, None),
         }
     }
 }

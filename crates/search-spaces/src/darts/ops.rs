@@ -96,7 +96,7 @@ impl ReluConvBn {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.bn.forward(&self.conv.forward(&ops::relu(x)?, mode)?, mode)
+        self.bn.forward(&self.conv.forward_relu(x, mode)?, mode)
     }
 }
 
@@ -127,8 +127,11 @@ impl FactorizedReduce {
         self.bn.forward_scaled(&Tensor::cat(&[&a, &b], 1)?, mode, drop)
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.forward_relu(&ops::relu(x)?, mode, None)
+    /// ReLU fused into both convolutions (x is read twice, ReLU(x) never stored).
+    pub fn forward(&self, x: &Tensor, mode: Mode, drop: Option<&Tensor>) -> Result<Tensor> {
+        let a = self.conv_1.forward_relu(x, mode)?;
+        let b = self.conv_2.forward_relu(x, mode)?;
+        self.bn.forward_scaled(&Tensor::cat(&[&a, &b], 1)?, mode, drop)
     }
 }
 
@@ -238,16 +241,13 @@ impl OpModule {
         mode: Mode,
         drop: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let relu = || -> Result<Tensor> {
-            match x_relu {
-                Some(r) => Ok(r.clone()),
-                None => ops::relu(x),
-            }
-        };
         match self {
             OpModule::Zero { stride } => ops::subsample(x, *stride)?.zeros_like(),
             OpModule::Identity => Ok(x.clone()),
-            OpModule::FactorizedReduce(fr) => fr.forward_relu(&relu()?, mode, drop),
+            OpModule::FactorizedReduce(fr) => match x_relu {
+                Some(r) => fr.forward_relu(r, mode, drop),
+                None => fr.forward(x, mode, drop),
+            },
             OpModule::Pool { kind, stride, bn } => {
                 let y = ops::pool3x3(x, *kind, *stride)?;
                 match (bn, drop) {
