@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{cpu_tensor, slice, with_slices, Float};
+use super::kernel::{cpu_tensor, output_vec, slice, with_slices, Float};
 use super::simd::{affine_into, bn_grad_into, sum_dot, sum_sumsq};
 use crate::{dispatch_dtype, dispatch_float};
 
@@ -70,7 +70,8 @@ fn fwd_impl<T: Float>(s: &CpuStorage, l: &Layout, eps: f64) -> Result<(CpuStorag
     let var: Vec<f64> = sums.iter().zip(&mean).map(|(&(_, q), &m)| (q / n as f64 - m * m).max(0.0)).collect();
     let scale: Vec<T> = var.iter().map(|&v| T::from_f64(1.0 / (v + eps).sqrt())).collect();
     let shift: Vec<T> = mean.iter().zip(&var).map(|(&m, &v)| T::from_f64(-m / (v + eps).sqrt())).collect();
-    let mut y = vec![T::zero(); x.len()];
+    // SAFETY: the planes of y tile it exactly; affine_into writes every element of each.
+    let mut y = unsafe { output_vec::<T>(x.len()) };
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
         affine_into(yp, xp, scale[p % c], shift[p % c]);
     });
@@ -91,7 +92,8 @@ fn bwd_impl<T: Float>(y: &Tensor, gy: &Tensor, var: &[f64], eps: f64) -> Result<
                 (T::from_f64(inv), T::from_f64(inv * sg / n), T::from_f64(inv * sgy / n))
             })
             .collect();
-        let mut gx = vec![T::zero(); y.len()];
+        // SAFETY: the planes of gx tile it exactly; bn_grad_into writes every element.
+        let mut gx = unsafe { output_vec::<T>(y.len()) };
         gx.par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
             let (inv, m1, m2) = coef[p % c];
             bn_grad_into(gxp, &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw], inv, m1, m2);
@@ -143,7 +145,8 @@ fn affine_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
     if a.len() != c || b.len() != c {
         bail!("channel_affine: scale/shift must have {c} elements");
     }
-    let mut y = vec![T::zero(); x.len()];
+    // SAFETY: the planes of y tile it exactly; affine_into writes every element of each.
+    let mut y = unsafe { output_vec::<T>(x.len()) };
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
         affine_into(yp, xp, a[p % c], b[p % c]);
     });
@@ -265,7 +268,8 @@ fn affine_train_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3], eps: f64) -> Resul
             (g * inv, gb[c + ch].to_f64() - mean[ch] * g * inv)
         })
         .collect();
-    let mut y = vec![T::zero(); x.len()];
+    // SAFETY: the planes of y tile it exactly; affine_into writes every element of each.
+    let mut y = unsafe { output_vec::<T>(x.len()) };
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
         let (a, sh) = coef[p % c];
         let f = m[p / c].to_f64();
@@ -298,7 +302,8 @@ fn affine_train_bwd<T: Float>(
         // Σ g'·x̂ per channel: the γ gradient; Σ g' is the β gradient.
         let gxhat: Vec<f64> = (0..c).map(|ch| inv[ch] * (sums[ch].1 - st.mean[ch] * sums[ch].0)).collect();
         let gx = if x.track_op() {
-            let mut gx = vec![T::zero(); xv.len()];
+            // SAFETY: the planes of gx tile it exactly; bn_grad_into writes every element.
+            let mut gx = unsafe { output_vec::<T>(xv.len()) };
             gx.par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
                 let ch = p % c;
                 let (gamma, iv, mu) = (gbv[ch].to_f64(), inv[ch], st.mean[ch]);

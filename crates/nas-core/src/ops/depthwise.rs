@@ -9,7 +9,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float};
+use super::kernel::{cpu_tensor, output_vec, planes_per_task, slice, task_chunks, with_slices, Float};
 use super::plane::Window;
 use super::simd::{axpy, dot, mask_positive};
 use crate::{dispatch_dtype, dispatch_float};
@@ -152,7 +152,8 @@ pub(crate) fn plane_backward<T: Float>(
 
 pub(crate) fn forward<T: Float>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
-    let mut out = vec![T::zero(); g.planes * op];
+    // SAFETY: the planes tile out and extract writes every output pixel of each.
+    let mut out = unsafe { output_vec::<T>(g.planes * op) };
     let tp = g.task_planes();
     out.par_chunks_mut(op * tp).enumerate().for_each_init(
         || Scratch::new(g),

@@ -6,7 +6,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{cpu_tensor, slice, with_slices, Float, ELEMWISE_CHUNK};
+use super::kernel::{cpu_tensor, output_vec, slice, with_slices, Float, ELEMWISE_CHUNK};
 use crate::{dispatch_dtype, dispatch_float};
 
 fn relu_fwd<T: Float>(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
@@ -198,7 +198,8 @@ fn scale_samples_fwd<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2
         bail!("scale_samples: {} factors for a batch of {b}", m.len());
     }
     let per = x.len() / b;
-    let mut y = vec![T::zero(); x.len()];
+    // SAFETY: the per-sample chunks tile y and each is written in full.
+    let mut y = unsafe { output_vec::<T>(x.len()) };
     y.par_chunks_mut(per).zip(x.par_chunks(per)).zip(m.par_iter()).for_each(|((y, x), &f)| {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v * f;

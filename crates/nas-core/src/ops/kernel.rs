@@ -106,6 +106,22 @@ pub fn with_slices<T: Float, R>(tensors: &[&candle_core::Tensor], f: impl FnOnce
     f(&slices)
 }
 
+/// A vector of `n` elements for a kernel output that is written in full before anything
+/// reads it: it skips clearing `n` elements that are overwritten next anyway (candle's own CPU
+/// kernels allocate their outputs the same way). Every caller states why each element is
+/// written.
+///
+/// # Safety
+/// The caller must write every element before reading any and before the vector leaves the
+/// kernel.
+#[allow(clippy::uninit_vec)] // deliberate: see above
+pub unsafe fn output_vec<T: Float>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: capacity is n; the caller writes all n elements before any read.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// A CPU tensor from kernel output.
 pub fn cpu_tensor<T: Float>(v: Vec<T>, shape: impl Into<candle_core::Shape>) -> Result<candle_core::Tensor> {
     candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)

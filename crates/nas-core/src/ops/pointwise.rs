@@ -14,7 +14,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Mat};
+use super::kernel::{cpu_tensor, fixed_groups, matmul, output_vec, slice, with_slices, Float, Mat};
 use super::simd::{mask_positive, relu_in_place, relu_into};
 use crate::{dispatch_dtype, dispatch_float};
 
@@ -119,7 +119,8 @@ impl Geom {
 
 fn forward<T: Float>(x: &[T], w: &[T], g: &Geom, relu: bool) -> Vec<T> {
     let (ip, op) = (g.ci * g.in_plane(), g.co * g.out_plane());
-    let mut y = vec![T::zero(); g.b * op];
+    // SAFETY: each batch item's block is one product written with accumulate off (all of it).
+    let mut y = unsafe { output_vec::<T>(g.b * op) };
     y.par_chunks_mut(op).enumerate().for_each_init(Vec::new, |buf, (b, yb)| {
         let xm = g.operand(&x[b * ip..(b + 1) * ip], buf, relu);
         matmul(g.co, g.out_plane(), g.ci, yb, false, Mat::rows(w, g.ci), Mat::rows(xm, g.out_plane()));

@@ -13,7 +13,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::depthwise::{plane_backward, plane_forward, DwParams, Geom, Scratch};
-use super::kernel::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Mat};
+use super::kernel::{cpu_tensor, fixed_groups, matmul, output_vec, slice, with_slices, Float, Mat};
 use super::pointwise::sum_partials;
 use crate::{dispatch_dtype, dispatch_float};
 
@@ -54,7 +54,9 @@ impl SepGeom {
 
 fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom, relu: bool) -> Vec<T> {
     let (p, c) = (g.plane(), g.dw.c);
-    let mut y = vec![T::zero(); g.b * g.co * p];
+    // SAFETY: each batch item's (Co × P) block is one product written with accumulate off,
+    // which overwrites all of it; the blocks tile y.
+    let mut y = unsafe { output_vec::<T>(g.b * g.co * p) };
     y.par_chunks_mut(g.co * p).enumerate().for_each_init(
         || (vec![T::zero(); c * p], Scratch::new(&g.dw)),
         |(t, sc), (b, yb)| {
@@ -72,7 +74,9 @@ fn backward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], gy: &[T], g: &SepGeom, wa
     let (p, c, kk, ii) = (g.plane(), g.dw.c, g.dw.k * g.dw.k, g.in_item());
     let ip = g.dw.h * g.dw.w;
     let groups = fixed_groups(g.b, 16);
-    let mut gx = if want[0] { vec![T::zero(); g.b * ii] } else { Vec::new() };
+    // SAFETY: the groups' batch ranges tile gx, and plane_backward overwrites every pixel of
+    // every channel plane of every item in its range (merge writes the whole plane).
+    let mut gx = if want[0] { unsafe { output_vec::<T>(g.b * ii) } } else { Vec::new() };
     // Carve the input gradient into the groups' batch ranges.
     let mut slots: Vec<&mut [T]> = Vec::with_capacity(groups.len());
     let mut rest: &mut [T] = &mut gx;
