@@ -53,9 +53,27 @@ fn per_channel(planes: usize, c: usize, f: impl Fn(usize) -> (f64, f64) + Sync +
     acc
 }
 
+/// Where a forward pass leaves its batch statistics, for its backward pass and for the
+/// caller's running averages.
+#[derive(Default, Clone)]
+struct StatsSlot(Arc<Mutex<Option<BnBatchStats>>>);
+
+impl StatsSlot {
+    fn put(&self, s: BnBatchStats) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+
+    fn get(&self, op: &str) -> Result<BnBatchStats> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(s) => Ok(s.clone()),
+            None => bail!("{op}: no batch statistics (backward before forward)"),
+        }
+    }
+}
+
 struct BatchNormTrain {
     eps: f64,
-    stats: Arc<Mutex<Option<BnBatchStats>>>,
+    stats: StatsSlot,
 }
 
 fn fwd_impl<T: Float>(s: &CpuStorage, l: &Layout, eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
@@ -110,15 +128,12 @@ impl CustomOp1 for BatchNormTrain {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (out, stats) = dispatch_float!("batch_norm", s, fwd_impl(s, l, self.eps))?;
-        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+        self.stats.put(stats);
         Ok((out, l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
-        let var = match self.stats.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(s) => s.var.clone(),
-            None => bail!("batch_norm: backward before forward"),
-        };
+        let var = self.stats.get("batch_norm")?.var;
         Ok(Some(dispatch_dtype!("batch_norm", y.dtype(), bwd_impl(y, gy, &var, self.eps))?))
     }
 }
@@ -126,13 +141,9 @@ impl CustomOp1 for BatchNormTrain {
 /// Training-mode normalisation of x (B, C, H, W) without affine parameters; returns x̂ and
 /// the batch statistics.
 pub fn batch_norm_train(x: &Tensor, eps: f64) -> Result<(Tensor, BnBatchStats)> {
-    let stats = Arc::new(Mutex::new(None));
+    let stats = StatsSlot::default();
     let y = x.contiguous()?.apply_op1(BatchNormTrain { eps, stats: stats.clone() })?;
-    let s = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match s {
-        Some(s) => Ok((y, s)),
-        None => bail!("batch_norm: statistics missing after forward"),
-    }
+    Ok((y, stats.get("batch_norm")?))
 }
 
 struct ChannelAffine;
@@ -234,7 +245,7 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tens
 /// as three ops take three of each and two intermediate tensors.
 struct BatchNormAffineTrain {
     eps: f64,
-    stats: Arc<Mutex<Option<BnBatchStats>>>,
+    stats: StatsSlot,
 }
 
 fn check_affine_inputs(x: &[usize], gb: &[usize], m: usize) -> Result<(usize, usize, usize)> {
@@ -344,15 +355,12 @@ impl CustomOp3 for BatchNormAffineTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let (out, stats) =
             dispatch_float!("batch_norm_affine", s1, affine_train_fwd([(s1, l1), (s2, l2), (s3, l3)], self.eps))?;
-        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+        self.stats.put(stats);
         Ok((out, l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, gb: &Tensor, m: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<Grads3> {
-        let st = match self.stats.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(s) => s.clone(),
-            None => bail!("batch_norm_affine: backward before forward"),
-        };
+        let st = self.stats.get("batch_norm_affine")?;
         dispatch_dtype!("batch_norm_affine", x.dtype(), affine_train_bwd(x, gb, m, gy, &st, self.eps))
     }
 }
@@ -371,11 +379,7 @@ pub fn batch_norm_affine_train(
         None => Tensor::ones(b, x.dtype(), x.device())?,
     };
     let gb = Tensor::stack(&[gamma, beta], 0)?;
-    let stats = Arc::new(Mutex::new(None));
+    let stats = StatsSlot::default();
     let y = x.contiguous()?.apply_op3(&gb, &m, BatchNormAffineTrain { eps, stats: stats.clone() })?;
-    let s = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match s {
-        Some(s) => Ok((y, s)),
-        None => bail!("batch_norm_affine: statistics missing after forward"),
-    }
+    Ok((y, stats.get("batch_norm_affine")?))
 }
