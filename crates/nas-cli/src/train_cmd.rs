@@ -132,11 +132,6 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
     };
     let mut trainer = Trainer::new(cfg.clone().validate()?).context("cannot start training")?;
     let mut progress = Progress::new(g.quiet);
-    progress.event(Event::Message(&format!(
-        "{} network: {} parameters without the auxiliary head",
-        trainer.config().genotype.space(),
-        trainer.model().num_params_without_aux()
-    )));
     let dir = match existing {
         Some(dir) => {
             let at = trainer.resume(&dir)?;
@@ -150,6 +145,11 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
         }
         None => run_setup::create(args.out.clone(), "train", args.force, &cfg)?,
     };
+    progress.event(Event::Message(&format!(
+        "{} network: {} parameters without the auxiliary head",
+        trainer.config().genotype.space(),
+        trainer.model().num_params_without_aux()
+    )));
     let stop = run_setup::stop_flag();
     let result = match trainer.run(Some(&dir), &mut progress, &stop) {
         Err(nas_eval::Error::Interrupted { epoch, step }) => {

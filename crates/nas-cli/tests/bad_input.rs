@@ -115,6 +115,10 @@ bad_input! {
     train_nb201_with_drop_path: "train --genotype |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2| --drop-path 0.2 --out {run}" => ["drop path", "--drop-path"];
     train_auxiliary_head_on_small_images: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 24 --out {run}" => ["auxiliary head needs 32x32 images"], setup = folder(|_| {});
     train_resume_with_changed_options: "train --resume --out {tmp}/done --epochs 3" => ["differ from the run's saved configuration"], setup = finished_train_run;
+    train_resume_from_a_torn_checkpoint: "train --resume --out {tmp}/done" => ["checkpoint.safetensors", "truncated or not a safetensors file"],
+        setup = |d: &Path| { finished_train_run(d); edit_file("done/checkpoint.safetensors", |b| b.truncate(b.len() / 2))(d) };
+    eval_of_torn_weights: "eval --run {tmp}/done" => ["weights.safetensors"],
+        setup = |d: &Path| { finished_train_run(d); edit_file("done/weights.safetensors", |b| b.truncate(100))(d) };
     bench_zero_steps: "bench search --steps 0" => ["--steps must be positive"];
     bench_zero_batch: "bench train --batch-size 0 --steps 1" => ["--batch-size", "must be positive"];
     bench_k_not_dividing_c: "bench search --channels 6 --partial-channels 4 --steps 1" => ["K=4 must divide"];

@@ -94,7 +94,8 @@ impl LoadedTensors {
 pub fn load_tensors(path: &Path, device: &Device) -> Result<LoadedTensors> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| Error::Checkpoint { path: path.into(), msg };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("unreadable: truncated or not a safetensors file ({e})")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(e.to_string()))?;
     Ok(LoadedTensors { tensors, metadata })
