@@ -245,6 +245,52 @@ fn fused_affine_batch_norm_with_sample_factors() {
 }
 
 #[test]
+fn fused_sep_stage_with_drop_path_and_accumulator() {
+    // [ReLU →] dw → pw → BN(γ, β) → × m[b] [→ + acc], against the ops one by one.
+    let m = Tensor::from_vec(vec![1.25f64, 0.0, 1.25], 3, &Device::Cpu).unwrap();
+    for (k, stride, dilation) in [(3, 1, 1), (5, 2, 2)] {
+        let p = DwParams { stride, padding: dilation * (k - 1) / 2, dilation };
+        let out = if stride == 1 { 6 } else { 3 };
+        for relu in [false, true] {
+            for (mask, with_acc) in [(None, false), (Some(m.clone()), true)] {
+                let name = format!("dw_pw_bn k{k} s{stride} relu {relu} drop {} acc {with_acc}", mask.is_some());
+                let mf = mask.clone();
+                let fast = move |t: &[Tensor]| {
+                    let w = ops::StageWeights { w_dw: &t[1], w_pw: &t[2], gamma: &t[3], beta: &t[4] };
+                    ops::dw_pw_bn_train(&t[0], w, p, relu, mf.as_ref(), t.get(5), 1e-5).map(|(y, _)| y)
+                };
+                let ms = mask.clone();
+                let slow = move |t: &[Tensor]| {
+                    let x = if relu { t[0].relu()? } else { t[0].clone() };
+                    let y = composed::conv1x1(
+                        &composed::depthwise_conv2d(&x, &t[1], p)?,
+                        &t[2],
+                        PwParams { stride: 1, offset: 0 },
+                    )?;
+                    let y = composed::channel_affine(&composed::batch_norm_train(&y, 1e-5)?.0, &t[3], &t[4])?;
+                    let y = match &ms {
+                        Some(m) => y.broadcast_mul(&m.to_dtype(y.dtype())?.reshape((3, 1, 1, 1))?)?,
+                        None => y,
+                    };
+                    match t.get(5) {
+                        Some(a) => a + y,
+                        None => Ok(y),
+                    }
+                };
+                let dw_shape = [4, 1, k, k];
+                let acc_shape = [3, 5, out, out];
+                let mut shapes: Vec<&[usize]> = vec![&[3, 4, 6, 6], &dw_shape, &[5, 4, 1, 1], &[5], &[5]];
+                if with_acc {
+                    shapes.push(&acc_shape);
+                }
+                fd_check(&name, &fast, &shapes, 1e-6);
+                same_as_composed(&name, &fast, &slow, &shapes);
+            }
+        }
+    }
+}
+
+#[test]
 fn elementwise_gradients_and_forward() {
     let fast = |t: &[Tensor]| ops::relu(&t[0]);
     let slow = |t: &[Tensor]| t[0].relu();

@@ -77,6 +77,41 @@ impl BatchNorm2d {
         }
     }
 
+    /// `acc + m·BN(pw(dw(x)))` (ReLU(x) first with `relu`): a sep_conv/dil_conv stage ending in
+    /// this batch norm, with the drop-path factor `sample_scale` and the node's other edge
+    /// `acc`. In training one fused op; in evaluation the ops in turn.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_after_dw_pw(
+        &self,
+        x: &Tensor,
+        (w_dw, w_pw): (&Tensor, &Tensor),
+        p: ops::DwParams,
+        relu: bool,
+        mode: Mode,
+        sample_scale: Option<&Tensor>,
+        acc: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if !mode.train {
+            let t = if relu { ops::relu_dw_pw(x, w_dw, w_pw, p)? } else { ops::dw_pw(x, w_dw, w_pw, p)? };
+            let y = self.forward_scaled(&t, mode, sample_scale)?;
+            return match acc {
+                Some(a) => a + y,
+                None => Ok(y),
+            };
+        }
+        let (gamma, beta) = match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => (mode.w(w), mode.w(b)),
+            _ => {
+                let c = self.running_mean.as_tensor().dim(0)?;
+                (Tensor::ones(c, x.dtype(), x.device())?, Tensor::zeros(c, x.dtype(), x.device())?)
+            }
+        };
+        let w = ops::StageWeights { w_dw, w_pw, gamma: &gamma, beta: &beta };
+        let (y, stats) = ops::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, self.eps)?;
+        self.update_running(&stats)?;
+        Ok(y)
+    }
+
     fn update_running(&self, s: &ops::BnStats) -> Result<()> {
         let m = self.momentum;
         let unbiased = if s.count > 1 { s.count as f64 / (s.count - 1) as f64 } else { 1.0 };

@@ -13,7 +13,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::kernel::{cpu_tensor, output_vec, slice, with_slices, Float};
-use super::simd::{affine_into, bn_grad_into, sum_dot, sum_sumsq};
+use super::simd::{affine_acc_into, affine_into, bn_grad_into, sum_dot, sum_sumsq};
 use crate::{dispatch_dtype, dispatch_float};
 
 /// Batch statistics of one training-mode forward: per-channel mean and biased variance over
@@ -56,14 +56,14 @@ fn per_channel(planes: usize, c: usize, f: impl Fn(usize) -> (f64, f64) + Sync +
 /// Where a forward pass leaves its batch statistics, for its backward pass and for the
 /// caller's running averages.
 #[derive(Default, Clone)]
-struct StatsSlot(Arc<Mutex<Option<BnBatchStats>>>);
+pub(crate) struct StatsSlot(Arc<Mutex<Option<BnBatchStats>>>);
 
 impl StatsSlot {
-    fn put(&self, s: BnBatchStats) {
+    pub(crate) fn put(&self, s: BnBatchStats) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
     }
 
-    fn get(&self, op: &str) -> Result<BnBatchStats> {
+    pub(crate) fn get(&self, op: &str) -> Result<BnBatchStats> {
         match self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             Some(s) => Ok(s.clone()),
             None => bail!("{op}: no batch statistics (backward before forward)"),
@@ -259,11 +259,18 @@ fn check_affine_inputs(x: &[usize], gb: &[usize], m: usize) -> Result<(usize, us
     Ok((b, c, hw))
 }
 
-fn affine_train_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3], eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
-    let x = slice::<T>(s[0].0, s[0].1, "batch_norm_affine")?;
-    let gb = slice::<T>(s[1].0, s[1].1, "batch_norm_affine")?;
-    let m = slice::<T>(s[2].0, s[2].1, "batch_norm_affine")?;
-    let (b, c, hw) = check_affine_inputs(s[0].1.dims(), s[1].1.dims(), m.len())?;
+/// y = acc + m[b]·(γ·x̂ + β) over slices: x and acc (B·C·HW), γ and β (C), m (B); the batch
+/// statistics of x come with it. Shared by the BN op and the fused conv+BN stage.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_affine_forward<T: Float>(
+    x: &[T],
+    (b, c, hw): (usize, usize, usize),
+    gamma: &[T],
+    beta: &[T],
+    m: &[T],
+    acc: Option<&[T]>,
+    eps: f64,
+) -> Result<(Vec<T>, BnBatchStats)> {
     let n = b * hw;
     if n == 0 {
         bail!("batch_norm_affine: empty batch");
@@ -274,19 +281,74 @@ fn affine_train_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3], eps: f64) -> Resul
     // Per channel: x·γ·inv + (β − μ·γ·inv), then times the sample's factor.
     let coef: Vec<(f64, f64)> = (0..c)
         .map(|ch| {
-            let g = gb[ch].to_f64();
+            let g = gamma[ch].to_f64();
             let inv = 1.0 / (var[ch] + eps).sqrt();
-            (g * inv, gb[c + ch].to_f64() - mean[ch] * g * inv)
+            (g * inv, beta[ch].to_f64() - mean[ch] * g * inv)
         })
         .collect();
-    // SAFETY: the planes of y tile it exactly; affine_into writes every element of each.
+    // SAFETY: the planes of y tile it exactly; affine_into/affine_acc_into write every element.
     let mut y = unsafe { output_vec::<T>(x.len()) };
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
         let (a, sh) = coef[p % c];
         let f = m[p / c].to_f64();
-        affine_into(yp, xp, T::from_f64(f * a), T::from_f64(f * sh));
+        let (a, sh) = (T::from_f64(f * a), T::from_f64(f * sh));
+        match acc {
+            Some(acc) => affine_acc_into(yp, xp, a, sh, &acc[p * hw..(p + 1) * hw]),
+            None => affine_into(yp, xp, a, sh),
+        }
     });
-    Ok((T::to_cpu_storage_owned(y), BnBatchStats { mean, var, count: n }))
+    Ok((y, BnBatchStats { mean, var, count: n }))
+}
+
+/// Backward of `bn_affine_forward` (the accumulator's gradient is the output gradient itself):
+/// the input gradient if `want_x`, and the γ and β gradients.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_affine_backward<T: Float>(
+    x: &[T],
+    (b, c, hw): (usize, usize, usize),
+    gamma: &[T],
+    m: &[T],
+    g: &[T],
+    st: &BnBatchStats,
+    eps: f64,
+    want_x: bool,
+) -> (Option<Vec<T>>, Vec<f64>, Vec<f64>) {
+    let n = (b * hw) as f64;
+    // Per channel Σ g' and Σ g'·x with g' = m[b]·g, the gradient before the factor.
+    let sums = per_channel(b * c, c, |p| {
+        let (sg, sgx) = sum_dot(&g[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
+        let f = m[p / c].to_f64();
+        (f * sg, f * sgx)
+    });
+    let inv: Vec<f64> = st.var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+    // Σ g'·x̂ per channel: the γ gradient; Σ g' is the β gradient.
+    let gxhat: Vec<f64> = (0..c).map(|ch| inv[ch] * (sums[ch].1 - st.mean[ch] * sums[ch].0)).collect();
+    let gx = want_x.then(|| {
+        // SAFETY: the planes of gx tile it exactly; bn_grad_into writes every element.
+        let mut gx = unsafe { output_vec::<T>(x.len()) };
+        gx.par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
+            let ch = p % c;
+            let (gm, iv, mu) = (gamma[ch].to_f64(), inv[ch], st.mean[ch]);
+            // γ·inv·(m·g − Σg'/N − x̂·Σg'x̂/N) with x̂ = (x − μ)·inv, as A·g + B·x + C.
+            let a = gm * iv * m[p / c].to_f64();
+            let bx = -gm * iv * iv * gxhat[ch] / n;
+            let cst = -gm * iv * sums[ch].0 / n + gm * iv * iv * gxhat[ch] * mu / n;
+            let (gp, xp) = (&g[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
+            bn_grad_into(gxp, gp, xp, T::from_f64(a), T::from_f64(-cst), T::from_f64(-bx));
+        });
+        gx
+    });
+    (gx, gxhat, sums.into_iter().map(|s| s.0).collect())
+}
+
+fn affine_train_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3], eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
+    let x = slice::<T>(s[0].0, s[0].1, "batch_norm_affine")?;
+    let gb = slice::<T>(s[1].0, s[1].1, "batch_norm_affine")?;
+    let m = slice::<T>(s[2].0, s[2].1, "batch_norm_affine")?;
+    let d = check_affine_inputs(s[0].1.dims(), s[1].1.dims(), m.len())?;
+    let c = d.1;
+    let (y, st) = bn_affine_forward(x, d, &gb[..c], &gb[c..], m, None, eps)?;
+    Ok((T::to_cpu_storage_owned(y), st))
 }
 
 type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
@@ -299,38 +361,12 @@ fn affine_train_bwd<T: Float>(
     st: &BnBatchStats,
     eps: f64,
 ) -> Result<Grads3> {
-    let (b, c, hw) = check_affine_inputs(x.dims(), gb.dims(), m.elem_count())?;
-    let n = (b * hw) as f64;
+    let d = check_affine_inputs(x.dims(), gb.dims(), m.elem_count())?;
     with_slices::<T, _>(&[x, gb, m, gy], |s| {
-        let (xv, gbv, mv, g) = (s[0], s[1], s[2], s[3]);
-        // Per channel Σ g' and Σ g'·x with g' = m[b]·g, the gradient before the factor.
-        let sums = per_channel(b * c, c, |p| {
-            let (sg, sgx) = sum_dot(&g[p * hw..(p + 1) * hw], &xv[p * hw..(p + 1) * hw]);
-            let f = mv[p / c].to_f64();
-            (f * sg, f * sgx)
-        });
-        let inv: Vec<f64> = st.var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
-        // Σ g'·x̂ per channel: the γ gradient; Σ g' is the β gradient.
-        let gxhat: Vec<f64> = (0..c).map(|ch| inv[ch] * (sums[ch].1 - st.mean[ch] * sums[ch].0)).collect();
-        let gx = if x.track_op() {
-            // SAFETY: the planes of gx tile it exactly; bn_grad_into writes every element.
-            let mut gx = unsafe { output_vec::<T>(xv.len()) };
-            gx.par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
-                let ch = p % c;
-                let (gamma, iv, mu) = (gbv[ch].to_f64(), inv[ch], st.mean[ch]);
-                // γ·inv·(m·g − Σg'/N − x̂·Σg'x̂/N) with x̂ = (x − μ)·inv, as A·g + B·x + C.
-                let a = gamma * iv * mv[p / c].to_f64();
-                let bx = -gamma * iv * iv * gxhat[ch] / n;
-                let cst = -gamma * iv * sums[ch].0 / n + gamma * iv * iv * gxhat[ch] * mu / n;
-                let (gp, xp) = (&g[p * hw..(p + 1) * hw], &xv[p * hw..(p + 1) * hw]);
-                bn_grad_into(gxp, gp, xp, T::from_f64(a), T::from_f64(-cst), T::from_f64(-bx));
-            });
-            Some(cpu_tensor(gx, x.shape())?)
-        } else {
-            None
-        };
+        let (gx, ggamma, gbeta) = bn_affine_backward(s[0], d, &s[1][..d.1], s[2], s[3], st, eps, x.track_op());
+        let gx = gx.map(|v| cpu_tensor(v, x.shape())).transpose()?;
         let ggb = if gb.track_op() {
-            let v: Vec<T> = gxhat.iter().chain(sums.iter().map(|s| &s.0)).map(|&v| T::from_f64(v)).collect();
+            let v: Vec<T> = ggamma.iter().chain(&gbeta).map(|&v| T::from_f64(v)).collect();
             Some(cpu_tensor(v, gb.shape())?)
         } else {
             None

@@ -13,12 +13,14 @@ mod pointwise;
 mod pool;
 mod sep;
 mod simd;
+mod stage;
 
 use candle_core::{DType, Result, Tensor};
 
 pub use depthwise::DwParams;
 pub use pointwise::PwParams;
 pub use pool::PoolKind;
+pub use stage::StageWeights;
 
 /// Whether the custom CPU kernels handle this tensor.
 fn fast(x: &Tensor) -> bool {
@@ -153,6 +155,32 @@ pub fn batch_norm_affine_train(
         let y = composed::channel_affine(&y, gamma, beta)?;
         let y = match sample_scale {
             Some(m) => scale_samples(&y, m)?,
+            None => y,
+        };
+        Ok((y, s))
+    }
+}
+
+/// One sep_conv/dil_conv stage in training: acc + m·BN_γβ(pw(dw(x))) (ReLU(x) with `relu`),
+/// with the batch statistics of the BN input; `sample_scale` m (B,) has no gradient, `acc` is
+/// an optional tensor of the output's shape added at the end (the node's other edge).
+pub fn dw_pw_bn_train(
+    x: &Tensor,
+    w: StageWeights<'_>,
+    p: DwParams,
+    relu: bool,
+    sample_scale: Option<&Tensor>,
+    acc: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, BnStats)> {
+    if fast(x) {
+        let (y, s) = stage::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, eps)?;
+        Ok((y, s.into_tensors(x)?))
+    } else {
+        let t = if relu { relu_dw_pw(x, w.w_dw, w.w_pw, p)? } else { dw_pw(x, w.w_dw, w.w_pw, p)? };
+        let (y, s) = batch_norm_affine_train(&t, w.gamma, w.beta, sample_scale, eps)?;
+        let y = match acc {
+            Some(a) => (a + y)?,
             None => y,
         };
         Ok((y, s))

@@ -18,14 +18,14 @@ use super::pointwise::sum_partials;
 use crate::{dispatch_dtype, dispatch_float};
 
 #[derive(Debug, Clone, Copy)]
-struct SepGeom {
-    dw: Geom,
-    b: usize,
-    co: usize,
+pub(crate) struct SepGeom {
+    pub dw: Geom,
+    pub b: usize,
+    pub co: usize,
 }
 
 impl SepGeom {
-    fn new(x: &[usize], w_dw: &[usize], w_pw: &[usize], p: DwParams) -> Result<Self> {
+    pub fn new(x: &[usize], w_dw: &[usize], w_pw: &[usize], p: DwParams) -> Result<Self> {
         let dw = Geom::new(x, w_dw, p)?;
         let co = match w_pw {
             &[co, ci, 1, 1] if ci == dw.c => co,
@@ -34,11 +34,11 @@ impl SepGeom {
         Ok(Self { dw, b: dw.planes / dw.c, co })
     }
 
-    fn in_item(&self) -> usize {
+    pub fn in_item(&self) -> usize {
         self.dw.c * self.dw.h * self.dw.w
     }
 
-    fn plane(&self) -> usize {
+    pub fn plane(&self) -> usize {
         self.dw.oh * self.dw.ow
     }
 
@@ -52,7 +52,7 @@ impl SepGeom {
     }
 }
 
-fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom, relu: bool) -> Vec<T> {
+pub(crate) fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom, relu: bool) -> Vec<T> {
     let (p, c) = (g.plane(), g.dw.c);
     // SAFETY: each batch item's (Co × P) block is one product written with accumulate off,
     // which overwrites all of it; the blocks tile y.
@@ -67,10 +67,18 @@ fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom, relu: bool) -
     y
 }
 
-type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+pub(crate) type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
 
 #[allow(clippy::too_many_arguments)]
-fn backward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], gy: &[T], g: &SepGeom, want: [bool; 3], relu: bool) -> Grads<T> {
+pub(crate) fn backward<T: Float>(
+    x: &[T],
+    w_dw: &[T],
+    w_pw: &[T],
+    gy: &[T],
+    g: &SepGeom,
+    want: [bool; 3],
+    relu: bool,
+) -> Grads<T> {
     let (p, c, kk, ii) = (g.plane(), g.dw.c, g.dw.k * g.dw.k, g.in_item());
     let ip = g.dw.h * g.dw.w;
     let groups = fixed_groups(g.b, 16);

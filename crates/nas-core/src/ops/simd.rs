@@ -110,6 +110,15 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// out = acc + x·a + b.
+    pub(crate) fn affine_acc_into<T: Float>(out: &mut [T], x: &[T], a: T, b: T, acc: &[T]) {
+        for ((o, &v), &r) in out.iter_mut().zip(x).zip(acc) {
+            *o = r + (v * a + b);
+        }
+    }
+}
+
+simd_fn! {
     /// (Σx, Σx²) in f64.
     pub(crate) fn sum_sumsq<T: Float>(x: &[T]) -> (f64, f64) {
         let mut s = [0f64; 4];

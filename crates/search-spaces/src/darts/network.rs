@@ -52,20 +52,16 @@ impl DerivedCell {
     ) -> Result<Tensor> {
         let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
         for pair in 0..self.ops.len() / 2 {
-            let mut node: Option<Tensor> = None;
-            for e in [2 * pair, 2 * pair + 1] {
-                let op = &self.ops[e];
-                let mask = if op.is_identity() { None } else { masks()? };
-                let h = op.forward_dropped(&states[self.inputs[e]], None, mode, mask.as_ref())?;
-                node = Some(match node {
-                    None => h,
-                    Some(n) => (n + h)?,
-                });
-            }
-            match node {
-                Some(n) => states.push(n),
-                None => candle_core::bail!("empty node"),
-            }
+            // Masks in edge order; the node's sum is formed inside whichever op can take it
+            // (a + b is exact in either order).
+            let (e1, e2) = (2 * pair, 2 * pair + 1);
+            let mut mask = |e: usize| if self.ops[e].is_identity() { Ok(None) } else { masks() };
+            let (m1, m2) = (mask(e1)?, mask(e2)?);
+            let swap = !self.ops[e2].fuses_acc() && self.ops[e1].fuses_acc();
+            let (first, second, mf, ms) = if swap { (e2, e1, m2, m1) } else { (e1, e2, m1, m2) };
+            let h = self.ops[first].forward_dropped(&states[self.inputs[first]], None, mode, mf.as_ref())?;
+            let x2 = &states[self.inputs[second]];
+            states.push(self.ops[second].forward_into(x2, None, mode, ms.as_ref(), Some(&h))?);
         }
         let outs: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
         Tensor::cat(&outs, 1)

@@ -160,11 +160,17 @@ impl DwPwBn {
         Ok(Self { dw, dwp, pw, bn: BatchNorm2d::new(&pb.pp(first + 2), co, affine)? })
     }
 
-    /// BN(pw(dw(x))), or BN(pw(dw(ReLU(x)))) with `relu` (one fused op).
-    fn forward(&self, x: &Tensor, relu: bool, mode: Mode, drop: Option<&Tensor>) -> Result<Tensor> {
+    /// acc + drop·BN(pw(dw(x))) (ReLU(x) with `relu`), one fused op in training.
+    fn forward(
+        &self,
+        x: &Tensor,
+        relu: bool,
+        mode: Mode,
+        drop: Option<&Tensor>,
+        acc: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (dw, pw) = (mode.w(&self.dw), mode.w(&self.pw));
-        let y = if relu { ops::relu_dw_pw(x, &dw, &pw, self.dwp)? } else { ops::dw_pw(x, &dw, &pw, self.dwp)? };
-        self.bn.forward_scaled(&y, mode, drop)
+        self.bn.forward_after_dw_pw(x, (&dw, &pw), self.dwp, relu, mode, drop, acc)
     }
 }
 
@@ -241,32 +247,55 @@ impl OpModule {
         mode: Mode,
         drop: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_into(x, x_relu, mode, drop, None)
+    }
+
+    /// Whether `forward_into` adds `acc` inside the op's own last step (sep_conv, dil_conv)
+    /// rather than as a separate sum.
+    pub fn fuses_acc(&self) -> bool {
+        matches!(self, OpModule::SepConv(_) | OpModule::DilConv(_))
+    }
+
+    /// `acc + forward_dropped(…)`: a node's sum of two edges, the other edge added inside this
+    /// op where it can (`fuses_acc`).
+    pub fn forward_into(
+        &self,
+        x: &Tensor,
+        x_relu: Option<&Tensor>,
+        mode: Mode,
+        drop: Option<&Tensor>,
+        acc: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let plus_acc = |y: Tensor| match acc {
+            Some(a) => a + y,
+            None => Ok(y),
+        };
         match self {
-            OpModule::Zero { stride } => ops::subsample(x, *stride)?.zeros_like(),
-            OpModule::Identity => Ok(x.clone()),
-            OpModule::FactorizedReduce(fr) => match x_relu {
-                Some(r) => fr.forward_relu(r, mode, drop),
-                None => fr.forward(x, mode, drop),
-            },
+            OpModule::Zero { stride } => plus_acc(ops::subsample(x, *stride)?.zeros_like()?),
+            OpModule::Identity => plus_acc(x.clone()),
+            OpModule::FactorizedReduce(fr) => plus_acc(match x_relu {
+                Some(r) => fr.forward_relu(r, mode, drop)?,
+                None => fr.forward(x, mode, drop)?,
+            }),
             OpModule::Pool { kind, stride, bn } => {
                 let y = ops::pool3x3(x, *kind, *stride)?;
-                match (bn, drop) {
-                    (Some(bn), _) => bn.forward_scaled(&y, mode, drop),
-                    (None, Some(m)) => ops::scale_samples(&y, m),
-                    (None, None) => Ok(y),
-                }
+                plus_acc(match (bn, drop) {
+                    (Some(bn), _) => bn.forward_scaled(&y, mode, drop)?,
+                    (None, Some(m)) => ops::scale_samples(&y, m)?,
+                    (None, None) => y,
+                })
             }
             // The leading ReLU is fused into the first stage unless the caller shares ReLU(x).
             OpModule::SepConv([a, b]) => {
                 let h = match x_relu {
-                    Some(r) => a.forward(r, false, mode, None)?,
-                    None => a.forward(x, true, mode, None)?,
+                    Some(r) => a.forward(r, false, mode, None, None)?,
+                    None => a.forward(x, true, mode, None, None)?,
                 };
-                b.forward(&h, true, mode, drop)
+                b.forward(&h, true, mode, drop, acc)
             }
             OpModule::DilConv(a) => match x_relu {
-                Some(r) => a.forward(r, false, mode, drop),
-                None => a.forward(x, true, mode, drop),
+                Some(r) => a.forward(r, false, mode, drop, acc),
+                None => a.forward(x, true, mode, drop, acc),
             },
         }
     }
