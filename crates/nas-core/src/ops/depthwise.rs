@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::kernel::{cpu_tensor, output_vec, planes_per_task, slice, task_chunks, with_slices, Float};
 use super::plane::Window;
-use super::simd::{axpy, dot, mask_positive};
+use super::simd::{dot, mask_positive, taps_into};
 use crate::{dispatch_dtype, dispatch_float};
 
 /// Hyper-parameters of a depthwise convolution.
@@ -66,22 +66,45 @@ impl Geom {
     }
 }
 
-/// Per-task buffers in the phase layout: the padded input, the output, the output gradient
-/// (whose scratch columns stay zero) and the input gradient.
+/// Per-task buffers in the phase layout: the padded input and the output, the output
+/// gradient behind a zero margin (its scratch columns stay zero) and the input gradient, and
+/// the tap offsets of both directions.
 pub(crate) struct Scratch<T> {
     phases: Vec<T>,
     full: Vec<T>,
-    gfull: Vec<T>,
+    /// `margin` zeros, the output gradient (`full_len`), zeros up to `margin + phase_len`.
+    gpad: Vec<T>,
     gphases: Vec<T>,
+    /// Start of tap (kh, kw) in `phases`, kh-major (the order of the filter's elements).
+    taps: Vec<usize>,
+    /// Per phase of the input gradient: the filter indices of the taps that land in it and
+    /// where in `gpad` each tap's read starts, so that the input gradient is a gather.
+    back: Vec<(Vec<usize>, Vec<usize>)>,
+    margin: usize,
+    wbuf: Vec<T>,
 }
 
 impl<T: Float> Scratch<T> {
     pub fn new(g: &Geom) -> Self {
+        let win = &g.win;
+        let taps: Vec<usize> = (0..g.k * g.k).map(|t| win.tap(t / g.k, t % g.k)).collect();
+        let pl = win.phase_len();
+        let margin = taps.iter().map(|t| t % pl).max().unwrap_or(0);
+        let mut back = vec![(Vec::new(), Vec::new()); win.phases_len() / pl];
+        for (i, &t) in taps.iter().enumerate() {
+            let (idx, offs) = &mut back[t / pl];
+            idx.push(i);
+            offs.push(margin - t % pl);
+        }
         Self {
-            phases: vec![T::zero(); g.win.phases_len()],
-            full: vec![T::zero(); g.win.full_len()],
-            gfull: vec![T::zero(); g.win.full_len()],
-            gphases: vec![T::zero(); g.win.phases_len()],
+            phases: vec![T::zero(); win.phases_len()],
+            full: vec![T::zero(); win.full_len()],
+            gpad: vec![T::zero(); margin + pl],
+            gphases: vec![T::zero(); win.phases_len()],
+            taps,
+            back,
+            margin,
+            wbuf: Vec::with_capacity(g.k * g.k),
         }
     }
 }
@@ -94,14 +117,7 @@ pub(crate) fn plane_forward<T: Float>(o: &mut [T], xp: &[T], wk: &[T], g: &Geom,
     } else {
         win.split(xp, &mut sc.phases);
     }
-    sc.full.fill(T::zero());
-    let n = win.full_len();
-    for kh in 0..g.k {
-        for kw in 0..g.k {
-            let t = win.tap(kh, kw);
-            axpy(&mut sc.full, wk[kh * g.k + kw], &sc.phases[t..t + n]);
-        }
-    }
+    taps_into(&mut sc.full, &sc.phases, &sc.taps, wk);
     win.extract(&sc.full, o);
 }
 
@@ -120,15 +136,16 @@ pub(crate) fn plane_backward<T: Float>(
     relu: bool,
 ) {
     let win = &g.win;
-    let n = win.full_len();
-    win.embed(gp, &mut sc.gfull);
+    let (n, m, pl) = (win.full_len(), sc.margin, win.phase_len());
+    win.embed(gp, &mut sc.gpad[m..m + n]);
     if let Some(gx) = gx {
-        sc.gphases.fill(T::zero());
-        for kh in 0..g.k {
-            for kw in 0..g.k {
-                let t = win.tap(kh, kw);
-                axpy(&mut sc.gphases[t..t + n], wk[kh * g.k + kw], &sc.gfull);
-            }
+        // gx[j] = Σ_t w_t·gfull[j − tap_t] per phase: the transposed convolution as a gather,
+        // the taps summed in filter order as the scatter (zeroed buffer, axpy per tap) would.
+        for (q, (idx, offs)) in sc.back.iter().enumerate() {
+            let dst = &mut sc.gphases[q * pl..(q + 1) * pl];
+            sc.wbuf.clear();
+            sc.wbuf.extend(idx.iter().map(|&i| wk[i]));
+            taps_into(dst, &sc.gpad, offs, &sc.wbuf);
         }
         win.merge(&sc.gphases, gx);
         if relu {
@@ -141,11 +158,9 @@ pub(crate) fn plane_backward<T: Float>(
         } else {
             win.split(xp, &mut sc.phases);
         }
-        for kh in 0..g.k {
-            for kw in 0..g.k {
-                let t = win.tap(kh, kw);
-                gw[kh * g.k + kw] += dot(&sc.gfull, &sc.phases[t..t + n]);
-            }
+        let gfull = &sc.gpad[m..m + n];
+        for (i, &t) in sc.taps.iter().enumerate() {
+            gw[i] += dot(gfull, &sc.phases[t..t + n]);
         }
     }
 }

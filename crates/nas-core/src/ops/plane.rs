@@ -46,6 +46,11 @@ impl Window {
         self.s * self.s * self.phase_len
     }
 
+    /// Length of one of the s×s phases.
+    pub fn phase_len(&self) -> usize {
+        self.phase_len
+    }
+
     /// Length of the output in the phase layout (`oh` rows of `ws`).
     pub fn full_len(&self) -> usize {
         self.oh * self.ws
