@@ -105,20 +105,21 @@ pub struct Globals {
     pub quiet: bool,
 }
 
-fn init_threads(n: Option<usize>) -> anyhow::Result<()> {
-    if let Some(n) = n {
-        if n == 0 {
-            anyhow::bail!("--threads must be positive");
-        }
+/// Sizes the global pool (the data loader's) to `--threads` and returns the pool the command
+/// runs on, of the same size (all cores without the flag).
+fn init_threads(threads: Option<usize>) -> anyhow::Result<nas_core::ops::kernel::ThreadPool> {
+    let n = match threads {
+        Some(0) => anyhow::bail!("--threads must be positive"),
+        Some(n) => n,
+        None => nas_core::bench::worker_threads(),
+    };
+    let cannot = |e| anyhow::anyhow!("cannot start {n} threads: {e}");
+    if threads.is_some() {
         // candle's matrix kernels read the same variable as rayon.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        rayon_init(n)?;
+        nas_core::ops::kernel::init_thread_pool(n).map_err(cannot)?;
     }
-    Ok(())
-}
-
-fn rayon_init(n: usize) -> anyhow::Result<()> {
-    nas_core::ops::kernel::init_thread_pool(n).map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))
+    nas_core::ops::kernel::compute_pool(n).map_err(cannot)
 }
 
 fn init_logging(verbose: u8) {
@@ -135,10 +136,8 @@ fn init_logging(verbose: u8) {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.verbose);
-    init_threads(cli.threads)?;
+    let pool = init_threads(cli.threads)?;
     let g = Globals { quiet: cli.quiet };
-    let n = cli.threads.unwrap_or_else(nas_core::bench::worker_threads);
-    let pool = nas_core::ops::kernel::compute_pool(n).map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
     pool.install(|| match cli.command {
         Command::Search(args) => search_cmd::run(*args, &g),
         Command::Train(args) => train_cmd::run(*args, &g),

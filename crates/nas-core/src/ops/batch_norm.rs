@@ -401,6 +401,15 @@ impl CustomOp3 for BatchNormAffineTrain {
     }
 }
 
+/// The per-sample factors m (B,) of x's dtype that the fused training ops take as an input
+/// without a gradient: `sample_scale` detached (drop path), or ones.
+pub(crate) fn sample_factors(x: &Tensor, sample_scale: Option<&Tensor>) -> Result<Tensor> {
+    match sample_scale {
+        Some(m) => m.detach().to_dtype(x.dtype())?.contiguous(),
+        None => Tensor::ones(x.dim(0)?, x.dtype(), x.device()),
+    }
+}
+
 /// y = m[b]·(γ·x̂ + β) in training mode, with the batch statistics; `m` (B,) defaults to ones.
 pub fn batch_norm_affine_train(
     x: &Tensor,
@@ -409,11 +418,7 @@ pub fn batch_norm_affine_train(
     sample_scale: Option<&Tensor>,
     eps: f64,
 ) -> Result<(Tensor, BnBatchStats)> {
-    let b = x.dim(0)?;
-    let m = match sample_scale {
-        Some(m) => m.detach().to_dtype(x.dtype())?.contiguous()?,
-        None => Tensor::ones(b, x.dtype(), x.device())?,
-    };
+    let m = sample_factors(x, sample_scale)?;
     let gb = Tensor::stack(&[gamma, beta], 0)?;
     let stats = StatsSlot::default();
     let y = x.contiguous()?.apply_op3(&gb, &m, BatchNormAffineTrain { eps, stats: stats.clone() })?;

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::batch_norm::{bn_affine_backward, bn_affine_forward, BnBatchStats, StatsSlot};
+use super::batch_norm::{bn_affine_backward, bn_affine_forward, sample_factors, BnBatchStats, StatsSlot};
 use super::depthwise::DwParams;
 use super::kernel::{cpu_tensor, slice, with_slices, Float};
 use super::sep::{self, SepGeom};
@@ -198,10 +198,7 @@ pub fn dw_pw_bn_train(
 ) -> Result<(Tensor, BnBatchStats)> {
     let (b, c, _, _) = x.dims4()?;
     let (co, k) = (w.w_pw.dim(0)?, w.w_dw.dim(2)?);
-    let m = match sample_scale {
-        Some(m) => m.detach().to_dtype(x.dtype())?,
-        None => Tensor::ones(b, x.dtype(), x.device())?,
-    };
+    let m = sample_factors(x, sample_scale)?;
     let flat = |t: &Tensor| t.flatten_all();
     let params = Tensor::cat(&[flat(w.w_dw)?, flat(w.w_pw)?, flat(w.gamma)?, flat(w.beta)?, m], 0)?;
     let op =
