@@ -107,7 +107,7 @@ pub struct Globals {
 
 /// Sizes the global pool (the data loader's) to `--threads` and returns the pool the command
 /// runs on, of the same size (all cores without the flag).
-fn init_threads(threads: Option<usize>) -> anyhow::Result<nas_core::ops::kernel::ThreadPool> {
+fn init_threads(threads: Option<usize>) -> anyhow::Result<nas_core::ops::cpu::ThreadPool> {
     let n = match threads {
         Some(0) => anyhow::bail!("--threads must be positive"),
         Some(n) => n,
@@ -117,9 +117,9 @@ fn init_threads(threads: Option<usize>) -> anyhow::Result<nas_core::ops::kernel:
     if threads.is_some() {
         // candle's matrix kernels read the same variable as rayon.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        nas_core::ops::kernel::init_thread_pool(n).map_err(cannot)?;
+        nas_core::ops::cpu::init_thread_pool(n).map_err(cannot)?;
     }
-    nas_core::ops::kernel::compute_pool(n).map_err(cannot)
+    nas_core::ops::cpu::compute_pool(n).map_err(cannot)
 }
 
 fn init_logging(verbose: u8) {

@@ -79,7 +79,7 @@ fn pointwise_and_norm(c: &mut Criterion) {
         bench_op(c, "conv1x1", &case, "candle-matmul", &ins, |t| composed::conv1x1(&t[0], &t[1], p).unwrap());
     }
     let ins = [input(&[B, C, HW, HW])];
-    bench_op(c, "batch_norm", "train", "kernel", &ins, |t| ops::batch_norm_train(&t[0], 1e-5).unwrap().0);
+    bench_op(c, "batch_norm", "train", "kernel", &ins, |t| ops::batch_norm_train(&t[0], 1e-5, None).unwrap());
     bench_op(c, "batch_norm", "train", "candle-composed", &ins, |t| composed::batch_norm_train(&t[0], 1e-5).unwrap().0);
     let ins = [input(&[B, C, HW, HW]), input(&[B, C, HW, HW]), input(&[1])];
     bench_op(c, "axpy", "acc+w*y", "kernel", &ins, |t| ops::axpy(&t[0], &t[1], &t[2]).unwrap());

@@ -193,19 +193,16 @@ fn pointwise_conv_gradients_and_forward() {
 
 #[test]
 fn batch_norm_gradients_and_forward() {
-    let fast = |t: &[Tensor]| ops::batch_norm_train(&t[0], 1e-5).map(|(y, _)| y);
+    let fast = |t: &[Tensor]| ops::batch_norm_train(&t[0], 1e-5, None);
     let slow = |t: &[Tensor]| composed::batch_norm_train(&t[0], 1e-5).map(|(y, _)| y);
     fd_check("batch norm", &fast, &[&[3, 4, 5, 5]], 1e-6);
     same_as_composed("batch norm", &fast, &slow, &[&[3, 4, 5, 5]]);
-    // The reported statistics are the batch mean and biased variance.
+    // The running statistics move towards the batch mean and the unbiased variance.
     let x = randn(&[3, 4, 5, 5], 1);
-    let (_, s) = ops::batch_norm_train(&x, 1e-5).unwrap();
-    let mean = x.mean_keepdim((0, 2, 3)).unwrap().flatten_all().unwrap();
-    let var = x.broadcast_sub(&x.mean_keepdim((0, 2, 3)).unwrap()).unwrap().sqr().unwrap();
-    let var = var.mean_keepdim((0, 2, 3)).unwrap().flatten_all().unwrap();
-    assert!(max_rel_err(&s.mean, &mean).unwrap() < 1e-12);
-    assert!(max_rel_err(&s.var, &var).unwrap() < 1e-12);
-    assert_eq!(s.count, 75);
+    let (rm, rv) = running_after(|r| ops::batch_norm_train(&x, 1e-5, Some(r)).map(|_| ()));
+    let (mean, var) = batch_moments(&x);
+    assert!(max_rel_err(&rm, &(mean * 0.1).unwrap()).unwrap() < 1e-12);
+    assert!(max_rel_err(&rv, &((var * (0.1 * 75.0 / 74.0)).unwrap() + 0.9).unwrap()).unwrap() < 1e-12);
 
     let fast = |t: &[Tensor]| ops::channel_affine(&t[0], &t[1], &t[2]);
     let slow = |t: &[Tensor]| composed::channel_affine(&t[0], &t[1], &t[2]);
@@ -220,8 +217,7 @@ fn fused_affine_batch_norm_with_sample_factors() {
     for mask in [None, Some(m)] {
         let name = format!("bn affine, factors {}", mask.is_some());
         let mf = mask.clone();
-        let fast =
-            move |t: &[Tensor]| ops::batch_norm_affine_train(&t[0], &t[1], &t[2], mf.as_ref(), 1e-5).map(|(y, _)| y);
+        let fast = move |t: &[Tensor]| ops::batch_norm_affine_train(&t[0], &t[1], &t[2], mf.as_ref(), 1e-5, None);
         let ms = mask.clone();
         let slow = move |t: &[Tensor]| {
             let y = composed::channel_affine(&composed::batch_norm_train(&t[0], 1e-5)?.0, &t[1], &t[2])?;
@@ -234,14 +230,31 @@ fn fused_affine_batch_norm_with_sample_factors() {
         fd_check(&name, &fast, &shapes, 1e-6);
         same_as_composed(&name, &fast, &slow, &shapes);
     }
-    // The reported statistics are those of the input, whatever the factors.
+    // The running statistics are those of the input, whatever the factors.
     let x = randn(&[3, 4, 5, 5], 1);
-    let (_, plain) = ops::batch_norm_train(&x, 1e-5).unwrap();
+    let plain = running_after(|r| ops::batch_norm_train(&x, 1e-5, Some(r)).map(|_| ()));
     let g = randn(&[4], 2);
     let m = Tensor::from_vec(vec![2.0f64, 0.0, 1.0], 3, &Device::Cpu).unwrap();
-    let (_, fused) = ops::batch_norm_affine_train(&x, &g, &g, Some(&m), 1e-5).unwrap();
-    assert!(max_rel_err(&plain.mean, &fused.mean).unwrap() < 1e-12);
-    assert!(max_rel_err(&plain.var, &fused.var).unwrap() < 1e-12);
+    let fused = running_after(|r| ops::batch_norm_affine_train(&x, &g, &g, Some(&m), 1e-5, Some(r)).map(|_| ()));
+    assert!(max_rel_err(&plain.0, &fused.0).unwrap() < 1e-12);
+    assert!(max_rel_err(&plain.1, &fused.1).unwrap() < 1e-12);
+}
+
+/// Per-channel batch mean and biased variance of x (B, C, H, W), shape (C,).
+fn batch_moments(x: &Tensor) -> (Tensor, Tensor) {
+    let mean = x.mean_keepdim((0, 2, 3)).unwrap();
+    let var = x.broadcast_sub(&mean).unwrap().sqr().unwrap().mean_keepdim((0, 2, 3)).unwrap();
+    (mean.flatten_all().unwrap(), var.flatten_all().unwrap())
+}
+
+/// The running mean and variance (from 0 and 1, momentum 0.1) after `f` ran a forward with
+/// them.
+fn running_after(f: impl FnOnce(ops::RunningStats<'_>) -> candle_core::Result<()>) -> (Tensor, Tensor) {
+    let c = 4;
+    let mean = Var::from_tensor(&Tensor::zeros(c, DType::F64, &Device::Cpu).unwrap()).unwrap();
+    let var = Var::from_tensor(&Tensor::ones(c, DType::F64, &Device::Cpu).unwrap()).unwrap();
+    f(ops::RunningStats { mean: &mean, var: &var, momentum: 0.1 }).unwrap();
+    (mean.as_tensor().clone(), var.as_tensor().clone())
 }
 
 #[test]
@@ -256,8 +269,9 @@ fn fused_sep_stage_with_drop_path_and_accumulator() {
                 let name = format!("dw_pw_bn k{k} s{stride} relu {relu} drop {} acc {with_acc}", mask.is_some());
                 let mf = mask.clone();
                 let fast = move |t: &[Tensor]| {
-                    let w = ops::StageWeights { w_dw: &t[1], w_pw: &t[2], gamma: &t[3], beta: &t[4] };
-                    ops::dw_pw_bn_train(&t[0], w, p, relu, mf.as_ref(), t.get(5), 1e-5).map(|(y, _)| y)
+                    let flat = Tensor::cat(&[t[1].flatten_all()?, t[2].flatten_all()?, t[3].clone(), t[4].clone()], 0)?;
+                    let w = ops::StageWeights { flat: &flat, k, co: 5, affine: true };
+                    ops::dw_pw_bn_train(&t[0], w, p, relu, mf.as_ref(), t.get(5), 1e-5, None)
                 };
                 let ms = mask.clone();
                 let slow = move |t: &[Tensor]| {

@@ -53,13 +53,9 @@ impl BatchNorm2d {
         };
         if mode.train {
             if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
-                let (y, stats) = ops::batch_norm_affine_train(x, &mode.w(w), &mode.w(b), sample_scale, self.eps)?;
-                self.update_running(&stats)?;
-                return Ok(y);
+                return ops::batch_norm_affine_train(x, &mode.w(w), &mode.w(b), sample_scale, self.eps, self.running());
             }
-            let (y, stats) = ops::batch_norm_train(x, self.eps)?;
-            self.update_running(&stats)?;
-            scaled(y)
+            scaled(ops::batch_norm_train(x, self.eps, self.running())?)
         } else {
             // Fold the running statistics and the affine part into one scale and shift.
             let inv = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
@@ -99,27 +95,16 @@ impl BatchNorm2d {
                 None => Ok(y),
             };
         }
-        let (gamma, beta) = match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => (mode.w(w), mode.w(b)),
-            _ => {
-                let c = self.running_mean.as_tensor().dim(0)?;
-                (Tensor::ones(c, x.dtype(), x.device())?, Tensor::zeros(c, x.dtype(), x.device())?)
-            }
-        };
-        let w = ops::StageWeights { w_dw, w_pw, gamma: &gamma, beta: &beta };
-        let (y, stats) = ops::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, self.eps)?;
-        self.update_running(&stats)?;
-        Ok(y)
+        let mut parts = vec![w_dw.flatten_all()?, w_pw.flatten_all()?];
+        if let (Some(g), Some(b)) = (&self.weight, &self.bias) {
+            parts.extend([mode.w(g), mode.w(b)]);
+        }
+        let flat = Tensor::cat(&parts, 0)?;
+        let w = ops::StageWeights { flat: &flat, k: w_dw.dim(2)?, co: w_pw.dim(0)?, affine: self.weight.is_some() };
+        ops::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, self.eps, self.running())
     }
 
-    fn update_running(&self, s: &ops::BnStats) -> Result<()> {
-        let m = self.momentum;
-        let unbiased = if s.count > 1 { s.count as f64 / (s.count - 1) as f64 } else { 1.0 };
-        let rm = self.running_mean.as_tensor();
-        let rv = self.running_var.as_tensor();
-        let new_mean = ((rm * (1.0 - m))? + (&s.mean * m)?)?;
-        let new_var = ((rv * (1.0 - m))? + (&s.var * (m * unbiased))?)?;
-        self.running_mean.set(&new_mean)?;
-        self.running_var.set(&new_var)
+    fn running(&self) -> Option<ops::RunningStats<'_>> {
+        Some(ops::RunningStats { mean: &self.running_mean, var: &self.running_var, momentum: self.momentum })
     }
 }

@@ -1,36 +1,13 @@
 //! Fused elementwise ops of the mixed-op hot path, each one node in the autograd graph:
 //! ReLU with a single-pass backward, `scale` (w·y) and `axpy` (acc + w·y) with w a
-//! one-element tensor, the softmax weight of an op. The weighted sum of a mixed op is one
-//! `scale` and a chain of `axpy`, one pass over memory per op output instead of two.
+//! one-element tensor, the softmax weight of an op, whose gradient is the dot product of the
+//! output gradient with y. The weighted sum of a mixed op is one `scale` and a chain of
+//! `axpy`, one pass over memory per op output instead of two. `scale_samples` multiplies each
+//! sample by its drop-path factor. Kernels: `cpu::elementwise`, `cuda::elementwise`.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::kernel::{cpu_tensor, output_vec, slice, with_slices, Float, ELEMWISE_CHUNK};
-use crate::{dispatch_dtype, dispatch_float};
-
-fn relu_fwd<T: Float>(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
-    let x = slice::<T>(s, l, "relu")?;
-    let mut y = Vec::with_capacity(x.len());
-    y.par_extend(x.par_iter().with_min_len(ELEMWISE_CHUNK).map(|&v| if v > T::zero() { v } else { T::zero() }));
-    Ok(T::to_cpu_storage_owned(y))
-}
-
-fn relu_bwd<T: Float>(y: &Tensor, gy: &Tensor) -> Result<Tensor> {
-    with_slices::<T, _>(&[y, gy], |s| {
-        let (y, gy) = (s[0], s[1]);
-        let mut gx = Vec::with_capacity(y.len());
-        gx.par_extend(y.par_iter().zip(gy.par_iter()).with_min_len(ELEMWISE_CHUNK).map(|(&y, &g)| {
-            if y > T::zero() {
-                g
-            } else {
-                T::zero()
-            }
-        }));
-        cpu_tensor(gx, y.len())
-    })?
-    .reshape(gy.shape())
-}
+use super::cpu;
 
 struct Relu;
 
@@ -40,11 +17,20 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((dispatch_float!("relu", s, relu_fwd(s, l))?, l.shape().clone()))
+        Ok((cpu::elementwise::relu_storage(s, l)?, l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((super::cuda::elementwise::glue::relu(s, l)?, l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(dispatch_dtype!("relu", y.dtype(), relu_bwd(y, gy))?))
+        #[cfg(feature = "cuda")]
+        if y.device().is_cuda() {
+            return Ok(Some(super::cuda::elementwise::glue::relu_backward(y, gy)?));
+        }
+        Ok(Some(cpu::elementwise::relu_backward_tensor(y, gy)?))
     }
 }
 
@@ -53,46 +39,8 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Relu)
 }
 
-fn scalar<T: Float>(w: &[T], op: &str) -> Result<T> {
-    match w {
-        [v] => Ok(*v),
-        _ => bail!("{op}: the weight must have exactly one element, got {}", w.len()),
-    }
-}
-
-/// Σ a·b over two equal-length slices, in parallel with a fixed chunking (deterministic).
-fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let partial: Vec<T> = a
-        .par_chunks(ELEMWISE_CHUNK)
-        .zip(b.par_chunks(ELEMWISE_CHUNK))
-        .map(|(x, y)| x.iter().zip(y).fold(T::zero(), |acc, (&p, &q)| acc + p * q))
-        .collect();
-    partial.into_iter().fold(T::zero(), |a, b| a + b)
-}
-
-fn scaled<T: Float>(g: &[T], w: T) -> Vec<T> {
-    let mut out = Vec::with_capacity(g.len());
-    out.par_extend(g.par_iter().with_min_len(ELEMWISE_CHUNK).map(|&v| v * w));
-    out
-}
-
 /// w · y.
 struct Scale;
-
-fn scale_fwd<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<CpuStorage> {
-    let y = slice::<T>(s1, l1, "scale")?;
-    let w = scalar(slice::<T>(s2, l2, "scale")?, "scale")?;
-    Ok(T::to_cpu_storage_owned(scaled(y, w)))
-}
-
-fn scale_bwd<T: Float>(y: &Tensor, w: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    with_slices::<T, _>(&[y, w, gy], |s| {
-        let (yv, wv, g) = (s[0], scalar(s[1], "scale")?, s[2]);
-        let gx = if y.track_op() { Some(cpu_tensor(scaled(g, wv), y.shape())?) } else { None };
-        let gw = if w.track_op() { Some(cpu_tensor(vec![dot(g, yv)], w.shape())?) } else { None };
-        Ok((gx, gw))
-    })
-}
 
 impl CustomOp2 for Scale {
     fn name(&self) -> &'static str {
@@ -100,50 +48,31 @@ impl CustomOp2 for Scale {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((dispatch_float!("scale", s1, scale_fwd(s1, l1, s2, l2))?, l1.shape().clone()))
+        Ok((cpu::elementwise::scale_storage(s1, l1, s2, l2)?, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((super::cuda::elementwise::glue::axpy(None, (s1, l1), (s2, l2))?, l1.shape().clone()))
     }
 
     fn bwd(&self, y: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        dispatch_dtype!("scale", y.dtype(), scale_bwd(y, w, gy))
+        #[cfg(feature = "cuda")]
+        if y.device().is_cuda() {
+            return super::cuda::elementwise::glue::weighted_backward(y, w, gy);
+        }
+        cpu::elementwise::scale_backward_tensors(y, w, gy)
     }
 }
 
 /// acc + w · y.
 struct Axpy;
-
-fn axpy_fwd<T: Float>(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    s3: &CpuStorage,
-    l3: &Layout,
-) -> Result<CpuStorage> {
-    let acc = slice::<T>(s1, l1, "axpy")?;
-    let y = slice::<T>(s2, l2, "axpy")?;
-    let w = scalar(slice::<T>(s3, l3, "axpy")?, "axpy")?;
-    if acc.len() != y.len() {
-        bail!("axpy: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
-    }
-    let mut out = Vec::with_capacity(acc.len());
-    out.par_extend(acc.par_iter().zip(y.par_iter()).with_min_len(ELEMWISE_CHUNK).map(|(&a, &v)| a + w * v));
-    Ok(T::to_cpu_storage_owned(out))
-}
-
-fn axpy_bwd<T: Float>(
-    acc: &Tensor,
-    y: &Tensor,
-    w: &Tensor,
-    gy: &Tensor,
-) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    with_slices::<T, _>(&[y, w, gy], |s| {
-        let (yv, wv, g) = (s[0], scalar(s[1], "axpy")?, s[2]);
-        let gy_ = if y.track_op() { Some(cpu_tensor(scaled(g, wv), y.shape())?) } else { None };
-        let gw = if w.track_op() { Some(cpu_tensor(vec![dot(g, yv)], w.shape())?) } else { None };
-        Ok((gy_, gw))
-    })
-    .map(|(g_y, g_w)| (acc.track_op().then(|| gy.clone()), g_y, g_w))
-}
 
 impl CustomOp3 for Axpy {
     fn name(&self) -> &'static str {
@@ -159,7 +88,20 @@ impl CustomOp3 for Axpy {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Ok((dispatch_float!("axpy", s1, axpy_fwd(s1, l1, s2, l2, s3, l3))?, l1.shape().clone()))
+        Ok((cpu::elementwise::axpy_storage([(s1, l1), (s2, l2), (s3, l3)])?, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((super::cuda::elementwise::glue::axpy(Some((s1, l1)), (s2, l2), (s3, l3))?, l1.shape().clone()))
     }
 
     fn bwd(
@@ -170,12 +112,25 @@ impl CustomOp3 for Axpy {
         _res: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        dispatch_dtype!("axpy", y.dtype(), axpy_bwd(acc, y, w, gy))
+        #[cfg(feature = "cuda")]
+        if y.device().is_cuda() {
+            let (g_y, g_w) = super::cuda::elementwise::glue::weighted_backward(y, w, gy)?;
+            return Ok((acc.track_op().then(|| gy.clone()), g_y, g_w));
+        }
+        cpu::elementwise::axpy_backward_tensors(acc, y, w, gy)
     }
+}
+
+fn check_weight(w: &Tensor, op: &str) -> Result<()> {
+    if w.elem_count() != 1 {
+        bail!("{op}: the weight must have exactly one element, got {}", w.elem_count());
+    }
+    Ok(())
 }
 
 /// w · y with `w` a one-element tensor.
 pub fn scale(y: &Tensor, w: &Tensor) -> Result<Tensor> {
+    check_weight(w, "scale")?;
     y.contiguous()?.apply_op2(&w.contiguous()?, Scale)
 }
 
@@ -184,29 +139,12 @@ pub fn axpy(acc: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
     if acc.shape() != y.shape() {
         bail!("axpy: shapes {:?} and {:?} differ", acc.dims(), y.dims());
     }
+    check_weight(w, "axpy")?;
     acc.contiguous()?.apply_op3(&y.contiguous()?, &w.contiguous()?, Axpy)
 }
 
 /// x[b, …] · m[b]: a per-sample factor (drop path), one pass; no gradient for m.
 struct ScaleSamples;
-
-fn scale_samples_fwd<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<CpuStorage> {
-    let x = slice::<T>(s1, l1, "scale_samples")?;
-    let m = slice::<T>(s2, l2, "scale_samples")?;
-    let b = l1.dims().first().copied().unwrap_or(0);
-    if b != m.len() || b == 0 {
-        bail!("scale_samples: {} factors for a batch of {b}", m.len());
-    }
-    let per = x.len() / b;
-    // SAFETY: the per-sample chunks tile y and each is written in full.
-    let mut y = unsafe { output_vec::<T>(x.len()) };
-    y.par_chunks_mut(per).zip(x.par_chunks(per)).zip(m.par_iter()).for_each(|((y, x), &f)| {
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = v * f;
-        }
-    });
-    Ok(T::to_cpu_storage_owned(y))
-}
 
 impl CustomOp2 for ScaleSamples {
     fn name(&self) -> &'static str {
@@ -214,7 +152,18 @@ impl CustomOp2 for ScaleSamples {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((dispatch_float!("scale_samples", s1, scale_samples_fwd(s1, l1, s2, l2))?, l1.shape().clone()))
+        Ok((cpu::elementwise::scale_samples_storage(s1, l1, s2, l2)?, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((super::cuda::elementwise::glue::scale_samples(s1, l1, s2, l2)?, l1.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, m: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -224,5 +173,9 @@ impl CustomOp2 for ScaleSamples {
 
 /// x (B, …) with sample b multiplied by m[b]; m (B,) carries no gradient.
 pub fn scale_samples(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    let b = x.dims().first().copied().unwrap_or(0);
+    if b != m.elem_count() || b == 0 {
+        bail!("scale_samples: {} factors for a batch of {b}", m.elem_count());
+    }
     x.contiguous()?.apply_op2(&m.detach().to_dtype(x.dtype())?.contiguous()?, ScaleSamples)
 }

@@ -1,30 +1,36 @@
-//! Differentiable tensor ops for the DARTS op set. Each public function runs the fast custom
-//! kernel where the device has one (CPU) and otherwise the composed candle version in
-//! `composed`, which also serves as the reference in tests.
+//! Differentiable tensor ops for the DARTS op set. Each public function runs its custom op
+//! where the tensor's device has kernels for it (CPU, and CUDA when built with the `cuda`
+//! feature; f32 and f64) and otherwise the composed candle version in `composed`, which also
+//! serves as the reference in tests. One op is one struct whose `cpu_fwd`, `cuda_fwd` and
+//! `bwd` run on the tensor's own device: the op files here hold the structs and the shapes,
+//! `cpu/` the CPU kernels, `cuda/` the CUDA kernels (`.cu` sources and their launchers).
 
 mod batch_norm;
 pub mod composed;
+pub mod cpu;
+#[doc(hidden)]
+pub mod cuda;
 mod depthwise;
 mod elementwise;
-pub mod kernel;
 mod partial;
-mod plane;
 mod pointwise;
 mod pool;
 mod sep;
-mod simd;
 mod stage;
 
 use candle_core::{DType, Result, Tensor};
 
+pub use batch_norm::{BnBatchStats, RunningStats};
 pub use depthwise::DwParams;
 pub use pointwise::PwParams;
 pub use pool::PoolKind;
 pub use stage::StageWeights;
 
-/// Whether the custom CPU kernels handle this tensor.
+/// Whether the custom kernels handle this tensor: f32 or f64 on the CPU, or on CUDA when the
+/// CUDA kernels are compiled in.
 fn fast(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    let device = x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda());
+    device && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
 /// max(x, 0).
@@ -128,42 +134,51 @@ pub struct BnStats {
     pub count: usize,
 }
 
-/// Training-mode normalisation without affine parameters: x̂ = (x − μ)/√(σ² + ε) per channel.
-pub fn batch_norm_train(x: &Tensor, eps: f64) -> Result<(Tensor, BnStats)> {
+/// Training-mode normalisation without affine parameters: x̂ = (x − μ)/√(σ² + ε) per channel,
+/// updating the running statistics `running`.
+pub fn batch_norm_train(x: &Tensor, eps: f64, running: Option<RunningStats<'_>>) -> Result<Tensor> {
     if fast(x) {
-        let (y, s) = batch_norm::batch_norm_train(x, eps)?;
-        Ok((y, s.into_tensors(x)?))
+        batch_norm::batch_norm_train(x, eps, running)
     } else {
-        composed::batch_norm_train(x, eps)
+        let (y, s) = composed::batch_norm_train(x, eps)?;
+        if let Some(r) = running {
+            batch_norm::update_running(r, &s)?;
+        }
+        Ok(y)
     }
 }
 
 /// Training-mode batch norm with affine parameters γ, β (C,), optionally times a per-sample
-/// factor `sample_scale` (B,) that gets no gradient (drop path): y = m[b]·(γ·x̂ + β).
+/// factor `sample_scale` (B,) that gets no gradient (drop path): y = m[b]·(γ·x̂ + β); updates
+/// the running statistics `running`.
 pub fn batch_norm_affine_train(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     sample_scale: Option<&Tensor>,
     eps: f64,
-) -> Result<(Tensor, BnStats)> {
+    running: Option<RunningStats<'_>>,
+) -> Result<Tensor> {
     if fast(x) {
-        let (y, s) = batch_norm::batch_norm_affine_train(x, gamma, beta, sample_scale, eps)?;
-        Ok((y, s.into_tensors(x)?))
+        batch_norm::batch_norm_affine_train(x, gamma, beta, sample_scale, eps, running)
     } else {
         let (y, s) = composed::batch_norm_train(x, eps)?;
+        if let Some(r) = running {
+            batch_norm::update_running(r, &s)?;
+        }
         let y = composed::channel_affine(&y, gamma, beta)?;
-        let y = match sample_scale {
-            Some(m) => scale_samples(&y, m)?,
-            None => y,
-        };
-        Ok((y, s))
+        match sample_scale {
+            Some(m) => scale_samples(&y, m),
+            None => Ok(y),
+        }
     }
 }
 
-/// One sep_conv/dil_conv stage in training: acc + m·BN_γβ(pw(dw(x))) (ReLU(x) with `relu`),
-/// with the batch statistics of the BN input; `sample_scale` m (B,) has no gradient, `acc` is
-/// an optional tensor of the output's shape added at the end (the node's other edge).
+/// One sep_conv/dil_conv stage in training: acc + m·BN(pw(dw(x))) (ReLU(x) with `relu`), BN
+/// with the affine γ, β of `w` when it has them; `sample_scale` m (B,) has no gradient, `acc`
+/// is an optional tensor of the output's shape added at the end (the node's other edge).
+/// Updates the running statistics `running`.
+#[allow(clippy::too_many_arguments)]
 pub fn dw_pw_bn_train(
     x: &Tensor,
     w: StageWeights<'_>,
@@ -172,18 +187,30 @@ pub fn dw_pw_bn_train(
     sample_scale: Option<&Tensor>,
     acc: Option<&Tensor>,
     eps: f64,
-) -> Result<(Tensor, BnStats)> {
+    running: Option<RunningStats<'_>>,
+) -> Result<Tensor> {
     if fast(x) {
-        let (y, s) = stage::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, eps)?;
-        Ok((y, s.into_tensors(x)?))
+        return stage::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, eps, running);
+    }
+    let c = x.dim(1)?;
+    let (n_dw, n_pw) = (c * w.k * w.k, w.co * c);
+    let w_dw = w.flat.narrow(0, 0, n_dw)?.reshape((c, 1, w.k, w.k))?;
+    let w_pw = w.flat.narrow(0, n_dw, n_pw)?.reshape((w.co, c, 1, 1))?;
+    let t = if relu { relu_dw_pw(x, &w_dw, &w_pw, p)? } else { dw_pw(x, &w_dw, &w_pw, p)? };
+    let y = if w.affine {
+        let gamma = w.flat.narrow(0, n_dw + n_pw, w.co)?;
+        let beta = w.flat.narrow(0, n_dw + n_pw + w.co, w.co)?;
+        batch_norm_affine_train(&t, &gamma, &beta, sample_scale, eps, running)?
     } else {
-        let t = if relu { relu_dw_pw(x, w.w_dw, w.w_pw, p)? } else { dw_pw(x, w.w_dw, w.w_pw, p)? };
-        let (y, s) = batch_norm_affine_train(&t, w.gamma, w.beta, sample_scale, eps)?;
-        let y = match acc {
-            Some(a) => (a + y)?,
+        let y = batch_norm_train(&t, eps, running)?;
+        match sample_scale {
+            Some(m) => scale_samples(&y, m)?,
             None => y,
-        };
-        Ok((y, s))
+        }
+    };
+    match acc {
+        Some(a) => a + y,
+        None => Ok(y),
     }
 }
 

@@ -1,18 +1,17 @@
 //! 3×3 pooling with padding 1, as DARTS uses it: max pooling (padding never wins) and average
 //! pooling with `count_include_pad=False` (each window averages only its in-image pixels).
-//! Stride 1 keeps H×W; stride 2 gives ((H−1)/2+1)×((W−1)/2+1), like PyTorch.
+//! Stride 1 keeps H×W; stride 2 gives ((H−1)/2+1)×((W−1)/2+1), like PyTorch. Max-pool
+//! gradients go to the first maximal element of each window in row-major order, PyTorch's tie
+//! rule (the forward records it). Also the valid k×k average pooling of the auxiliary head.
 //!
-//! Max-pool gradients go to the first maximal element of each window in row-major order,
-//! which is PyTorch's tie rule (the forward records it). The kernels work in the padded, stride-phased
-//! layout of `plane::Window` (−∞ padding for max, 0 for average), one long loop per tap.
+//! Kernels: `cpu::pool` (phase layout, one long loop per tap), `cuda::pool` (one thread per
+//! output forward, one per input for the gradients, which are gathers).
+
+use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::kernel::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float};
-use super::plane::Window;
-use super::simd::{axpy, max_into, mul_into, tag_equal};
-use crate::{dispatch_dtype, dispatch_float};
+use super::cpu;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -20,162 +19,50 @@ pub enum PoolKind {
     Avg,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Geom {
-    b: usize,
-    c: usize,
-    win: Window,
+/// The shapes of a 3×3 pooling with padding 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolGeom {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: usize,
 }
 
-impl Geom {
-    fn new(dims: &[usize], stride: usize) -> Result<Self> {
+impl PoolGeom {
+    pub fn new(dims: &[usize], stride: usize) -> Result<Self> {
         let &[b, c, h, w] = dims else { bail!("pool3x3: input must be (B, C, H, W), got {dims:?}") };
-        let Some(win) = Window::new(h, w, 3, stride, 1, 1) else {
+        if stride == 0 || h == 0 || w == 0 {
             bail!("pool3x3: cannot pool {dims:?} with stride {stride}")
-        };
-        Ok(Self { b, c, win })
-    }
-
-    fn planes(&self) -> usize {
-        self.b * self.c
-    }
-
-    fn in_plane(&self) -> usize {
-        self.win.h * self.win.w
-    }
-
-    fn out_plane(&self) -> usize {
-        self.win.oh * self.win.ow
-    }
-
-    fn in_shape(&self) -> Shape {
-        (self.b, self.c, self.win.h, self.win.w).into()
-    }
-
-    fn out_shape(&self) -> Shape {
-        (self.b, self.c, self.win.oh, self.win.ow).into()
-    }
-
-    fn task_planes(&self) -> usize {
-        planes_per_task(self.win.full_len() * 9, 1 << 15)
-    }
-
-    fn pad<T: Float>(kind: PoolKind) -> T {
-        match kind {
-            PoolKind::Max => T::neg_infinity(),
-            PoolKind::Avg => T::zero(),
         }
+        Ok(Self { b, c, h, w, oh: (h - 1) / stride + 1, ow: (w - 1) / stride + 1, stride })
+    }
+
+    pub fn out_shape(&self) -> Shape {
+        (self.b, self.c, self.oh, self.ow).into()
     }
 }
 
-/// The pooled planes and, for max pooling, the in-plane index of every output's (first)
-/// maximum, which is all the backward pass needs.
-fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
-    let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
-    let inv: Vec<T> = g.win.inv_counts();
-    let mut out = vec![T::zero(); g.planes() * op];
-    let mut arg = vec![0u32; if kind == PoolKind::Max { g.planes() * op } else { 0 }];
-    let tp = g.task_planes();
-    let tasks = g.planes().div_ceil(tp);
-    let arg_chunks = task_chunks(&mut arg, op * tp, tasks);
-    let jobs: Vec<_> = out.chunks_mut(op * tp).zip(arg_chunks).enumerate().map(|(t, (c, a))| (t, c, a)).collect();
-    jobs.into_par_iter().for_each_init(
-        || (vec![Geom::pad::<T>(kind); g.win.phases_len()], vec![T::zero(); n], vec![T::zero(); n]),
-        |(phases, full, best), (t, chunk, mut args)| {
-            for (j, o) in chunk.chunks_mut(op).enumerate() {
-                let plane = t * tp + j;
-                g.win.split(&x[plane * ip..(plane + 1) * ip], phases);
-                match kind {
-                    PoolKind::Avg => {
-                        full.fill(T::zero());
-                        for tap in 0..9 {
-                            let s = g.win.tap(tap / 3, tap % 3);
-                            axpy(full, T::one(), &phases[s..s + n]);
-                        }
-                        mul_into(full, &inv);
-                    }
-                    PoolKind::Max => {
-                        full.fill(T::neg_infinity());
-                        for tap in 0..9 {
-                            let s = g.win.tap(tap / 3, tap % 3);
-                            max_into(full, &phases[s..s + n]);
-                        }
-                        if args.is_some() {
-                            // The first tap (row-major) equal to the maximum: walk the taps
-                            // backwards, the last match wins. Two select-only loops vectorise.
-                            for tap in (0..9).rev() {
-                                let s = g.win.tap(tap / 3, tap % 3);
-                                let tv = T::from_f64(tap as f64);
-                                tag_equal(best, full, &phases[s..s + n], tv);
-                            }
-                        }
-                        if let Some(a) = args.as_deref_mut() {
-                            let a = &mut a[j * op..(j + 1) * op];
-                            let (s, w, ws) = (g.win.s, g.win.w, n / g.win.oh);
-                            for oy in 0..g.win.oh {
-                                for ox in 0..g.win.ow {
-                                    let tap = best[oy * ws + ox].to_usize().unwrap_or(4);
-                                    // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. Only
-                                    // a window of −∞ keeps a padding tap; its centre is in-image.
-                                    let (mut y, mut xx) = (oy * s + tap / 3, ox * s + tap % 3);
-                                    if y == 0 || xx == 0 || y > g.win.h || xx > w {
-                                        (y, xx) = (oy * s + 1, ox * s + 1);
-                                    }
-                                    a[oy * g.win.ow + ox] = ((y - 1) * w + (xx - 1)) as u32;
-                                }
-                            }
-                        }
-                    }
-                }
-                g.win.extract(full, o);
-            }
-        },
-    );
-    (out, arg)
-}
-
-/// Max-pool backward: each output gradient goes to the input its forward picked.
-fn max_backward<T: Float>(arg: &[u32], gy: &[T], g: &Geom) -> Vec<T> {
-    let (ip, op) = (g.in_plane(), g.out_plane());
-    let mut gx = vec![T::zero(); g.planes() * ip];
-    gx.par_chunks_mut(ip).enumerate().with_min_len(8).for_each(|(plane, gxp)| {
-        for (&a, &gv) in arg[plane * op..(plane + 1) * op].iter().zip(&gy[plane * op..(plane + 1) * op]) {
-            gxp[a as usize] += gv;
-        }
-    });
-    gx
-}
-
-/// Avg-pool backward: scatters each output gradient, weighted by 1/count, over its window.
-fn avg_backward<T: Float>(gy: &[T], g: &Geom) -> Vec<T> {
-    let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
-    let inv: Vec<T> = g.win.inv_counts();
-    let mut gx = vec![T::zero(); g.planes() * ip];
-    let tp = g.task_planes();
-    gx.par_chunks_mut(ip * tp).enumerate().for_each_init(
-        || (vec![T::zero(); g.win.phases_len()], vec![T::zero(); n]),
-        |(gphases, gfull), (t, chunk)| {
-            for (j, gxp) in chunk.chunks_mut(ip).enumerate() {
-                let plane = t * tp + j;
-                g.win.embed(&gy[plane * op..(plane + 1) * op], gfull);
-                mul_into(gfull, &inv);
-                gphases.fill(T::zero());
-                for tap in 0..9 {
-                    let s = g.win.tap(tap / 3, tap % 3);
-                    axpy(&mut gphases[s..s + n], T::one(), gfull);
-                }
-                g.win.merge(gphases, gxp);
-            }
-        },
-    );
-    gx
+/// What a max-pool forward records for its backward: the in-plane index of each output's
+/// maximum (CPU), or its tap 0..9 in the 3×3 window (CUDA, one byte per output).
+pub(crate) enum Argmax {
+    Host(Vec<u32>),
+    #[cfg(feature = "cuda")]
+    Device(Tensor),
 }
 
 struct Pool3x3 {
     kind: PoolKind,
     stride: usize,
-    /// Max pooling: the forward's arg-max indices, for the backward pass.
-    argmax: std::sync::Mutex<Vec<u32>>,
+    argmax: Mutex<Option<Argmax>>,
+}
+
+impl Pool3x3 {
+    fn keep(&self, a: Argmax) {
+        *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+    }
 }
 
 impl CustomOp1 for Pool3x3 {
@@ -187,55 +74,58 @@ impl CustomOp1 for Pool3x3 {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l.dims(), self.stride)?;
-        fn run<T: Float>(s: &CpuStorage, l: &Layout, g: &Geom, kind: PoolKind) -> Result<(CpuStorage, Vec<u32>)> {
-            let (out, arg) = forward(slice::<T>(s, l, "pool3x3")?, g, kind);
-            Ok((T::to_cpu_storage_owned(out), arg))
+        let g = PoolGeom::new(l.dims(), self.stride)?;
+        let (out, arg) = cpu::pool::forward_storage(s, l, self.kind, self.stride)?;
+        self.keep(Argmax::Host(arg));
+        Ok((out, g.out_shape()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = PoolGeom::new(l.dims(), self.stride)?;
+        let (out, arg) = super::cuda::pool::glue::forward(s, l, &g, self.kind)?;
+        if let Some(arg) = arg {
+            self.keep(Argmax::Device(arg));
         }
-        let (out, arg) = dispatch_float!("pool3x3", s, run(s, l, &g, self.kind))?;
-        *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = arg;
         Ok((out, g.out_shape()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
-        let g = Geom::new(x.dims(), self.stride)?;
-        fn run<T: Float>(gy: &Tensor, g: &Geom, kind: PoolKind, arg: &[u32]) -> Result<Tensor> {
-            with_slices::<T, _>(&[gy], |s| {
-                let gx = match kind {
-                    PoolKind::Avg => avg_backward(s[0], g),
-                    PoolKind::Max => max_backward(arg, s[0], g),
-                };
-                cpu_tensor(gx, g.in_shape())
-            })
-        }
         let arg = self.argmax.lock().unwrap_or_else(|e| e.into_inner());
-        if self.kind == PoolKind::Max && arg.len() != g.planes() * g.out_plane() {
-            bail!("max-pool3x3: backward without its forward");
-        }
-        Ok(Some(dispatch_dtype!("pool3x3", gy.dtype(), run(gy, &g, self.kind, &arg))?))
+        #[cfg(feature = "cuda")]
+        let g = PoolGeom::new(x.dims(), self.stride)?;
+        let gx = match (&*arg, self.kind) {
+            #[cfg(feature = "cuda")]
+            (Some(Argmax::Device(a)), PoolKind::Max) => super::cuda::pool::glue::backward(gy, &g, self.kind, Some(a))?,
+            #[cfg(feature = "cuda")]
+            (_, PoolKind::Avg) if gy.device().is_cuda() => super::cuda::pool::glue::backward(gy, &g, self.kind, None)?,
+            (Some(Argmax::Host(a)), _) => cpu::pool::backward_tensor(x, gy, self.kind, self.stride, a)?,
+            _ => bail!("{}: backward without its forward", self.name()),
+        };
+        Ok(Some(gx))
     }
 }
 
 /// 3×3 pooling with padding 1 and the given stride, differentiable.
 pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
-    Geom::new(x.dims(), stride)?;
-    x.contiguous()?.apply_op1(Pool3x3 { kind, stride, argmax: Default::default() })
+    PoolGeom::new(x.dims(), stride)?;
+    x.contiguous()?.apply_op1(Pool3x3 { kind, stride, argmax: Mutex::new(None) })
 }
 
 /// k×k average pooling with stride s and no padding (the auxiliary head's 5×5/3): every
 /// window lies inside the image, so each averages exactly k² values.
 #[derive(Debug, Clone, Copy)]
-struct ValidGeom {
-    planes: usize,
-    dims: [usize; 4],
-    k: usize,
-    s: usize,
-    oh: usize,
-    ow: usize,
+pub(crate) struct ValidGeom {
+    pub planes: usize,
+    pub dims: [usize; 4],
+    pub k: usize,
+    pub s: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 impl ValidGeom {
-    fn new(dims: &[usize], k: usize, s: usize) -> Result<Self> {
+    pub fn new(dims: &[usize], k: usize, s: usize) -> Result<Self> {
         let &[b, c, h, w] = dims else { bail!("avg_pool_valid: input must be (B, C, H, W), got {dims:?}") };
         if k == 0 || s == 0 || h < k || w < k {
             bail!("avg_pool_valid: cannot pool {h}x{w} with a {k}x{k} window and stride {s}");
@@ -243,17 +133,21 @@ impl ValidGeom {
         Ok(Self { planes: b * c, dims: [b, c, h, w], k, s, oh: (h - k) / s + 1, ow: (w - k) / s + 1 })
     }
 
-    fn in_plane(&self) -> usize {
+    pub fn in_plane(&self) -> usize {
         self.dims[2] * self.dims[3]
     }
 
-    fn out_plane(&self) -> usize {
+    pub fn out_plane(&self) -> usize {
         self.oh * self.ow
+    }
+
+    pub fn out_shape(&self) -> Shape {
+        (self.dims[0], self.dims[1], self.oh, self.ow).into()
     }
 
     /// Calls `f(out_index, in_index)` for every (output, input) pair of a plane's windows.
     #[inline]
-    fn for_each_tap(&self, mut f: impl FnMut(usize, usize)) {
+    pub fn for_each_tap(&self, mut f: impl FnMut(usize, usize)) {
         let w = self.dims[3];
         for oy in 0..self.oh {
             for ox in 0..self.ow {
@@ -268,27 +162,6 @@ impl ValidGeom {
     }
 }
 
-fn avg_valid_forward<T: Float>(x: &[T], g: &ValidGeom) -> Vec<T> {
-    let (ip, op) = (g.in_plane(), g.out_plane());
-    let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
-    let mut out = vec![T::zero(); g.planes * op];
-    out.par_chunks_mut(op).zip(x.par_chunks(ip)).with_min_len(64).for_each(|(o, x)| {
-        g.for_each_tap(|oi, ii| o[oi] += x[ii]);
-        o.iter_mut().for_each(|v| *v *= inv);
-    });
-    out
-}
-
-fn avg_valid_backward<T: Float>(gy: &[T], g: &ValidGeom) -> Vec<T> {
-    let (ip, op) = (g.in_plane(), g.out_plane());
-    let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
-    let mut gx = vec![T::zero(); g.planes * ip];
-    gx.par_chunks_mut(ip).zip(gy.par_chunks(op)).with_min_len(64).for_each(|(gx, gy)| {
-        g.for_each_tap(|oi, ii| gx[ii] += gy[oi] * inv);
-    });
-    gx
-}
-
 struct AvgPoolValid {
     k: usize,
     s: usize,
@@ -301,19 +174,22 @@ impl CustomOp1 for AvgPoolValid {
 
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = ValidGeom::new(l.dims(), self.k, self.s)?;
-        fn run<T: Float>(st: &CpuStorage, l: &Layout, g: &ValidGeom) -> Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(avg_valid_forward(slice::<T>(st, l, "avg_pool_valid")?, g)))
-        }
-        let out = dispatch_float!("avg_pool_valid", st, run(st, l, &g))?;
-        Ok((out, (g.dims[0], g.dims[1], g.oh, g.ow).into()))
+        Ok((cpu::pool::avg_valid_storage(st, l, &g)?, g.out_shape()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = ValidGeom::new(l.dims(), self.k, self.s)?;
+        Ok((super::cuda::pool::glue::avg_valid_forward(st, l, &g)?, g.out_shape()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
         let g = ValidGeom::new(x.dims(), self.k, self.s)?;
-        fn run<T: Float>(gy: &Tensor, g: &ValidGeom) -> Result<Tensor> {
-            with_slices::<T, _>(&[gy], |s| cpu_tensor(avg_valid_backward(s[0], g), g.dims.to_vec()))
+        #[cfg(feature = "cuda")]
+        if gy.device().is_cuda() {
+            return Ok(Some(super::cuda::pool::glue::avg_valid_backward(gy, &g)?));
         }
-        Ok(Some(dispatch_dtype!("avg_pool_valid", gy.dtype(), run(gy, &g))?))
+        Ok(Some(cpu::pool::avg_valid_backward_tensor(gy, &g)?))
     }
 }
 

@@ -7,10 +7,10 @@
 //! row are scratch, zero on the gradient side), long loops that vectorise, instead of short
 //! per-row loops with border checks.
 
-use super::kernel::Float;
 #[cfg(test)]
 use super::simd::dot;
 use super::simd::relu_into;
+use super::{put_all, Float, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {
@@ -100,26 +100,26 @@ impl Window {
         }
     }
 
-    /// Reads the interior of `phases` back into plane `x` (h×w).
-    pub fn merge<T: Float>(&self, phases: &[T], x: &mut [T]) {
+    /// Reads the interior of `phases` back into plane `x` (h×w), writing every element.
+    pub fn merge<T: Float, S: Slot<T>>(&self, phases: &[T], x: &mut [S]) {
         for iy in 0..self.h {
             let row = &mut x[iy * self.w..(iy + 1) * self.w];
             let y = iy + self.p;
             if self.s == 1 {
                 let start = self.at(y, self.p);
-                row.copy_from_slice(&phases[start..start + self.w]);
+                put_all(row, &phases[start..start + self.w]);
             } else {
                 for (ix, v) in row.iter_mut().enumerate() {
-                    *v = phases[self.at(y, ix + self.p)];
+                    v.put(phases[self.at(y, ix + self.p)]);
                 }
             }
         }
     }
 
-    /// o (oh×ow) from the valid columns of `full`.
-    pub fn extract<T: Float>(&self, full: &[T], o: &mut [T]) {
+    /// o (oh×ow) from the valid columns of `full`, writing every element.
+    pub fn extract<T: Float, S: Slot<T>>(&self, full: &[T], o: &mut [S]) {
         for oy in 0..self.oh {
-            o[oy * self.ow..(oy + 1) * self.ow].copy_from_slice(&full[oy * self.ws..oy * self.ws + self.ow]);
+            put_all(&mut o[oy * self.ow..(oy + 1) * self.ow], &full[oy * self.ws..oy * self.ws + self.ow]);
         }
     }
 

@@ -2,7 +2,9 @@
 //! enabled, picked at run time by CPU feature detection (the kernels' loops then run on
 //! 256-bit vectors). Other architectures use the portable version.
 
-use super::kernel::Float;
+use std::mem::MaybeUninit;
+
+use super::Float;
 
 /// Whether the CPU has AVX2 (checked once; the result is cached by the standard library).
 #[inline]
@@ -101,19 +103,19 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// out = x·a + b.
-    pub(crate) fn affine_into<T: Float>(out: &mut [T], x: &[T], a: T, b: T) {
+    /// out = x·a + b, into a fresh buffer.
+    pub(crate) fn affine_into<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T) {
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = v * a + b;
+            o.write(v * a + b);
         }
     }
 }
 
 simd_fn! {
-    /// out = acc + x·a + b.
-    pub(crate) fn affine_acc_into<T: Float>(out: &mut [T], x: &[T], a: T, b: T, acc: &[T]) {
+    /// out = acc + x·a + b, into a fresh buffer.
+    pub(crate) fn affine_acc_into<T: Float>(out: &mut [MaybeUninit<T>], x: &[T], a: T, b: T, acc: &[T]) {
         for ((o, &v), &r) in out.iter_mut().zip(x).zip(acc) {
-            *o = r + (v * a + b);
+            o.write(r + (v * a + b));
         }
     }
 }
@@ -163,10 +165,11 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// out = inv·g − m1 − y·m2 (the batch-norm input gradient of one plane).
-    pub(crate) fn bn_grad_into<T: Float>(out: &mut [T], g: &[T], y: &[T], inv: T, m1: T, m2: T) {
+    /// out = inv·g − m1 − y·m2 (the batch-norm input gradient of one plane), into a fresh
+    /// buffer.
+    pub(crate) fn bn_grad_into<T: Float>(out: &mut [MaybeUninit<T>], g: &[T], y: &[T], inv: T, m1: T, m2: T) {
         for ((o, &gv), &yv) in out.iter_mut().zip(g).zip(y) {
-            *o = inv * gv - m1 - yv * m2;
+            o.write(inv * gv - m1 - yv * m2);
         }
     }
 }
@@ -300,7 +303,12 @@ mod avx2_f32 {
 
     /// dst[i] = f(dst[i], a[i], b[i]) eight lanes at a time over the common length; the tail
     /// goes through zero-padded vectors, so it computes exactly what full vectors do.
-    #[inline(always)]
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 (callers are `#[target_feature(enable = "avx2")]` functions
+    /// that `has_avx2` gates). Every load and store stays within the first `n` elements of
+    /// each slice, `n` being their common length: full vectors only while `i + 8 <= n`, the
+    /// tail through stack arrays of 8.
     unsafe fn lanes(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(__m256, __m256, __m256) -> __m256) {
         let n = dst.len().min(a.len()).min(b.len());
         let mut i = 0;

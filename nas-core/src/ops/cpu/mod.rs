@@ -1,17 +1,32 @@
-//! Plumbing shared by the CPU kernels: the element trait (f32 for training, f64 for gradient
-//! checks), contiguous slice access to candle storage, and dtype dispatch.
+//! The CPU kernels of the custom ops (rayon-parallel over batch×channel planes, SIMD inner
+//! loops) and their plumbing: the element trait (f32 for training, f64 for gradient checks),
+//! contiguous slice access to candle storage, output buffers that are written before they are
+//! read, dtype dispatch, the matrix product and the thread pools.
+
+pub(crate) mod batch_norm;
+pub(crate) mod depthwise;
+pub(crate) mod elementwise;
+pub(crate) mod partial;
+pub(crate) mod plane;
+pub(crate) mod pointwise;
+pub(crate) mod pool;
+pub(crate) mod sep;
+pub(crate) mod simd;
+pub(crate) mod stage;
+
+use std::mem::MaybeUninit;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
 pub use rayon::ThreadPool;
 
 /// Element types the CPU kernels are written for.
-pub trait Float: WithDType + num_traits::Float + Send + Sync + std::iter::Sum + 'static {}
+pub trait Float: WithDType + num_traits::Float + Send + Sync + std::iter::Sum + super::cuda::Elem + 'static {}
 impl Float for f32 {}
 impl Float for f64 {}
 
 /// The contiguous data of a storage as a slice, or an error naming the op.
-pub fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
     let data = T::cpu_storage_as_slice(s)?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -20,7 +35,7 @@ pub fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Resul
 }
 
 /// Rejects dtypes other than f32/f64 with a message naming the op.
-pub fn unsupported<T>(op: &str, s: &CpuStorage) -> Result<T> {
+pub(crate) fn unsupported<T>(op: &str, s: &CpuStorage) -> Result<T> {
     bail!("{op}: unsupported dtype {:?} (f32 and f64 only)", s.dtype())
 }
 
@@ -32,59 +47,15 @@ macro_rules! dispatch_float {
         match $storage {
             candle_core::CpuStorage::F32(_) => $f::<f32>($($arg),*),
             candle_core::CpuStorage::F64(_) => $f::<f64>($($arg),*),
-            s => $crate::ops::kernel::unsupported($op, s),
+            s => $crate::ops::cpu::unsupported($op, s),
         }
     };
 }
 
-/// Range of output positions `o` (in `0..n_out`) whose input position `o*stride + off` lies in
-/// `0..n_in`; `off` may be negative (padding).
-#[inline]
-pub fn valid_range(off: isize, stride: usize, n_in: usize, n_out: usize) -> (usize, usize) {
-    let s = stride as isize;
-    let lo = if off < 0 { ((-off) + s - 1) / s } else { 0 };
-    let last_in = n_in as isize - 1 - off;
-    if last_in < 0 {
-        return (0, 0);
-    }
-    let hi = ((last_in / s) + 1).min(n_out as isize);
-    if hi <= lo {
-        (0, 0)
-    } else {
-        (lo as usize, hi as usize)
-    }
-}
-
 /// Planes per rayon task so that each task does at least `min_work` multiply-adds.
 #[inline]
-pub fn planes_per_task(work_per_plane: usize, min_work: usize) -> usize {
+pub(crate) fn planes_per_task(work_per_plane: usize, min_work: usize) -> usize {
     min_work.div_ceil(work_per_plane.max(1)).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn valid_range_matches_brute_force() {
-        for stride in 1..=3 {
-            for n_in in 1..9 {
-                for off in -5isize..6 {
-                    for n_out in 0..10 {
-                        let (lo, hi) = valid_range(off, stride, n_in, n_out);
-                        let want: Vec<usize> = (0..n_out)
-                            .filter(|&o| {
-                                let i = (o * stride) as isize + off;
-                                i >= 0 && i < n_in as isize
-                            })
-                            .collect();
-                        let got: Vec<usize> = (lo..hi).collect();
-                        assert_eq!(got, want, "stride {stride} n_in {n_in} off {off} n_out {n_out}");
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Sizes the global rayon pool (call once, before any parallel work).
@@ -110,7 +81,10 @@ pub fn compute_pool(n: usize) -> std::result::Result<ThreadPool, rayon::ThreadPo
 
 /// Runs `f` on the contiguous CPU data of `tensors` (made contiguous first). For backward
 /// passes, which receive tensors rather than storages.
-pub fn with_slices<T: Float, R>(tensors: &[&candle_core::Tensor], f: impl FnOnce(&[&[T]]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_slices<T: Float, R>(
+    tensors: &[&candle_core::Tensor],
+    f: impl FnOnce(&[&[T]]) -> Result<R>,
+) -> Result<R> {
     let owned: Vec<candle_core::Tensor> = tensors.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
     let mut slices: Vec<&[T]> = Vec::with_capacity(guards.len());
@@ -123,24 +97,83 @@ pub fn with_slices<T: Float, R>(tensors: &[&candle_core::Tensor], f: impl FnOnce
     f(&slices)
 }
 
-/// A vector of `n` elements for a kernel output that is written in full before anything
-/// reads it: it skips clearing `n` elements that are overwritten next anyway (candle's own CPU
-/// kernels allocate their outputs the same way). Every caller states why each element is
-/// written.
-///
-/// # Safety
-/// The caller must write every element before reading any and before the vector leaves the
-/// kernel.
-#[allow(clippy::uninit_vec)] // deliberate: see above
-pub unsafe fn output_vec<T: Float>(n: usize) -> Vec<T> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: capacity is n; the caller writes all n elements before any read.
-    unsafe { v.set_len(n) };
-    v
+/// An element a kernel writes its result into: a value that is already there (a reused
+/// buffer, which may also be read), or a slot of a fresh output buffer (`Fresh`), which must
+/// only be written. Kernels that fill both kinds are generic over it.
+pub(crate) trait Slot<T: Copy>: Sized + Send {
+    /// Whether the slot holds a value before it is written (so it may be read or added to).
+    const INIT: bool;
+    fn put(&mut self, v: T);
+    /// The slots as values once each of them has been written.
+    ///
+    /// # Safety
+    /// Every element of `s` holds a value: it was written with `put`, or `Self::INIT`.
+    unsafe fn assume_init(s: &mut [Self]) -> &mut [T];
+}
+
+impl<T: Copy + Send> Slot<T> for T {
+    const INIT: bool = true;
+    #[inline(always)]
+    fn put(&mut self, v: T) {
+        *self = v;
+    }
+    unsafe fn assume_init(s: &mut [T]) -> &mut [T] {
+        s
+    }
+}
+
+impl<T: Copy + Send> Slot<T> for MaybeUninit<T> {
+    const INIT: bool = false;
+    #[inline(always)]
+    fn put(&mut self, v: T) {
+        self.write(v);
+    }
+    unsafe fn assume_init(s: &mut [Self]) -> &mut [T] {
+        // SAFETY: MaybeUninit<T> has T's layout, and the caller guarantees every element
+        // has been written.
+        unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+    }
+}
+
+/// `dst[i] = src[i]` over the common length.
+#[inline]
+pub(crate) fn put_all<T: Copy, S: Slot<T>>(dst: &mut [S], src: &[T]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        d.put(v);
+    }
+}
+
+/// A fresh kernel output of `n` elements that the kernel writes in full before anything reads
+/// it: it is not cleared first (candle's own CPU kernels allocate their outputs the same way;
+/// clearing cost ~3% of a training step). The kernel writes the slots, then `assume_init`
+/// hands out the vector.
+pub(crate) struct Fresh<T> {
+    v: Vec<T>,
+    n: usize,
+}
+
+impl<T: Float> Fresh<T> {
+    pub fn new(n: usize) -> Self {
+        Self { v: Vec::with_capacity(n), n }
+    }
+
+    pub fn slots(&mut self) -> &mut [MaybeUninit<T>] {
+        &mut self.v.spare_capacity_mut()[..self.n]
+    }
+
+    /// The written vector.
+    ///
+    /// # Safety
+    /// Every slot has been written.
+    pub unsafe fn assume_init(mut self) -> Vec<T> {
+        // SAFETY: capacity is at least n and the caller guarantees all n are initialised.
+        unsafe { self.v.set_len(self.n) };
+        self.v
+    }
 }
 
 /// A CPU tensor from kernel output.
-pub fn cpu_tensor<T: Float>(v: Vec<T>, shape: impl Into<candle_core::Shape>) -> Result<candle_core::Tensor> {
+pub(crate) fn cpu_tensor<T: Float>(v: Vec<T>, shape: impl Into<candle_core::Shape>) -> Result<candle_core::Tensor> {
     candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
 }
 
@@ -158,11 +191,11 @@ macro_rules! dispatch_dtype {
 }
 
 /// Elements per rayon task for simple elementwise kernels.
-pub const ELEMWISE_CHUNK: usize = 1 << 14;
+pub(crate) const ELEMWISE_CHUNK: usize = 1 << 14;
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-pub struct Mat<'a, T> {
+pub(crate) struct Mat<'a, T> {
     pub data: &'a [T],
     pub rs: usize,
     pub cs: usize,
@@ -184,26 +217,38 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-/// dst (m × n, row-major) = A (m × k) · B (k × n), or dst += A · B when `accumulate`.
-/// Single-threaded: callers parallelise over independent products.
-pub fn matmul<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], accumulate: bool, a: Mat<'_, T>, b: Mat<'_, T>) {
+/// dst (m × n, row-major) = A (m × k) · B (k × n), or dst += A · B when `accumulate` (which
+/// needs initialised slots). Single-threaded: callers parallelise over independent products.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul<T: Float, S: Slot<T>>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [S],
+    accumulate: bool,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+) {
     assert!(dst.len() >= m * n && a.fits(m, k) && b.fits(k, n), "matmul: operand too small");
+    assert!(S::INIT || !accumulate, "matmul: cannot accumulate into a fresh buffer");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(T::zero());
+            dst[..m * n].iter_mut().for_each(|d| d.put(T::zero()));
         }
         return;
     }
-    // SAFETY: the bounds of every operand were checked above; dst does not alias a or b.
+    // SAFETY: the bounds of every operand were checked above; dst does not alias a or b, has
+    // T's layout (T or MaybeUninit<T>), and is only read when `accumulate`, which the assert
+    // above allows only for initialised slots.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<T>(),
             1,
             n as isize,
             accumulate,
@@ -225,14 +270,14 @@ pub fn matmul<T: Float>(m: usize, n: usize, k: usize, dst: &mut [T], accumulate:
 
 /// Splits `0..n` into at most `max_groups` contiguous ranges of near-equal length. The split
 /// depends only on `n`, so per-group partial sums reduce in the same order on any machine.
-pub fn fixed_groups(n: usize, max_groups: usize) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn fixed_groups(n: usize, max_groups: usize) -> Vec<std::ops::Range<usize>> {
     let g = n.clamp(1, max_groups.max(1));
     (0..g).map(|i| (i * n / g)..((i + 1) * n / g)).filter(|r| !r.is_empty()).collect()
 }
 
 /// `buf` cut into `tasks` chunks of `chunk` elements (the last may be shorter), or `tasks`
 /// Nones when `buf` is empty (an output nobody asked for).
-pub fn task_chunks<T>(buf: &mut [T], chunk: usize, tasks: usize) -> Vec<Option<&mut [T]>> {
+pub(crate) fn task_chunks<T>(buf: &mut [T], chunk: usize, tasks: usize) -> Vec<Option<&mut [T]>> {
     if buf.is_empty() {
         (0..tasks).map(|_| None).collect()
     } else {
