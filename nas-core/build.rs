@@ -11,7 +11,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SOURCES: [&str; 6] = ["elementwise", "depthwise", "pool", "pointwise", "partial", "batch_norm"];
+const SOURCES: [&str; 7] = ["elementwise", "depthwise", "pool", "pointwise", "partial", "batch_norm", "optim"];
 const DIR: &str = "src/ops/cuda";
 
 fn main() {

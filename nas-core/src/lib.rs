@@ -8,6 +8,8 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod hypergrad;
+#[cfg(feature = "cuda")]
+pub mod launch_count;
 pub mod metrics;
 pub mod nn;
 pub mod ops;

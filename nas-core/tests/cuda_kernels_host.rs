@@ -84,6 +84,7 @@ fn argument_structs_have_the_c_layout() {
         std::mem::size_of::<PwArgs>(),
         std::mem::size_of::<BnArgs>(),
         std::mem::size_of::<PcArgs>(),
+        std::mem::size_of::<launch::MtList>(),
     ];
     assert_eq!(host::c_struct_sizes(), rust);
 }
@@ -413,5 +414,48 @@ fn pc_merge_kernels_equal_the_cpu_kernels() {
         let (gy, gx) = host::pc_merge_backward(&x, dims, k, stride, &gout).unwrap();
         check(&format!("{name} ∂y"), &gy, &g[0], 1e-12);
         check(&format!("{name} ∂x"), &gx, &g[1], 1e-12);
+    }
+}
+
+fn sgd_case<T: Float>(lens: &[usize], max_norm: f64, steps: usize) {
+    use nas_core::optim::{clip_grad_norm, Sgd, SgdConfig};
+    let cfg = SgdConfig { lr: 0.05, momentum: 0.9, weight_decay: 3e-4 };
+    let init: Vec<Vec<f64>> = lens.iter().enumerate().map(|(i, &n)| rand_vec(n, 90 + i as u64)).collect();
+    let vars: Vec<Var> = init.iter().map(|v| Var::from_tensor(&tensor(v, &[v.len()])).unwrap()).collect();
+    let mut cpu = Sgd::new(vars.clone(), cfg);
+    let mut params: Vec<Vec<T>> = init.iter().map(|v| to::<T>(v)).collect();
+    let mut moms: Vec<Vec<T>> = lens.iter().map(|&n| vec![T::zero(); n]).collect();
+    for step in 0..steps {
+        // Large gradients, so that the clip is active on some steps.
+        let grads: Vec<Vec<f64>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| rand_vec(n, 1000 * step as u64 + i as u64).iter().map(|v| v * 3.0).collect())
+            .collect();
+        let mut cg: Vec<Option<Tensor>> = grads.iter().map(|g| Some(tensor(g, &[g.len()]))).collect();
+        if max_norm > 0.0 {
+            clip_grad_norm(&mut cg, max_norm).unwrap();
+        }
+        cpu.step(&cg).unwrap();
+        let hg: Vec<Vec<T>> = grads.iter().map(|g| to::<T>(g)).collect();
+        host::sgd_step(&mut params, &hg, &mut moms, (cfg.lr, cfg.momentum, cfg.weight_decay), max_norm).unwrap();
+    }
+    for (i, (p, v)) in params.iter().zip(&vars).enumerate() {
+        check(
+            &format!("sgd {} tensors, clip {max_norm}, param {i}", lens.len()),
+            p,
+            &values(v.as_tensor()),
+            tol::<T>() * 10.0,
+        );
+    }
+}
+
+#[test]
+fn multi_tensor_sgd_equals_the_cpu_optimiser() {
+    // More tensors than one launch takes, of very different sizes, with and without the clip.
+    let lens: Vec<usize> = (0..250).map(|i| [1, 7, 300, 513, 33][i % 5]).collect();
+    for max_norm in [0.0, 5.0, 1e6] {
+        sgd_case::<f64>(&lens, max_norm, 2);
+        sgd_case::<f32>(&lens[..40], max_norm, 2);
     }
 }

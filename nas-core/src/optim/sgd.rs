@@ -1,6 +1,8 @@
 //! SGD with momentum and coupled weight decay, exactly as `torch.optim.SGD` (dampening 0,
 //! no Nesterov): d = g + λw; m = d on the first step, else μm + d; w ← w − lr·m.
 
+#[cfg(feature = "cuda")]
+use candle_core::DType;
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +70,43 @@ impl Sgd {
             p.set(&(w - (d * self.lr)?)?)?;
         }
         Ok(())
+    }
+
+    /// One step on the gradients clipped to global norm `max_norm` (none when ≤ 0), as
+    /// `clip_grad_norm` then `step`. On CUDA (f32, f64) the whole step is a few multi-tensor
+    /// kernel launches that update weights and momentum buffers in place (buffers start at
+    /// zero, which gives torch's first step m = d); elsewhere it is the two calls.
+    pub fn step_clipped(&mut self, grads: &[Option<Tensor>], max_norm: f64) -> Result<()> {
+        if grads.len() != self.params.len() {
+            candle_core::bail!("sgd: {} gradients for {} parameters", grads.len(), self.params.len());
+        }
+        #[cfg(feature = "cuda")]
+        if self.params.first().is_some_and(|p| p.device().is_cuda() && matches!(p.dtype(), DType::F32 | DType::F64)) {
+            return self.step_fused(grads, max_norm);
+        }
+        let mut grads = grads.to_vec();
+        if max_norm > 0.0 {
+            super::clip_grad_norm(&mut grads, max_norm)?;
+        }
+        self.step(&grads)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn step_fused(&mut self, grads: &[Option<Tensor>], max_norm: f64) -> Result<()> {
+        let (mut params, mut gs, mut moms) = (Vec::new(), Vec::new(), Vec::new());
+        for ((p, g), buf) in self.params.iter().zip(grads).zip(self.momentum_buffers.iter_mut()) {
+            let Some(g) = g else { continue };
+            let m = match buf {
+                Some(m) => m.clone(),
+                None => buf.insert(p.as_tensor().zeros_like()?).clone(),
+            };
+            params.push(p.as_tensor().clone());
+            gs.push(g.contiguous()?);
+            moms.push(m);
+        }
+        let SgdConfig { momentum, weight_decay, .. } = self.cfg;
+        let step = crate::ops::cuda::optim::SgdStep { lr: self.lr, momentum, weight_decay, max_norm: Some(max_norm) };
+        crate::ops::cuda::optim::glue::sgd_step(&params, &gs, &moms, &step)
     }
 
     /// Momentum buffers as named tensors for a checkpoint (`prefix.{i}`).

@@ -88,3 +88,16 @@ struct BnArgs {
 struct PcArgs {
     i64 b, c, ca, k, h, w, ho, wo, stride;
 };
+
+// Multi-tensor launches (optim.cu): the addresses (as integers) and lengths of up to
+// NAS_MT_MAX tensors.
+#define NAS_MT_MAX 120
+
+struct MtList {
+    i64 n;
+    i64 len[NAS_MT_MAX];
+    i64 param[NAS_MT_MAX];
+    i64 grad[NAS_MT_MAX];
+    i64 mom[NAS_MT_MAX];
+};
+

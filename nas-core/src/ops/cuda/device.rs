@@ -25,6 +25,7 @@ fn ptx(source: Source) -> &'static str {
         Source::Pointwise => include_str!(concat!(env!("OUT_DIR"), "/pointwise.ptx")),
         Source::Partial => include_str!(concat!(env!("OUT_DIR"), "/partial.ptx")),
         Source::BatchNorm => include_str!(concat!(env!("OUT_DIR"), "/batch_norm.ptx")),
+        Source::Optim => include_str!(concat!(env!("OUT_DIR"), "/optim.ptx")),
     }
 }
 

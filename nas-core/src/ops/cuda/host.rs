@@ -486,13 +486,13 @@ fn pc_geom(dims: &[usize; 4], k: usize, stride: usize) -> Result<PcGeom> {
 }
 
 /// The size of each argument struct as the C++ compiler lays it out (in the order DwArgs,
-/// PoolArgs, ValidArgs, PwArgs, BnArgs, PcArgs), for the layout test.
-pub fn c_struct_sizes() -> [usize; 6] {
+/// PoolArgs, ValidArgs, PwArgs, BnArgs, PcArgs, MtList), for the layout test.
+pub fn c_struct_sizes() -> [usize; 7] {
     extern "C" {
         fn nas_host_struct_sizes(out: *mut u64);
     }
-    let mut out = [0u64; 6];
-    // SAFETY: the function writes exactly six values.
+    let mut out = [0u64; 7];
+    // SAFETY: the function writes exactly seven values.
     unsafe { nas_host_struct_sizes(out.as_mut_ptr()) };
     out.map(|v| v as usize)
 }
@@ -524,4 +524,27 @@ pub fn visits_chunks(l: Launch, per_c: usize, chunk: usize) -> Vec<i64> {
         nas_host_count_chunks(counts.as_mut_ptr(), per_c as i64, chunk as i64);
     }
     counts
+}
+
+/// One multi-tensor SGD step on host vectors (updated in place) with the global-norm clip
+/// `max_norm` (none when ≤ 0); returns (factor, norm) when clipping.
+pub fn sgd_step<T: Float>(
+    params: &mut [Vec<T>],
+    grads: &[Vec<T>],
+    moms: &mut [Vec<T>],
+    (lr, momentum, weight_decay): (f64, f64, f64),
+    max_norm: f64,
+) -> Result<Option<(f64, f64)>> {
+    if params.len() != grads.len() || params.len() != moms.len() {
+        bail!("sgd_step: {} params, {} grads, {} buffers", params.len(), grads.len(), moms.len());
+    }
+    let entries: Vec<_> = params
+        .iter_mut()
+        .zip(grads)
+        .zip(moms.iter_mut())
+        .map(|((p, g), m)| (p.as_mut_ptr() as u64, addr(g), m.as_mut_ptr() as u64, p.len()))
+        .collect();
+    let s = super::optim::SgdStep { lr, momentum, weight_decay, max_norm: Some(max_norm) };
+    let out = super::optim::sgd_step::<_, T>(&Host::default(), &entries, &s)?;
+    Ok(out.map(|v| (v[0], v[1])))
 }

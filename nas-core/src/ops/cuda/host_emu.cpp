@@ -116,6 +116,7 @@ extern "C" void nas_host_struct_sizes(unsigned long long* out) {
     out[3] = sizeof(PwArgs);
     out[4] = sizeof(BnArgs);
     out[5] = sizeof(PcArgs);
+    out[6] = sizeof(MtList);
 }
 
 // Visit counters over the loops the kernels use, for the geometry tests: counts[i] += 1 for

@@ -313,6 +313,57 @@ impl PcArgs {
     }
 }
 
+/// Tensors per multi-tensor launch (`NAS_MT_MAX` in optim.cu): the argument list stays under
+/// the 4 KiB kernel-parameter limit.
+pub const MT_MAX: usize = 120;
+
+/// `cuda/optim.cu` MtList: addresses and lengths of up to `MT_MAX` tensors.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MtList {
+    pub n: i64,
+    pub len: [i64; MT_MAX],
+    pub param: [i64; MT_MAX],
+    pub grad: [i64; MT_MAX],
+    pub mom: [i64; MT_MAX],
+}
+
+impl Default for MtList {
+    fn default() -> Self {
+        Self { n: 0, len: [0; MT_MAX], param: [0; MT_MAX], grad: [0; MT_MAX], mom: [0; MT_MAX] }
+    }
+}
+
+impl MtList {
+    /// Lists of at most `MT_MAX` (param, grad, momentum, len) entries.
+    pub fn chunks(entries: &[(u64, u64, u64, usize)]) -> Vec<MtList> {
+        entries
+            .chunks(MT_MAX)
+            .map(|c| {
+                let mut l = MtList { n: c.len() as i64, ..Default::default() };
+                for (i, &(p, g, m, n)) in c.iter().enumerate() {
+                    (l.param[i], l.grad[i], l.mom[i], l.len[i]) = (p as i64, g as i64, m as i64, n as i64);
+                }
+                l
+            })
+            .collect()
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.len[..self.n as usize].iter().copied().max().unwrap_or(0) as usize
+    }
+}
+
+/// A multi-tensor launch: row y is tensor y, at most 64 blocks striding over each.
+pub fn multi_tensor(l: &MtList) -> Launch {
+    let x = (l.max_len() as u64).div_ceil(BLOCK as u64).clamp(1, 64);
+    Launch { grid: [x as u32, l.n.max(1) as u32, 1], block: [REDUCE_THREADS, 1, 1] }
+}
+
+// The multi-tensor argument list stays under CUDA's classic 4 KiB parameter limit, and its
+// blocks are reduction blocks.
+const _: () = assert!(std::mem::size_of::<MtList>() < 4096 && BLOCK == REDUCE_THREADS);
+
 #[cfg(test)]
 mod tests {
     use super::*;

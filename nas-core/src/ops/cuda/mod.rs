@@ -15,6 +15,7 @@ pub(crate) mod device;
 pub(crate) mod elementwise;
 pub mod host;
 pub mod launch;
+pub(crate) mod optim;
 pub(crate) mod partial;
 pub(crate) mod pointwise;
 pub(crate) mod pool;
@@ -34,11 +35,19 @@ pub enum Source {
     Pointwise,
     Partial,
     BatchNorm,
+    Optim,
 }
 
 impl Source {
-    pub const ALL: [Source; 6] =
-        [Source::Elementwise, Source::Depthwise, Source::Pool, Source::Pointwise, Source::Partial, Source::BatchNorm];
+    pub const ALL: [Source; 7] = [
+        Source::Elementwise,
+        Source::Depthwise,
+        Source::Pool,
+        Source::Pointwise,
+        Source::Partial,
+        Source::BatchNorm,
+        Source::Optim,
+    ];
 
     /// The file name without `.cu`.
     pub fn file(self) -> &'static str {
@@ -49,6 +58,7 @@ impl Source {
             Source::Pointwise => "pointwise",
             Source::Partial => "partial",
             Source::BatchNorm => "batch_norm",
+            Source::Optim => "optim",
         }
     }
 }
@@ -85,6 +95,9 @@ macro_rules! with_kernels {
             BnBwdApply bn_bwd_apply BatchNorm,
             BnSumsOut bn_sums_out BatchNorm,
             ChanAffine chan_affine BatchNorm,
+            MtSumsq mt_sumsq Optim,
+            MtClipFactor mt_clip_factor Optim,
+            MtSgd mt_sgd Optim,
         }
     };
 }
@@ -190,6 +203,7 @@ unsafe impl KernelStruct for launch::ValidArgs {}
 unsafe impl KernelStruct for launch::PwArgs {}
 unsafe impl KernelStruct for launch::BnArgs {}
 unsafe impl KernelStruct for launch::PcArgs {}
+unsafe impl KernelStruct for launch::MtList {}
 
 /// A kernel's arguments in order, each in its own 8-byte-aligned slot (a scalar narrower than
 /// 8 bytes sits in the low bytes, which is where a little-endian reader of its size looks).

@@ -11,12 +11,7 @@ use crate::ops::pool::PoolKind;
 type Pooled<B, T> = (Buf<B, T>, Option<Buf<B, u8>>);
 
 /// The pooled output and, for max pooling, the tap of every output's first maximum.
-pub(crate) fn forward<B: Backend, T: Float>(
-    be: &B,
-    x: u64,
-    a: &PoolArgs,
-    kind: PoolKind,
-) -> Result<Pooled<B, T>> {
+pub(crate) fn forward<B: Backend, T: Float>(be: &B, x: u64, a: &PoolArgs, kind: PoolKind) -> Result<Pooled<B, T>> {
     let n = a.out_len();
     let y = be.alloc::<T>(n)?;
     match kind {
