@@ -5,7 +5,7 @@
 
 use candle_core::DType;
 use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
-use nas_core::optim::{Sgd, SgdConfig};
+use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
 use search_spaces::Genotype;
 use serde::{Deserialize, Serialize};
@@ -56,8 +56,7 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     };
     let model = EvalModel::new(&cfg.genotype, shape, 0, &device)?;
     let o = &cfg.optimizer;
-    let mut opt =
-        Sgd::new(model.weights().weights(), SgdConfig { lr: o.lr, momentum: o.momentum, weight_decay: o.weight_decay });
+    let mut opt = Sgd::new(model.weights().weights(), o.sgd());
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let mut step = 0;
     let times = time_steps(&device, b.warmup, b.steps, || {

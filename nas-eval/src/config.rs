@@ -2,12 +2,13 @@
 //! nesting the model, data and optimiser settings, validated once into `ValidTrainConfig`.
 //! The genotype is stored inline, so a run directory describes its network by itself.
 //!
-//! Defaults follow the DARTS retraining recipe (DESIGN §5): C=36, L=20, batch 96, 600 epochs,
+//! Defaults follow the DARTS retraining recipe (`train.py`): C=36, L=20, batch 96, 600 epochs,
 //! SGD lr 0.025 cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient clip 5,
 //! cutout 16, drop path 0.2, auxiliary head weight 0.4. NAS-Bench-201 cells train in their
 //! own skeleton (C=16, 5 cells per stage), which has neither auxiliary head nor drop path.
 
 use nas_core::data::DataSpec;
+use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
 use search_spaces::Genotype;
 use serde::{Deserialize, Serialize};
@@ -41,18 +42,6 @@ pub struct TrainDataConfig {
     pub image_size: usize,
 }
 
-/// SGD with momentum and coupled weight decay, lr cosine-annealed from `lr` to `lr_min`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainOptimConfig {
-    pub lr: f64,
-    pub lr_min: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Global-norm gradient clip (0 = off).
-    pub grad_clip: f64,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -63,7 +52,7 @@ pub struct TrainConfig {
     pub device: DeviceSpec,
     pub model: EvalModelConfig,
     pub data: TrainDataConfig,
-    pub optimizer: TrainOptimConfig,
+    pub optimizer: WeightOptimConfig,
 }
 
 /// A configuration that passed `TrainConfig::validate`, with its parsed genotype.
@@ -100,7 +89,7 @@ impl TrainConfig {
                 cutout: 16,
                 image_size: 32,
             },
-            optimizer: TrainOptimConfig { lr: 0.025, lr_min: 0.0, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0 },
+            optimizer: WeightOptimConfig { lr: 0.025, lr_min: 0.0, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0 },
         }
     }
 

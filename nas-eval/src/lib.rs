@@ -1,4 +1,4 @@
-//! Retraining and evaluation of derived networks (DESIGN §5): the training configuration with
+//! Retraining and evaluation of derived networks (DARTS `train.py`): the training configuration with
 //! the DARTS recipe defaults, the evaluation network of any genotype (DARTS `NetworkCIFAR` with
 //! drop path and an auxiliary head, or the NAS-Bench-201 skeleton), the training loop with
 //! checkpoints and resume, test-set evaluation of a finished run, and train-step benchmarks.

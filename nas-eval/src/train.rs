@@ -21,7 +21,7 @@ use nas_core::checkpoint::{load_tensors, save_tensors};
 use nas_core::data::{Augment, BatchIter, BatchPlan, DataSpec, Dataset, ImageSet, LoadOptions, Normalize};
 use nas_core::metrics::{Event, MetricsSink, Position, Tally};
 use nas_core::nn::{accuracy_count, cross_entropy, Mode};
-use nas_core::optim::{clip_grad_norm, grads_for, CosineAnnealing, Sgd, SgdConfig};
+use nas_core::optim::{clip_grad_norm, grads_for, CosineAnnealing, Sgd};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE, WEIGHTS};
 use nas_core::DeviceSpec;
 use serde::Serialize;
@@ -153,11 +153,8 @@ impl Trainer {
         let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &data), cfg.seed, &device)?;
         tracing::info!(weights = model.weights().num_weight_elements(), device = ?device, "network built");
         let o = &cfg.optimizer;
-        let opt = Sgd::new(
-            model.weights().weights(),
-            SgdConfig { lr: o.lr, momentum: o.momentum, weight_decay: o.weight_decay },
-        );
-        let schedule = CosineAnnealing { max_lr: o.lr, min_lr: o.lr_min, epochs: cfg.epochs };
+        let opt = Sgd::new(model.weights().weights(), o.sgd());
+        let schedule = o.schedule(cfg.epochs);
         Ok(Self {
             device,
             model,

@@ -4,15 +4,16 @@
 
 use candle_core::DType;
 use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
-use nas_core::optim::{Sgd, SgdConfig};
+use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::architect::{weight_step, Architect, Batch};
+use crate::architect::Architect;
 use crate::config::{ArchOptimConfig, DataConfig, Method, ModelConfig, SearchConfig, Space};
 use crate::error::{Error, Result};
 use crate::search::build_supernet;
+use crate::step::{weight_step, Batch};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchSearchConfig {
@@ -52,8 +53,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let device = cfg.device.open()?;
     let net = build_supernet(&cfg, 10, 3, &device)?;
     let w = &cfg.weight_optimizer;
-    let mut w_opt =
-        Sgd::new(net.weights().weights(), SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay });
+    let mut w_opt = Sgd::new(net.weights().weights(), w.sgd());
     let a: &ArchOptimConfig = &cfg.arch_optimizer;
     let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), a, cfg.method, cfg.neumann_steps);
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;

@@ -3,13 +3,15 @@
 //! flags (in that order of precedence, later wins), validated once into `ValidSearchConfig`
 //! and written to the run directory as config.json before anything else.
 //!
-//! Presets (DESIGN §4): `darts-1st` (default), `darts-2nd`, `pc-darts`, `quick`.
+//! Presets: `darts-1st` (default) and `darts-2nd` with the settings of DARTS' `train_search.py`,
+//! `pc-darts` with those of PC-DARTS' `train_search.py`, and `quick`, a small demo.
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
 use nas_core::data::DataSpec;
+use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,7 +26,8 @@ pub enum Space {
     Nb201,
 }
 
-/// How the architecture gradient is computed (DESIGN §1).
+/// How the architecture gradient is computed (`nas_core::hypergrad`: DARTS §2.3 for the first
+/// and second order, the implicit function theorem with a Neumann series as Lorraine et al. 2020).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -84,18 +87,6 @@ pub struct DataConfig {
     /// Use only the first N training images (split 50/50 into search-train and search-valid).
     pub subset: Option<usize>,
     pub batch_size: usize,
-}
-
-/// SGD for the weights, learning rate cosine-annealed from `lr` to `lr_min` over the epochs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeightOptimConfig {
-    pub lr: f64,
-    pub lr_min: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Global-norm gradient clip.
-    pub grad_clip: f64,
 }
 
 /// Adam for the architecture parameters.

@@ -19,15 +19,16 @@ use nas_core::checkpoint::{load_tensors, save_tensors};
 use nas_core::data::{Augment, BatchIter, BatchPlan, Dataset, ImageSet, LoadOptions, Normalize};
 use nas_core::metrics::{Event, MetricsSink, Position, Tally};
 use nas_core::nn::{accuracy_count, cross_entropy, Mode};
-use nas_core::optim::{CosineAnnealing, Sgd, SgdConfig};
+use nas_core::optim::{CosineAnnealing, Sgd};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 use search_spaces::{Genotype, Nb201Config, Nb201Network, Supernet};
 use serde_json::json;
 
-use crate::architect::{weight_step, Architect, Batch};
+use crate::architect::Architect;
 use crate::config::{Space, ValidSearchConfig};
 use crate::error::{Error, Result};
 use crate::run_dir::{RunDir, CHECKPOINT, GENOTYPE};
+use crate::step::{weight_step, Batch};
 
 const CHECKPOINT_FORMAT: &str = "nas-search-checkpoint-1";
 const PREFETCH: usize = 2;
@@ -111,10 +112,7 @@ impl Search {
             "supernet built"
         );
         let w = &cfg.weight_optimizer;
-        let w_opt = Sgd::new(
-            net.weights().weights(),
-            SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay },
-        );
+        let w_opt = Sgd::new(net.weights().weights(), w.sgd());
         let architect = Architect::new(
             net.weights().weights(),
             net.arch().weights(),
@@ -122,7 +120,7 @@ impl Search {
             cfg.method,
             cfg.neumann_steps,
         );
-        let schedule = CosineAnnealing { max_lr: w.lr, min_lr: w.lr_min, epochs: cfg.epochs };
+        let schedule = w.schedule(cfg.epochs);
         Ok(Self {
             device,
             net,

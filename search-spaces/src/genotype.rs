@@ -1,4 +1,4 @@
-//! Discrete architectures and their JSON form (DESIGN §8), compatible with DARTS' genotypes:
+//! Discrete architectures and their JSON form, compatible with DARTS' `genotypes.py`:
 //! `{"space":"darts","normal":[["sep_conv_3x3",0],…],"normal_concat":[2,3,4,5],"reduce":[…],
 //! "reduce_concat":[2,3,4,5]}`. Each cell lists 2 edges per node in node order; input 0 is
 //! c_{k−2}, 1 is c_{k−1}, j ≥ 2 is intermediate node j−2. A file without `space` is read as a

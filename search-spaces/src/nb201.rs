@@ -1,4 +1,5 @@
-//! The NAS-Bench-201 search space (Dong & Yang, 2020; DESIGN §3.3).
+//! The NAS-Bench-201 search space (Dong & Yang 2020, "NAS-Bench-201: Extending the Scope of
+//! Reproducible Neural Architecture Search", §2; AutoDL's `search_model_darts.py` for the search network).
 //!
 //! Ops (the column order of α): none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3,
 //! where nor_conv_k is ReLU → conv k×k (pad k/2, no bias) → BN and avg_pool_3x3 is a 3×3

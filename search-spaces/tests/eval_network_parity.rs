@@ -1,4 +1,4 @@
-//! Parity of the evaluation network (DARTS `NetworkCIFAR`, DESIGN §5) with the PyTorch
+//! Parity of the evaluation network (DARTS `NetworkCIFAR`, `model.py`) with the PyTorch
 //! reference's `EvalNetwork` (shared/bench/darts_ref.py): from identical weights and input,
 //! with drop path off, the logits, the auxiliary logits, the training loss
 //! CE(logits) + 0.4·CE(aux) and the gradient of every weight (auxiliary head included) agree to

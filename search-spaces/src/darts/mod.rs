@@ -1,4 +1,6 @@
-//! The DARTS CNN search space (DESIGN §3.1).
+//! The DARTS CNN search space (Liu et al. 2019, "DARTS: Differentiable Architecture Search",
+//! §2 and the reference `model_search.py`), with PC-DARTS' partial channels and edge
+//! normalisation (Xu et al. 2020).
 
 mod cell;
 pub mod derive;
