@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::TrainConfig;
-use crate::error::Result;
 use crate::model::{EvalModel, ModelShape};
 use crate::train::train_step;
+use crate::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchTrainConfig {

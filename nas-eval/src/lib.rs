@@ -5,11 +5,11 @@
 
 pub mod bench;
 pub mod config;
-pub mod error;
 pub mod model;
 pub mod train;
 
 pub use config::{TrainConfig, ValidTrainConfig};
-pub use error::{Error, Result};
 pub use model::{DropPath, EvalModel};
+/// Errors of a retraining run: the type the search reports too.
+pub use nas_core::{RunError as Error, RunResult as Result};
 pub use train::{evaluate_run, train_step, EvalResult, Trainer};

@@ -14,7 +14,7 @@ use rand::Rng as _;
 use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
 use search_spaces::{Genotype, Nb201Config, Nb201Network};
 
-use crate::error::Result;
+use crate::Result;
 
 pub enum EvalModel {
     Darts(DerivedNetwork),

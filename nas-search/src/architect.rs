@@ -11,8 +11,8 @@ use nas_core::optim::{grads_for, Adam, AdamConfig, Sgd};
 use search_spaces::Supernet;
 
 use crate::config::{ArchOptimConfig, Method};
-use crate::error::Result;
 use crate::step::Batch;
+use crate::Result;
 
 /// The supernet with a fixed batch pair, as the bilevel problem the hypergradients need.
 struct SupernetProblem<'a> {

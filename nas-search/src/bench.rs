@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use crate::architect::Architect;
 use crate::config::{ArchOptimConfig, DataConfig, Method, ModelConfig, SearchConfig, Space};
-use crate::error::{Error, Result};
 use crate::search::build_supernet;
 use crate::step::{weight_step, Batch};
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchSearchConfig {

@@ -16,7 +16,7 @@ use nas_core::DeviceSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Which search space to search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use nas_core::nn::{cross_entropy, Mode};
 use nas_core::optim::{clip_grad_norm, grads_for, Sgd};
 use search_spaces::Supernet;
 
-use crate::error::Result;
+use crate::Result;
 
 /// A batch on the device: images (B, C, H, W) and labels (B,) u32.
 #[derive(Debug, Clone)]

@@ -1,24 +1,29 @@
-//! Errors of the search crate: invalid configurations (checked before anything runs) apart from
-//! failures while running.
+//! Errors of a run, search or retraining alike: an invalid configuration (checked before
+//! anything runs) apart from failures while running — a run directory that cannot be used, a
+//! loss that diverged, an interruption — and the errors of the layers a run drives. The search
+//! and the retraining crate both report this type, so the epoch loop they share (`epoch`) and
+//! the command line see one set of variants.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum RunError {
     /// A configuration value that cannot work; names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
 
     #[error(transparent)]
-    Core(#[from] nas_core::Error),
+    Core(#[from] crate::Error),
 
+    /// An error of the search-space crate (genotypes, networks), which sits above this one and
+    /// converts its errors into this variant.
     #[error(transparent)]
-    Space(#[from] search_spaces::Error),
+    Space(Box<dyn std::error::Error + Send + Sync>),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// The run directory cannot be used as asked.
+    /// A run directory or checkpoint that cannot be used as asked.
     #[error("{path}: {msg}")]
     RunDir { path: PathBuf, msg: String },
 
@@ -36,10 +41,10 @@ pub enum Error {
     Interrupted { epoch: usize, step: usize },
 }
 
-impl Error {
+impl RunError {
     pub fn run_dir(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::RunDir { path: path.into(), msg: msg.into() }
+        RunError::RunDir { path: path.into(), msg: msg.into() }
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type RunResult<T, E = RunError> = std::result::Result<T, E>;
