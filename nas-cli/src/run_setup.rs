@@ -51,7 +51,12 @@ pub fn reopen<C: PartialEq + Clone>(
 
 /// A fresh run directory with config.json written.
 pub fn create<C: Serialize>(out: Option<PathBuf>, kind: &str, force: bool, cfg: &C) -> anyhow::Result<RunDir> {
-    let dir = RunDir::create(&out.unwrap_or_else(|| default_out(kind)), force)?;
+    let dir = RunDir::create(&out.unwrap_or_else(|| default_out(kind)), force).map_err(|e| match e {
+        nas_core::Error::RunDirNotEmpty { .. } => {
+            anyhow::anyhow!("{e} (use --resume to continue it or --force to overwrite it)")
+        }
+        e => e.into(),
+    })?;
     dir.write_json(CONFIG, cfg)?;
     Ok(dir)
 }

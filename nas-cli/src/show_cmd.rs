@@ -2,7 +2,7 @@
 //! or draw its cells (Graphviz DOT, SVG, PNG).
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::bail;
 
@@ -49,23 +49,13 @@ pub struct ShowArgs {
     out: Option<PathBuf>,
 }
 
-/// A genotype from a file, a run directory (its genotype.json) or a built-in name.
-pub fn load_genotype(spec: &str) -> anyhow::Result<Genotype> {
-    let p = Path::new(spec);
-    if p.is_dir() {
-        let f = p.join("genotype.json");
-        return Ok(Genotype::load(&f.to_string_lossy())?);
-    }
-    Ok(Genotype::load(spec)?)
-}
-
 pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     for (flag, v) in [("--channels", args.channels), ("--layers", args.layers), ("--classes", Some(args.classes))] {
         if v == Some(0) {
             anyhow::bail!("{flag} must be positive, got 0");
         }
     }
-    let genotype = load_genotype(&args.genotype)?;
+    let genotype = Genotype::load(&args.genotype)?;
     let format = match (args.format, &args.out) {
         (Some(f), _) => f,
         (None, Some(out)) => match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {

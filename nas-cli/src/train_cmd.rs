@@ -10,10 +10,10 @@ use nas_core::metrics::{Event, MetricsSink};
 use nas_core::run_dir::WEIGHTS;
 use nas_core::DeviceSpec;
 use nas_eval::{TrainConfig, Trainer};
+use search_spaces::Genotype;
 
 use crate::progress::Progress;
 use crate::run_setup;
-use crate::show_cmd::load_genotype;
 use crate::Globals;
 
 #[derive(Args, Debug, Default)]
@@ -84,7 +84,7 @@ impl TrainArgs {
             };
         }
         if let Some(g) = &self.genotype {
-            c.genotype = load_genotype(g)?.to_json();
+            c.genotype = Genotype::load(g)?.to_json();
         }
         set!(self.data => c.data.spec);
         if self.subset.is_some() {
@@ -108,7 +108,7 @@ impl TrainArgs {
         let Some(g) = &self.genotype else {
             bail!("--genotype is required (a file, a run directory or a built-in name)")
         };
-        let mut c = TrainConfig::for_genotype(&load_genotype(g)?);
+        let mut c = TrainConfig::for_genotype(&Genotype::load(g)?);
         self.apply(&mut c)?;
         Ok(c)
     }

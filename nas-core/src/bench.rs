@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::error::{Error, Result};
+use crate::config_error::{brief, ConfigError};
+use crate::error::Result;
 
 /// Sorted step times of `warmup + steps` calls of `step`, the warm-up ones left out.
 pub fn time_steps(
@@ -17,7 +18,7 @@ pub fn time_steps(
     mut step: impl FnMut() -> Result<()>,
 ) -> Result<Vec<f64>> {
     if steps == 0 {
-        return Err(Error::Invalid("--steps must be positive".into()));
+        return Err(ConfigError::new(format!("{} must be positive", brief("steps"))).into());
     }
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
@@ -36,10 +37,10 @@ pub fn time_steps(
 /// Random images N(0, 1) (B, 3, size, size) and labels uniform in 0..10, like the reference.
 pub fn random_batch(batch: usize, size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     if batch == 0 {
-        return Err(Error::Invalid("--batch-size must be positive".into()));
+        return Err(ConfigError::new(format!("{} must be positive", brief("batch_size"))).into());
     }
     if size < 8 {
-        return Err(Error::Invalid("--image-size must be at least 8".into()));
+        return Err(ConfigError::new(format!("{} must be at least 8", brief("image_size"))).into());
     }
     let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), device)?;
     let y = Tensor::rand(0f32, 10f32, batch, device)?.floor()?.clamp(0f32, 9f32)?.to_dtype(DType::U32)?;

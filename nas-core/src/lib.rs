@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod config_error;
 pub mod data;
 pub mod device;
 pub mod epoch;
@@ -20,6 +21,7 @@ pub mod run_dir;
 pub mod run_error;
 pub mod testing;
 
+pub use config_error::ConfigError;
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
 pub use nn::Mode;

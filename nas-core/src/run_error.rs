@@ -6,11 +6,14 @@
 
 use std::path::PathBuf;
 
+use crate::config_error::ConfigError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// A configuration value that cannot work; names the field.
+    /// A configuration value that cannot work; names the field. Not a source: the message is
+    /// the error.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
 
     #[error(transparent)]
     Core(#[from] crate::Error),
@@ -44,6 +47,26 @@ pub enum RunError {
 impl RunError {
     pub fn run_dir(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         RunError::RunDir { path: path.into(), msg: msg.into() }
+    }
+
+    /// An invalid configuration whose message mentions no setting by its field.
+    pub fn config(msg: impl Into<String>) -> Self {
+        RunError::Config(ConfigError::plain(msg))
+    }
+
+    /// The invalid-settings message inside, whose fields a front end may name its own way.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            RunError::Config(c) => Some(c),
+            RunError::Core(e) => e.config_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for RunError {
+    fn from(e: ConfigError) -> Self {
+        RunError::Config(e)
     }
 }
 

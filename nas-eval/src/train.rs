@@ -87,7 +87,7 @@ fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Arc<ImageSe
     let data = Dataset::load(spec, &opts)?;
     match data.test.clone() {
         Some(test) if !test.is_empty() => Ok((data, test)),
-        _ => Err(Error::Config(format!("dataset {} has no test images", data.name))),
+        _ => Err(Error::config(format!("dataset {} has no test images", data.name))),
     }
 }
 
@@ -130,7 +130,7 @@ impl Trainer {
         let (data, test_set) = load_data(&cfg, &cfg.data.spec)?;
         cfg.check_input_size(data.train.height, data.train.width)?;
         if data.train.len() < cfg.data.batch_size {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the training split has {} images, fewer than one batch of {}",
                 data.train.len(),
                 cfg.data.batch_size

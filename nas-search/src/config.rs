@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
 use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
@@ -170,7 +171,7 @@ impl SearchConfig {
                 c.epochs = 5;
             }
             other => {
-                return Err(Error::Config(format!("unknown preset `{other}` (expected {})", PRESETS.join(", "))));
+                return Err(Error::config(format!("unknown preset `{other}` (expected {})", PRESETS.join(", "))));
             }
         }
         Ok(c)
@@ -187,94 +188,113 @@ impl SearchConfig {
 
     /// A preset with the fields of a JSON config file laid over it. Unknown fields are errors.
     pub fn from_file(preset: Option<&str>, path: &Path) -> Result<SearchConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
         let overlay: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: malformed JSON: {e}", path.display())))?;
+            .map_err(|e| Error::config(format!("{}: malformed JSON: {e}", path.display())))?;
         let name = preset.or_else(|| overlay.get("preset").and_then(Value::as_str)).unwrap_or("darts-1st");
         let base = Self::preset(name)?;
-        let mut merged = serde_json::to_value(&base).map_err(|e| Error::Config(e.to_string()))?;
+        let mut merged = serde_json::to_value(&base).map_err(|e| Error::config(e.to_string()))?;
         merge(&mut merged, &overlay);
         if let Some(obj) = merged.as_object_mut() {
             obj.insert("preset".into(), Value::String(name.to_string()));
         }
-        serde_json::from_value(merged).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        serde_json::from_value(merged).map_err(|e| Error::config(format!("{}: {e}", path.display())))
     }
 
     /// Checks every value once; the search only ever sees a validated configuration. Messages
-    /// name the flag and, in parentheses, the config.json field.
+    /// name the settings by their config.json field.
     pub fn validate(self) -> Result<ValidSearchConfig> {
-        let bad = |m: String| Err(Error::Config(m));
+        let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
         let positive = [
-            ("--epochs (epochs)", self.epochs),
-            ("--batch-size (data.batch_size)", self.data.batch_size),
-            ("--channels (model.channels)", self.model.channels),
-            ("--layers (model.layers)", self.model.layers),
+            ("epochs", self.epochs),
+            ("data.batch_size", self.data.batch_size),
+            ("model.channels", self.model.channels),
+            ("model.layers", self.model.layers),
             ("model.steps", self.model.steps),
-            ("--partial-channels (model.partial_channels)", self.model.partial_channels),
+            ("model.partial_channels", self.model.partial_channels),
         ];
         for (name, v) in positive {
             if v == 0 {
-                return bad(format!("{name} must be positive, got 0"));
+                return bad(format!("{} must be positive, got 0", field(name)));
             }
         }
         if self.data.subset == Some(0) {
-            return bad("--subset (data.subset) must be positive, got 0".into());
+            return bad(format!("{} must be positive, got 0", field("data.subset")));
         }
         if let Some(n) = self.data.subset.filter(|&n| n < 2 * self.data.batch_size) {
             return bad(format!(
-                "--subset {n} is too small for --batch-size {}: each half of the split needs a full batch",
+                "{} {n} is too small for {} {}: each half of the split needs a full batch",
+                brief("data.subset"),
+                brief("data.batch_size"),
                 self.data.batch_size
             ));
         }
         let k = self.model.partial_channels;
         if self.model.channels % k != 0 {
             return bad(format!(
-                "--partial-channels K={k} must divide --channels C={} (PC-DARTS splits every edge's channels K ways)",
+                "{} K={k} must divide {} C={} (PC-DARTS splits every edge's channels K ways)",
+                brief("model.partial_channels"),
+                brief("model.channels"),
                 self.model.channels
             ));
         }
         if self.method == Method::Implicit && self.neumann_steps == 0 {
-            return bad("--neumann-steps (neumann_steps) must be positive for the implicit method".into());
+            return bad(format!("{} must be positive for the implicit method", field("neumann_steps")));
         }
         if self.arch_start_epoch >= self.epochs && self.arch_start_epoch > 0 {
             return bad(format!(
-                "--arch-start-epoch {} leaves no architecture updates in --epochs {}",
-                self.arch_start_epoch, self.epochs
+                "{} {} leaves no architecture updates in {} {}",
+                brief("arch_start_epoch"),
+                self.arch_start_epoch,
+                brief("epochs"),
+                self.epochs
             ));
         }
         let w = &self.weight_optimizer;
         let a = &self.arch_optimizer;
         let finite_nonneg = [
-            ("--lr (weight_optimizer.lr)", w.lr),
+            ("weight_optimizer.lr", w.lr),
             ("weight_optimizer.lr_min", w.lr_min),
             ("weight_optimizer.momentum", w.momentum),
             ("weight_optimizer.weight_decay", w.weight_decay),
             ("weight_optimizer.grad_clip", w.grad_clip),
-            ("--arch-lr (arch_optimizer.lr)", a.lr),
+            ("arch_optimizer.lr", a.lr),
             ("arch_optimizer.weight_decay", a.weight_decay),
         ];
         for (name, v) in finite_nonneg {
             if !v.is_finite() || v < 0.0 {
-                return bad(format!("{name} must be a finite non-negative number, got {v}"));
+                return bad(format!("{} must be a finite non-negative number, got {v}", field(name)));
             }
         }
-        if w.lr <= 0.0 {
-            return bad("--lr (weight_optimizer.lr) must be positive, got 0".into());
-        }
-        if a.lr <= 0.0 {
-            return bad("--arch-lr (arch_optimizer.lr) must be positive, got 0".into());
+        for (name, v) in [("weight_optimizer.lr", w.lr), ("arch_optimizer.lr", a.lr)] {
+            if v <= 0.0 {
+                return bad(format!("{} must be positive, got 0", field(name)));
+            }
         }
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
-            return bad(format!("arch_optimizer.beta1/beta2 must be in [0, 1), got {} and {}", a.beta1, a.beta2));
+            return bad(format!(
+                "{} and {} must be in [0, 1), got {} and {}",
+                field("arch_optimizer.beta1"),
+                field("arch_optimizer.beta2"),
+                a.beta1,
+                a.beta2
+            ));
         }
         if self.space == Space::Nb201 {
             if k != 1 || self.model.edge_norm {
-                return bad(
-                    "--partial-channels and --edge-norm apply to the darts space only, not to --space nb201".into()
-                );
+                return bad(format!(
+                    "{} and {} apply to the darts space only, not to {} nb201",
+                    brief("model.partial_channels"),
+                    brief("model.edge_norm"),
+                    brief("space")
+                ));
             }
             if self.model.max_skip_connect.is_some() {
-                return bad("--max-skip-connect applies to the darts space only, not to --space nb201".into());
+                return bad(format!(
+                    "{} applies to the darts space only, not to {} nb201",
+                    brief("model.max_skip_connect"),
+                    brief("space")
+                ));
             }
         }
         Ok(ValidSearchConfig(self))
@@ -340,10 +360,13 @@ mod tests {
     fn validation_names_the_problem() {
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.model.partial_channels = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("K=3 must divide --channels C=16"));
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("model.partial_channels K=3 must divide model.channels C=16"), "{e}");
+        let fields: Vec<_> = e.config_error().unwrap().fields().collect();
+        assert_eq!(fields, ["model.partial_channels", "model.channels"]);
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.data.batch_size = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("--batch-size (data.batch_size) must be positive"));
+        assert!(c.validate().unwrap_err().to_string().contains("data.batch_size must be positive"));
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.weight_optimizer.lr = f64::NAN;
         assert!(c.validate().is_err());

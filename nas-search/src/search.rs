@@ -94,7 +94,7 @@ impl Search {
         )?;
         let (train_set, valid_set) = data.search_split();
         if train_set.len() < cfg.data.batch_size {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the search-train half has {} images, fewer than one batch of {}",
                 train_set.len(),
                 cfg.data.batch_size

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::Path;
 
+use nas_core::run_dir::GENOTYPE;
 use serde_json::{json, Value};
 
 use crate::darts::DartsOp;
@@ -284,9 +285,13 @@ impl Genotype {
         Self::from_json_value(&v)
     }
 
-    /// A built-in name (DARTS_V2, …), an nb201 arch string (`|nor_conv_3x3~0|+|…|`) or the
-    /// path of a genotype.json file.
+    /// A run directory (its genotype.json), a built-in name (DARTS_V2, …), an nb201 arch
+    /// string (`|nor_conv_3x3~0|+|…|`) or the path of a genotype.json file.
     pub fn load(name_or_path: &str) -> Result<Self> {
+        let dir = Path::new(name_or_path);
+        if dir.is_dir() {
+            return Self::load(&dir.join(GENOTYPE).to_string_lossy());
+        }
         if let Some(g) = DartsGenotype::builtin(name_or_path) {
             return Ok(Genotype::Darts(g));
         }

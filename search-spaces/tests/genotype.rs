@@ -120,6 +120,18 @@ fn json_round_trip_and_published_darts_v2() {
 }
 
 #[test]
+fn genotypes_load_from_files_and_run_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Genotype::load("PC_DARTS").unwrap();
+    std::fs::write(dir.path().join("genotype.json"), g.to_json().to_string()).unwrap();
+    assert_eq!(Genotype::load(dir.path().join("genotype.json").to_str().unwrap()).unwrap(), g);
+    assert_eq!(Genotype::load(dir.path().to_str().unwrap()).unwrap(), g, "a run directory's genotype.json");
+    let empty = tempfile::tempdir().unwrap();
+    let e = Genotype::load(empty.path().to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("genotype.json") && e.contains("not a file, nor a built-in genotype"), "{e}");
+}
+
+#[test]
 fn invalid_genotypes_are_named() {
     let cases = [
         (r#"{"normal": [["sep_conv_3x3", 0]"#, "malformed JSON"),
