@@ -8,7 +8,8 @@ use clap::Args;
 use nas_core::data::DataSpec;
 use nas_core::metrics::{Event, MetricsSink};
 use nas_core::DeviceSpec;
-use nas_search::{Method, Search, SearchConfig, Space};
+use nas_search::{Method, Search, SearchConfig};
+use search_spaces::SpaceKind;
 
 use crate::progress::Progress;
 use crate::run_setup;
@@ -22,7 +23,7 @@ pub struct SearchArgs {
     preset: Option<String>,
     /// Search space: darts or nb201 (nb201 defaults to C=16 and 5 cells per stage; quick: C=8, 2)
     #[arg(long, value_name = "S")]
-    space: Option<Space>,
+    space: Option<SpaceKind>,
     /// Hypergradient: first-order, second-order or implicit
     #[arg(long, value_name = "M")]
     method: Option<Method>,

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::{Args, ValueEnum};
-use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::{Genotype, Nb201Config, Nb201Network};
+use search_spaces::{EvalModelConfig, Genotype, TaskShape};
 
 use crate::draw;
 
@@ -69,41 +68,24 @@ pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     };
     let bytes = match format {
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&genotype.to_json())?).into_bytes(),
-        Format::Dot => draw::cell::dot(&draw::cell::cell_graphs(&genotype)).into_bytes(),
+        Format::Dot => draw::cell::dot(&genotype.cell_graphs()).into_bytes(),
         Format::Svg | Format::Png => {
-            let picture = draw::cell::CellPicture { graphs: draw::cell::cell_graphs(&genotype) };
+            let picture = draw::cell::CellPicture { graphs: genotype.cell_graphs() };
             let f = if format == Format::Svg { draw::ImageFormat::Svg } else { draw::ImageFormat::Png };
             draw::render(&picture, f)?
         }
         Format::Text => {
-            let size = match &genotype {
-                Genotype::Darts(g) => {
-                    let (channels, layers) = (args.channels.unwrap_or(36), args.layers.unwrap_or(20));
-                    let cfg = DerivedNetworkConfig {
-                        channels,
-                        layers,
-                        num_classes: args.classes,
-                        auxiliary: false,
-                        in_channels: 3,
-                    };
-                    let net = DerivedNetwork::new(g, cfg, 0, DType::F32, &Device::Cpu)?;
-                    format!(
-                        "params: {} (C={channels}, L={layers}, without auxiliary head)",
-                        net.num_params_without_aux()
-                    )
-                }
-                Genotype::Nb201(g) => {
-                    let cfg = Nb201Config {
-                        channels: args.channels.unwrap_or(16),
-                        cells_per_stage: args.layers.unwrap_or(5),
-                        num_classes: args.classes,
-                        in_channels: 3,
-                    };
-                    let (c, n) = (cfg.channels, cfg.cells_per_stage);
-                    let net = Nb201Network::derived(cfg, g, 0, DType::F32, &Device::Cpu)?;
-                    format!("params: {} (C={c}, {n} cells per stage)", net.weights().num_weight_elements())
-                }
+            let kind = genotype.kind();
+            let defaults = kind.eval_defaults();
+            let model = EvalModelConfig {
+                channels: args.channels.unwrap_or(defaults.channels),
+                layers: args.layers.unwrap_or(defaults.layers),
+                auxiliary_weight: 0.0,
+                drop_path: 0.0,
             };
+            let task = TaskShape { num_classes: args.classes, in_channels: 3 };
+            let net = genotype.build_eval_network(&model, task, 0, &Device::Cpu)?;
+            let size = format!("params: {} ({})", net.num_params_without_aux(), kind.describe_size(&model));
             format!("space: {}\n{genotype}{size}\n", genotype.space()).into_bytes()
         }
     };

@@ -7,12 +7,12 @@ use candle_core::DType;
 use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
 use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
-use search_spaces::Genotype;
+use search_spaces::{Genotype, TaskShape};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::TrainConfig;
-use crate::model::{EvalModel, ModelShape};
+use crate::model::EvalModel;
 use crate::train::train_step;
 use crate::Result;
 
@@ -37,8 +37,11 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let mut cfg = TrainConfig::for_genotype(&genotype);
     cfg.model.channels = b.channels;
     cfg.model.layers = b.layers;
-    if matches!(genotype, Genotype::Darts(_)) {
+    // The reference's drop path and auxiliary weight, where the space's network has them.
+    if genotype.kind().has_drop_path() {
         cfg.model.drop_path = b.drop_path;
+    }
+    if genotype.kind().has_auxiliary_head() {
         cfg.model.auxiliary_weight = b.auxiliary_weight;
     }
     cfg.data.batch_size = b.batch_size;
@@ -47,14 +50,7 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let cfg = cfg.validate()?;
     cfg.check_input_size(b.image_size, b.image_size)?;
     let device = cfg.device.open()?;
-    let shape = ModelShape {
-        channels: b.channels,
-        layers: b.layers,
-        num_classes: 10,
-        in_channels: 3,
-        auxiliary: cfg.model.auxiliary_weight > 0.0,
-    };
-    let model = EvalModel::new(&cfg.genotype, shape, 0, &device)?;
+    let model = EvalModel::new(&cfg.genotype, &cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, 0, &device)?;
     let o = &cfg.optimizer;
     let mut opt = Sgd::new(model.weights().weights(), o.sgd());
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;

@@ -11,24 +11,11 @@ use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
 use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
-use search_spaces::Genotype;
+use search_spaces::{EvalModelConfig, Genotype};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{Error, Result};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalModelConfig {
-    /// Initial channels C.
-    pub channels: usize,
-    /// Number of cells L (darts); cells per stage N (nb201).
-    pub layers: usize,
-    /// Weight of the auxiliary head's loss (0 = no auxiliary head).
-    pub auxiliary_weight: f64,
-    /// Final drop-path probability, reached linearly over the epochs.
-    pub drop_path: f64,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,18 +58,15 @@ impl std::ops::Deref for ValidTrainConfig {
 }
 
 impl TrainConfig {
-    /// The DARTS recipe for `genotype` (the NAS-Bench-201 sizes for an nb201 cell).
+    /// The DARTS recipe for `genotype`, with the network its space retrains (the NAS-Bench-201
+    /// sizes for an nb201 cell).
     pub fn for_genotype(genotype: &Genotype) -> TrainConfig {
-        let model = match genotype {
-            Genotype::Darts(_) => EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2 },
-            Genotype::Nb201(_) => EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0 },
-        };
         TrainConfig {
             genotype: genotype.to_json(),
             epochs: 600,
             seed: 0,
             device: DeviceSpec::Cpu,
-            model,
+            model: genotype.kind().eval_defaults(),
             data: TrainDataConfig {
                 spec: DataSpec::Synthetic,
                 subset: None,
@@ -130,32 +114,7 @@ impl TrainConfig {
                 m.auxiliary_weight
             ));
         }
-        if let Genotype::Darts(_) = genotype {
-            if m.channels % 2 != 0 {
-                return bad(format!(
-                    "{} must be even (factorized reductions halve them), got {}",
-                    field("model.channels"),
-                    m.channels
-                ));
-            }
-            if m.auxiliary_weight > 0.0 && m.layers < 3 {
-                return bad(format!(
-                    "the auxiliary head needs {} 3 or more (or {} 0)",
-                    brief("model.layers"),
-                    brief("model.auxiliary_weight")
-                ));
-            }
-        } else {
-            if m.auxiliary_weight != 0.0 {
-                return bad(format!(
-                    "nb201 networks have no auxiliary head ({} must be 0)",
-                    brief("model.auxiliary_weight")
-                ));
-            }
-            if m.drop_path != 0.0 {
-                return bad(format!("nb201 networks do not use drop path ({} must be 0)", brief("model.drop_path")));
-            }
-        }
+        genotype.kind().validate_eval(m)?;
         let o = &self.optimizer;
         for (name, v) in
             [("optimizer.lr", o.lr), ("optimizer.momentum", o.momentum), ("optimizer.weight_decay", o.weight_decay)]
@@ -185,24 +144,10 @@ impl TrainConfig {
 }
 
 impl ValidTrainConfig {
-    /// Checks that images of `height`×`width` fit the network: the two reductions of a darts
-    /// network halve even sizes, and the auxiliary head (avg-pool 5/3, then a 2×2 conv to one
-    /// pixel) is made for 32×32 inputs (8×8 after the reductions; 32 to 40 pixels work).
+    /// Checks that images of `height`×`width` fit the network (a darts network's reductions and
+    /// auxiliary head want 32×32 images).
     pub fn check_input_size(&self, height: usize, width: usize) -> Result<()> {
-        if let Genotype::Darts(_) = self.genotype {
-            if height % 4 != 0 || width % 4 != 0 {
-                return Err(Error::config(format!(
-                    "darts networks need image sides divisible by 4 (two reductions), got {height}x{width}"
-                )));
-            }
-            let ok = |s: usize| (8..=10).contains(&(s / 4));
-            if self.model.auxiliary_weight > 0.0 && !(ok(height) && ok(width)) {
-                return Err(Error::config(format!(
-                    "the auxiliary head needs 32x32 images (32 to 40 pixels a side), got {height}x{width}; set the auxiliary weight to 0 for other sizes"
-                )));
-            }
-        }
-        Ok(())
+        Ok(self.genotype.kind().check_input_size(&self.model, height, width)?)
     }
 }
 

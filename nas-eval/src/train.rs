@@ -24,11 +24,12 @@ use nas_core::nn::{correct_count, cross_entropy, Mode};
 use nas_core::optim::{clip_grad_norm, grads_for, CosineAnnealing, Sgd};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE, WEIGHTS};
 use nas_core::DeviceSpec;
+use search_spaces::TaskShape;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{TrainConfig, ValidTrainConfig};
-use crate::model::{DropPath, EvalModel, ModelShape};
+use crate::model::{DropPath, EvalModel};
 use crate::{Error, Result};
 
 /// One SGD step of the evaluation network: cross-entropy of the logits plus `aux_weight` times
@@ -70,14 +71,8 @@ impl From<Tally> for EvalResult {
     }
 }
 
-fn shape_of(cfg: &TrainConfig, data: &Dataset) -> ModelShape {
-    ModelShape {
-        channels: cfg.model.channels,
-        layers: cfg.model.layers,
-        num_classes: data.num_classes,
-        in_channels: data.train.channels,
-        auxiliary: cfg.model.auxiliary_weight > 0.0,
-    }
+fn task_of(data: &Dataset) -> TaskShape {
+    TaskShape { num_classes: data.num_classes, in_channels: data.train.channels }
 }
 
 /// The dataset and its (non-empty) test split.
@@ -143,7 +138,7 @@ impl Trainer {
             classes = data.num_classes,
             "data loaded"
         );
-        let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &data), cfg.seed, &device)?;
+        let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&data), cfg.seed, &device)?;
         tracing::info!(weights = model.weights().num_weight_elements(), device = ?device, "network built");
         let o = &cfg.optimizer;
         let opt = Sgd::new(model.weights().weights(), o.sgd());
@@ -306,7 +301,7 @@ pub fn evaluate_run(
     let spec = data.unwrap_or(&cfg.data.spec);
     let (ds, test) = load_data(&cfg, spec)?;
     cfg.check_input_size(ds.train.height, ds.train.width)?;
-    let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &ds), cfg.seed, &device)?;
+    let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&ds), cfg.seed, &device)?;
     let (path, prefix) = if dir.file(WEIGHTS).exists() {
         (dir.file(WEIGHTS), "")
     } else if dir.file(CHECKPOINT).exists() {

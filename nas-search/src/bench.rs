@@ -6,18 +6,18 @@ use candle_core::DType;
 use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
 use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
+use search_spaces::{SearchModelConfig, SpaceKind, TaskShape};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::architect::Architect;
-use crate::config::{ArchOptimConfig, DataConfig, Method, ModelConfig, SearchConfig, Space};
-use crate::search::build_supernet;
+use crate::config::{ArchOptimConfig, DataConfig, Method, SearchConfig};
 use crate::step::{weight_step, Batch};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchSearchConfig {
-    pub space: Space,
+    pub space: SpaceKind,
     pub channels: usize,
     pub layers: usize,
     pub batch_size: usize,
@@ -40,7 +40,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     cfg.method = b.method;
     cfg.neumann_steps = b.neumann_steps;
     cfg.device = b.device;
-    cfg.model = ModelConfig {
+    cfg.model = SearchModelConfig {
         channels: b.channels,
         layers: b.layers,
         steps: 4,
@@ -51,7 +51,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     cfg.data = DataConfig { batch_size: b.batch_size, ..cfg.data };
     let cfg = cfg.validate()?;
     let device = cfg.device.open()?;
-    let net = build_supernet(&cfg, 10, 3, &device)?;
+    let net = cfg.space.build_supernet(&cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, cfg.seed, &device)?;
     let w = &cfg.weight_optimizer;
     let mut w_opt = Sgd::new(net.weights().weights(), w.sgd());
     let a: &ArchOptimConfig = &cfg.arch_optimizer;

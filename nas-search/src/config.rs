@@ -14,18 +14,11 @@ use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
 use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
+use search_spaces::{SearchModelConfig, SpaceKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{Error, Result};
-
-/// Which search space to search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Space {
-    Darts,
-    Nb201,
-}
 
 /// How the architecture gradient is computed (`nas_core::hypergrad`: DARTS §2.3 for the first
 /// and second order, the implicit function theorem with a Neumann series as Lorraine et al. 2020).
@@ -61,25 +54,7 @@ macro_rules! kebab_enum_str {
     };
 }
 
-kebab_enum_str!(Space, "space", [Space::Darts => "darts", Space::Nb201 => "nb201"]);
 kebab_enum_str!(Method, "method", [Method::FirstOrder => "first-order", Method::SecondOrder => "second-order", Method::Implicit => "implicit"]);
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Initial channels C.
-    pub channels: usize,
-    /// Number of cells L (darts); cells per stage N (nb201).
-    pub layers: usize,
-    /// Intermediate nodes per cell.
-    pub steps: usize,
-    /// PC-DARTS channel fraction 1/K (1 = all channels).
-    pub partial_channels: usize,
-    /// PC-DARTS edge normalisation (β).
-    pub edge_norm: bool,
-    /// Optional cap on skip connections in the derived normal cell (P-DARTS style).
-    pub max_skip_connect: Option<usize>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +79,7 @@ pub struct ArchOptimConfig {
 #[serde(deny_unknown_fields)]
 pub struct SearchConfig {
     pub preset: String,
-    pub space: Space,
+    pub space: SpaceKind,
     pub method: Method,
     /// Neumann-series terms J of the implicit method.
     pub neumann_steps: usize,
@@ -113,7 +88,7 @@ pub struct SearchConfig {
     pub arch_start_epoch: usize,
     pub seed: u64,
     pub device: DeviceSpec,
-    pub model: ModelConfig,
+    pub model: SearchModelConfig,
     pub data: DataConfig,
     pub weight_optimizer: WeightOptimConfig,
     pub arch_optimizer: ArchOptimConfig,
@@ -124,18 +99,21 @@ pub const PRESETS: [&str; 4] = ["darts-1st", "darts-2nd", "pc-darts", "quick"];
 impl SearchConfig {
     /// The settings of a named preset.
     pub fn preset(name: &str) -> Result<SearchConfig> {
+        // The presets are the DARTS and PC-DARTS papers' searches of the darts space.
+        let space = SpaceKind::Darts;
+        let (channels, layers) = space.search_sizes(name == "quick");
         let mut c = SearchConfig {
             preset: name.to_string(),
-            space: Space::Darts,
+            space,
             method: Method::FirstOrder,
             neumann_steps: 5,
             epochs: 50,
             arch_start_epoch: 0,
             seed: 2,
             device: DeviceSpec::Cpu,
-            model: ModelConfig {
-                channels: 16,
-                layers: 8,
+            model: SearchModelConfig {
+                channels,
+                layers,
                 steps: 4,
                 partial_channels: 1,
                 edge_norm: false,
@@ -164,8 +142,6 @@ impl SearchConfig {
                 c.arch_start_epoch = 15;
             }
             "quick" => {
-                c.model.channels = 8;
-                c.model.layers = 5;
                 c.data.batch_size = 32;
                 c.data.subset = Some(1000);
                 c.epochs = 5;
@@ -177,11 +153,12 @@ impl SearchConfig {
         Ok(c)
     }
 
-    /// Switches the search space; moving to nb201 also sets its network size (C=16 and 5 cells
-    /// per stage as in the benchmark; C=8 and 2 for `quick`), which later flags may override.
-    pub fn set_space(&mut self, space: Space) {
-        if space == Space::Nb201 && self.space != Space::Nb201 {
-            (self.model.channels, self.model.layers) = if self.preset == "quick" { (8, 2) } else { (16, 5) };
+    /// Switches the search space; moving to another space also sets that space's network size
+    /// (nb201: C=16 and 5 cells per stage as in the benchmark, C=8 and 2 for `quick`), which
+    /// later flags may override.
+    pub fn set_space(&mut self, space: SpaceKind) {
+        if space != self.space {
+            (self.model.channels, self.model.layers) = space.search_sizes(self.preset == "quick");
         }
         self.space = space;
     }
@@ -280,23 +257,7 @@ impl SearchConfig {
                 a.beta2
             ));
         }
-        if self.space == Space::Nb201 {
-            if k != 1 || self.model.edge_norm {
-                return bad(format!(
-                    "{} and {} apply to the darts space only, not to {} nb201",
-                    brief("model.partial_channels"),
-                    brief("model.edge_norm"),
-                    brief("space")
-                ));
-            }
-            if self.model.max_skip_connect.is_some() {
-                return bad(format!(
-                    "{} applies to the darts space only, not to {} nb201",
-                    brief("model.max_skip_connect"),
-                    brief("space")
-                ));
-            }
-        }
+        self.space.validate_search(&self.model)?;
         Ok(ValidSearchConfig(self))
     }
 }

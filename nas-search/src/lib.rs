@@ -7,7 +7,7 @@ pub mod config;
 pub mod search;
 pub mod step;
 
-pub use config::{Method, SearchConfig, Space, ValidSearchConfig};
+pub use config::{Method, SearchConfig, ValidSearchConfig};
 pub use nas_core::run_dir::{self, RunDir};
 /// Errors of a search run: the type retraining reports too.
 pub use nas_core::{RunError as Error, RunResult as Result};

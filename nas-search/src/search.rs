@@ -13,57 +13,21 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use nas_core::checkpoint::LoadedTensors;
 use nas_core::data::{Augment, BatchIter, BatchPlan, Dataset, HostBatch, ImageSet, LoadOptions, Normalize};
 use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutput, PREFETCH};
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::{correct_count, Mode};
 use nas_core::optim::{CosineAnnealing, Sgd};
-use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
-use search_spaces::{Genotype, Nb201Config, Nb201Network, Supernet};
+use search_spaces::{Genotype, Supernet, TaskShape};
 use serde_json::{json, Map, Value};
 
 use crate::architect::Architect;
-use crate::config::{Space, ValidSearchConfig};
+use crate::config::ValidSearchConfig;
 use crate::run_dir::{RunDir, GENOTYPE};
 use crate::step::{weight_step, Batch};
 use crate::{Error, Result};
-
-/// Builds the supernet a configuration describes.
-pub fn build_supernet(
-    cfg: &ValidSearchConfig,
-    num_classes: usize,
-    in_channels: usize,
-    device: &Device,
-) -> Result<Box<dyn Supernet>> {
-    match cfg.space {
-        Space::Darts => {
-            let net_cfg = DartsSupernetConfig {
-                channels: cfg.model.channels,
-                layers: cfg.model.layers,
-                num_classes,
-                steps: cfg.model.steps,
-                multiplier: cfg.model.steps,
-                stem_multiplier: 3,
-                in_channels,
-                partial_channels: cfg.model.partial_channels,
-                edge_norm: cfg.model.edge_norm,
-                max_skip_connect: cfg.model.max_skip_connect,
-            };
-            Ok(Box::new(DartsSupernet::new(net_cfg, cfg.seed, DType::F32, device)?))
-        }
-        Space::Nb201 => {
-            let net_cfg = Nb201Config {
-                channels: cfg.model.channels,
-                cells_per_stage: cfg.model.layers,
-                num_classes,
-                in_channels,
-            };
-            Ok(Box::new(Nb201Network::search(net_cfg, cfg.seed, DType::F32, device)?))
-        }
-    }
-}
 
 /// A search run: the supernet, its two optimisers and the split data, driven epoch by epoch.
 pub struct Search {
@@ -107,7 +71,8 @@ impl Search {
             classes = data.num_classes,
             "data loaded"
         );
-        let net = build_supernet(&cfg, data.num_classes, data.train.channels, &device)?;
+        let task = TaskShape { num_classes: data.num_classes, in_channels: data.train.channels };
+        let net = cfg.space.build_supernet(&cfg.model, task, cfg.seed, &device)?;
         tracing::info!(
             space = %cfg.space,
             weights = net.weights().num_weight_elements(),

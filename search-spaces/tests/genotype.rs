@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use search_spaces::darts::{derive, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::{DartsGenotype, Genotype, Supernet};
+use search_spaces::darts::{
+    derive, DartsGenotype, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig,
+};
+use search_spaces::{Genotype, Supernet};
 
 use DartsOp::*;
 
