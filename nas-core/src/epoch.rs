@@ -70,10 +70,6 @@ pub trait EpochTask {
     /// What errors call a checkpoint of this task ("search", "training").
     const CHECKPOINT_KIND: &'static str;
 
-    fn epochs(&self) -> usize;
-
-    fn device(&self) -> &Device;
-
     /// Prepares epoch `epoch` (learning rate and whatever else depends on it) and returns its
     /// batches from step `first` on.
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> RunResult<EpochBatches<Self::Batch>>;
@@ -100,18 +96,25 @@ pub trait EpochTask {
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> RunResult<()>;
 }
 
-/// The position of a run and the loop that advances it.
-#[derive(Debug, Default)]
+/// The position of a run of `epochs` epochs on `device`, and the loop that advances it.
+#[derive(Debug)]
 pub struct EpochLoop {
+    epochs: usize,
+    device: Device,
     position: Position,
-    /// Overrides `sync_every(device)`.
-    sync_every: Option<usize>,
+    sync_every: usize,
 }
 
 impl EpochLoop {
-    /// A loop that reads step results back every `n` steps whatever the device.
-    pub fn reading_every(n: usize) -> Self {
-        Self { sync_every: Some(n), ..Self::default() }
+    /// A run from its start; step results are read back every `sync_every(device)` steps.
+    pub fn new(epochs: usize, device: &Device) -> Self {
+        Self { epochs, device: device.clone(), position: Position::default(), sync_every: sync_every(device) }
+    }
+
+    /// Reads step results back every `n` steps instead.
+    pub fn reading_every(mut self, n: usize) -> Self {
+        self.sync_every = n.max(1);
+        self
     }
 
     /// Where the run continues: the next epoch, and the step within it after an interruption.
@@ -131,7 +134,7 @@ impl EpochLoop {
         stop: &AtomicBool,
     ) -> RunResult<Option<Tally>> {
         let mut last = None;
-        while self.position.epoch < task.epochs() {
+        while self.position.epoch < self.epochs {
             let epoch = self.position.epoch;
             let started = Instant::now();
             let train = self.train_epoch(task, dir, sink, stop)?;
@@ -173,9 +176,9 @@ impl EpochLoop {
     ) -> RunResult<Tally> {
         let Position { epoch, step: first, tally } = self.position;
         let EpochBatches { steps, batches } = task.begin_epoch(epoch, first)?;
-        sink.event(Event::EpochStart { epoch, epochs: task.epochs(), steps });
+        sink.event(Event::EpochStart { epoch, epochs: self.epochs, steps });
         let mut progress = Progress { epoch, steps, tally, started: Instant::now(), seen_before: tally.seen };
-        let mut pending = Pending::new(first, self.sync_every.unwrap_or_else(|| sync_every(task.device())));
+        let mut pending = Pending::new(first, self.sync_every);
         for (step, batch) in (first..).zip(batches) {
             if stop.load(Ordering::Relaxed) {
                 progress.take(&mut pending, sink)?;
@@ -203,7 +206,7 @@ impl EpochLoop {
 
     /// Restores a checkpoint written by `save_checkpoint`; returns the position to continue at.
     pub fn load_checkpoint<T: EpochTask>(&mut self, task: &mut T, path: &Path) -> RunResult<Position> {
-        let ck = load_tensors(path, task.device())?;
+        let ck = load_tensors(path, &self.device)?;
         if ck.meta("format") != Some(T::CHECKPOINT_FORMAT) {
             return Err(RunError::run_dir(path, format!("not a {} checkpoint of this version", T::CHECKPOINT_KIND)));
         }
@@ -359,7 +362,7 @@ mod tests {
         Ok(())
     }
 
-    /// Steps with losses 1/(1+step) (NaN at `nan_at`) and 3 correct of 4, two epochs of 5.
+    /// Epochs of 5 steps with losses 1/(1+step) (NaN at `nan_at`) and 3 correct of 4.
     struct Fake {
         nan_at: Option<(usize, usize)>,
     }
@@ -368,14 +371,6 @@ mod tests {
         type Batch = ();
         const CHECKPOINT_FORMAT: &'static str = "fake-1";
         const CHECKPOINT_KIND: &'static str = "fake";
-
-        fn epochs(&self) -> usize {
-            2
-        }
-
-        fn device(&self) -> &Device {
-            &Device::Cpu
-        }
 
         fn begin_epoch(&mut self, _: usize, first: usize) -> RunResult<EpochBatches<()>> {
             Ok(EpochBatches { steps: 5, batches: Box::new(std::iter::repeat_n((), 5 - first)) })
@@ -425,7 +420,8 @@ mod tests {
     fn reading_back_every_few_steps_reports_what_reading_every_step_does() {
         let run = |every: usize| {
             let mut events = Events::default();
-            EpochLoop::reading_every(every)
+            EpochLoop::new(2, &Device::Cpu)
+                .reading_every(every)
                 .run(&mut Fake { nan_at: None }, None, &mut events, &AtomicBool::new(false))
                 .unwrap();
             events.0
@@ -441,7 +437,8 @@ mod tests {
     #[test]
     fn divergence_is_reported_at_its_step_whenever_it_is_read() {
         for every in [1, 2, 4] {
-            let err = EpochLoop::reading_every(every)
+            let err = EpochLoop::new(2, &Device::Cpu)
+                .reading_every(every)
                 .run(&mut Fake { nan_at: Some((1, 2)) }, None, &mut Events::default(), &AtomicBool::new(false))
                 .unwrap_err();
             assert!(matches!(err, RunError::Diverged { epoch: 1, step: 2, .. }), "every {every}: {err}");

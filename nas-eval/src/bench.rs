@@ -4,7 +4,7 @@
 //! timed by `nas_core::bench`.
 
 use candle_core::DType;
-use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
+use nas_core::bench::{random_batch, report, time_steps};
 use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
 use search_spaces::{Genotype, TaskShape};
@@ -55,22 +55,12 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let mut opt = Sgd::new(model.weights().weights(), o.sgd());
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let mut step = 0;
-    let times = time_steps(&device, b.warmup, b.steps, || {
-        let drop = model
-            .drop_path(cfg.model.drop_path, b.batch_size, (0, 0, step), &device)
-            .map_err(|e| nas_core::Error::Invalid(e.to_string()))?;
+    let times = time_steps(&device, b.warmup, b.steps, || -> Result<()> {
+        let drop = model.drop_path(cfg.model.drop_path, b.batch_size, (0, 0, step), &device)?;
         step += 1;
         let (loss, _) = train_step(&model, &mut opt, &x, &y, cfg.model.auxiliary_weight, o.grad_clip, drop.as_ref())?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    Ok(json!({
-        "impl": "nas",
-        "threads": worker_threads(),
-        "config": b,
-        "step_s_median": times[times.len() / 2],
-        "step_s_min": times[0],
-        "params_without_aux": model.num_params_without_aux(),
-        "peak_mem_bytes": peak_rss_bytes(),
-    }))
+    Ok(report(b, &times, &[("params_without_aux", json!(model.num_params_without_aux()))]))
 }

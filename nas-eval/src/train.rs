@@ -143,6 +143,7 @@ impl Trainer {
         let o = &cfg.optimizer;
         let opt = Sgd::new(model.weights().weights(), o.sgd());
         let schedule = o.schedule(cfg.epochs);
+        let epochs = EpochLoop::new(cfg.epochs, &device);
         let task = TrainTask {
             device,
             model,
@@ -154,7 +155,7 @@ impl Trainer {
             drop_p: 0.0,
             cfg,
         };
-        Ok(Self { task, epochs: EpochLoop::default() })
+        Ok(Self { task, epochs })
     }
 
     pub fn config(&self) -> &ValidTrainConfig {
@@ -222,14 +223,6 @@ impl EpochTask for TrainTask {
     type Batch = HostBatch;
     const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-1";
     const CHECKPOINT_KIND: &'static str = "training";
-
-    fn epochs(&self) -> usize {
-        self.cfg.epochs
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<HostBatch>> {
         self.opt.set_lr(self.schedule.lr(epoch));

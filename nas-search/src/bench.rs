@@ -3,7 +3,7 @@
 //! `peak_mem_bytes` is the process's peak resident set size after the timed steps.
 
 use candle_core::DType;
-use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
+use nas_core::bench::{random_batch, report, time_steps};
 use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
 use search_spaces::{SearchModelConfig, SpaceKind, TaskShape};
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::architect::Architect;
 use crate::config::{ArchOptimConfig, DataConfig, Method, SearchConfig};
 use crate::step::{weight_step, Batch};
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchSearchConfig {
@@ -60,30 +60,13 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let train = Batch { x, y };
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let valid = Batch { x, y };
-    let times = time_steps(&device, b.warmup, b.steps, || {
+    let times = time_steps(&device, b.warmup, b.steps, || -> Result<()> {
         if !b.weights_only {
-            architect.step(net.as_ref(), &train, &valid, &w_opt).map_err(core_err)?;
+            architect.step(net.as_ref(), &train, &valid, &w_opt)?;
         }
-        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train, w.grad_clip).map_err(core_err)?;
+        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train, w.grad_clip)?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    Ok(json!({
-        "impl": "nas",
-        "threads": worker_threads(),
-        "config": b,
-        "step_s_median": times[times.len() / 2],
-        "step_s_min": times[0],
-        "params_weights": net.weights().num_weight_elements(),
-        "peak_mem_bytes": peak_rss_bytes(),
-    }))
-}
-
-/// Errors inside the timed closure, which speaks nas-core's error type.
-fn core_err(e: Error) -> nas_core::Error {
-    match e {
-        Error::Core(e) => e,
-        Error::Candle(e) => nas_core::Error::Candle(e),
-        other => nas_core::Error::Invalid(other.to_string()),
-    }
+    Ok(report(b, &times, &[("params_weights", json!(net.weights().num_weight_elements()))]))
 }

@@ -89,6 +89,7 @@ impl Search {
             cfg.neumann_steps,
         );
         let schedule = w.schedule(cfg.epochs);
+        let epochs = EpochLoop::new(cfg.epochs, &device);
         let task = SearchTask {
             device,
             net,
@@ -100,7 +101,7 @@ impl Search {
             schedule,
             cfg,
         };
-        Ok(Self { task, epochs: EpochLoop::default() })
+        Ok(Self { task, epochs })
     }
 
     pub fn config(&self) -> &ValidSearchConfig {
@@ -168,14 +169,6 @@ impl EpochTask for SearchTask {
     type Batch = (HostBatch, Option<HostBatch>);
     const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-1";
     const CHECKPOINT_KIND: &'static str = "search";
-
-    fn epochs(&self) -> usize {
-        self.cfg.epochs
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Self::Batch>> {
         self.w_opt.set_lr(self.schedule.lr(epoch));

@@ -10,6 +10,7 @@ pub mod eval_network;
 pub mod genotype;
 pub mod model_config;
 pub mod nb201;
+mod op_set;
 pub mod registry;
 pub mod supernet;
 

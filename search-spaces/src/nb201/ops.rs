@@ -3,58 +3,21 @@
 //! 3×3 average pool (pad 1, padding excluded from the count), skip_connect the identity, and
 //! none is never computed. Parameter names follow AutoDL (`op.1.weight` is a conv's weight).
 
-use std::fmt;
-use std::str::FromStr;
-
 use candle_core::{Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Conv2d, Mode};
 use nas_core::ops::{self, PoolKind};
 use nas_core::params::ParamBuilder;
 
-use crate::error::Error;
+use crate::op_set::op_set;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Nb201Op {
-    None,
-    SkipConnect,
-    NorConv1x1,
-    NorConv3x3,
-    AvgPool3x3,
-}
-
-impl Nb201Op {
-    pub const ALL: [Nb201Op; 5] =
-        [Nb201Op::None, Nb201Op::SkipConnect, Nb201Op::NorConv1x1, Nb201Op::NorConv3x3, Nb201Op::AvgPool3x3];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Nb201Op::None => "none",
-            Nb201Op::SkipConnect => "skip_connect",
-            Nb201Op::NorConv1x1 => "nor_conv_1x1",
-            Nb201Op::NorConv3x3 => "nor_conv_3x3",
-            Nb201Op::AvgPool3x3 => "avg_pool_3x3",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        Self::ALL.iter().position(|&o| o == self).unwrap_or(0)
-    }
-}
-
-impl FromStr for Nb201Op {
-    type Err = Error;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Error> {
-        Self::ALL.iter().copied().find(|o| o.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|o| o.name()).collect();
-            Error::Genotype(format!("unknown op `{s}` for the nb201 space (expected one of {})", names.join(", ")))
-        })
-    }
-}
-
-impl fmt::Display for Nb201Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+op_set! {
+    /// The NAS-Bench-201 ops in the benchmark's order.
+    pub enum Nb201Op in "nb201" {
+        None => "none",
+        SkipConnect => "skip_connect",
+        NorConv1x1 => "nor_conv_1x1",
+        NorConv3x3 => "nor_conv_3x3",
+        AvgPool3x3 => "avg_pool_3x3",
     }
 }
 
