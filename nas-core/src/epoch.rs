@@ -6,9 +6,10 @@
 //! the checkpoint.
 //!
 //! A step leaves its loss and its number of correct predictions on the device; the loop reads
-//! them back every `sync_every(device)` steps (every step on the CPU, where reading costs
-//! nothing, so a run behaves exactly as one that reads each step) and adds them to the tally on
-//! the host in step order. A non-finite loss among them stops the run at the first such step.
+//! them back every `sync_every(device)` steps (every step on the CPU, where a read stalls no
+//! device queue; every 25 on an accelerator) and adds them to the tally on the host in step
+//! order, so the sums are the same however often it reads. A non-finite loss among them stops
+//! the run at the first such step.
 //!
 //! Reproducibility is the task's part: data order, augmentation and any other randomness of a
 //! step must depend only on (seed, epoch, step), so that the checkpoint's position plus the
@@ -92,7 +93,8 @@ pub trait EpochTask {
         Vec::new()
     }
 
-    /// Restores what `checkpoint` wrote, from the checkpoint at `path`.
+    /// Restores what `checkpoint_tensors` and `checkpoint_meta` wrote, from the checkpoint at
+    /// `path`.
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> RunResult<()>;
 }
 

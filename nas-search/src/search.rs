@@ -71,8 +71,8 @@ impl Search {
             classes = data.num_classes,
             "data loaded"
         );
-        let task = TaskShape { num_classes: data.num_classes, in_channels: data.train.channels };
-        let net = cfg.space.build_supernet(&cfg.model, task, cfg.seed, &device)?;
+        let shape = TaskShape { num_classes: data.num_classes, in_channels: data.train.channels };
+        let net = cfg.space.build_supernet(&cfg.model, shape, cfg.seed, &device)?;
         tracing::info!(
             space = %cfg.space,
             weights = net.weights().num_weight_elements(),
