@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use search_spaces::{Genotype, Nb201Genotype};
+use search_spaces::nb201::Nb201Genotype;
+use search_spaces::Genotype;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -4,7 +4,8 @@ use clap::{Args, Subcommand};
 use nas_core::DeviceSpec;
 use nas_eval::bench::{bench_train, BenchTrainConfig};
 use nas_search::bench::{bench_search, BenchSearchConfig};
-use nas_search::{Method, Space};
+use nas_search::Method;
+use search_spaces::SpaceKind;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -62,7 +63,7 @@ pub struct BenchTrainArgs {
 pub struct BenchSearchArgs {
     /// Search space: darts or nb201
     #[arg(long, default_value = "darts")]
-    space: Space,
+    space: SpaceKind,
     /// Hypergradient: first-order, second-order or implicit
     #[arg(long, default_value = "first-order")]
     method: Method,

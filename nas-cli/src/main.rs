@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod draw;
 mod eval_cmd;
+mod flags;
 mod plot_cmd;
 mod progress;
 mod run_setup;
@@ -181,7 +182,7 @@ fn main() -> ExitCode {
             ExitCode::from(run_setup::INTERRUPTED_EXIT as u8)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", flags::render(&err));
             ExitCode::FAILURE
         }
     }

@@ -1,14 +1,16 @@
 //! What `nas search` and `nas train` share around a run: the default run directory name,
 //! creating a fresh run directory (config.json first), reopening one for `--resume` with a
-//! check that the options agree with the saved configuration, the Ctrl-C flag, and the
-//! messages of a run that stopped early (interrupted, diverged).
+//! check that the options agree with the saved configuration, resuming it, the Ctrl-C flag, and
+//! the messages of a run that stopped early (interrupted, diverged).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use nas_core::metrics::{Event, MetricsSink, Position};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG};
+use nas_core::{RunError, RunResult};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -51,7 +53,12 @@ pub fn reopen<C: PartialEq + Clone>(
 
 /// A fresh run directory with config.json written.
 pub fn create<C: Serialize>(out: Option<PathBuf>, kind: &str, force: bool, cfg: &C) -> anyhow::Result<RunDir> {
-    let dir = RunDir::create(&out.unwrap_or_else(|| default_out(kind)), force)?;
+    let dir = RunDir::create(&out.unwrap_or_else(|| default_out(kind)), force).map_err(|e| match e {
+        nas_core::Error::RunDirNotEmpty { .. } => {
+            anyhow::anyhow!("{e} (use --resume to continue it or --force to overwrite it)")
+        }
+        e => e.into(),
+    })?;
     dir.write_json(CONFIG, cfg)?;
     Ok(dir)
 }
@@ -87,8 +94,35 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// Continues the run in `dir` with `resume` (which loads its checkpoint) and notes where on
+/// `progress`.
+pub fn resume(
+    dir: RunDir,
+    progress: &mut dyn MetricsSink,
+    resume: impl FnOnce(&RunDir) -> RunResult<Position>,
+) -> anyhow::Result<RunDir> {
+    let at = resume(&dir)?;
+    progress.event(Event::Message(&format!(
+        "resuming {} at epoch {}, step {}",
+        dir.path().display(),
+        at.epoch + 1,
+        at.step
+    )));
+    Ok(dir)
+}
+
+/// The outcome of a run `command` (search, train) in `dir`, with what to do next when it was
+/// interrupted or diverged.
+pub fn finished<T>(command: &str, dir: &RunDir, result: RunResult<T>) -> anyhow::Result<T> {
+    match result {
+        Err(RunError::Interrupted { epoch, step }) => Err(interrupted(command, dir, epoch, step)),
+        Err(e @ (RunError::Diverged { .. } | RunError::DivergedValid { .. })) => Err(diverged(e, dir)),
+        r => Ok(r?),
+    }
+}
+
 /// The error of a run `command` (search, train) interrupted before `step` of `epoch`.
-pub fn interrupted(command: &str, dir: &RunDir, epoch: usize, step: usize) -> anyhow::Error {
+fn interrupted(command: &str, dir: &RunDir, epoch: usize, step: usize) -> anyhow::Error {
     anyhow::Error::new(Interrupted(format!(
         "interrupted at epoch {}, step {step}: checkpoint written to {}; continue with `nas {command} --resume --out {}`",
         epoch + 1,
@@ -98,7 +132,7 @@ pub fn interrupted(command: &str, dir: &RunDir, epoch: usize, step: usize) -> an
 }
 
 /// A divergence error with what is kept: the checkpoint of the last completed epoch, if any.
-pub fn diverged(err: impl std::fmt::Display, dir: &RunDir) -> anyhow::Error {
+fn diverged(err: impl std::fmt::Display, dir: &RunDir) -> anyhow::Error {
     let ck = dir.file(CHECKPOINT);
     if ck.exists() {
         anyhow::anyhow!("{err}; the last good checkpoint is kept in {} (try a smaller --lr in a new run)", ck.display())

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use nas_core::data::DataSpec;
-use nas_core::metrics::{Event, MetricsSink};
 use nas_core::DeviceSpec;
-use nas_search::{Method, Search, SearchConfig, Space};
+use nas_search::{Method, Search, SearchConfig};
+use search_spaces::SpaceKind;
 
 use crate::progress::Progress;
 use crate::run_setup;
@@ -22,7 +22,7 @@ pub struct SearchArgs {
     preset: Option<String>,
     /// Search space: darts or nb201 (nb201 defaults to C=16 and 5 cells per stage; quick: C=8, 2)
     #[arg(long, value_name = "S")]
-    space: Option<Space>,
+    space: Option<SpaceKind>,
     /// Hypergradient: first-order, second-order or implicit
     #[arg(long, value_name = "M")]
     method: Option<Method>,
@@ -155,28 +155,11 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     let mut search = Search::new(cfg.clone().validate()?).context("cannot start the search")?;
     let mut progress = Progress::new(g.quiet);
     let dir = match existing {
-        Some(dir) => {
-            let at = search.resume(&dir)?;
-            progress.event(Event::Message(&format!(
-                "resuming {} at epoch {}, step {}",
-                dir.path().display(),
-                at.epoch + 1,
-                at.step
-            )));
-            dir
-        }
+        Some(dir) => run_setup::resume(dir, &mut progress, |d| search.resume(d))?,
         None => run_setup::create(args.out.clone(), "search", args.force, &cfg)?,
     };
     let stop = run_setup::stop_flag();
-    let genotype = match search.run(Some(&dir), &mut progress, &stop) {
-        Err(nas_search::Error::Interrupted { epoch, step }) => {
-            return Err(run_setup::interrupted("search", &dir, epoch, step))
-        }
-        Err(e @ (nas_search::Error::Diverged { .. } | nas_search::Error::DivergedValid { .. })) => {
-            return Err(run_setup::diverged(e, &dir))
-        }
-        r => r?,
-    };
+    let genotype = run_setup::finished("search", &dir, search.run(Some(&dir), &mut progress, &stop))?;
     drop(progress);
     let last = dir.read_metrics()?.pop();
     let acc = last.as_ref().and_then(|r| r.get("valid_acc")).and_then(|v| v.as_f64());

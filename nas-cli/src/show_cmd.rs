@@ -2,14 +2,13 @@
 //! or draw its cells (Graphviz DOT, SVG, PNG).
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::bail;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::{Args, ValueEnum};
-use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::{Genotype, Nb201Config, Nb201Network};
+use search_spaces::{EvalModelConfig, Genotype, TaskShape};
 
 use crate::draw;
 
@@ -49,23 +48,13 @@ pub struct ShowArgs {
     out: Option<PathBuf>,
 }
 
-/// A genotype from a file, a run directory (its genotype.json) or a built-in name.
-pub fn load_genotype(spec: &str) -> anyhow::Result<Genotype> {
-    let p = Path::new(spec);
-    if p.is_dir() {
-        let f = p.join("genotype.json");
-        return Ok(Genotype::load(&f.to_string_lossy())?);
-    }
-    Ok(Genotype::load(spec)?)
-}
-
 pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     for (flag, v) in [("--channels", args.channels), ("--layers", args.layers), ("--classes", Some(args.classes))] {
         if v == Some(0) {
             anyhow::bail!("{flag} must be positive, got 0");
         }
     }
-    let genotype = load_genotype(&args.genotype)?;
+    let genotype = Genotype::load(&args.genotype)?;
     let format = match (args.format, &args.out) {
         (Some(f), _) => f,
         (None, Some(out)) => match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
@@ -79,41 +68,24 @@ pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     };
     let bytes = match format {
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&genotype.to_json())?).into_bytes(),
-        Format::Dot => draw::cell::dot(&draw::cell::cell_graphs(&genotype)).into_bytes(),
+        Format::Dot => draw::cell::dot(&genotype.cell_graphs()).into_bytes(),
         Format::Svg | Format::Png => {
-            let picture = draw::cell::CellPicture { graphs: draw::cell::cell_graphs(&genotype) };
+            let picture = draw::cell::CellPicture { graphs: genotype.cell_graphs() };
             let f = if format == Format::Svg { draw::ImageFormat::Svg } else { draw::ImageFormat::Png };
             draw::render(&picture, f)?
         }
         Format::Text => {
-            let size = match &genotype {
-                Genotype::Darts(g) => {
-                    let (channels, layers) = (args.channels.unwrap_or(36), args.layers.unwrap_or(20));
-                    let cfg = DerivedNetworkConfig {
-                        channels,
-                        layers,
-                        num_classes: args.classes,
-                        auxiliary: false,
-                        in_channels: 3,
-                    };
-                    let net = DerivedNetwork::new(g, cfg, 0, DType::F32, &Device::Cpu)?;
-                    format!(
-                        "params: {} (C={channels}, L={layers}, without auxiliary head)",
-                        net.num_params_without_aux()
-                    )
-                }
-                Genotype::Nb201(g) => {
-                    let cfg = Nb201Config {
-                        channels: args.channels.unwrap_or(16),
-                        cells_per_stage: args.layers.unwrap_or(5),
-                        num_classes: args.classes,
-                        in_channels: 3,
-                    };
-                    let (c, n) = (cfg.channels, cfg.cells_per_stage);
-                    let net = Nb201Network::derived(cfg, g, 0, DType::F32, &Device::Cpu)?;
-                    format!("params: {} (C={c}, {n} cells per stage)", net.weights().num_weight_elements())
-                }
+            let kind = genotype.kind();
+            let defaults = kind.eval_defaults();
+            let model = EvalModelConfig {
+                channels: args.channels.unwrap_or(defaults.channels),
+                layers: args.layers.unwrap_or(defaults.layers),
+                auxiliary_weight: 0.0,
+                drop_path: 0.0,
             };
+            let task = TaskShape { num_classes: args.classes, in_channels: 3 };
+            let net = genotype.build_eval_network(&model, task, 0, &Device::Cpu)?;
+            let size = format!("params: {} ({})", net.num_params_without_aux(), kind.describe_size(&model));
             format!("space: {}\n{genotype}{size}\n", genotype.space()).into_bytes()
         }
     };

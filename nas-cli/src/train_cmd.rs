@@ -10,10 +10,10 @@ use nas_core::metrics::{Event, MetricsSink};
 use nas_core::run_dir::WEIGHTS;
 use nas_core::DeviceSpec;
 use nas_eval::{TrainConfig, Trainer};
+use search_spaces::Genotype;
 
 use crate::progress::Progress;
 use crate::run_setup;
-use crate::show_cmd::load_genotype;
 use crate::Globals;
 
 #[derive(Args, Debug, Default)]
@@ -84,7 +84,7 @@ impl TrainArgs {
             };
         }
         if let Some(g) = &self.genotype {
-            c.genotype = load_genotype(g)?.to_json();
+            c.genotype = Genotype::load(g)?.to_json();
         }
         set!(self.data => c.data.spec);
         if self.subset.is_some() {
@@ -108,7 +108,7 @@ impl TrainArgs {
         let Some(g) = &self.genotype else {
             bail!("--genotype is required (a file, a run directory or a built-in name)")
         };
-        let mut c = TrainConfig::for_genotype(&load_genotype(g)?);
+        let mut c = TrainConfig::for_genotype(&Genotype::load(g)?);
         self.apply(&mut c)?;
         Ok(c)
     }
@@ -133,16 +133,7 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
     let mut trainer = Trainer::new(cfg.clone().validate()?).context("cannot start training")?;
     let mut progress = Progress::new(g.quiet);
     let dir = match existing {
-        Some(dir) => {
-            let at = trainer.resume(&dir)?;
-            progress.event(Event::Message(&format!(
-                "resuming {} at epoch {}, step {}",
-                dir.path().display(),
-                at.epoch + 1,
-                at.step
-            )));
-            dir
-        }
+        Some(dir) => run_setup::resume(dir, &mut progress, |d| trainer.resume(d))?,
         None => run_setup::create(args.out.clone(), "train", args.force, &cfg)?,
     };
     progress.event(Event::Message(&format!(
@@ -151,15 +142,7 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
         trainer.model().num_params_without_aux()
     )));
     let stop = run_setup::stop_flag();
-    let result = match trainer.run(Some(&dir), &mut progress, &stop) {
-        Err(nas_eval::Error::Interrupted { epoch, step }) => {
-            return Err(run_setup::interrupted("train", &dir, epoch, step))
-        }
-        Err(e @ (nas_eval::Error::Diverged { .. } | nas_eval::Error::DivergedValid { .. })) => {
-            return Err(run_setup::diverged(e, &dir))
-        }
-        r => r?,
-    };
+    let result = run_setup::finished("train", &dir, trainer.run(Some(&dir), &mut progress, &stop))?;
     drop(progress);
     crate::out(&format!(
         "test_acc: {:.4}\ntest_loss: {:.4}\nweights: {}\n",

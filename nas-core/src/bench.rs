@@ -6,18 +6,22 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use serde_json::{json, Value};
 
+use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
 
-/// Sorted step times of `warmup + steps` calls of `step`, the warm-up ones left out.
-pub fn time_steps(
+/// Sorted step times of `warmup + steps` calls of `step`, the warm-up ones left out. The
+/// step may fail with its caller's error type.
+pub fn time_steps<E: From<Error> + From<candle_core::Error>>(
     device: &Device,
     warmup: usize,
     steps: usize,
-    mut step: impl FnMut() -> Result<()>,
-) -> Result<Vec<f64>> {
+    mut step: impl FnMut() -> Result<(), E>,
+) -> Result<Vec<f64>, E> {
     if steps == 0 {
-        return Err(Error::Invalid("--steps must be positive".into()));
+        return Err(Error::from(ConfigError::new(format!("{} must be positive", brief("steps")))).into());
     }
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
@@ -36,14 +40,32 @@ pub fn time_steps(
 /// Random images N(0, 1) (B, 3, size, size) and labels uniform in 0..10, like the reference.
 pub fn random_batch(batch: usize, size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     if batch == 0 {
-        return Err(Error::Invalid("--batch-size must be positive".into()));
+        return Err(ConfigError::new(format!("{} must be positive", brief("batch_size"))).into());
     }
     if size < 8 {
-        return Err(Error::Invalid("--image-size must be at least 8".into()));
+        return Err(ConfigError::new(format!("{} must be at least 8", brief("image_size"))).into());
     }
     let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), device)?;
     let y = Tensor::rand(0f32, 10f32, batch, device)?.floor()?.clamp(0f32, 9f32)?.to_dtype(DType::U32)?;
     Ok((x, y))
+}
+
+/// The JSON line a benchmark prints, with darts_ref.py's fields: the configuration, the median
+/// and the fastest of the sorted step `times`, the worker threads and the peak memory, then
+/// `extra` (network sizes).
+pub fn report(config: &impl Serialize, times: &[f64], extra: &[(&str, Value)]) -> Value {
+    let mut r = json!({
+        "impl": "nas",
+        "threads": worker_threads(),
+        "config": config,
+        "step_s_median": times.get(times.len() / 2),
+        "step_s_min": times.first(),
+        "peak_mem_bytes": peak_rss_bytes(),
+    });
+    for (key, value) in extra {
+        r[*key] = value.clone();
+    }
+    r
 }
 
 /// The process's peak resident set size (VmHWM, Linux), None where unknown. On CUDA this is

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::config_error::ConfigError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -34,9 +36,18 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A setting that cannot work (a subset of no images, a benchmark of no steps). Not a
+    /// source: the message is the error.
+    #[error("{0}")]
+    Config(ConfigError),
+
     /// A run directory that cannot be used as asked.
     #[error("{path}: {msg}")]
     RunDir { path: PathBuf, msg: String },
+
+    /// A new run asked for a directory that already holds files.
+    #[error("{path}: run directory already exists and is not empty")]
+    RunDirNotEmpty { path: PathBuf },
 }
 
 impl Error {
@@ -50,6 +61,20 @@ impl Error {
 
     pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Data { path: path.into(), msg: msg.into() }
+    }
+
+    /// The invalid-settings message inside, whose fields a front end may name its own way.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            Error::Config(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
     }
 }
 

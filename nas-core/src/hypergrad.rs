@@ -18,6 +18,8 @@
 
 use candle_core::{Result, Tensor, Var};
 
+use crate::optim::global_norm;
+
 /// Gradients of one loss: with respect to every weight (`w`) and every architecture parameter
 /// (`a`), in the order of `Bilevel::weights` / `Bilevel::arch`; empty when not requested.
 #[derive(Debug, Clone, Default)]
@@ -117,29 +119,14 @@ pub fn unrolled_weights(w: &[Tensor], g: &[Tensor], st: &SgdState) -> Result<Vec
         .collect()
 }
 
-/// ‖v‖₂ over all tensors, as a scalar tensor.
-pub fn global_norm(v: &[Tensor]) -> Result<Tensor> {
-    let mut total: Option<Tensor> = None;
-    for t in v {
-        let s = t.sqr()?.sum_all()?;
-        total = Some(match total {
-            None => s,
-            Some(a) => (a + s)?,
-        });
-    }
-    match total {
-        Some(t) => t.sqrt(),
-        None => candle_core::bail!("global_norm of no tensors"),
-    }
-}
-
 /// Central difference of `grad` along v: [grad(w + εv) − grad(w − εv)] / 2ε, ε = 0.01/‖v‖.
 fn central_difference(
     p: &dyn Bilevel,
     v: &[Tensor],
     grad: impl Fn(&dyn Bilevel) -> Result<Vec<Tensor>>,
 ) -> Result<Vec<Tensor>> {
-    let norm = global_norm(v)?.maximum(1e-12)?;
+    let Some(norm) = global_norm(v)? else { candle_core::bail!("finite difference along no tensors") };
+    let norm = norm.maximum(1e-12)?;
     let eps = (norm.recip()? * 0.01)?;
     let mut guard = WeightGuard::new(p.weights())?;
     guard.set_offset(v, &eps)?;

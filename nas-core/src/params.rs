@@ -75,15 +75,7 @@ impl ParamStore {
 
     /// The trainable weights in creation order.
     pub fn weights(&self) -> Vec<Var> {
-        self.of_kind(ParamKind::Weight)
-    }
-
-    pub fn buffers(&self) -> Vec<Var> {
-        self.of_kind(ParamKind::Buffer)
-    }
-
-    fn of_kind(&self, kind: ParamKind) -> Vec<Var> {
-        self.lock().params.iter().filter(|p| p.kind == kind).map(|p| p.var.clone()).collect()
+        self.lock().params.iter().filter(|p| p.kind == ParamKind::Weight).map(|p| p.var.clone()).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<Var> {
@@ -124,11 +116,6 @@ impl ParamStore {
     /// checkpoint.
     pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
         self.params().into_iter().map(|p| (format!("{prefix}{}", p.name), p.var.as_tensor().clone())).collect()
-    }
-
-    /// Snapshot of every parameter's current value (copies, detached from the `Var`s).
-    pub fn snapshot(&self) -> Result<Vec<(String, Tensor)>> {
-        self.params().into_iter().map(|p| Ok((p.name, p.var.as_tensor().copy()?))).collect()
     }
 
     fn insert(
@@ -179,18 +166,6 @@ impl ParamBuilder {
         let mut b = self.clone();
         b.path.push(segment.to_string());
         b
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    pub fn store(&self) -> &ParamStore {
-        &self.store
     }
 
     fn full_name(&self, name: &str) -> String {

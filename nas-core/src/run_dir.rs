@@ -32,10 +32,7 @@ impl RunDir {
         if path.exists() {
             let non_empty = std::fs::read_dir(path).map_err(|e| Error::run_dir(path, e.to_string()))?.next().is_some();
             if non_empty && !force {
-                return Err(Error::run_dir(
-                    path,
-                    "run directory already exists and is not empty (use --resume to continue it or --force to overwrite it)",
-                ));
+                return Err(Error::RunDirNotEmpty { path: path.to_path_buf() });
             }
             if non_empty {
                 for f in [CONFIG, METRICS, GENOTYPE, CHECKPOINT, WEIGHTS] {

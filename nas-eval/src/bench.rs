@@ -4,17 +4,17 @@
 //! timed by `nas_core::bench`.
 
 use candle_core::DType;
-use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
-use nas_core::optim::{Sgd, SgdConfig};
+use nas_core::bench::{random_batch, report, time_steps};
+use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
-use search_spaces::Genotype;
+use search_spaces::{Genotype, TaskShape};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::TrainConfig;
-use crate::error::Result;
-use crate::model::{EvalModel, ModelShape};
+use crate::model::EvalModel;
 use crate::train::train_step;
+use crate::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchTrainConfig {
@@ -37,8 +37,11 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let mut cfg = TrainConfig::for_genotype(&genotype);
     cfg.model.channels = b.channels;
     cfg.model.layers = b.layers;
-    if matches!(genotype, Genotype::Darts(_)) {
+    // The reference's drop path and auxiliary weight, where the space's network has them.
+    if genotype.kind().has_drop_path() {
         cfg.model.drop_path = b.drop_path;
+    }
+    if genotype.kind().has_auxiliary_head() {
         cfg.model.auxiliary_weight = b.auxiliary_weight;
     }
     cfg.data.batch_size = b.batch_size;
@@ -47,35 +50,17 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let cfg = cfg.validate()?;
     cfg.check_input_size(b.image_size, b.image_size)?;
     let device = cfg.device.open()?;
-    let shape = ModelShape {
-        channels: b.channels,
-        layers: b.layers,
-        num_classes: 10,
-        in_channels: 3,
-        auxiliary: cfg.model.auxiliary_weight > 0.0,
-    };
-    let model = EvalModel::new(&cfg.genotype, shape, 0, &device)?;
+    let model = EvalModel::new(&cfg.genotype, &cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, 0, &device)?;
     let o = &cfg.optimizer;
-    let mut opt =
-        Sgd::new(model.weights().weights(), SgdConfig { lr: o.lr, momentum: o.momentum, weight_decay: o.weight_decay });
+    let mut opt = Sgd::new(model.weights().weights(), o.sgd());
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let mut step = 0;
-    let times = time_steps(&device, b.warmup, b.steps, || {
-        let drop = model
-            .drop_path(cfg.model.drop_path, b.batch_size, (0, 0, step), &device)
-            .map_err(|e| nas_core::Error::Invalid(e.to_string()))?;
+    let times = time_steps(&device, b.warmup, b.steps, || -> Result<()> {
+        let drop = model.drop_path(cfg.model.drop_path, b.batch_size, (0, 0, step), &device)?;
         step += 1;
         let (loss, _) = train_step(&model, &mut opt, &x, &y, cfg.model.auxiliary_weight, o.grad_clip, drop.as_ref())?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    Ok(json!({
-        "impl": "nas",
-        "threads": worker_threads(),
-        "config": b,
-        "step_s_median": times[times.len() / 2],
-        "step_s_min": times[0],
-        "params_without_aux": model.num_params_without_aux(),
-        "peak_mem_bytes": peak_rss_bytes(),
-    }))
+    Ok(report(b, &times, &[("params_without_aux", json!(model.num_params_without_aux()))]))
 }

@@ -2,31 +2,20 @@
 //! nesting the model, data and optimiser settings, validated once into `ValidTrainConfig`.
 //! The genotype is stored inline, so a run directory describes its network by itself.
 //!
-//! Defaults follow the DARTS retraining recipe (DESIGN §5): C=36, L=20, batch 96, 600 epochs,
+//! Defaults follow the DARTS retraining recipe (`train.py`): C=36, L=20, batch 96, 600 epochs,
 //! SGD lr 0.025 cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient clip 5,
 //! cutout 16, drop path 0.2, auxiliary head weight 0.4. NAS-Bench-201 cells train in their
 //! own skeleton (C=16, 5 cells per stage), which has neither auxiliary head nor drop path.
 
+use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
+use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
-use search_spaces::Genotype;
+use search_spaces::{EvalModelConfig, Genotype};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalModelConfig {
-    /// Initial channels C.
-    pub channels: usize,
-    /// Number of cells L (darts); cells per stage N (nb201).
-    pub layers: usize,
-    /// Weight of the auxiliary head's loss (0 = no auxiliary head).
-    pub auxiliary_weight: f64,
-    /// Final drop-path probability, reached linearly over the epochs.
-    pub drop_path: f64,
-}
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,18 +30,6 @@ pub struct TrainDataConfig {
     pub image_size: usize,
 }
 
-/// SGD with momentum and coupled weight decay, lr cosine-annealed from `lr` to `lr_min`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainOptimConfig {
-    pub lr: f64,
-    pub lr_min: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Global-norm gradient clip (0 = off).
-    pub grad_clip: f64,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -63,7 +40,7 @@ pub struct TrainConfig {
     pub device: DeviceSpec,
     pub model: EvalModelConfig,
     pub data: TrainDataConfig,
-    pub optimizer: TrainOptimConfig,
+    pub optimizer: WeightOptimConfig,
 }
 
 /// A configuration that passed `TrainConfig::validate`, with its parsed genotype.
@@ -81,18 +58,15 @@ impl std::ops::Deref for ValidTrainConfig {
 }
 
 impl TrainConfig {
-    /// The DARTS recipe for `genotype` (the NAS-Bench-201 sizes for an nb201 cell).
+    /// The DARTS recipe for `genotype`, with the network its space retrains (the NAS-Bench-201
+    /// sizes for an nb201 cell).
     pub fn for_genotype(genotype: &Genotype) -> TrainConfig {
-        let model = match genotype {
-            Genotype::Darts(_) => EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2 },
-            Genotype::Nb201(_) => EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0 },
-        };
         TrainConfig {
             genotype: genotype.to_json(),
             epochs: 600,
             seed: 0,
             device: DeviceSpec::Cpu,
-            model,
+            model: genotype.kind().eval_defaults(),
             data: TrainDataConfig {
                 spec: DataSpec::Synthetic,
                 subset: None,
@@ -100,7 +74,7 @@ impl TrainConfig {
                 cutout: 16,
                 image_size: 32,
             },
-            optimizer: TrainOptimConfig { lr: 0.025, lr_min: 0.0, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0 },
+            optimizer: WeightOptimConfig { lr: 0.025, lr_min: 0.0, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0 },
         }
     }
 
@@ -108,99 +82,72 @@ impl TrainConfig {
     pub fn from_json_value(v: Value) -> Result<TrainConfig> {
         if v.get("genotype").is_none() {
             let what = if v.get("method").is_some() { "a search run" } else { "not a training configuration" };
-            return Err(Error::Config(format!("config.json describes {what}, not a training run")));
+            return Err(Error::config(format!("config.json describes {what}, not a training run")));
         }
-        serde_json::from_value(v).map_err(|e| Error::Config(format!("config.json: {e}")))
+        serde_json::from_value(v).map_err(|e| Error::config(format!("config.json: {e}")))
     }
 
-    /// Checks every value once; the parsed genotype comes with the result.
+    /// Checks every value once; the parsed genotype comes with the result. Messages name the
+    /// settings by their config.json field.
     pub fn validate(self) -> Result<ValidTrainConfig> {
         let genotype = Genotype::from_json_value(&self.genotype)?;
-        let bad = |m: String| Err(Error::Config(m));
+        let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
         for (name, v) in [
-            ("--epochs (epochs)", self.epochs),
-            ("--channels (model.channels)", self.model.channels),
-            ("--layers (model.layers)", self.model.layers),
-            ("--batch-size (data.batch_size)", self.data.batch_size),
-            ("--image-size (data.image_size)", self.data.image_size),
+            ("epochs", self.epochs),
+            ("model.channels", self.model.channels),
+            ("model.layers", self.model.layers),
+            ("data.batch_size", self.data.batch_size),
+            ("data.image_size", self.data.image_size),
         ] {
             if v == 0 {
-                return bad(format!("{name} must be positive, got 0"));
+                return bad(format!("{} must be positive, got 0", field(name)));
             }
         }
         let m = &self.model;
         if !(0.0..1.0).contains(&m.drop_path) {
-            return bad(format!("--drop-path (model.drop_path) probability must be in [0, 1), got {}", m.drop_path));
+            return bad(format!("{} probability must be in [0, 1), got {}", field("model.drop_path"), m.drop_path));
         }
         if !(m.auxiliary_weight >= 0.0 && m.auxiliary_weight.is_finite()) {
             return bad(format!(
-                "--auxiliary-weight (model.auxiliary_weight) must be a finite non-negative number, got {}",
+                "{} must be a finite non-negative number, got {}",
+                field("model.auxiliary_weight"),
                 m.auxiliary_weight
             ));
         }
-        if let Genotype::Darts(_) = genotype {
-            if m.channels % 2 != 0 {
-                return bad(format!(
-                    "--channels (model.channels) must be even (factorized reductions halve them), got {}",
-                    m.channels
-                ));
-            }
-            if m.auxiliary_weight > 0.0 && m.layers < 3 {
-                return bad("the auxiliary head needs --layers 3 or more (or --auxiliary-weight 0)".into());
-            }
-        } else {
-            if m.auxiliary_weight != 0.0 {
-                return bad("nb201 networks have no auxiliary head (--auxiliary-weight must be 0)".into());
-            }
-            if m.drop_path != 0.0 {
-                return bad("nb201 networks do not use drop path (--drop-path must be 0)".into());
-            }
-        }
+        genotype.kind().validate_eval(m)?;
         let o = &self.optimizer;
-        for (name, v) in [
-            ("--lr (optimizer.lr)", o.lr),
-            ("optimizer.momentum", o.momentum),
-            ("optimizer.weight_decay", o.weight_decay),
-        ] {
+        for (name, v) in
+            [("optimizer.lr", o.lr), ("optimizer.momentum", o.momentum), ("optimizer.weight_decay", o.weight_decay)]
+        {
             if !(v >= 0.0 && v.is_finite()) {
-                return bad(format!("{name} must be a non-negative number, got {v}"));
+                return bad(format!("{} must be a non-negative number, got {v}", field(name)));
             }
         }
         if o.lr == 0.0 || !(0.0..=o.lr).contains(&o.lr_min) {
             return bad(format!(
-                "need 0 < --lr and 0 <= optimizer.lr_min <= --lr, got lr {} and lr_min {}",
-                o.lr, o.lr_min
+                "need 0 < {} and 0 <= {} <= {}, got lr {} and lr_min {}",
+                brief("optimizer.lr"),
+                field("optimizer.lr_min"),
+                brief("optimizer.lr"),
+                o.lr,
+                o.lr_min
             ));
         }
         if !(o.grad_clip >= 0.0 && o.grad_clip.is_finite()) {
-            return bad(format!("optimizer.grad_clip must be a non-negative number, got {}", o.grad_clip));
+            return bad(format!("{} must be a non-negative number, got {}", field("optimizer.grad_clip"), o.grad_clip));
         }
         if self.data.subset == Some(0) {
-            return bad("--subset (data.subset) must be positive, got 0".into());
+            return bad(format!("{} must be positive, got 0", field("data.subset")));
         }
         Ok(ValidTrainConfig { config: self, genotype })
     }
 }
 
 impl ValidTrainConfig {
-    /// Checks that images of `height`×`width` fit the network: the two reductions of a darts
-    /// network halve even sizes, and the auxiliary head (avg-pool 5/3, then a 2×2 conv to one
-    /// pixel) is made for 32×32 inputs (8×8 after the reductions; 32 to 40 pixels work).
+    /// Checks that images of `height`×`width` fit the network (a darts network's reductions and
+    /// auxiliary head want 32×32 images).
     pub fn check_input_size(&self, height: usize, width: usize) -> Result<()> {
-        if let Genotype::Darts(_) = self.genotype {
-            if height % 4 != 0 || width % 4 != 0 {
-                return Err(Error::Config(format!(
-                    "darts networks need image sides divisible by 4 (two reductions), got {height}x{width}"
-                )));
-            }
-            let ok = |s: usize| (8..=10).contains(&(s / 4));
-            if self.model.auxiliary_weight > 0.0 && !(ok(height) && ok(width)) {
-                return Err(Error::Config(format!(
-                    "the auxiliary head needs 32x32 images (32 to 40 pixels a side), got {height}x{width}; set the auxiliary weight to 0 for other sizes"
-                )));
-            }
-        }
-        Ok(())
+        Ok(self.genotype.kind().check_input_size(&self.model, height, width)?)
     }
 }
 
@@ -231,13 +178,13 @@ mod tests {
     fn bad_values_are_named() {
         type Edit = Box<dyn Fn(&mut TrainConfig)>;
         let cases: Vec<(Edit, &str)> = vec![
-            (Box::new(|c| c.model.channels = 0), "--channels (model.channels) must be positive"),
+            (Box::new(|c| c.model.channels = 0), "model.channels must be positive"),
             (Box::new(|c| c.model.channels = 7), "must be even"),
-            (Box::new(|c| c.model.drop_path = 1.0), "--drop-path (model.drop_path) probability"),
-            (Box::new(|c| c.model.auxiliary_weight = -1.0), "--auxiliary-weight"),
-            (Box::new(|c| c.data.batch_size = 0), "--batch-size (data.batch_size) must be positive"),
-            (Box::new(|c| c.optimizer.lr = 0.0), "0 < --lr"),
-            (Box::new(|c| c.optimizer.lr = f64::NAN), "--lr (optimizer.lr) must be"),
+            (Box::new(|c| c.model.drop_path = 1.0), "model.drop_path probability"),
+            (Box::new(|c| c.model.auxiliary_weight = -1.0), "model.auxiliary_weight"),
+            (Box::new(|c| c.data.batch_size = 0), "data.batch_size must be positive"),
+            (Box::new(|c| c.optimizer.lr = 0.0), "0 < optimizer.lr"),
+            (Box::new(|c| c.optimizer.lr = f64::NAN), "optimizer.lr must be"),
             (Box::new(|c| c.genotype = serde_json::json!({"space": "darts", "normal": []})), "genotype"),
         ];
         for (edit, want) in cases {

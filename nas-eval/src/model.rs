@@ -1,90 +1,55 @@
-//! The network a genotype is retrained as: DARTS `NetworkCIFAR` (`DerivedNetwork`, with drop
-//! path and the auxiliary head) for a darts cell, the NAS-Bench-201 skeleton for an nb201 cell.
+//! The network a genotype is retrained as, built by its space (`Genotype::build_eval_network`):
+//! DARTS `NetworkCIFAR` (with drop path and the auxiliary head) for a darts cell, the
+//! NAS-Bench-201 skeleton for an nb201 cell.
 //!
 //! Drop path (FractalNet, as DARTS uses it): in training, the output of every non-identity op
 //! is multiplied per sample by m/keep with m ~ Bernoulli(keep), keep = 1 − p. All masks of one
 //! step are drawn at once on the host from the (seed, epoch, step) stream and uploaded as one
 //! tensor (ops, B), so a step costs one small upload and is reproducible on resume.
 
-use candle_core::{DType, Device, Result as CResult, Tensor};
+use candle_core::{Device, Result as CResult, Tensor};
 use nas_core::nn::Mode;
 use nas_core::params::ParamStore;
 use nas_core::rng::{self, Purpose};
 use rand::Rng as _;
-use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::{Genotype, Nb201Config, Nb201Network};
+use search_spaces::{EvalModelConfig, EvalNetwork, Genotype, TaskShape};
 
-use crate::error::Result;
+use crate::Result;
 
-pub enum EvalModel {
-    Darts(DerivedNetwork),
-    Nb201(Nb201Network),
-}
-
-/// The network's size and task.
-#[derive(Debug, Clone, Copy)]
-pub struct ModelShape {
-    pub channels: usize,
-    pub layers: usize,
-    pub num_classes: usize,
-    pub in_channels: usize,
-    pub auxiliary: bool,
+pub struct EvalModel {
+    net: Box<dyn EvalNetwork>,
 }
 
 impl EvalModel {
     /// A freshly initialised network for `genotype` (weights drawn from `seed`).
-    pub fn new(genotype: &Genotype, shape: ModelShape, seed: u64, device: &Device) -> Result<Self> {
-        Ok(match genotype {
-            Genotype::Darts(g) => {
-                let cfg = DerivedNetworkConfig {
-                    channels: shape.channels,
-                    layers: shape.layers,
-                    num_classes: shape.num_classes,
-                    auxiliary: shape.auxiliary,
-                    in_channels: shape.in_channels,
-                };
-                EvalModel::Darts(DerivedNetwork::new(g, cfg, seed, DType::F32, device)?)
-            }
-            Genotype::Nb201(g) => {
-                let cfg = Nb201Config {
-                    channels: shape.channels,
-                    cells_per_stage: shape.layers,
-                    num_classes: shape.num_classes,
-                    in_channels: shape.in_channels,
-                };
-                EvalModel::Nb201(Nb201Network::derived(cfg, g, seed, DType::F32, device)?)
-            }
-        })
+    pub fn new(
+        genotype: &Genotype,
+        cfg: &EvalModelConfig,
+        task: TaskShape,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self { net: genotype.build_eval_network(cfg, task, seed, device)? })
     }
 
     /// Weights and buffers, under the PyTorch reference's state_dict names.
     pub fn weights(&self) -> &ParamStore {
-        match self {
-            EvalModel::Darts(n) => n.weights(),
-            EvalModel::Nb201(n) => n.weights(),
-        }
+        self.net.weights()
     }
 
     /// Number of weights without the auxiliary head (how DARTS reports model size).
     pub fn num_params_without_aux(&self) -> usize {
-        match self {
-            EvalModel::Darts(n) => n.num_params_without_aux(),
-            EvalModel::Nb201(n) => n.weights().num_weight_elements(),
-        }
+        self.net.num_params_without_aux()
     }
 
-    /// Logits and, in training mode with an auxiliary head, the auxiliary logits.
+    /// Logits and, in training mode with an auxiliary head, the auxiliary logits; drop path
+    /// applies in training only.
     pub fn forward(&self, x: &Tensor, mode: Mode, drop: Option<&DropPath>) -> CResult<(Tensor, Option<Tensor>)> {
-        match self {
-            EvalModel::Darts(n) => match drop {
-                Some(d) if mode.train => n.forward_with(x, mode, Some(&d.masks)),
-                _ => n.forward(x, mode),
-            },
-            EvalModel::Nb201(n) => Ok((n.forward(x, mode)?, None)),
-        }
+        self.net.forward(x, mode, drop.filter(|_| mode.train).map(|d| &d.masks))
     }
 
-    /// The drop-path masks of one training step; None when drop path is off.
+    /// The drop-path masks of one training step; None when drop path is off or the network
+    /// has no droppable op.
     pub fn drop_path(
         &self,
         p: f64,
@@ -92,11 +57,11 @@ impl EvalModel {
         key: (u64, usize, usize),
         device: &Device,
     ) -> Result<Option<DropPath>> {
-        let EvalModel::Darts(n) = self else { return Ok(None) };
-        if p <= 0.0 {
+        let ops = self.net.num_drop_path_ops();
+        if p <= 0.0 || ops == 0 {
             return Ok(None);
         }
-        Ok(Some(DropPath::draw(n.num_drop_path_ops(), batch, p, key, device)?))
+        Ok(Some(DropPath::draw(ops, batch, p, key, device)?))
     }
 }
 

@@ -7,32 +7,30 @@
 //! (seed, epoch, step), and the checkpoint holds weights, BN statistics, the momentum buffers
 //! and the run's position (epoch, step, running sums), so a resumed run ends exactly as the
 //! uninterrupted one (CPU). The random streams are keyed, not stateful, so the seed and the
-//! position are the RNG state. Checkpoints are written after every epoch and, when the run is
-//! stopped (Ctrl-C), at the step where it stopped.
+//! position are the RNG state. The epoch loop itself (position, stop, divergence, checkpoints,
+//! resume) is `nas_core::epoch`.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use nas_core::checkpoint::{load_tensors, save_tensors};
-use nas_core::data::{Augment, BatchIter, BatchPlan, DataSpec, Dataset, ImageSet, LoadOptions, Normalize};
-use nas_core::metrics::{Event, MetricsSink, Position, Tally};
-use nas_core::nn::{accuracy_count, cross_entropy, Mode};
-use nas_core::optim::{clip_grad_norm, grads_for, CosineAnnealing, Sgd, SgdConfig};
+use candle_core::{Device, Tensor};
+use nas_core::checkpoint::{load_tensors, save_tensors, LoadedTensors};
+use nas_core::data::{Augment, BatchIter, BatchPlan, DataSpec, Dataset, HostBatch, ImageSet, LoadOptions, Normalize};
+use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutput, PREFETCH};
+use nas_core::metrics::{MetricsSink, Position, Tally};
+use nas_core::nn::{correct_count, cross_entropy, Mode};
+use nas_core::optim::{clip_grad_norm, grads_for, CosineAnnealing, Sgd};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE, WEIGHTS};
 use nas_core::DeviceSpec;
+use search_spaces::TaskShape;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use crate::config::{TrainConfig, ValidTrainConfig};
-use crate::error::{Error, Result};
-use crate::model::{DropPath, EvalModel, ModelShape};
-
-const CHECKPOINT_FORMAT: &str = "nas-train-checkpoint-1";
-const PREFETCH: usize = 2;
+use crate::model::{DropPath, EvalModel};
+use crate::{Error, Result};
 
 /// One SGD step of the evaluation network: cross-entropy of the logits plus `aux_weight` times
 /// that of the auxiliary logits, global-norm clipping, then the update. Returns the total loss
@@ -67,14 +65,14 @@ pub struct EvalResult {
     pub n: usize,
 }
 
-fn shape_of(cfg: &TrainConfig, data: &Dataset) -> ModelShape {
-    ModelShape {
-        channels: cfg.model.channels,
-        layers: cfg.model.layers,
-        num_classes: data.num_classes,
-        in_channels: data.train.channels,
-        auxiliary: cfg.model.auxiliary_weight > 0.0,
+impl From<Tally> for EvalResult {
+    fn from(t: Tally) -> Self {
+        Self { test_acc: t.acc(), test_loss: t.loss(), n: t.seen }
     }
+}
+
+fn task_of(data: &Dataset) -> TaskShape {
+    TaskShape { num_classes: data.num_classes, in_channels: data.train.channels }
 }
 
 /// The dataset and its (non-empty) test split.
@@ -84,12 +82,12 @@ fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Arc<ImageSe
     let data = Dataset::load(spec, &opts)?;
     match data.test.clone() {
         Some(test) if !test.is_empty() => Ok((data, test)),
-        _ => Err(Error::Config(format!("dataset {} has no test images", data.name))),
+        _ => Err(Error::config(format!("dataset {} has no test images", data.name))),
     }
 }
 
 /// Loss, accuracy and count of `model` in evaluation mode over `set` (no augmentation).
-fn evaluate_set(
+fn evaluate_model(
     model: &EvalModel,
     set: &Arc<ImageSet>,
     normalize: &Normalize,
@@ -97,28 +95,17 @@ fn evaluate_set(
     device: &Device,
     sink: &mut dyn MetricsSink,
 ) -> Result<Tally> {
-    let plan = BatchPlan {
-        batch_size,
-        shuffle: false,
-        drop_last: false,
-        augment: Augment::NONE,
-        seed: 0,
-        epoch: 0,
-        stream: 2,
-    };
-    let it = BatchIter::new(set.clone(), normalize.clone(), plan, PREFETCH);
-    sink.event(Event::EvalStart { batches: it.remaining() });
-    let mut tally = Tally::default();
-    for hb in it {
-        let (x, y) = hb.to_device(device)?;
-        let (logits, _) = model.forward(&x, Mode::EVAL, None)?;
-        let loss = cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        tally.add(loss, accuracy_count(&logits, &y)?, y.dim(0)?);
-    }
-    Ok(tally)
+    evaluate_set(set, normalize, batch_size, device, sink, |x| Ok(model.forward(x, Mode::EVAL, None)?.0))
 }
 
+/// A retraining run: the network, its optimiser and the data, driven epoch by epoch.
 pub struct Trainer {
+    task: TrainTask,
+    epochs: EpochLoop,
+}
+
+/// What the epoch loop drives: one SGD step per training batch.
+struct TrainTask {
     cfg: ValidTrainConfig,
     device: Device,
     model: EvalModel,
@@ -127,7 +114,8 @@ pub struct Trainer {
     test_set: Arc<ImageSet>,
     normalize: Normalize,
     schedule: CosineAnnealing,
-    position: Position,
+    /// The drop-path probability of the epoch in progress.
+    drop_p: f64,
 }
 
 impl Trainer {
@@ -137,7 +125,7 @@ impl Trainer {
         let (data, test_set) = load_data(&cfg, &cfg.data.spec)?;
         cfg.check_input_size(data.train.height, data.train.width)?;
         if data.train.len() < cfg.data.batch_size {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the training split has {} images, fewer than one batch of {}",
                 data.train.len(),
                 cfg.data.batch_size
@@ -150,15 +138,13 @@ impl Trainer {
             classes = data.num_classes,
             "data loaded"
         );
-        let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &data), cfg.seed, &device)?;
+        let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&data), cfg.seed, &device)?;
         tracing::info!(weights = model.weights().num_weight_elements(), device = ?device, "network built");
         let o = &cfg.optimizer;
-        let opt = Sgd::new(
-            model.weights().weights(),
-            SgdConfig { lr: o.lr, momentum: o.momentum, weight_decay: o.weight_decay },
-        );
-        let schedule = CosineAnnealing { max_lr: o.lr, min_lr: o.lr_min, epochs: cfg.epochs };
-        Ok(Self {
+        let opt = Sgd::new(model.weights().weights(), o.sgd());
+        let schedule = o.schedule(cfg.epochs);
+        let epochs = EpochLoop::new(cfg.epochs, &device);
+        let task = TrainTask {
             device,
             model,
             opt,
@@ -166,35 +152,81 @@ impl Trainer {
             test_set,
             normalize: data.normalize,
             schedule,
-            position: Position::default(),
+            drop_p: 0.0,
             cfg,
-        })
+        };
+        Ok(Self { task, epochs })
     }
 
     pub fn config(&self) -> &ValidTrainConfig {
-        &self.cfg
+        &self.task.cfg
     }
 
     pub fn model(&self) -> &EvalModel {
-        &self.model
+        &self.task.model
     }
 
     /// Where the run continues: the next epoch, and the step within it after an interruption.
     pub fn position(&self) -> Position {
-        self.position
+        self.epochs.position()
     }
 
     /// The drop-path probability of an epoch: p·epoch/epochs, as DARTS ramps it.
     pub fn drop_path_prob(&self, epoch: usize) -> f64 {
+        self.task.drop_path_prob(epoch)
+    }
+
+    /// Test loss, accuracy and count of the current network.
+    pub fn evaluate(&self, sink: &mut dyn MetricsSink) -> Result<EvalResult> {
+        Ok(EvalResult::from(self.task.evaluate_test(sink)?))
+    }
+
+    /// Runs the remaining epochs, writing metrics and checkpoints to `dir` and, at the end,
+    /// the genotype and the final weights. Returns the last epoch's test result.
+    pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<EvalResult> {
+        let result = match self.epochs.run(&mut self.task, dir, sink, stop)? {
+            Some(t) => EvalResult::from(t),
+            None => self.evaluate(sink)?,
+        };
+        if let Some(dir) = dir {
+            dir.write_json(GENOTYPE, &self.task.cfg.genotype.to_json())?;
+            self.save_weights(&dir.file(WEIGHTS))?;
+        }
+        Ok(result)
+    }
+
+    /// The network's weights and BN statistics under the reference's state_dict names.
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        let tensors = self.task.model.weights().named_tensors("");
+        let meta = HashMap::from([("genotype".to_string(), self.task.cfg.genotype.to_json().to_string())]);
+        Ok(save_tensors(path, &tensors, meta)?)
+    }
+
+    /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
+    /// dropping metric records the checkpoint does not cover.
+    pub fn resume(&mut self, dir: &RunDir) -> Result<Position> {
+        self.epochs.resume(&mut self.task, dir)
+    }
+}
+
+impl TrainTask {
+    fn drop_path_prob(&self, epoch: usize) -> f64 {
         self.cfg.model.drop_path * epoch as f64 / self.cfg.epochs as f64
     }
 
-    /// Trains the rest of the epoch at `self.position`. A raised `stop` ends it before the next
-    /// step with a checkpoint of the position (in `dir`) and `Error::Interrupted`.
-    fn train_epoch(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Tally> {
-        let Position { epoch, step: first, mut tally } = self.position;
+    fn evaluate_test(&self, sink: &mut dyn MetricsSink) -> Result<Tally> {
+        evaluate_model(&self.model, &self.test_set, &self.normalize, self.cfg.data.batch_size, &self.device, sink)
+    }
+}
+
+impl EpochTask for TrainTask {
+    type Batch = HostBatch;
+    const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-1";
+    const CHECKPOINT_KIND: &'static str = "training";
+
+    fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<HostBatch>> {
         self.opt.set_lr(self.schedule.lr(epoch));
-        let drop_p = self.drop_path_prob(epoch);
+        self.drop_p = self.drop_path_prob(epoch);
         let augment = Augment { crop_padding: 4, flip: true, cutout: self.cfg.data.cutout };
         let plan = BatchPlan {
             batch_size: self.cfg.data.batch_size,
@@ -206,137 +238,44 @@ impl Trainer {
             stream: 0,
         };
         let train = BatchIter::starting_at(self.train_set.clone(), self.normalize.clone(), plan, PREFETCH, first);
-        let steps = first + train.remaining();
-        sink.event(Event::EpochStart { epoch, epochs: self.cfg.epochs, steps });
-        let (started, seen_before) = (Instant::now(), tally.seen);
-        for (step, hb) in (first..).zip(train) {
-            if stop.load(Ordering::Relaxed) {
-                self.position = Position { epoch, step, tally };
-                if let Some(dir) = dir {
-                    self.save_checkpoint(&dir.file(CHECKPOINT))?;
-                }
-                return Err(Error::Interrupted { epoch, step });
-            }
-            let (x, y) = hb.to_device(&self.device)?;
-            let drop = self.model.drop_path(drop_p, y.dim(0)?, (self.cfg.seed, epoch, step), &self.device)?;
-            let o = &self.cfg.optimizer;
-            let (loss, logits) = train_step(
-                &self.model,
-                &mut self.opt,
-                &x,
-                &y,
-                self.cfg.model.auxiliary_weight,
-                o.grad_clip,
-                drop.as_ref(),
-            )?;
-            let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !loss.is_finite() {
-                return Err(Error::Diverged { epoch, step, loss });
-            }
-            tally.add(loss, accuracy_count(&logits, &y)?, y.dim(0)?);
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            sink.event(Event::Step {
-                step: step + 1,
-                steps,
-                loss: tally.loss(),
-                acc: tally.acc(),
-                samples_per_s: (tally.seen - seen_before) as f64 / secs,
-            });
-        }
-        Ok(tally)
+        Ok(EpochBatches { steps: first + train.remaining(), batches: Box::new(train) })
     }
 
-    /// Test loss, accuracy and count of the current network.
-    pub fn evaluate(&self, sink: &mut dyn MetricsSink) -> Result<EvalResult> {
-        let t =
-            evaluate_set(&self.model, &self.test_set, &self.normalize, self.cfg.data.batch_size, &self.device, sink)?;
-        Ok(EvalResult { test_acc: t.acc(), test_loss: t.loss(), n: t.seen })
+    fn step(&mut self, epoch: usize, step: usize, batch: HostBatch) -> Result<StepOutput> {
+        let (x, y) = batch.to_device(&self.device)?;
+        let drop = self.model.drop_path(self.drop_p, y.dim(0)?, (self.cfg.seed, epoch, step), &self.device)?;
+        let (aux_weight, grad_clip) = (self.cfg.model.auxiliary_weight, self.cfg.optimizer.grad_clip);
+        let (loss, logits) = train_step(&self.model, &mut self.opt, &x, &y, aux_weight, grad_clip, drop.as_ref())?;
+        Ok(StepOutput { loss, correct: correct_count(&logits, &y)?, n: y.dim(0)? })
     }
 
-    /// Runs the remaining epochs, writing metrics and checkpoints to `dir` and, at the end,
-    /// the genotype and the final weights. Returns the last epoch's test result.
-    pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<EvalResult> {
-        let mut last = None;
-        while self.position.epoch < self.cfg.epochs {
-            let epoch = self.position.epoch;
-            let started = Instant::now();
-            let train = self.train_epoch(dir, sink, stop)?;
-            let test = self.evaluate(sink)?;
-            if !test.test_loss.is_finite() {
-                // The last step left the weights unusable; the previous checkpoint stays.
-                return Err(Error::DivergedValid { epoch, loss: test.test_loss });
-            }
-            let record = json!({
-                "epoch": epoch,
-                "train_loss": train.loss(),
-                "train_acc": train.acc(),
-                "valid_loss": test.test_loss,
-                "valid_acc": test.test_acc,
-                "lr": self.schedule.lr(epoch),
-                "drop_path_prob": self.drop_path_prob(epoch),
-                "seconds": started.elapsed().as_secs_f64(),
-            });
-            self.position = Position::epoch_start(epoch + 1);
-            if let Some(dir) = dir {
-                dir.append_metrics(&record)?;
-                self.save_checkpoint(&dir.file(CHECKPOINT))?;
-                tracing::info!(epoch, path = %dir.file(CHECKPOINT).display(), "checkpoint written");
-            }
-            sink.event(Event::EpochEnd { record: &record });
-            last = Some(test);
-        }
-        let result = match last {
-            Some(r) => r,
-            None => self.evaluate(sink)?,
-        };
-        if let Some(dir) = dir {
-            dir.write_json(GENOTYPE, &self.cfg.genotype.to_json())?;
-            self.save_weights(&dir.file(WEIGHTS))?;
-        }
-        Ok(result)
+    fn evaluate(&mut self, sink: &mut dyn MetricsSink) -> Result<Tally> {
+        self.evaluate_test(sink)
     }
 
-    /// The network's weights and BN statistics under the reference's state_dict names.
-    pub fn save_weights(&self, path: &Path) -> Result<()> {
-        let tensors = self.model.weights().named_tensors("");
-        let meta = HashMap::from([("genotype".to_string(), self.cfg.genotype.to_json().to_string())]);
-        Ok(save_tensors(path, &tensors, meta)?)
+    fn record_fields(&self, epoch: usize) -> Result<Map<String, Value>> {
+        let mut fields = Map::new();
+        fields.insert("lr".into(), json!(self.schedule.lr(epoch)));
+        fields.insert("drop_path_prob".into(), json!(self.drop_path_prob(epoch)));
+        Ok(fields)
     }
 
-    /// Writes weights, BN statistics, momentum buffers and the run's position, atomically.
-    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+    /// Weights, BN statistics and the momentum buffers.
+    fn checkpoint_tensors(&self) -> Vec<(String, Tensor)> {
         let mut tensors = self.model.weights().named_tensors("weights.");
         tensors.extend(self.opt.state("sgd"));
-        let mut meta = HashMap::from([
-            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
-            ("seed".to_string(), self.cfg.seed.to_string()),
-        ]);
-        meta.extend(self.position.to_meta());
-        Ok(save_tensors(path, &tensors, meta)?)
+        tensors
     }
 
-    /// Restores a checkpoint written by `save_checkpoint`; returns the position to continue at.
-    pub fn load_checkpoint(&mut self, path: &Path) -> Result<Position> {
-        let ck = load_tensors(path, &self.device)?;
-        if ck.meta("format") != Some(CHECKPOINT_FORMAT) {
-            return Err(Error::run_dir(path, "not a training checkpoint of this version"));
-        }
-        self.model
-            .weights()
-            .load(&ck.with_prefix("weights."), false)
-            .map_err(|e| Error::run_dir(path, e.to_string()))?;
-        self.opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| Error::run_dir(path, e.to_string()))?;
-        self.position = ck.position(path)?;
-        Ok(self.position)
+    fn checkpoint_meta(&self) -> Vec<(String, String)> {
+        vec![("seed".to_string(), self.cfg.seed.to_string())]
     }
 
-    /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
-    /// dropping metric records the checkpoint does not cover.
-    pub fn resume(&mut self, dir: &RunDir) -> Result<Position> {
-        let ck = dir.file(CHECKPOINT);
-        let position = if ck.exists() { self.load_checkpoint(&ck)? } else { Position::default() };
-        dir.truncate_metrics(position.epoch)?;
-        Ok(position)
+    fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
+        let ctx = |e: &dyn std::fmt::Display| Error::run_dir(path, e.to_string());
+        self.model.weights().load(&ck.with_prefix("weights."), false).map_err(|e| ctx(&e))?;
+        self.opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
+        Ok(())
     }
 }
 
@@ -355,7 +294,7 @@ pub fn evaluate_run(
     let spec = data.unwrap_or(&cfg.data.spec);
     let (ds, test) = load_data(&cfg, spec)?;
     cfg.check_input_size(ds.train.height, ds.train.width)?;
-    let model = EvalModel::new(&cfg.genotype, shape_of(&cfg, &ds), cfg.seed, &device)?;
+    let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&ds), cfg.seed, &device)?;
     let (path, prefix) = if dir.file(WEIGHTS).exists() {
         (dir.file(WEIGHTS), "")
     } else if dir.file(CHECKPOINT).exists() {
@@ -366,6 +305,5 @@ pub fn evaluate_run(
     model.weights().load(&load_tensors(&path, &device)?.with_prefix(prefix), false).map_err(|e| {
         Error::run_dir(&path, format!("{e} (was the network trained on data with the same classes and image size?)"))
     })?;
-    let t = evaluate_set(&model, &test, &ds.normalize, cfg.data.batch_size, &device, sink)?;
-    Ok(EvalResult { test_acc: t.acc(), test_loss: t.loss(), n: t.seen })
+    Ok(EvalResult::from(evaluate_model(&model, &test, &ds.normalize, cfg.data.batch_size, &device, sink)?))
 }

@@ -11,14 +11,8 @@ use nas_core::optim::{grads_for, Adam, AdamConfig, Sgd};
 use search_spaces::Supernet;
 
 use crate::config::{ArchOptimConfig, Method};
-use crate::error::Result;
-
-/// A batch on the device: images (B, C, H, W) and labels (B,) u32.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pub x: Tensor,
-    pub y: Tensor,
-}
+use crate::step::Batch;
+use crate::Result;
 
 /// The supernet with a fixed batch pair, as the bilevel problem the hypergradients need.
 struct SupernetProblem<'a> {
@@ -128,17 +122,4 @@ impl Architect {
         self.opt.step(&g)?;
         Ok(())
     }
-}
-
-/// One SGD step on the weights with global-norm clipping; returns the loss (scalar tensor)
-/// and the logits of the batch.
-pub fn weight_step(net: &dyn Supernet, opt: &mut Sgd, batch: &Batch, grad_clip: f64) -> Result<(Tensor, Tensor)> {
-    let logits = net.forward(&batch.x, Mode::TRAIN_WEIGHTS)?;
-    let loss = cross_entropy(&logits, &batch.y)?;
-    let mut grads = grads_for(&loss.backward()?, opt.params());
-    if grad_clip > 0.0 {
-        nas_core::optim::clip_grad_norm(&mut grads, grad_clip)?;
-    }
-    opt.step(&grads)?;
-    Ok((loss, logits))
 }

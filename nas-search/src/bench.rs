@@ -3,20 +3,21 @@
 //! `peak_mem_bytes` is the process's peak resident set size after the timed steps.
 
 use candle_core::DType;
-use nas_core::bench::{peak_rss_bytes, random_batch, time_steps, worker_threads};
-use nas_core::optim::{Sgd, SgdConfig};
+use nas_core::bench::{random_batch, report, time_steps};
+use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
+use search_spaces::{SearchModelConfig, SpaceKind, TaskShape};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::architect::{weight_step, Architect, Batch};
-use crate::config::{ArchOptimConfig, DataConfig, Method, ModelConfig, SearchConfig, Space};
-use crate::error::{Error, Result};
-use crate::search::build_supernet;
+use crate::architect::Architect;
+use crate::config::{ArchOptimConfig, DataConfig, Method, SearchConfig};
+use crate::step::{weight_step, Batch};
+use crate::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchSearchConfig {
-    pub space: Space,
+    pub space: SpaceKind,
     pub channels: usize,
     pub layers: usize,
     pub batch_size: usize,
@@ -39,7 +40,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     cfg.method = b.method;
     cfg.neumann_steps = b.neumann_steps;
     cfg.device = b.device;
-    cfg.model = ModelConfig {
+    cfg.model = SearchModelConfig {
         channels: b.channels,
         layers: b.layers,
         steps: 4,
@@ -50,40 +51,22 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     cfg.data = DataConfig { batch_size: b.batch_size, ..cfg.data };
     let cfg = cfg.validate()?;
     let device = cfg.device.open()?;
-    let net = build_supernet(&cfg, 10, 3, &device)?;
+    let net = cfg.space.build_supernet(&cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, cfg.seed, &device)?;
     let w = &cfg.weight_optimizer;
-    let mut w_opt =
-        Sgd::new(net.weights().weights(), SgdConfig { lr: w.lr, momentum: w.momentum, weight_decay: w.weight_decay });
+    let mut w_opt = Sgd::new(net.weights().weights(), w.sgd());
     let a: &ArchOptimConfig = &cfg.arch_optimizer;
     let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), a, cfg.method, cfg.neumann_steps);
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let train = Batch { x, y };
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let valid = Batch { x, y };
-    let times = time_steps(&device, b.warmup, b.steps, || {
+    let times = time_steps(&device, b.warmup, b.steps, || -> Result<()> {
         if !b.weights_only {
-            architect.step(net.as_ref(), &train, &valid, &w_opt).map_err(core_err)?;
+            architect.step(net.as_ref(), &train, &valid, &w_opt)?;
         }
-        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train, w.grad_clip).map_err(core_err)?;
+        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train, w.grad_clip)?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    Ok(json!({
-        "impl": "nas",
-        "threads": worker_threads(),
-        "config": b,
-        "step_s_median": times[times.len() / 2],
-        "step_s_min": times[0],
-        "params_weights": net.weights().num_weight_elements(),
-        "peak_mem_bytes": peak_rss_bytes(),
-    }))
-}
-
-/// Errors inside the timed closure, which speaks nas-core's error type.
-fn core_err(e: Error) -> nas_core::Error {
-    match e {
-        Error::Core(e) => e,
-        Error::Candle(e) => nas_core::Error::Candle(e),
-        other => nas_core::Error::Invalid(other.to_string()),
-    }
+    Ok(report(b, &times, &[("params_weights", json!(net.weights().num_weight_elements()))]))
 }

@@ -3,28 +3,25 @@
 //! flags (in that order of precedence, later wins), validated once into `ValidSearchConfig`
 //! and written to the run directory as config.json before anything else.
 //!
-//! Presets (DESIGN §4): `darts-1st` (default), `darts-2nd`, `pc-darts`, `quick`.
+//! Presets: `darts-1st` (default) and `darts-2nd` with the settings of DARTS' `train_search.py`,
+//! `pc-darts` with those of PC-DARTS' `train_search.py`, and `quick`, a small demo.
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
+use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
+use search_spaces::{SearchModelConfig, SpaceKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
-/// Which search space to search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Space {
-    Darts,
-    Nb201,
-}
-
-/// How the architecture gradient is computed (DESIGN §1).
+/// How the architecture gradient is computed (`nas_core::hypergrad`: DARTS §2.3 for the first
+/// and second order, the implicit function theorem with a Neumann series as Lorraine et al. 2020).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -57,25 +54,7 @@ macro_rules! kebab_enum_str {
     };
 }
 
-kebab_enum_str!(Space, "space", [Space::Darts => "darts", Space::Nb201 => "nb201"]);
 kebab_enum_str!(Method, "method", [Method::FirstOrder => "first-order", Method::SecondOrder => "second-order", Method::Implicit => "implicit"]);
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Initial channels C.
-    pub channels: usize,
-    /// Number of cells L (darts); cells per stage N (nb201).
-    pub layers: usize,
-    /// Intermediate nodes per cell.
-    pub steps: usize,
-    /// PC-DARTS channel fraction 1/K (1 = all channels).
-    pub partial_channels: usize,
-    /// PC-DARTS edge normalisation (β).
-    pub edge_norm: bool,
-    /// Optional cap on skip connections in the derived normal cell (P-DARTS style).
-    pub max_skip_connect: Option<usize>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,18 +63,6 @@ pub struct DataConfig {
     /// Use only the first N training images (split 50/50 into search-train and search-valid).
     pub subset: Option<usize>,
     pub batch_size: usize,
-}
-
-/// SGD for the weights, learning rate cosine-annealed from `lr` to `lr_min` over the epochs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeightOptimConfig {
-    pub lr: f64,
-    pub lr_min: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Global-norm gradient clip.
-    pub grad_clip: f64,
 }
 
 /// Adam for the architecture parameters.
@@ -112,7 +79,7 @@ pub struct ArchOptimConfig {
 #[serde(deny_unknown_fields)]
 pub struct SearchConfig {
     pub preset: String,
-    pub space: Space,
+    pub space: SpaceKind,
     pub method: Method,
     /// Neumann-series terms J of the implicit method.
     pub neumann_steps: usize,
@@ -121,7 +88,7 @@ pub struct SearchConfig {
     pub arch_start_epoch: usize,
     pub seed: u64,
     pub device: DeviceSpec,
-    pub model: ModelConfig,
+    pub model: SearchModelConfig,
     pub data: DataConfig,
     pub weight_optimizer: WeightOptimConfig,
     pub arch_optimizer: ArchOptimConfig,
@@ -132,18 +99,21 @@ pub const PRESETS: [&str; 4] = ["darts-1st", "darts-2nd", "pc-darts", "quick"];
 impl SearchConfig {
     /// The settings of a named preset.
     pub fn preset(name: &str) -> Result<SearchConfig> {
+        // The presets are the DARTS and PC-DARTS papers' searches of the darts space.
+        let space = SpaceKind::Darts;
+        let (channels, layers) = space.search_sizes(name == "quick");
         let mut c = SearchConfig {
             preset: name.to_string(),
-            space: Space::Darts,
+            space,
             method: Method::FirstOrder,
             neumann_steps: 5,
             epochs: 50,
             arch_start_epoch: 0,
             seed: 2,
             device: DeviceSpec::Cpu,
-            model: ModelConfig {
-                channels: 16,
-                layers: 8,
+            model: SearchModelConfig {
+                channels,
+                layers,
                 steps: 4,
                 partial_channels: 1,
                 edge_norm: false,
@@ -172,120 +142,122 @@ impl SearchConfig {
                 c.arch_start_epoch = 15;
             }
             "quick" => {
-                c.model.channels = 8;
-                c.model.layers = 5;
                 c.data.batch_size = 32;
                 c.data.subset = Some(1000);
                 c.epochs = 5;
             }
             other => {
-                return Err(Error::Config(format!("unknown preset `{other}` (expected {})", PRESETS.join(", "))));
+                return Err(Error::config(format!("unknown preset `{other}` (expected {})", PRESETS.join(", "))));
             }
         }
         Ok(c)
     }
 
-    /// Switches the search space; moving to nb201 also sets its network size (C=16 and 5 cells
-    /// per stage as in the benchmark; C=8 and 2 for `quick`), which later flags may override.
-    pub fn set_space(&mut self, space: Space) {
-        if space == Space::Nb201 && self.space != Space::Nb201 {
-            (self.model.channels, self.model.layers) = if self.preset == "quick" { (8, 2) } else { (16, 5) };
+    /// Switches the search space; moving to another space also sets that space's network size
+    /// (nb201: C=16 and 5 cells per stage as in the benchmark, C=8 and 2 for `quick`), which
+    /// later flags may override.
+    pub fn set_space(&mut self, space: SpaceKind) {
+        if space != self.space {
+            (self.model.channels, self.model.layers) = space.search_sizes(self.preset == "quick");
         }
         self.space = space;
     }
 
     /// A preset with the fields of a JSON config file laid over it. Unknown fields are errors.
     pub fn from_file(preset: Option<&str>, path: &Path) -> Result<SearchConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
         let overlay: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: malformed JSON: {e}", path.display())))?;
+            .map_err(|e| Error::config(format!("{}: malformed JSON: {e}", path.display())))?;
         let name = preset.or_else(|| overlay.get("preset").and_then(Value::as_str)).unwrap_or("darts-1st");
         let base = Self::preset(name)?;
-        let mut merged = serde_json::to_value(&base).map_err(|e| Error::Config(e.to_string()))?;
+        let mut merged = serde_json::to_value(&base).map_err(|e| Error::config(e.to_string()))?;
         merge(&mut merged, &overlay);
         if let Some(obj) = merged.as_object_mut() {
             obj.insert("preset".into(), Value::String(name.to_string()));
         }
-        serde_json::from_value(merged).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        serde_json::from_value(merged).map_err(|e| Error::config(format!("{}: {e}", path.display())))
     }
 
     /// Checks every value once; the search only ever sees a validated configuration. Messages
-    /// name the flag and, in parentheses, the config.json field.
+    /// name the settings by their config.json field.
     pub fn validate(self) -> Result<ValidSearchConfig> {
-        let bad = |m: String| Err(Error::Config(m));
+        let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
         let positive = [
-            ("--epochs (epochs)", self.epochs),
-            ("--batch-size (data.batch_size)", self.data.batch_size),
-            ("--channels (model.channels)", self.model.channels),
-            ("--layers (model.layers)", self.model.layers),
+            ("epochs", self.epochs),
+            ("data.batch_size", self.data.batch_size),
+            ("model.channels", self.model.channels),
+            ("model.layers", self.model.layers),
             ("model.steps", self.model.steps),
-            ("--partial-channels (model.partial_channels)", self.model.partial_channels),
+            ("model.partial_channels", self.model.partial_channels),
         ];
         for (name, v) in positive {
             if v == 0 {
-                return bad(format!("{name} must be positive, got 0"));
+                return bad(format!("{} must be positive, got 0", field(name)));
             }
         }
         if self.data.subset == Some(0) {
-            return bad("--subset (data.subset) must be positive, got 0".into());
+            return bad(format!("{} must be positive, got 0", field("data.subset")));
         }
         if let Some(n) = self.data.subset.filter(|&n| n < 2 * self.data.batch_size) {
             return bad(format!(
-                "--subset {n} is too small for --batch-size {}: each half of the split needs a full batch",
+                "{} {n} is too small for {} {}: each half of the split needs a full batch",
+                brief("data.subset"),
+                brief("data.batch_size"),
                 self.data.batch_size
             ));
         }
         let k = self.model.partial_channels;
         if self.model.channels % k != 0 {
             return bad(format!(
-                "--partial-channels K={k} must divide --channels C={} (PC-DARTS splits every edge's channels K ways)",
+                "{} K={k} must divide {} C={} (PC-DARTS splits every edge's channels K ways)",
+                brief("model.partial_channels"),
+                brief("model.channels"),
                 self.model.channels
             ));
         }
         if self.method == Method::Implicit && self.neumann_steps == 0 {
-            return bad("--neumann-steps (neumann_steps) must be positive for the implicit method".into());
+            return bad(format!("{} must be positive for the implicit method", field("neumann_steps")));
         }
         if self.arch_start_epoch >= self.epochs && self.arch_start_epoch > 0 {
             return bad(format!(
-                "--arch-start-epoch {} leaves no architecture updates in --epochs {}",
-                self.arch_start_epoch, self.epochs
+                "{} {} leaves no architecture updates in {} {}",
+                brief("arch_start_epoch"),
+                self.arch_start_epoch,
+                brief("epochs"),
+                self.epochs
             ));
         }
         let w = &self.weight_optimizer;
         let a = &self.arch_optimizer;
         let finite_nonneg = [
-            ("--lr (weight_optimizer.lr)", w.lr),
+            ("weight_optimizer.lr", w.lr),
             ("weight_optimizer.lr_min", w.lr_min),
             ("weight_optimizer.momentum", w.momentum),
             ("weight_optimizer.weight_decay", w.weight_decay),
             ("weight_optimizer.grad_clip", w.grad_clip),
-            ("--arch-lr (arch_optimizer.lr)", a.lr),
+            ("arch_optimizer.lr", a.lr),
             ("arch_optimizer.weight_decay", a.weight_decay),
         ];
         for (name, v) in finite_nonneg {
             if !v.is_finite() || v < 0.0 {
-                return bad(format!("{name} must be a finite non-negative number, got {v}"));
+                return bad(format!("{} must be a finite non-negative number, got {v}", field(name)));
             }
         }
-        if w.lr <= 0.0 {
-            return bad("--lr (weight_optimizer.lr) must be positive, got 0".into());
-        }
-        if a.lr <= 0.0 {
-            return bad("--arch-lr (arch_optimizer.lr) must be positive, got 0".into());
+        for (name, v) in [("weight_optimizer.lr", w.lr), ("arch_optimizer.lr", a.lr)] {
+            if v <= 0.0 {
+                return bad(format!("{} must be positive, got 0", field(name)));
+            }
         }
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
-            return bad(format!("arch_optimizer.beta1/beta2 must be in [0, 1), got {} and {}", a.beta1, a.beta2));
+            return bad(format!(
+                "{} and {} must be in [0, 1), got {} and {}",
+                field("arch_optimizer.beta1"),
+                field("arch_optimizer.beta2"),
+                a.beta1,
+                a.beta2
+            ));
         }
-        if self.space == Space::Nb201 {
-            if k != 1 || self.model.edge_norm {
-                return bad(
-                    "--partial-channels and --edge-norm apply to the darts space only, not to --space nb201".into()
-                );
-            }
-            if self.model.max_skip_connect.is_some() {
-                return bad("--max-skip-connect applies to the darts space only, not to --space nb201".into());
-            }
-        }
+        self.space.validate_search(&self.model)?;
         Ok(ValidSearchConfig(self))
     }
 }
@@ -349,10 +321,13 @@ mod tests {
     fn validation_names_the_problem() {
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.model.partial_channels = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("K=3 must divide --channels C=16"));
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("model.partial_channels K=3 must divide model.channels C=16"), "{e}");
+        let fields: Vec<_> = e.config_error().unwrap().fields().collect();
+        assert_eq!(fields, ["model.partial_channels", "model.channels"]);
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.data.batch_size = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("--batch-size (data.batch_size) must be positive"));
+        assert!(c.validate().unwrap_err().to_string().contains("data.batch_size must be positive"));
         let mut c = SearchConfig::preset("darts-1st").unwrap();
         c.weight_optimizer.lr = f64::NAN;
         assert!(c.validate().is_err());

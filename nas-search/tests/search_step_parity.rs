@@ -22,8 +22,9 @@ use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::load_tensors;
 use nas_core::optim::{Sgd, SgdConfig};
 use nas_core::testing::max_rel_err;
-use nas_search::architect::{weight_step, Architect, Batch};
+use nas_search::architect::Architect;
 use nas_search::config::{ArchOptimConfig, Method};
+use nas_search::step::{weight_step, Batch};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 
 const TOL: f64 = 1e-4;

@@ -18,3 +18,10 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A space error inside a run: the search and the retraining loop report `RunError`.
+impl From<Error> for nas_core::RunError {
+    fn from(e: Error) -> Self {
+        nas_core::RunError::Space(Box::new(e))
+    }
+}

@@ -1,282 +1,33 @@
-//! Discrete architectures and their JSON form (DESIGN §8), compatible with DARTS' genotypes:
-//! `{"space":"darts","normal":[["sep_conv_3x3",0],…],"normal_concat":[2,3,4,5],"reduce":[…],
-//! "reduce_concat":[2,3,4,5]}`. Each cell lists 2 edges per node in node order; input 0 is
-//! c_{k−2}, 1 is c_{k−1}, j ≥ 2 is intermediate node j−2. A file without `space` is read as a
-//! DARTS genotype. Built-in genotypes: DARTS_V1, DARTS_V2 (DARTS paper) and PC_DARTS.
+//! Discrete architectures of any space and their JSON form, compatible with DARTS'
+//! `genotypes.py`: a genotype.json names its `space` and the space reads the rest; a file
+//! without `space` is read as a DARTS genotype, as DARTS' own files are. `Genotype` has one
+//! variant per space (declared with the space in `registry`).
 
-use std::fmt;
 use std::path::Path;
 
-use serde_json::{json, Value};
+use nas_core::run_dir::GENOTYPE;
+use serde_json::Value;
 
-use crate::darts::DartsOp;
 use crate::error::{Error, Result};
-use crate::nb201::Nb201Genotype;
-
-/// One edge of a derived cell: the op and the index of its input state.
-pub type Edge = (DartsOp, usize);
-
-/// A derived DARTS-space architecture: a normal and a reduction cell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DartsGenotype {
-    pub normal: Vec<Edge>,
-    pub normal_concat: Vec<usize>,
-    pub reduce: Vec<Edge>,
-    pub reduce_concat: Vec<usize>,
-}
-
-/// A derived architecture of any supported space.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Genotype {
-    Darts(DartsGenotype),
-    /// A NAS-Bench-201 cell, `{"space":"nb201","arch":"|op~0|+|op~0|op~1|+|…|"}`.
-    Nb201(Nb201Genotype),
-}
-
-/// (name, [normal, reduce]) with every cell as 8 (op, input) pairs.
-type BuiltinCells = [[(&'static str, usize); 8]; 2];
-
-const BUILTIN: [(&str, BuiltinCells); 3] = [
-    (
-        "DARTS_V1",
-        [
-            [
-                ("sep_conv_3x3", 1),
-                ("sep_conv_3x3", 0),
-                ("skip_connect", 0),
-                ("sep_conv_3x3", 1),
-                ("skip_connect", 0),
-                ("sep_conv_3x3", 1),
-                ("sep_conv_3x3", 0),
-                ("skip_connect", 2),
-            ],
-            [
-                ("max_pool_3x3", 0),
-                ("max_pool_3x3", 1),
-                ("skip_connect", 2),
-                ("max_pool_3x3", 0),
-                ("max_pool_3x3", 0),
-                ("skip_connect", 2),
-                ("skip_connect", 2),
-                ("avg_pool_3x3", 0),
-            ],
-        ],
-    ),
-    (
-        "DARTS_V2",
-        [
-            [
-                ("sep_conv_3x3", 0),
-                ("sep_conv_3x3", 1),
-                ("sep_conv_3x3", 0),
-                ("sep_conv_3x3", 1),
-                ("sep_conv_3x3", 1),
-                ("skip_connect", 0),
-                ("skip_connect", 0),
-                ("dil_conv_3x3", 2),
-            ],
-            [
-                ("max_pool_3x3", 0),
-                ("max_pool_3x3", 1),
-                ("skip_connect", 2),
-                ("max_pool_3x3", 1),
-                ("max_pool_3x3", 0),
-                ("skip_connect", 2),
-                ("skip_connect", 2),
-                ("max_pool_3x3", 1),
-            ],
-        ],
-    ),
-    (
-        "PC_DARTS",
-        [
-            [
-                ("sep_conv_3x3", 1),
-                ("skip_connect", 0),
-                ("sep_conv_3x3", 0),
-                ("dil_conv_3x3", 1),
-                ("sep_conv_5x5", 0),
-                ("sep_conv_3x3", 1),
-                ("avg_pool_3x3", 0),
-                ("dil_conv_3x3", 1),
-            ],
-            [
-                ("sep_conv_5x5", 1),
-                ("max_pool_3x3", 0),
-                ("sep_conv_5x5", 1),
-                ("sep_conv_5x5", 2),
-                ("sep_conv_3x3", 0),
-                ("sep_conv_3x3", 3),
-                ("sep_conv_3x3", 1),
-                ("sep_conv_3x3", 2),
-            ],
-        ],
-    ),
-];
-
-impl DartsGenotype {
-    /// Number of intermediate nodes of the normal cell.
-    pub fn steps(&self) -> usize {
-        self.normal.len() / 2
-    }
-
-    /// Checks edge counts, input indices and concat lists of both cells.
-    pub fn validate(&self) -> Result<()> {
-        for (name, edges, concat) in
-            [("normal", &self.normal, &self.normal_concat), ("reduce", &self.reduce, &self.reduce_concat)]
-        {
-            if edges.is_empty() || edges.len() % 2 != 0 {
-                return Err(Error::Genotype(format!(
-                    "`{name}` has {} edges; a cell needs 2 edges per intermediate node",
-                    edges.len()
-                )));
-            }
-            let steps = edges.len() / 2;
-            for (e, &(op, input)) in edges.iter().enumerate() {
-                let node = e / 2;
-                if input >= steps + 2 {
-                    return Err(Error::Genotype(format!(
-                        "`{name}` edge {e} ({op}, {input}): input {input} out of range (the cell's states are 0..={})",
-                        steps + 1
-                    )));
-                }
-                if input >= node + 2 {
-                    return Err(Error::Genotype(format!(
-                        "`{name}` edge {e} ({op}, {input}): node {node} can only take inputs 0..={} (inputs may not point forward)",
-                        node + 1
-                    )));
-                }
-            }
-            if concat.is_empty() {
-                return Err(Error::Genotype(format!("`{name}_concat` is empty")));
-            }
-            for (i, &c) in concat.iter().enumerate() {
-                if !(2..2 + steps).contains(&c) {
-                    return Err(Error::Genotype(format!(
-                        "`{name}_concat` entry {c} out of range (intermediate nodes are 2..={})",
-                        steps + 1
-                    )));
-                }
-                if concat[..i].contains(&c) {
-                    return Err(Error::Genotype(format!("`{name}_concat` lists node {c} twice")));
-                }
-            }
-        }
-        if self.normal.len() != self.reduce.len() {
-            return Err(Error::Genotype(format!(
-                "`normal` has {} edges but `reduce` has {}; both cells need the same number of nodes",
-                self.normal.len(),
-                self.reduce.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// A built-in genotype by name (DARTS_V1, DARTS_V2, PC_DARTS).
-    pub fn builtin(name: &str) -> Option<DartsGenotype> {
-        let (_, [normal, reduce]) = BUILTIN.iter().find(|(n, _)| *n == name)?;
-        let conv = |cell: &[(&str, usize); 8]| -> Option<Vec<Edge>> {
-            cell.iter().map(|&(op, i)| op.parse().ok().map(|op| (op, i))).collect()
-        };
-        Some(DartsGenotype {
-            normal: conv(normal)?,
-            normal_concat: vec![2, 3, 4, 5],
-            reduce: conv(reduce)?,
-            reduce_concat: vec![2, 3, 4, 5],
-        })
-    }
-
-    pub fn builtin_names() -> Vec<&'static str> {
-        BUILTIN.iter().map(|(n, _)| *n).collect()
-    }
-
-    pub fn to_json(&self) -> Value {
-        let cell = |edges: &[Edge]| -> Value { edges.iter().map(|(op, i)| json!([op.name(), i])).collect() };
-        json!({
-            "space": "darts",
-            "normal": cell(&self.normal),
-            "normal_concat": self.normal_concat,
-            "reduce": cell(&self.reduce),
-            "reduce_concat": self.reduce_concat,
-        })
-    }
-
-    fn from_json(v: &Value) -> Result<Self> {
-        let obj = v.as_object().ok_or_else(|| Error::Genotype("expected a JSON object".into()))?;
-        for key in obj.keys() {
-            if !["space", "normal", "normal_concat", "reduce", "reduce_concat"].contains(&key.as_str()) {
-                return Err(Error::Genotype(format!("unknown field `{key}`")));
-            }
-        }
-        let edges = |key: &str| -> Result<Vec<Edge>> {
-            let arr = obj
-                .get(key)
-                .and_then(Value::as_array)
-                .ok_or_else(|| Error::Genotype(format!("missing or non-list field `{key}`")))?;
-            arr.iter()
-                .enumerate()
-                .map(|(e, item)| {
-                    let bad = || {
-                        Error::Genotype(format!("`{key}` edge {e}: expected [\"op_name\", input_index], got {item}"))
-                    };
-                    let pair = item.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
-                    let op_name = pair[0].as_str().ok_or_else(bad)?;
-                    let op: DartsOp = op_name.parse().map_err(|err| match err {
-                        Error::Genotype(m) => Error::Genotype(format!("`{key}` edge {e}: {m}")),
-                        other => other,
-                    })?;
-                    let input = pair[1].as_u64().ok_or_else(bad)? as usize;
-                    Ok((op, input))
-                })
-                .collect()
-        };
-        let concat = |key: &str, steps: usize| -> Result<Vec<usize>> {
-            match obj.get(key) {
-                None => Ok((2..2 + steps).collect()),
-                Some(v) => v
-                    .as_array()
-                    .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
-                    .ok_or_else(|| Error::Genotype(format!("`{key}` must be a list of node indices"))),
-            }
-        };
-        let normal = edges("normal")?;
-        let reduce = edges("reduce")?;
-        let g = DartsGenotype {
-            normal_concat: concat("normal_concat", normal.len() / 2)?,
-            reduce_concat: concat("reduce_concat", reduce.len() / 2)?,
-            normal,
-            reduce,
-        };
-        g.validate()?;
-        Ok(g)
-    }
-}
+pub use crate::registry::Genotype;
+use crate::registry::SpaceKind;
 
 impl Genotype {
+    /// The name of the genotype's space.
     pub fn space(&self) -> &'static str {
-        match self {
-            Genotype::Darts(_) => "darts",
-            Genotype::Nb201(_) => "nb201",
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        match self {
-            Genotype::Darts(g) => g.to_json(),
-            Genotype::Nb201(g) => g.to_json(),
-        }
+        self.kind().name()
     }
 
     pub fn from_json_value(v: &Value) -> Result<Self> {
-        let space = match v.get("space") {
-            None => "darts",
-            Some(s) => s.as_str().ok_or_else(|| Error::Genotype("`space` must be a string".into()))?,
+        let kind = match v.get("space") {
+            // DARTS' own genotype files name no space.
+            None => SpaceKind::Darts,
+            Some(s) => {
+                let name = s.as_str().ok_or_else(|| Error::Genotype("`space` must be a string".into()))?;
+                SpaceKind::parse(name).map_err(Error::Genotype)?
+            }
         };
-        match space {
-            "darts" => Ok(Genotype::Darts(DartsGenotype::from_json(v)?)),
-            "nb201" => Ok(Genotype::Nb201(Nb201Genotype::from_json(v)?)),
-            other => Err(Error::Genotype(format!("unknown space `{other}` (expected darts or nb201)"))),
-        }
+        kind.genotype_from_json(v)
     }
 
     pub fn from_json_str(s: &str) -> Result<Self> {
@@ -284,57 +35,29 @@ impl Genotype {
         Self::from_json_value(&v)
     }
 
-    /// A built-in name (DARTS_V2, …), an nb201 arch string (`|nor_conv_3x3~0|+|…|`) or the
-    /// path of a genotype.json file.
+    /// A run directory (its genotype.json), a name a space knows (a built-in genotype such as
+    /// DARTS_V2, an nb201 arch string `|nor_conv_3x3~0|+|…|`) or the path of a genotype.json
+    /// file.
     pub fn load(name_or_path: &str) -> Result<Self> {
-        if let Some(g) = DartsGenotype::builtin(name_or_path) {
-            return Ok(Genotype::Darts(g));
+        let dir = Path::new(name_or_path);
+        if dir.is_dir() {
+            return Self::load(&dir.join(GENOTYPE).to_string_lossy());
         }
-        if name_or_path.starts_with('|') {
-            return Ok(Genotype::Nb201(Nb201Genotype::parse(name_or_path)?));
+        if let Some(g) = SpaceKind::ALL.iter().find_map(|k| k.named_genotype(name_or_path)) {
+            return g;
         }
         let path = Path::new(name_or_path);
         let text = std::fs::read_to_string(path).map_err(|e| {
-            let names = DartsGenotype::builtin_names().join(", ");
-            Error::Genotype(format!("{}: {e} (not a file, nor a built-in genotype: {names})", path.display()))
+            let names: Vec<&str> = SpaceKind::ALL.iter().flat_map(|k| k.builtin_names()).collect();
+            Error::Genotype(format!(
+                "{}: {e} (not a file, nor a built-in genotype: {})",
+                path.display(),
+                names.join(", ")
+            ))
         })?;
         Self::from_json_str(&text).map_err(|e| match e {
             Error::Genotype(m) => Error::Genotype(format!("{}: {m}", path.display())),
             other => other,
         })
-    }
-}
-
-impl fmt::Display for DartsGenotype {
-    /// Multi-line text: one line per node of each cell.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, edges, concat) in
-            [("normal", &self.normal, &self.normal_concat), ("reduce", &self.reduce, &self.reduce_concat)]
-        {
-            writeln!(f, "{name} cell (concat {concat:?}):")?;
-            for (node, pair) in edges.chunks(2).enumerate() {
-                let ins: Vec<String> = pair.iter().map(|(op, i)| format!("{op} <- {}", state_name(*i))).collect();
-                writeln!(f, "  node {node}: {}", ins.join(", "))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// c_{k-2}, c_{k-1} or the intermediate node number.
-pub fn state_name(i: usize) -> String {
-    match i {
-        0 => "c_{k-2}".into(),
-        1 => "c_{k-1}".into(),
-        j => format!("node {}", j - 2),
-    }
-}
-
-impl fmt::Display for Genotype {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Genotype::Darts(g) => g.fmt(f),
-            Genotype::Nb201(g) => g.fmt(f),
-        }
     }
 }

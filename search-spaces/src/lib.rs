@@ -1,13 +1,21 @@
-//! Search spaces for differentiable architecture search: op sets, mixed ops, cells and
-//! supernets, the `Genotype` with its JSON form, and the derivation rules.
+//! Search spaces for differentiable architecture search, one folder each (`darts/`, `nb201/`):
+//! op sets, mixed ops, cells, supernets, derived networks, genotypes and derivation rules. The
+//! rest of the workspace reaches them through `registry` (`SpaceKind`, `Genotype`) and the
+//! space-neutral `Supernet`, `EvalNetwork`, model settings and picture shapes.
 
 pub mod darts;
+pub mod diagram;
 pub mod error;
+pub mod eval_network;
 pub mod genotype;
+pub mod model_config;
 pub mod nb201;
+mod op_set;
+pub mod registry;
 pub mod supernet;
 
 pub use error::{Error, Result};
-pub use genotype::{DartsGenotype, Genotype};
-pub use nb201::{Nb201Config, Nb201Genotype, Nb201Network, Nb201Op};
+pub use eval_network::EvalNetwork;
+pub use model_config::{EvalModelConfig, SearchModelConfig, TaskShape};
+pub use registry::{Genotype, SearchSpace, SpaceKind};
 pub use supernet::Supernet;

@@ -1,4 +1,4 @@
-//! Parity of the evaluation network (DARTS `NetworkCIFAR`, DESIGN §5) with the PyTorch
+//! Parity of the evaluation network (DARTS `NetworkCIFAR`, `model.py`) with the PyTorch
 //! reference's `EvalNetwork` (shared/bench/darts_ref.py): from identical weights and input,
 //! with drop path off, the logits, the auxiliary logits, the training loss
 //! CE(logits) + 0.4·CE(aux) and the gradient of every weight (auxiliary head included) agree to
@@ -20,8 +20,8 @@ use candle_core::{DType, Device};
 use common::{assert_gradients, assert_same_tensor_names, fixture, TOL};
 use nas_core::nn::{cross_entropy, Mode};
 use nas_core::testing::max_rel_err;
+use search_spaces::darts::DartsGenotype;
 use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::genotype::DartsGenotype;
 
 const FIXTURE: &str = "eval_darts_v2_c4_l5.safetensors";
 

@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use search_spaces::darts::{derive, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig};
-use search_spaces::{DartsGenotype, Genotype, Supernet};
+use search_spaces::darts::{
+    derive, DartsGenotype, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig,
+};
+use search_spaces::{Genotype, Supernet};
 
 use DartsOp::*;
 
@@ -117,6 +119,18 @@ fn json_round_trip_and_published_darts_v2() {
         let g = Genotype::load(name).unwrap();
         assert_eq!(Genotype::from_json_str(&g.to_json().to_string()).unwrap(), g);
     }
+}
+
+#[test]
+fn genotypes_load_from_files_and_run_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Genotype::load("PC_DARTS").unwrap();
+    std::fs::write(dir.path().join("genotype.json"), g.to_json().to_string()).unwrap();
+    assert_eq!(Genotype::load(dir.path().join("genotype.json").to_str().unwrap()).unwrap(), g);
+    assert_eq!(Genotype::load(dir.path().to_str().unwrap()).unwrap(), g, "a run directory's genotype.json");
+    let empty = tempfile::tempdir().unwrap();
+    let e = Genotype::load(empty.path().to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("genotype.json") && e.contains("not a file, nor a built-in genotype"), "{e}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use nas_core::nn::{cross_entropy, Mode};
-use search_spaces::{Genotype, Nb201Config, Nb201Genotype, Nb201Network, Nb201Op};
+use search_spaces::nb201::{Nb201Config, Nb201Genotype, Nb201Network, Nb201Op};
+use search_spaces::Genotype;
 
 const RESNET: &str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|";
 

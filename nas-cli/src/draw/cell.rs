@@ -1,107 +1,14 @@
-//! A genotype's cells as graphs: as Graphviz DOT text (what DARTS' `visualize.py` writes) and
-//! as a picture. A DARTS cell has the inputs c_{k-2} and c_{k-1}, the intermediate nodes
-//! 0..N-1 with one labelled edge per op, and the output c_{k} fed by the concatenated nodes;
-//! a NAS-Bench-201 cell has nodes 0 (input) to 3 (output) and one edge per op that is not
-//! `none`. The picture lays nodes out left to right by depth (longest path from the inputs);
-//! edges that skip a column bend around the nodes between.
+//! A genotype's cells, as its space describes them (`Genotype::cell_graphs`), drawn: as
+//! Graphviz DOT text (what DARTS' `visualize.py` writes) and as a picture. The picture lays
+//! nodes out left to right by depth (longest path from the inputs); edges that skip a column
+//! bend around the nodes between.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use search_spaces::nb201::edge_nodes;
-use search_spaces::{DartsGenotype, Genotype, Nb201Op};
+use search_spaces::diagram::{CellGraph, NodeKind};
 
 use super::{op_color, DrawResult, Picture, SANS};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeKind {
-    Input,
-    Inner,
-    Output,
-}
-
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub label: String,
-    pub kind: NodeKind,
-}
-
-/// An edge; `op` is None for the concatenation into the output.
-#[derive(Debug, Clone)]
-pub struct Edge {
-    pub from: usize,
-    pub to: usize,
-    pub op: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct CellGraph {
-    /// "normal", "reduce" or "cell".
-    pub name: String,
-    pub title: String,
-    pub nodes: Vec<Node>,
-    pub edges: Vec<Edge>,
-}
-
-fn darts_cell(
-    name: &str,
-    title: &str,
-    edges: &[(search_spaces::darts::DartsOp, usize)],
-    concat: &[usize],
-) -> CellGraph {
-    let steps = edges.len() / 2;
-    let mut nodes = vec![
-        Node { label: "c_{k-2}".into(), kind: NodeKind::Input },
-        Node { label: "c_{k-1}".into(), kind: NodeKind::Input },
-    ];
-    nodes.extend((0..steps).map(|i| Node { label: i.to_string(), kind: NodeKind::Inner }));
-    nodes.push(Node { label: "c_{k}".into(), kind: NodeKind::Output });
-    let out = nodes.len() - 1;
-    let mut graph_edges: Vec<Edge> = edges
-        .iter()
-        .enumerate()
-        .map(|(e, (op, input))| Edge { from: *input, to: 2 + e / 2, op: Some(op.to_string()) })
-        .collect();
-    graph_edges.extend(concat.iter().map(|&c| Edge { from: c, to: out, op: None }));
-    CellGraph { name: name.into(), title: title.into(), nodes, edges: graph_edges }
-}
-
-/// The graphs of a genotype's cells: normal and reduction cell (darts), or the one cell (nb201).
-pub fn cell_graphs(genotype: &Genotype) -> Vec<CellGraph> {
-    match genotype {
-        Genotype::Darts(g) => darts_graphs(g),
-        Genotype::Nb201(g) => {
-            let nodes = (0..4)
-                .map(|i| Node {
-                    label: i.to_string(),
-                    kind: match i {
-                        0 => NodeKind::Input,
-                        3 => NodeKind::Output,
-                        _ => NodeKind::Inner,
-                    },
-                })
-                .collect();
-            let edges = g
-                .edges
-                .iter()
-                .enumerate()
-                .filter(|(_, op)| **op != Nb201Op::None)
-                .map(|(e, op)| {
-                    let (to, from) = edge_nodes(e);
-                    Edge { from, to, op: Some(op.to_string()) }
-                })
-                .collect();
-            vec![CellGraph { name: "cell".into(), title: "NAS-Bench-201 cell".into(), nodes, edges }]
-        }
-    }
-}
-
-fn darts_graphs(g: &DartsGenotype) -> Vec<CellGraph> {
-    vec![
-        darts_cell("normal", "normal cell", &g.normal, &g.normal_concat),
-        darts_cell("reduce", "reduction cell", &g.reduce, &g.reduce_concat),
-    ]
-}
 
 fn fill_name(kind: NodeKind) -> &'static str {
     match kind {
@@ -322,10 +229,11 @@ fn draw_cell<DB: DrawingBackend>(g: &CellGraph, area: &DrawingArea<DB, Shift>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use search_spaces::Genotype;
 
     #[test]
     fn darts_v2_graph_dot_and_depths() {
-        let g = cell_graphs(&Genotype::load("DARTS_V2").unwrap());
+        let g = Genotype::load("DARTS_V2").unwrap().cell_graphs();
         assert_eq!(g.len(), 2);
         let normal = &g[0];
         assert_eq!(normal.nodes.len(), 7);
@@ -345,7 +253,7 @@ mod tests {
     #[test]
     fn nb201_graph_leaves_out_none_edges() {
         let arch = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|";
-        let g = cell_graphs(&Genotype::load(arch).unwrap());
+        let g = Genotype::load(arch).unwrap().cell_graphs();
         assert_eq!(g.len(), 1);
         let ops: Vec<(usize, usize, &str)> =
             g[0].edges.iter().map(|e| (e.from, e.to, e.op.as_deref().unwrap())).collect();

@@ -1,10 +1,13 @@
 //! The curves of a run from its metrics.jsonl: loss and accuracy per epoch (train and
 //! validation), and for a search the evolution of softmax(α) on every edge, one small panel
-//! per edge with one line per op (the colours of the cell pictures).
+//! per edge with one line per op (the colours of the cell pictures). Which α matrices a record
+//! holds, and the names of their edges and ops, the spaces say (`SpaceKind::arch_tables`).
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use search_spaces::diagram::ArchTable;
+use search_spaces::SpaceKind;
 use serde_json::Value;
 
 use super::{op_color, DrawResult, Picture, SANS};
@@ -41,25 +44,6 @@ fn matrix(v: &Value) -> Option<Vec<Vec<f64>>> {
     v.as_array()?.iter().map(|r| r.as_array()?.iter().map(Value::as_f64).collect()).collect()
 }
 
-/// DARTS edge names "c_{k-2}→0", …, in α row order (node i takes inputs 0..i+2).
-fn darts_edge_names(edges: usize) -> Vec<String> {
-    let state = |j: usize| match j {
-        0 => "c_{k-2}".to_string(),
-        1 => "c_{k-1}".to_string(),
-        j => (j - 2).to_string(),
-    };
-    let mut names = Vec::new();
-    let mut node = 0;
-    while names.len() < edges {
-        for j in 0..node + 2 {
-            names.push(format!("{} → {node}", state(j)));
-        }
-        node += 1;
-    }
-    names.truncate(edges);
-    names
-}
-
 impl RunCurves {
     /// Reads the metrics records of a run (search or training). Records without a field
     /// leave its curve out.
@@ -74,14 +58,7 @@ impl RunCurves {
             .map(|(i, r)| r.get("epoch").and_then(Value::as_f64).unwrap_or(i as f64) + 1.0)
             .collect();
         let mut alphas = Vec::new();
-        let darts_ops: Vec<&'static str> = search_spaces::darts::DartsOp::ALL.iter().map(|o| o.name()).collect();
-        let nb201_ops: Vec<&'static str> = search_spaces::Nb201Op::ALL.iter().map(|o| o.name()).collect();
-        let series: [(&str, &str, &[&'static str]); 3] = [
-            ("alphas_normal", "normal cell", &darts_ops),
-            ("alphas_reduce", "reduction cell", &darts_ops),
-            ("arch_parameters", "cell", &nb201_ops),
-        ];
-        for (key, title, ops) in series {
+        for ArchTable { key, title, ops, edge_label } in SpaceKind::ALL.iter().flat_map(|k| k.arch_tables()) {
             let hist: Option<Vec<Vec<Vec<f64>>>> = records
                 .iter()
                 .map(|r| matrix(r.get("alpha")?.get(key)?).map(|m| m.iter().map(|row| softmax(row)).collect()))
@@ -93,17 +70,8 @@ impl RunCurves {
                     "metrics.jsonl: `alpha.{key}` changes shape between epochs or has the wrong number of ops"
                 );
             }
-            let edge_names = if key == "arch_parameters" {
-                (0..edges)
-                    .map(|e| {
-                        let (to, from) = search_spaces::nb201::edge_nodes(e);
-                        format!("{from} → {to}")
-                    })
-                    .collect()
-            } else {
-                darts_edge_names(edges)
-            };
-            alphas.push(AlphaHistory { title: title.into(), edge_names, op_names: ops.to_vec(), weights });
+            let edge_names = (0..edges).map(edge_label).collect();
+            alphas.push(AlphaHistory { title: title.into(), edge_names, op_names: ops, weights });
         }
         Ok(Self {
             title: title.to_string(),

@@ -27,10 +27,6 @@ impl Augment {
     /// Random crop with padding 4 and horizontal flip (DARTS search and retraining).
     pub const CIFAR: Augment = Augment { crop_padding: 4, flip: true, cutout: 0 };
 
-    pub fn is_random(&self) -> bool {
-        self.crop_padding > 0 || self.flip || self.cutout > 0
-    }
-
     /// Writes one normalised, augmented image (C, H, W) from u8 `src` into `dst`.
     pub fn apply(
         &self,

@@ -13,6 +13,7 @@ use image::imageops::FilterType;
 use rayon::prelude::*;
 
 use super::{Dataset, ImageSet};
+use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
 
 fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -105,7 +106,7 @@ fn read_split(split: &Path, classes: &[String], size: usize) -> Result<ImageSet>
 
 pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> {
     if size == 0 {
-        return Err(Error::Invalid("--image-size must be positive".into()));
+        return Err(ConfigError::new(format!("{} must be positive", brief("data.image_size"))).into());
     }
     if !dir.is_dir() {
         return Err(Error::data(dir, "no such directory"));

@@ -1,5 +1,6 @@
 //! Datasets for search and retraining: an in-memory `ImageSet` of u8 CHW images with labels,
-//! the `--data` spec, loaders for each format, augmentation, and parallel batch assembly.
+//! the data spec (`synthetic`, `cifar10:DIR`, …), loaders for each format, augmentation, and
+//! parallel batch assembly.
 
 mod augment;
 mod cifar;
@@ -17,6 +18,7 @@ pub use loader::{BatchIter, BatchPlan, HostBatch};
 pub use spec::DataSpec;
 pub use synthetic::{synthetic, SYNTHETIC_CLASSES};
 
+use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
 
 /// Images stored as u8, channel-major (C, H, W) per image, one after another.
@@ -131,7 +133,7 @@ impl Dataset {
         };
         if let Some(n) = opts.subset {
             if n == 0 {
-                return Err(Error::Invalid("--subset must be positive".into()));
+                return Err(ConfigError::new(format!("{} must be positive", brief("data.subset"))).into());
             }
             let train = Arc::try_unwrap(ds.train).unwrap_or_else(|a| (*a).clone());
             ds.train = Arc::new(train.truncate(n));

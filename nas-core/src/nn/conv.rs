@@ -63,10 +63,6 @@ impl Conv1x1 {
         Ok(Self { weight, sampling: PwParams { stride, offset } })
     }
 
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         ops::conv1x1(x, &mode.w(&self.weight), self.sampling)
     }

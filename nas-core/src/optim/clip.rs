@@ -4,10 +4,12 @@
 
 use candle_core::{Result, Tensor};
 
-/// ‖g‖₂ over every present gradient, as a scalar tensor (None when there is none).
-pub fn global_norm(grads: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+/// ‖v‖₂ over all the tensors together, as a scalar tensor (None when there is none): the sums
+/// of squares are added in the given order, then the square root is taken. Clipping and the
+/// finite-difference step size of the hypergradients both use it.
+pub fn global_norm<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<Option<Tensor>> {
     let mut total: Option<Tensor> = None;
-    for g in grads.iter().flatten() {
+    for g in tensors {
         let s = g.sqr()?.sum_all()?;
         total = Some(match total {
             None => s,
@@ -20,7 +22,7 @@ pub fn global_norm(grads: &[Option<Tensor>]) -> Result<Option<Tensor>> {
 /// Scales the gradients in place to global norm at most `max_norm`; returns the norm before
 /// clipping as a scalar tensor.
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<Option<Tensor>> {
-    let Some(norm) = global_norm(grads)? else {
+    let Some(norm) = global_norm(grads.iter().flatten())? else {
         return Ok(None);
     };
     let coef = ((norm.clone() + 1e-6)?.recip()? * max_norm)?.clamp(0.0, 1.0)?;

@@ -1,4 +1,5 @@
-//! Optimisers with PyTorch semantics, gradient clipping and learning-rate schedules.
+//! Optimisers with PyTorch semantics, gradient clipping, learning-rate schedules and the
+//! weight-optimiser settings of a run.
 //!
 //! Gradients are passed as one `Option<Tensor>` per parameter, aligned with the optimiser's
 //! parameter list; `None` (no gradient reached the parameter) leaves it untouched, as PyTorch
@@ -8,11 +9,13 @@ mod adam;
 mod clip;
 mod schedule;
 mod sgd;
+mod weight_optim;
 
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, global_norm};
 pub use schedule::CosineAnnealing;
 pub use sgd::{Sgd, SgdConfig};
+pub use weight_optim::WeightOptimConfig;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};

@@ -1,13 +1,13 @@
 //! The DARTS search cell: two inputs c_{k−2}, c_{k−1} (preprocessed to C channels), N
 //! intermediate nodes each summing a mixed op on every earlier state (2 + 3 + … edges, 14 for
-//! N = 4), and the output concat of the N nodes (N·C channels). Reduction cells use stride 2
-//! on the edges from the two inputs. Edge e = Σ_{i<node} (2 + i) + j feeds node `node` from
-//! state j, the row order of α.
+//! N = 4, numbered as `edges` says: the row order of α), and the output concat of the N nodes
+//! (N·C channels). Reduction cells use stride 2 on the edges from the two inputs.
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::Mode;
 use nas_core::params::ParamBuilder;
 
+use super::edges::{node_edges, num_edges};
 use super::mixed_op::MixedOp;
 use super::ops::{FactorizedReduce, ReluConvBn};
 
@@ -36,11 +36,6 @@ impl Preprocess {
     }
 }
 
-/// Number of edges of a cell with `steps` intermediate nodes.
-pub fn num_edges(steps: usize) -> usize {
-    (0..steps).map(|i| 2 + i).sum()
-}
-
 #[derive(Debug, Clone)]
 pub struct SearchCell {
     pub reduction: bool,
@@ -67,10 +62,10 @@ impl SearchCell {
         let preprocess0 = Preprocess::new(&pb.pp("preprocess0"), c_prev_prev, c, reduction_prev, false)?;
         let preprocess1 = ReluConvBn::new(&pb.pp("preprocess1"), c_prev, c, false)?;
         let mut ops = Vec::with_capacity(num_edges(steps));
-        for i in 0..steps {
-            for j in 0..2 + i {
+        for node in 0..steps {
+            for (j, e) in node_edges(node).enumerate() {
                 let stride = if reduction && j < 2 { 2 } else { 1 };
-                ops.push(MixedOp::new(&pb.pp("_ops").pp(ops.len()), c, stride, partial_channels)?);
+                ops.push(MixedOp::new(&pb.pp("_ops").pp(e), c, stride, partial_channels)?);
             }
         }
         Ok(Self { reduction, preprocess0, preprocess1, ops, steps, multiplier })
@@ -87,13 +82,11 @@ impl SearchCell {
         mode: Mode,
     ) -> Result<Tensor> {
         let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
-        let mut e = 0;
-        for _ in 0..self.steps {
+        for n in 0..self.steps {
             let mut node: Option<Tensor> = None;
-            for state in &states {
+            for (state, e) in states.iter().zip(node_edges(n)) {
                 let beta = edge_weights.map(|b| b.narrow(0, e, 1)).transpose()?;
                 node = Some(self.ops[e].forward_into(node, state, &weights.get(e)?, beta.as_ref(), mode)?);
-                e += 1;
             }
             match node {
                 Some(n) => states.push(n),

@@ -6,15 +6,11 @@
 //! Optionally (P-DARTS style) cap the number of skip connections: while there are too many,
 //! the skip with the smallest weight is replaced by its edge's best op other than none/skip.
 
+use super::edges::{edge_index, node_edges};
+use super::genotype::Edge;
 use super::ops::DartsOp;
-use crate::genotype::Edge;
 
 const NONE: usize = 0;
-
-/// Row of α for the edge from state `j` into node `node`.
-pub fn edge_row(node: usize, j: usize) -> usize {
-    (0..node).map(|i| 2 + i).sum::<usize>() + j
-}
 
 fn argmax_excluding(row: &[f32], excluded: &[usize]) -> usize {
     let mut best: Option<usize> = None;
@@ -33,11 +29,11 @@ fn argmax_excluding(row: &[f32], excluded: &[usize]) -> usize {
 pub fn derive_cell(weights: &[Vec<f32>], steps: usize) -> Vec<Edge> {
     let mut gene = Vec::with_capacity(2 * steps);
     for node in 0..steps {
-        let rows = &weights[edge_row(node, 0)..edge_row(node, 0) + node + 2];
+        let rows = &weights[node_edges(node)];
         let strength = |j: usize| {
             rows[j].iter().enumerate().filter(|&(k, _)| k != NONE).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max)
         };
-        let mut order: Vec<usize> = (0..node + 2).collect();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
         // Stable sort: equal strengths keep the lower input first.
         order.sort_by(|&a, &b| strength(b).partial_cmp(&strength(a)).unwrap_or(std::cmp::Ordering::Equal));
         for &j in order.iter().take(2) {
@@ -55,13 +51,13 @@ pub fn cap_skip_connections(gene: &mut [Edge], weights: &[Vec<f32>], max_skip: u
         if skips.len() <= max_skip {
             return;
         }
-        let weight = |p: usize| weights[edge_row(p / 2, gene[p].1)][skip];
+        let weight = |p: usize| weights[edge_index(p / 2, gene[p].1)][skip];
         let Some(&weakest) =
             skips.iter().min_by(|&&a, &&b| weight(a).partial_cmp(&weight(b)).unwrap_or(std::cmp::Ordering::Equal))
         else {
             return;
         };
-        let row = &weights[edge_row(weakest / 2, gene[weakest].1)];
+        let row = &weights[edge_index(weakest / 2, gene[weakest].1)];
         gene[weakest].0 = DartsOp::ALL[argmax_excluding(row, &[NONE, skip])];
     }
 }

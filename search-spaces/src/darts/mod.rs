@@ -1,15 +1,25 @@
-//! The DARTS CNN search space (DESIGN §3.1).
+//! The DARTS CNN search space (Liu et al. 2019, "DARTS: Differentiable Architecture Search",
+//! §2 and the reference `model_search.py`), with PC-DARTS' partial channels and edge
+//! normalisation (Xu et al. 2020): the eight ops, mixed ops, search cells and supernet, the
+//! derivation of a genotype from α, the genotype type with the published genotypes, and the
+//! derived network that is retrained (`model.py`'s `NetworkCIFAR`).
 
 mod cell;
 pub mod derive;
+pub mod edges;
+mod genotype;
 mod mixed_op;
 mod network;
 mod ops;
+mod space;
 mod supernet;
 
-pub use cell::{num_edges, Preprocess, SearchCell};
+pub use cell::{Preprocess, SearchCell};
+pub use edges::num_edges;
+pub use genotype::{state_name, DartsGenotype, Edge};
 pub use mixed_op::MixedOp;
 pub use nas_core::ops::composed::{channel_shuffle, max_pool_2x2};
 pub use network::{DerivedNetwork, DerivedNetworkConfig};
 pub use ops::{DartsOp, FactorizedReduce, OpModule, ReluConvBn};
+pub use space::Darts;
 pub use supernet::{DartsSupernet, DartsSupernetConfig};

@@ -12,9 +12,10 @@ use nas_core::params::ParamStore;
 use serde::{Deserialize, Serialize};
 
 use super::cell::Preprocess;
+use super::genotype::{DartsGenotype, Edge};
 use super::ops::{OpModule, ReluConvBn};
 use crate::error::Error;
-use crate::genotype::{DartsGenotype, Edge};
+use crate::eval_network::EvalNetwork;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,5 +224,23 @@ impl DerivedNetwork {
     /// Forward without drop path.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Option<Tensor>)> {
         self.forward_with(x, mode, None)
+    }
+}
+
+impl EvalNetwork for DerivedNetwork {
+    fn weights(&self) -> &ParamStore {
+        DerivedNetwork::weights(self)
+    }
+
+    fn num_params_without_aux(&self) -> usize {
+        DerivedNetwork::num_params_without_aux(self)
+    }
+
+    fn num_drop_path_ops(&self) -> usize {
+        DerivedNetwork::num_drop_path_ops(self)
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode, drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        self.forward_with(x, mode, drop_path)
     }
 }

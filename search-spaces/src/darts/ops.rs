@@ -11,74 +11,24 @@
 //! - none: zeros (never materialised in a mixed op: it contributes nothing but its softmax
 //!   weight)
 
-use std::fmt;
-use std::str::FromStr;
-
 use candle_core::{Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Mode};
 use nas_core::ops::{self, DwParams, PoolKind};
 use nas_core::params::{Init, ParamBuilder};
 
-use crate::error::Error;
+use crate::op_set::op_set;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DartsOp {
-    None,
-    MaxPool3x3,
-    AvgPool3x3,
-    SkipConnect,
-    SepConv3x3,
-    SepConv5x5,
-    DilConv3x3,
-    DilConv5x5,
-}
-
-impl DartsOp {
-    /// The primitives in DARTS' order: the column order of α.
-    pub const ALL: [DartsOp; 8] = [
-        DartsOp::None,
-        DartsOp::MaxPool3x3,
-        DartsOp::AvgPool3x3,
-        DartsOp::SkipConnect,
-        DartsOp::SepConv3x3,
-        DartsOp::SepConv5x5,
-        DartsOp::DilConv3x3,
-        DartsOp::DilConv5x5,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DartsOp::None => "none",
-            DartsOp::MaxPool3x3 => "max_pool_3x3",
-            DartsOp::AvgPool3x3 => "avg_pool_3x3",
-            DartsOp::SkipConnect => "skip_connect",
-            DartsOp::SepConv3x3 => "sep_conv_3x3",
-            DartsOp::SepConv5x5 => "sep_conv_5x5",
-            DartsOp::DilConv3x3 => "dil_conv_3x3",
-            DartsOp::DilConv5x5 => "dil_conv_5x5",
-        }
-    }
-
-    /// Column of this op in α.
-    pub fn index(self) -> usize {
-        Self::ALL.iter().position(|&o| o == self).unwrap_or(0)
-    }
-}
-
-impl FromStr for DartsOp {
-    type Err = Error;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Error> {
-        Self::ALL.iter().copied().find(|o| o.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|o| o.name()).collect();
-            Error::Genotype(format!("unknown op `{s}` for the darts space (expected one of {})", names.join(", ")))
-        })
-    }
-}
-
-impl fmt::Display for DartsOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+op_set! {
+    /// The primitives in DARTS' order (`genotypes.py`'s PRIMITIVES).
+    pub enum DartsOp in "darts" {
+        None => "none",
+        MaxPool3x3 => "max_pool_3x3",
+        AvgPool3x3 => "avg_pool_3x3",
+        SkipConnect => "skip_connect",
+        SepConv3x3 => "sep_conv_3x3",
+        SepConv5x5 => "sep_conv_5x5",
+        DilConv3x3 => "dil_conv_3x3",
+        DilConv5x5 => "dil_conv_5x5",
     }
 }
 

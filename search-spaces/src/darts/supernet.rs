@@ -14,11 +14,14 @@ use nas_core::params::{Init, ParamStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::cell::{num_edges, SearchCell};
+use super::cell::SearchCell;
 use super::derive::{cap_skip_connections, derive_cell};
+use super::edges::{node_edges, num_edges};
+use super::genotype::DartsGenotype;
 use super::ops::DartsOp;
 use crate::error::Error;
-use crate::genotype::DartsGenotype;
+use crate::genotype::Genotype;
+use crate::supernet::Supernet;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,10 +160,9 @@ impl DartsSupernet {
     /// Edge weights (E,) from β: a softmax over each node's incoming edges.
     fn edge_weights(&self, beta: &Tensor) -> Result<Tensor> {
         let mut parts = Vec::with_capacity(self.cfg.steps);
-        let mut start = 0;
         for node in 0..self.cfg.steps {
-            parts.push(softmax_last_dim(&beta.narrow(0, start, node + 2)?)?);
-            start += node + 2;
+            let edges = node_edges(node);
+            parts.push(softmax_last_dim(&beta.narrow(0, edges.start, edges.len())?)?);
         }
         Tensor::cat(&parts, 0)
     }
@@ -239,5 +241,27 @@ impl DartsSupernet {
             v["betas_reduce"] = json!(br.to_dtype(DType::F32)?.to_vec1::<f32>()?);
         }
         Ok(v)
+    }
+}
+
+impl Supernet for DartsSupernet {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        DartsSupernet::forward(self, x, mode)
+    }
+
+    fn weights(&self) -> &ParamStore {
+        DartsSupernet::weights(self)
+    }
+
+    fn arch(&self) -> &ParamStore {
+        DartsSupernet::arch(self)
+    }
+
+    fn genotype(&self) -> crate::Result<Genotype> {
+        Ok(DartsSupernet::genotype(self, self.cfg.max_skip_connect)?.into())
+    }
+
+    fn arch_json(&self) -> crate::Result<Value> {
+        Ok(DartsSupernet::arch_json(self)?)
     }
 }

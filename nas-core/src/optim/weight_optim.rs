@@ -1,0 +1,30 @@
+//! The weight optimiser of a run, as search and retraining configure it (DARTS `train_search.py`
+//! and `train.py`): SGD with momentum and coupled weight decay, the learning rate
+//! cosine-annealed from `lr` to `lr_min` over the epochs, and global-norm gradient clipping.
+
+use serde::{Deserialize, Serialize};
+
+use super::{CosineAnnealing, SgdConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightOptimConfig {
+    pub lr: f64,
+    pub lr_min: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Global-norm gradient clip (0 = off).
+    pub grad_clip: f64,
+}
+
+impl WeightOptimConfig {
+    /// The optimiser's own settings, at the initial learning rate.
+    pub fn sgd(&self) -> SgdConfig {
+        SgdConfig { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay }
+    }
+
+    /// The learning rate of every epoch of a run of `epochs`.
+    pub fn schedule(&self, epochs: usize) -> CosineAnnealing {
+        CosineAnnealing { max_lr: self.lr, min_lr: self.lr_min, epochs }
+    }
+}

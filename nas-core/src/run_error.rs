@@ -1,0 +1,73 @@
+//! Errors of a run, search or retraining alike: an invalid configuration (checked before
+//! anything runs) apart from failures while running — a run directory that cannot be used, a
+//! loss that diverged, an interruption — and the errors of the layers a run drives. The search
+//! and the retraining crate both report this type, so the epoch loop they share (`epoch`) and
+//! the command line see one set of variants.
+
+use std::path::PathBuf;
+
+use crate::config_error::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A configuration value that cannot work; names the field. Not a source: the message is
+    /// the error.
+    #[error("invalid configuration: {0}")]
+    Config(ConfigError),
+
+    #[error(transparent)]
+    Core(#[from] crate::Error),
+
+    /// An error of the search-space crate (genotypes, networks), which sits above this one and
+    /// converts its errors into this variant.
+    #[error(transparent)]
+    Space(Box<dyn std::error::Error + Send + Sync>),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A run directory or checkpoint that cannot be used as asked.
+    #[error("{path}: {msg}")]
+    RunDir { path: PathBuf, msg: String },
+
+    /// The loss became NaN or infinite.
+    #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
+    Diverged { epoch: usize, step: usize, loss: f64 },
+
+    /// The evaluation after an epoch gave a NaN or infinite loss.
+    #[error("training diverged in epoch {epoch}: the evaluation loss after it is {loss}")]
+    DivergedValid { epoch: usize, loss: f64 },
+
+    /// The run was stopped before step `step` of epoch `epoch`; the checkpoint holds that
+    /// position.
+    #[error("interrupted at epoch {epoch}, step {step}")]
+    Interrupted { epoch: usize, step: usize },
+}
+
+impl RunError {
+    pub fn run_dir(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        RunError::RunDir { path: path.into(), msg: msg.into() }
+    }
+
+    /// An invalid configuration whose message mentions no setting by its field.
+    pub fn config(msg: impl Into<String>) -> Self {
+        RunError::Config(ConfigError::plain(msg))
+    }
+
+    /// The invalid-settings message inside, whose fields a front end may name its own way.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            RunError::Config(c) => Some(c),
+            RunError::Core(e) => e.config_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for RunError {
+    fn from(e: ConfigError) -> Self {
+        RunError::Config(e)
+    }
+}
+
+pub type RunResult<T, E = RunError> = std::result::Result<T, E>;

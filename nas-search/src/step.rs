@@ -1,0 +1,30 @@
+//! The weight half of a search step (DARTS Alg. 1, step 2): one SGD step on the weights from a
+//! search-train batch, w ← w − ξ∇_w L_train(w, α), with global-norm clipping as
+//! `torch.nn.utils.clip_grad_norm_`. The architecture half is `architect`.
+
+use candle_core::Tensor;
+use nas_core::nn::{cross_entropy, Mode};
+use nas_core::optim::{clip_grad_norm, grads_for, Sgd};
+use search_spaces::Supernet;
+
+use crate::Result;
+
+/// A batch on the device: images (B, C, H, W) and labels (B,) u32.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+/// One SGD step on the weights with global-norm clipping; returns the loss (scalar tensor)
+/// and the logits of the batch.
+pub fn weight_step(net: &dyn Supernet, opt: &mut Sgd, batch: &Batch, grad_clip: f64) -> Result<(Tensor, Tensor)> {
+    let logits = net.forward(&batch.x, Mode::TRAIN_WEIGHTS)?;
+    let loss = cross_entropy(&logits, &batch.y)?;
+    let mut grads = grads_for(&loss.backward()?, opt.params());
+    if grad_clip > 0.0 {
+        clip_grad_norm(&mut grads, grad_clip)?;
+    }
+    opt.step(&grads)?;
+    Ok((loss, logits))
+}

@@ -1,0 +1,168 @@
+//! The darts space as the registry (`SearchSpace`) sees it: its genotypes, the supernet and
+//! the retraining network a run's settings build, what those settings must satisfy here, and
+//! the shapes of its pictures.
+
+use candle_core::{DType, Device};
+use nas_core::config_error::{brief, field};
+use nas_core::ConfigError;
+use serde_json::Value;
+
+use super::edges::{edge_label, state_label};
+use super::genotype::{DartsGenotype, Edge};
+use super::network::{DerivedNetwork, DerivedNetworkConfig};
+use super::ops::DartsOp;
+use super::supernet::{DartsSupernet, DartsSupernetConfig};
+use crate::diagram::{self, ArchTable, CellGraph, Node, NodeKind};
+use crate::error::Result;
+use crate::eval_network::EvalNetwork;
+use crate::model_config::{EvalModelConfig, SearchModelConfig, TaskShape};
+use crate::registry::SearchSpace;
+use crate::supernet::Supernet;
+
+/// The DARTS CNN cell space (see the module).
+pub struct Darts;
+
+impl SearchSpace for Darts {
+    const NAME: &'static str = "darts";
+    const AUXILIARY_HEAD: bool = true;
+    const DROP_PATH: bool = true;
+
+    type Genotype = DartsGenotype;
+
+    fn genotype_to_json(g: &DartsGenotype) -> Value {
+        g.to_json()
+    }
+
+    fn genotype_from_json(v: &Value) -> Result<DartsGenotype> {
+        DartsGenotype::from_json(v)
+    }
+
+    fn named_genotype(name: &str) -> Option<Result<DartsGenotype>> {
+        DartsGenotype::builtin(name).map(Ok)
+    }
+
+    fn builtin_names() -> Vec<&'static str> {
+        DartsGenotype::builtin_names()
+    }
+
+    fn cell_graphs(g: &DartsGenotype) -> Vec<CellGraph> {
+        vec![
+            cell_graph("normal", "normal cell", &g.normal, &g.normal_concat),
+            cell_graph("reduce", "reduction cell", &g.reduce, &g.reduce_concat),
+        ]
+    }
+
+    /// The supernet of the DARTS paper (C=16, L=8); C=8, L=5 for the demo.
+    fn search_sizes(quick: bool) -> (usize, usize) {
+        if quick {
+            (8, 5)
+        } else {
+            (16, 8)
+        }
+    }
+
+    fn validate_search(_: &SearchModelConfig) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>> {
+        let cfg = DartsSupernetConfig {
+            channels: m.channels,
+            layers: m.layers,
+            num_classes: task.num_classes,
+            steps: m.steps,
+            multiplier: m.steps,
+            stem_multiplier: 3,
+            in_channels: task.in_channels,
+            partial_channels: m.partial_channels,
+            edge_norm: m.edge_norm,
+            max_skip_connect: m.max_skip_connect,
+        };
+        Ok(Box::new(DartsSupernet::new(cfg, seed, DType::F32, device)?))
+    }
+
+    fn arch_tables() -> Vec<ArchTable> {
+        let ops: Vec<&'static str> = DartsOp::ALL.iter().map(|o| o.name()).collect();
+        let table = |key, title| ArchTable { key, title, ops: ops.clone(), edge_label };
+        vec![table("alphas_normal", "normal cell"), table("alphas_reduce", "reduction cell")]
+    }
+
+    /// DARTS' retraining recipe (`train.py`): C=36, L=20, auxiliary weight 0.4, drop path 0.2.
+    fn eval_defaults() -> EvalModelConfig {
+        EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2 }
+    }
+
+    fn validate_eval(m: &EvalModelConfig) -> Result<(), ConfigError> {
+        if m.channels % 2 != 0 {
+            return Err(ConfigError::new(format!(
+                "{} must be even (factorized reductions halve them), got {}",
+                field("model.channels"),
+                m.channels
+            )));
+        }
+        if m.auxiliary_weight > 0.0 && m.layers < 3 {
+            return Err(ConfigError::new(format!(
+                "the auxiliary head needs {} 3 or more (or {} 0)",
+                brief("model.layers"),
+                brief("model.auxiliary_weight")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The two reductions halve even sizes, and the auxiliary head (avg-pool 5/3, then a 2×2
+    /// conv to one pixel) is made for 32×32 inputs (8×8 after the reductions; 32 to 40 pixels
+    /// work).
+    fn check_input_size(m: &EvalModelConfig, height: usize, width: usize) -> Result<(), ConfigError> {
+        if height % 4 != 0 || width % 4 != 0 {
+            return Err(ConfigError::plain(format!(
+                "darts networks need image sides divisible by 4 (two reductions), got {height}x{width}"
+            )));
+        }
+        let ok = |s: usize| (8..=10).contains(&(s / 4));
+        if m.auxiliary_weight > 0.0 && !(ok(height) && ok(width)) {
+            return Err(ConfigError::plain(format!(
+                "the auxiliary head needs 32x32 images (32 to 40 pixels a side), got {height}x{width}; set the auxiliary weight to 0 for other sizes"
+            )));
+        }
+        Ok(())
+    }
+
+    fn build_eval_network(
+        g: &DartsGenotype,
+        m: &EvalModelConfig,
+        task: TaskShape,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Box<dyn EvalNetwork>> {
+        let cfg = DerivedNetworkConfig {
+            channels: m.channels,
+            layers: m.layers,
+            num_classes: task.num_classes,
+            auxiliary: m.auxiliary_weight > 0.0,
+            in_channels: task.in_channels,
+        };
+        Ok(Box::new(DerivedNetwork::new(g, cfg, seed, DType::F32, device)?))
+    }
+
+    fn describe_size(m: &EvalModelConfig) -> String {
+        format!("C={}, L={}, without auxiliary head", m.channels, m.layers)
+    }
+}
+
+/// A cell: the inputs c_{k-2} and c_{k-1}, the intermediate nodes with one labelled edge per
+/// op, and the output c_{k} fed by the concatenated nodes.
+fn cell_graph(name: &str, title: &str, edges: &[Edge], concat: &[usize]) -> CellGraph {
+    let steps = edges.len() / 2;
+    let mut nodes: Vec<Node> = (0..2).map(|j| Node { label: state_label(j), kind: NodeKind::Input }).collect();
+    nodes.extend((2..2 + steps).map(|j| Node { label: state_label(j), kind: NodeKind::Inner }));
+    nodes.push(Node { label: "c_{k}".into(), kind: NodeKind::Output });
+    let out = nodes.len() - 1;
+    let mut graph_edges: Vec<diagram::Edge> = edges
+        .iter()
+        .enumerate()
+        .map(|(e, (op, input))| diagram::Edge { from: *input, to: 2 + e / 2, op: Some(op.to_string()) })
+        .collect();
+    graph_edges.extend(concat.iter().map(|&c| diagram::Edge { from: c, to: out, op: None }));
+    CellGraph { name: name.into(), title: title.into(), nodes, edges: graph_edges }
+}

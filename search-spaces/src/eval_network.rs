@@ -1,0 +1,19 @@
+//! What retraining needs from any derived network, whatever its space. Each space implements it
+//! next to its network and builds it through the registry (`Genotype::build_eval_network`).
+
+use candle_core::{Result, Tensor};
+use nas_core::nn::Mode;
+use nas_core::params::ParamStore;
+
+pub trait EvalNetwork {
+    /// Weights and buffers, under the reference's state_dict names.
+    fn weights(&self) -> &ParamStore;
+    /// Number of weights without the auxiliary head (how DARTS reports model size).
+    fn num_params_without_aux(&self) -> usize;
+    /// How many op outputs drop path applies to in one forward pass; 0 without drop path.
+    fn num_drop_path_ops(&self) -> usize;
+    /// Logits (B, classes) and, in training with an auxiliary head, the auxiliary logits.
+    /// `drop_path` (ops, B) holds per-sample factors for the output of every droppable op in
+    /// forward order; None disables drop path.
+    fn forward(&self, x: &Tensor, mode: Mode, drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)>;
+}

@@ -1,0 +1,45 @@
+//! The size and options of the networks a run builds, the same settings for every space: the
+//! `model` section of a search run's and of a training run's config.json. The spaces check them
+//! (`SpaceKind::validate_search`, `SpaceKind::validate_eval`, whose messages name the fields
+//! as `model.<field>`) and build from them.
+
+use serde::{Deserialize, Serialize};
+
+/// The supernet of a search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchModelConfig {
+    /// Initial channels C.
+    pub channels: usize,
+    /// Number of cells L (darts); cells per stage N (nb201).
+    pub layers: usize,
+    /// Intermediate nodes per cell.
+    pub steps: usize,
+    /// PC-DARTS channel fraction 1/K (1 = all channels).
+    pub partial_channels: usize,
+    /// PC-DARTS edge normalisation (β).
+    pub edge_norm: bool,
+    /// Optional cap on skip connections in the derived normal cell (P-DARTS style).
+    pub max_skip_connect: Option<usize>,
+}
+
+/// The network a genotype is retrained as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalModelConfig {
+    /// Initial channels C.
+    pub channels: usize,
+    /// Number of cells L (darts); cells per stage N (nb201).
+    pub layers: usize,
+    /// Weight of the auxiliary head's loss (0 = no auxiliary head).
+    pub auxiliary_weight: f64,
+    /// Final drop-path probability, reached linearly over the epochs.
+    pub drop_path: f64,
+}
+
+/// The classification task a network is built for: its classes and its images' channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskShape {
+    pub num_classes: usize,
+    pub in_channels: usize,
+}

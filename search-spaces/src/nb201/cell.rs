@@ -1,0 +1,76 @@
+//! One NAS-Bench-201 cell: node 0 is the cell's input, node i the sum over every earlier node
+//! j of edge (i, j)'s ops — in the search network all five, weighted by softmax(α) of the edge
+//! (one α (6, 5) for all cells, BN without affine), in the derived network its one op (affine
+//! BN). ReLU of a node is computed once for all the convolutions that read it. The cell outputs
+//! node 3. Parameters live under `edges.{to}<-{from}` (AutoDL's names).
+
+use candle_core::{Result, Tensor};
+use nas_core::nn::Mode;
+use nas_core::ops;
+use nas_core::params::ParamBuilder;
+
+use super::edges::{edge_index, edge_nodes, EDGES, NODES};
+use super::genotype::Nb201Genotype;
+use super::ops::{EdgeOp, Nb201Op};
+
+/// One cell: per edge the (α column, op) pairs it computes.
+#[derive(Debug, Clone)]
+pub(super) struct Cell {
+    edges: Vec<Vec<(usize, EdgeOp)>>,
+}
+
+impl Cell {
+    /// The search cell (all ops on every edge) when `genotype` is None, else the derived one.
+    pub(super) fn new(pb: &ParamBuilder, c: usize, genotype: Option<&Nb201Genotype>) -> nas_core::Result<Self> {
+        let mut edges = Vec::with_capacity(EDGES);
+        for e in 0..EDGES {
+            let (to, from) = edge_nodes(e);
+            let epb = pb.pp("edges").pp(format!("{to}<-{from}"));
+            let mut ops = Vec::new();
+            match genotype {
+                None => {
+                    for (col, &op) in Nb201Op::ALL.iter().enumerate() {
+                        if let Some(m) = EdgeOp::new(op, &epb.pp(col), c, false)? {
+                            ops.push((col, m));
+                        }
+                    }
+                }
+                Some(g) => {
+                    if let Some(m) = EdgeOp::new(g.edges[e], &epb, c, true)? {
+                        ops.push((g.edges[e].index(), m));
+                    }
+                }
+            }
+            edges.push(ops);
+        }
+        Ok(Self { edges })
+    }
+
+    /// `weights` (6, 5) = softmax(α) in the search network, None in the derived one.
+    pub(super) fn forward(&self, x: &Tensor, weights: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let mut nodes = vec![x.clone()];
+        let mut relus: Vec<Option<Tensor>> = vec![None];
+        for to in 1..NODES {
+            let mut acc: Option<Tensor> = None;
+            for from in 0..to {
+                let e = edge_index(to, from);
+                let ops_e = &self.edges[e];
+                if relus[from].is_none() && ops_e.iter().any(|(_, m)| matches!(m, EdgeOp::Conv(_))) {
+                    relus[from] = Some(ops::relu(&nodes[from])?);
+                }
+                let w = weights.map(|w| w.get(e)).transpose()?;
+                for (col, op) in ops_e {
+                    let y = op.forward(&nodes[from], relus[from].as_ref(), mode)?;
+                    let wk = w.as_ref().map(|w| w.narrow(0, *col, 1)).transpose()?;
+                    acc = Some(ops::accumulate(acc, y, wk.as_ref())?);
+                }
+            }
+            nodes.push(match acc {
+                Some(a) => a,
+                None => x.zeros_like()?,
+            });
+            relus.push(None);
+        }
+        Ok(nodes.pop().unwrap_or_else(|| x.clone()))
+    }
+}

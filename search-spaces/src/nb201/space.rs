@@ -1,0 +1,165 @@
+//! The nb201 space as the registry (`SearchSpace`) sees it: its genotypes (also written as
+//! arch strings), the search and the derived network a run's settings build, what those
+//! settings must satisfy here (no PC-DARTS options, no auxiliary head, no drop path), and the
+//! shapes of its pictures.
+
+use candle_core::{DType, Device};
+use nas_core::config_error::brief;
+use nas_core::ConfigError;
+use serde_json::Value;
+
+use super::edges::{edge_nodes, NODES};
+use super::genotype::Nb201Genotype;
+use super::network::{Nb201Config, Nb201Network};
+use super::ops::Nb201Op;
+use crate::diagram::{ArchTable, CellGraph, Edge, Node, NodeKind};
+use crate::error::Result;
+use crate::eval_network::EvalNetwork;
+use crate::model_config::{EvalModelConfig, SearchModelConfig, TaskShape};
+use crate::registry::SearchSpace;
+use crate::supernet::Supernet;
+
+/// The NAS-Bench-201 cell space (see the module).
+pub struct Nb201;
+
+impl Nb201 {
+    fn network_config(channels: usize, layers: usize, task: TaskShape) -> Nb201Config {
+        Nb201Config { channels, cells_per_stage: layers, num_classes: task.num_classes, in_channels: task.in_channels }
+    }
+}
+
+impl SearchSpace for Nb201 {
+    const NAME: &'static str = "nb201";
+    const AUXILIARY_HEAD: bool = false;
+    const DROP_PATH: bool = false;
+
+    type Genotype = Nb201Genotype;
+
+    fn genotype_to_json(g: &Nb201Genotype) -> Value {
+        g.to_json()
+    }
+
+    fn genotype_from_json(v: &Value) -> Result<Nb201Genotype> {
+        Nb201Genotype::from_json(v)
+    }
+
+    /// An arch string `|op~0|+|…|`.
+    fn named_genotype(name: &str) -> Option<Result<Nb201Genotype>> {
+        name.starts_with('|').then(|| Nb201Genotype::parse(name))
+    }
+
+    fn builtin_names() -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Nodes 0 (input) to 3 (output), one edge per op that is not `none`.
+    fn cell_graphs(g: &Nb201Genotype) -> Vec<CellGraph> {
+        let nodes = (0..NODES)
+            .map(|i| Node {
+                label: i.to_string(),
+                kind: match i {
+                    0 => NodeKind::Input,
+                    i if i == NODES - 1 => NodeKind::Output,
+                    _ => NodeKind::Inner,
+                },
+            })
+            .collect();
+        let edges = g
+            .edges
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| **op != Nb201Op::None)
+            .map(|(e, op)| {
+                let (to, from) = edge_nodes(e);
+                Edge { from, to, op: Some(op.to_string()) }
+            })
+            .collect();
+        vec![CellGraph { name: "cell".into(), title: "NAS-Bench-201 cell".into(), nodes, edges }]
+    }
+
+    /// The benchmark's network (C=16, 5 cells per stage); C=8 and 2 cells for the demo.
+    fn search_sizes(quick: bool) -> (usize, usize) {
+        if quick {
+            (8, 2)
+        } else {
+            (16, 5)
+        }
+    }
+
+    fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError> {
+        if m.partial_channels != 1 || m.edge_norm {
+            return Err(ConfigError::new(format!(
+                "{} and {} apply to the darts space only, not to {} {}",
+                brief("model.partial_channels"),
+                brief("model.edge_norm"),
+                brief("space"),
+                Self::NAME
+            )));
+        }
+        if m.max_skip_connect.is_some() {
+            return Err(ConfigError::new(format!(
+                "{} applies to the darts space only, not to {} {}",
+                brief("model.max_skip_connect"),
+                brief("space"),
+                Self::NAME
+            )));
+        }
+        Ok(())
+    }
+
+    fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>> {
+        let cfg = Self::network_config(m.channels, m.layers, task);
+        Ok(Box::new(Nb201Network::search(cfg, seed, DType::F32, device)?))
+    }
+
+    fn arch_tables() -> Vec<ArchTable> {
+        let edge_label = |e| {
+            let (to, from) = edge_nodes(e);
+            format!("{from} → {to}")
+        };
+        let ops = Nb201Op::ALL.iter().map(|o| o.name()).collect();
+        vec![ArchTable { key: "arch_parameters", title: "cell", ops, edge_label }]
+    }
+
+    /// The benchmark's network: C=16, 5 cells per stage.
+    fn eval_defaults() -> EvalModelConfig {
+        EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0 }
+    }
+
+    fn validate_eval(m: &EvalModelConfig) -> Result<(), ConfigError> {
+        if m.auxiliary_weight != 0.0 {
+            return Err(ConfigError::new(format!(
+                "{} networks have no auxiliary head ({} must be 0)",
+                Self::NAME,
+                brief("model.auxiliary_weight")
+            )));
+        }
+        if m.drop_path != 0.0 {
+            return Err(ConfigError::new(format!(
+                "{} networks do not use drop path ({} must be 0)",
+                Self::NAME,
+                brief("model.drop_path")
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_input_size(_: &EvalModelConfig, _: usize, _: usize) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    fn build_eval_network(
+        g: &Nb201Genotype,
+        m: &EvalModelConfig,
+        task: TaskShape,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Box<dyn EvalNetwork>> {
+        let cfg = Self::network_config(m.channels, m.layers, task);
+        Ok(Box::new(Nb201Network::derived(cfg, g, seed, DType::F32, device)?))
+    }
+
+    fn describe_size(m: &EvalModelConfig) -> String {
+        format!("C={}, {} cells per stage", m.channels, m.layers)
+    }
+}
