@@ -40,6 +40,10 @@ pub struct BenchCommonArgs {
     /// Untimed warm-up steps
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Count the kernel launches, memsets and copies of the timed steps (CUDA; needs CUPTI's
+    /// libcupti, found on the loader's path or named by NAS_CUPTI_LIB)
+    #[arg(long)]
+    count_launches: bool,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +104,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 device: a.common.device,
                 steps: a.common.steps,
                 warmup: a.common.warmup,
+                count_launches: a.common.count_launches,
             };
             crate::out(&format!("{}\n", bench_search(&cfg)?))
         }
@@ -115,6 +120,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 device: a.common.device,
                 steps: a.common.steps,
                 warmup: a.common.warmup,
+                count_launches: a.common.count_launches,
             };
             crate::out(&format!("{}\n", bench_train(&cfg)?))
         }

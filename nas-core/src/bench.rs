@@ -12,29 +12,78 @@ use serde_json::{json, Value};
 use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
 
-/// Sorted step times of `warmup + steps` calls of `step`, the warm-up ones left out. The
-/// step may fail with its caller's error type.
+/// What the timed steps of a benchmark measured: the sorted step times, the peak device memory
+/// over the timed steps (CUDA), and the GPU work per step when it was counted.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub times: Vec<f64>,
+    pub peak_device_mem: Option<u64>,
+    /// Kernel launches, memsets and copies per timed step, or why they were not counted.
+    pub launches: Option<std::result::Result<Value, String>>,
+}
+
+impl Measured {
+    pub fn median(&self) -> f64 {
+        self.times.get(self.times.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// Times `warmup + steps` calls of `step`, the warm-up ones left out; with `count_launches`
+/// the GPU work of the timed steps is counted (CUPTI, CUDA builds). The step may fail with
+/// its caller's error type.
 pub fn time_steps<E: From<Error> + From<candle_core::Error>>(
     device: &Device,
-    warmup: usize,
-    steps: usize,
+    (warmup, steps): (usize, usize),
+    count_launches: bool,
     mut step: impl FnMut() -> Result<(), E>,
-) -> Result<Vec<f64>, E> {
+) -> Result<Measured, E> {
     if steps == 0 {
         return Err(Error::from(ConfigError::new(format!("{} must be positive", brief("steps")))).into());
     }
+    for _ in 0..warmup {
+        step()?;
+    }
+    device.synchronize()?;
+    crate::device::reset_peak_memory(device);
+    let counter = count_launches.then(|| launch_counter(device));
     let mut times = Vec::with_capacity(steps);
-    for i in 0..warmup + steps {
+    for _ in 0..steps {
         device.synchronize()?;
         let t = Instant::now();
         step()?;
         device.synchronize()?;
-        if i >= warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
+        times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    Ok(times)
+    let launches = counter.map(|c| c.map(|c| per_step(&c, steps)));
+    Ok(Measured { times, peak_device_mem: crate::device::peak_memory(device), launches })
+}
+
+#[cfg(feature = "cuda")]
+type Counter = crate::launch_count::LaunchCounter;
+#[cfg(not(feature = "cuda"))]
+type Counter = ();
+
+fn launch_counter(device: &Device) -> std::result::Result<Counter, String> {
+    if !device.is_cuda() {
+        return Err("launch counts are taken on CUDA devices".into());
+    }
+    #[cfg(feature = "cuda")]
+    return crate::launch_count::LaunchCounter::start();
+    #[cfg(not(feature = "cuda"))]
+    Err("launch counts need a build with the cuda feature".into())
+}
+
+#[cfg(feature = "cuda")]
+fn per_step(c: &Counter, steps: usize) -> Value {
+    let n = c.counts();
+    let s = steps as f64;
+    json!({"kernels": n.kernels as f64 / s, "memsets": n.memsets as f64 / s, "copies": n.copies as f64 / s})
+}
+
+#[cfg(not(feature = "cuda"))]
+fn per_step(_: &Counter, _: usize) -> Value {
+    Value::Null
 }
 
 /// Random images N(0, 1) (B, 3, size, size) and labels uniform in 0..10, like the reference.
@@ -51,17 +100,23 @@ pub fn random_batch(batch: usize, size: usize, device: &Device) -> Result<(Tenso
 }
 
 /// The JSON line a benchmark prints, with darts_ref.py's fields: the configuration, the median
-/// and the fastest of the sorted step `times`, the worker threads and the peak memory, then
-/// `extra` (network sizes).
-pub fn report(config: &impl Serialize, times: &[f64], extra: &[(&str, Value)]) -> Value {
+/// and the fastest of the sorted step times, the worker threads and the peak memory (of the
+/// device on CUDA, over the timed steps; the process's resident set on the CPU), launches per
+/// step when counted, then `extra` (network sizes).
+pub fn report(config: &impl Serialize, m: &Measured, extra: &[(&str, Value)]) -> Value {
     let mut r = json!({
         "impl": "nas",
         "threads": worker_threads(),
         "config": config,
-        "step_s_median": times.get(times.len() / 2),
-        "step_s_min": times.first(),
-        "peak_mem_bytes": peak_rss_bytes(),
+        "step_s_median": m.times.get(m.times.len() / 2),
+        "step_s_min": m.times.first(),
+        "peak_mem_bytes": m.peak_device_mem.or_else(peak_rss_bytes),
     });
+    match &m.launches {
+        Some(Ok(v)) => r["launches_per_step"] = v.clone(),
+        Some(Err(why)) => r["launches_per_step_unavailable"] = json!(why),
+        None => {}
+    }
     for (key, value) in extra {
         r[*key] = value.clone();
     }

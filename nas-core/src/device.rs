@@ -33,7 +33,79 @@ impl DeviceSpec {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(i: usize) -> Result<Device> {
-    Device::new_cuda(i).map_err(|e| Error::Device(format!("cannot open CUDA device {i}: {e}")))
+    let device = Device::new_cuda(i).map_err(|e| Error::Device(format!("cannot open CUDA device {i}: {e}")))?;
+    if let Device::Cuda(dev) = &device {
+        // candle allocates with cuMemAllocAsync from the device's default pool, which hands
+        // freed memory back to the driver at every synchronisation unless told to keep it:
+        // then every step allocates afresh from the driver. Keep it, as PyTorch's caching
+        // allocator does.
+        if let Some(pool) = memory_pool(dev) {
+            let mut keep = u64::MAX;
+            // SAFETY: a valid pool and an attribute whose value is a u64.
+            unsafe {
+                cuda_sys::cuMemPoolSetAttribute(
+                    pool,
+                    cuda_sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut keep as *mut u64).cast(),
+                )
+            };
+        }
+    }
+    Ok(device)
+}
+
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::cudarc::driver::sys as cuda_sys;
+
+/// The default memory pool of the device candle allocates from.
+#[cfg(feature = "cuda")]
+fn memory_pool(dev: &candle_core::CudaDevice) -> Option<cuda_sys::CUmemoryPool> {
+    let mut pool = std::ptr::null_mut();
+    let cu_device = dev.cuda_stream().context().cu_device();
+    // SAFETY: writes the pool handle of a valid device.
+    let r = unsafe { cuda_sys::cuDeviceGetDefaultMemPool(&mut pool, cu_device) };
+    (r == cuda_sys::CUresult::CUDA_SUCCESS).then_some(pool)
+}
+
+/// The most device memory the run had allocated at once since the last `reset_peak_memory`
+/// (the pool's high-water mark, as `torch.cuda.max_memory_allocated` reports PyTorch's);
+/// None on the CPU.
+pub fn peak_memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(dev) = device {
+        let pool = memory_pool(dev)?;
+        let mut v = 0u64;
+        // SAFETY: a valid pool and an attribute whose value is a u64.
+        let r = unsafe {
+            cuda_sys::cuMemPoolGetAttribute(
+                pool,
+                cuda_sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut v as *mut u64).cast(),
+            )
+        };
+        return (r == cuda_sys::CUresult::CUDA_SUCCESS).then_some(v);
+    }
+    let _ = device;
+    None
+}
+
+/// Restarts `peak_memory` from the memory in use now.
+pub fn reset_peak_memory(device: &Device) {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(dev) = device {
+        if let Some(pool) = memory_pool(dev) {
+            let mut zero = 0u64;
+            // SAFETY: as in peak_memory; resetting the high-water mark takes the value 0.
+            unsafe {
+                cuda_sys::cuMemPoolSetAttribute(
+                    pool,
+                    cuda_sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    (&mut zero as *mut u64).cast(),
+                )
+            };
+        }
+    }
+    let _ = device;
 }
 
 #[cfg(not(feature = "cuda"))]

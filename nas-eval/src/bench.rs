@@ -29,6 +29,8 @@ pub struct BenchTrainConfig {
     pub device: DeviceSpec,
     pub steps: usize,
     pub warmup: usize,
+    /// Count the GPU work of the timed steps (CUDA).
+    pub count_launches: bool,
 }
 
 /// Times train steps; returns the JSON line `nas bench train` prints.
@@ -55,12 +57,12 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let mut opt = Sgd::new(model.weights().weights(), o.sgd());
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let mut step = 0;
-    let times = time_steps(&device, b.warmup, b.steps, || -> Result<()> {
+    let m = time_steps(&device, (b.warmup, b.steps), b.count_launches, || -> Result<()> {
         let drop = model.drop_path(cfg.model.drop_path, b.batch_size, (0, 0, step), &device)?;
         step += 1;
         let (loss, _) = train_step(&model, &mut opt, &x, &y, cfg.model.auxiliary_weight, o.grad_clip, drop.as_ref())?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    Ok(report(b, &times, &[("params_without_aux", json!(model.num_params_without_aux()))]))
+    Ok(report(b, &m, &[("params_without_aux", json!(model.num_params_without_aux()))]))
 }

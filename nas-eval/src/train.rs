@@ -21,7 +21,7 @@ use nas_core::data::{Augment, BatchIter, BatchPlan, DataSpec, Dataset, HostBatch
 use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutput, PREFETCH};
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::{correct_count, cross_entropy, Mode};
-use nas_core::optim::{clip_grad_norm, grads_for, CosineAnnealing, Sgd};
+use nas_core::optim::{grads_for, CosineAnnealing, Sgd};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE, WEIGHTS};
 use nas_core::DeviceSpec;
 use search_spaces::TaskShape;
@@ -49,11 +49,8 @@ pub fn train_step(
     if let (Some(aux), true) = (aux, aux_weight > 0.0) {
         loss = (loss + (cross_entropy(&aux, y)? * aux_weight)?)?;
     }
-    let mut grads = grads_for(&loss.backward()?, opt.params());
-    if grad_clip > 0.0 {
-        clip_grad_norm(&mut grads, grad_clip)?;
-    }
-    opt.step(&grads)?;
+    let grads = grads_for(&loss.backward()?, opt.params());
+    opt.step_clipped(&grads, grad_clip)?;
     Ok((loss, logits))
 }
 

@@ -4,6 +4,7 @@
 
 use candle_core::DType;
 use nas_core::bench::{random_batch, report, time_steps};
+use nas_core::nn::{cross_entropy, Mode};
 use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
 use search_spaces::{SearchModelConfig, SpaceKind, TaskShape};
@@ -31,6 +32,8 @@ pub struct BenchSearchConfig {
     pub device: DeviceSpec,
     pub steps: usize,
     pub warmup: usize,
+    /// Count the GPU work of the timed steps (CUDA).
+    pub count_launches: bool,
 }
 
 /// Times search steps; returns the JSON line `nas bench search` prints.
@@ -60,7 +63,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let train = Batch { x, y };
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let valid = Batch { x, y };
-    let times = time_steps(&device, b.warmup, b.steps, || -> Result<()> {
+    let m = time_steps(&device, (b.warmup, b.steps), b.count_launches, || -> Result<()> {
         if !b.weights_only {
             architect.step(net.as_ref(), &train, &valid, &w_opt)?;
         }
@@ -68,5 +71,13 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    Ok(report(b, &times, &[("params_weights", json!(net.weights().num_weight_elements()))]))
+    // An evaluation-mode forward of one batch (what each epoch's validation pass costs).
+    let eval = time_steps(&device, (b.warmup, b.steps), false, || -> Result<()> {
+        let logits = net.forward(&valid.x, Mode::EVAL)?;
+        cross_entropy(&logits, &valid.y)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        Ok(())
+    })?;
+    let extra =
+        [("params_weights", json!(net.weights().num_weight_elements())), ("eval_step_s_median", json!(eval.median()))];
+    Ok(report(b, &m, &extra))
 }

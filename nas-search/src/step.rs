@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 use nas_core::nn::{cross_entropy, Mode};
-use nas_core::optim::{clip_grad_norm, grads_for, Sgd};
+use nas_core::optim::{grads_for, Sgd};
 use search_spaces::Supernet;
 
 use crate::Result;
@@ -21,10 +21,7 @@ pub struct Batch {
 pub fn weight_step(net: &dyn Supernet, opt: &mut Sgd, batch: &Batch, grad_clip: f64) -> Result<(Tensor, Tensor)> {
     let logits = net.forward(&batch.x, Mode::TRAIN_WEIGHTS)?;
     let loss = cross_entropy(&logits, &batch.y)?;
-    let mut grads = grads_for(&loss.backward()?, opt.params());
-    if grad_clip > 0.0 {
-        clip_grad_norm(&mut grads, grad_clip)?;
-    }
-    opt.step(&grads)?;
+    let grads = grads_for(&loss.backward()?, opt.params());
+    opt.step_clipped(&grads, grad_clip)?;
     Ok((loss, logits))
 }
