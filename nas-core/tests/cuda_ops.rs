@@ -7,16 +7,13 @@
 use candle_core::{DType, Device, Tensor, Var};
 use nas_core::ops::{self, DwParams, PoolKind, PwParams, RunningStats, StageWeights};
 use nas_core::testing::max_rel_err;
-use nas_core::DeviceSpec;
 use rand::{Rng, SeedableRng};
 
 type Op = dyn Fn(&[Tensor], Option<RunningStats<'_>>) -> candle_core::Result<Tensor>;
 
 /// The CUDA device of NAS_TEST_DEVICE, or None (the test is skipped).
 fn cuda() -> Option<Device> {
-    let spec = std::env::var("NAS_TEST_DEVICE").ok().filter(|s| s.starts_with("cuda"))?;
-    let spec: DeviceSpec = spec.parse().expect("NAS_TEST_DEVICE");
-    Some(spec.open().expect("open the CUDA device"))
+    nas_core::testing::cuda_test_device()
 }
 
 fn randn(shape: &[usize], seed: u64, dtype: DType, dev: &Device) -> Tensor {

@@ -137,6 +137,9 @@ impl Backend for Cuda {
     fn launch(&self, k: Kernel, dtype: DType, l: Launch, mut args: Args) -> Result<()> {
         let f = function(&self.dev, k, dtype)?;
         let stream = self.dev.cuda_stream();
+        // The driver launches in the calling thread's current context (candle's own calls
+        // make it current the same way).
+        stream.context().bind_to_thread().w()?;
         let mut ptrs = args.pointers();
         let grid = (l.grid[0], l.grid[1], l.grid[2]);
         let block = (l.block[0], l.block[1], l.block[2]);
