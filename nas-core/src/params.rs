@@ -3,6 +3,12 @@
 //! `ParamBuilder::pp` — the same names PyTorch's `state_dict` uses for the same module tree, so
 //! checkpoints and golden values move between the two by name. Weights and architecture
 //! parameters live in separate stores; buffers are never handed to an optimiser.
+//!
+//! Weights that one op always uses together can be packed (`ParamBuilder::packed`): one flat
+//! `Var` holds them end to end and each keeps its own name and shape as a piece of it. The op
+//! then takes the flat tensor as it is (no concatenation per step, no split of its gradient),
+//! and the optimiser sees one parameter where there were several; checkpoints still store each
+//! piece under its own name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,11 +38,54 @@ pub enum Init {
     Normal(f64),
 }
 
+/// A named parameter: a whole `Var`, or a piece of a packed one.
 #[derive(Debug, Clone)]
 pub struct Param {
     pub name: String,
+    /// The variable holding the parameter (the flat one for a piece).
     pub var: Var,
     pub kind: ParamKind,
+    /// For a piece of a packed variable: its offset in the flat variable and its shape.
+    pub piece: Option<(usize, Shape)>,
+}
+
+impl Param {
+    /// The parameter's current value (a view into the variable; no copy).
+    pub fn value(&self) -> candle_core::Result<Tensor> {
+        match &self.piece {
+            None => Ok(self.var.as_tensor().clone()),
+            Some((off, shape)) => self.var.as_tensor().narrow(0, *off, shape.elem_count())?.reshape(shape),
+        }
+    }
+
+    /// The parameter's gradient in `grads` (the matching piece of its variable's gradient).
+    pub fn grad(&self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<Option<Tensor>> {
+        let Some(g) = grads.get(self.var.as_tensor()) else { return Ok(None) };
+        match &self.piece {
+            None => Ok(Some(g.clone())),
+            Some((off, shape)) => Ok(Some(g.narrow(0, *off, shape.elem_count())?.reshape(shape)?)),
+        }
+    }
+
+    pub fn elem_count(&self) -> usize {
+        match &self.piece {
+            None => self.var.elem_count(),
+            Some((_, shape)) => shape.elem_count(),
+        }
+    }
+
+    pub fn dims(&self) -> &[usize] {
+        match &self.piece {
+            None => self.var.dims(),
+            Some((_, shape)) => shape.dims(),
+        }
+    }
+
+    /// Whether this entry stands for its variable in the list of variables (a whole variable,
+    /// or the first piece of a packed one).
+    fn owns_var(&self) -> bool {
+        self.piece.as_ref().is_none_or(|(off, _)| *off == 0)
+    }
 }
 
 struct Inner {
@@ -73,41 +122,59 @@ impl ParamStore {
         self.lock().params.clone()
     }
 
-    /// The trainable weights in creation order.
+    /// The trainable weight variables in creation order (a packed variable once).
     pub fn weights(&self) -> Vec<Var> {
-        self.lock().params.iter().filter(|p| p.kind == ParamKind::Weight).map(|p| p.var.clone()).collect()
+        self.lock()
+            .params
+            .iter()
+            .filter(|p| p.kind == ParamKind::Weight && p.owns_var())
+            .map(|p| p.var.clone())
+            .collect()
     }
 
-    pub fn get(&self, name: &str) -> Option<Var> {
+    /// The parameter called `name`.
+    pub fn get(&self, name: &str) -> Option<Param> {
         let inner = self.lock();
-        inner.index.get(name).map(|&i| inner.params[i].var.clone())
+        inner.index.get(name).map(|&i| inner.params[i].clone())
     }
 
     /// Number of scalar weights (buffers excluded).
     pub fn num_weight_elements(&self) -> usize {
-        self.lock().params.iter().filter(|p| p.kind == ParamKind::Weight).map(|p| p.var.elem_count()).sum()
+        self.lock().params.iter().filter(|p| p.kind == ParamKind::Weight).map(|p| p.elem_count()).sum()
     }
 
     /// Copies values into the parameters by name. Every parameter of the store must be present
     /// with the same shape; `skip_missing_buffers` tolerates absent running statistics.
     pub fn load(&self, tensors: &HashMap<String, Tensor>, skip_missing_buffers: bool) -> Result<()> {
-        for p in self.params() {
+        // The pieces of the packed variable being assembled, flattened, in order.
+        let mut pieces: Vec<Tensor> = Vec::new();
+        let params = self.params();
+        for (i, p) in params.iter().enumerate() {
             let Some(t) = tensors.get(&p.name) else {
                 if skip_missing_buffers && p.kind == ParamKind::Buffer {
                     continue;
                 }
                 return Err(Error::Invalid(format!("missing tensor `{}`", p.name)));
             };
-            if t.shape() != p.var.shape() {
+            if t.dims() != p.dims() {
                 return Err(Error::Invalid(format!(
                     "tensor `{}` has shape {:?}, expected {:?}",
                     p.name,
                     t.dims(),
-                    p.var.dims()
+                    p.dims()
                 )));
             }
             let t = t.to_dtype(p.var.dtype())?.to_device(p.var.device())?;
-            p.var.set(&t)?;
+            if p.piece.is_none() {
+                p.var.set(&t)?;
+                continue;
+            }
+            pieces.push(t.flatten_all()?);
+            let last = params.get(i + 1).is_none_or(|n| n.piece.is_none() || n.owns_var());
+            if last {
+                p.var.set(&Tensor::cat(&pieces, 0)?)?;
+                pieces.clear();
+            }
         }
         Ok(())
     }
@@ -115,7 +182,67 @@ impl ParamStore {
     /// Every parameter's current value (shared, not copied) named `prefix` + its name, for a
     /// checkpoint.
     pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        self.params().into_iter().map(|p| (format!("{prefix}{}", p.name), p.var.as_tensor().clone())).collect()
+        self.params()
+            .into_iter()
+            .map(|p| {
+                let v = p.value().unwrap_or_else(|_| p.var.as_tensor().clone());
+                (format!("{prefix}{}", p.name), v)
+            })
+            .collect()
+    }
+
+    /// Every parameter's gradient in `grads` by name (pieces of packed variables included).
+    pub fn named_grads(&self, grads: &candle_core::backprop::GradStore) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for p in self.params() {
+            if let Some(g) = p.grad(grads)? {
+                out.push((p.name.clone(), g));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Draws the values of a parameter from the store's stream.
+    fn draw(inner: &mut Inner, n: usize, init: Init) -> Vec<f64> {
+        match init {
+            Init::Const(c) => vec![c; n],
+            Init::Uniform(b) => (0..n).map(|_| inner.rng.random_range(-b..b)).collect(),
+            Init::Normal(s) => (0..n)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut inner.rng);
+                    s * z
+                })
+                .collect(),
+        }
+    }
+
+    /// One flat weight variable holding the named `pieces` end to end, drawn in order.
+    fn insert_packed(&self, pieces: Vec<(String, Shape, Init)>, dtype: DType, device: &Device) -> Result<Var> {
+        let mut inner = self.lock();
+        let mut values = Vec::new();
+        for (name, shape, init) in &pieces {
+            if inner.index.contains_key(name) {
+                return Err(Error::Invalid(format!("parameter `{name}` defined twice")));
+            }
+            let v = Self::draw(&mut inner, shape.elem_count(), *init);
+            values.extend(v);
+        }
+        let n = values.len();
+        let var = Var::from_tensor(&Tensor::from_vec(values, n, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)?;
+        let mut off = 0;
+        for (name, shape, _) in pieces {
+            let idx = inner.params.len();
+            let len = shape.elem_count();
+            inner.params.push(Param {
+                name: name.clone(),
+                var: var.clone(),
+                kind: ParamKind::Weight,
+                piece: Some((off, shape)),
+            });
+            inner.index.insert(name, idx);
+            off += len;
+        }
+        Ok(var)
     }
 
     fn insert(
@@ -131,21 +258,11 @@ impl ParamStore {
         if inner.index.contains_key(&name) {
             return Err(Error::Invalid(format!("parameter `{name}` defined twice")));
         }
-        let n = shape.elem_count();
-        let values: Vec<f64> = match init {
-            Init::Const(c) => vec![c; n],
-            Init::Uniform(b) => (0..n).map(|_| inner.rng.random_range(-b..b)).collect(),
-            Init::Normal(s) => (0..n)
-                .map(|_| {
-                    let z: f64 = StandardNormal.sample(&mut inner.rng);
-                    s * z
-                })
-                .collect(),
-        };
+        let values = Self::draw(&mut inner, shape.elem_count(), init);
         let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
         let var = Var::from_tensor(&t)?;
         let idx = inner.params.len();
-        inner.params.push(Param { name: name.clone(), var: var.clone(), kind });
+        inner.params.push(Param { name: name.clone(), var: var.clone(), kind, piece: None });
         inner.index.insert(name, idx);
         Ok(var)
     }
@@ -184,6 +301,14 @@ impl ParamBuilder {
         Ok(var.as_tensor().clone())
     }
 
+    /// Weights that one op uses together, packed into one flat variable: `pieces` are (name
+    /// relative to this builder, shape, init), drawn in order. Returns the flat tensor (the
+    /// variable's own, so gradients find it).
+    pub fn packed(&self, pieces: &[(String, Shape, Init)]) -> Result<Tensor> {
+        let full = pieces.iter().map(|(n, s, i)| (self.full_name(n), s.clone(), *i)).collect();
+        Ok(self.store.insert_packed(full, self.dtype, &self.device)?.as_tensor().clone())
+    }
+
     /// A buffer (running statistics): saved and loaded, never optimised or perturbed.
     pub fn buffer(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<Var> {
         self.store.insert(self.full_name(name), shape.into(), init, ParamKind::Buffer, self.dtype, &self.device)
@@ -213,7 +338,7 @@ mod tests {
         assert_eq!(store.weights().len(), 2);
         assert_eq!(store.num_weight_elements(), 9);
         assert!(b.weight("bias", 3, Init::Const(0.0)).is_err());
-        let w = store.get("cells.0.weight").unwrap().as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let w = store.get("cells.0.weight").unwrap().value()?.flatten_all()?.to_vec1::<f32>()?;
         assert!(w.iter().all(|v| v.abs() <= 0.5) && w.iter().any(|v| *v != w[0]));
         Ok(())
     }
@@ -240,7 +365,50 @@ mod tests {
         assert!(store.load(&m, false).is_err());
         m.insert("w".to_string(), Tensor::ones((2, 2), DType::F32, &Device::Cpu)?);
         store.load(&m, false)?;
-        assert_eq!(store.get("w").unwrap().as_tensor().sum_all()?.to_scalar::<f32>()?, 4.0);
+        assert_eq!(store.get("w").unwrap().value()?.sum_all()?.to_scalar::<f32>()?, 4.0);
+        Ok(())
+    }
+
+    /// Packed pieces keep their names, shapes, values and draw order; the optimiser sees one
+    /// variable; load writes each piece by name and a gradient splits back into the pieces.
+    #[test]
+    fn packed_pieces_behave_like_separate_parameters() -> Result<()> {
+        let draw = |packed: bool| -> Result<ParamStore> {
+            let store = ParamStore::new(3, 0);
+            let b = store.builder(DType::F64, &Device::Cpu);
+            b.weight("first", 2, Init::Uniform(1.0))?;
+            let pieces = [("op.1.weight", Shape::from((2, 3))), ("op.2.weight", Shape::from(4))];
+            if packed {
+                b.packed(&pieces.map(|(n, s)| (n.to_string(), s, Init::Uniform(0.5))))?;
+            } else {
+                for (n, s) in pieces {
+                    b.weight(n, s, Init::Uniform(0.5))?;
+                }
+            }
+            b.buffer("running", 2, Init::Const(1.0))?;
+            Ok(store)
+        };
+        let (sep, packed) = (draw(false)?, draw(true)?);
+        assert_eq!(packed.weights().len(), 2);
+        assert_eq!(packed.num_weight_elements(), sep.num_weight_elements());
+        type Named = Vec<(String, Vec<usize>, Vec<f64>)>;
+        let values = |s: &ParamStore| -> Result<Named> {
+            s.named_tensors("")
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.dims().to_vec(), t.flatten_all()?.to_vec1::<f64>()?)))
+                .collect()
+        };
+        assert_eq!(values(&packed)?, values(&sep)?);
+        let mut m: HashMap<String, Tensor> = sep.named_tensors("").into_iter().collect();
+        m.insert("op.2.weight".into(), Tensor::new(&[9.0f64, 8.0, 7.0, 6.0], &Device::Cpu)?);
+        packed.load(&m, false)?;
+        let p2 = packed.get("op.2.weight").unwrap();
+        assert_eq!(p2.value()?.to_vec1::<f64>()?, vec![9.0, 8.0, 7.0, 6.0]);
+        let flat = packed.weights()[1].clone();
+        let loss = (flat.as_tensor() * Tensor::arange(0f64, 10.0, &Device::Cpu)?)?.sum_all()?;
+        let g = packed.named_grads(&loss.backward()?)?;
+        let g2 = g.iter().find(|(n, _)| n == "op.2.weight").unwrap();
+        assert_eq!(g2.1.to_vec1::<f64>()?, vec![6.0, 7.0, 8.0, 9.0]);
         Ok(())
     }
 }

@@ -218,7 +218,7 @@ impl TrainTask {
 
 impl EpochTask for TrainTask {
     type Batch = HostBatch;
-    const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-1";
+    const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-2";
     const CHECKPOINT_KIND: &'static str = "training";
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<HostBatch>> {

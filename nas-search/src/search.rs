@@ -167,7 +167,7 @@ impl SearchTask {
 impl EpochTask for SearchTask {
     /// A search-train batch and, once architecture updates are on, a search-valid batch.
     type Batch = (HostBatch, Option<HostBatch>);
-    const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-1";
+    const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-2";
     const CHECKPOINT_KIND: &'static str = "search";
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Self::Batch>> {

@@ -85,7 +85,7 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let good = std::fs::read(dir.file("checkpoint.safetensors")).unwrap();
 
     // A weight turned NaN (as a too-large step would leave it): the next loss is NaN.
-    let w = search.net().weights().get("classifier.weight").expect("classifier weight");
+    let w = search.net().weights().get("classifier.weight").expect("classifier weight").var;
     w.set(&(w.as_tensor() * f64::NAN).unwrap()).unwrap();
     let never = AtomicBool::new(false);
     let err = search.run(Some(&dir), &mut CollectSink::default(), &never).unwrap_err();

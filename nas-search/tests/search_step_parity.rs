@@ -69,7 +69,7 @@ fn step_matches_pytorch((golden, cfg): (HashMap<String, Tensor>, DartsSupernetCo
     for p in net.weights().params().into_iter().chain(net.arch().params()) {
         let before = f64v(&golden[&p.name]);
         let want = f64v(&golden[&format!("{prefix}{}", p.name)]);
-        let got = f64v(p.var.as_tensor());
+        let got = f64v(&p.value().unwrap());
         // Compare the updates, not the values: the step is small next to the weights. Both
         // sides were rounded to f32 after the update, which costs up to one ulp of the value.
         let scale = want.iter().zip(&before).map(|(w, b)| (w - b).abs()).fold(0.0, f64::max);

@@ -76,12 +76,12 @@ fn search_network_trains_alpha_and_weights() {
     assert_eq!(logits.dims(), [2, 10]);
     let grads = cross_entropy(&logits, &y).unwrap().backward().unwrap();
     let alpha = net.arch().params().into_iter().find(|p| p.name == "arch_parameters").unwrap();
-    let ga = grads.get(alpha.var.as_tensor()).expect("α gradient");
+    let ga = alpha.grad(&grads).unwrap().expect("α gradient");
     assert_eq!(ga.dims(), [6, 5]);
     assert!(ga.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
     for p in net.weights().params().into_iter().filter(|p| p.name.contains("conv") || p.name.starts_with("stem")) {
         if p.name.ends_with("weight") && !p.name.contains("running") {
-            assert!(grads.get(p.var.as_tensor()).is_some(), "no gradient for {}", p.name);
+            assert!(p.grad(&grads).unwrap().is_some(), "no gradient for {}", p.name);
         }
     }
     let g = net.genotype().unwrap();

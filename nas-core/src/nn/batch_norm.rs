@@ -39,6 +39,12 @@ impl BatchNorm2d {
         })
     }
 
+    /// Only the running statistics: the affine parameters, if any, live elsewhere (a packed
+    /// sep_conv/dil_conv stage, `forward_stage`).
+    pub fn running_only(pb: &ParamBuilder, channels: usize) -> crate::Result<Self> {
+        Self::new(pb, channels, false)
+    }
+
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.forward_scaled(x, mode, None)
     }
@@ -46,62 +52,80 @@ impl BatchNorm2d {
     /// The output times a per-sample factor `sample_scale` (B,), without gradient (drop path
     /// on the op this BN ends); in training with affine parameters one fused op.
     pub fn forward_scaled(&self, x: &Tensor, mode: Mode, sample_scale: Option<&Tensor>) -> Result<Tensor> {
-        let c = x.dim(1)?;
-        let scaled = |y: Tensor| match sample_scale {
-            Some(m) => ops::scale_samples(&y, m),
-            None => Ok(y),
-        };
         if mode.train {
             if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
                 return ops::batch_norm_affine_train(x, &mode.w(w), &mode.w(b), sample_scale, self.eps, self.running());
             }
-            scaled(ops::batch_norm_train(x, self.eps, self.running())?)
-        } else {
-            // Fold the running statistics and the affine part into one scale and shift.
-            let inv = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
-            let scale = match &self.weight {
-                Some(w) => (mode.w(w) * inv)?,
-                None => inv,
+            let y = ops::batch_norm_train(x, self.eps, self.running())?;
+            return match sample_scale {
+                Some(m) => ops::scale_samples(&y, m),
+                None => Ok(y),
             };
-            let shift = (self.running_mean.as_tensor() * &scale)?.neg()?;
-            let shift = match &self.bias {
-                Some(b) => (shift + mode.w(b))?,
-                None => shift,
-            };
-            debug_assert_eq!(scale.dim(0)?, c);
-            scaled(ops::channel_affine(x, &scale, &shift)?)
+        }
+        let (w, b) = (self.weight.as_ref().map(|w| mode.w(w)), self.bias.as_ref().map(|b| mode.w(b)));
+        self.eval_affine(x, w.as_ref(), b.as_ref(), sample_scale)
+    }
+
+    /// Evaluation mode with the affine parameters `weight`, `bias`: the running statistics
+    /// and the affine part folded into one scale and shift, times the per-sample factor.
+    fn eval_affine(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        sample_scale: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let inv = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
+        let scale = match weight {
+            Some(w) => (w * inv)?,
+            None => inv,
+        };
+        let shift = (self.running_mean.as_tensor() * &scale)?.neg()?;
+        let shift = match bias {
+            Some(b) => (shift + b)?,
+            None => shift,
+        };
+        let y = ops::channel_affine(x, &scale, &shift)?;
+        match sample_scale {
+            Some(m) => ops::scale_samples(&y, m),
+            None => Ok(y),
         }
     }
 
     /// `acc + m·BN(pw(dw(x)))` (ReLU(x) first with `relu`): a sep_conv/dil_conv stage ending in
-    /// this batch norm, with the drop-path factor `sample_scale` and the node's other edge
-    /// `acc`. In training one fused op; in evaluation the ops in turn.
+    /// this batch norm (built by `running_only`), its weights packed in `w` (the affine γ, β
+    /// among them when `w.affine`), with the drop-path factor `sample_scale` and the node's
+    /// other edge `acc`. In training one fused op; in evaluation the ops in turn.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_after_dw_pw(
+    pub fn forward_stage(
         &self,
         x: &Tensor,
-        (w_dw, w_pw): (&Tensor, &Tensor),
+        w: ops::StageWeights<'_>,
         p: ops::DwParams,
         relu: bool,
         mode: Mode,
         sample_scale: Option<&Tensor>,
         acc: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if !mode.train {
-            let t = if relu { ops::relu_dw_pw(x, w_dw, w_pw, p)? } else { ops::dw_pw(x, w_dw, w_pw, p)? };
-            let y = self.forward_scaled(&t, mode, sample_scale)?;
-            return match acc {
-                Some(a) => a + y,
-                None => Ok(y),
-            };
+        if mode.train {
+            return ops::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, self.eps, self.running());
         }
-        let mut parts = vec![w_dw.flatten_all()?, w_pw.flatten_all()?];
-        if let (Some(g), Some(b)) = (&self.weight, &self.bias) {
-            parts.extend([mode.w(g), mode.w(b)]);
+        let c = x.dim(1)?;
+        let (n_dw, n_pw) = (c * w.k * w.k, w.co * c);
+        let w_dw = w.flat.narrow(0, 0, n_dw)?.reshape((c, 1, w.k, w.k))?;
+        let w_pw = w.flat.narrow(0, n_dw, n_pw)?.reshape((w.co, c, 1, 1))?;
+        let t = if relu { ops::relu_dw_pw(x, &w_dw, &w_pw, p)? } else { ops::dw_pw(x, &w_dw, &w_pw, p)? };
+        let affine = if w.affine {
+            Some((w.flat.narrow(0, n_dw + n_pw, w.co)?, w.flat.narrow(0, n_dw + n_pw + w.co, w.co)?))
+        } else {
+            None
+        };
+        let (g, b) = (affine.as_ref().map(|a| &a.0), affine.as_ref().map(|a| &a.1));
+        let y = self.eval_affine(&t, g, b, sample_scale)?;
+        match acc {
+            Some(a) => a + y,
+            None => Ok(y),
         }
-        let flat = Tensor::cat(&parts, 0)?;
-        let w = ops::StageWeights { flat: &flat, k: w_dw.dim(2)?, co: w_pw.dim(0)?, affine: self.weight.is_some() };
-        ops::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, self.eps, self.running())
     }
 
     fn running(&self) -> Option<ops::RunningStats<'_>> {

@@ -185,7 +185,7 @@ impl DerivedNetwork {
             .params()
             .iter()
             .filter(|p| p.kind == nas_core::ParamKind::Weight && !p.name.starts_with("auxiliary_head."))
-            .map(|p| p.var.elem_count())
+            .map(|p| p.elem_count())
             .sum()
     }
 

@@ -11,9 +11,9 @@
 //! - none: zeros (never materialised in a mixed op: it contributes nothing but its softmax
 //!   weight)
 
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Shape, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Mode};
-use nas_core::ops::{self, DwParams, PoolKind};
+use nas_core::ops::{self, DwParams, PoolKind, StageWeights};
 use nas_core::params::{Init, ParamBuilder};
 
 use crate::op_set::op_set;
@@ -88,14 +88,19 @@ impl FactorizedReduce {
 /// One depthwise → pointwise → BN stage of a separable or dilated convolution.
 #[derive(Debug, Clone)]
 pub struct DwPwBn {
-    dw: Tensor,
+    /// [w_dw | w_pw | γ | β] packed in one variable (γ, β with affine BN).
+    flat: Tensor,
+    k: usize,
+    co: usize,
+    affine: bool,
     dwp: DwParams,
-    pw: Tensor,
     bn: BatchNorm2d,
 }
 
 impl DwPwBn {
-    /// Parameters at `op.{first}`, `op.{first+1}`, `op.{first+2}`.
+    /// Parameters at `op.{first}`, `op.{first+1}`, `op.{first+2}` (the depthwise and the
+    /// pointwise filter and the BN's affine parameters, packed in one variable in that order,
+    /// which is also the order their values are drawn in), BN buffers at `op.{first+2}`.
     fn new(
         pb: &ParamBuilder,
         first: usize,
@@ -105,9 +110,16 @@ impl DwPwBn {
         dwp: DwParams,
         affine: bool,
     ) -> nas_core::Result<Self> {
-        let dw = pb.pp(first).weight("weight", (ci, 1, k, k), Init::Uniform(1.0 / k as f64))?;
-        let pw = pb.pp(first + 1).weight("weight", (co, ci, 1, 1), Init::Uniform(1.0 / (ci as f64).sqrt()))?;
-        Ok(Self { dw, dwp, pw, bn: BatchNorm2d::new(&pb.pp(first + 2), co, affine)? })
+        let mut pieces: Vec<(String, Shape, Init)> = vec![
+            (format!("{first}.weight"), (ci, 1, k, k).into(), Init::Uniform(1.0 / k as f64)),
+            (format!("{}.weight", first + 1), (co, ci, 1, 1).into(), Init::Uniform(1.0 / (ci as f64).sqrt())),
+        ];
+        if affine {
+            pieces.push((format!("{}.weight", first + 2), co.into(), Init::Const(1.0)));
+            pieces.push((format!("{}.bias", first + 2), co.into(), Init::Const(0.0)));
+        }
+        let flat = pb.packed(&pieces)?;
+        Ok(Self { flat, k, co, affine, dwp, bn: BatchNorm2d::running_only(&pb.pp(first + 2), co)? })
     }
 
     /// acc + drop·BN(pw(dw(x))) (ReLU(x) with `relu`), one fused op in training.
@@ -119,8 +131,9 @@ impl DwPwBn {
         drop: Option<&Tensor>,
         acc: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (dw, pw) = (mode.w(&self.dw), mode.w(&self.pw));
-        self.bn.forward_after_dw_pw(x, (&dw, &pw), self.dwp, relu, mode, drop, acc)
+        let flat = mode.w(&self.flat);
+        let w = StageWeights { flat: &flat, k: self.k, co: self.co, affine: self.affine };
+        self.bn.forward_stage(x, w, self.dwp, relu, mode, drop, acc)
     }
 }
 
