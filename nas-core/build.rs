@@ -1,11 +1,13 @@
 //! Builds the CUDA kernel sources in src/ops/cuda twice:
 //! - always as C++ for the host (the `host_*` entry points run each kernel over its launch
 //!   grid on the CPU; the tests check the CUDA arithmetic and launch sequences with them);
-//! - with the `cuda` feature, as PTX for compute capability 9.0 (H100/H200, and any newer GPU
-//!   through the driver's JIT) with nvcc, each module then assembled by ptxas for sm_90a so
-//!   that an error in the generated code fails the build, not the first run on a GPU.
+//! - with the `cuda` feature, with nvcc, into one fat binary per source holding sm_90 code
+//!   (H100/H200) and compute_90 PTX that the driver compiles for any newer GPU; and as PTX
+//!   that ptxas assembles for sm_90a, so that an error in the generated code fails the
+//!   build, not the first run on a GPU.
 //!   NVCC (or CUDA_ROOT/bin/nvcc, or nvcc on PATH) and NAS_CUDA_ARCH (default compute_90)
-//!   choose the compiler and the virtual architecture.
+//!   choose the compiler and the virtual architecture; with NAS_REQUIRE_PTXAS set (CI) a
+//!   missing ptxas is an error rather than a warning.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ const DIR: &str = "src/ops/cuda";
 
 fn main() {
     println!("cargo:rerun-if-changed={DIR}");
-    for v in ["NVCC", "CUDA_ROOT", "NAS_CUDA_ARCH"] {
+    for v in ["NVCC", "CUDA_ROOT", "NAS_CUDA_ARCH", "NAS_REQUIRE_PTXAS"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
     host_build();
@@ -73,8 +75,22 @@ fn ptx_build() {
                 .arg(format!("{DIR}/{s}.cu")),
             "nvcc",
         );
+        let fatbin = out.join(format!("{s}.fatbin"));
+        let (sm, compute) = (arch.replace("compute_", "sm_"), arch.clone());
+        run(
+            Command::new(&nvcc)
+                .args(["--fatbin", "-O3", "-std=c++17", "-I", DIR])
+                .arg(format!("-gencode=arch={compute},code={sm}"))
+                .arg(format!("-gencode=arch={compute},code={compute}"))
+                .arg("-o")
+                .arg(&fatbin)
+                .arg(format!("{DIR}/{s}.cu")),
+            "nvcc",
+        );
         if ptxas.exists() {
             run(Command::new(&ptxas).args(["-arch=sm_90a", "-o", "/dev/null"]).arg(&ptx), "ptxas");
+        } else if env::var_os("NAS_REQUIRE_PTXAS").is_some() {
+            panic!("ptxas not found next to {} (NAS_REQUIRE_PTXAS is set)", nvcc.display());
         } else {
             println!("cargo:warning=ptxas not found next to {}; the PTX of {s}.cu was not assembled", nvcc.display());
         }

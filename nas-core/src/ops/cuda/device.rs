@@ -1,14 +1,16 @@
-//! The GPU as a `Backend`: buffers are candle's CUDA slices, kernels come from the PTX that
-//! build.rs compiles from the `.cu` sources (loaded once per device, functions cached), the
+//! The GPU as a `Backend`: buffers are candle's CUDA slices, kernels come from the fat
+//! binaries build.rs compiles from the `.cu` sources (sm_90 code with a PTX fallback, loaded
+//! once per device, functions cached), the
 //! batched products are cuBLAS strided-batched GEMMs, and everything runs on the device's
 //! stream: nothing is copied to the host.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublas::{result as cublas, sys as cublas_sys};
-use candle_core::cuda_backend::cudarc::driver::{self, CudaFunction, CudaSlice, DevicePtr};
+use candle_core::cuda_backend::cudarc::driver::{self, CudaFunction, CudaModule, CudaSlice, DevicePtr};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{DeviceId, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
@@ -17,34 +19,47 @@ use super::launch::Launch;
 use super::{Args, Backend, Elem, Gemm, Kernel, Source};
 use crate::ops::cpu::Float;
 
-fn ptx(source: Source) -> &'static str {
+/// The fat binary of a source: sm_90 code and compute_90 PTX (build.rs).
+fn fatbin(source: Source) -> &'static [u8] {
     match source {
-        Source::Elementwise => include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx")),
-        Source::Depthwise => include_str!(concat!(env!("OUT_DIR"), "/depthwise.ptx")),
-        Source::Pool => include_str!(concat!(env!("OUT_DIR"), "/pool.ptx")),
-        Source::Pointwise => include_str!(concat!(env!("OUT_DIR"), "/pointwise.ptx")),
-        Source::Partial => include_str!(concat!(env!("OUT_DIR"), "/partial.ptx")),
-        Source::BatchNorm => include_str!(concat!(env!("OUT_DIR"), "/batch_norm.ptx")),
-        Source::Optim => include_str!(concat!(env!("OUT_DIR"), "/optim.ptx")),
+        Source::Elementwise => include_bytes!(concat!(env!("OUT_DIR"), "/elementwise.fatbin")),
+        Source::Depthwise => include_bytes!(concat!(env!("OUT_DIR"), "/depthwise.fatbin")),
+        Source::Pool => include_bytes!(concat!(env!("OUT_DIR"), "/pool.fatbin")),
+        Source::Pointwise => include_bytes!(concat!(env!("OUT_DIR"), "/pointwise.fatbin")),
+        Source::Partial => include_bytes!(concat!(env!("OUT_DIR"), "/partial.fatbin")),
+        Source::BatchNorm => include_bytes!(concat!(env!("OUT_DIR"), "/batch_norm.fatbin")),
+        Source::Optim => include_bytes!(concat!(env!("OUT_DIR"), "/optim.fatbin")),
     }
 }
 
 type FunctionKey = (DeviceId, Kernel, DType);
+type Modules = HashMap<(DeviceId, Source), Arc<CudaModule>>;
 
-/// The loaded kernel functions: candle looks a function up in its module on every call,
-/// a driver call per launch that this cache saves.
+/// The loaded kernel functions, one module per source and device: a function is looked up in
+/// its module once, not on every launch.
 fn function(dev: &CudaDevice, k: Kernel, dtype: DType) -> Result<CudaFunction> {
-    static CACHE: OnceLock<Mutex<HashMap<FunctionKey, CudaFunction>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
+    static FUNCTIONS: OnceLock<Mutex<HashMap<FunctionKey, CudaFunction>>> = OnceLock::new();
+    static MODULES: OnceLock<Mutex<Modules>> = OnceLock::new();
+    let functions = FUNCTIONS.get_or_init(Default::default);
     let key = (dev.id(), k, dtype);
-    if let Some(f) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    if let Some(f) = functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(f.clone());
     }
     let source = k.source();
-    let f = dev
-        .get_or_load_custom_func(&k.entry(dtype)?, &format!("nas_{}", source.file()), ptx(source))?
-        .into_cuda_function();
-    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
+    let module = {
+        let mut modules = MODULES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        match modules.get(&(dev.id(), source)) {
+            Some(m) => m.clone(),
+            None => {
+                let ctx = dev.cuda_stream().context().clone();
+                let m = ctx.load_module(Ptx::from_binary(fatbin(source).to_vec())).w()?;
+                modules.insert((dev.id(), source), m.clone());
+                m
+            }
+        }
+    };
+    let f = module.load_function(&k.entry(dtype)?).w()?;
+    functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
     Ok(f)
 }
 
