@@ -24,6 +24,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("model.partial_channels", "--partial-channels"),
     ("model.edge_norm", "--edge-norm"),
     ("model.max_skip_connect", "--max-skip-connect"),
+    ("model.ops", "--ops"),
     ("model.auxiliary_weight", "--auxiliary-weight"),
     ("model.drop_path", "--drop-path"),
     ("data.spec", "--data"),

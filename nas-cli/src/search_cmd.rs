@@ -8,11 +8,35 @@ use clap::Args;
 use nas_core::data::DataSpec;
 use nas_core::DeviceSpec;
 use nas_search::{Method, Search, SearchConfig};
-use search_spaces::SpaceKind;
+use search_spaces::darts::rdarts_space;
+use search_spaces::{OpsConfig, SpaceKind};
 
 use crate::progress::Progress;
 use crate::run_setup;
 use crate::Globals;
+
+/// `--space`: a space of the registry, or one of the R-DARTS spaces S1–S4 (the darts space
+/// with their op sets).
+#[derive(Debug, Clone)]
+enum SpaceChoice {
+    Space(SpaceKind),
+    Rdarts(String),
+}
+
+impl std::str::FromStr for SpaceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        if rdarts_space(&lower).is_some() {
+            return Ok(SpaceChoice::Rdarts(lower));
+        }
+        s.parse::<SpaceKind>().map(SpaceChoice::Space).map_err(|_| {
+            let names: Vec<_> = SpaceKind::ALL.iter().map(|k| k.to_string()).collect();
+            format!("unknown space `{s}` (expected {}, s1, s2, s3 or s4)", names.join(", "))
+        })
+    }
+}
 
 #[derive(Args, Debug, Default)]
 #[command(allow_negative_numbers = true)]
@@ -20,9 +44,15 @@ pub struct SearchArgs {
     /// Preset: darts-1st (default), darts-2nd, pc-darts or quick
     #[arg(long, value_name = "P")]
     preset: Option<String>,
-    /// Search space: darts or nb201 (nb201 defaults to C=16 and 5 cells per stage; quick: C=8, 2)
+    /// Search space: darts, nb201 (C=16 and 5 cells per stage by default; quick: C=8, 2), or
+    /// s1, s2, s3, s4: the darts space with the op sets of R-DARTS' spaces S1–S4
     #[arg(long, value_name = "S")]
-    space: Option<SpaceKind>,
+    space: Option<SpaceChoice>,
+    /// Candidate ops of every edge (darts), comma-separated: a subset of none, max_pool_3x3,
+    /// avg_pool_3x3, skip_connect, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5 and
+    /// noise; replaces the op sets of s1–s4. Per-edge sets: `model.ops` in a --config file
+    #[arg(long, value_name = "OPS", value_delimiter = ',')]
+    ops: Option<Vec<String>>,
     /// Hypergradient: first-order, second-order or implicit
     #[arg(long, value_name = "M")]
     method: Option<Method>,
@@ -95,8 +125,16 @@ impl SearchArgs {
                 }
             };
         }
-        if let Some(space) = self.space {
-            c.set_space(space);
+        match &self.space {
+            Some(SpaceChoice::Space(space)) => c.set_space(*space),
+            Some(SpaceChoice::Rdarts(name)) => {
+                c.set_space(SpaceKind::Darts);
+                c.model.ops = rdarts_space(name).map(|s| s.to_config());
+            }
+            None => {}
+        }
+        if let Some(ops) = &self.ops {
+            c.model.ops = Some(OpsConfig::Uniform(ops.clone()));
         }
         set!(self.method => c.method);
         set!(self.neumann_steps => c.neumann_steps);

@@ -100,6 +100,15 @@ bad_input! {
     search_nb201_with_partial_channels: "search --space nb201 --partial-channels 2 --out {run}" => ["--partial-channels", "darts space only"];
     search_nb201_with_edge_norm: "search --space nb201 --edge-norm --out {run}" => ["--edge-norm", "darts space only"];
     search_nb201_with_skip_cap: "search --space nb201 --max-skip-connect 2 --out {run}" => ["--max-skip-connect", "darts space only"];
+    search_unknown_op_in_set: "search --ops skip_connect,conv_7x1_1x7 --out {run}" => ["--ops", "unknown op `conv_7x1_1x7`"];
+    search_op_set_of_none_only: "search --ops none --out {run}" => ["--ops", "other than `none`"];
+    search_op_listed_twice: "search --ops skip_connect,skip_connect --out {run}" => ["--ops", "listed twice"];
+    search_nb201_with_op_set: "search --space nb201 --ops none,skip_connect --out {run}" => ["--ops", "darts space only"];
+    search_unknown_rdarts_space: "search --space s5 --out {run}" => ["--space", "s5", "s1, s2, s3 or s4"];
+    config_op_set_with_wrong_edge_count: "search --config {tmp}/c.json --out {run}" => ["model.ops", "`normal` has 1 edge lists", "14 edges"],
+        setup = write("c.json", r#"{"model": {"ops": {"normal": [["skip_connect"]], "reduce": [["skip_connect"]]}}}"#);
+    config_empty_op_set: "search --config {tmp}/c.json --out {run}" => ["model.ops", "edge 0", "empty"],
+        setup = write("c.json", r#"{"model": {"ops": {"normal": [[], [], [], [], [], [], [], [], [], [], [], [], [], []], "reduce": []}}}"#);
     search_implicit_without_neumann_terms: "search --method implicit --neumann-steps 0 --out {run}" => ["--neumann-steps", "must be positive"];
     search_arch_start_after_the_last_epoch: "search --epochs 10 --arch-start-epoch 10 --out {run}" => ["--arch-start-epoch 10", "--epochs 10"];
     zero_threads: "--threads 0 search --out {run}" => ["--threads must be positive"];

@@ -15,6 +15,8 @@ pub enum Purpose {
     Augment = 4,
     DropPath = 5,
     Bench = 6,
+    /// The noise op of R-DARTS' S4 space.
+    Noise = 7,
 }
 
 fn splitmix64(mut z: u64) -> u64 {

@@ -42,6 +42,15 @@ impl EvalModel {
         self.net.num_params_without_aux()
     }
 
+    /// Position of the network's random stream (its noise ops' draws), kept by checkpoints.
+    pub fn stream_position(&self) -> u64 {
+        self.net.stream_position()
+    }
+
+    pub fn set_stream_position(&self, draws: u64) {
+        self.net.set_stream_position(draws);
+    }
+
     /// Logits and, in training mode with an auxiliary head, the auxiliary logits; drop path
     /// applies in training only.
     pub fn forward(&self, x: &Tensor, mode: Mode, drop: Option<&DropPath>) -> CResult<(Tensor, Option<Tensor>)> {

@@ -218,7 +218,7 @@ impl TrainTask {
 
 impl EpochTask for TrainTask {
     type Batch = HostBatch;
-    const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-2";
+    const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "training";
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<HostBatch>> {
@@ -265,13 +265,17 @@ impl EpochTask for TrainTask {
     }
 
     fn checkpoint_meta(&self) -> Vec<(String, String)> {
-        vec![("seed".to_string(), self.cfg.seed.to_string())]
+        vec![
+            ("seed".to_string(), self.cfg.seed.to_string()),
+            ("noise_draws".to_string(), self.model.stream_position().to_string()),
+        ]
     }
 
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
         let ctx = |e: &dyn std::fmt::Display| Error::run_dir(path, e.to_string());
         self.model.weights().load(&ck.with_prefix("weights."), false).map_err(|e| ctx(&e))?;
         self.opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
+        self.model.set_stream_position(ck.meta_parse(path, "noise_draws")?);
         Ok(())
     }
 }

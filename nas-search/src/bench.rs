@@ -50,6 +50,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         partial_channels: b.partial_channels,
         edge_norm: b.edge_norm,
         max_skip_connect: None,
+        ops: None,
     };
     cfg.data = DataConfig { batch_size: b.batch_size, ..cfg.data };
     let cfg = cfg.validate()?;

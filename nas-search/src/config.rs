@@ -118,6 +118,7 @@ impl SearchConfig {
                 partial_channels: 1,
                 edge_norm: false,
                 max_skip_connect: None,
+                ops: None,
             },
             data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64 },
             weight_optimizer: WeightOptimConfig {

@@ -167,7 +167,7 @@ impl SearchTask {
 impl EpochTask for SearchTask {
     /// A search-train batch and, once architecture updates are on, a search-valid batch.
     type Batch = (HostBatch, Option<HostBatch>);
-    const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-2";
+    const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "search";
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Self::Batch>> {
@@ -220,7 +220,10 @@ impl EpochTask for SearchTask {
     }
 
     fn checkpoint_meta(&self) -> Vec<(String, String)> {
-        vec![("adam_steps".to_string(), self.architect.optimizer().steps_taken().to_string())]
+        vec![
+            ("adam_steps".to_string(), self.architect.optimizer().steps_taken().to_string()),
+            ("noise_draws".to_string(), self.net.stream_position().to_string()),
+        ]
     }
 
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
@@ -233,6 +236,7 @@ impl EpochTask for SearchTask {
             .optimizer_mut()
             .load_state("adam", steps, |n| ck.tensors.get(n).cloned())
             .map_err(|e| ctx(&e))?;
+        self.net.set_stream_position(ck.meta_parse(path, "noise_draws")?);
         Ok(())
     }
 }

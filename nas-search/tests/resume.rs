@@ -1,7 +1,8 @@
 //! A search stopped and resumed from its run directory ends exactly where the uninterrupted
 //! search ends (same seed, CPU): same metrics (but wall time), same α, same genotype. Stopped
 //! once between epochs and once in the middle of an epoch (Ctrl-C), where the checkpoint holds
-//! the step and the epoch's running sums.
+//! the step and the epoch's running sums. In R-DARTS' S4 the noise ops draw from the run's
+//! stream, whose position the checkpoint keeps.
 
 use std::sync::atomic::AtomicBool;
 
@@ -9,6 +10,7 @@ use nas_core::metrics::{CollectSink, MetricsSink, Position, StopAfterEpoch, Stop
 use nas_core::testing::without_time;
 use nas_search::run_dir::{CONFIG, GENOTYPE};
 use nas_search::{Error, RunDir, Search, SearchConfig};
+use search_spaces::darts::rdarts_space;
 use serde_json::Value;
 
 fn config() -> SearchConfig {
@@ -22,9 +24,24 @@ fn config() -> SearchConfig {
     c
 }
 
+/// `config` over S4's op sets: {noise, sep_conv_3x3} on every edge.
+fn s4_config() -> SearchConfig {
+    let mut c = config();
+    c.model.ops = rdarts_space("s4").map(|s| s.to_config());
+    c
+}
+
 /// Runs the search uninterrupted in `a`, and in `b` stopped by `stopper` then resumed; checks
 /// that the stop happened at `expected` and that both runs end the same.
 fn stop_resume_matches(stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink + '_>, expected: Position) {
+    stop_resume_matches_with(config, stopper, expected)
+}
+
+fn stop_resume_matches_with(
+    config: fn() -> SearchConfig,
+    stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink + '_>,
+    expected: Position,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let never = AtomicBool::new(false);
 
@@ -68,6 +85,15 @@ fn stopped_between_epochs_and_resumed_equals_uninterrupted() {
 fn stopped_mid_epoch_and_resumed_equals_uninterrupted() {
     // Two steps per epoch (32 search-train images, batch 16): stop after the first of epoch 1.
     stop_resume_matches(
+        |stop| Box::new(StopAfterStep::new(1, 1, stop)),
+        Position { step: 1, ..Position::epoch_start(1) },
+    );
+}
+
+#[test]
+fn a_search_with_noise_ops_resumes_mid_epoch_exactly() {
+    stop_resume_matches_with(
+        s4_config,
         |stop| Box::new(StopAfterStep::new(1, 1, stop)),
         Position { step: 1, ..Position::epoch_start(1) },
     );

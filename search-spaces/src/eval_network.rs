@@ -16,4 +16,10 @@ pub trait EvalNetwork {
     /// `drop_path` (ops, B) holds per-sample factors for the output of every droppable op in
     /// forward order; None disables drop path.
     fn forward(&self, x: &Tensor, mode: Mode, drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)>;
+    /// Position of the network's own random stream (draws of its noise ops so far), which a
+    /// checkpoint keeps; 0 for a network that draws nothing.
+    fn stream_position(&self) -> u64 {
+        0
+    }
+    fn set_stream_position(&self, _draws: u64) {}
 }

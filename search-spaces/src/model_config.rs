@@ -21,6 +21,18 @@ pub struct SearchModelConfig {
     pub edge_norm: bool,
     /// Optional cap on skip connections in the derived normal cell (P-DARTS style).
     pub max_skip_connect: Option<usize>,
+    /// The candidate ops of the edges (darts); None: every op of the space on every edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<OpsConfig>,
+}
+
+/// `model.ops`: one op list for every edge, or a list per edge of each cell type (rows in the
+/// space's edge order), by op name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OpsConfig {
+    Uniform(Vec<String>),
+    PerEdge { normal: Vec<Vec<String>>, reduce: Vec<Vec<String>> },
 }
 
 /// The network a genotype is retrained as.

@@ -19,4 +19,10 @@ pub trait Supernet {
     fn genotype(&self) -> crate::Result<Genotype>;
     /// Architecture parameters as JSON for the metrics log.
     fn arch_json(&self) -> crate::Result<Value>;
+    /// Position of the network's own random stream (draws of its noise ops so far), which a
+    /// checkpoint keeps; 0 for a network that draws nothing.
+    fn stream_position(&self) -> u64 {
+        0
+    }
+    fn set_stream_position(&self, _draws: u64) {}
 }

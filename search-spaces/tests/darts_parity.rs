@@ -15,7 +15,7 @@
 mod common;
 
 use common::{assert_forward_backward_parity, assert_same_tensor_names, fixture, model};
-use search_spaces::darts::DartsSupernetConfig;
+use search_spaces::darts::{rdarts_space, DartsSupernetConfig};
 
 fn config() -> DartsSupernetConfig {
     DartsSupernetConfig { channels: 4, layers: 5, ..Default::default() }
@@ -33,4 +33,18 @@ fn every_reference_tensor_has_a_counterpart() {
 fn logits_loss_and_gradients_match_pytorch() {
     let golden = fixture("darts_c4_l5.safetensors");
     assert_forward_backward_parity(&golden, &model(config(), &golden));
+}
+
+/// R-DARTS' S3 op set on every edge; the reference built with PRIMITIVES = S3 (gen_golden.py).
+fn s3_config() -> DartsSupernetConfig {
+    DartsSupernetConfig { ops: rdarts_space("s3").map(|s| s.to_config()), ..config() }
+}
+
+#[test]
+fn an_op_set_supernet_matches_pytorch_tensor_for_tensor() {
+    let golden = fixture("darts_s3_c4_l5.safetensors");
+    let net = model(s3_config(), &golden);
+    assert_eq!(net.arch().get("alphas_normal").unwrap().dims(), [14, 3]);
+    assert_same_tensor_names(&golden, &[net.weights(), net.arch()], &["betas"]);
+    assert_forward_backward_parity(&golden, &net);
 }

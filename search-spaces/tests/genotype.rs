@@ -5,14 +5,16 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use search_spaces::darts::{
-    derive, DartsGenotype, DartsOp, DartsSupernet, DartsSupernetConfig, DerivedNetwork, DerivedNetworkConfig,
+    derive, rdarts_space, DartsGenotype, DartsOp, DartsOpSets, DartsSupernet, DartsSupernetConfig, DerivedNetwork,
+    DerivedNetworkConfig, OpsConfig, PRIMITIVES,
 };
 use search_spaces::{Genotype, Supernet};
 
 use DartsOp::*;
 
+/// The column of a primitive in the default α.
 fn col(op: DartsOp) -> usize {
-    op.index()
+    PRIMITIVES.iter().position(|&o| o == op).unwrap()
 }
 
 /// A supernet (C=2, L=3, skip cap `max_skip_connect`) whose α are set by hand:
@@ -96,7 +98,7 @@ fn skip_cap_replaces_the_weakest_skips() {
     assert_eq!(capped.normal.iter().filter(|(o, _)| *o == SkipConnect).count(), 1);
     // Derivation helpers agree with the supernet path.
     let [wn, _] = net.op_weights().unwrap();
-    assert_eq!(derive::derive_cell(&wn, 4), uncapped.normal);
+    assert_eq!(derive::derive_cell(&wn, &DartsOpSets::all(4).normal, 4), uncapped.normal);
     // The search reports the genotype through `Supernet`, which applies the configured cap.
     let configured = with_alphas(&normal, &[], Some(1));
     assert_eq!(Supernet::genotype(&configured).unwrap(), Genotype::Darts(capped));
@@ -176,4 +178,67 @@ fn parameter_counts_match_the_reference() {
         let net = DerivedNetwork::new(&g, cfg, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(net.num_params_without_aux(), want, "{name}");
     }
+}
+
+/// A C=2, L=3 supernet over the op sets `ops` with α (normal and reduce alike) given row by row.
+fn with_op_sets(ops: OpsConfig, rows: &[Vec<f32>]) -> DartsSupernet {
+    let cfg = DartsSupernetConfig { channels: 2, layers: 3, ops: Some(ops), ..Default::default() };
+    let net = DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).unwrap();
+    let width = rows[0].len();
+    let t = Tensor::from_vec(rows.concat(), (rows.len(), width), &Device::Cpu).unwrap();
+    let m = HashMap::from([("alphas_normal".to_string(), t.clone()), ("alphas_reduce".to_string(), t)]);
+    net.arch().load(&m, false).unwrap();
+    net
+}
+
+#[test]
+fn derivation_over_an_op_set_with_none() {
+    // S3: none, skip_connect, sep_conv_3x3. Every edge's none is strongest; the edges rank by
+    // their best other op, and on each the best other op wins.
+    let s3 = rdarts_space("s3").unwrap().to_config();
+    let rows: Vec<Vec<f32>> = (0..14).map(|e| vec![5.0, (e % 3) as f32, 1.0]).collect();
+    let net = with_op_sets(s3, &rows);
+    assert_eq!(net.arch().get("alphas_normal").unwrap().dims(), [14, 3]);
+    let g = net.genotype(Option::None).unwrap();
+    // Edge strengths e % 3 vs 1: node 0 (edges 0, 1): skip 0 / sep 1 on edge 0 → sep wins; on
+    // edge 1 skip and sep tie at 1, the lower column (skip) wins.
+    assert_eq!(&g.normal[..2], &[(SepConv3x3, 0), (SkipConnect, 1)]);
+    for (op, _) in g.normal.iter().chain(&g.reduce) {
+        assert!([SkipConnect, SepConv3x3].contains(op), "{op}");
+    }
+}
+
+#[test]
+fn derivation_over_per_edge_sets_of_different_sizes() {
+    // Edge e offers [skip] plus sep_conv_3x3 on even edges: α is 14 × 2, and on odd edges the
+    // second column is padding that softmax weights zero whatever its value.
+    let lists: Vec<Vec<String>> =
+        (0..14)
+            .map(|e| {
+                if e % 2 == 0 {
+                    vec!["sep_conv_3x3".into(), "skip_connect".into()]
+                } else {
+                    vec!["skip_connect".into()]
+                }
+            })
+            .collect();
+    let ops = OpsConfig::PerEdge { normal: lists.clone(), reduce: lists };
+    let rows: Vec<Vec<f32>> = (0..14).map(|_| vec![0.0, 9.0]).collect();
+    let net = with_op_sets(ops, &rows);
+    let [wn, _] = net.op_weights().unwrap();
+    assert_eq!(wn[1], [1.0]);
+    assert_eq!(wn[0].len(), 2);
+    assert!((wn[0][0] - 1.0 / (1.0 + 9f32.exp())).abs() < 1e-6, "{:?}", wn[0]);
+    // Even edges hold [skip, sep] in DARTS order, sep winning with ≈1 − e⁻⁹; odd edges' lone
+    // skip has weight exactly 1 and outranks them.
+    let g = net.genotype(Option::None).unwrap();
+    let want = [(1, SkipConnect), (0, SepConv3x3), (1, SkipConnect), (0, SepConv3x3)];
+    assert_eq!(g.normal[..4], want.map(|(j, o)| (o, j)));
+    assert_eq!(g.normal[4..], [(SkipConnect, 0), (SkipConnect, 2), (SkipConnect, 0), (SkipConnect, 2)]);
+    let json = net.arch_json().unwrap();
+    assert_eq!(json["alphas_normal"][1].as_array().unwrap().len(), 1);
+    assert_eq!(json["alphas_normal_ops"][0], serde_json::json!(["skip_connect", "sep_conv_3x3"]));
+    // The forward pass runs over the ragged sets.
+    let x = Tensor::zeros((2, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(net.forward(&x, nas_core::nn::Mode::EVAL).unwrap().dims(), [2, 10]);
 }

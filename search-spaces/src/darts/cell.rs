@@ -3,13 +3,15 @@
 //! N = 4, numbered as `edges` says: the row order of α), and the output concat of the N nodes
 //! (N·C channels). Reduction cells use stride 2 on the edges from the two inputs.
 
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor};
 use nas_core::nn::Mode;
 use nas_core::params::ParamBuilder;
 
 use super::edges::{node_edges, num_edges};
 use super::mixed_op::MixedOp;
-use super::ops::{FactorizedReduce, ReluConvBn};
+use super::ops::{DartsOp, FactorizedReduce, NoiseStream, ReluConvBn};
 
 #[derive(Debug, Clone)]
 pub enum Preprocess {
@@ -58,6 +60,8 @@ impl SearchCell {
         reduction: bool,
         reduction_prev: bool,
         partial_channels: usize,
+        candidates: &[Vec<DartsOp>],
+        noise: &Arc<NoiseStream>,
     ) -> nas_core::Result<Self> {
         let preprocess0 = Preprocess::new(&pb.pp("preprocess0"), c_prev_prev, c, reduction_prev, false)?;
         let preprocess1 = ReluConvBn::new(&pb.pp("preprocess1"), c_prev, c, false)?;
@@ -65,13 +69,13 @@ impl SearchCell {
         for node in 0..steps {
             for (j, e) in node_edges(node).enumerate() {
                 let stride = if reduction && j < 2 { 2 } else { 1 };
-                ops.push(MixedOp::new(&pb.pp("_ops").pp(e), c, stride, partial_channels)?);
+                ops.push(MixedOp::new(&pb.pp("_ops").pp(e), c, stride, partial_channels, &candidates[e], noise)?);
             }
         }
         Ok(Self { reduction, preprocess0, preprocess1, ops, steps, multiplier })
     }
 
-    /// `weights` (E, 8): softmax(α) of this cell type; `edge_weights` (E,) optional edge
+    /// `weights` (E, ops): softmax(α) of this cell type; `edge_weights` (E,) optional edge
     /// normalisation weights.
     pub fn forward(
         &self,

@@ -1,7 +1,8 @@
 //! The continuous relaxation of one edge (DARTS §2.2): ō(x) = Σ_o softmax(α)_o · o(x) over the
-//! eight primitives. The `none` op contributes zeros, so it is never computed; its weight still
-//! enters the softmax and therefore every gradient. ReLU(x) is computed once and shared by all
-//! ops that start with it. Parameters live under `_ops.{k}` with k the primitive's column.
+//! edge's ops (the eight primitives, or its op set). The `none` op contributes zeros, so it is
+//! never computed; its weight still enters the softmax and therefore every gradient. ReLU(x) is
+//! computed once and shared by all ops that start with it. Parameters live under `_ops.{k}`
+//! with k the op's column in the edge's list.
 //!
 //! With partial channels (PC-DARTS, K > 1) the ops see only the first C/K channels; the other
 //! channels bypass them (max-pooled 2×2 on reducing edges), are concatenated after the op
@@ -12,11 +13,13 @@ use nas_core::nn::Mode;
 use nas_core::ops;
 use nas_core::params::ParamBuilder;
 
-use super::ops::{DartsOp, OpModule};
+use std::sync::Arc;
+
+use super::ops::{DartsOp, NoiseStream, OpModule};
 
 #[derive(Debug, Clone)]
 pub struct MixedOp {
-    /// (column in α, op) for every primitive except `none`.
+    /// (column in α, op) for every op of the edge except `none`.
     ops: Vec<(usize, OpModule)>,
     stride: usize,
     /// Partial-channel factor K (1: all channels).
@@ -24,14 +27,22 @@ pub struct MixedOp {
 }
 
 impl MixedOp {
-    /// A mixed op on `c` channels whose ops see c/k of them (`k` must divide `c`).
-    pub fn new(pb: &ParamBuilder, c: usize, stride: usize, k: usize) -> nas_core::Result<Self> {
+    /// A mixed op over `candidates` on `c` channels whose ops see c/k of them (`k` must divide
+    /// `c`).
+    pub fn new(
+        pb: &ParamBuilder,
+        c: usize,
+        stride: usize,
+        k: usize,
+        candidates: &[DartsOp],
+        noise: &Arc<NoiseStream>,
+    ) -> nas_core::Result<Self> {
         if k == 0 || c % k != 0 {
             return Err(nas_core::Error::Invalid(format!("partial channels K={k} must divide channels C={c}")));
         }
         let mut ops = Vec::new();
-        for (col, &op) in DartsOp::ALL.iter().enumerate() {
-            let m = OpModule::new(op, &pb.pp("_ops").pp(col), c / k, stride, false, true)?;
+        for (col, &op) in candidates.iter().enumerate() {
+            let m = OpModule::new(op, &pb.pp("_ops").pp(col), c / k, stride, false, true, noise)?;
             if !m.is_zero() {
                 ops.push((col, m));
             }
@@ -43,7 +54,7 @@ impl MixedOp {
         self.stride
     }
 
-    /// acc + edge·ō(x) for x (B, C, H, W), the edge's op weights `w` (8,) and its optional
+    /// acc + edge·ō(x) for x (B, C, H, W), the edge's op weights `w` (one per op) and its optional
     /// edge-normalisation weight `edge` (1,). Without partial channels the edge weight is
     /// folded into the op weights and the ops accumulate straight into the node's running sum,
     /// one chain of fused multiply-adds.

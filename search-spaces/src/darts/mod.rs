@@ -2,7 +2,8 @@
 //! §2 and the reference `model_search.py`), with PC-DARTS' partial channels and edge
 //! normalisation (Xu et al. 2020): the eight ops, mixed ops, search cells and supernet, the
 //! derivation of a genotype from α, the genotype type with the published genotypes, and the
-//! derived network that is retrained (`model.py`'s `NetworkCIFAR`).
+//! derived network that is retrained (`model.py`'s `NetworkCIFAR`). Op sets restrict the ops
+//! of each edge (`op_sets`: the R-DARTS spaces S1–S4 among them).
 
 mod cell;
 pub mod derive;
@@ -10,16 +11,19 @@ pub mod edges;
 mod genotype;
 mod mixed_op;
 mod network;
+mod op_sets;
 mod ops;
 mod space;
 mod supernet;
 
+pub use crate::model_config::OpsConfig;
 pub use cell::{Preprocess, SearchCell};
 pub use edges::num_edges;
 pub use genotype::{state_name, DartsGenotype, Edge};
 pub use mixed_op::MixedOp;
 pub use nas_core::ops::composed::{channel_shuffle, max_pool_2x2};
 pub use network::{DerivedNetwork, DerivedNetworkConfig};
-pub use ops::{DartsOp, FactorizedReduce, OpModule, ReluConvBn};
+pub use op_sets::{rdarts_space, DartsOpSets, PRIMITIVES};
+pub use ops::{DartsOp, FactorizedReduce, NoiseStream, OpModule, ReluConvBn};
 pub use space::Darts;
 pub use supernet::{DartsSupernet, DartsSupernetConfig};

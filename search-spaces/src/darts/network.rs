@@ -5,6 +5,8 @@
 //! average pooling and a linear classifier. Parameter names follow the original code
 //! (`cells.3._ops.2.op.5.weight`, `auxiliary_head.features.2.weight`).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Conv2d, Linear, Mode};
 use nas_core::ops;
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cell::Preprocess;
 use super::genotype::{DartsGenotype, Edge};
-use super::ops::{OpModule, ReluConvBn};
+use super::ops::{NoiseStream, OpModule, ReluConvBn};
 use crate::error::Error;
 use crate::eval_network::EvalNetwork;
 
@@ -96,6 +98,7 @@ pub struct DerivedNetwork {
     aux: Option<AuxHead>,
     classifier: Linear,
     weights: ParamStore,
+    noise: Arc<NoiseStream>,
 }
 
 impl DerivedNetwork {
@@ -111,6 +114,7 @@ impl DerivedNetwork {
             return Err(Error::Config("channels, layers and classes must be positive".into()));
         }
         let weights = ParamStore::new(seed, 0);
+        let noise = NoiseStream::new(seed);
         let pb = weights.builder(dtype, device);
         let c_stem = 3 * cfg.channels;
         let stem_conv = Conv2d::new(&pb.pp("stem").pp(0), cfg.in_channels, c_stem, 3, 1, 1)?;
@@ -134,7 +138,7 @@ impl DerivedNetwork {
             let mut ops = Vec::with_capacity(edges.len());
             for (e, &(op, input)) in edges.iter().enumerate() {
                 let stride = if reduction && input < 2 { 2 } else { 1 };
-                ops.push(OpModule::new(op, &cb.pp("_ops").pp(e), c, stride, true, false)?);
+                ops.push(OpModule::new(op, &cb.pp("_ops").pp(e), c, stride, true, false, &noise)?);
             }
             cells.push(DerivedCell {
                 preprocess0: Preprocess::new(&cb.pp("preprocess0"), cpp, c, reduction_prev, true)?,
@@ -158,7 +162,7 @@ impl DerivedNetwork {
             }
         }
         let classifier = Linear::new(&pb.pp("classifier"), cp, cfg.num_classes)?;
-        Ok(Self { cfg, stem_conv, stem_bn, cells, aux_at, aux, classifier, weights })
+        Ok(Self { cfg, stem_conv, stem_bn, cells, aux_at, aux, classifier, weights, noise })
     }
 
     pub fn config(&self) -> &DerivedNetworkConfig {
@@ -242,5 +246,13 @@ impl EvalNetwork for DerivedNetwork {
 
     fn forward(&self, x: &Tensor, mode: Mode, drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
         self.forward_with(x, mode, drop_path)
+    }
+
+    fn stream_position(&self) -> u64 {
+        self.noise.position()
+    }
+
+    fn set_stream_position(&self, draws: u64) {
+        self.noise.set_position(draws);
     }
 }

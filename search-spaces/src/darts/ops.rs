@@ -10,18 +10,27 @@
 //!   search network
 //! - none: zeros (never materialised in a mixed op: it contributes nothing but its softmax
 //!   weight)
+//! - noise: standard normal values of the (strided) input's shape, parameter-free (the S4
+//!   space of R-DARTS, Zela et al. 2020, `NoiseOp` of automl/RobustDARTS); not one of the
+//!   eight primitives, so only an op set chooses it
 
-use candle_core::{Result, Shape, Tensor};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use candle_core::{Device, Result, Shape, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Mode};
 use nas_core::ops::{self, DwParams, PoolKind, StageWeights};
 use nas_core::params::{Init, ParamBuilder};
+use nas_core::rng::{self, Purpose};
 
 use crate::op_set::op_set;
 
 op_set! {
-    /// The primitives in DARTS' order (`genotypes.py`'s PRIMITIVES).
+    /// The ops of the space in column order: DARTS' primitives in the published order
+    /// (`genotypes.py`'s PRIMITIVES) with R-DARTS' noise after `none`.
     pub enum DartsOp in "darts" {
         None => "none",
+        Noise => "noise",
         MaxPool3x3 => "max_pool_3x3",
         AvgPool3x3 => "avg_pool_3x3",
         SkipConnect => "skip_connect",
@@ -137,10 +146,46 @@ impl DwPwBn {
     }
 }
 
+/// The random stream of a network's noise ops: draw n is a standard normal tensor from the
+/// stream (seed, noise, n), so a run that restores the position (the number of draws so far)
+/// continues with the values the uninterrupted run would have drawn. The values are drawn on
+/// the host and uploaded.
+#[derive(Debug)]
+pub struct NoiseStream {
+    seed: u64,
+    draws: AtomicU64,
+}
+
+impl NoiseStream {
+    pub fn new(seed: u64) -> Arc<Self> {
+        Arc::new(Self { seed, draws: AtomicU64::new(0) })
+    }
+
+    /// Draws so far.
+    pub fn position(&self) -> u64 {
+        self.draws.load(Ordering::Relaxed)
+    }
+
+    pub fn set_position(&self, draws: u64) {
+        self.draws.store(draws, Ordering::Relaxed);
+    }
+
+    /// Standard normal values of `shape`, in `like`'s dtype on its device.
+    fn sample(&self, shape: &[usize], like: &Tensor) -> Result<Tensor> {
+        use rand_distr::Distribution;
+        let draw = self.draws.fetch_add(1, Ordering::Relaxed);
+        let rng = rng::stream(self.seed, Purpose::Noise, draw, 0);
+        let n = shape.iter().product();
+        let v: Vec<f32> = rand_distr::StandardNormal.sample_iter(rng).take(n).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(like.dtype())?.to_device(like.device())
+    }
+}
+
 /// A parametrised op instance of the DARTS space.
 #[derive(Debug, Clone)]
 pub enum OpModule {
     Zero { stride: usize },
+    Noise { stride: usize, stream: Arc<NoiseStream> },
     Identity,
     FactorizedReduce(FactorizedReduce),
     Pool { kind: PoolKind, stride: usize, bn: Option<BatchNorm2d> },
@@ -150,7 +195,8 @@ pub enum OpModule {
 
 impl OpModule {
     /// Builds `op` on `c` channels. `pool_bn` adds the BN(affine=False) that the search network
-    /// puts after every pooling op (its running statistics are named `1.*`).
+    /// puts after every pooling op (its running statistics are named `1.*`); a noise op draws
+    /// from `noise`.
     pub fn new(
         op: DartsOp,
         pb: &ParamBuilder,
@@ -158,10 +204,12 @@ impl OpModule {
         stride: usize,
         affine: bool,
         pool_bn: bool,
+        noise: &Arc<NoiseStream>,
     ) -> nas_core::Result<Self> {
         let conv = |k: usize, dilation: usize| DwParams { stride, padding: dilation * (k - 1) / 2, dilation };
         Ok(match op {
             DartsOp::None => OpModule::Zero { stride },
+            DartsOp::Noise => OpModule::Noise { stride, stream: noise.clone() },
             DartsOp::MaxPool3x3 | DartsOp::AvgPool3x3 => OpModule::Pool {
                 kind: if op == DartsOp::MaxPool3x3 { PoolKind::Max } else { PoolKind::Avg },
                 stride,
@@ -235,6 +283,14 @@ impl OpModule {
         };
         match self {
             OpModule::Zero { stride } => plus_acc(ops::subsample(x, *stride)?.zeros_like()?),
+            OpModule::Noise { stride, stream } => {
+                let (b, c, h, w) = x.dims4()?;
+                let y = stream.sample(&[b, c, h.div_ceil(*stride), w.div_ceil(*stride)], x)?;
+                plus_acc(match drop {
+                    Some(m) => ops::scale_samples(&y, m)?,
+                    None => y,
+                })
+            }
             OpModule::Identity => plus_acc(x.clone()),
             OpModule::FactorizedReduce(fr) => plus_acc(match x_relu {
                 Some(r) => fr.forward_relu(r, mode, drop)?,
@@ -270,7 +326,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_in_published_order() {
-        let names: Vec<_> = DartsOp::ALL.iter().map(|o| o.name()).collect();
+        let names: Vec<_> = super::super::op_sets::PRIMITIVES.iter().map(|o| o.name()).collect();
         assert_eq!(
             names,
             [

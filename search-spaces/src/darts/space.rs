@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::edges::{edge_label, state_label};
 use super::genotype::{DartsGenotype, Edge};
 use super::network::{DerivedNetwork, DerivedNetworkConfig};
-use super::ops::DartsOp;
+use super::op_sets::{DartsOpSets, PRIMITIVES};
 use super::supernet::{DartsSupernet, DartsSupernetConfig};
 use crate::diagram::{self, ArchTable, CellGraph, Node, NodeKind};
 use crate::error::Result;
@@ -61,7 +61,9 @@ impl SearchSpace for Darts {
         }
     }
 
-    fn validate_search(_: &SearchModelConfig) -> Result<(), ConfigError> {
+    fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError> {
+        DartsOpSets::from_config(m.ops.as_ref(), m.steps)
+            .map_err(|e| ConfigError::new(format!("{}: {e}", field("model.ops"))))?;
         Ok(())
     }
 
@@ -77,12 +79,13 @@ impl SearchSpace for Darts {
             partial_channels: m.partial_channels,
             edge_norm: m.edge_norm,
             max_skip_connect: m.max_skip_connect,
+            ops: m.ops.clone(),
         };
         Ok(Box::new(DartsSupernet::new(cfg, seed, DType::F32, device)?))
     }
 
     fn arch_tables() -> Vec<ArchTable> {
-        let ops: Vec<&'static str> = DartsOp::ALL.iter().map(|o| o.name()).collect();
+        let ops: Vec<&'static str> = PRIMITIVES.iter().map(|o| o.name()).collect();
         let table = |key, title| ArchTable { key, title, ops: ops.clone(), edge_label };
         vec![table("alphas_normal", "normal cell"), table("alphas_reduce", "reduction cell")]
     }

@@ -4,9 +4,14 @@
 //! (E × 8, init 1e-3·N(0,1)) are shared by all cells of their type and live in their own
 //! parameter store. With PC-DARTS edge normalisation β_normal and β_reduce (E, init
 //! 1e-3·N(0,1)) join them: every node weights its incoming edges by the softmax of their β,
-//! and the derivation multiplies each edge's op weights by its edge weight.
+//! and the derivation multiplies each edge's op weights by its edge weight. With op sets
+//! (`model.ops`) each row of α has one column per op of its edge; when a cell type's edges have
+//! lists of different lengths, α is as wide as the longest and the padding columns get a
+//! softmax weight of exactly zero.
 //!
 //! Shapes: input (B, 3, H, W) → logits (B, classes).
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{softmax_last_dim, BatchNorm2d, Conv2d, Linear, Mode};
@@ -18,9 +23,11 @@ use super::cell::SearchCell;
 use super::derive::{cap_skip_connections, derive_cell};
 use super::edges::{node_edges, num_edges};
 use super::genotype::DartsGenotype;
-use super::ops::DartsOp;
+use super::op_sets::DartsOpSets;
+use super::ops::{DartsOp, NoiseStream};
 use crate::error::Error;
 use crate::genotype::Genotype;
+use crate::model_config::OpsConfig;
 use crate::supernet::Supernet;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +49,9 @@ pub struct DartsSupernetConfig {
     /// Cap on skip connections in the derived normal cell (P-DARTS); None: no cap.
     #[serde(default)]
     pub max_skip_connect: Option<usize>,
+    /// The ops of every edge; None: the eight primitives everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<OpsConfig>,
 }
 
 fn one() -> usize {
@@ -61,6 +71,7 @@ impl Default for DartsSupernetConfig {
             partial_channels: 1,
             edge_norm: false,
             max_skip_connect: None,
+            ops: None,
         }
     }
 }
@@ -88,7 +99,13 @@ impl DartsSupernetConfig {
         if self.multiplier == 0 || self.multiplier > self.steps {
             return Err(Error::Config(format!("multiplier must be in 1..={}", self.steps)));
         }
+        self.op_sets()?;
         Ok(())
+    }
+
+    /// The resolved op lists of every edge.
+    pub fn op_sets(&self) -> crate::Result<DartsOpSets> {
+        DartsOpSets::from_config(self.ops.as_ref(), self.steps).map_err(|e| Error::Config(format!("ops: {e}")))
     }
 
     /// Indices of the reduction cells: L/3 and 2L/3.
@@ -105,6 +122,11 @@ pub struct DartsSupernet {
     classifier: Linear,
     alphas_normal: Tensor,
     alphas_reduce: Tensor,
+    op_sets: DartsOpSets,
+    /// Added to α before the softmax where a cell type's edges have lists of different
+    /// lengths: 0 on an edge's columns, −∞ on its padding (normal, reduce).
+    masks: [Option<Tensor>; 2],
+    noise: Arc<NoiseStream>,
     /// β_normal, β_reduce with edge normalisation.
     betas: Option<[Tensor; 2]>,
     weights: ParamStore,
@@ -115,6 +137,8 @@ impl DartsSupernet {
     /// Builds the network with weights and α drawn from `seed`.
     pub fn new(cfg: DartsSupernetConfig, seed: u64, dtype: DType, device: &Device) -> crate::Result<Self> {
         cfg.validate()?;
+        let op_sets = cfg.op_sets()?;
+        let noise = NoiseStream::new(seed);
         let weights = ParamStore::new(seed, 0);
         let arch = ParamStore::new(seed, 1);
         let pb = weights.builder(dtype, device);
@@ -139,6 +163,8 @@ impl DartsSupernet {
                 reduction,
                 reduction_prev,
                 cfg.partial_channels,
+                op_sets.cell(reduction),
+                &noise,
             )?;
             cells.push(cell);
             reduction_prev = reduction;
@@ -147,14 +173,41 @@ impl DartsSupernet {
         let classifier = Linear::new(&pb.pp("classifier"), cp, cfg.num_classes)?;
         let ab = arch.builder(dtype, device);
         let e = num_edges(cfg.steps);
-        let alphas_normal = ab.weight("alphas_normal", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
-        let alphas_reduce = ab.weight("alphas_reduce", (e, DartsOp::ALL.len()), Init::Normal(1e-3))?;
+        let alphas_normal = ab.weight("alphas_normal", (e, op_sets.width(false)), Init::Normal(1e-3))?;
+        let alphas_reduce = ab.weight("alphas_reduce", (e, op_sets.width(true)), Init::Normal(1e-3))?;
+        let mask = |reduction: bool| -> Result<Option<Tensor>> {
+            if !op_sets.ragged(reduction) {
+                return Ok(None);
+            }
+            let width = op_sets.width(reduction);
+            let m: Vec<f32> = op_sets
+                .cell(reduction)
+                .iter()
+                .flat_map(|r| (0..width).map(move |k| if k < r.len() { 0.0 } else { f32::NEG_INFINITY }))
+                .collect();
+            Some(Tensor::from_vec(m, (e, width), device)?.to_dtype(dtype)).transpose()
+        };
+        let masks = [mask(false)?, mask(true)?];
         let betas = if cfg.edge_norm {
             Some([ab.weight("betas_normal", e, Init::Normal(1e-3))?, ab.weight("betas_reduce", e, Init::Normal(1e-3))?])
         } else {
             None
         };
-        Ok(Self { cfg, stem_conv, stem_bn, cells, classifier, alphas_normal, alphas_reduce, betas, weights, arch })
+        Ok(Self {
+            cfg,
+            stem_conv,
+            stem_bn,
+            cells,
+            classifier,
+            alphas_normal,
+            alphas_reduce,
+            op_sets,
+            masks,
+            noise,
+            betas,
+            weights,
+            arch,
+        })
     }
 
     /// Edge weights (E,) from β: a softmax over each node's incoming edges.
@@ -179,10 +232,23 @@ impl DartsSupernet {
         &self.arch
     }
 
+    /// The op lists of every edge (the columns of α).
+    pub fn op_sets(&self) -> &DartsOpSets {
+        &self.op_sets
+    }
+
+    /// softmax over each edge's ops of α (`reduction`: the reduction cells'), padding masked.
+    fn op_softmax(&self, alpha: &Tensor, reduction: bool) -> Result<Tensor> {
+        match &self.masks[usize::from(reduction)] {
+            Some(m) => softmax_last_dim(&(alpha + m)?),
+            None => softmax_last_dim(alpha),
+        }
+    }
+
     /// Logits (B, classes) of images x (B, C_in, H, W).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let w_normal = softmax_last_dim(&mode.arch(&self.alphas_normal))?;
-        let w_reduce = softmax_last_dim(&mode.arch(&self.alphas_reduce))?;
+        let w_normal = self.op_softmax(&mode.arch(&self.alphas_normal), false)?;
+        let w_reduce = self.op_softmax(&mode.arch(&self.alphas_reduce), true)?;
         let edges = match &self.betas {
             Some([bn, br]) => Some([self.edge_weights(&mode.arch(bn))?, self.edge_weights(&mode.arch(br))?]),
             None => None,
@@ -199,43 +265,64 @@ impl DartsSupernet {
         self.classifier.forward(&pooled, mode)
     }
 
-    /// softmax(α) of both cell types on the host, (E, 8) each; with edge normalisation each
-    /// row is multiplied by its edge weight (the weights the derivation ranks).
+    /// softmax(α) of both cell types on the host, one row per edge with one weight per op of
+    /// its list; with edge normalisation each row is multiplied by its edge weight (the weights
+    /// the derivation ranks).
     pub fn op_weights(&self) -> Result<[Vec<Vec<f32>>; 2]> {
-        let host = |a: &Tensor, b: Option<&Tensor>| {
-            let mut w = softmax_last_dim(&a.detach())?;
+        let host = |a: &Tensor, b: Option<&Tensor>, reduction: bool| -> Result<Vec<Vec<f32>>> {
+            let mut w = self.op_softmax(&a.detach(), reduction)?;
             if let Some(b) = b {
                 w = w.broadcast_mul(&self.edge_weights(&b.detach())?.unsqueeze(1)?)?;
             }
-            w.to_dtype(DType::F32)?.to_vec2::<f32>()
+            self.host_rows(&w, reduction)
         };
         let (bn, br) = match &self.betas {
             Some([n, r]) => (Some(n), Some(r)),
             None => (None, None),
         };
-        Ok([host(&self.alphas_normal, bn)?, host(&self.alphas_reduce, br)?])
+        Ok([host(&self.alphas_normal, bn, false)?, host(&self.alphas_reduce, br, true)?])
+    }
+
+    /// The rows of an α-shaped matrix on the host, each cut to its edge's op list.
+    fn host_rows(&self, m: &Tensor, reduction: bool) -> Result<Vec<Vec<f32>>> {
+        let mut rows = m.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        for (row, ops) in rows.iter_mut().zip(self.op_sets.cell(reduction)) {
+            row.truncate(ops.len());
+        }
+        Ok(rows)
     }
 
     /// The derived genotype; `max_skip` caps skip connections in the normal cell.
     pub fn genotype(&self, max_skip: Option<usize>) -> Result<DartsGenotype> {
         let [wn, wr] = self.op_weights()?;
-        let mut normal = derive_cell(&wn, self.cfg.steps);
+        let sets = &self.op_sets;
+        let mut normal = derive_cell(&wn, &sets.normal, self.cfg.steps);
         if let Some(m) = max_skip {
-            cap_skip_connections(&mut normal, &wn, m);
+            cap_skip_connections(&mut normal, &wn, &sets.normal, m);
         }
         let concat: Vec<usize> = (2 + self.cfg.steps - self.cfg.multiplier..2 + self.cfg.steps).collect();
         Ok(DartsGenotype {
             normal,
             normal_concat: concat.clone(),
-            reduce: derive_cell(&wr, self.cfg.steps),
+            reduce: derive_cell(&wr, &sets.reduce, self.cfg.steps),
             reduce_concat: concat,
         })
     }
 
-    /// Raw α of both cell types, for the metrics log.
+    /// Raw α of both cell types, for the metrics log: one row per edge with one entry per op
+    /// of its list, and with op sets each row's op names (`alphas_normal_ops`, …).
     pub fn arch_json(&self) -> Result<Value> {
-        let host = |a: &Tensor| a.to_dtype(DType::F32)?.to_vec2::<f32>();
-        let mut v = json!({"alphas_normal": host(&self.alphas_normal)?, "alphas_reduce": host(&self.alphas_reduce)?});
+        let mut v = json!({
+            "alphas_normal": self.host_rows(&self.alphas_normal, false)?,
+            "alphas_reduce": self.host_rows(&self.alphas_reduce, true)?,
+        });
+        if !self.op_sets.is_default() {
+            let names = |rows: &[Vec<DartsOp>]| -> Vec<Vec<&str>> {
+                rows.iter().map(|r| r.iter().map(|o| o.name()).collect()).collect()
+            };
+            v["alphas_normal_ops"] = json!(names(&self.op_sets.normal));
+            v["alphas_reduce_ops"] = json!(names(&self.op_sets.reduce));
+        }
         if let Some([bn, br]) = &self.betas {
             v["betas_normal"] = json!(bn.to_dtype(DType::F32)?.to_vec1::<f32>()?);
             v["betas_reduce"] = json!(br.to_dtype(DType::F32)?.to_vec1::<f32>()?);
@@ -263,5 +350,13 @@ impl Supernet for DartsSupernet {
 
     fn arch_json(&self) -> crate::Result<Value> {
         Ok(DartsSupernet::arch_json(self)?)
+    }
+
+    fn stream_position(&self) -> u64 {
+        self.noise.position()
+    }
+
+    fn set_stream_position(&self, draws: u64) {
+        self.noise.set_position(draws);
     }
 }

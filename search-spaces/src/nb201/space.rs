@@ -96,13 +96,15 @@ impl SearchSpace for Nb201 {
                 Self::NAME
             )));
         }
-        if m.max_skip_connect.is_some() {
-            return Err(ConfigError::new(format!(
-                "{} applies to the darts space only, not to {} {}",
-                brief("model.max_skip_connect"),
-                brief("space"),
-                Self::NAME
-            )));
+        for (set, name) in [(m.max_skip_connect.is_some(), "model.max_skip_connect"), (m.ops.is_some(), "model.ops")] {
+            if set {
+                return Err(ConfigError::new(format!(
+                    "{} applies to the darts space only, not to {} {}",
+                    brief(name),
+                    brief("space"),
+                    Self::NAME
+                )));
+            }
         }
         Ok(())
     }
