@@ -2,7 +2,15 @@
 //! validation), and for a search the evolution of softmax(α) on every edge, one small panel
 //! per edge with one line per op (the colours of the cell pictures). Which α matrices a record
 //! holds, and the names of their edges and ops, the spaces say (`SpaceKind::arch_tables`).
+//!
+//! A record may name the ops of each row itself (`alpha.<key>_ops`, one list per edge): the
+//! edges may then have different ops, and the ops may change from one record to the next (a
+//! progressive search drops some between stages); an op missing from a record leaves a gap in
+//! its line. Records of a run in stages carry `stage`; `epoch` restarts in each stage, so the
+//! x axis then counts records, and a dashed line marks where each stage begins.
 
+use anyhow::{bail, Context};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -12,25 +20,36 @@ use serde_json::Value;
 
 use super::{op_color, DrawResult, Picture, SANS};
 
-/// softmax(α) of every edge of one α matrix over the epochs: `weights[epoch][edge][op]`.
+/// softmax(α) of every edge of one α matrix over the records: `weights[record][edge][op]`,
+/// indexed by `op_names`; NaN where that edge has no such op in that record (or has no α).
 #[derive(Debug, Clone)]
 pub struct AlphaHistory {
     pub title: String,
     pub edge_names: Vec<String>,
-    pub op_names: Vec<&'static str>,
+    /// Every op of any edge, in order of first appearance (records, then edges, then columns).
+    pub op_names: Vec<String>,
     pub weights: Vec<Vec<Vec<f64>>>,
+}
+
+/// Where a search enters stage `stage`: between the records drawn at `x - 0.5` and `x + 0.5`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageMark {
+    pub x: f64,
+    pub stage: u64,
 }
 
 /// What a run's metrics say, ready to draw.
 #[derive(Debug, Clone)]
 pub struct RunCurves {
     pub title: String,
+    /// The x of each record: `epoch + 1`, or the record's number (from 1) in a run in stages.
     pub epochs: Vec<f64>,
     pub train_loss: Vec<f64>,
     pub valid_loss: Vec<f64>,
     pub train_acc: Vec<f64>,
     pub valid_acc: Vec<f64>,
     pub alphas: Vec<AlphaHistory>,
+    pub stages: Vec<StageMark>,
 }
 
 fn softmax(row: &[f64]) -> Vec<f64> {
@@ -40,41 +59,168 @@ fn softmax(row: &[f64]) -> Vec<f64> {
     e.into_iter().map(|v| v / s).collect()
 }
 
-fn matrix(v: &Value) -> Option<Vec<Vec<f64>>> {
-    v.as_array()?.iter().map(|r| r.as_array()?.iter().map(Value::as_f64).collect()).collect()
+/// One record's α rows of a table, each entry with its op's name.
+type NamedRows<'a> = Vec<Vec<(&'a str, f64)>>;
+
+/// The rows of `alpha.<key>` in record `n` (counted from 1), each logit paired with its op: the
+/// names come from `alpha.<key>_ops` where the record has it, else from the table. `None` where
+/// the record has no such matrix.
+fn named_rows<'a>(record: &'a Value, table: &ArchTable, n: usize) -> anyhow::Result<Option<NamedRows<'a>>> {
+    let key = table.key;
+    let Some(alpha) = record.get("alpha") else { return Ok(None) };
+    let Some(m) = alpha.get(key) else { return Ok(None) };
+    let field = format!("metrics.jsonl, record {n}: `alpha.{key}`");
+    let rows: Vec<Vec<f64>> = m
+        .as_array()
+        .with_context(|| format!("{field} is not an array of rows"))?
+        .iter()
+        .map(|row| {
+            // serde_json writes a non-finite logit as null.
+            row.as_array()?.iter().map(|v| if v.is_null() { Some(f64::NAN) } else { v.as_f64() }).collect()
+        })
+        .collect::<Option<_>>()
+        .with_context(|| format!("{field} is not an array of rows of numbers"))?;
+    if rows.is_empty() {
+        bail!("{field} has no rows (one per edge)");
+    }
+    let ops_key = format!("{key}_ops");
+    let Some(ops) = alpha.get(&ops_key) else {
+        if let Some(row) = rows.iter().find(|row| row.len() != table.ops.len()) {
+            bail!(
+                "{field} has a row of {} entries, but {} ops ({}) without `alpha.{ops_key}`",
+                row.len(),
+                table.ops.len(),
+                table.ops.join(", ")
+            );
+        }
+        return Ok(Some(rows.iter().map(|row| table.ops.iter().copied().zip(row.iter().copied()).collect()).collect()));
+    };
+    let ops_field = format!("metrics.jsonl, record {n}: `alpha.{ops_key}`");
+    let ops = ops.as_array().with_context(|| format!("{ops_field} is not an array of op lists"))?;
+    if ops.len() != rows.len() {
+        bail!("{ops_field} names the ops of {} edges, but `alpha.{key}` has {} rows", ops.len(), rows.len());
+    }
+    let mut named = Vec::with_capacity(rows.len());
+    for (e, (names, row)) in ops.iter().zip(&rows).enumerate() {
+        let names: Vec<&str> = names
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_str).collect())
+            .with_context(|| format!("{ops_field}[{e}] is not an array of op names (strings)"))?;
+        if names.len() != row.len() {
+            bail!("{ops_field}[{e}] names {} ops, but row {e} of `alpha.{key}` has {} entries", names.len(), row.len());
+        }
+        if let Some((i, dup)) = names.iter().enumerate().find(|(i, op)| names[..*i].contains(op)) {
+            bail!("{ops_field}[{e}] names `{dup}` twice (entry {i})");
+        }
+        named.push(names.into_iter().zip(row.iter().copied()).collect());
+    }
+    Ok(Some(named))
+}
+
+/// softmax(α) of `table` over the records; `None` where no record has it.
+fn alpha_history(records: &[Value], table: &ArchTable) -> anyhow::Result<Option<AlphaHistory>> {
+    let mut per_record = Vec::with_capacity(records.len());
+    let mut edges: Option<(usize, usize)> = None;
+    for (i, r) in records.iter().enumerate() {
+        let rows = named_rows(r, table, i + 1)?;
+        if let Some(rows) = &rows {
+            match edges {
+                None => edges = Some((rows.len(), i + 1)),
+                Some((n, first)) if n != rows.len() => bail!(
+                    "metrics.jsonl: `alpha.{}` has {n} edges in record {first} but {} in record {}",
+                    table.key,
+                    rows.len(),
+                    i + 1
+                ),
+                Some(_) => {}
+            }
+        }
+        per_record.push(rows);
+    }
+    let Some((edges, _)) = edges else { return Ok(None) };
+    let mut op_names: Vec<&str> = Vec::new();
+    for (op, _) in per_record.iter().flatten().flatten().flatten() {
+        if !op_names.contains(op) {
+            op_names.push(op);
+        }
+    }
+    let weights = per_record
+        .iter()
+        .map(|rows| {
+            let mut w = vec![vec![f64::NAN; op_names.len()]; edges];
+            for (we, row) in w.iter_mut().zip(rows.iter().flatten()) {
+                let logits: Vec<f64> = row.iter().map(|&(_, v)| v).collect();
+                for ((op, _), p) in row.iter().zip(softmax(&logits)) {
+                    if let Some(k) = op_names.iter().position(|o| o == op) {
+                        we[k] = p;
+                    }
+                }
+            }
+            w
+        })
+        .collect();
+    Ok(Some(AlphaHistory {
+        title: table.title.into(),
+        edge_names: (0..edges).map(table.edge_label).collect(),
+        op_names: op_names.into_iter().map(String::from).collect(),
+        weights,
+    }))
+}
+
+/// The stage of each record (`None` without `stage`).
+fn stages_of(records: &[Value]) -> anyhow::Result<Vec<Option<u64>>> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match r.get("stage") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .with_context(|| format!("metrics.jsonl, record {}: `stage` is {v}, not a whole number", i + 1)),
+        })
+        .collect()
+}
+
+/// A mark before each record whose stage differs from the last stage recorded before it.
+fn stage_marks(stages: &[Option<u64>], xs: &[f64]) -> Vec<StageMark> {
+    let mut marks = Vec::new();
+    let mut last = None;
+    for (i, s) in stages.iter().enumerate() {
+        let Some(s) = *s else { continue };
+        if last.is_some_and(|l| l != s) {
+            marks.push(StageMark { x: (xs[i - 1] + xs[i]) / 2.0, stage: s });
+        }
+        last = Some(s);
+    }
+    marks
 }
 
 impl RunCurves {
     /// Reads the metrics records of a run (search or training). Records without a field
-    /// leave its curve out.
+    /// leave its curve out (or leave a gap in it).
     pub fn from_records(title: &str, records: &[Value]) -> anyhow::Result<Self> {
         if records.is_empty() {
-            anyhow::bail!("no epoch has been recorded yet (metrics.jsonl is empty)");
+            bail!("no epoch has been recorded yet (metrics.jsonl is empty)");
         }
         let col = |k: &str| records.iter().map(|r| r.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)).collect();
-        let epochs = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| r.get("epoch").and_then(Value::as_f64).unwrap_or(i as f64) + 1.0)
-            .collect();
-        let mut alphas = Vec::new();
-        for ArchTable { key, title, ops, edge_label } in SpaceKind::ALL.iter().flat_map(|k| k.arch_tables()) {
-            let hist: Option<Vec<Vec<Vec<f64>>>> = records
+        let stages = stages_of(records)?;
+        let epochs: Vec<f64> = if stages.iter().any(Option::is_some) {
+            (1..=records.len()).map(|i| i as f64).collect()
+        } else {
+            records
                 .iter()
-                .map(|r| matrix(r.get("alpha")?.get(key)?).map(|m| m.iter().map(|row| softmax(row)).collect()))
-                .collect();
-            let Some(weights) = hist else { continue };
-            let edges = weights[0].len();
-            if weights.iter().any(|w| w.len() != edges || w.iter().any(|row| row.len() != ops.len())) {
-                anyhow::bail!(
-                    "metrics.jsonl: `alpha.{key}` changes shape between epochs or has the wrong number of ops"
-                );
-            }
-            let edge_names = (0..edges).map(edge_label).collect();
-            alphas.push(AlphaHistory { title: title.into(), edge_names, op_names: ops, weights });
+                .enumerate()
+                .map(|(i, r)| r.get("epoch").and_then(Value::as_f64).unwrap_or(i as f64) + 1.0)
+                .collect()
+        };
+        let mut alphas = Vec::new();
+        for table in SpaceKind::ALL.iter().flat_map(|k| k.arch_tables()) {
+            alphas.extend(alpha_history(records, &table)?);
         }
         Ok(Self {
             title: title.to_string(),
+            stages: stage_marks(&stages, &epochs),
             epochs,
             train_loss: col("train_loss"),
             valid_loss: col("valid_loss"),
@@ -82,6 +228,17 @@ impl RunCurves {
             valid_acc: col("valid_acc"),
             alphas,
         })
+    }
+
+    /// Every op of any α matrix, in order of first appearance: the legend.
+    fn op_names(&self) -> Vec<&str> {
+        let mut ops: Vec<&str> = Vec::new();
+        for op in self.alphas.iter().flat_map(|a| &a.op_names) {
+            if !ops.contains(&op.as_str()) {
+                ops.push(op);
+            }
+        }
+        ops
     }
 }
 
@@ -137,6 +294,49 @@ fn epoch_ticks(epochs: &[f64], max: usize) -> usize {
     ((r.end - r.start).round() as usize + 1).clamp(2, max)
 }
 
+/// The points of a curve in stretches of finite values: a missing value is a gap.
+fn finite_runs(xs: &[f64], ys: impl Iterator<Item = f64>) -> Vec<Vec<(f64, f64)>> {
+    let (mut runs, mut run) = (Vec::new(), Vec::new());
+    for (x, y) in xs.iter().copied().zip(ys) {
+        if y.is_finite() {
+            run.push((x, y));
+        } else if !run.is_empty() {
+            runs.push(std::mem::take(&mut run));
+        }
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+const STAGE_COLOR: RGBColor = RGBColor(90, 90, 90);
+
+/// A dashed vertical line where each stage begins, labelled "stage N" at the top where the
+/// label fits before the next mark (or the chart's right edge).
+fn draw_stage_marks<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    marks: &[StageMark],
+    (lo, hi): (f64, f64),
+    font_size: u32,
+) -> DrawResult<DB> {
+    let font = TextStyle::from((SANS, font_size).into_font()).color(&STAGE_COLOR).pos(Pos::new(HPos::Left, VPos::Top));
+    let right = chart.plotting_area().get_pixel_range().0.end;
+    for (i, m) in marks.iter().enumerate() {
+        let line = [(m.x, lo), (m.x, hi)];
+        chart.draw_series(DashedLineSeries::new(line, 5, 4, STAGE_COLOR.stroke_width(1)))?;
+        let label = format!("stage {}", m.stage);
+        let (w, _) = chart.plotting_area().estimate_text_size(&label, &font)?;
+        let x = chart.backend_coord(&(m.x, hi)).0;
+        let end = marks.get(i + 1).map_or(right, |n| chart.backend_coord(&(n.x, hi)).0);
+        if x + 3 + w as i32 + 3 <= end {
+            let text = EmptyElement::at((m.x, hi)) + Text::new(label, (3, 2), font.clone());
+            chart.draw_series(std::iter::once(text))?;
+        }
+    }
+    Ok(())
+}
+
 /// One chart with a train and a validation curve.
 fn pair_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -145,6 +345,7 @@ fn pair_chart<DB: DrawingBackend>(
     (train, valid): (&[f64], &[f64]),
     valid_name: &str,
     legend_at: SeriesLabelPosition,
+    stages: &[StageMark],
 ) -> DrawResult<DB> {
     let Some((lo, hi)) = finite_range(train.iter().chain(valid).copied()) else { return Ok(()) };
     let mut chart = ChartBuilder::on(area)
@@ -163,6 +364,7 @@ fn pair_chart<DB: DrawingBackend>(
         .light_line_style(RGBColor(238, 238, 238))
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()?;
+    draw_stage_marks(&mut chart, stages, (lo, hi), 13)?;
     for (values, name, color) in [(train, "train", RGBColor(31, 119, 180)), (valid, valid_name, RGBColor(214, 39, 40))]
     {
         let pts: Vec<(f64, f64)> =
@@ -186,7 +388,12 @@ fn pair_chart<DB: DrawingBackend>(
     Ok(())
 }
 
-fn alpha_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, a: &AlphaHistory, epochs: &[f64]) -> DrawResult<DB> {
+fn alpha_group<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    a: &AlphaHistory,
+    epochs: &[f64],
+    stages: &[StageMark],
+) -> DrawResult<DB> {
     let (title, panels) = area.split_vertically(GROUP_TITLE_H);
     title.draw(&Text::new(
         format!("softmax(α), {}", a.title),
@@ -197,12 +404,13 @@ fn alpha_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, a: &AlphaHisto
     for (e, cell) in cells.iter().enumerate().take(a.edge_names.len()) {
         // Each edge on its own scale: early in a search the weights differ by little.
         let (lo, hi) = finite_range(a.weights.iter().flat_map(|w| w[e].iter().copied())).unwrap_or((0.0, 1.0));
+        let (lo, hi) = (lo.max(0.0), hi);
         let mut chart = ChartBuilder::on(cell)
             .caption(&a.edge_names[e], (SANS, 15))
             .margin(6)
             .x_label_area_size(22)
             .y_label_area_size(46)
-            .build_cartesian_2d(x_range(epochs), lo.max(0.0)..hi)?;
+            .build_cartesian_2d(x_range(epochs), lo..hi)?;
         chart
             .configure_mesh()
             .label_style((SANS, 11))
@@ -213,9 +421,17 @@ fn alpha_group<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, a: &AlphaHisto
             .light_line_style(WHITE)
             .bold_line_style(RGBColor(225, 225, 225))
             .draw()?;
+        draw_stage_marks(&mut chart, stages, (lo, hi), 11)?;
         for (k, op) in a.op_names.iter().enumerate() {
-            let pts: Vec<(f64, f64)> = epochs.iter().copied().zip(a.weights.iter().map(|w| w[e][k])).collect();
-            chart.draw_series(LineSeries::new(pts, op_color(op).stroke_width(2)))?;
+            let color = op_color(op);
+            for run in finite_runs(epochs, a.weights.iter().map(|w| w[e][k])) {
+                if let [p] = run[..] {
+                    // An op present in one record alone: a dot, since a line needs two.
+                    chart.draw_series(std::iter::once(Circle::new(p, 2, color.filled())))?;
+                } else {
+                    chart.draw_series(LineSeries::new(run, color.stroke_width(2)))?;
+                }
+            }
         }
     }
     Ok(())
@@ -253,16 +469,16 @@ impl Picture for RunCurves {
         let halves = charts.split_evenly((1, 2));
         let valid = if self.alphas.is_empty() { "test" } else { "valid" };
         let loss = (&self.train_loss[..], &self.valid_loss[..]);
-        pair_chart(&halves[0], "loss", &self.epochs, loss, valid, SeriesLabelPosition::UpperRight)?;
+        pair_chart(&halves[0], "loss", &self.epochs, loss, valid, SeriesLabelPosition::UpperRight, &self.stages)?;
         let acc = (&self.train_acc[..], &self.valid_acc[..]);
-        pair_chart(&halves[1], "accuracy", &self.epochs, acc, valid, SeriesLabelPosition::LowerRight)?;
+        pair_chart(&halves[1], "accuracy", &self.epochs, acc, valid, SeriesLabelPosition::LowerRight, &self.stages)?;
         for a in &self.alphas {
             let (group, below) = rest.split_vertically(a.height());
-            alpha_group(&group, a, &self.epochs)?;
+            alpha_group(&group, a, &self.epochs, &self.stages)?;
             rest = below;
         }
-        if let Some(a) = self.alphas.first() {
-            legend(&rest, &a.op_names)?;
+        if !self.alphas.is_empty() {
+            legend(&rest, &self.op_names())?;
         }
         Ok(())
     }
@@ -270,6 +486,7 @@ impl Picture for RunCurves {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ImageFormat;
     use super::*;
     use serde_json::json;
 
@@ -293,6 +510,113 @@ mod tests {
         // exp(ln 8) / (8 + 7) for `none` in epoch 1.
         assert!((n.weights[1][5][0] - 8.0 / 15.0).abs() < 1e-12);
         assert!(RunCurves::from_records("x", &[]).is_err());
+        let darts_ops = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"];
+        assert_eq!(n.op_names[..4], darts_ops.map(String::from));
+        assert_eq!(c.op_names().len(), 8);
+        assert!(c.stages.is_empty());
+        assert!(n.weights.iter().flatten().flatten().all(|w| w.is_finite()));
+
+        // Without `_ops` a row must have one entry per op of the space, as before.
+        let mut bad = records[1].clone();
+        bad["alpha"]["alphas_reduce"][3] = json!([0.0, 1.0]);
+        let err = format!("{:#}", RunCurves::from_records("x", &[records[0].clone(), bad]).unwrap_err());
+        assert!(
+            err.contains("record 2") && err.contains("`alpha.alphas_reduce`") && err.contains("2 entries"),
+            "{err}"
+        );
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn edges_may_have_their_own_ops() {
+        let ln = f64::ln;
+        let record = json!({"epoch": 0, "train_loss": 1.0, "alpha": {
+            "alphas_normal": [[0.0, ln(3.0)], [0.0, 0.0, 0.0], [ln(2.0)]],
+            "alphas_normal_ops": [["sep_conv_3x3", "skip_connect"], ["none", "noise", "sep_conv_3x3"], ["noise"]],
+        }});
+        let c = RunCurves::from_records("run", &[record]).unwrap();
+        assert_eq!(c.epochs, vec![1.0]);
+        assert_eq!(c.alphas.len(), 1, "no `alphas_reduce`, no panel for it");
+        let a = &c.alphas[0];
+        assert_eq!(a.title, "normal cell");
+        assert_eq!(a.edge_names, ["c_{k-2} → 0", "c_{k-1} → 0", "c_{k-2} → 1"]);
+        assert_eq!(a.op_names, ["sep_conv_3x3", "skip_connect", "none", "noise"]);
+        assert_eq!(c.op_names(), ["sep_conv_3x3", "skip_connect", "none", "noise"]);
+        let w = &a.weights[0];
+        assert!(close(w[0][0], 0.25) && close(w[0][1], 0.75) && w[0][2].is_nan() && w[0][3].is_nan());
+        assert!(w[1][1].is_nan() && [w[1][0], w[1][2], w[1][3]].iter().all(|&p| close(p, 1.0 / 3.0)));
+        assert!(close(w[2][3], 1.0) && w[2][..3].iter().all(|p| p.is_nan()));
+        for format in [ImageFormat::Svg, ImageFormat::Png] {
+            super::super::render(&c, format).unwrap();
+        }
+    }
+
+    #[test]
+    fn stages_count_records_and_mark_where_ops_were_dropped() {
+        // Three ops on each of 2 edges in stage 0, two in stage 1, one in stage 2; `epoch`
+        // restarts in each stage.
+        let ops = ["sep_conv_3x3", "max_pool_3x3", "skip_connect"];
+        let record = |stage: u64, epoch: u64, kept: usize| {
+            let names = vec![ops[..kept].to_vec(); 2];
+            json!({"stage": stage, "epoch": epoch, "train_loss": 1.0 / (1.0 + epoch as f64), "alpha": {
+                "arch_parameters": vec![vec![0.0; kept]; 2], "arch_parameters_ops": names}})
+        };
+        let records = [record(0, 0, 3), record(0, 1, 3), record(1, 0, 2), record(1, 1, 2), record(2, 0, 1)];
+        let c = RunCurves::from_records("progressive", &records).unwrap();
+        assert_eq!(c.epochs, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(c.stages, [StageMark { x: 2.5, stage: 1 }, StageMark { x: 4.5, stage: 2 }]);
+        let a = &c.alphas[0];
+        assert_eq!((a.title.as_str(), a.edge_names.len()), ("cell", 2));
+        assert_eq!(a.op_names, ops);
+        let skip: Vec<f64> = a.weights.iter().map(|w| w[1][2]).collect();
+        assert!(skip[..2].iter().all(|&p| close(p, 1.0 / 3.0)) && skip[2..].iter().all(|p| p.is_nan()));
+        let pool: Vec<f64> = a.weights.iter().map(|w| w[0][1]).collect();
+        assert!(close(pool[1], 1.0 / 3.0) && close(pool[3], 0.5) && pool[4].is_nan());
+        assert!(a.weights[4].iter().all(|w| close(w[0], 1.0)));
+        assert_eq!(finite_runs(&c.epochs, pool.iter().copied()).len(), 1);
+
+        let svg = String::from_utf8(super::super::render(&c, ImageFormat::Svg).unwrap()).unwrap();
+        assert!(svg.contains("stage 1") && svg.contains("stage 2") && !svg.contains("stage 0"), "{svg}");
+        super::super::render(&c, ImageFormat::Png).unwrap();
+
+        // A stage mark sits before the first record of the new stage, whatever lies between.
+        let marks = stage_marks(&[None, Some(0), None, Some(0), Some(3), None, Some(1)], &[1., 2., 3., 4., 5., 6., 7.]);
+        assert_eq!(marks, [StageMark { x: 4.5, stage: 3 }, StageMark { x: 6.5, stage: 1 }]);
+    }
+
+    #[test]
+    fn malformed_alpha_ops_are_errors_naming_the_field() {
+        let record = |alpha: Value| json!({"epoch": 0, "alpha": alpha});
+        let err = |records: &[Value]| format!("{:#}", RunCurves::from_records("x", records).unwrap_err());
+        let cases = [
+            (
+                json!({"alphas_normal": [[0.0, 1.0], [0.0]], "alphas_normal_ops": [["none", "noise"], ["none", "noise"]]}),
+                &["`alpha.alphas_normal_ops`[1]", "names 2 ops", "1 entries"][..],
+            ),
+            (
+                json!({"alphas_normal": [[0.0]], "alphas_normal_ops": [[3]]}),
+                &["`alpha.alphas_normal_ops`[0]", "strings"],
+            ),
+            (json!({"alphas_normal": [[0.0]], "alphas_normal_ops": [["none"], ["noise"]]}), &["2 edges", "1 rows"]),
+            (json!({"alphas_normal": [[0.0]], "alphas_normal_ops": "none"}), &["`alpha.alphas_normal_ops`", "array"]),
+            (json!({"alphas_normal": [[0.0, 0.0]], "alphas_normal_ops": [["none", "none"]]}), &["`none` twice"]),
+            (json!({"alphas_reduce": [["x"]], "alphas_reduce_ops": [["none"]]}), &["`alpha.alphas_reduce`", "numbers"]),
+            (json!({"alphas_reduce": []}), &["`alpha.alphas_reduce`", "no rows"]),
+        ];
+        for (alpha, needles) in cases {
+            let e = err(&[record(alpha.clone())]);
+            assert!(needles.iter().all(|n| e.contains(n)) && e.contains("record 1"), "{alpha}: {e}");
+        }
+        // The number of edges of a matrix may not change between records.
+        let a = record(json!({"arch_parameters": [[0.0]], "arch_parameters_ops": [["none"]]}));
+        let b = record(json!({"arch_parameters": [[0.0], [0.0]], "arch_parameters_ops": [["none"], ["none"]]}));
+        let e = err(&[a.clone(), a, b]);
+        assert!(e.contains("`alpha.arch_parameters` has 1 edges in record 1 but 2 in record 3"), "{e}");
+        let e = err(&[json!({"epoch": 0, "stage": "one"})]);
+        assert!(e.contains("`stage`") && e.contains("record 1"), "{e}");
     }
 
     #[test]

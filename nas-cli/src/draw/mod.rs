@@ -95,7 +95,9 @@ pub fn save(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// A colour per op name, the same in cell pictures and α curves: the tab10 palette, with the
 /// conv ops in blues and purples, pools in browns and oranges, identities in green and `none`
-/// in grey (as in DARTS' own figures, where colour tells the op family).
+/// in grey (as in DARTS' own figures, where colour tells the op family), `noise` in red. Any
+/// other name gets one of tab20's light shades, picked by a hash of the name so that it keeps
+/// its colour from one picture to the next.
 pub fn op_color(op: &str) -> RGBColor {
     match op {
         "none" => RGBColor(127, 127, 127),
@@ -107,7 +109,24 @@ pub fn op_color(op: &str) -> RGBColor {
         "dil_conv_3x3" => RGBColor(148, 103, 189),
         "dil_conv_5x5" => RGBColor(227, 119, 194),
         "nor_conv_1x1" => RGBColor(188, 189, 34),
-        _ => RGBColor(214, 39, 40),
+        "noise" => RGBColor(214, 39, 40),
+        _ => {
+            const LIGHT: [RGBColor; 10] = [
+                RGBColor(174, 199, 232),
+                RGBColor(255, 187, 120),
+                RGBColor(152, 223, 138),
+                RGBColor(255, 152, 150),
+                RGBColor(197, 176, 213),
+                RGBColor(196, 156, 148),
+                RGBColor(247, 182, 210),
+                RGBColor(199, 199, 199),
+                RGBColor(219, 219, 141),
+                RGBColor(158, 218, 229),
+            ];
+            // FNV-1a: the same name gets the same colour on every machine and in every run.
+            let h = op.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            LIGHT[(h % LIGHT.len() as u64) as usize]
+        }
     }
 }
 
@@ -140,6 +159,18 @@ mod tests {
             svg.starts_with("<svg") && svg.contains("<text") && svg.contains("font-family=\"sans-serif\""),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn every_op_name_has_a_colour() {
+        assert_eq!(op_color("noise"), RGBColor(214, 39, 40));
+        assert_eq!(op_color("sep_conv_3x3"), RGBColor(31, 119, 180));
+        // Unknown names: a light shade, the same each time, not the colour of a known op.
+        let known = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_5x5", "noise"];
+        for op in ["", "conv_7x1_1x7", "zero", "ß"] {
+            assert_eq!(op_color(op), op_color(op));
+            assert!(known.iter().all(|k| op_color(k) != op_color(op)), "{op}");
+        }
     }
 
     #[test]
