@@ -25,7 +25,7 @@ pub enum Format {
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct ShowArgs {
-    /// Genotype: a genotype.json file, a run directory, DARTS_V1, DARTS_V2, PC_DARTS, or an
+    /// Genotype: a genotype.json file, a run directory, DARTS_V1, DARTS_V2, PC_DARTS, PDARTS, or an
     /// nb201 arch string such as '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|…|'
     #[arg(value_name = "GENOTYPE")]
     genotype: String,

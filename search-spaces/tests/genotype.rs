@@ -169,10 +169,12 @@ fn invalid_genotypes_are_named() {
 }
 
 /// The published model sizes at C=36, L=20 without the auxiliary head (DARTS: 3.3M,
-/// PC-DARTS: 3.6M), as counted by shared/bench/darts_ref.py `--params-only`.
+/// PC-DARTS: 3.6M, P-DARTS: 3.4M), as counted by shared/bench/darts_ref.py `--params-only`.
 #[test]
 fn parameter_counts_match_the_reference() {
-    for (name, want) in [("DARTS_V1", 3_169_414), ("DARTS_V2", 3_349_342), ("PC_DARTS", 3_634_678)] {
+    for (name, want) in
+        [("DARTS_V1", 3_169_414), ("DARTS_V2", 3_349_342), ("PC_DARTS", 3_634_678), ("PDARTS", 3_433_798)]
+    {
         let g = DartsGenotype::builtin(name).unwrap();
         let cfg = DerivedNetworkConfig { channels: 36, layers: 20, num_classes: 10, auxiliary: true, in_channels: 3 };
         let net = DerivedNetwork::new(&g, cfg, 0, DType::F32, &Device::Cpu).unwrap();

@@ -3,7 +3,7 @@
 //! input 0 being c_{k−2}, 1 c_{k−1} and j ≥ 2 intermediate node j−2, and the nodes the cell
 //! concatenates. JSON form: `{"space":"darts","normal":[["sep_conv_3x3",0],…],
 //! "normal_concat":[2,3,4,5],"reduce":[…],"reduce_concat":[2,3,4,5]}`. Built-in genotypes:
-//! DARTS_V1, DARTS_V2 (DARTS paper) and PC_DARTS (PC-DARTS paper).
+//! DARTS_V1, DARTS_V2 (DARTS paper), PC_DARTS (PC-DARTS paper) and PDARTS (P-DARTS paper).
 
 use std::fmt;
 
@@ -28,7 +28,7 @@ pub struct DartsGenotype {
 /// (name, [normal, reduce]) with every cell as 8 (op, input) pairs.
 type BuiltinCells = [[(&'static str, usize); 8]; 2];
 
-const BUILTIN: [(&str, BuiltinCells); 3] = [
+const BUILTIN: [(&str, BuiltinCells); 4] = [
     (
         "DARTS_V1",
         [
@@ -104,6 +104,32 @@ const BUILTIN: [(&str, BuiltinCells); 3] = [
             ],
         ],
     ),
+    (
+        // P-DARTS (Chen et al. 2019), chenxin061/pdarts `genotypes.py`.
+        "PDARTS",
+        [
+            [
+                ("skip_connect", 0),
+                ("dil_conv_3x3", 1),
+                ("skip_connect", 0),
+                ("sep_conv_3x3", 1),
+                ("sep_conv_3x3", 1),
+                ("sep_conv_3x3", 3),
+                ("sep_conv_3x3", 0),
+                ("dil_conv_5x5", 4),
+            ],
+            [
+                ("avg_pool_3x3", 0),
+                ("sep_conv_5x5", 1),
+                ("sep_conv_3x3", 0),
+                ("dil_conv_5x5", 2),
+                ("max_pool_3x3", 0),
+                ("dil_conv_3x3", 1),
+                ("dil_conv_3x3", 1),
+                ("dil_conv_5x5", 3),
+            ],
+        ],
+    ),
 ];
 
 impl DartsGenotype {
@@ -164,7 +190,7 @@ impl DartsGenotype {
         Ok(())
     }
 
-    /// A built-in genotype by name (DARTS_V1, DARTS_V2, PC_DARTS).
+    /// A built-in genotype by name (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS).
     pub fn builtin(name: &str) -> Option<DartsGenotype> {
         let (_, [normal, reduce]) = BUILTIN.iter().find(|(n, _)| *n == name)?;
         let conv = |cell: &[(&str, usize); 8]| -> Option<Vec<Edge>> {

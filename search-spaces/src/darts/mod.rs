@@ -3,7 +3,8 @@
 //! normalisation (Xu et al. 2020): the eight ops, mixed ops, search cells and supernet, the
 //! derivation of a genotype from α, the genotype type with the published genotypes, and the
 //! derived network that is retrained (`model.py`'s `NetworkCIFAR`). Op sets restrict the ops
-//! of each edge (`op_sets`: the R-DARTS spaces S1–S4 among them).
+//! of each edge (`op_sets`: the R-DARTS spaces S1–S4 among them); `pdarts` holds the rules of
+//! P-DARTS' progressive search.
 
 mod cell;
 pub mod derive;
@@ -13,6 +14,7 @@ mod mixed_op;
 mod network;
 mod op_sets;
 mod ops;
+pub mod pdarts;
 mod space;
 mod supernet;
 
