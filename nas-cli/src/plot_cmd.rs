@@ -1,5 +1,6 @@
 //! `nas plot RUN`: the run's curves (loss, accuracy and, for a search, softmax(α) per edge over
-//! the epochs) as a PNG or SVG picture, by default RUN/plot.png.
+//! the epochs) as a PNG or SVG picture, by default RUN/plot.png. A progressive search's curves
+//! run through its stages (`stage-0/`, `stage-1/`, …), the boundaries marked.
 
 use std::path::PathBuf;
 
@@ -21,7 +22,14 @@ pub struct PlotArgs {
 
 pub fn run(args: PlotArgs) -> anyhow::Result<()> {
     let dir = RunDir::open(&args.run)?;
-    let records = dir.read_metrics()?;
+    let mut records = dir.read_metrics()?;
+    for s in 0.. {
+        let stage = nas_search::Progressive::stage_dir(&dir, s);
+        if !stage.join(nas_core::run_dir::CONFIG).is_file() {
+            break;
+        }
+        records.extend(RunDir::open(&stage)?.read_metrics()?);
+    }
     let title = format!("{}", args.run.display());
     let curves = RunCurves::from_records(&title, &records).with_context(|| dir.path().display().to_string())?;
     let out = args.out.unwrap_or_else(|| dir.file("plot.png"));

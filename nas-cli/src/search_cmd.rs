@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use nas_core::data::DataSpec;
 use nas_core::DeviceSpec;
-use nas_search::{Method, Search, SearchConfig};
+use nas_search::config::ProgressiveConfig;
+use nas_search::{Method, Progressive, Search, SearchConfig};
 use search_spaces::darts::rdarts_space;
 use search_spaces::{OpsConfig, SpaceKind};
 
@@ -41,7 +42,7 @@ impl std::str::FromStr for SpaceChoice {
 #[derive(Args, Debug, Default)]
 #[command(allow_negative_numbers = true)]
 pub struct SearchArgs {
-    /// Preset: darts-1st (default), darts-2nd, pc-darts or quick
+    /// Preset: darts-1st (default), darts-2nd, pc-darts, p-darts or quick
     #[arg(long, value_name = "P")]
     preset: Option<String>,
     /// Search space: darts, nb201 (C=16 and 5 cells per stage by default; quick: C=8, 2), or
@@ -95,6 +96,15 @@ pub struct SearchArgs {
     /// Architecture (Adam) learning rate
     #[arg(long, value_name = "LR")]
     arch_lr: Option<f64>,
+    /// Progressive search (P-DARTS): cells of each stage's network, comma-separated
+    #[arg(long, value_name = "L,L,…", value_delimiter = ',')]
+    stage_layers: Option<Vec<usize>>,
+    /// Progressive search: ops per edge in each stage (the first: the op set's size)
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
+    stage_ops: Option<Vec<usize>>,
+    /// Progressive search: base dropout rate after skip_connect in each stage
+    #[arg(long, value_name = "P,P,…", value_delimiter = ',')]
+    skip_dropout: Option<Vec<f64>>,
     /// Random seed (weights, α, data order, augmentation, synthetic data)
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
@@ -158,6 +168,16 @@ impl SearchArgs {
         set!(self.arch_lr => c.arch_optimizer.lr);
         set!(self.seed => c.seed);
         set!(self.device => c.device);
+        if self.stage_layers.is_some() || self.stage_ops.is_some() || self.skip_dropout.is_some() {
+            let p = c.progressive.get_or_insert_with(|| ProgressiveConfig {
+                layers: vec![5, 11, 17],
+                ops_per_edge: vec![8, 5, 3],
+                skip_dropout: vec![0.0, 0.4, 0.7],
+            });
+            set!(self.stage_layers => p.layers);
+            set!(self.stage_ops => p.ops_per_edge);
+            set!(self.skip_dropout => p.skip_dropout);
+        }
     }
 
     fn resolve(&self) -> anyhow::Result<SearchConfig> {
@@ -190,6 +210,9 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     } else {
         (args.resolve()?, None)
     };
+    if cfg.progressive.is_some() {
+        return run_progressive(cfg, existing, &args, g);
+    }
     let mut search = Search::new(cfg.clone().validate()?).context("cannot start the search")?;
     let mut progress = Progress::new(g.quiet);
     let dir = match existing {
@@ -204,6 +227,34 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     let mut text = format!("{genotype}");
     if let Some(acc) = acc {
         text.push_str(&format!("final valid_acc: {acc:.4}\n"));
+    }
+    text.push_str(&format!("genotype: {}\n", dir.file(nas_search::run_dir::GENOTYPE).display()));
+    crate::out(&text)
+}
+
+/// A progressive (P-DARTS) search: its stages run in `stage-<s>/` of the run directory.
+fn run_progressive(
+    cfg: SearchConfig,
+    existing: Option<nas_search::RunDir>,
+    args: &SearchArgs,
+    g: &Globals,
+) -> anyhow::Result<()> {
+    let progressive = Progressive::new(cfg.clone().validate()?).context("cannot start the search")?;
+    let fresh = existing.is_none();
+    let dir = match existing {
+        Some(dir) => dir,
+        None => run_setup::create(args.out.clone(), "search", args.force, &cfg)?,
+    };
+    let mut progress = Progress::new(g.quiet);
+    let stop = run_setup::stop_flag();
+    let genotype = run_setup::finished("search", &dir, progressive.run(&dir, fresh, &mut progress, &stop))?;
+    drop(progress);
+    let stages = cfg.progressive.as_ref().map_or(0, |p| p.layers.len());
+    let last = nas_search::RunDir::open(&Progressive::stage_dir(&dir, stages.saturating_sub(1)))?.read_metrics()?.pop();
+    let acc = last.as_ref().and_then(|r| r.get("valid_acc")).and_then(|v| v.as_f64());
+    let mut text = format!("{genotype}");
+    if let Some(acc) = acc {
+        text.push_str(&format!("final valid_acc (last stage): {acc:.4}\n"));
     }
     text.push_str(&format!("genotype: {}\n", dir.file(nas_search::run_dir::GENOTYPE).display()));
     crate::out(&text)

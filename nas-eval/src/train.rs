@@ -267,7 +267,7 @@ impl EpochTask for TrainTask {
     fn checkpoint_meta(&self) -> Vec<(String, String)> {
         vec![
             ("seed".to_string(), self.cfg.seed.to_string()),
-            ("noise_draws".to_string(), self.model.stream_position().to_string()),
+            ("random_draws".to_string(), self.model.stream_position().to_string()),
         ]
     }
 
@@ -275,7 +275,7 @@ impl EpochTask for TrainTask {
         let ctx = |e: &dyn std::fmt::Display| Error::run_dir(path, e.to_string());
         self.model.weights().load(&ck.with_prefix("weights."), false).map_err(|e| ctx(&e))?;
         self.opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
-        self.model.set_stream_position(ck.meta_parse(path, "noise_draws")?);
+        self.model.set_stream_position(ck.meta_parse(path, "random_draws")?);
         Ok(())
     }
 }

@@ -92,9 +92,34 @@ pub struct SearchConfig {
     pub data: DataConfig,
     pub weight_optimizer: WeightOptimConfig,
     pub arch_optimizer: ArchOptimConfig,
+    /// P-DARTS: the stages of a progressive search; None: one search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progressive: Option<ProgressiveConfig>,
+    /// The stage of a progressive search this run is (set by the driver, recorded in metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<usize>,
+    /// Base dropout rate after skip_connect, scheduled over the epochs as P-DARTS does.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip_dropout: f64,
 }
 
-pub const PRESETS: [&str; 4] = ["darts-1st", "darts-2nd", "pc-darts", "quick"];
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// P-DARTS' stages (chenxin061/pdarts `train_search.py`): stage s searches a network of
+/// `layers[s]` cells over `ops_per_edge[s]` ops on every edge, with dropout rate
+/// `skip_dropout[s]` after skip_connect; each stage runs `epochs` epochs with α frozen before
+/// `arch_start_epoch`, on a fresh network, α and optimisers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressiveConfig {
+    pub layers: Vec<usize>,
+    pub ops_per_edge: Vec<usize>,
+    pub skip_dropout: Vec<f64>,
+}
+
+pub const PRESETS: [&str; 5] = ["darts-1st", "darts-2nd", "pc-darts", "p-darts", "quick"];
 
 impl SearchConfig {
     /// The settings of a named preset.
@@ -129,6 +154,9 @@ impl SearchConfig {
                 grad_clip: 5.0,
             },
             arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
+            progressive: None,
+            stage: None,
+            skip_dropout: 0.0,
         };
         match name {
             "darts-1st" => {}
@@ -141,6 +169,20 @@ impl SearchConfig {
                 c.model.partial_channels = 4;
                 c.model.edge_norm = true;
                 c.arch_start_epoch = 15;
+            }
+            "p-darts" => {
+                c.epochs = 25;
+                c.arch_start_epoch = 10;
+                c.data.batch_size = 96;
+                c.weight_optimizer.lr_min = 0.0;
+                c.arch_optimizer.lr = 6e-4;
+                c.model.layers = 5;
+                c.model.max_skip_connect = Some(2);
+                c.progressive = Some(ProgressiveConfig {
+                    layers: vec![5, 11, 17],
+                    ops_per_edge: vec![8, 5, 3],
+                    skip_dropout: vec![0.0, 0.4, 0.7],
+                });
             }
             "quick" => {
                 c.data.batch_size = 32;
@@ -258,8 +300,53 @@ impl SearchConfig {
                 a.beta2
             ));
         }
+        if !self.skip_dropout.is_finite() || !(0.0..1.0).contains(&self.skip_dropout) {
+            return bad(format!("{} must be in [0, 1), got {}", field("skip_dropout"), self.skip_dropout));
+        }
+        if let Some(p) = &self.progressive {
+            p.validate(self.space)?;
+        }
         self.space.validate_search(&self.model)?;
         Ok(ValidSearchConfig(self))
+    }
+}
+
+impl ProgressiveConfig {
+    fn validate(&self, space: SpaceKind) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
+        if space != SpaceKind::Darts {
+            return bad("a progressive search (P-DARTS) needs the darts space".to_string());
+        }
+        let n = self.layers.len();
+        if n == 0 || self.ops_per_edge.len() != n || self.skip_dropout.len() != n {
+            return bad(format!(
+                "{}, {} and {} must list one value per stage (got {}, {} and {})",
+                field("progressive.layers"),
+                field("progressive.ops_per_edge"),
+                field("progressive.skip_dropout"),
+                n,
+                self.ops_per_edge.len(),
+                self.skip_dropout.len()
+            ));
+        }
+        if self.layers.contains(&0) {
+            return bad(format!("{} must be positive", field("progressive.layers")));
+        }
+        if self.ops_per_edge.windows(2).any(|w| w[1] >= w[0]) || self.ops_per_edge.last() == Some(&0) {
+            return bad(format!(
+                "{} must decrease from stage to stage and stay positive, got {:?}",
+                field("progressive.ops_per_edge"),
+                self.ops_per_edge
+            ));
+        }
+        if self.skip_dropout.iter().any(|p| !p.is_finite() || !(0.0..1.0).contains(p)) {
+            return bad(format!(
+                "{} must be in [0, 1), got {:?}",
+                field("progressive.skip_dropout"),
+                self.skip_dropout
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +403,43 @@ mod tests {
         let q = SearchConfig::preset("quick").unwrap();
         assert!(q.data.subset.unwrap() <= 2000);
         assert!(SearchConfig::preset("nope").unwrap_err().to_string().contains("unknown preset `nope`"));
+    }
+
+    #[test]
+    fn p_darts_preset_has_the_reference_settings() {
+        // chenxin061/pdarts train_search.py and the P-DARTS paper: three stages of 5, 11 and
+        // 17 cells at C=16, 25 epochs each with α frozen for 10, 8/5/3 ops per edge, skip
+        // dropout 0.0/0.4/0.7, batch 96, SGD 0.025 cosine to 0, momentum 0.9, wd 3e-4, clip 5,
+        // Adam 6e-4 (0.5, 0.999) wd 1e-3, first order, 2 skip connections in the final cell.
+        let c = SearchConfig::preset("p-darts").unwrap();
+        let p = c.progressive.clone().unwrap();
+        assert_eq!((p.layers, p.ops_per_edge, p.skip_dropout), (vec![5, 11, 17], vec![8, 5, 3], vec![0.0, 0.4, 0.7]));
+        assert_eq!((c.epochs, c.arch_start_epoch, c.data.batch_size, c.model.channels), (25, 10, 96, 16));
+        let w = &c.weight_optimizer;
+        assert_eq!((w.lr, w.lr_min, w.momentum, w.weight_decay, w.grad_clip), (0.025, 0.0, 0.9, 3e-4, 5.0));
+        let a = &c.arch_optimizer;
+        assert_eq!((a.lr, a.beta1, a.beta2, a.weight_decay), (6e-4, 0.5, 0.999, 1e-3));
+        assert_eq!((c.method, c.model.max_skip_connect, c.model.ops.clone()), (Method::FirstOrder, Some(2), None));
+        c.validate().unwrap();
+        for (bad, want) in [
+            (
+                ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 5, 3], skip_dropout: vec![0.0; 3] },
+                "one value per stage",
+            ),
+            (
+                ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 8], skip_dropout: vec![0.0; 2] },
+                "must decrease",
+            ),
+            (
+                ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 5], skip_dropout: vec![0.0, 1.0] },
+                "[0, 1)",
+            ),
+        ] {
+            let mut c = SearchConfig::preset("p-darts").unwrap();
+            c.progressive = Some(bad);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

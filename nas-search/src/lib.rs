@@ -4,6 +4,7 @@
 pub mod architect;
 pub mod bench;
 pub mod config;
+pub mod progressive;
 pub mod search;
 pub mod step;
 
@@ -11,4 +12,5 @@ pub use config::{Method, SearchConfig, ValidSearchConfig};
 pub use nas_core::run_dir::{self, RunDir};
 /// Errors of a search run: the type retraining reports too.
 pub use nas_core::{RunError as Error, RunResult as Result};
+pub use progressive::Progressive;
 pub use search::Search;

@@ -20,6 +20,7 @@ use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutp
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::{correct_count, Mode};
 use nas_core::optim::{CosineAnnealing, Sgd};
+use search_spaces::darts::pdarts;
 use search_spaces::{Genotype, Supernet, TaskShape};
 use serde_json::{json, Map, Value};
 
@@ -141,6 +142,11 @@ impl Search {
 }
 
 impl SearchTask {
+    /// The dropout rate after skip_connect in `epoch` (P-DARTS' schedule).
+    fn skip_dropout(&self, epoch: usize) -> f64 {
+        pdarts::skip_dropout_rate(self.cfg.skip_dropout, epoch, self.cfg.epochs, self.cfg.arch_start_epoch)
+    }
+
     fn plan(&self, epoch: usize, stream: u64) -> BatchPlan {
         BatchPlan {
             batch_size: self.cfg.data.batch_size,
@@ -172,6 +178,7 @@ impl EpochTask for SearchTask {
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Self::Batch>> {
         self.w_opt.set_lr(self.schedule.lr(epoch));
+        self.net.set_skip_dropout(self.skip_dropout(epoch));
         let batches = |set: &Arc<ImageSet>, stream| {
             BatchIter::starting_at(set.clone(), self.normalize.clone(), self.plan(epoch, stream), PREFETCH, first)
         };
@@ -205,6 +212,12 @@ impl EpochTask for SearchTask {
     fn record_fields(&self, epoch: usize) -> Result<Map<String, Value>> {
         let mut fields = Map::new();
         fields.insert("lr".into(), json!(self.schedule.lr(epoch)));
+        if let Some(stage) = self.cfg.stage {
+            fields.insert("stage".into(), json!(stage));
+        }
+        if self.cfg.skip_dropout > 0.0 {
+            fields.insert("skip_dropout".into(), json!(self.skip_dropout(epoch)));
+        }
         fields.insert("genotype".into(), self.net.genotype()?.to_json());
         fields.insert("alpha".into(), self.net.arch_json()?);
         Ok(fields)
@@ -222,7 +235,7 @@ impl EpochTask for SearchTask {
     fn checkpoint_meta(&self) -> Vec<(String, String)> {
         vec![
             ("adam_steps".to_string(), self.architect.optimizer().steps_taken().to_string()),
-            ("noise_draws".to_string(), self.net.stream_position().to_string()),
+            ("random_draws".to_string(), self.net.stream_position().to_string()),
         ]
     }
 
@@ -236,7 +249,7 @@ impl EpochTask for SearchTask {
             .optimizer_mut()
             .load_state("adam", steps, |n| ck.tensors.get(n).cloned())
             .map_err(|e| ctx(&e))?;
-        self.net.set_stream_position(ck.meta_parse(path, "noise_draws")?);
+        self.net.set_stream_position(ck.meta_parse(path, "random_draws")?);
         Ok(())
     }
 }

@@ -25,4 +25,10 @@ pub trait Supernet {
         0
     }
     fn set_stream_position(&self, _draws: u64) {}
+    /// The dropout probability after skip_connect in training (P-DARTS); networks without
+    /// it ignore it.
+    fn set_skip_dropout(&self, _p: f64) {}
+    /// The concrete network, for drivers of one space (P-DARTS' stages read the darts
+    /// supernet's op sets and weights).
+    fn as_any(&self) -> &dyn std::any::Any;
 }

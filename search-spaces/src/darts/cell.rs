@@ -11,7 +11,7 @@ use nas_core::params::ParamBuilder;
 
 use super::edges::{node_edges, num_edges};
 use super::mixed_op::MixedOp;
-use super::ops::{DartsOp, FactorizedReduce, NoiseStream, ReluConvBn};
+use super::ops::{DartsOp, FactorizedReduce, RandomStream, ReluConvBn};
 
 #[derive(Debug, Clone)]
 pub enum Preprocess {
@@ -61,7 +61,7 @@ impl SearchCell {
         reduction_prev: bool,
         partial_channels: usize,
         candidates: &[Vec<DartsOp>],
-        noise: &Arc<NoiseStream>,
+        random: &Arc<RandomStream>,
     ) -> nas_core::Result<Self> {
         let preprocess0 = Preprocess::new(&pb.pp("preprocess0"), c_prev_prev, c, reduction_prev, false)?;
         let preprocess1 = ReluConvBn::new(&pb.pp("preprocess1"), c_prev, c, false)?;
@@ -69,7 +69,7 @@ impl SearchCell {
         for node in 0..steps {
             for (j, e) in node_edges(node).enumerate() {
                 let stride = if reduction && j < 2 { 2 } else { 1 };
-                ops.push(MixedOp::new(&pb.pp("_ops").pp(e), c, stride, partial_channels, &candidates[e], noise)?);
+                ops.push(MixedOp::new(&pb.pp("_ops").pp(e), c, stride, partial_channels, &candidates[e], random)?);
             }
         }
         Ok(Self { reduction, preprocess0, preprocess1, ops, steps, multiplier })

@@ -15,7 +15,7 @@ use nas_core::params::ParamBuilder;
 
 use std::sync::Arc;
 
-use super::ops::{DartsOp, NoiseStream, OpModule};
+use super::ops::{DartsOp, OpModule, RandomStream};
 
 #[derive(Debug, Clone)]
 pub struct MixedOp {
@@ -24,6 +24,7 @@ pub struct MixedOp {
     stride: usize,
     /// Partial-channel factor K (1: all channels).
     k: usize,
+    random: Arc<RandomStream>,
 }
 
 impl MixedOp {
@@ -35,19 +36,19 @@ impl MixedOp {
         stride: usize,
         k: usize,
         candidates: &[DartsOp],
-        noise: &Arc<NoiseStream>,
+        random: &Arc<RandomStream>,
     ) -> nas_core::Result<Self> {
         if k == 0 || c % k != 0 {
             return Err(nas_core::Error::Invalid(format!("partial channels K={k} must divide channels C={c}")));
         }
         let mut ops = Vec::new();
         for (col, &op) in candidates.iter().enumerate() {
-            let m = OpModule::new(op, &pb.pp("_ops").pp(col), c / k, stride, false, true, noise)?;
+            let m = OpModule::new(op, &pb.pp("_ops").pp(col), c / k, stride, false, true, random)?;
             if !m.is_zero() {
                 ops.push((col, m));
             }
         }
-        Ok(Self { ops, stride, k })
+        Ok(Self { ops, stride, k, random: random.clone() })
     }
 
     pub fn stride(&self) -> usize {
@@ -87,6 +88,8 @@ impl MixedOp {
         let mut acc = acc;
         for (k, op) in &self.ops {
             let y = op.forward(x, relu.as_ref(), mode)?;
+            // P-DARTS: dropout after the identity (skip_connect at stride 1) in training.
+            let y = if op.is_identity() && mode.train { self.random.skip_dropout_of(&y)? } else { y };
             let wk = w.narrow(0, *k, 1)?;
             let wk = match edge {
                 Some(b) => (wk * b)?,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cell::Preprocess;
 use super::genotype::{DartsGenotype, Edge};
-use super::ops::{NoiseStream, OpModule, ReluConvBn};
+use super::ops::{OpModule, RandomStream, ReluConvBn};
 use crate::error::Error;
 use crate::eval_network::EvalNetwork;
 
@@ -98,7 +98,7 @@ pub struct DerivedNetwork {
     aux: Option<AuxHead>,
     classifier: Linear,
     weights: ParamStore,
-    noise: Arc<NoiseStream>,
+    random: Arc<RandomStream>,
 }
 
 impl DerivedNetwork {
@@ -114,7 +114,7 @@ impl DerivedNetwork {
             return Err(Error::Config("channels, layers and classes must be positive".into()));
         }
         let weights = ParamStore::new(seed, 0);
-        let noise = NoiseStream::new(seed);
+        let random = RandomStream::new(seed);
         let pb = weights.builder(dtype, device);
         let c_stem = 3 * cfg.channels;
         let stem_conv = Conv2d::new(&pb.pp("stem").pp(0), cfg.in_channels, c_stem, 3, 1, 1)?;
@@ -138,7 +138,7 @@ impl DerivedNetwork {
             let mut ops = Vec::with_capacity(edges.len());
             for (e, &(op, input)) in edges.iter().enumerate() {
                 let stride = if reduction && input < 2 { 2 } else { 1 };
-                ops.push(OpModule::new(op, &cb.pp("_ops").pp(e), c, stride, true, false, &noise)?);
+                ops.push(OpModule::new(op, &cb.pp("_ops").pp(e), c, stride, true, false, &random)?);
             }
             cells.push(DerivedCell {
                 preprocess0: Preprocess::new(&cb.pp("preprocess0"), cpp, c, reduction_prev, true)?,
@@ -162,7 +162,7 @@ impl DerivedNetwork {
             }
         }
         let classifier = Linear::new(&pb.pp("classifier"), cp, cfg.num_classes)?;
-        Ok(Self { cfg, stem_conv, stem_bn, cells, aux_at, aux, classifier, weights, noise })
+        Ok(Self { cfg, stem_conv, stem_bn, cells, aux_at, aux, classifier, weights, random })
     }
 
     pub fn config(&self) -> &DerivedNetworkConfig {
@@ -249,10 +249,10 @@ impl EvalNetwork for DerivedNetwork {
     }
 
     fn stream_position(&self) -> u64 {
-        self.noise.position()
+        self.random.position()
     }
 
     fn set_stream_position(&self, draws: u64) {
-        self.noise.set_position(draws);
+        self.random.set_position(draws);
     }
 }

@@ -146,19 +146,21 @@ impl DwPwBn {
     }
 }
 
-/// The random stream of a network's noise ops: draw n is a standard normal tensor from the
-/// stream (seed, noise, n), so a run that restores the position (the number of draws so far)
-/// continues with the values the uninterrupted run would have drawn. The values are drawn on
-/// the host and uploaded.
+/// The random stream of a network: the values of its noise ops and the masks of the dropout
+/// after skip_connect (P-DARTS). Draw n comes from the stream (seed, noise, n), so a run that
+/// restores the position (the number of draws so far) continues with the values the
+/// uninterrupted run would have drawn. The values are drawn on the host and uploaded.
 #[derive(Debug)]
-pub struct NoiseStream {
+pub struct RandomStream {
     seed: u64,
     draws: AtomicU64,
+    /// The dropout probability after skip_connect in training (f64 bits).
+    skip_dropout: AtomicU64,
 }
 
-impl NoiseStream {
+impl RandomStream {
     pub fn new(seed: u64) -> Arc<Self> {
-        Arc::new(Self { seed, draws: AtomicU64::new(0) })
+        Arc::new(Self { seed, draws: AtomicU64::new(0), skip_dropout: AtomicU64::new(0f64.to_bits()) })
     }
 
     /// Draws so far.
@@ -170,14 +172,39 @@ impl NoiseStream {
         self.draws.store(draws, Ordering::Relaxed);
     }
 
+    pub fn skip_dropout(&self) -> f64 {
+        f64::from_bits(self.skip_dropout.load(Ordering::Relaxed))
+    }
+
+    pub fn set_skip_dropout(&self, p: f64) {
+        self.skip_dropout.store(p.to_bits(), Ordering::Relaxed);
+    }
+
+    fn next(&self) -> rng::Rng {
+        rng::stream(self.seed, Purpose::Noise, self.draws.fetch_add(1, Ordering::Relaxed), 0)
+    }
+
     /// Standard normal values of `shape`, in `like`'s dtype on its device.
     fn sample(&self, shape: &[usize], like: &Tensor) -> Result<Tensor> {
         use rand_distr::Distribution;
-        let draw = self.draws.fetch_add(1, Ordering::Relaxed);
-        let rng = rng::stream(self.seed, Purpose::Noise, draw, 0);
         let n = shape.iter().product();
-        let v: Vec<f32> = rand_distr::StandardNormal.sample_iter(rng).take(n).collect();
+        let v: Vec<f32> = rand_distr::StandardNormal.sample_iter(self.next()).take(n).collect();
         Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(like.dtype())?.to_device(like.device())
+    }
+
+    /// Dropout of `x` with the skip-dropout probability p (`nn.Dropout`): every element kept
+    /// with probability 1 − p and scaled by 1/(1 − p); x itself when p is 0.
+    pub fn skip_dropout_of(&self, x: &Tensor) -> Result<Tensor> {
+        use rand::Rng as _;
+        let p = self.skip_dropout();
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let scale = if p < 1.0 { (1.0 / (1.0 - p)) as f32 } else { 0.0 };
+        let mut rng = self.next();
+        let m: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f64>() >= p { scale } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(m, x.dims(), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(x.device())?;
+        x * mask
     }
 }
 
@@ -185,7 +212,7 @@ impl NoiseStream {
 #[derive(Debug, Clone)]
 pub enum OpModule {
     Zero { stride: usize },
-    Noise { stride: usize, stream: Arc<NoiseStream> },
+    Noise { stride: usize, stream: Arc<RandomStream> },
     Identity,
     FactorizedReduce(FactorizedReduce),
     Pool { kind: PoolKind, stride: usize, bn: Option<BatchNorm2d> },
@@ -204,7 +231,7 @@ impl OpModule {
         stride: usize,
         affine: bool,
         pool_bn: bool,
-        noise: &Arc<NoiseStream>,
+        noise: &Arc<RandomStream>,
     ) -> nas_core::Result<Self> {
         let conv = |k: usize, dilation: usize| DwParams { stride, padding: dilation * (k - 1) / 2, dilation };
         Ok(match op {

@@ -56,7 +56,8 @@ pub fn skip_dropout_rate(rate: f64, epoch: usize, epochs: usize, frozen: usize) 
 /// `probs`: every edge keeps its strongest op other than `none` (at equal weights the higher
 /// column, as the reference's drops leave it), every node its two strongest edges (at equal
 /// strength the later input), listed by input. With `max_skip`, while the cell has more skip
-/// connections, the weakest chosen skip's weight is set to zero and the cell derived again.
+/// connections, the weakest chosen skip's weight is set to zero and the cell derived again (a
+/// skip that is its edge's only op other than `none` stays if its node keeps that edge).
 pub fn derive_final(ops: &[Vec<DartsOp>], probs: &[Vec<f32>], steps: usize, max_skip: Option<usize>) -> Vec<Edge> {
     let mut probs: Vec<Vec<f32>> = probs
         .iter()
@@ -89,15 +90,14 @@ pub fn derive_final(ops: &[Vec<DartsOp>], probs: &[Vec<f32>], steps: usize, max_
         }
         let skip_at = |&((op, _), e): &(Edge, usize)| (op == DartsOp::SkipConnect).then(|| (e, best(e).unwrap_or(0)));
         let skips: Vec<(usize, usize)> = gene.iter().filter_map(skip_at).collect();
-        match max_skip {
-            Some(m) if skips.len() > m => {
-                // The first of the weakest, in edge order (np.argmin).
-                let &(e, k) = skips
-                    .iter()
-                    .min_by(|a, b| probs[a.0][a.1].partial_cmp(&probs[b.0][b.1]).unwrap_or(std::cmp::Ordering::Equal))
-                    .unwrap_or(&skips[0]);
-                probs[e][k] = 0.0;
-            }
+        // A skip already at zero is its edge's only op left: it stays.
+        let weakest = skips
+            .iter()
+            .filter(|&&(e, k)| probs[e][k] > 0.0)
+            // The first of the weakest, in edge order (np.argmin).
+            .min_by(|a, b| probs[a.0][a.1].partial_cmp(&probs[b.0][b.1]).unwrap_or(std::cmp::Ordering::Equal));
+        match (max_skip, weakest) {
+            (Some(m), Some(&(e, k))) if skips.len() > m => probs[e][k] = 0.0,
             _ => return gene.into_iter().map(|(edge, _)| edge).collect(),
         }
     }
@@ -163,6 +163,18 @@ mod tests {
         assert_eq!(d(Some(1)), [(SepConv3x3, 0), (SepConv3x3, 1), (SepConv3x3, 1), (SkipConnect, 2)]);
         // Cap 0: then edge 4's skip (sep 0.1): node 1 keeps edges 2 and 3.
         assert_eq!(d(Some(0)), [(SepConv3x3, 0), (SepConv3x3, 1), (SepConv3x3, 0), (SepConv3x3, 1)]);
+    }
+
+    #[test]
+    fn a_skip_without_alternative_stays() {
+        // Node 0's two edges offer only none and skip: the cap cannot remove them.
+        let (mut ops, probs) = two_nodes();
+        ops[0] = vec![None, SkipConnect];
+        ops[1] = vec![None, SkipConnect];
+        let probs: Vec<Vec<f32>> =
+            probs.iter().enumerate().map(|(e, p)| if e < 2 { p[..2].to_vec() } else { p.clone() }).collect();
+        let g = derive_final(&ops, &probs, 2, Some(0));
+        assert_eq!(g, [(SkipConnect, 0), (SkipConnect, 1), (SepConv3x3, 0), (SepConv3x3, 1)]);
     }
 
     #[test]

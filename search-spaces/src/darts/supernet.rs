@@ -24,7 +24,7 @@ use super::derive::{cap_skip_connections, derive_cell};
 use super::edges::{node_edges, num_edges};
 use super::genotype::DartsGenotype;
 use super::op_sets::DartsOpSets;
-use super::ops::{DartsOp, NoiseStream};
+use super::ops::{DartsOp, RandomStream};
 use crate::error::Error;
 use crate::genotype::Genotype;
 use crate::model_config::OpsConfig;
@@ -126,7 +126,7 @@ pub struct DartsSupernet {
     /// Added to α before the softmax where a cell type's edges have lists of different
     /// lengths: 0 on an edge's columns, −∞ on its padding (normal, reduce).
     masks: [Option<Tensor>; 2],
-    noise: Arc<NoiseStream>,
+    random: Arc<RandomStream>,
     /// β_normal, β_reduce with edge normalisation.
     betas: Option<[Tensor; 2]>,
     weights: ParamStore,
@@ -138,7 +138,7 @@ impl DartsSupernet {
     pub fn new(cfg: DartsSupernetConfig, seed: u64, dtype: DType, device: &Device) -> crate::Result<Self> {
         cfg.validate()?;
         let op_sets = cfg.op_sets()?;
-        let noise = NoiseStream::new(seed);
+        let random = RandomStream::new(seed);
         let weights = ParamStore::new(seed, 0);
         let arch = ParamStore::new(seed, 1);
         let pb = weights.builder(dtype, device);
@@ -164,7 +164,7 @@ impl DartsSupernet {
                 reduction_prev,
                 cfg.partial_channels,
                 op_sets.cell(reduction),
-                &noise,
+                &random,
             )?;
             cells.push(cell);
             reduction_prev = reduction;
@@ -203,7 +203,7 @@ impl DartsSupernet {
             alphas_reduce,
             op_sets,
             masks,
-            noise,
+            random,
             betas,
             weights,
             arch,
@@ -353,10 +353,18 @@ impl Supernet for DartsSupernet {
     }
 
     fn stream_position(&self) -> u64 {
-        self.noise.position()
+        self.random.position()
     }
 
     fn set_stream_position(&self, draws: u64) {
-        self.noise.set_position(draws);
+        self.random.set_position(draws);
+    }
+
+    fn set_skip_dropout(&self, p: f64) {
+        self.random.set_skip_dropout(p);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

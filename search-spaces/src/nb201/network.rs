@@ -225,6 +225,10 @@ impl Supernet for Nb201Network {
     fn arch_json(&self) -> SsResult<Value> {
         Ok(Nb201Network::arch_json(self)?)
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// The benchmark's networks have neither an auxiliary head nor drop path.
