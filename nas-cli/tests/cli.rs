@@ -122,6 +122,9 @@ fn show_prints_builtin_genotypes_with_their_size() {
     let o = nas(&["show", "DARTS_V2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("params: 3349342"), "{}", stdout(&o));
+    // P-DARTS at C=36, L=20 as the reference counts it (3.4M in the paper).
+    let o = nas(&["show", "PDARTS"]);
+    assert!(stdout(&o).contains("params: 3433798"), "{}", stdout(&o));
     let o = nas(&["show", "PC_DARTS", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["space"], "darts");
