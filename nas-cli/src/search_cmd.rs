@@ -222,7 +222,17 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     let stop = run_setup::stop_flag();
     let genotype = run_setup::finished("search", &dir, search.run(Some(&dir), &mut progress, &stop))?;
     drop(progress);
-    let last = dir.read_metrics()?.pop();
+    report(&genotype, &dir, &dir)
+}
+
+/// Prints the genotype, the final validation accuracy recorded in `last_run` and where the
+/// genotype file of `dir` is.
+fn report(
+    genotype: &search_spaces::Genotype,
+    last_run: &nas_search::RunDir,
+    dir: &nas_search::RunDir,
+) -> anyhow::Result<()> {
+    let last = last_run.read_metrics()?.pop();
     let acc = last.as_ref().and_then(|r| r.get("valid_acc")).and_then(|v| v.as_f64());
     let mut text = format!("{genotype}");
     if let Some(acc) = acc {
@@ -250,12 +260,6 @@ fn run_progressive(
     let genotype = run_setup::finished("search", &dir, progressive.run(&dir, fresh, &mut progress, &stop))?;
     drop(progress);
     let stages = cfg.progressive.as_ref().map_or(0, |p| p.layers.len());
-    let last = nas_search::RunDir::open(&Progressive::stage_dir(&dir, stages.saturating_sub(1)))?.read_metrics()?.pop();
-    let acc = last.as_ref().and_then(|r| r.get("valid_acc")).and_then(|v| v.as_f64());
-    let mut text = format!("{genotype}");
-    if let Some(acc) = acc {
-        text.push_str(&format!("final valid_acc (last stage): {acc:.4}\n"));
-    }
-    text.push_str(&format!("genotype: {}\n", dir.file(nas_search::run_dir::GENOTYPE).display()));
-    crate::out(&text)
+    let last_stage = nas_search::RunDir::open(&Progressive::stage_dir(&dir, stages.saturating_sub(1)))?;
+    report(&genotype, &last_stage, &dir)
 }

@@ -106,6 +106,7 @@ bad_input! {
     search_nb201_with_op_set: "search --space nb201 --ops none,skip_connect --out {run}" => ["--ops", "darts space only"];
     search_stage_ops_not_decreasing: "search --preset p-darts --stage-ops 8,8,3 --out {run}" => ["--stage-ops", "must decrease"];
     search_stage_lists_of_different_lengths: "search --preset p-darts --stage-layers 5,11 --out {run}" => ["--stage-layers", "one value per stage"];
+    search_progressive_op_count_differs_from_op_set: "search --preset p-darts --ops none,skip_connect --out {run}" => ["--stage-ops", "starts at 8 ops per edge", "--ops"];
     search_progressive_on_nb201: "search --preset p-darts --space nb201 --out {run}" => ["darts space"];
     search_unknown_rdarts_space: "search --space s5 --out {run}" => ["--space", "s5", "s1, s2, s3 or s4"];
     config_op_set_with_wrong_edge_count: "search --config {tmp}/c.json --out {run}" => ["model.ops", "`normal` has 1 edge lists", "14 edges"],

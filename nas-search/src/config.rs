@@ -14,6 +14,7 @@ use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
 use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
+use search_spaces::darts::DartsOpSets;
 use search_spaces::{SearchModelConfig, SpaceKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -303,16 +304,16 @@ impl SearchConfig {
         if !self.skip_dropout.is_finite() || !(0.0..1.0).contains(&self.skip_dropout) {
             return bad(format!("{} must be in [0, 1), got {}", field("skip_dropout"), self.skip_dropout));
         }
-        if let Some(p) = &self.progressive {
-            p.validate(self.space)?;
-        }
         self.space.validate_search(&self.model)?;
+        if let Some(p) = &self.progressive {
+            p.validate(self.space, &self.model)?;
+        }
         Ok(ValidSearchConfig(self))
     }
 }
 
 impl ProgressiveConfig {
-    fn validate(&self, space: SpaceKind) -> Result<()> {
+    fn validate(&self, space: SpaceKind, model: &SearchModelConfig) -> Result<()> {
         let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
         if space != SpaceKind::Darts {
             return bad("a progressive search (P-DARTS) needs the darts space".to_string());
@@ -344,6 +345,16 @@ impl ProgressiveConfig {
                 "{} must be in [0, 1), got {:?}",
                 field("progressive.skip_dropout"),
                 self.skip_dropout
+            ));
+        }
+        // The first stage searches the op sets as given (the space has checked them).
+        let sets = DartsOpSets::from_config(model.ops.as_ref(), model.steps).map_err(Error::config)?;
+        let first = self.ops_per_edge[0];
+        if sets.normal.iter().chain(&sets.reduce).any(|r| r.len() != first) {
+            return bad(format!(
+                "{} starts at {first} ops per edge, but {} does not give every edge {first} ops",
+                field("progressive.ops_per_edge"),
+                brief("model.ops")
             ));
         }
         Ok(())

@@ -22,6 +22,15 @@ use crate::run_dir::{RunDir, CONFIG, GENOTYPE};
 use crate::search::Search;
 use crate::{Error, Result};
 
+/// The darts supernet of a stage's search.
+fn darts(search: &Search) -> Result<&DartsSupernet> {
+    search
+        .net()
+        .as_any()
+        .downcast_ref::<DartsSupernet>()
+        .ok_or_else(|| Error::config("a progressive search needs the darts space"))
+}
+
 /// A progressive search over the stages of its configuration.
 pub struct Progressive {
     cfg: ValidSearchConfig,
@@ -95,20 +104,8 @@ impl Progressive {
                 d
             };
             search.run(Some(&stage_dir), sink, stop)?;
-            let net = search
-                .net()
-                .as_any()
-                .downcast_ref::<DartsSupernet>()
-                .ok_or_else(|| Error::config("a progressive search needs the darts space"))?;
-            let sets = net.op_sets().clone();
-            let [wn, wr] = net.op_weights()?;
-            let width = sets.width(false).max(sets.width(true));
-            if s == 0 && (sets.ragged(false) || sets.ragged(true) || width != p.ops_per_edge[0]) {
-                return Err(Error::config(format!(
-                    "the first stage's op sets must have {} ops on every edge (progressive.ops_per_edge[0])",
-                    p.ops_per_edge[0]
-                )));
-            }
+            let net = darts(&search)?;
+            let (sets, [wn, wr]) = (net.op_sets().clone(), net.op_weights()?);
             if s + 1 < stages {
                 let drop = p.ops_per_edge[s] - p.ops_per_edge[s + 1];
                 let cell = |ops: &[Vec<_>], w: &[Vec<f32>]| {
