@@ -114,19 +114,25 @@ pub fn resume(
 /// The outcome of a run `command` (search, train) in `dir`, with what to do next when it was
 /// interrupted or diverged.
 pub fn finished<T>(command: &str, dir: &RunDir, result: RunResult<T>) -> anyhow::Result<T> {
+    finished_in(command, dir, dir, result)
+}
+
+/// `finished` for a run whose checkpoints are in `checkpoints` (a progressive search's
+/// current stage) and which resumes from `dir`.
+pub fn finished_in<T>(command: &str, dir: &RunDir, checkpoints: &RunDir, result: RunResult<T>) -> anyhow::Result<T> {
     match result {
-        Err(RunError::Interrupted { epoch, step }) => Err(interrupted(command, dir, epoch, step)),
-        Err(e @ (RunError::Diverged { .. } | RunError::DivergedValid { .. })) => Err(diverged(e, dir)),
+        Err(RunError::Interrupted { epoch, step }) => Err(interrupted(command, dir, checkpoints, epoch, step)),
+        Err(e @ (RunError::Diverged { .. } | RunError::DivergedValid { .. })) => Err(diverged(e, checkpoints)),
         r => Ok(r?),
     }
 }
 
 /// The error of a run `command` (search, train) interrupted before `step` of `epoch`.
-fn interrupted(command: &str, dir: &RunDir, epoch: usize, step: usize) -> anyhow::Error {
+fn interrupted(command: &str, dir: &RunDir, checkpoints: &RunDir, epoch: usize, step: usize) -> anyhow::Error {
     anyhow::Error::new(Interrupted(format!(
         "interrupted at epoch {}, step {step}: checkpoint written to {}; continue with `nas {command} --resume --out {}`",
         epoch + 1,
-        dir.file(CHECKPOINT).display(),
+        checkpoints.file(CHECKPOINT).display(),
         dir.path().display()
     )))
 }

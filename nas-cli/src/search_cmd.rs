@@ -257,9 +257,13 @@ fn run_progressive(
     };
     let mut progress = Progress::new(g.quiet);
     let stop = run_setup::stop_flag();
-    let genotype = run_setup::finished("search", &dir, progressive.run(&dir, fresh, &mut progress, &stop))?;
+    let result = progressive.run(&dir, fresh, &mut progress, &stop);
     drop(progress);
+    // The stage the run is in (or ended in): the last whose directory exists.
     let stages = cfg.progressive.as_ref().map_or(0, |p| p.layers.len());
-    let last_stage = nas_search::RunDir::open(&Progressive::stage_dir(&dir, stages.saturating_sub(1)))?;
-    report(&genotype, &last_stage, &dir)
+    let current = (0..stages).rev().find(|&s| Progressive::stage_dir(&dir, s).join("config.json").is_file());
+    let stage =
+        nas_search::RunDir::open(&current.map_or(dir.path().to_path_buf(), |s| Progressive::stage_dir(&dir, s)))?;
+    let genotype = run_setup::finished_in("search", &dir, &stage, result)?;
+    report(&genotype, &stage, &dir)
 }

@@ -103,23 +103,52 @@ impl RunDir {
 
     /// The complete records of metrics.jsonl (a torn last line is ignored).
     pub fn read_metrics(&self) -> Result<Vec<Value>> {
+        Ok(self.metrics_lines()?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Every complete record of metrics.jsonl with its line as written.
+    fn metrics_lines(&self) -> Result<Vec<(String, Value)>> {
         let p = self.file(METRICS);
         if !p.exists() {
             return Ok(Vec::new());
         }
         let text = std::fs::read_to_string(&p).map_err(|e| Error::run_dir(&p, e.to_string()))?;
-        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        Ok(text.lines().filter_map(|l| Some((l.to_string(), serde_json::from_str(l).ok()?))).collect())
     }
 
-    /// Keeps only the records of epochs before `epoch`.
+    /// Keeps only the records of epochs before `epoch`, each line as it was written (a record
+    /// parsed and printed again could change in the last digit of a float).
     pub fn truncate_metrics(&self, epoch: usize) -> Result<Vec<Value>> {
-        let keep: Vec<Value> = self
-            .read_metrics()?
+        let keep: Vec<(String, Value)> = self
+            .metrics_lines()?
             .into_iter()
-            .filter(|r| r.get("epoch").and_then(Value::as_u64).is_some_and(|e| (e as usize) < epoch))
+            .filter(|(_, r)| r.get("epoch").and_then(Value::as_u64).is_some_and(|e| (e as usize) < epoch))
             .collect();
-        let text: String = keep.iter().map(|r| format!("{r}\n")).collect();
+        let text: String = keep.iter().map(|(line, _)| format!("{line}\n")).collect();
         write_atomic(&self.file(METRICS), text.as_bytes())?;
-        Ok(keep)
+        Ok(keep.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncating_keeps_the_records_as_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
+        // A loss whose shortest form serde_json's default float parser does not read back
+        // exactly (seen in a resumed run's metrics).
+        let loss: f64 = "2.3019036948680878".parse().unwrap();
+        for epoch in 0..3 {
+            dir.append_metrics(&serde_json::json!({"epoch": epoch, "valid_loss": loss})).unwrap();
+        }
+        let before = std::fs::read_to_string(dir.file(METRICS)).unwrap();
+        let kept = dir.truncate_metrics(2).unwrap();
+        assert_eq!(kept.len(), 2);
+        let after = std::fs::read_to_string(dir.file(METRICS)).unwrap();
+        assert_eq!(after, before.lines().take(2).map(|l| format!("{l}\n")).collect::<String>());
+        assert!(after.contains("2.3019036948680878"), "{after}");
     }
 }
