@@ -23,12 +23,8 @@ pub struct PlotArgs {
 pub fn run(args: PlotArgs) -> anyhow::Result<()> {
     let dir = RunDir::open(&args.run)?;
     let mut records = dir.read_metrics()?;
-    for s in 0.. {
-        let stage = nas_search::Progressive::stage_dir(&dir, s);
-        if !stage.join(nas_core::run_dir::CONFIG).is_file() {
-            break;
-        }
-        records.extend(RunDir::open(&stage)?.read_metrics()?);
+    for stage in nas_search::Progressive::begun_stages(&dir)? {
+        records.extend(stage.read_metrics()?);
     }
     let title = format!("{}", args.run.display());
     let curves = RunCurves::from_records(&title, &records).with_context(|| dir.path().display().to_string())?;

@@ -259,11 +259,11 @@ fn run_progressive(
     let stop = run_setup::stop_flag();
     let result = progressive.run(&dir, fresh, &mut progress, &stop);
     drop(progress);
-    // The stage the run is in (or ended in): the last whose directory exists.
-    let stages = cfg.progressive.as_ref().map_or(0, |p| p.layers.len());
-    let current = (0..stages).rev().find(|&s| Progressive::stage_dir(&dir, s).join("config.json").is_file());
-    let stage =
-        nas_search::RunDir::open(&current.map_or(dir.path().to_path_buf(), |s| Progressive::stage_dir(&dir, s)))?;
+    // The stage the run is in (or ended in): the last that has begun.
+    let stage = match Progressive::begun_stages(&dir)?.pop() {
+        Some(stage) => stage,
+        None => nas_search::RunDir::open(dir.path())?,
+    };
     let genotype = run_setup::finished_in("search", &dir, &stage, result)?;
     report(&genotype, &stage, &dir)
 }

@@ -54,6 +54,16 @@ impl Progressive {
         dir.file(&format!("stage-{s}"))
     }
 
+    /// The stages of the progressive run in `dir` that have begun (their run directory has
+    /// its config), in order; none for any other run.
+    pub fn begun_stages(dir: &RunDir) -> Result<Vec<RunDir>> {
+        (0..)
+            .map(|s| Self::stage_dir(dir, s))
+            .take_while(|p| p.join(CONFIG).is_file())
+            .map(|p| Ok(RunDir::open(&p)?))
+            .collect()
+    }
+
     /// The search of stage `s` over the op sets `ops` (None: the configured ones).
     fn stage_config(&self, s: usize, ops: Option<&DartsOpSets>) -> SearchConfig {
         let p = self.stages();

@@ -7,6 +7,7 @@
 
 use super::edges::num_edges;
 use super::ops::DartsOp;
+use crate::error::Error;
 use crate::model_config::OpsConfig;
 
 /// The resolved op lists of both cell types: `normal[e]` are the ops of edge e of a normal
@@ -34,10 +35,11 @@ pub const PRIMITIVES: [DartsOp; 8] = [
 fn edge_list(names: &[String], what: &str) -> Result<Vec<DartsOp>, String> {
     let mut ops = Vec::with_capacity(names.len());
     for n in names {
-        let Some(op) = DartsOp::ALL.iter().copied().find(|o| o.name() == n) else {
-            let known: Vec<_> = DartsOp::ALL.iter().map(|o| o.name()).collect();
-            return Err(format!("{what}unknown op `{n}` (expected one of {})", known.join(", ")));
-        };
+        let op: DartsOp = n.parse().map_err(|e| match e {
+            // The parser's message without the "invalid genotype" of its error type.
+            Error::Genotype(m) => format!("{what}{m}"),
+            e => format!("{what}{e}"),
+        })?;
         if ops.contains(&op) {
             return Err(format!("{what}op `{n}` is listed twice"));
         }
@@ -117,11 +119,6 @@ impl DartsOpSets {
     /// padded with columns that softmax never weights).
     pub fn ragged(&self, reduction: bool) -> bool {
         self.cell(reduction).iter().any(|r| r.len() != self.width(reduction))
-    }
-
-    /// Whether any edge can choose the noise op.
-    pub fn has_noise(&self) -> bool {
-        self.normal.iter().chain(&self.reduce).flatten().any(|&o| o == DartsOp::Noise)
     }
 }
 
@@ -221,7 +218,8 @@ mod tests {
             assert!(!s.ragged(false) && !s.ragged(true), "{name}");
         }
         assert_eq!(rdarts_space("s3").unwrap().width(true), 3);
-        assert!(rdarts_space("s4").unwrap().has_noise());
+        let s4 = rdarts_space("s4").unwrap();
+        assert!(s4.normal.iter().chain(&s4.reduce).all(|r| r.contains(&DartsOp::Noise)));
         let s1 = rdarts_space("s1").unwrap();
         assert_eq!(s1.normal[5], [DartsOp::MaxPool3x3, DartsOp::SkipConnect]);
         assert_eq!(s1.reduce[6], [DartsOp::MaxPool3x3, DartsOp::SepConv3x3]);

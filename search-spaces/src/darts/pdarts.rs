@@ -9,10 +9,20 @@ use super::edges::node_edges;
 use super::genotype::Edge;
 use super::ops::DartsOp;
 
+/// The columns of an edge's ops `ops` with weights `p` in the order they are dropped: lower
+/// weights first, at equal weights the lower column; with `none_first`, `none` before all.
+fn drop_order(ops: &[DartsOp], p: &[f32], none_first: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    let rank = |k: usize| (!(none_first && ops[k] == DartsOp::None), p[k]);
+    // Stable: equal weights keep the lower column first.
+    order.sort_by(|&a, &b| rank(a).partial_cmp(&rank(b)).unwrap_or(std::cmp::Ordering::Equal));
+    order
+}
+
 /// The ops each edge keeps after dropping its `drop` weakest: `ops[e]` with their weights
-/// `probs[e]` (softmax(α) of the stage). Lower weights go first, at equal weights the lower
-/// column; with `none_first` (the last drop) `none` goes before any other op. An edge left
-/// without an op other than `none` is an error.
+/// `probs[e]` (softmax(α) of the stage), dropped in `drop_order`; with `none_first` (the last
+/// drop) `none` goes before any other op. An edge left without an op other than `none` is an
+/// error.
 pub fn drop_weakest(
     ops: &[Vec<DartsOp>],
     probs: &[Vec<f32>],
@@ -23,10 +33,7 @@ pub fn drop_weakest(
         .zip(probs)
         .enumerate()
         .map(|(e, (ops, p))| {
-            let mut order: Vec<usize> = (0..ops.len()).collect();
-            let rank = |k: usize| (!(none_first && ops[k] == DartsOp::None), p[k]);
-            // Stable: equal weights drop the lower column first.
-            order.sort_by(|&a, &b| rank(a).partial_cmp(&rank(b)).unwrap_or(std::cmp::Ordering::Equal));
+            let order = drop_order(ops, p, none_first);
             let dropped = &order[..drop.min(ops.len())];
             let kept: Vec<DartsOp> =
                 ops.iter().enumerate().filter(|(k, _)| !dropped.contains(k)).map(|(_, &o)| o).collect();
@@ -53,11 +60,12 @@ pub fn skip_dropout_rate(rate: f64, epoch: usize, epochs: usize, frozen: usize) 
 }
 
 /// The final cell of a progressive search from the last stage's op lists `ops` and weights
-/// `probs`: every edge keeps its strongest op other than `none` (at equal weights the higher
-/// column, as the reference's drops leave it), every node its two strongest edges (at equal
-/// strength the later input), listed by input. With `max_skip`, while the cell has more skip
-/// connections, the weakest chosen skip's weight is set to zero and the cell derived again (a
-/// skip that is its edge's only op other than `none` stays if its node keeps that edge).
+/// `probs`: every edge keeps the op the last drop leaves it, its strongest other than `none`
+/// (at equal weights the higher column: the last in `drop_order`), every node its two
+/// strongest edges (at equal strength the later input), listed by input. With `max_skip`,
+/// while the cell has more skip connections, the weakest chosen skip's weight is set to zero
+/// and the cell derived again (a skip that is its edge's only op other than `none` stays if
+/// its node keeps that edge).
 pub fn derive_final(ops: &[Vec<DartsOp>], probs: &[Vec<f32>], steps: usize, max_skip: Option<usize>) -> Vec<Edge> {
     let mut probs: Vec<Vec<f32>> = probs
         .iter()
@@ -65,15 +73,7 @@ pub fn derive_final(ops: &[Vec<DartsOp>], probs: &[Vec<f32>], steps: usize, max_
         .map(|(p, o)| p.iter().zip(o).map(|(&w, &op)| if op == DartsOp::None { 0.0 } else { w }).collect())
         .collect();
     loop {
-        let best = |e: usize| -> Option<usize> {
-            let mut best: Option<usize> = None;
-            for (k, &w) in probs[e].iter().enumerate() {
-                if ops[e][k] != DartsOp::None && best.is_none_or(|b| w >= probs[e][b]) {
-                    best = Some(k);
-                }
-            }
-            best
-        };
+        let best = |e: usize| drop_order(&ops[e], &probs[e], true).last().copied();
         let strength = |e: usize| probs[e].iter().copied().fold(0.0, f32::max);
         let mut gene: Vec<(Edge, usize)> = Vec::with_capacity(2 * steps);
         for node in 0..steps {
