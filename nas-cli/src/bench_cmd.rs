@@ -68,12 +68,21 @@ pub struct BenchSearchArgs {
     /// Search space: darts or nb201
     #[arg(long, default_value = "darts")]
     space: SpaceKind,
-    /// Hypergradient: first-order, second-order or implicit
+    /// Hypergradient: first-order, second-order, unrolled, implicit or implicit-cg
     #[arg(long, default_value = "first-order")]
     method: Method,
     /// Neumann-series terms of the implicit hypergradient
     #[arg(long, default_value_t = 5)]
     neumann_steps: usize,
+    /// Virtual SGD steps K of the unrolled hypergradient
+    #[arg(long, default_value_t = 1)]
+    unroll_steps: usize,
+    /// Conjugate-gradient iterations of the implicit-cg hypergradient
+    #[arg(long, default_value_t = 5)]
+    cg_steps: usize,
+    /// Damping λ of the implicit-cg hypergradient
+    #[arg(long, default_value_t = 0.0)]
+    cg_damping: f64,
     /// PC-DARTS channel fraction K
     #[arg(long, default_value_t = 1)]
     partial_channels: usize,
@@ -98,6 +107,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 image_size: a.common.image_size,
                 method: a.method,
                 neumann_steps: a.neumann_steps,
+                unroll_steps: a.unroll_steps,
+                cg_steps: a.cg_steps,
+                cg_damping: a.cg_damping,
                 partial_channels: a.partial_channels,
                 edge_norm: a.edge_norm || a.partial_channels > 1,
                 weights_only: a.weights_only,

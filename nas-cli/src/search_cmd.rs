@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use nas_core::data::DataSpec;
 use nas_core::DeviceSpec;
-use nas_search::config::ProgressiveConfig;
+use nas_search::config::{EarlyStop, ProgressiveConfig};
+use nas_search::early_stop::EarlyStopDecision;
 use nas_search::{Method, Progressive, Search, SearchConfig};
 use search_spaces::darts::rdarts_space;
 use search_spaces::{OpsConfig, SpaceKind};
@@ -54,12 +55,30 @@ pub struct SearchArgs {
     /// noise; replaces the op sets of s1–s4. Per-edge sets: `model.ops` in a --config file
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     ops: Option<Vec<String>>,
-    /// Hypergradient: first-order, second-order or implicit
+    /// Hypergradient: first-order, second-order (DARTS' one-step unrolled), unrolled (K virtual
+    /// steps, --unroll-steps), implicit (Neumann series) or implicit-cg (conjugate gradient)
     #[arg(long, value_name = "M")]
     method: Option<Method>,
     /// Neumann-series terms of the implicit hypergradient
     #[arg(long, value_name = "J")]
     neumann_steps: Option<usize>,
+    /// Virtual SGD steps K the unrolled hypergradient reverses through (1: second order)
+    #[arg(long, value_name = "K")]
+    unroll_steps: Option<usize>,
+    /// Conjugate-gradient iterations of the implicit-cg hypergradient
+    #[arg(long, value_name = "J")]
+    cg_steps: Option<usize>,
+    /// Damping λ of implicit-cg's system (H + λI)p = ∇_w L_val
+    #[arg(long, value_name = "λ")]
+    cg_damping: Option<f64>,
+    /// Compute the dominant eigenvalue of the α-Hessian of the validation loss every N epochs
+    /// (metrics: hessian_eig)
+    #[arg(long, value_name = "N")]
+    hessian_every: Option<usize>,
+    /// Early stopping: none, or darts-es (R-DARTS; the eigenvalue every 2 epochs unless
+    /// --hessian-every says otherwise)
+    #[arg(long, value_name = "RULE")]
+    early_stop: Option<EarlyStop>,
     /// Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR
     #[arg(long, value_name = "SPEC")]
     data: Option<DataSpec>,
@@ -148,6 +167,15 @@ impl SearchArgs {
         }
         set!(self.method => c.method);
         set!(self.neumann_steps => c.neumann_steps);
+        set!(self.unroll_steps => c.unroll_steps);
+        set!(self.cg_steps => c.cg_steps);
+        set!(self.cg_damping => c.cg_damping);
+        set!(self.hessian_every => c.hessian_every);
+        set!(self.early_stop => c.early_stop);
+        if self.early_stop == Some(EarlyStop::DartsEs) && self.hessian_every.is_none() && c.hessian_every == 0 {
+            // R-DARTS computes the eigenvalue every second epoch for DARTS-ES.
+            c.hessian_every = 2;
+        }
         set!(self.data => c.data.spec);
         if self.subset.is_some() {
             c.data.subset = self.subset;
@@ -237,6 +265,17 @@ fn report(
     let mut text = format!("{genotype}");
     if let Some(acc) = acc {
         text.push_str(&format!("final valid_acc: {acc:.4}\n"));
+    }
+    let early = last_run.file(nas_search::search::EARLY_STOP);
+    if let Ok(stop) = std::fs::read_to_string(&early) {
+        let stop: EarlyStopDecision = serde_json::from_str(&stop).with_context(|| format!("{}", early.display()))?;
+        text.push_str(&format!(
+            "stopped early ({}) at epoch {}: the α-Hessian's eigenvalue grew {:.2}x; genotype of epoch {}\n",
+            stop.rule,
+            stop.detected_epoch,
+            stop.current_average / stop.previous_average,
+            stop.stop_epoch
+        ));
     }
     text.push_str(&format!("genotype: {}\n", dir.file(nas_search::run_dir::GENOTYPE).display()));
     crate::out(&text)

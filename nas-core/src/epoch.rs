@@ -78,6 +78,17 @@ pub trait EpochTask {
     /// Step `step` of epoch `epoch`.
     fn step(&mut self, epoch: usize, step: usize, batch: Self::Batch) -> RunResult<StepOutput>;
 
+    /// Work after the last step of epoch `epoch`, before its evaluation (diagnostics).
+    fn end_epoch(&mut self, _epoch: usize) -> RunResult<()> {
+        Ok(())
+    }
+
+    /// Whether the task has decided to end the run before its last epoch (early stopping);
+    /// asked before every epoch.
+    fn stopped_early(&self) -> bool {
+        false
+    }
+
     /// The evaluation at the end of an epoch (validation or test split).
     fn evaluate(&mut self, sink: &mut dyn MetricsSink) -> RunResult<Tally>;
 
@@ -124,8 +135,9 @@ impl EpochLoop {
         self.position
     }
 
-    /// Runs the remaining epochs of `task`, writing metrics and checkpoints to `dir`. Returns
-    /// the evaluation of the last epoch it ran (None when none was left). A raised `stop` ends
+    /// Runs the remaining epochs of `task`, writing metrics and checkpoints to `dir`, until the
+    /// last or until the task stops early. Returns the evaluation of the last epoch it ran
+    /// (None when none was left). A raised `stop` ends
     /// the run before the next step with a checkpoint of the position and
     /// `RunError::Interrupted`.
     pub fn run<T: EpochTask>(
@@ -136,10 +148,11 @@ impl EpochLoop {
         stop: &AtomicBool,
     ) -> RunResult<Option<Tally>> {
         let mut last = None;
-        while self.position.epoch < self.epochs {
+        while self.position.epoch < self.epochs && !task.stopped_early() {
             let epoch = self.position.epoch;
             let started = Instant::now();
             let train = self.train_epoch(task, dir, sink, stop)?;
+            task.end_epoch(epoch)?;
             let valid = task.evaluate(sink)?;
             if !valid.loss().is_finite() {
                 // The last step left the weights unusable; the previous checkpoint stays.

@@ -132,6 +132,11 @@ impl ParamStore {
             .collect()
     }
 
+    /// The buffer variables (batch-norm running statistics) in creation order.
+    pub fn buffers(&self) -> Vec<Var> {
+        self.lock().params.iter().filter(|p| p.kind == ParamKind::Buffer).map(|p| p.var.clone()).collect()
+    }
+
     /// The parameter called `name`.
     pub fn get(&self, name: &str) -> Option<Param> {
         let inner = self.lock();

@@ -17,6 +17,8 @@ pub enum Purpose {
     Bench = 6,
     /// The noise op of R-DARTS' S4 space.
     Noise = 7,
+    /// The start vector of the α-Hessian's eigenvalue iteration.
+    Hessian = 8,
 }
 
 fn splitmix64(mut z: u64) -> u64 {

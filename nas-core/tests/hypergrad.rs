@@ -3,14 +3,19 @@
 //!   differences over α, redoing the virtual step at α ± h;
 //! - the finite-difference mixed and weight Hessian-vector products equal closed forms;
 //! - the implicit (Neumann) hypergradient converges to the exact hypergradient of ridge
-//!   regression with the regulariser as the upper-level variable;
+//!   regression with the regulariser as the upper-level variable, and conjugate gradient
+//!   reaches it within as many iterations as there are weights;
+//! - truncated unrolling (T-RAD) equals the closed-form derivative of the K-step-unrolled
+//!   ridge loss (forward mode on the host, with and without a momentum buffer), and K = 1
+//!   equals DARTS' second order;
 //! - an error half-way through a step leaves the weights exactly as they were.
 
 use std::cell::Cell;
 
 use candle_core::{Device, Tensor, Var, D};
 use nas_core::hypergrad::{
-    hvp, implicit_hypergradient, mixed_hvp, second_order_hypergradient, unrolled_weights, Bilevel, Grads, SgdState,
+    hvp, implicit_hypergradient, mixed_hvp, second_order_hypergradient, unrolled_weights, Bilevel, ConjugateGradient,
+    Grads, Hypergradient, SgdState, TruncatedRad,
 };
 use rand::{Rng, SeedableRng};
 
@@ -21,6 +26,8 @@ struct FnProblem {
     w: Vec<Var>,
     a: Vec<Var>,
     train: LossFn,
+    /// Training batches 1, 2, … of an unrolled step.
+    more_train: Vec<LossFn>,
     val: LossFn,
     fail_after: Option<usize>,
     calls: Cell<usize>,
@@ -53,8 +60,11 @@ impl Bilevel for FnProblem {
     fn arch(&self) -> &[Var] {
         &self.a
     }
-    fn train_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
-        self.grads(&self.train, want_w, want_a)
+    fn train_batches(&self) -> usize {
+        1 + self.more_train.len()
+    }
+    fn train_grads_on(&self, k: usize, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
+        self.grads(if k == 0 { &self.train } else { &self.more_train[k - 1] }, want_w, want_a)
     }
     fn val_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
         self.grads(&self.val, want_w, want_a)
@@ -118,7 +128,15 @@ fn mixed_problem(seed: u64) -> FnProblem {
         .map(|s| Var::from_tensor(&rand_tensor(&mut rng, s, 0.8)).unwrap())
         .collect();
     let a = vec![Var::from_tensor(&rand_tensor(&mut rng, &[3], 0.5)).unwrap()];
-    FnProblem { w, a, train: mixed_model(&xt, &yt), val: mixed_model(&xv, &yv), fail_after: None, calls: Cell::new(0) }
+    FnProblem {
+        w,
+        a,
+        train: mixed_model(&xt, &yt),
+        more_train: Vec::new(),
+        val: mixed_model(&xv, &yv),
+        fail_after: None,
+        calls: Cell::new(0),
+    }
 }
 
 #[test]
@@ -180,6 +198,7 @@ fn finite_difference_hessian_vector_products_match_closed_forms() {
         w: vec![Var::from_tensor(&w).unwrap()],
         a: vec![Var::from_tensor(&a).unwrap()],
         train: loss,
+        more_train: Vec::new(),
         val: Box::new(|w: &[Tensor], _: &[Tensor]| w[0].sum_all()),
         fail_after: None,
         calls: Cell::new(0),
@@ -224,11 +243,39 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     x
 }
 
+/// ½‖Xw − y‖²/n (+ ½ Σ_j e^{α_j} w_j² when α is given: one α for all weights, or one each).
+fn ridge_loss(x: &Tensor, y: &Tensor) -> LossFn {
+    let (x, y) = (x.clone(), y.clone());
+    Box::new(move |w: &[Tensor], a: &[Tensor]| {
+        let r = (x.matmul(&w[0])? - &y)?;
+        let data = (r.sqr()?.sum_all()? * (0.5 / x.dim(0)? as f64))?;
+        if a.is_empty() {
+            return Ok(data);
+        }
+        let reg = a[0].exp()?.reshape(((), 1))?.broadcast_mul(&w[0].sqr()?)?.sum_all()?;
+        data + (reg * 0.5)?
+    })
+}
+
+/// Host copies of a data batch: X (n×d) and y (n).
+fn host_batch(x: &Tensor, y: &Tensor) -> (Vec<Vec<f64>>, Vec<f64>) {
+    (x.to_vec2::<f64>().unwrap(), y.flatten_all().unwrap().to_vec1().unwrap())
+}
+
+/// XᵀX/n and Xᵀy/n.
+fn normal_equations(x: &[Vec<f64>], y: &[f64]) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let (n, d) = (x.len(), x[0].len());
+    let xtx =
+        (0..d).map(|i| (0..d).map(|j| (0..n).map(|k| x[k][i] * x[k][j]).sum::<f64>() / n as f64).collect()).collect();
+    let xty = (0..d).map(|i| (0..n).map(|k| x[k][i] * y[k]).sum::<f64>() / n as f64).collect();
+    (xtx, xty)
+}
+
 /// Ridge regression: L_train = ½‖Xw − y‖²/n + ½e^α‖w‖², L_val = ½‖X_v w − y_v‖²/n_v, with the
 /// closed-form best response w*(α) = (XᵀX/n + e^α I)⁻¹Xᵀy/n and hypergradient
-/// dL_val/dα = −e^α w*ᵀ H⁻¹ ∇_w L_val(w*).
-#[test]
-fn implicit_hypergradient_converges_on_ridge_regression() {
+/// dL_val/dα = −e^α w*ᵀ H⁻¹ ∇_w L_val(w*). The problem sits at w*; returns it and the exact
+/// hypergradient.
+fn ridge_at_best_response() -> (FnProblem, f64) {
     let (n, d) = (50, 5);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let x = rand_tensor(&mut rng, &[n, d], 1.7);
@@ -237,35 +284,16 @@ fn implicit_hypergradient_converges_on_ridge_regression() {
     let y = (x.matmul(&w_true).unwrap() + rand_tensor(&mut rng, &[n, 1], 0.3)).unwrap();
     let yv = (xv.matmul(&w_true).unwrap() + rand_tensor(&mut rng, &[n, 1], 0.3)).unwrap();
     let alpha = (0.1f64).ln();
-    let sq = |x: &Tensor, y: &Tensor| -> LossFn {
-        let (x, y) = (x.clone(), y.clone());
-        Box::new(move |w: &[Tensor], a: &[Tensor]| {
-            let r = (x.matmul(&w[0])? - &y)?;
-            let data = (r.sqr()?.sum_all()? * (0.5 / x.dim(0)? as f64))?;
-            if a.is_empty() {
-                return Ok(data);
-            }
-            data + ((a[0].exp()?.sum_all()? * w[0].sqr()?.sum_all()?)? * 0.5)?
-        })
-    };
-    let train = sq(&x, &y);
-    let val_data = sq(&xv, &yv);
+    let train = ridge_loss(&x, &y);
+    let val_data = ridge_loss(&xv, &yv);
     let val: LossFn = Box::new(move |w: &[Tensor], _: &[Tensor]| val_data(w, &[]));
 
     // Closed form on the host.
-    let xh = x.to_vec2::<f64>().unwrap();
-    let yh: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
-    let xvh = xv.to_vec2::<f64>().unwrap();
-    let yvh: Vec<f64> = yv.flatten_all().unwrap().to_vec1().unwrap();
+    let (xh, yh) = host_batch(&x, &y);
+    let (xvh, yvh) = host_batch(&xv, &yv);
     let lam = alpha.exp();
-    let h: Vec<Vec<f64>> = (0..d)
-        .map(|i| {
-            (0..d)
-                .map(|j| (0..n).map(|k| xh[k][i] * xh[k][j]).sum::<f64>() / n as f64 + if i == j { lam } else { 0.0 })
-                .collect()
-        })
-        .collect();
-    let xty: Vec<f64> = (0..d).map(|i| (0..n).map(|k| xh[k][i] * yh[k]).sum::<f64>() / n as f64).collect();
+    let (mut h, xty) = normal_equations(&xh, &yh);
+    (0..d).for_each(|i| h[i][i] += lam);
     let w_star = solve(h.clone(), xty);
     let resid: Vec<f64> = (0..n).map(|k| (0..d).map(|j| xvh[k][j] * w_star[j]).sum::<f64>() - yvh[k]).collect();
     let v: Vec<f64> = (0..d).map(|j| (0..n).map(|k| xvh[k][j] * resid[k]).sum::<f64>() / n as f64).collect();
@@ -273,13 +301,20 @@ fn implicit_hypergradient_converges_on_ridge_regression() {
     let exact = -lam * (0..d).map(|j| w_star[j] * hinv_v[j]).sum::<f64>();
 
     let p = FnProblem {
-        w: vec![Var::from_tensor(&Tensor::from_vec(w_star.clone(), (d, 1), &Device::Cpu).unwrap()).unwrap()],
+        w: vec![Var::from_tensor(&Tensor::from_vec(w_star, (d, 1), &Device::Cpu).unwrap()).unwrap()],
         a: vec![Var::from_tensor(&Tensor::new(&[alpha], &Device::Cpu).unwrap()).unwrap()],
         train,
+        more_train: Vec::new(),
         val,
         fail_after: None,
         calls: Cell::new(0),
     };
+    (p, exact)
+}
+
+#[test]
+fn implicit_hypergradient_converges_on_ridge_regression() {
+    let (p, exact) = ridge_at_best_response();
     let mut errs = Vec::new();
     for j in [1, 5, 20, 100] {
         let g = host(&implicit_hypergradient(&p, 0.5, j).unwrap())[0];
@@ -290,6 +325,140 @@ fn implicit_hypergradient_converges_on_ridge_regression() {
     assert!(errs.windows(2).all(|w| w[1] < w[0]), "error must fall with J: {errs:?}");
     assert!(errs[3] < 1e-6, "{errs:?}");
     assert!(errs[0] > 1e-3, "J = 1 should still be visibly off: {errs:?}");
+}
+
+fn no_momentum() -> SgdState<'static> {
+    SgdState { lr: 0.1, momentum: 0.9, weight_decay: 0.0, momentum_buffers: vec![None] }
+}
+
+/// Conjugate gradient solves the d×d ridge system exactly in at most d iterations (exact
+/// arithmetic; the finite-difference products are exact for a quadratic up to rounding).
+#[test]
+fn conjugate_gradient_reaches_the_implicit_hypergradient_within_dim_steps() {
+    let (p, exact) = ridge_at_best_response();
+    let d = 5;
+    let mut errs = Vec::new();
+    for j in 1..=d {
+        let g = host(&ConjugateGradient::new(j, 0.0).hypergradient(&p, &no_momentum()).unwrap())[0];
+        let e = ((g - exact) / exact).abs();
+        println!("conjugate-gradient hypergradient, J = {j}: {g:.12} vs exact {exact:.12}, rel err {e:.3e}");
+        errs.push(e);
+    }
+    assert!(errs[d - 1] < 1e-8, "J = d must be exact: {errs:?}");
+    assert!(errs[0] > 1e-4, "J = 1 should still be off: {errs:?}");
+    // Warm-started from an exact solution, one iteration (indeed none) is enough; the calls
+    // count the warm start's residual product.
+    let mut cg = ConjugateGradient::new(d, 0.0);
+    cg.hypergradient(&p, &no_momentum()).unwrap();
+    cg.steps = 1;
+    p.calls.set(0);
+    let g = host(&cg.hypergradient(&p, &no_momentum()).unwrap())[0];
+    assert!(((g - exact) / exact).abs() < 1e-8, "warm start: {g} vs {exact}");
+    assert!(p.calls.get() <= 1 + 2 + 2 + 2, "{} evaluations", p.calls.get());
+    // Its state round-trips through a checkpoint's names.
+    let state = cg.state();
+    let mut restored = ConjugateGradient::new(1, 0.0);
+    restored.load_state(&|n| state.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone())).unwrap();
+    assert_eq!(host(restored.solution().unwrap()), host(cg.solution().unwrap()));
+    // Damping solves (H + λI)p = v instead: the answer moves.
+    let damped = host(&ConjugateGradient::new(d, 1.0).hypergradient(&p, &no_momentum()).unwrap())[0];
+    assert!(((damped - exact) / exact).abs() > 1e-2, "damping had no effect: {damped} vs {exact}");
+}
+
+/// The K-step unrolled ridge problem in closed form: training batches (X_t, y_t),
+/// L_t = ½‖X_t w − y_t‖²/n + ½ Σ_j e^{α_j} w_j², one α per weight, L_val = ½‖X_v w − y_v‖²/n
+/// + 0.05 Σ_j sin(α_j). The iterates m_{t+1} = μ m_t + A_t w_t − b_t + λ w_t,
+/// w_{t+1} = w_t − ξ m_{t+1} (A_t = X_tᵀX_t/n + diag e^α, b_t = X_tᵀy_t/n) and their
+/// derivatives in α by forward mode: dm_{t+1} = μ dm_t + (A_t + λ) dw_t + e^{α_j} w_{t,j} e_j,
+/// dw_{t+1} = dw_t − ξ dm_{t+1}; dL/dα_j = ∇L_val(w_K)·dw_K/dα_j + 0.05 cos α_j.
+#[test]
+fn truncated_rad_is_the_exact_derivative_of_the_unrolled_ridge_loss() {
+    let (n, d) = (30, 4);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let batches: Vec<(Tensor, Tensor)> =
+        (0..6).map(|_| (rand_tensor(&mut rng, &[n, d], 1.0), rand_tensor(&mut rng, &[n, 1], 1.0))).collect();
+    let w0 = rand_tensor(&mut rng, &[d, 1], 1.0);
+    let m0 = rand_tensor(&mut rng, &[d, 1], 0.3);
+    let alpha = rand_tensor(&mut rng, &[d], 1.0);
+    let (xv, yv) = (rand_tensor(&mut rng, &[n, d], 1.0), rand_tensor(&mut rng, &[n, 1], 1.0));
+    let (lr, mu, wd) = (0.2, 0.9, 0.01);
+
+    let host_w0: Vec<f64> = w0.flatten_all().unwrap().to_vec1().unwrap();
+    let host_m0: Vec<f64> = m0.flatten_all().unwrap().to_vec1().unwrap();
+    let host_a: Vec<f64> = alpha.to_vec1().unwrap();
+    let (xvh, yvh) = host_batch(&xv, &yv);
+    let exact = |k: usize, momentum: bool| -> Vec<f64> {
+        let mut w = host_w0.clone();
+        let mut m = if momentum { host_m0.clone() } else { vec![0.0; d] };
+        let mut dw = vec![vec![0.0; d]; d]; // dw[j] = dw/dα_j
+        let mut dm = vec![vec![0.0; d]; d];
+        for (x, y) in &batches[..k] {
+            let (xh, yh) = host_batch(x, y);
+            let (mut a, b) = normal_equations(&xh, &yh);
+            (0..d).for_each(|i| a[i][i] += host_a[i].exp());
+            let aw = |v: &[f64], i: usize| (0..d).map(|c| a[i][c] * v[c]).sum::<f64>();
+            for j in 0..d {
+                for i in 0..d {
+                    let extra = if i == j { host_a[j].exp() * w[j] } else { 0.0 };
+                    dm[j][i] = mu * dm[j][i] + aw(&dw[j], i) + wd * dw[j][i] + extra;
+                }
+                for i in 0..d {
+                    dw[j][i] -= lr * dm[j][i];
+                }
+            }
+            let m_next: Vec<f64> = (0..d).map(|i| mu * m[i] + aw(&w, i) - b[i] + wd * w[i]).collect();
+            w = (0..d).map(|i| w[i] - lr * m_next[i]).collect();
+            m = m_next;
+        }
+        let resid: Vec<f64> = (0..n).map(|r| (0..d).map(|c| xvh[r][c] * w[c]).sum::<f64>() - yvh[r]).collect();
+        let gval: Vec<f64> = (0..d).map(|c| (0..n).map(|r| xvh[r][c] * resid[r]).sum::<f64>() / n as f64).collect();
+        (0..d).map(|j| (0..d).map(|i| gval[i] * dw[j][i]).sum::<f64>() + 0.05 * host_a[j].cos()).collect()
+    };
+
+    let problem = || {
+        let val_data = ridge_loss(&xv, &yv);
+        let val: LossFn = Box::new(move |w: &[Tensor], a: &[Tensor]| {
+            let data = val_data(w, &[])?;
+            if a.is_empty() {
+                return Ok(data);
+            }
+            data + (a[0].sin()?.sum_all()? * 0.05)?
+        });
+        let mut train = batches.iter().map(|(x, y)| ridge_loss(x, y));
+        FnProblem {
+            w: vec![Var::from_tensor(&w0).unwrap()],
+            a: vec![Var::from_tensor(&alpha).unwrap()],
+            train: train.next().unwrap(),
+            more_train: train.collect(),
+            val,
+            fail_after: None,
+            calls: Cell::new(0),
+        }
+    };
+    for momentum in [false, true] {
+        for k in [1, 2, 5] {
+            let p = problem();
+            let bufs = if momentum { vec![Some(&m0)] } else { vec![None] };
+            let st = SgdState { lr, momentum: mu, weight_decay: wd, momentum_buffers: bufs };
+            let g = host(&TruncatedRad { steps: k }.hypergradient(&p, &st).unwrap());
+            let want = exact(k, momentum);
+            let e = rel_err(&g, &want);
+            println!("T-RAD, K = {k}, momentum buffer {momentum}: rel err {e:.3e} against the closed form");
+            assert!(e < 1e-6, "K = {k}: {g:?} vs {want:?}");
+            assert_eq!(p.calls.get(), 3 * k + 1, "gradient evaluations of K = {k}");
+            assert_eq!(host(&[p.w[0].as_tensor().clone()]), host(&[w0.clone()]), "weights restored");
+            if k == 1 {
+                // One-stage RAD is DARTS' second order.
+                let p2 = problem();
+                let g2 = host(&second_order_hypergradient(&p2, &st).unwrap());
+                assert!(rel_err(&g, &g2) < 1e-12, "K = 1 against second order: {g:?} vs {g2:?}");
+            }
+        }
+    }
+    // More steps than batches is an error, not a silent reuse.
+    let p = problem();
+    let st = SgdState { lr, momentum: mu, weight_decay: wd, momentum_buffers: vec![None] };
+    assert!(TruncatedRad { steps: 7 }.hypergradient(&p, &st).is_err());
 }
 
 #[test]

@@ -1,30 +1,54 @@
 //! The architecture step: computes the hypergradient of the validation loss with respect to
-//! α and applies Adam (DARTS §2.3). First order: ∇_α L_val(w, α) at the current weights;
-//! second order: DARTS' one-step unrolled gradient; implicit: the implicit-function-theorem
-//! gradient with a Neumann series (both from `nas_core::hypergrad`, using the weight
-//! optimiser's current lr, momentum buffers and weight decay).
+//! α by one of the methods of `nas_core::hypergrad` (first order, DARTS' second order,
+//! truncated unrolling, Neumann or conjugate-gradient implicit, each using the weight
+//! optimiser's current lr, momentum buffers and weight decay) and applies Adam (DARTS §2.3).
+//!
+//! Every forward of one architecture step starts from the same position of the supernet's
+//! random stream (R-DARTS' noise op, P-DARTS' dropout after skip_connect), so the finite
+//! differences compare the same random draws (common random numbers); the stream continues
+//! from where the last of them left it.
+
+use std::cell::Cell;
 
 use candle_core::{Tensor, Var};
-use nas_core::hypergrad::{self, Bilevel, Grads, SgdState};
+use nas_core::hypergrad::{
+    self, Bilevel, ConjugateGradient, FirstOrder, Grads, Hypergradient, Neumann, OneStageRad, SgdState, TruncatedRad,
+};
 use nas_core::nn::{cross_entropy, Mode};
-use nas_core::optim::{grads_for, Adam, AdamConfig, Sgd};
+use nas_core::optim::{Adam, AdamConfig, Sgd};
 use search_spaces::Supernet;
 
-use crate::config::{ArchOptimConfig, Method};
+use crate::config::{ArchOptimConfig, HypergradConfig, Method};
 use crate::step::Batch;
-use crate::Result;
+use crate::{Error, Result};
 
-/// The supernet with a fixed batch pair, as the bilevel problem the hypergradients need.
-struct SupernetProblem<'a> {
-    net: &'a dyn Supernet,
-    weights: &'a [Var],
-    arch: &'a [Var],
-    train: &'a Batch,
-    valid: &'a Batch,
+/// The supernet with fixed batches, as the bilevel problem the hypergradients need.
+pub(crate) struct SupernetProblem<'a> {
+    pub net: &'a dyn Supernet,
+    pub weights: &'a [Var],
+    pub arch: &'a [Var],
+    pub train: &'a [Batch],
+    pub valid: &'a Batch,
+    /// The random-stream position every forward starts from.
+    pub stream: u64,
+    /// Gradient evaluations (forward and backward passes) so far.
+    pub evals: Cell<usize>,
 }
 
-impl SupernetProblem<'_> {
+impl<'a> SupernetProblem<'a> {
+    pub fn new(
+        net: &'a dyn Supernet,
+        weights: &'a [Var],
+        arch: &'a [Var],
+        train: &'a [Batch],
+        valid: &'a Batch,
+    ) -> Self {
+        Self { net, weights, arch, train, valid, stream: net.stream_position(), evals: Cell::new(0) }
+    }
+
     fn grads(&self, b: &Batch, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
+        self.evals.set(self.evals.get() + 1);
+        self.net.set_stream_position(self.stream);
         let mode = Mode { train: true, grad_weights: want_w, grad_arch: want_a };
         let loss = cross_entropy(&self.net.forward(&b.x, mode)?, &b.y)?;
         let store = loss.backward()?;
@@ -52,8 +76,15 @@ impl Bilevel for SupernetProblem<'_> {
         self.arch
     }
 
-    fn train_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
-        self.grads(self.train, want_w, want_a)
+    fn train_batches(&self) -> usize {
+        self.train.len()
+    }
+
+    fn train_grads_on(&self, k: usize, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
+        let Some(b) = self.train.get(k) else {
+            candle_core::bail!("training batch {k} of {} asked for", self.train.len());
+        };
+        self.grads(b, want_w, want_a)
     }
 
     fn val_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
@@ -61,22 +92,41 @@ impl Bilevel for SupernetProblem<'_> {
     }
 }
 
+/// The method object of a configuration.
+fn method(cfg: &HypergradConfig) -> Box<dyn Hypergradient> {
+    match cfg.method {
+        Method::FirstOrder => Box::new(FirstOrder),
+        Method::SecondOrder => Box::new(OneStageRad),
+        Method::Unrolled => Box::new(TruncatedRad { steps: cfg.unroll_steps }),
+        Method::Implicit => Box::new(Neumann { terms: cfg.neumann_steps }),
+        Method::ImplicitCg => Box::new(ConjugateGradient::new(cfg.cg_steps, cfg.cg_damping)),
+    }
+}
+
+/// The state prefix of the method in checkpoints.
+const METHOD_STATE: &str = "hypergrad.";
+
 pub struct Architect {
-    method: Method,
-    neumann_steps: usize,
+    method: Box<dyn Hypergradient>,
     weights: Vec<Var>,
     arch: Vec<Var>,
     opt: Adam,
+    last_evals: usize,
 }
 
 impl Architect {
     /// An architect for the supernet with these weights and architecture parameters.
-    pub fn new(weights: Vec<Var>, arch: Vec<Var>, cfg: &ArchOptimConfig, method: Method, neumann_steps: usize) -> Self {
+    pub fn new(
+        weights: Vec<Var>,
+        arch: Vec<Var>,
+        cfg: &ArchOptimConfig,
+        hypergrad: impl Into<HypergradConfig>,
+    ) -> Self {
         let opt = Adam::new(
             arch.clone(),
             AdamConfig { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: cfg.weight_decay },
         );
-        Self { method, neumann_steps, weights, arch, opt }
+        Self { method: method(&hypergrad.into()), weights, arch, opt, last_evals: 0 }
     }
 
     pub fn optimizer(&self) -> &Adam {
@@ -87,39 +137,74 @@ impl Architect {
         &mut self.opt
     }
 
-    /// The hypergradient of the validation loss with respect to every architecture parameter.
+    /// Training batches one step reads: the current one, then `train_batches() − 1` more.
+    pub fn train_batches(&self) -> usize {
+        self.method.train_batches()
+    }
+
+    /// Gradient evaluations (forward and backward passes) of the last architecture step.
+    pub fn last_grad_evals(&self) -> usize {
+        self.last_evals
+    }
+
+    /// The method's state carried between steps (conjugate gradient's warm start).
+    pub fn method_state(&self) -> Vec<(String, Tensor)> {
+        self.method.state().into_iter().map(|(n, t)| (format!("{METHOD_STATE}{n}"), t)).collect()
+    }
+
+    /// Restores `method_state`; `get` looks a name up in the checkpoint.
+    pub fn load_method_state(&mut self, get: &dyn Fn(&str) -> Option<Tensor>) -> Result<()> {
+        Ok(self.method.load_state(&|n| get(&format!("{METHOD_STATE}{n}")))?)
+    }
+
+    /// The hypergradient of the validation loss with respect to every architecture parameter;
+    /// `train` holds the current training batch first, and at least `train_batches()`.
     pub fn hypergradient(
-        &self,
+        &mut self,
         net: &dyn Supernet,
-        train: &Batch,
+        train: &[Batch],
         valid: &Batch,
         w_opt: &Sgd,
     ) -> Result<Vec<Option<Tensor>>> {
-        let problem = SupernetProblem { net, weights: &self.weights, arch: &self.arch, train, valid };
-        let g = match self.method {
-            Method::FirstOrder => {
-                let loss = cross_entropy(&net.forward(&valid.x, Mode::TRAIN_ARCH)?, &valid.y)?;
-                return Ok(grads_for(&loss.backward()?, &self.arch));
-            }
-            Method::SecondOrder => {
-                let cfg = w_opt.config();
-                let st = SgdState {
-                    lr: w_opt.lr(),
-                    momentum: cfg.momentum,
-                    weight_decay: cfg.weight_decay,
-                    momentum_buffers: (0..self.weights.len()).map(|i| w_opt.momentum_buffer(i)).collect(),
-                };
-                hypergrad::second_order_hypergradient(&problem, &st)?
-            }
-            Method::Implicit => hypergrad::implicit_hypergradient(&problem, w_opt.lr(), self.neumann_steps)?,
+        if train.len() < self.method.train_batches() {
+            return Err(Error::config(format!(
+                "the architecture step needs {} training batches, got {}",
+                self.method.train_batches(),
+                train.len()
+            )));
+        }
+        let problem = SupernetProblem::new(net, &self.weights, &self.arch, train, valid);
+        let cfg = w_opt.config();
+        let st = SgdState {
+            lr: w_opt.lr(),
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            momentum_buffers: (0..self.weights.len()).map(|i| w_opt.momentum_buffer(i)).collect(),
         };
+        let g = self.method.hypergradient(&problem, &st)?;
+        self.last_evals = problem.evals.get();
         Ok(g.into_iter().map(Some).collect())
     }
 
     /// One architecture update.
-    pub fn step(&mut self, net: &dyn Supernet, train: &Batch, valid: &Batch, w_opt: &Sgd) -> Result<()> {
+    pub fn step(&mut self, net: &dyn Supernet, train: &[Batch], valid: &Batch, w_opt: &Sgd) -> Result<()> {
         let g = self.hypergradient(net, train, valid, w_opt)?;
         self.opt.step(&g)?;
         Ok(())
     }
+}
+
+/// The largest eigenvalue of ∇²_α L_val on `valid` (R-DARTS' diagnostic), `start` choosing
+/// the iteration's start vector. The weights, α, the batch-norm statistics and the random
+/// stream are as they were afterwards, so a search with the diagnostic takes the same steps
+/// as one without.
+pub fn alpha_hessian_eigenvalue(net: &dyn Supernet, valid: &Batch, start: u64) -> Result<f64> {
+    let weights = net.weights().weights();
+    let arch = net.arch().weights();
+    let buffers = net.weights().buffers();
+    let _statistics = hypergrad::WeightGuard::restoring(&buffers)?;
+    let problem = SupernetProblem::new(net, &weights, &arch, &[], valid);
+    let ev = hypergrad::dominant_eigenvalue(&problem, start);
+    net.set_stream_position(problem.stream);
+    Ok(ev?)
 }

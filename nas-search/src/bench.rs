@@ -1,6 +1,9 @@
 //! Search-step timing on random data, comparable with shared/bench/darts_ref.py: the same
 //! network, optimisers and step, a fixed random batch pair, timed by `nas_core::bench`.
-//! `peak_mem_bytes` is the process's peak resident set size after the timed steps.
+//! `peak_mem_bytes` is the process's peak resident set size after the timed steps;
+//! `grad_evals_per_arch_step` counts the forward and backward passes of one architecture step
+//! (first order 1, second order 4, unrolled 3K + 1, Neumann 2J + 3, conjugate gradient
+//! 2J + 3 with a warm start's residual).
 
 use candle_core::DType;
 use nas_core::bench::{random_batch, report, time_steps};
@@ -25,6 +28,9 @@ pub struct BenchSearchConfig {
     pub image_size: usize,
     pub method: Method,
     pub neumann_steps: usize,
+    pub unroll_steps: usize,
+    pub cg_steps: usize,
+    pub cg_damping: f64,
     pub partial_channels: usize,
     pub edge_norm: bool,
     /// Time the weight step alone (no architecture step).
@@ -42,6 +48,9 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     cfg.set_space(b.space);
     cfg.method = b.method;
     cfg.neumann_steps = b.neumann_steps;
+    cfg.unroll_steps = b.unroll_steps;
+    cfg.cg_steps = b.cg_steps;
+    cfg.cg_damping = b.cg_damping;
     cfg.device = b.device;
     cfg.model = SearchModelConfig {
         channels: b.channels,
@@ -59,16 +68,18 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let w = &cfg.weight_optimizer;
     let mut w_opt = Sgd::new(net.weights().weights(), w.sgd());
     let a: &ArchOptimConfig = &cfg.arch_optimizer;
-    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), a, cfg.method, cfg.neumann_steps);
-    let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
-    let train = Batch { x, y };
+    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), a, cfg.hypergrad());
+    // The training batches of an architecture step (T-RAD reads K), then the validation batch.
+    let train = (0..architect.train_batches())
+        .map(|_| random_batch(b.batch_size, b.image_size, &device).map(|(x, y)| Batch { x, y }))
+        .collect::<nas_core::Result<Vec<_>>>()?;
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let valid = Batch { x, y };
     let m = time_steps(&device, (b.warmup, b.steps), b.count_launches, || -> Result<()> {
         if !b.weights_only {
             architect.step(net.as_ref(), &train, &valid, &w_opt)?;
         }
-        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train, w.grad_clip)?;
+        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train[0], w.grad_clip)?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
@@ -78,7 +89,12 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         cross_entropy(&logits, &valid.y)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    let extra =
-        [("params_weights", json!(net.weights().num_weight_elements())), ("eval_step_s_median", json!(eval.median()))];
+    // Forward and backward passes of one architecture step (0 when it is not timed).
+    let arch_evals = if b.weights_only { 0 } else { architect.last_grad_evals() };
+    let extra = [
+        ("params_weights", json!(net.weights().num_weight_elements())),
+        ("eval_step_s_median", json!(eval.median())),
+        ("grad_evals_per_arch_step", json!(arch_evals)),
+    ];
     Ok(report(b, &m, &extra))
 }

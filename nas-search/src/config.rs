@@ -21,8 +21,10 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// How the architecture gradient is computed (`nas_core::hypergrad`: DARTS §2.3 for the first
-/// and second order, the implicit function theorem with a Neumann series as Lorraine et al. 2020).
+/// How the architecture gradient is computed (`nas_core::hypergrad`, one file per method):
+/// DARTS §2.3 for the first and second order, truncated reverse mode through K virtual steps
+/// (Shaban et al. 2019), the implicit function theorem with a Neumann series (Lorraine et al.
+/// 2020) or with conjugate gradient (Pedregosa 2016).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -30,8 +32,52 @@ pub enum Method {
     FirstOrder,
     /// One-step unrolled (DARTS second order) with a finite-difference Hessian-vector product.
     SecondOrder,
+    /// Truncated reverse mode through `unroll_steps` virtual SGD steps (T-RAD).
+    Unrolled,
     /// Implicit function theorem with a Neumann-series inverse Hessian.
     Implicit,
+    /// Implicit function theorem with the inverse Hessian by conjugate gradient.
+    ImplicitCg,
+}
+
+impl Method {
+    /// Training batches one architecture step reads (the current one first).
+    pub fn train_batches(self, unroll_steps: usize) -> usize {
+        if self == Method::Unrolled {
+            unroll_steps
+        } else {
+            1
+        }
+    }
+}
+
+/// The settings of the architecture gradient.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HypergradConfig {
+    pub method: Method,
+    pub neumann_steps: usize,
+    pub unroll_steps: usize,
+    pub cg_steps: usize,
+    pub cg_damping: f64,
+}
+
+impl From<Method> for HypergradConfig {
+    /// The method with the default settings of the presets.
+    fn from(method: Method) -> Self {
+        Self { method, neumann_steps: 5, unroll_steps: 1, cg_steps: default_cg_steps(), cg_damping: 0.0 }
+    }
+}
+
+/// When a search ends before its last epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EarlyStop {
+    /// Never: every epoch runs.
+    #[default]
+    None,
+    /// R-DARTS' DARTS-ES: stop when the local average of the α-Hessian's dominant eigenvalue
+    /// has grown by more than 1.3× (`early_stop`).
+    DartsEs,
 }
 
 macro_rules! kebab_enum_str {
@@ -55,7 +101,14 @@ macro_rules! kebab_enum_str {
     };
 }
 
-kebab_enum_str!(Method, "method", [Method::FirstOrder => "first-order", Method::SecondOrder => "second-order", Method::Implicit => "implicit"]);
+kebab_enum_str!(Method, "method", [
+    Method::FirstOrder => "first-order",
+    Method::SecondOrder => "second-order",
+    Method::Unrolled => "unrolled",
+    Method::Implicit => "implicit",
+    Method::ImplicitCg => "implicit-cg"
+]);
+kebab_enum_str!(EarlyStop, "early stop", [EarlyStop::None => "none", EarlyStop::DartsEs => "darts-es"]);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +137,20 @@ pub struct SearchConfig {
     pub method: Method,
     /// Neumann-series terms J of the implicit method.
     pub neumann_steps: usize,
+    /// Virtual SGD steps K of the unrolled method (K = 1: DARTS' second order).
+    #[serde(default = "one")]
+    pub unroll_steps: usize,
+    /// Conjugate-gradient iterations J of the implicit-cg method.
+    #[serde(default = "default_cg_steps")]
+    pub cg_steps: usize,
+    /// Damping λ of the implicit-cg method's system (H + λI)p = ∇_w L_val.
+    #[serde(default)]
+    pub cg_damping: f64,
+    /// The dominant eigenvalue of ∇²_α L_val every N epochs (and after the last); 0: never.
+    #[serde(default)]
+    pub hessian_every: usize,
+    #[serde(default)]
+    pub early_stop: EarlyStop,
     pub epochs: usize,
     /// First epoch with architecture updates (PC-DARTS warm-up).
     pub arch_start_epoch: usize,
@@ -102,6 +169,14 @@ pub struct SearchConfig {
     /// Base dropout rate after skip_connect, scheduled over the epochs as P-DARTS does.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skip_dropout: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_cg_steps() -> usize {
+    5
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -133,6 +208,11 @@ impl SearchConfig {
             space,
             method: Method::FirstOrder,
             neumann_steps: 5,
+            unroll_steps: 1,
+            cg_steps: default_cg_steps(),
+            cg_damping: 0.0,
+            hessian_every: 0,
+            early_stop: EarlyStop::None,
             epochs: 50,
             arch_start_epoch: 0,
             seed: 2,
@@ -197,6 +277,17 @@ impl SearchConfig {
         Ok(c)
     }
 
+    /// The architecture-gradient settings.
+    pub fn hypergrad(&self) -> HypergradConfig {
+        HypergradConfig {
+            method: self.method,
+            neumann_steps: self.neumann_steps,
+            unroll_steps: self.unroll_steps,
+            cg_steps: self.cg_steps,
+            cg_damping: self.cg_damping,
+        }
+    }
+
     /// Switches the search space; moving to another space also sets that space's network size
     /// (nb201: C=16 and 5 cells per stage as in the benchmark, C=8 and 2 for `quick`), which
     /// later flags may override.
@@ -259,8 +350,29 @@ impl SearchConfig {
                 self.model.channels
             ));
         }
-        if self.method == Method::Implicit && self.neumann_steps == 0 {
-            return bad(format!("{} must be positive for the implicit method", field("neumann_steps")));
+        let method_steps = [
+            (Method::Implicit, "neumann_steps", self.neumann_steps),
+            (Method::Unrolled, "unroll_steps", self.unroll_steps),
+            (Method::ImplicitCg, "cg_steps", self.cg_steps),
+        ];
+        for (method, name, v) in method_steps {
+            if self.method == method && v == 0 {
+                return bad(format!("{} must be positive for the {method} method", field(name)));
+            }
+        }
+        if !self.cg_damping.is_finite() || self.cg_damping < 0.0 {
+            return bad(format!(
+                "{} must be a finite non-negative number, got {}",
+                field("cg_damping"),
+                self.cg_damping
+            ));
+        }
+        if self.early_stop == EarlyStop::DartsEs && self.hessian_every == 0 {
+            return bad(format!(
+                "{} darts-es follows the α-Hessian's eigenvalue: {} must be positive (R-DARTS: 2)",
+                brief("early_stop"),
+                field("hessian_every")
+            ));
         }
         if self.arch_start_epoch >= self.epochs && self.arch_start_epoch > 0 {
             return bad(format!(

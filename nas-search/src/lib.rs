@@ -4,6 +4,7 @@
 pub mod architect;
 pub mod bench;
 pub mod config;
+pub mod early_stop;
 pub mod progressive;
 pub mod search;
 pub mod step;

@@ -24,8 +24,9 @@ use search_spaces::darts::pdarts;
 use search_spaces::{Genotype, Supernet, TaskShape};
 use serde_json::{json, Map, Value};
 
-use crate::architect::Architect;
-use crate::config::ValidSearchConfig;
+use crate::architect::{alpha_hessian_eigenvalue, Architect};
+use crate::config::{EarlyStop, ValidSearchConfig};
+use crate::early_stop::{DartsEs, EarlyStopDecision, Sample};
 use crate::run_dir::{RunDir, GENOTYPE};
 use crate::step::{weight_step, Batch};
 use crate::{Error, Result};
@@ -47,7 +48,19 @@ struct SearchTask {
     valid_set: Arc<ImageSet>,
     normalize: Normalize,
     schedule: CosineAnnealing,
+    /// The fixed search-valid batch of the α-Hessian diagnostic (when it is on).
+    hessian_batch: Option<Batch>,
+    /// The eigenvalue of the epoch that just ended, for its record.
+    hessian_eig: Option<f64>,
+    /// The eigenvalue history and DARTS-ES' decision.
+    eigenvalues: DartsEs,
 }
+
+/// The checkpoint metadata holding the eigenvalue history (epoch, eigenvalue, genotype).
+const HESSIAN_META: &str = "hessian_eigenvalues";
+
+/// The run directory's record of an early stop.
+pub const EARLY_STOP: &str = "early_stop.json";
 
 impl Search {
     /// Loads the data and builds the supernet and both optimisers.
@@ -82,16 +95,34 @@ impl Search {
         );
         let w = &cfg.weight_optimizer;
         let w_opt = Sgd::new(net.weights().weights(), w.sgd());
-        let architect = Architect::new(
-            net.weights().weights(),
-            net.arch().weights(),
-            &cfg.arch_optimizer,
-            cfg.method,
-            cfg.neumann_steps,
-        );
+        let architect =
+            Architect::new(net.weights().weights(), net.arch().weights(), &cfg.arch_optimizer, cfg.hypergrad());
         let schedule = w.schedule(cfg.epochs);
         let epochs = EpochLoop::new(cfg.epochs, &device);
+        let hessian_batch = if cfg.hessian_every > 0 {
+            // The first batch of the search-valid half in order, not augmented: the same batch
+            // at every epoch, so the eigenvalues compare the network and not the data.
+            let plan = BatchPlan {
+                batch_size: cfg.data.batch_size,
+                shuffle: false,
+                drop_last: true,
+                augment: Augment::NONE,
+                seed: cfg.seed,
+                epoch: 0,
+                stream: 0,
+            };
+            let mut it = BatchIter::starting_at(valid_set.clone(), data.normalize.clone(), plan, 1, 0);
+            let b = it.next().ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))?;
+            let (x, y) = b.to_device(&device)?;
+            Some(Batch { x, y })
+        } else {
+            None
+        };
+        let eigenvalues = DartsEs::new(cfg.hessian_every, cfg.epochs);
         let task = SearchTask {
+            hessian_batch,
+            hessian_eig: None,
+            eigenvalues,
             device,
             net,
             w_opt,
@@ -124,14 +155,39 @@ impl Search {
         Ok((t.loss(), t.acc()))
     }
 
-    /// Runs the remaining epochs, writing metrics, checkpoints and the genotype to `dir`.
+    /// Runs the remaining epochs, writing metrics, checkpoints and the genotype to `dir`. After
+    /// an early stop the genotype is the one of the epoch the rule chose, and `dir` gets
+    /// early_stop.json saying why.
     pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Genotype> {
         self.epochs.run(&mut self.task, dir, sink, stop)?;
-        let genotype = self.task.net.genotype()?;
+        let genotype = match self.task.early_stop() {
+            Some((decision, genotype)) => {
+                tracing::info!(
+                    detected_epoch = decision.detected_epoch,
+                    stop_epoch = decision.stop_epoch,
+                    ratio = decision.current_average / decision.previous_average,
+                    "DARTS-ES stopped the search; the genotype is the stop epoch's"
+                );
+                if let Some(dir) = dir {
+                    dir.write_json(
+                        EARLY_STOP,
+                        &serde_json::to_value(decision).map_err(|e| Error::config(e.to_string()))?,
+                    )?;
+                }
+                Genotype::from_json_value(genotype)
+                    .map_err(|e| Error::config(format!("the stop epoch's genotype: {e}")))?
+            }
+            None => self.task.net.genotype()?,
+        };
         if let Some(dir) = dir {
             dir.write_json(GENOTYPE, &genotype.to_json())?;
         }
         Ok(genotype)
+    }
+
+    /// DARTS-ES' decision, once the search has stopped early.
+    pub fn early_stop(&self) -> Option<&EarlyStopDecision> {
+        self.task.early_stop().map(|(d, _)| d)
     }
 
     /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
@@ -159,6 +215,35 @@ impl SearchTask {
         }
     }
 
+    fn early_stop(&self) -> Option<&(EarlyStopDecision, Value)> {
+        if self.cfg.early_stop == EarlyStop::DartsEs {
+            self.eigenvalues.decision()
+        } else {
+            None
+        }
+    }
+
+    /// The K − 1 training batches after the current one that each step of T-RAD unrolls
+    /// through: from their own streams of the search-train half (stream 2 + p for the p-th
+    /// pass over it), so that step s of the epoch always reads the same ones, also after a
+    /// resume at step `first`.
+    fn unroll_batches(&self, epoch: usize, first: usize, steps: usize) -> Box<dyn Iterator<Item = Vec<HostBatch>>> {
+        let extra = self.architect.train_batches().saturating_sub(1);
+        if extra == 0 || steps == 0 {
+            return Box::new(std::iter::repeat_with(Vec::new));
+        }
+        let start = first * extra;
+        let (first_pass, offset) = (start / steps, start % steps);
+        let (set, normalize) = (self.train_set.clone(), self.normalize.clone());
+        let plan = self.plan(epoch, 0);
+        let mut batches = (first_pass..).flat_map(move |pass| {
+            let plan = BatchPlan { stream: 2 + pass as u64, ..plan };
+            let at = if pass == first_pass { offset } else { 0 };
+            BatchIter::starting_at(set.clone(), normalize.clone(), plan, PREFETCH, at)
+        });
+        Box::new(std::iter::from_fn(move || Some(batches.by_ref().take(extra).collect())))
+    }
+
     fn to_batch(&self, b: HostBatch) -> Result<Batch> {
         let (x, y) = b.to_device(&self.device)?;
         Ok(Batch { x, y })
@@ -171,8 +256,9 @@ impl SearchTask {
 }
 
 impl EpochTask for SearchTask {
-    /// A search-train batch and, once architecture updates are on, a search-valid batch.
-    type Batch = (HostBatch, Option<HostBatch>);
+    /// A search-train batch and, once architecture updates are on, a search-valid batch and
+    /// the further training batches of an unrolled step.
+    type Batch = (HostBatch, Option<(HostBatch, Vec<HostBatch>)>);
     const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "search";
 
@@ -186,7 +272,8 @@ impl EpochTask for SearchTask {
         let steps = first + train.remaining();
         let batches: Box<dyn Iterator<Item = Self::Batch>> = if epoch >= self.cfg.arch_start_epoch {
             // The epoch ends with the shorter of the two halves.
-            Box::new(train.zip(batches(&self.valid_set, 1).map(Some)))
+            let arch = batches(&self.valid_set, 1).zip(self.unroll_batches(epoch, first, steps));
+            Box::new(train.zip(arch.map(Some)))
         } else {
             Box::new(train.map(|t| (t, None)))
         };
@@ -194,15 +281,38 @@ impl EpochTask for SearchTask {
     }
 
     fn step(&mut self, epoch: usize, step: usize, (train, valid): Self::Batch) -> Result<StepOutput> {
-        let tb = self.to_batch(train)?;
-        if let Some(vb) = valid {
+        let mut tb = vec![self.to_batch(train)?];
+        if let Some((vb, more)) = valid {
             let vb = self.to_batch(vb)?;
+            for b in more {
+                tb.push(self.to_batch(b)?);
+            }
             self.architect.step(self.net.as_ref(), &tb, &vb, &self.w_opt)?;
         }
         let arch_done = Instant::now();
-        let (loss, logits) = weight_step(self.net.as_ref(), &mut self.w_opt, &tb, self.cfg.weight_optimizer.grad_clip)?;
+        let tb = &tb[0];
+        let (loss, logits) = weight_step(self.net.as_ref(), &mut self.w_opt, tb, self.cfg.weight_optimizer.grad_clip)?;
         tracing::debug!(epoch, step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
         Ok(StepOutput { loss, correct: correct_count(&logits, &tb.y)?, n: tb.y.dim(0)? })
+    }
+
+    /// The α-Hessian's eigenvalue at the epochs it is due, and DARTS-ES' rule.
+    fn end_epoch(&mut self, epoch: usize) -> Result<()> {
+        self.hessian_eig = None;
+        let Some(batch) = &self.hessian_batch else { return Ok(()) };
+        if !DartsEs::computes_at(self.cfg.hessian_every, epoch, self.cfg.epochs) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let ev = alpha_hessian_eigenvalue(self.net.as_ref(), batch, epoch as u64 ^ (self.cfg.seed << 20))?;
+        tracing::info!(epoch, hessian_eig = ev, seconds = started.elapsed().as_secs_f64(), "α-Hessian eigenvalue");
+        self.hessian_eig = Some(ev);
+        self.eigenvalues.push(epoch, ev, self.net.genotype()?.to_json());
+        Ok(())
+    }
+
+    fn stopped_early(&self) -> bool {
+        self.early_stop().is_some()
     }
 
     fn evaluate(&mut self, sink: &mut dyn MetricsSink) -> Result<Tally> {
@@ -218,6 +328,12 @@ impl EpochTask for SearchTask {
         if self.cfg.skip_dropout > 0.0 {
             fields.insert("skip_dropout".into(), json!(self.skip_dropout(epoch)));
         }
+        if let Some(ev) = self.hessian_eig {
+            fields.insert("hessian_eig".into(), json!(ev));
+        }
+        if let Some((d, _)) = self.early_stop().filter(|(d, _)| d.detected_epoch == epoch) {
+            fields.insert("early_stop_epoch".into(), json!(d.stop_epoch));
+        }
         fields.insert("genotype".into(), self.net.genotype()?.to_json());
         fields.insert("alpha".into(), self.net.arch_json()?);
         Ok(fields)
@@ -229,14 +345,19 @@ impl EpochTask for SearchTask {
         tensors.extend(self.net.arch().named_tensors("arch."));
         tensors.extend(self.w_opt.state("sgd"));
         tensors.extend(self.architect.optimizer().state("adam"));
+        tensors.extend(self.architect.method_state());
         tensors
     }
 
     fn checkpoint_meta(&self) -> Vec<(String, String)> {
-        vec![
+        let mut meta = vec![
             ("adam_steps".to_string(), self.architect.optimizer().steps_taken().to_string()),
             ("random_draws".to_string(), self.net.stream_position().to_string()),
-        ]
+        ];
+        if self.hessian_batch.is_some() {
+            meta.push((HESSIAN_META.to_string(), json!(self.eigenvalues.samples()).to_string()));
+        }
+        meta
     }
 
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
@@ -250,6 +371,13 @@ impl EpochTask for SearchTask {
             .load_state("adam", steps, |n| ck.tensors.get(n).cloned())
             .map_err(|e| ctx(&e))?;
         self.net.set_stream_position(ck.meta_parse(path, "random_draws")?);
+        self.architect.load_method_state(&|n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
+        if self.hessian_batch.is_some() {
+            let text = ck.meta(HESSIAN_META).ok_or_else(|| ctx(&format!("no {HESSIAN_META} in the checkpoint")))?;
+            let samples: Vec<Sample> =
+                serde_json::from_str(text).map_err(|e| ctx(&format!("{HESSIAN_META} of the checkpoint: {e}")))?;
+            self.eigenvalues = DartsEs::replay(self.cfg.hessian_every, self.cfg.epochs, samples);
+        }
         Ok(())
     }
 }

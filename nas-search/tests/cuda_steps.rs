@@ -1,6 +1,7 @@
 //! Whole search steps on CUDA against the same steps on the CPU: from the same weights, α,
 //! optimiser state and batches, two steps (architecture step, then the clipped weight step)
-//! of first-order DARTS, second-order DARTS and PC-DARTS (K=4, edge normalisation) leave every
+//! of first-order DARTS, second-order DARTS, the unrolled (K=2), Neumann and conjugate-gradient
+//! hypergradients and PC-DARTS (K=4, edge normalisation) leave every
 //! weight, α, β and running statistic within 1e-3 of the CPU's, relative to the size of the
 //! updates, and the losses within 1e-3. Runs only with NAS_TEST_DEVICE=cuda.
 #![cfg(feature = "cuda")]
@@ -9,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use nas_core::optim::{Sgd, SgdConfig};
 use nas_core::testing::{cuda_test_device, update_rel_err};
 use nas_search::architect::Architect;
-use nas_search::config::{ArchOptimConfig, Method};
+use nas_search::config::{ArchOptimConfig, HypergradConfig, Method};
 use nas_search::step::{weight_step, Batch};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 
@@ -33,12 +34,13 @@ fn two_steps(cfg: &DartsSupernetConfig, method: Method, dev: &Device) -> Run {
     let net = DartsSupernet::new(cfg.clone(), 3, DType::F32, dev).unwrap();
     let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
     let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
-    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &arch_cfg, method, 3);
+    let hg = HypergradConfig { neumann_steps: 3, unroll_steps: 2, cg_steps: 3, ..method.into() };
+    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &arch_cfg, hg);
     let mut losses = Vec::new();
     for s in 0..2 {
-        let (train, valid) = (batch(2 * s, dev), batch(2 * s + 1, dev));
+        let (train, valid) = ([batch(2 * s, dev), batch(100 + s, dev)], batch(2 * s + 1, dev));
         architect.step(&net, &train, &valid, &w_opt).unwrap();
-        let (loss, _) = weight_step(&net, &mut w_opt, &train, 5.0).unwrap();
+        let (loss, _) = weight_step(&net, &mut w_opt, &train[0], 5.0).unwrap();
         losses.push(loss.to_scalar::<f32>().unwrap());
     }
     Run { net, losses }
@@ -76,6 +78,13 @@ fn first_order_step_on_cuda() {
 #[test]
 fn second_order_step_on_cuda() {
     same_on_cuda(darts(), Method::SecondOrder);
+}
+
+#[test]
+fn unrolled_and_implicit_steps_on_cuda() {
+    for method in [Method::Unrolled, Method::Implicit, Method::ImplicitCg] {
+        same_on_cuda(darts(), method);
+    }
 }
 
 #[test]

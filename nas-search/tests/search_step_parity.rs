@@ -62,11 +62,11 @@ fn step_matches_pytorch((golden, cfg): (HashMap<String, Tensor>, DartsSupernetCo
 
     let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
     let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
-    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &arch_cfg, method, 5);
+    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &arch_cfg, method);
     let batch = |x: &str, y: &str| Batch { x: golden[x].clone(), y: golden[y].to_dtype(DType::U32).unwrap() };
     let (train, valid) = (batch("input", "target"), batch("valid_input", "valid_target"));
 
-    architect.step(&net, &train, &valid, &w_opt).unwrap();
+    architect.step(&net, std::slice::from_ref(&train), &valid, &w_opt).unwrap();
     let (loss, _) = weight_step(&net, &mut w_opt, &train, 5.0).unwrap();
     let e = max_rel_err(&loss.reshape(1).unwrap(), &golden[&format!("{prefix}loss")]).unwrap();
     assert!(e < TOL, "{method}: loss rel err {e}");

@@ -1,5 +1,6 @@
 //! The curves of a run from its metrics.jsonl: loss and accuracy per epoch (train and
-//! validation), and for a search the evolution of softmax(α) on every edge, one small panel
+//! validation), the dominant eigenvalue of the α-Hessian where the search computed it
+//! (`hessian_eig`, R-DARTS' diagnostic), and for a search the evolution of softmax(α) on every edge, one small panel
 //! per edge with one line per op (the colours of the cell pictures). Which α matrices a record
 //! holds, and the names of their edges and ops, the spaces say (`SpaceKind::arch_tables`).
 //!
@@ -48,6 +49,8 @@ pub struct RunCurves {
     pub valid_loss: Vec<f64>,
     pub train_acc: Vec<f64>,
     pub valid_acc: Vec<f64>,
+    /// NaN at the epochs without one.
+    pub hessian_eig: Vec<f64>,
     pub alphas: Vec<AlphaHistory>,
     pub stages: Vec<StageMark>,
 }
@@ -226,6 +229,7 @@ impl RunCurves {
             valid_loss: col("valid_loss"),
             train_acc: col("train_acc"),
             valid_acc: col("valid_acc"),
+            hessian_eig: col("hessian_eig"),
             alphas,
         })
     }
@@ -337,17 +341,20 @@ fn draw_stage_marks<DB: DrawingBackend>(
     Ok(())
 }
 
-/// One chart with a train and a validation curve.
-fn pair_chart<DB: DrawingBackend>(
+const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
+const VALID_COLOR: RGBColor = RGBColor(214, 39, 40);
+const HESSIAN_COLOR: RGBColor = RGBColor(148, 103, 189);
+
+/// One chart of curves (values, name, colour); a curve through its finite values.
+fn chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
     epochs: &[f64],
-    (train, valid): (&[f64], &[f64]),
-    valid_name: &str,
+    series: &[(&[f64], &str, RGBColor)],
     legend_at: SeriesLabelPosition,
     stages: &[StageMark],
 ) -> DrawResult<DB> {
-    let Some((lo, hi)) = finite_range(train.iter().chain(valid).copied()) else { return Ok(()) };
+    let Some((lo, hi)) = finite_range(series.iter().flat_map(|s| s.0.iter().copied())) else { return Ok(()) };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (SANS, 20))
         .margin(12)
@@ -365,8 +372,7 @@ fn pair_chart<DB: DrawingBackend>(
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()?;
     draw_stage_marks(&mut chart, stages, (lo, hi), 13)?;
-    for (values, name, color) in [(train, "train", RGBColor(31, 119, 180)), (valid, valid_name, RGBColor(214, 39, 40))]
-    {
+    for &(values, name, color) in series {
         let pts: Vec<(f64, f64)> =
             epochs.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
         if pts.is_empty() {
@@ -466,12 +472,18 @@ impl Picture for RunCurves {
             (WIDTH as i32 / 2, 8),
             TextStyle::from((SANS, 22).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
         ))?;
-        let halves = charts.split_evenly((1, 2));
+        let hessian = self.hessian_eig.iter().any(|v| v.is_finite());
+        let parts = charts.split_evenly((1, if hessian { 3 } else { 2 }));
         let valid = if self.alphas.is_empty() { "test" } else { "valid" };
-        let loss = (&self.train_loss[..], &self.valid_loss[..]);
-        pair_chart(&halves[0], "loss", &self.epochs, loss, valid, SeriesLabelPosition::UpperRight, &self.stages)?;
-        let acc = (&self.train_acc[..], &self.valid_acc[..]);
-        pair_chart(&halves[1], "accuracy", &self.epochs, acc, valid, SeriesLabelPosition::LowerRight, &self.stages)?;
+        let (e, st) = (&self.epochs[..], &self.stages[..]);
+        let loss = [(&self.train_loss[..], "train", TRAIN_COLOR), (&self.valid_loss[..], valid, VALID_COLOR)];
+        chart(&parts[0], "loss", e, &loss, SeriesLabelPosition::UpperRight, st)?;
+        let acc = [(&self.train_acc[..], "train", TRAIN_COLOR), (&self.valid_acc[..], valid, VALID_COLOR)];
+        chart(&parts[1], "accuracy", e, &acc, SeriesLabelPosition::LowerRight, st)?;
+        if hessian {
+            let eig = [(&self.hessian_eig[..], "λ_max", HESSIAN_COLOR)];
+            chart(&parts[2], "dominant eigenvalue of ∇²_α L_val", e, &eig, SeriesLabelPosition::UpperLeft, st)?;
+        }
         for a in &self.alphas {
             let (group, below) = rest.split_vertically(a.height());
             alpha_group(&group, a, &self.epochs, &self.stages)?;
@@ -626,5 +638,28 @@ mod tests {
         let c = RunCurves::from_records("train", &records).unwrap();
         assert!(c.alphas.is_empty());
         assert_eq!(c.size(), (WIDTH, TOP_H));
+    }
+
+    #[test]
+    fn hessian_eigenvalues_get_their_own_chart() {
+        let record = |e: u64, eig: Option<f64>| {
+            let mut r = json!({"epoch": e, "train_loss": 2.0, "valid_loss": 2.1, "train_acc": 0.1, "valid_acc": 0.12});
+            if let Some(v) = eig {
+                r["hessian_eig"] = json!(v);
+            }
+            r
+        };
+        let records = [record(0, Some(0.5)), record(1, None), record(2, Some(0.9))];
+        let c = RunCurves::from_records("search", &records).unwrap();
+        assert_eq!(c.hessian_eig[0], 0.5);
+        assert!(c.hessian_eig[1].is_nan());
+        assert_eq!(c.hessian_eig[2], 0.9);
+        // The third chart draws: the picture of a run with eigenvalues differs from one without.
+        let without = RunCurves::from_records("search", &[record(0, None), record(1, None), record(2, None)]).unwrap();
+        let a = super::super::render(&c, ImageFormat::Svg).unwrap();
+        let b = super::super::render(&without, ImageFormat::Svg).unwrap();
+        let text = String::from_utf8(a).unwrap();
+        assert!(text.contains("dominant eigenvalue"), "no eigenvalue chart");
+        assert!(!String::from_utf8(b).unwrap().contains("dominant eigenvalue"));
     }
 }
