@@ -81,7 +81,7 @@ pub struct BenchSearchArgs {
     #[arg(long, default_value_t = 5)]
     cg_steps: usize,
     /// Damping λ of the implicit-cg hypergradient
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 1.0)]
     cg_damping: f64,
     /// PC-DARTS channel fraction K
     #[arg(long, default_value_t = 1)]

@@ -68,7 +68,7 @@ pub struct SearchArgs {
     /// Conjugate-gradient iterations of the implicit-cg hypergradient
     #[arg(long, value_name = "J")]
     cg_steps: Option<usize>,
-    /// Damping λ of implicit-cg's system (H + λI)p = ∇_w L_val
+    /// Damping λ of implicit-cg's system (H + λI)p = ∇_w L_val (default 1)
     #[arg(long, value_name = "λ")]
     cg_damping: Option<f64>,
     /// Compute the dominant eigenvalue of the α-Hessian of the validation loss every N epochs

@@ -440,7 +440,7 @@ fn truncated_rad_is_the_exact_derivative_of_the_unrolled_ridge_loss() {
             let p = problem();
             let bufs = if momentum { vec![Some(&m0)] } else { vec![None] };
             let st = SgdState { lr, momentum: mu, weight_decay: wd, momentum_buffers: bufs };
-            let g = host(&TruncatedRad { steps: k }.hypergradient(&p, &st).unwrap());
+            let g = host(&TruncatedRad::new(k).hypergradient(&p, &st).unwrap());
             let want = exact(k, momentum);
             let e = rel_err(&g, &want);
             println!("T-RAD, K = {k}, momentum buffer {momentum}: rel err {e:.3e} against the closed form");
@@ -458,7 +458,7 @@ fn truncated_rad_is_the_exact_derivative_of_the_unrolled_ridge_loss() {
     // More steps than batches is an error, not a silent reuse.
     let p = problem();
     let st = SgdState { lr, momentum: mu, weight_decay: wd, momentum_buffers: vec![None] };
-    assert!(TruncatedRad { steps: 7 }.hypergradient(&p, &st).is_err());
+    assert!(TruncatedRad::new(7).hypergradient(&p, &st).is_err());
 }
 
 #[test]

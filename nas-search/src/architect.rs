@@ -22,8 +22,9 @@ use crate::config::{ArchOptimConfig, HypergradConfig, Method};
 use crate::step::Batch;
 use crate::{Error, Result};
 
-/// The supernet with fixed batches, as the bilevel problem the hypergradients need.
-pub(crate) struct SupernetProblem<'a> {
+/// The supernet with fixed batches (training batches for the virtual steps, one validation
+/// batch), as the bilevel problem the hypergradients need.
+pub struct SupernetProblem<'a> {
     pub net: &'a dyn Supernet,
     pub weights: &'a [Var],
     pub arch: &'a [Var],
@@ -97,7 +98,7 @@ fn method(cfg: &HypergradConfig) -> Box<dyn Hypergradient> {
     match cfg.method {
         Method::FirstOrder => Box::new(FirstOrder),
         Method::SecondOrder => Box::new(OneStageRad),
-        Method::Unrolled => Box::new(TruncatedRad { steps: cfg.unroll_steps }),
+        Method::Unrolled => Box::new(TruncatedRad::new(cfg.unroll_steps)),
         Method::Implicit => Box::new(Neumann { terms: cfg.neumann_steps }),
         Method::ImplicitCg => Box::new(ConjugateGradient::new(cfg.cg_steps, cfg.cg_damping)),
     }

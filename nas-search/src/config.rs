@@ -64,7 +64,13 @@ pub struct HypergradConfig {
 impl From<Method> for HypergradConfig {
     /// The method with the default settings of the presets.
     fn from(method: Method) -> Self {
-        Self { method, neumann_steps: 5, unroll_steps: 1, cg_steps: default_cg_steps(), cg_damping: 0.0 }
+        Self {
+            method,
+            neumann_steps: 5,
+            unroll_steps: 1,
+            cg_steps: default_cg_steps(),
+            cg_damping: default_cg_damping(),
+        }
     }
 }
 
@@ -144,7 +150,7 @@ pub struct SearchConfig {
     #[serde(default = "default_cg_steps")]
     pub cg_steps: usize,
     /// Damping λ of the implicit-cg method's system (H + λI)p = ∇_w L_val.
-    #[serde(default)]
+    #[serde(default = "default_cg_damping")]
     pub cg_damping: f64,
     /// The dominant eigenvalue of ∇²_α L_val every N epochs (and after the last); 0: never.
     #[serde(default)]
@@ -179,6 +185,13 @@ fn default_cg_steps() -> usize {
     5
 }
 
+/// λ = 1, iMAML's proximal weight: a network's training Hessian has negative eigenvalues, and
+/// without damping conjugate gradient often meets non-positive curvature at its first
+/// iteration, which leaves p = 0 and the first-order gradient.
+fn default_cg_damping() -> f64 {
+    1.0
+}
+
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
@@ -210,7 +223,7 @@ impl SearchConfig {
             neumann_steps: 5,
             unroll_steps: 1,
             cg_steps: default_cg_steps(),
-            cg_damping: 0.0,
+            cg_damping: default_cg_damping(),
             hessian_every: 0,
             early_stop: EarlyStop::None,
             epochs: 50,

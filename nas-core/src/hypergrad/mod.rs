@@ -36,7 +36,7 @@ use candle_core::{Result, Tensor, Var};
 
 pub use conjugate_gradient::ConjugateGradient;
 pub use first_order::FirstOrder;
-pub use hessian::{alpha_hvp, dominant_eigenvalue, LANCZOS_STEPS};
+pub use hessian::{alpha_hvp, dominant_eigenvalue, ALPHA_FD_STEP, LANCZOS_STEPS};
 pub use neumann::{implicit_hypergradient, neumann_inverse_hvp, Neumann};
 pub use one_stage_rad::{second_order_hypergradient, OneStageRad};
 pub use truncated_rad::TruncatedRad;
@@ -199,22 +199,26 @@ fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     Ok(total)
 }
 
-/// `eval` at base + εv and at base − εv, ε = 0.01/‖v‖, the variables set through `guard`;
+/// DARTS' finite-difference step: the perturbation has norm 0.01 (ε = 0.01/‖v‖).
+pub const DARTS_FD_STEP: f64 = 0.01;
+
+/// `eval` at base + εv and at base − εv, ε = step/‖v‖, the variables set through `guard`;
 /// returns both results and 1/2ε. The variables are left at base − εv.
 fn both_sides<G>(
     guard: &mut WeightGuard,
     base: &[Tensor],
     v: &[Tensor],
+    step: f64,
     mut eval: impl FnMut() -> Result<G>,
 ) -> Result<(G, G, Tensor)> {
     let Some(norm) = global_norm(v)? else { candle_core::bail!("finite difference along no tensors") };
     let norm = norm.maximum(1e-12)?;
-    let eps = (norm.recip()? * 0.01)?;
+    let eps = (norm.recip()? * step)?;
     guard.set(&offset(base, v, &eps)?)?;
     let plus = eval()?;
     guard.set(&offset(base, v, &eps.neg()?)?)?;
     let minus = eval()?;
-    let inv_2eps = (norm * 50.0)?; // 1/(2ε) = ‖v‖/0.02
+    let inv_2eps = (norm * (0.5 / step))?; // 1/(2ε) = ‖v‖/(2·step)
     Ok((plus, minus, inv_2eps))
 }
 
@@ -231,7 +235,7 @@ fn weight_difference(
 ) -> Result<Vec<Tensor>> {
     let mut guard = WeightGuard::new(p.weights())?;
     let base = guard.saved().to_vec();
-    let (plus, minus, inv_2eps) = both_sides(&mut guard, &base, v, || grad(p))?;
+    let (plus, minus, inv_2eps) = both_sides(&mut guard, &base, v, DARTS_FD_STEP, || grad(p))?;
     guard.restore()?;
     difference(&plus, &minus, &inv_2eps)
 }

@@ -15,12 +15,23 @@
 
 use candle_core::{Result, Tensor};
 
-use super::{axpy, both_sides, difference, next_momentum, scaled, Bilevel, Hypergradient, SgdState, WeightGuard};
+use super::{
+    axpy, both_sides, difference, next_momentum, scaled, Bilevel, Hypergradient, SgdState, WeightGuard, DARTS_FD_STEP,
+};
 
-/// K virtual steps.
+/// K virtual steps; the second derivatives by central differences with perturbations of
+/// norm `fd_step` (DARTS: 0.01).
 #[derive(Debug, Clone, Copy)]
 pub struct TruncatedRad {
     pub steps: usize,
+    pub fd_step: f64,
+}
+
+impl TruncatedRad {
+    /// K steps with DARTS' finite-difference step.
+    pub fn new(steps: usize) -> Self {
+        Self { steps, fd_step: DARTS_FD_STEP }
+    }
 }
 
 impl Hypergradient for TruncatedRad {
@@ -67,7 +78,7 @@ impl Hypergradient for TruncatedRad {
         for t in (0..k).rev() {
             let want_w = t > 0;
             let (plus, minus, inv_2eps) =
-                both_sides(&mut guard, &iterates[t], &a, || p.train_grads_on(t, want_w, true))?;
+                both_sides(&mut guard, &iterates[t], &a, self.fd_step, || p.train_grads_on(t, want_w, true))?;
             let mixed = difference(&plus.a, &minus.a, &inv_2eps)?;
             g_alpha = g_alpha.iter().zip(&mixed).map(|(g, m)| g + m).collect::<Result<_>>()?;
             if want_w {
