@@ -90,7 +90,7 @@ bad_input! {
     search_subset_smaller_than_two_batches: "search --subset 20 --batch-size 16 --out {run}" => ["--subset 20", "--batch-size 16"];
     search_unknown_preset: "search --preset fast --out {run}" => ["unknown preset `fast`", "darts-1st"];
     search_unknown_space: "search --space nb101 --out {run}" => ["--space", "unknown space `nb101`"];
-    search_unknown_method: "search --method third-order --out {run}" => ["--method", "unknown method `third-order`"];
+    search_unknown_method: "search --method third-order --out {run}" => ["--method", "unknown method `third-order`", "unrolled", "implicit-cg"];
     search_unknown_device: "search --device tpu --out {run}" => ["--device", "invalid device `tpu`"];
     search_bad_cuda_index: "search --device cuda:x --out {run}" => ["--device", "`cuda:x`"];
     search_unknown_flag: "search --chanels 8 --out {run}" => ["--chanels"];
@@ -114,6 +114,12 @@ bad_input! {
     config_empty_op_set: "search --config {tmp}/c.json --out {run}" => ["model.ops", "edge 0", "empty"],
         setup = write("c.json", r#"{"model": {"ops": {"normal": [[], [], [], [], [], [], [], [], [], [], [], [], [], []], "reduce": []}}}"#);
     search_implicit_without_neumann_terms: "search --method implicit --neumann-steps 0 --out {run}" => ["--neumann-steps", "must be positive"];
+    search_unrolled_without_steps: "search --method unrolled --unroll-steps 0 --out {run}" => ["--unroll-steps", "must be positive for the unrolled method"];
+    search_cg_without_steps: "search --method implicit-cg --cg-steps 0 --out {run}" => ["--cg-steps", "must be positive for the implicit-cg method"];
+    search_negative_cg_damping: "search --method implicit-cg --cg-damping -1 --out {run}" => ["--cg-damping", "finite non-negative", "-1"];
+    search_unknown_early_stop: "search --early-stop patience --out {run}" => ["patience", "darts-es"];
+    search_early_stop_without_eigenvalue: "search --early-stop darts-es --hessian-every 0 --out {run}" => ["--early-stop", "--hessian-every (hessian_every) must be positive"];
+    search_early_stop_config_without_eigenvalue: "search --config {tmp}/c.json --out {run}" => ["--hessian-every (hessian_every) must be positive", "R-DARTS"], setup = write("c.json", r#"{"early_stop": "darts-es"}"#);
     search_arch_start_after_the_last_epoch: "search --epochs 10 --arch-start-epoch 10 --out {run}" => ["--arch-start-epoch 10", "--epochs 10"];
     zero_threads: "--threads 0 search --out {run}" => ["--threads must be positive"];
     train_without_genotype: "train --out {run}" => ["--genotype is required"];

@@ -40,13 +40,19 @@ fn search_on_synthetic_writes_the_run_directory() {
 }
 
 #[test]
-fn second_order_and_implicit_searches_run_end_to_end() {
+fn second_order_unrolled_and_implicit_searches_run_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    for (method, extra) in [("second-order", None), ("implicit", Some("2"))] {
+    let cases = [
+        ("second-order", None),
+        ("unrolled", Some(("--unroll-steps", "2"))),
+        ("implicit", Some(("--neumann-steps", "2"))),
+        ("implicit-cg", Some(("--cg-steps", "2"))),
+    ];
+    for (method, extra) in cases {
         let out = tmp.path().join(method);
         let mut args = vec!["search", "--preset", "quick", "--method", method, "--out", out.to_str().unwrap(), "-q"];
-        if let Some(j) = extra {
-            args.extend(["--neumann-steps", j]);
+        if let Some((flag, v)) = extra {
+            args.extend([flag, v]);
         }
         args.extend(TINY);
         let o = nas(&args);
@@ -56,6 +62,30 @@ fn second_order_and_implicit_searches_run_end_to_end() {
         assert_eq!(config["method"], method);
         assert!(out.join("genotype.json").exists());
     }
+}
+
+/// `--early-stop darts-es` turns the eigenvalue on every second epoch unless told otherwise;
+/// the records carry it at those epochs.
+#[test]
+fn early_stopping_records_the_hessian_eigenvalue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args =
+        vec!["search", "--preset", "quick", "--early-stop", "darts-es", "--out", out.to_str().unwrap(), "-q"];
+    args.extend(["--epochs", "3"]);
+    args.extend(&TINY[2..]);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["early_stop"].as_str(), config["hessian_every"].as_u64()), (Some("darts-es"), Some(2)));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let eig: Vec<bool> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["hessian_eig"].as_f64().is_some())
+        .collect();
+    assert_eq!(eig, [true, false, true]);
+    assert!(!out.join("early_stop.json").exists(), "three epochs are too few to stop");
 }
 
 /// The pc-darts preset (K = 4, edge normalisation, α/β from the arch start epoch) and every

@@ -2,14 +2,16 @@
 //! search ends (same seed, CPU): same metrics (but wall time), same α, same genotype. Stopped
 //! once between epochs and once in the middle of an epoch (Ctrl-C), where the checkpoint holds
 //! the step and the epoch's running sums. In R-DARTS' S4 the noise ops draw from the run's
-//! stream, whose position the checkpoint keeps.
+//! stream, whose position the checkpoint keeps. Truncated unrolling with the α-Hessian
+//! diagnostic and DARTS-ES, and conjugate gradient with its warm start, resume exactly too.
 
 use std::sync::atomic::AtomicBool;
 
 use nas_core::metrics::{CollectSink, MetricsSink, Position, StopAfterEpoch, StopAfterStep};
 use nas_core::testing::without_time;
+use nas_search::config::EarlyStop;
 use nas_search::run_dir::{CONFIG, GENOTYPE};
-use nas_search::{Error, RunDir, Search, SearchConfig};
+use nas_search::{Error, Method, RunDir, Search, SearchConfig};
 use search_spaces::darts::rdarts_space;
 use serde_json::Value;
 
@@ -28,6 +30,27 @@ fn config() -> SearchConfig {
 fn s4_config() -> SearchConfig {
     let mut c = config();
     c.model.ops = rdarts_space("s4").map(|s| s.to_config());
+    c
+}
+
+/// `config` with truncated unrolling through two virtual steps (its extra training batches
+/// come from their own stream), the α-Hessian's eigenvalue every epoch and DARTS-ES on (its
+/// eigenvalue history is in the checkpoint).
+fn unrolled_config() -> SearchConfig {
+    let mut c = config();
+    c.method = Method::Unrolled;
+    c.unroll_steps = 2;
+    c.hessian_every = 1;
+    c.early_stop = EarlyStop::DartsEs;
+    c
+}
+
+/// `config` with the conjugate-gradient implicit gradient, whose warm start is in the
+/// checkpoint.
+fn cg_config() -> SearchConfig {
+    let mut c = config();
+    c.method = Method::ImplicitCg;
+    c.cg_steps = 2;
     c
 }
 
@@ -97,6 +120,53 @@ fn a_search_with_noise_ops_resumes_mid_epoch_exactly() {
         |stop| Box::new(StopAfterStep::new(1, 1, stop)),
         Position { step: 1, ..Position::epoch_start(1) },
     );
+}
+
+#[test]
+fn unrolled_search_with_hessian_diagnostics_resumes_mid_epoch_exactly() {
+    stop_resume_matches_with(
+        unrolled_config,
+        |stop| Box::new(StopAfterStep::new(1, 1, stop)),
+        Position { step: 1, ..Position::epoch_start(1) },
+    );
+}
+
+#[test]
+fn conjugate_gradient_search_resumes_mid_epoch_exactly() {
+    stop_resume_matches_with(
+        cg_config,
+        |stop| Box::new(StopAfterStep::new(1, 1, stop)),
+        Position { step: 1, ..Position::epoch_start(1) },
+    );
+}
+
+/// The eigenvalue is recorded at the epochs it is due, and computing it changes nothing
+/// else: the run's metrics (but the eigenvalue and time), α and genotype equal those of the
+/// same run without it.
+#[test]
+fn the_hessian_diagnostic_is_recorded_and_leaves_the_search_unchanged() {
+    let never = AtomicBool::new(false);
+    let run = |hessian_every: usize| {
+        let mut c = config();
+        c.epochs = 3;
+        c.hessian_every = hessian_every;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
+        let mut search = Search::new(c.validate().unwrap()).unwrap();
+        let g = search.run(Some(&dir), &mut CollectSink::default(), &never).unwrap();
+        (g, dir.read_metrics().unwrap())
+    };
+    let (g0, m0) = run(0);
+    let (g2, mut m2) = run(2);
+    assert_eq!(g0, g2);
+    // Every 2 epochs, and the last: epochs 0 and 2 of 3.
+    let eig: Vec<Option<f64>> = m2.iter().map(|r| r.get("hessian_eig").and_then(Value::as_f64)).collect();
+    assert!(eig[0].is_some_and(f64::is_finite) && eig[1].is_none() && eig[2].is_some_and(f64::is_finite), "{eig:?}");
+    assert!(m0.iter().all(|r| r.get("hessian_eig").is_none()));
+    for r in &mut m2 {
+        r.as_object_mut().unwrap().remove("hessian_eig");
+    }
+    assert_eq!(without_time(m0), without_time(m2));
 }
 
 #[test]
