@@ -366,8 +366,8 @@ fn conjugate_gradient_reaches_the_implicit_hypergradient_within_dim_steps() {
 }
 
 /// The K-step unrolled ridge problem in closed form: training batches (X_t, y_t),
-/// L_t = ½‖X_t w − y_t‖²/n + ½ Σ_j e^{α_j} w_j², one α per weight, L_val = ½‖X_v w − y_v‖²/n
-/// + 0.05 Σ_j sin(α_j). The iterates m_{t+1} = μ m_t + A_t w_t − b_t + λ w_t,
+/// L_t = ½‖X_t w − y_t‖²/n + ½ Σ_j e^{α_j} w_j², one α per weight,
+/// L_val = ½‖X_v w − y_v‖²/n + 0.05 Σ_j sin(α_j). The iterates m_{t+1} = μ m_t + A_t w_t − b_t + λ w_t,
 /// w_{t+1} = w_t − ξ m_{t+1} (A_t = X_tᵀX_t/n + diag e^α, b_t = X_tᵀy_t/n) and their
 /// derivatives in α by forward mode: dm_{t+1} = μ dm_t + (A_t + λ) dw_t + e^{α_j} w_{t,j} e_j,
 /// dw_{t+1} = dw_t − ξ dm_{t+1}; dL/dα_j = ∇L_val(w_K)·dw_K/dα_j + 0.05 cos α_j.
@@ -446,7 +446,7 @@ fn truncated_rad_is_the_exact_derivative_of_the_unrolled_ridge_loss() {
             println!("T-RAD, K = {k}, momentum buffer {momentum}: rel err {e:.3e} against the closed form");
             assert!(e < 1e-6, "K = {k}: {g:?} vs {want:?}");
             assert_eq!(p.calls.get(), 3 * k + 1, "gradient evaluations of K = {k}");
-            assert_eq!(host(&[p.w[0].as_tensor().clone()]), host(&[w0.clone()]), "weights restored");
+            assert_eq!(host(&[p.w[0].as_tensor().clone()]), host(std::slice::from_ref(&w0)), "weights restored");
             if k == 1 {
                 // One-stage RAD is DARTS' second order.
                 let p2 = problem();

@@ -58,7 +58,7 @@ impl ConjugateGradient {
             }
             let ad = self.apply(p, &d)?;
             let curvature = dot(&d, &ad)?;
-            if !(curvature > 0.0) {
+            if curvature.is_nan() || curvature <= 0.0 {
                 tracing::debug!(curvature, "conjugate gradient met non-positive curvature; solve ended");
                 break;
             }
