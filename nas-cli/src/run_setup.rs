@@ -39,7 +39,7 @@ pub fn reopen<C: PartialEq + Clone>(
     given: impl FnOnce(C) -> anyhow::Result<C>,
 ) -> anyhow::Result<(C, RunDir)> {
     let Some(out) = out else { bail!("--resume needs --out DIR, the run to continue") };
-    let dir = RunDir::open(out)?;
+    let dir = RunDir::open(out)?.locked()?;
     let saved = parse(dir.read_json(CONFIG)?).with_context(|| dir.file(CONFIG).display().to_string())?;
     if given(saved.clone())? != saved {
         bail!(

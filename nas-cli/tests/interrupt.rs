@@ -1,16 +1,18 @@
-//! Runs that stop early, through the binary: killed with SIGKILL at arbitrary moments and
+//! Runs that stop early, through the binary: killed with SIGKILL after checkpoints and
 //! resumed, stopped with Ctrl-C (SIGINT) and resumed, and a diverging run. A resumed run must
 //! end exactly as the uninterrupted one (same genotype, same metrics but wall time), and no
 //! kill may leave a file that cannot be read back.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_rejected, nas, stderr};
 use nas_core::checkpoint::load_tensors;
+use nas_core::metrics::Position;
 use nas_core::testing::without_time;
 use nas_core::RunDir;
 
@@ -65,52 +67,86 @@ fn delays(seed: u32, n: usize, max_ms: u32) -> Vec<Duration> {
             s ^= s << 13;
             s ^= s >> 17;
             s ^= s << 5;
-            Duration::from_millis(u64::from(50 + s % max_ms))
+            Duration::from_millis(u64::from(20 + s % max_ms))
         })
         .collect()
 }
 
+/// The position the run's checkpoint holds, if it has one.
+fn checkpoint_position(out: &Path) -> Option<Position> {
+    let ck = out.join("checkpoint.safetensors");
+    let loaded = load_tensors(&ck, &candle_core::Device::Cpu).ok()?;
+    loaded.position(&ck).ok()
+}
+
+/// Every tensor of the run's final checkpoint (weights, buffers, α, both optimisers' state),
+/// as bits.
+fn final_tensors(out: &Path) -> BTreeMap<String, Vec<u32>> {
+    let ck = load_tensors(&out.join("checkpoint.safetensors"), &candle_core::Device::Cpu).unwrap();
+    ck.tensors
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            (n, v.into_iter().map(f32::to_bits).collect())
+        })
+        .collect()
+}
+
+/// Killed with SIGKILL three times, each time a little after the running process wrote a
+/// new checkpoint (the test watches the run directory), so every kill lands with a
+/// checkpoint to resume from and every resume must continue from it: the checkpoints'
+/// positions only advance. The run then ends exactly as the uninterrupted one: genotype,
+/// metrics but wall time, and every final tensor bit for bit.
 #[test]
-fn killed_at_arbitrary_moments_and_resumed_equals_uninterrupted() {
+fn killed_after_checkpoints_and_resumed_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let o = nas(&search_args(&a, &[]));
     assert!(o.status.success(), "{}", stderr(&o));
 
     let b = tmp.path().join("b");
-    let mut kills = 0;
-    for delay in delays(0x9e37_79b9, 6, 2500) {
-        // Before config.json exists there is nothing to resume: start afresh.
-        let resume = b.join("config.json").exists();
-        let args = if resume {
-            vec!["search", "--resume", "--out", b.to_str().unwrap(), "-q"]
+    let mut positions: Vec<Position> = Vec::new();
+    for (round, delay) in delays(0x9e37_79b9, 3, 300).into_iter().enumerate() {
+        let args = if round == 0 {
+            search_args(&b, &[])
         } else {
-            search_args(&b, &["--force"])
+            vec!["search", "--resume", "--out", b.to_str().unwrap(), "-q"]
         };
+        let before = checkpoint_position(&b);
         let mut child = spawn(&args);
+        // Wait for this process's first checkpoint.
+        let started = Instant::now();
+        let written = loop {
+            match checkpoint_position(&b) {
+                Some(p) if Some(p) != before => break p,
+                _ => {}
+            }
+            assert!(child.try_wait().unwrap().is_none(), "round {round}: the run ended before a new checkpoint");
+            assert!(started.elapsed() < Duration::from_secs(300), "round {round}: no checkpoint");
+            std::thread::sleep(Duration::from_millis(5));
+        };
         std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        let status = child.wait().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
         assert_readable(&b);
-        if status.success() {
-            break;
-        }
+        let kept = checkpoint_position(&b).expect("a checkpoint after the kill");
+        assert!(kept.epoch >= written.epoch, "round {round}: the checkpoint went back");
+        positions.push(kept);
     }
-    assert!(kills >= 2, "the run finished before it could be killed twice ({kills})");
-    if !b.join("genotype.json").exists() {
-        let o = nas(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
+    eprintln!("kills landed after checkpoints at epochs {:?}", positions.iter().map(|p| p.epoch).collect::<Vec<_>>());
+    // Each resumed process continued from the checkpoint: every kill left a later one.
+    assert!(positions.windows(2).all(|w| w[1].epoch > w[0].epoch), "{positions:?}");
+    assert!(positions[0].epoch >= 1);
+    let o = nas(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let leftovers: Vec<_> = std::fs::read_dir(&b)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
-    assert_eq!(outcome(&a), outcome(&b), "{kills} kills");
+    assert_eq!(outcome(&a), outcome(&b));
+    assert_eq!(final_tensors(&a), final_tensors(&b), "final tensors");
 }
 
 #[test]
@@ -143,6 +179,7 @@ fn ctrl_c_checkpoints_and_resume_equals_uninterrupted() {
     let o = nas(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(outcome(&a), outcome(&b));
+    assert_eq!(final_tensors(&a), final_tensors(&b), "final tensors");
 }
 
 #[test]

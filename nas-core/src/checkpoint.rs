@@ -1,7 +1,10 @@
 //! Checkpoint and result files written atomically: the bytes go to a temporary file in the
 //! same directory, are synced, and replace the target by rename, so a crash at any moment
 //! leaves either the old file or the new one, never a torn one. Tensors are stored as
-//! safetensors with string metadata (epoch, step counters, versions).
+//! safetensors with string metadata (epoch, step counters, versions) and a CRC-32 of
+//! everything else in the file (`crc32`: the tensor index, the other metadata and the
+//! data), which loading checks, so a flipped byte anywhere is an error and never a silently
+//! different resume.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,15 +37,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Saves named tensors (copied to the host) and metadata as safetensors, atomically.
-pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+/// The metadata key of the checksum.
+pub const CHECKSUM: &str = "crc32";
+
+/// CRC-32 of a safetensors file's content but the checksum itself: every tensor's name,
+/// dtype, shape and offsets (by name), every other metadata entry (by key), and the data.
+fn content_crc(bytes: &[u8]) -> std::result::Result<u32, String> {
+    let (header, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let mut h = crc32fast::Hasher::new();
+    let mut tensors: Vec<_> = meta.tensors().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, info) in tensors {
+        h.update(format!("{name}\0{:?}\0{:?}\0{:?}\0", info.dtype, info.shape, info.data_offsets).as_bytes());
+    }
+    let mut entries: Vec<_> = meta.metadata().iter().flatten().filter(|(k, _)| k.as_str() != CHECKSUM).collect();
+    entries.sort();
+    for (k, v) in entries {
+        h.update(format!("{k}\0{v}\0").as_bytes());
+    }
+    h.update(bytes.get(8 + header..).unwrap_or_default());
+    Ok(h.finalize())
+}
+
+/// Saves named tensors (copied to the host) and metadata with its checksum as safetensors,
+/// atomically.
+pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], mut metadata: HashMap<String, String>) -> Result<()> {
     let host: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(host.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-        .map_err(|e| Error::Checkpoint { path: path.into(), msg: e.to_string() })?;
-    write_atomic(path, &bytes)
+    let bad = |msg: String| Error::Checkpoint { path: path.into(), msg };
+    let serialize = |metadata: HashMap<String, String>| {
+        safetensors::serialize(host.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| bad(e.to_string()))
+    };
+    // The data and the tensor index do not depend on the metadata: the checksum of a first
+    // serialisation is that of the final one.
+    metadata.remove(CHECKSUM);
+    let crc = content_crc(&serialize(metadata.clone())?).map_err(bad)?;
+    metadata.insert(CHECKSUM.into(), format!("{crc:08x}"));
+    write_atomic(path, &serialize(metadata)?)
 }
 
 /// Tensors and metadata read back from a safetensors file.
@@ -91,12 +125,22 @@ impl LoadedTensors {
     }
 }
 
+/// Reads a safetensors file; one that carries a checksum must match it.
 pub fn load_tensors(path: &Path, device: &Device) -> Result<LoadedTensors> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| Error::Checkpoint { path: path.into(), msg };
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("unreadable: truncated or not a safetensors file ({e})")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
+    if let Some(want) = metadata.get(CHECKSUM) {
+        let got = content_crc(&bytes).map_err(&bad)?;
+        if u32::from_str_radix(want, 16).ok() != Some(got) {
+            return Err(bad(format!(
+                "damaged: its content does not match its checksum (crc32 {want}, computed {got:08x}); \
+                 the file was changed or corrupted after it was written"
+            )));
+        }
+    }
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(e.to_string()))?;
     Ok(LoadedTensors { tensors, metadata })
 }
@@ -132,6 +176,41 @@ mod tests {
         let epoch_only = HashMap::from([("next_epoch".to_string(), "2".to_string())]);
         save_tensors(&path, &[("w".into(), t)], epoch_only)?;
         assert_eq!(load_tensors(&path, &Device::Cpu)?.position(&path)?, Position::epoch_start(2));
+        Ok(())
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_is_detected() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
+        let path = dir.path().join("ckpt.safetensors");
+        let t = Tensor::new(&[1.5f32, -2.0, 0.25, 8.0], &Device::Cpu)?;
+        let meta = HashMap::from([("next_epoch".to_string(), "3".to_string())]);
+        save_tensors(&path, &[("w".into(), t)], meta)?;
+        let good = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        assert!(load_tensors(&path, &Device::Cpu)?.meta(CHECKSUM).is_some());
+        // Every byte after the 8-byte length: the header's JSON and the data.
+        let mut undetected = Vec::new();
+        for i in 8..good.len() {
+            let mut bytes = good.clone();
+            bytes[i] ^= 0x04;
+            std::fs::write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+            if let Ok(back) = load_tensors(&path, &Device::Cpu) {
+                // A flip in JSON whitespace or in the checksum's own key changes nothing read.
+                let same = back.tensors["w"].to_vec1::<f32>()? == vec![1.5, -2.0, 0.25, 8.0]
+                    && back.meta("next_epoch") == Some("3");
+                if !same {
+                    undetected.push(i);
+                }
+            }
+        }
+        assert!(undetected.is_empty(), "flips at {undetected:?} were read as different content");
+        std::fs::write(&path, &good).map_err(|e| Error::io(&path, e))?;
+        let mut bytes = good.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+        let e = load_tensors(&path, &Device::Cpu).err().expect("detected").to_string();
+        assert!(e.contains("ckpt.safetensors") && e.contains("checksum"), "{e}");
         Ok(())
     }
 

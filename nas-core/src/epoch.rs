@@ -225,6 +225,13 @@ impl EpochLoop {
         if ck.meta("format") != Some(T::CHECKPOINT_FORMAT) {
             return Err(RunError::run_dir(path, format!("not a {} checkpoint of this version", T::CHECKPOINT_KIND)));
         }
+        if ck.meta(crate::checkpoint::CHECKSUM).is_none() {
+            // Every checkpoint this version writes has one; without it nothing vouches for it.
+            return Err(RunError::run_dir(
+                path,
+                "has no checksum: written by an earlier version, or its header is damaged",
+            ));
+        }
         task.restore(&ck, path)?;
         self.position = ck.position(path)?;
         Ok(self.position)

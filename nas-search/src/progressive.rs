@@ -98,7 +98,7 @@ impl Progressive {
             let mut search = Search::new(cfg.clone().validate()?)?;
             let path = Self::stage_dir(dir, s);
             let stage_dir = if path.join(CONFIG).is_file() {
-                let d = RunDir::open(&path)?;
+                let d = RunDir::open(&path)?.locked()?;
                 let saved: SearchConfig = d.read_json(CONFIG)?;
                 if saved != cfg {
                     return Err(Error::run_dir(

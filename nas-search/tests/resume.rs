@@ -1,11 +1,16 @@
 //! A search stopped and resumed from its run directory ends exactly where the uninterrupted
-//! search ends (same seed, CPU): same metrics (but wall time), same α, same genotype. Stopped
+//! search ends (same seed, CPU): same metrics (but wall time), same genotype, and every
+//! tensor of the final checkpoint (weights, α, optimiser and method state) bit for bit. Stopped
 //! once between epochs and once in the middle of an epoch (Ctrl-C), where the checkpoint holds
 //! the step and the epoch's running sums. In R-DARTS' S4 the noise ops draw from the run's
 //! stream, whose position the checkpoint keeps. Truncated unrolling with the α-Hessian
 //! diagnostic and DARTS-ES, and conjugate gradient with its warm start, resume exactly too.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device};
+use nas_core::checkpoint::{load_tensors, CHECKSUM};
 
 use nas_core::metrics::{CollectSink, MetricsSink, Position, StopAfterEpoch, StopAfterStep};
 use nas_core::testing::without_time;
@@ -97,6 +102,23 @@ fn stop_resume_matches_with(
     let ja: Value = dir_a.read_json(GENOTYPE).unwrap();
     let jb: Value = dir_b.read_json(GENOTYPE).unwrap();
     assert_eq!(ja, jb);
+    assert_eq!(final_tensors(&dir_a), final_tensors(&dir_b), "final tensors");
+}
+
+/// Every tensor of the final checkpoint (weights, buffers, α, optimiser state, method state)
+/// as bits, and the metadata but the checksum.
+fn final_tensors(dir: &RunDir) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, String>) {
+    let ck = load_tensors(&dir.file("checkpoint.safetensors"), &Device::Cpu).unwrap();
+    let tensors = ck
+        .tensors
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+            (n, v.into_iter().map(f64::to_bits).collect())
+        })
+        .collect();
+    let meta = ck.metadata.into_iter().filter(|(k, _)| k != CHECKSUM).collect();
+    (tensors, meta)
 }
 
 #[test]

@@ -1,0 +1,138 @@
+//! The faults a long run meets, through the binary: a second process in the same run
+//! directory, a damaged checkpoint, a full disk (a file-size limit) while writing a
+//! checkpoint, and a run directory that vanishes mid-run. Each ends with one clear error and
+//! never a panic; what was written before stays usable.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_rejected, nas, stderr};
+use nas_core::RunDir;
+
+/// A tiny search of `epochs` epochs.
+fn tiny(out: &Path, epochs: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["search", "--preset", "quick", "--subset", "64", "--batch-size", "16"]
+        .into_iter()
+        .chain(["--channels", "4", "--layers", "2", "--seed", "5", "-q", "--epochs", epochs, "--out"])
+        .map(String::from)
+        .collect();
+    args.push(out.to_str().unwrap().to_string());
+    args
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    nas(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn wait_for(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_second_process_in_the_run_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_nas"))
+        .args(tiny(&out, "50"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&out.join("config.json"));
+    let o = nas(&["search", "--resume", "--out", out.to_str().unwrap(), "-q"]);
+    let holder = format!("process {} is running in this directory", first.id());
+    assert_rejected(&o, &[&holder]);
+    let mut forced = tiny(&out, "50");
+    forced.push("--force".into());
+    assert_rejected(&run(&forced), &["is running in this directory"]);
+    // A killed run leaves no stale lock: the kernel releases it with the process.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    RunDir::open(&out).unwrap().locked().expect("the lock is free once its holder is gone");
+}
+
+#[test]
+fn a_damaged_checkpoint_is_refused_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = run(&tiny(&out, "1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ck = out.join("checkpoint.safetensors");
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&ck, &bytes).unwrap();
+    let o = nas(&["search", "--resume", "--out", out.to_str().unwrap(), "-q"]);
+    assert_rejected(&o, &["checkpoint.safetensors", "does not match its checksum"]);
+    assert_eq!(std::fs::read(&ck).unwrap(), bytes, "the refused resume changed the checkpoint");
+}
+
+/// The largest file the shell lets `nas` write, in 512-byte blocks (`ulimit -f`): above
+/// config.json and a few metrics records, below a checkpoint (~650 kB here).
+const FSIZE_BLOCKS: &str = "200";
+
+/// `nas args` under `ulimit -f`, with SIGXFSZ ignored so that a write past the limit fails
+/// with EFBIG ("File too large") as on a full disk, instead of killing the process.
+fn with_file_limit(args: &[&str]) -> std::process::Output {
+    let script = format!("trap '' XFSZ; ulimit -f {FSIZE_BLOCKS}; exec \"$0\" \"$@\"");
+    Command::new("sh").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_nas")).args(args).output().unwrap()
+}
+
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    // A run of 3 epochs, stopped by Ctrl-C after its first checkpoint.
+    let child = Command::new(env!("CARGO_BIN_EXE_nas"))
+        .args(tiny(&out, "3"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&out.join("checkpoint.safetensors"));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(130), "{}", String::from_utf8_lossy(&stopped.stderr));
+    let ck = out.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+
+    // Resumed with too little room for the next checkpoint.
+    let full = with_file_limit(&["search", "--resume", "--out", o, "-q"]);
+    assert_rejected(&full, &["checkpoint.safetensors", "File too large"]);
+    assert_eq!(std::fs::read(&ck).unwrap(), before, "the previous checkpoint changed");
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+
+    // With room again, the run resumes and finishes.
+    let o2 = nas(&["search", "--resume", "--out", o, "-q"]);
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    assert_eq!(RunDir::open(&out).unwrap().read_metrics().unwrap().len(), 3);
+}
+
+#[test]
+fn a_run_directory_that_vanishes_mid_run_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_nas"))
+        .args(tiny(&out, "50"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&out.join("config.json"));
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_rejected(&o, &[out.to_str().unwrap()]);
+}
