@@ -355,7 +355,7 @@ impl SearchConfig {
             ));
         }
         let k = self.model.partial_channels;
-        if self.model.channels % k != 0 {
+        if !self.model.channels.is_multiple_of(k) {
             return bad(format!(
                 "{} K={k} must divide {} C={} (PC-DARTS splits every edge's channels K ways)",
                 brief("model.partial_channels"),

@@ -66,7 +66,7 @@ impl DartsEs {
 
     /// Whether epoch `epoch` computes the eigenvalue.
     pub fn computes_at(every: usize, epoch: usize, epochs: usize) -> bool {
-        every > 0 && (epoch % every == 0 || epoch + 1 == epochs)
+        every > 0 && (epoch.is_multiple_of(every) || epoch + 1 == epochs)
     }
 
     /// Adds the eigenvalue of `epoch` and applies the stop rule (not at the last epoch).

@@ -60,10 +60,10 @@ pub fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_cla
                     (side / 4 + rand() % (side / 2), side / 4 + rand() % (side / 2), side / 6 + rand() % (side / 8));
                 let img = image::RgbImage::from_fn(side, side, |x, y| {
                     let on = match class {
-                        0 => (y / period) % 2 == 0,
-                        1 => (x / period) % 2 == 0,
+                        0 => (y / period).is_multiple_of(2),
+                        1 => (x / period).is_multiple_of(2),
                         2 => (x as i32 - cx as i32).pow(2) + (y as i32 - cy as i32).pow(2) <= (r * r) as i32,
-                        _ => ((x / period) + (y / period)) % 2 == 0,
+                        _ => ((x / period) + (y / period)).is_multiple_of(2),
                     };
                     image::Rgb(if on { a } else { b })
                 });

@@ -53,7 +53,7 @@ pub fn read_cifar_file(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut Ima
     if bytes.is_empty() {
         return Err(Error::data(path, "file is empty"));
     }
-    if bytes.len() % rec != 0 {
+    if !bytes.len().is_multiple_of(rec) {
         return Err(Error::data(
             path,
             format!(

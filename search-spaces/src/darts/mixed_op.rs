@@ -38,7 +38,7 @@ impl MixedOp {
         candidates: &[DartsOp],
         random: &Arc<RandomStream>,
     ) -> nas_core::Result<Self> {
-        if k == 0 || c % k != 0 {
+        if k == 0 || !c.is_multiple_of(k) {
             return Err(nas_core::Error::Invalid(format!("partial channels K={k} must divide channels C={c}")));
         }
         let mut ops = Vec::new();

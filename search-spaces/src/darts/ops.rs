@@ -69,7 +69,7 @@ pub struct FactorizedReduce {
 
 impl FactorizedReduce {
     pub fn new(pb: &ParamBuilder, ci: usize, co: usize, affine: bool) -> nas_core::Result<Self> {
-        if co % 2 != 0 {
+        if !co.is_multiple_of(2) {
             return Err(nas_core::Error::Invalid(format!("FactorizedReduce needs an even channel count, got {co}")));
         }
         Ok(Self {

@@ -96,7 +96,7 @@ impl SearchSpace for Darts {
     }
 
     fn validate_eval(m: &EvalModelConfig) -> Result<(), ConfigError> {
-        if m.channels % 2 != 0 {
+        if !m.channels.is_multiple_of(2) {
             return Err(ConfigError::new(format!(
                 "{} must be even (factorized reductions halve them), got {}",
                 field("model.channels"),
@@ -117,7 +117,7 @@ impl SearchSpace for Darts {
     /// conv to one pixel) is made for 32×32 inputs (8×8 after the reductions; 32 to 40 pixels
     /// work).
     fn check_input_size(m: &EvalModelConfig, height: usize, width: usize) -> Result<(), ConfigError> {
-        if height % 4 != 0 || width % 4 != 0 {
+        if !height.is_multiple_of(4) || !width.is_multiple_of(4) {
             return Err(ConfigError::plain(format!(
                 "darts networks need image sides divisible by 4 (two reductions), got {height}x{width}"
             )));

@@ -93,7 +93,7 @@ impl DartsSupernetConfig {
             }
         }
         let k = self.partial_channels;
-        if self.channels % k != 0 {
+        if !self.channels.is_multiple_of(k) {
             return Err(Error::Config(format!("partial channels K={k} must divide channels C={}", self.channels)));
         }
         if self.multiplier == 0 || self.multiplier > self.steps {
