@@ -39,7 +39,7 @@ pub fn reopen<C: PartialEq + Clone>(
     given: impl FnOnce(C) -> anyhow::Result<C>,
 ) -> anyhow::Result<(C, RunDir)> {
     let Some(out) = out else { bail!("--resume needs --out DIR, the run to continue") };
-    let dir = RunDir::open(out)?.locked()?;
+    let dir = RunDir::open(out)?;
     let saved = parse(dir.read_json(CONFIG)?).with_context(|| dir.file(CONFIG).display().to_string())?;
     if given(saved.clone())? != saved {
         bail!(
@@ -48,7 +48,8 @@ pub fn reopen<C: PartialEq + Clone>(
             dir.file(CONFIG).display()
         );
     }
-    Ok((saved, dir))
+    // Locked only once the resume is accepted: a refused one leaves the directory as it was.
+    Ok((saved, dir.locked()?))
 }
 
 /// A fresh run directory with config.json written.

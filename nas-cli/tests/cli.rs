@@ -223,3 +223,54 @@ fn darts_es_stops_the_search_and_returns_an_earlier_genotype() {
     assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(), metrics);
     assert!(stdout(&again).contains(&summary), "{}", stdout(&again));
 }
+
+/// `nas bench search` prints one JSON line with the fields darts_ref.py prints and ours.
+#[test]
+fn bench_search_reports_its_fields() {
+    let base = ["bench", "search", "--channels", "4", "--layers", "2", "--batch-size", "2", "--image-size", "8"];
+    for (extra, evals) in [(vec!["--method", "second-order"], 4), (vec!["--weights-only"], 0)] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(["--steps", "2", "--warmup", "0"]);
+        args.extend(extra.iter().copied());
+        let o = nas(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["step_s_median"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["peak_mem_bytes"].as_u64().unwrap() > 1 << 20, "{v}");
+        assert!(v["eval_step_s_median"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["params_weights"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["grad_evals_per_arch_step"], evals, "{extra:?}: {v}");
+        assert_eq!(v["config"]["weights_only"], extra == ["--weights-only"], "{v}");
+    }
+}
+
+/// `nas plot` on a run that is still going draws the epochs recorded so far.
+#[test]
+fn plot_draws_a_run_that_is_still_going() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = vec!["search", "--preset", "quick", "--out", out.to_str().unwrap(), "-q"];
+    args.extend(["--epochs", "30"]);
+    args.extend(&TINY[2..]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nas"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |m| m.lines().count()) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "no records");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let svg = tmp.path().join("curves.svg");
+    let o = nas(&["plot", out.to_str().unwrap(), "--out", svg.to_str().unwrap()]);
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(running, "the run ended before the plot");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}

@@ -1,6 +1,7 @@
 //! The faults a long run meets, through the binary: a second process in the same run
 //! directory, a damaged checkpoint, a full disk (a file-size limit) while writing a
-//! checkpoint, and a run directory that vanishes mid-run. Each ends with one clear error and
+//! checkpoint, a run directory that vanishes mid-run, and resumes refused for changed
+//! options. Each ends with one clear error and
 //! never a panic; what was written before stays usable.
 
 mod common;
@@ -135,4 +136,44 @@ fn a_run_directory_that_vanishes_mid_run_is_a_clear_error() {
     std::fs::remove_dir_all(&out).unwrap();
     let o = child.wait_with_output().unwrap();
     assert_rejected(&o, &[out.to_str().unwrap()]);
+}
+
+/// Every file of a run directory by name, with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// A resume with options that would change the run is refused and changes nothing, the lock
+/// file included; `--force` replaces a finished run.
+#[test]
+fn refused_resumes_leave_the_run_as_it_was_and_force_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let first = run(&tiny(&out, "1"));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before = snapshot(&out);
+    for change in [["--epochs", "2"], ["--lr", "0.1"], ["--method", "second-order"]] {
+        let mut args = vec!["search", "--resume", "--out", o, "-q"];
+        args.extend(change);
+        assert_rejected(&nas(&args), &["differ from the run's saved configuration"]);
+        assert_eq!(snapshot(&out), before, "{change:?} changed the run directory");
+    }
+    let mut forced = tiny(&out, "1");
+    let seed = forced.iter().position(|a| a == "--seed").unwrap() + 1;
+    forced[seed] = "6".into();
+    forced.push("--force".into());
+    let again = run(&forced);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["seed"], 6);
+    assert_eq!(RunDir::open(&out).unwrap().read_metrics().unwrap().len(), 1);
+    assert_ne!(std::fs::read(out.join("checkpoint.safetensors")).unwrap(), before["checkpoint.safetensors"]);
 }

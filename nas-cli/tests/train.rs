@@ -1,6 +1,7 @@
 //! `nas train`, `nas eval` and `nas bench train` end to end: a short retrain of DARTS_V2 on an
-//! image folder written here reaches clearly-better-than-chance test accuracy; an nb201 cell
-//! trains in its own skeleton. Bad input is in bad_input.rs.
+//! image folder (PNG, BMP, JPEG and GIF files) written here reaches clearly-better-than-chance
+//! test accuracy and evaluates from its final weights, from its checkpoint alone and on
+//! another folder; an nb201 cell trains in its own skeleton. Bad input is in bad_input.rs.
 
 mod common;
 
@@ -41,6 +42,30 @@ fn darts_v2_retrained_on_an_image_folder_beats_chance() {
     eprintln!("folder retrain test accuracy {acc}");
     assert!(acc >= 0.45, "test accuracy {acc} (chance is 0.25); metrics:\n{metrics}");
     assert!(r["test_loss"].as_f64().unwrap().is_finite());
+
+    // The folder held PNG, BMP, JPEG and GIF images, all of them read.
+    let exts: std::collections::BTreeSet<String> = std::fs::read_dir(data.join("train/disc"))
+        .unwrap()
+        .map(|e| e.unwrap().path().extension().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(exts.into_iter().collect::<Vec<_>>(), ["bmp", "gif", "jpg", "png"]);
+
+    // From the last checkpoint alone (no weights.safetensors): the same network, the same
+    // result.
+    let ck_only = tmp.path().join("checkpoint-only");
+    std::fs::create_dir(&ck_only).unwrap();
+    for f in ["config.json", "metrics.jsonl", "genotype.json", "checkpoint.safetensors"] {
+        std::fs::copy(out.join(f), ck_only.join(f)).unwrap();
+    }
+    assert_eq!(eval_json(&ck_only), r);
+    // On another dataset's test split (--data): 4 classes × 3 images.
+    let other = tmp.path().join("other");
+    write_folder(&other, 32, 1, 3);
+    let o = nas(&["eval", "--run", out.to_str().unwrap(), "--data", &format!("folder:{}", other.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let on_other: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(on_other["n"], 12);
+    assert_ne!(on_other["test_loss"], r["test_loss"]);
 
     // The same run directory is not overwritten by accident; resuming a finished run is a
     // no-op that reports the same result.

@@ -30,17 +30,18 @@ pub enum RunError {
     #[error("{path}: {msg}")]
     RunDir { path: PathBuf, msg: String },
 
-    /// The loss became NaN or infinite.
-    #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
+    /// The loss became NaN or infinite. (`epoch` counts from 0 as metrics.jsonl does;
+    /// messages count epochs from 1, as the progress display does.)
+    #[error("training diverged at epoch {}, step {step}: loss is {loss}", .epoch + 1)]
     Diverged { epoch: usize, step: usize, loss: f64 },
 
     /// The evaluation after an epoch gave a NaN or infinite loss.
-    #[error("training diverged in epoch {epoch}: the evaluation loss after it is {loss}")]
+    #[error("training diverged in epoch {}: the evaluation loss after it is {loss}", .epoch + 1)]
     DivergedValid { epoch: usize, loss: f64 },
 
     /// The run was stopped before step `step` of epoch `epoch`; the checkpoint holds that
     /// position.
-    #[error("interrupted at epoch {epoch}, step {step}")]
+    #[error("interrupted at epoch {}, step {step}", .epoch + 1)]
     Interrupted { epoch: usize, step: usize },
 }
 

@@ -212,3 +212,60 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert_eq!(std::fs::read(dir.file("checkpoint.safetensors")).unwrap(), good, "checkpoint overwritten");
     assert_eq!(dir.read_metrics().unwrap().len(), 1);
 }
+
+/// A network whose evaluation gives a NaN loss while training still works (a running
+/// statistic of the last cell turned NaN; training mode normalises with the batch's own): the run stops with
+/// the evaluation's divergence, numbered from 1 as the other messages are, and keeps the
+/// checkpoint of the epoch before.
+#[test]
+fn a_non_finite_evaluation_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
+    dir.write_json(CONFIG, &config()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut search = Search::new(config().validate().unwrap()).unwrap();
+    let err = search.run(Some(&dir), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted { epoch: 1, step: 0 }), "{err}");
+    let good = std::fs::read(dir.file("checkpoint.safetensors")).unwrap();
+
+    // The last cell's last batch norm: no ReLU after it would clear the NaN (max(NaN, 0) is 0).
+    let stats = search.net().weights().params();
+    let s = stats.iter().rev().find(|p| p.name.ends_with("running_var")).expect("a running variance");
+    s.var.set(&(s.var.as_tensor() * f64::NAN).unwrap()).unwrap();
+    let never = AtomicBool::new(false);
+    let err = search.run(Some(&dir), &mut CollectSink::default(), &never).unwrap_err();
+    assert!(matches!(err, Error::DivergedValid { epoch: 1, .. }), "{err}");
+    assert_eq!(err.to_string(), "training diverged in epoch 2: the evaluation loss after it is NaN");
+    assert_eq!(std::fs::read(dir.file("checkpoint.safetensors")).unwrap(), good, "checkpoint overwritten");
+    assert_eq!(dir.read_metrics().unwrap().len(), 1);
+}
+
+/// A crash between appending an epoch's record and writing its checkpoint leaves one record
+/// too many; the resume drops it and the run ends as the uninterrupted one.
+#[test]
+fn a_record_beyond_the_checkpoint_is_dropped_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let never = AtomicBool::new(false);
+    let dir_a = RunDir::create(&tmp.path().join("a"), false).unwrap();
+    dir_a.write_json(CONFIG, &config()).unwrap();
+    Search::new(config().validate().unwrap()).unwrap().run(Some(&dir_a), &mut CollectSink::default(), &never).unwrap();
+
+    let dir_b = RunDir::create(&tmp.path().join("b"), false).unwrap();
+    dir_b.write_json(CONFIG, &config()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut b = Search::new(config().validate().unwrap()).unwrap();
+    b.run(Some(&dir_b), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
+    drop(b);
+    // The record epoch 1 would have written, without its checkpoint.
+    let extra = dir_a.read_metrics().unwrap()[1].clone();
+    dir_b.append_metrics(&extra).unwrap();
+    assert_eq!(dir_b.read_metrics().unwrap().len(), 2);
+
+    let mut resumed = Search::new(config().validate().unwrap()).unwrap();
+    let at = resumed.resume(&dir_b).unwrap();
+    assert_eq!((at.epoch, at.step), (1, 0));
+    assert_eq!(dir_b.read_metrics().unwrap().len(), 1, "the record beyond the checkpoint stays");
+    resumed.run(Some(&dir_b), &mut CollectSink::default(), &never).unwrap();
+    assert_eq!(without_time(dir_a.read_metrics().unwrap()), without_time(dir_b.read_metrics().unwrap()));
+    assert_eq!(final_tensors(&dir_a), final_tensors(&dir_b));
+}

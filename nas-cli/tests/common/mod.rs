@@ -67,7 +67,8 @@ pub fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_cla
                     };
                     image::Rgb(if on { a } else { b })
                 });
-                let ext = if i % 2 == 0 { "png" } else { "bmp" };
+                // Every format the loader reads, in turn.
+                let ext = ["png", "bmp", "jpg", "gif"][i % 4];
                 img.save(dir.join(format!("{i}.{ext}"))).unwrap();
             }
         }
