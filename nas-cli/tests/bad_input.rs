@@ -13,17 +13,56 @@ use std::path::Path;
 
 use common::{assert_rejected, nas, write_cifar10, write_folder};
 
+/// The cases the command-line parser (clap) rejects, with its exit status 2; every other case
+/// is refused by the tool itself with status 1.
+const PARSER_ERRORS: &[&str] = &[
+    "search_negative_channels",
+    "search_unknown_space",
+    "search_unknown_method",
+    "search_unknown_device",
+    "search_bad_cuda_index",
+    "search_unknown_flag",
+    "search_resume_with_force",
+    "search_unknown_rdarts_space",
+    "search_unknown_early_stop",
+    "data_unknown_spec",
+    "show_unknown_format",
+];
+
+/// Every file under `dir` with its bytes (run locks aside: their content is the last
+/// writer's process id).
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n != ".lock") {
+                files.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    files
+}
+
 /// Runs `args` after `setup` wrote its files into the temporary directory; checks the clean
-/// rejection and that no run directory was created.
-fn rejects(setup: impl FnOnce(&Path), args: &str, wants: &[&str]) {
+/// rejection with its exit status, that no run directory was created and that nothing
+/// already there changed (a refused resume leaves its run as it was).
+fn rejects(name: &str, setup: impl FnOnce(&Path), args: &str, wants: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path());
+    let before = snapshot(tmp.path());
     let run = tmp.path().join("run");
     let args = args.replace("{run}", run.to_str().unwrap()).replace("{tmp}", tmp.path().to_str().unwrap());
     let argv: Vec<&str> = args.split_whitespace().collect();
     let o = nas(&argv);
     assert_rejected(&o, wants);
+    let want_code = if PARSER_ERRORS.contains(&name) { 2 } else { 1 };
+    assert_eq!(o.status.code(), Some(want_code), "`nas {args}`: {}", common::stderr(&o));
     assert!(!run.exists(), "`nas {args}` failed but left a run directory behind");
+    assert!(snapshot(tmp.path()) == before, "`nas {args}` failed but changed files in its directory");
 }
 
 macro_rules! bad_input {
@@ -34,7 +73,7 @@ macro_rules! bad_input {
                 #[allow(unused_variables)]
                 let setup = |_: &Path| {};
                 $(let setup = $setup;)?
-                rejects(setup, $args, &[$($want),+]);
+                rejects(stringify!($name), setup, $args, &[$($want),+]);
             }
         )+
     };
@@ -83,8 +122,8 @@ bad_input! {
     search_zero_batch_size: "search --batch-size 0 --out {run}" => ["--batch-size", "must be positive"];
     search_zero_epochs: "search --epochs 0 --out {run}" => ["--epochs", "must be positive"];
     search_zero_subset: "search --subset 0 --out {run}" => ["--subset", "must be positive"];
-    search_negative_channels: "search --channels -4 --out {run}" => ["--channels", "'-4'"];
-    search_negative_learning_rate: "search --lr -0.1 --out {run}" => ["--lr", "-0.1"];
+    search_negative_channels: "search --channels -4 --out {run}" => ["--channels", "'-4'", "invalid value"];
+    search_negative_learning_rate: "search --lr -0.1 --out {run}" => ["--lr", "-0.1", "must be a finite non-negative number"];
     search_zero_arch_learning_rate: "search --arch-lr 0 --out {run}" => ["--arch-lr", "must be positive"];
     search_k_not_dividing_c: "search --channels 8 --partial-channels 3 --out {run}" => ["K=3 must divide --channels C=8"];
     search_subset_smaller_than_two_batches: "search --subset 20 --batch-size 16 --out {run}" => ["--subset 20", "--batch-size 16"];
@@ -93,7 +132,7 @@ bad_input! {
     search_unknown_method: "search --method third-order --out {run}" => ["--method", "unknown method `third-order`", "unrolled", "implicit-cg"];
     search_unknown_device: "search --device tpu --out {run}" => ["--device", "invalid device `tpu`"];
     search_bad_cuda_index: "search --device cuda:x --out {run}" => ["--device", "`cuda:x`"];
-    search_unknown_flag: "search --chanels 8 --out {run}" => ["--chanels"];
+    search_unknown_flag: "search --chanels 8 --out {run}" => ["unexpected argument '--chanels'", "--channels"];
     search_resume_with_force: "search --resume --force --out {run}" => ["--resume", "--force"];
     search_resume_without_out: "search --resume" => ["--resume needs --out"];
     search_resume_of_a_missing_run: "search --resume --out {run}" => ["not a run directory"];
@@ -129,22 +168,37 @@ bad_input! {
     train_drop_path_out_of_range: "train --genotype DARTS_V2 --drop-path 1.5 --out {run}" => ["--drop-path", "[0, 1)"];
     train_negative_auxiliary_weight: "train --genotype DARTS_V2 --auxiliary-weight -1 --out {run}" => ["--auxiliary-weight", "non-negative"];
     train_auxiliary_head_on_two_layers: "train --genotype DARTS_V2 --layers 2 --out {run}" => ["auxiliary head needs --layers 3"];
-    train_zero_learning_rate: "train --genotype DARTS_V2 --lr 0 --out {run}" => ["--lr"];
+    train_zero_learning_rate: "train --genotype DARTS_V2 --lr 0 --out {run}" => ["--lr", "need 0 < --lr", "got lr 0"];
     train_nb201_with_auxiliary_head: "train --genotype |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2| --auxiliary-weight 0.4 --out {run}" => ["no auxiliary head", "--auxiliary-weight"];
     train_nb201_with_drop_path: "train --genotype |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2| --drop-path 0.2 --out {run}" => ["drop path", "--drop-path"];
     train_auxiliary_head_on_small_images: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 24 --out {run}" => ["auxiliary head needs 32x32 images"], setup = folder(|_| {});
     train_resume_with_changed_options: "train --resume --out {tmp}/done --epochs 3" => ["differ from the run's saved configuration"], setup = finished_train_run;
     train_resume_from_a_torn_checkpoint: "train --resume --out {tmp}/done" => ["checkpoint.safetensors", "truncated or not a safetensors file"],
         setup = |d: &Path| { finished_train_run(d); edit_file("done/checkpoint.safetensors", |b| b.truncate(b.len() / 2))(d) };
-    eval_of_torn_weights: "eval --run {tmp}/done" => ["weights.safetensors"],
+    eval_of_torn_weights: "eval --run {tmp}/done" => ["weights.safetensors", "truncated or not a safetensors file"],
         setup = |d: &Path| { finished_train_run(d); edit_file("done/weights.safetensors", |b| b.truncate(100))(d) };
     bench_zero_steps: "bench search --steps 0" => ["--steps must be positive"];
     bench_zero_batch: "bench train --batch-size 0 --steps 1" => ["--batch-size", "must be positive"];
     bench_k_not_dividing_c: "bench search --channels 6 --partial-channels 4 --steps 1" => ["K=4 must divide"];
     show_zero_channels: "show DARTS_V2 --channels 0" => ["--channels must be positive"];
-    show_unknown_format: "show DARTS_V2 --format bmp" => ["--format", "bmp"];
+    show_unknown_format: "show DARTS_V2 --format bmp" => ["--format", "bmp", "invalid value"];
+    show_too_many_layers: "show DARTS_V2 --layers 1000000" => ["--layers 1000000 is too many"];
+    train_zero_image_size: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 0 --out {run}" => ["--image-size", "must be positive"], setup = folder(|_| {});
+    train_huge_image_size: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 4294967296 --out {run}" => ["--image-size 4294967296 is too large"], setup = folder(|_| {});
     eval_of_a_missing_run: "eval --run {tmp}/nothing" => ["nothing", "not a run directory"];
     eval_of_a_search_run: "eval --run {tmp}" => ["search run"], setup = write("config.json", r#"{"method":"first-order"}"#);
+}
+
+/// A binary built without CUDA refuses `--device cuda` before it creates the run.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn search_on_cuda_without_cuda() {
+    rejects(
+        "search_on_cuda_without_cuda",
+        |_| {},
+        "search --device cuda --out {run}",
+        &["cuda", "built without CUDA support"],
+    );
 }
 
 /// A finished one-epoch training run in `dir/done`.

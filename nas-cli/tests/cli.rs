@@ -274,3 +274,16 @@ fn plot_draws_a_run_that_is_still_going() {
     assert!(running, "the run ended before the plot");
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
 }
+
+/// `nas show` counts the parameters of networks far too large to build (by interpolation
+/// over small ones), at once.
+#[test]
+fn show_counts_huge_networks_without_building_them() {
+    let started = std::time::Instant::now();
+    let o = nas(&["show", "DARTS_V2", "--channels", "100000", "--layers", "1000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let params: u128 = text.split("params: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(params > 10u128.pow(13), "{text}");
+    assert!(started.elapsed().as_secs() < 60);
+}

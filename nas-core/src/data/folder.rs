@@ -104,9 +104,20 @@ fn read_split(split: &Path, classes: &[String], size: usize) -> Result<ImageSet>
     })
 }
 
+/// The largest side images are resized to (8192² RGB is 200 MB per image already; beyond
+/// it the sizes overflow the image library's u32).
+pub const MAX_IMAGE_SIZE: usize = 8192;
+
 pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> {
     if size == 0 {
         return Err(ConfigError::new(format!("{} must be positive", brief("data.image_size"))).into());
+    }
+    if size > MAX_IMAGE_SIZE {
+        return Err(ConfigError::new(format!(
+            "{} {size} is too large: images are resized to at most {MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE}",
+            brief("data.image_size")
+        ))
+        .into());
     }
     if !dir.is_dir() {
         return Err(Error::data(dir, "no such directory"));
