@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_rejected, nas, stderr};
+use common::{assert_no_temporary_files, assert_rejected, nas, stderr};
 use nas_core::RunDir;
 
 /// A tiny search of `epochs` epochs.
@@ -28,6 +28,16 @@ fn run(args: &[String]) -> std::process::Output {
     nas(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// The tiny search started in the background (its errors kept for `wait_with_output`).
+fn start(out: &Path, epochs: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_nas"))
+        .args(tiny(out, epochs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn wait_for(path: &Path) {
     let started = Instant::now();
     while !path.exists() {
@@ -40,12 +50,7 @@ fn wait_for(path: &Path) {
 fn a_second_process_in_the_run_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_nas"))
-        .args(tiny(&out, "50"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = start(&out, "50");
     wait_for(&out.join("config.json"));
     let o = nas(&["search", "--resume", "--out", out.to_str().unwrap(), "-q"]);
     let holder = format!("process {} is running in this directory", first.id());
@@ -92,12 +97,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     let out = tmp.path().join("run");
     let o = out.to_str().unwrap();
     // A run of 3 epochs, stopped by Ctrl-C after its first checkpoint.
-    let child = Command::new(env!("CARGO_BIN_EXE_nas"))
-        .args(tiny(&out, "3"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start(&out, "3");
     wait_for(&out.join("checkpoint.safetensors"));
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let stopped = child.wait_with_output().unwrap();
@@ -109,12 +109,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     let full = with_file_limit(&["search", "--resume", "--out", o, "-q"]);
     assert_rejected(&full, &["checkpoint.safetensors", "File too large"]);
     assert_eq!(std::fs::read(&ck).unwrap(), before, "the previous checkpoint changed");
-    let leftovers: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert_no_temporary_files(&out);
 
     // With room again, the run resumes and finishes.
     let o2 = nas(&["search", "--resume", "--out", o, "-q"]);
@@ -126,12 +121,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
 fn a_run_directory_that_vanishes_mid_run_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_nas"))
-        .args(tiny(&out, "50"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start(&out, "50");
     wait_for(&out.join("config.json"));
     std::fs::remove_dir_all(&out).unwrap();
     let o = child.wait_with_output().unwrap();

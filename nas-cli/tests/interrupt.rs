@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_rejected, nas, stderr};
+use common::{assert_no_temporary_files, assert_rejected, nas, stderr};
 use nas_core::checkpoint::load_tensors;
 use nas_core::metrics::Position;
 use nas_core::testing::without_time;
@@ -100,11 +100,8 @@ fn final_tensors(out: &Path) -> BTreeMap<String, Vec<u32>> {
 #[test]
 fn killed_after_checkpoints_and_resumed_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = tmp.path().join("a");
-    let o = nas(&search_args(&a, &[]));
-    assert!(o.status.success(), "{}", stderr(&o));
-
-    let b = tmp.path().join("b");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    reference(&a);
     let mut positions: Vec<Position> = Vec::new();
     for (round, delay) in delays(0x9e37_79b9, 3, 300).into_iter().enumerate() {
         let args = if round == 0 {
@@ -137,53 +134,57 @@ fn killed_after_checkpoints_and_resumed_equals_uninterrupted() {
     // Each resumed process continued from the checkpoint: every kill left a later one.
     assert!(positions.windows(2).all(|w| w[1].epoch > w[0].epoch), "{positions:?}");
     assert!(positions[0].epoch >= 1);
+    resumed_equals(&a, &b);
+    assert_no_temporary_files(&b);
+}
+
+/// The uninterrupted run in `a`.
+fn reference(a: &Path) {
+    let o = nas(&search_args(a, &[]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Starts the search in `b`, sends `sig` once its first epoch is recorded (and `settle`
+/// later), and checks that it checkpointed and stopped as Ctrl-C does.
+fn stopped_by(b: &Path, sig: &str, settle: Duration) {
+    let child = spawn(&search_args(b, &[]));
+    let started = Instant::now();
+    while !b.join("metrics.jsonl").exists() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(settle);
+    signal(&child, sig);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{sig}: {err}");
+    assert!(err.contains("interrupted at epoch") && err.contains("--resume --out"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let at = checkpoint_position(b).expect("a checkpoint of the stop");
+    eprintln!("{sig}: interrupted at epoch {} step {}", at.epoch, at.step);
+    assert!(at.epoch >= 1);
+    assert!(!b.join("genotype.json").exists(), "the run stopped before its end");
+}
+
+/// Resumes `b` to its end and compares it with the uninterrupted `a`.
+fn resumed_equals(a: &Path, b: &Path) {
     let o = nas(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let leftovers: Vec<_> = std::fs::read_dir(&b)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
-    assert_eq!(outcome(&a), outcome(&b));
-    assert_eq!(final_tensors(&a), final_tensors(&b), "final tensors");
+    assert_eq!(outcome(a), outcome(b));
+    assert_eq!(final_tensors(a), final_tensors(b), "final tensors");
 }
 
 #[test]
 fn ctrl_c_checkpoints_and_resume_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = tmp.path().join("a");
-    let o = nas(&search_args(&a, &[]));
-    assert!(o.status.success(), "{}", stderr(&o));
-
-    let b = tmp.path().join("b");
-    let child = spawn(&search_args(&b, &[]));
-    // Wait for the first epoch's record, then interrupt in the middle of the run.
-    let started = Instant::now();
-    while !b.join("metrics.jsonl").exists() && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted at epoch") && err.contains("--resume --out"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let ck = load_tensors(&b.join("checkpoint.safetensors"), &candle_core::Device::Cpu).unwrap();
-    let at = ck.position(&b.join("checkpoint.safetensors")).unwrap();
-    eprintln!("interrupted at epoch {} step {}", at.epoch, at.step);
-    assert!(!b.join("genotype.json").exists(), "the run stopped before its end");
-
-    let o = nas(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(outcome(&a), outcome(&b));
-    assert_eq!(final_tensors(&a), final_tensors(&b), "final tensors");
-}
-
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    reference(&a);
+    // Interrupted in the middle of the run.
+    stopped_by(&b, "-INT", Duration::from_millis(300));
+    resumed_equals(&a, &b);
 }
 
 /// SIGTERM (what a batch scheduler sends) checkpoints and stops as Ctrl-C does; a second
@@ -192,23 +193,9 @@ fn signal(child: &Child, sig: &str) {
 #[test]
 fn sigterm_and_a_second_ctrl_c_stop_the_run_resumably() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = tmp.path().join("a");
-    let o = nas(&search_args(&a, &[]));
-    assert!(o.status.success(), "{}", stderr(&o));
-
-    let b = tmp.path().join("b");
-    let child = spawn(&search_args(&b, &[]));
-    let started = Instant::now();
-    while !b.join("metrics.jsonl").exists() && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal(&child, "-TERM");
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted at epoch") && err.contains("--resume --out"), "{err}");
-    let at = checkpoint_position(&b).expect("SIGTERM wrote a checkpoint");
-    assert!(at.epoch >= 1);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    reference(&a);
+    stopped_by(&b, "-TERM", Duration::ZERO);
 
     let child = spawn(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);
     std::thread::sleep(Duration::from_millis(400));
@@ -221,11 +208,7 @@ fn sigterm_and_a_second_ctrl_c_stop_the_run_resumably() {
     assert!(err.contains("interrupted again: stopping now"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert_readable(&b);
-
-    let o = nas(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(outcome(&a), outcome(&b));
-    assert_eq!(final_tensors(&a), final_tensors(&b), "final tensors");
+    resumed_equals(&a, &b);
 }
 
 #[test]

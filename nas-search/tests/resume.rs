@@ -126,40 +126,33 @@ fn stopped_between_epochs_and_resumed_equals_uninterrupted() {
     stop_resume_matches(|stop| Box::new(StopAfterEpoch { epoch: 0, stop }), Position::epoch_start(1));
 }
 
-#[test]
-fn stopped_mid_epoch_and_resumed_equals_uninterrupted() {
-    // Two steps per epoch (32 search-train images, batch 16): stop after the first of epoch 1.
-    stop_resume_matches(
+/// Two steps per epoch (32 search-train images, batch 16): stopped after the first of epoch 1.
+fn resumes_mid_epoch_exactly(config: fn() -> SearchConfig) {
+    stop_resume_matches_with(
+        config,
         |stop| Box::new(StopAfterStep::new(1, 1, stop)),
         Position { step: 1, ..Position::epoch_start(1) },
     );
+}
+
+#[test]
+fn stopped_mid_epoch_and_resumed_equals_uninterrupted() {
+    resumes_mid_epoch_exactly(config);
 }
 
 #[test]
 fn a_search_with_noise_ops_resumes_mid_epoch_exactly() {
-    stop_resume_matches_with(
-        s4_config,
-        |stop| Box::new(StopAfterStep::new(1, 1, stop)),
-        Position { step: 1, ..Position::epoch_start(1) },
-    );
+    resumes_mid_epoch_exactly(s4_config);
 }
 
 #[test]
 fn unrolled_search_with_hessian_diagnostics_resumes_mid_epoch_exactly() {
-    stop_resume_matches_with(
-        unrolled_config,
-        |stop| Box::new(StopAfterStep::new(1, 1, stop)),
-        Position { step: 1, ..Position::epoch_start(1) },
-    );
+    resumes_mid_epoch_exactly(unrolled_config);
 }
 
 #[test]
 fn conjugate_gradient_search_resumes_mid_epoch_exactly() {
-    stop_resume_matches_with(
-        cg_config,
-        |stop| Box::new(StopAfterStep::new(1, 1, stop)),
-        Position { step: 1, ..Position::epoch_start(1) },
-    );
+    resumes_mid_epoch_exactly(cg_config);
 }
 
 /// The eigenvalue is recorded at the epochs it is due, and computing it changes nothing
@@ -191,8 +184,9 @@ fn the_hessian_diagnostic_is_recorded_and_leaves_the_search_unchanged() {
     assert_eq!(without_time(m0), without_time(m2));
 }
 
-#[test]
-fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
+/// A search stopped after its first epoch: its directory, the search, and its checkpoint's
+/// bytes.
+fn after_one_epoch() -> (tempfile::TempDir, RunDir, Search, Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
     dir.write_json(CONFIG, &config()).unwrap();
@@ -201,6 +195,12 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let err = search.run(Some(&dir), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
     assert!(matches!(err, Error::Interrupted { epoch: 1, step: 0 }), "{err}");
     let good = std::fs::read(dir.file("checkpoint.safetensors")).unwrap();
+    (tmp, dir, search, good)
+}
+
+#[test]
+fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let (_tmp, dir, mut search, good) = after_one_epoch();
 
     // A weight turned NaN (as a too-large step would leave it): the next loss is NaN.
     let w = search.net().weights().get("classifier.weight").expect("classifier weight").var;
@@ -214,19 +214,12 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
 }
 
 /// A network whose evaluation gives a NaN loss while training still works (a running
-/// statistic of the last cell turned NaN; training mode normalises with the batch's own): the run stops with
-/// the evaluation's divergence, numbered from 1 as the other messages are, and keeps the
-/// checkpoint of the epoch before.
+/// statistic of the last cell turned NaN; training mode normalises with the batch's own):
+/// the run stops with the evaluation's divergence, numbered from 1 as the other messages
+/// are, and keeps the checkpoint of the epoch before.
 #[test]
 fn a_non_finite_evaluation_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
-    dir.write_json(CONFIG, &config()).unwrap();
-    let stop = AtomicBool::new(false);
-    let mut search = Search::new(config().validate().unwrap()).unwrap();
-    let err = search.run(Some(&dir), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
-    assert!(matches!(err, Error::Interrupted { epoch: 1, step: 0 }), "{err}");
-    let good = std::fs::read(dir.file("checkpoint.safetensors")).unwrap();
+    let (_tmp, dir, mut search, good) = after_one_epoch();
 
     // The last cell's last batch norm: no ReLU after it would clear the NaN (max(NaN, 0) is 0).
     let stats = search.net().weights().params();
