@@ -85,3 +85,28 @@ fn stopped_mid_epoch_and_resumed_equals_uninterrupted() {
         Position { step: 2, ..Position::epoch_start(1) },
     );
 }
+
+/// A weight turned NaN after the first epoch: the next loss is NaN, the run stops with the
+/// divergence (epochs counted from 1 in the message) and the checkpoint of the first epoch
+/// stays untouched, as do the metrics; no final weights are written.
+#[test]
+fn divergence_stops_the_training_and_keeps_the_checkpoint_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
+    dir.write_json(CONFIG, &config()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut t = Trainer::new(config().validate().unwrap()).unwrap();
+    let err = t.run(Some(&dir), &mut StopAfterEpoch { epoch: 0, stop: &stop }, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted { epoch: 1, step: 0 }), "{err}");
+    let good = std::fs::read(dir.file("checkpoint.safetensors")).unwrap();
+
+    let w = t.model().weights().get("classifier.weight").expect("classifier weight").var;
+    w.set(&(w.as_tensor() * f64::NAN).unwrap()).unwrap();
+    let never = AtomicBool::new(false);
+    let err = t.run(Some(&dir), &mut CollectSink::default(), &never).unwrap_err();
+    assert!(matches!(err, Error::Diverged { epoch: 1, step: 0, .. }), "{err}");
+    assert!(err.to_string().starts_with("training diverged at epoch 2, step 0: loss is NaN"), "{err}");
+    assert_eq!(std::fs::read(dir.file("checkpoint.safetensors")).unwrap(), good, "checkpoint overwritten");
+    assert_eq!(dir.read_metrics().unwrap().len(), 1);
+    assert!(!dir.file(WEIGHTS).exists());
+}
