@@ -95,4 +95,10 @@ impl DropPath {
         let masks = Tensor::from_vec(values, (ops, batch), &Device::Cpu)?.to_device(device)?;
         Ok(Self { masks })
     }
+
+    /// The factors (ops, B), one row per droppable op in forward order: 0 where the op's
+    /// output is dropped for that sample, 1/keep where it is kept.
+    pub fn masks(&self) -> &Tensor {
+        &self.masks
+    }
 }

@@ -21,10 +21,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::load_tensors;
-use nas_core::optim::{Sgd, SgdConfig};
+use nas_core::optim::Sgd;
 use nas_core::testing::max_rel_err;
 use nas_search::architect::Architect;
-use nas_search::config::{ArchOptimConfig, Method};
+use nas_search::config::{Method, SearchConfig};
 use nas_search::step::{weight_step, Batch};
 use search_spaces::darts::{rdarts_space, DartsSupernet, DartsSupernetConfig};
 
@@ -113,22 +113,26 @@ fn run_step(
     net.weights().load(golden, false).unwrap();
     net.arch().load(golden, false).unwrap();
 
-    let sgd = SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 };
+    // Every fixture was generated with darts-1st's optimisers and clip: the SGD of the snippet
+    // above, the reference Architect's Adam (lr 3e-4, betas (0.5, 0.999), weight decay 1e-3)
+    // and `clip_grad_norm_(…, 5.)` in its search_step.
+    let preset = SearchConfig::preset("darts-1st").unwrap();
+    let sgd = preset.weight_optimizer.sgd();
+    let clip = preset.weight_optimizer.grad_clip;
     let mut w_opt = Sgd::new(net.weights().weights(), sgd);
-    let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
-    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &arch_cfg, method);
+    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &preset.arch_optimizer, method);
     let batch = |x: &str, y: &str| Batch { x: golden[x].clone(), y: golden[y].to_dtype(DType::U32).unwrap() };
     let (train, valid) = (batch("input", "target"), batch("valid_input", "valid_target"));
     if warmup != Warmup::None {
         for _ in 0..2 {
-            weight_step(&net, &mut w_opt, &valid, 5.0).unwrap();
+            weight_step(&net, &mut w_opt, &valid, clip).unwrap();
         }
         assert!(w_opt.momentum_buffer(0).is_some());
     }
     let no_momentum = Sgd::new(net.weights().weights(), sgd);
     let arch_view = if warmup == Warmup::WeightStepsWithoutMomentum { &no_momentum } else { &w_opt };
     architect.step(&net, std::slice::from_ref(&train), &valid, arch_view).unwrap();
-    let (loss, _) = weight_step(&net, &mut w_opt, &train, 5.0).unwrap();
+    let (loss, _) = weight_step(&net, &mut w_opt, &train, clip).unwrap();
     (net, loss)
 }
 

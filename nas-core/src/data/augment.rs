@@ -130,16 +130,103 @@ mod tests {
         }
     }
 
+    /// The zeroed pixels of one cutout draw as a rectangle `[y0, y1) × [x0, x1)`, after checking
+    /// that every channel has exactly those pixels zeroed and every other pixel keeps its
+    /// normalised value `(v / 255 − mean) / std`.
+    fn zeroed_rectangle(
+        src: &[u8],
+        dst: &[f32],
+        (c, h, w): (usize, usize, usize),
+        norm: &Normalize,
+    ) -> (usize, usize, usize, usize) {
+        let zero = |y: usize, x: usize| dst[y * w + x] == 0.0;
+        let rows: Vec<usize> = (0..h).filter(|&y| (0..w).any(|x| zero(y, x))).collect();
+        let cols: Vec<usize> = (0..w).filter(|&x| (0..h).any(|y| zero(y, x))).collect();
+        assert!(!rows.is_empty(), "cutout zeroed nothing");
+        let (y0, y1, x0, x1) = (rows[0], rows[rows.len() - 1] + 1, cols[0], cols[cols.len() - 1] + 1);
+        for ch in 0..c {
+            let (mean, std) = (norm.mean[ch], norm.std[ch]);
+            for y in 0..h {
+                for x in 0..w {
+                    let i = ch * h * w + y * w + x;
+                    if (y0..y1).contains(&y) && (x0..x1).contains(&x) {
+                        assert_eq!(dst[i], 0.0, "channel {ch} ({y}, {x}) inside the window");
+                    } else {
+                        let want = (src[i] as f32 / 255.0 - mean) / std;
+                        assert!((dst[i] - want).abs() < 1e-5, "channel {ch} ({y}, {x}): {} vs {want}", dst[i]);
+                    }
+                }
+            }
+        }
+        (y0, y1, x0, x1)
+    }
+
+    /// DARTS' `utils.Cutout`: centre `y ~ U{0..h}`, rows `clip(y − L/2, 0, h)..clip(y + L/2, 0,
+    /// h)` (integer `L/2`), the same for columns, on every channel. Each window recovers its
+    /// centre, so the test also checks that every centre occurs about equally often.
     #[test]
     fn cutout_zeroes_a_clipped_square() {
-        let src = vec![255u8; 16 * 16];
-        let aug = Augment { crop_padding: 0, flip: false, cutout: 8 };
+        let (c, h, w, len) = (3, 16, 12, 8);
+        // No source value normalises to 0 ((v/255 − 0.5)/0.25 = 0 needs v = 127.5), so every zero
+        // comes from the cutout.
+        let norm = Normalize { mean: vec![0.5, 0.5, 0.5], std: vec![0.25, 0.5, 0.125] };
+        let src: Vec<u8> = (0..c * h * w).map(|i| (i * 37 % 256) as u8).collect();
+        let aug = Augment { crop_padding: 0, flip: false, cutout: len };
         let mut rng = Rng::seed_from_u64(2);
-        for _ in 0..20 {
-            let mut dst = vec![0f32; 256];
-            aug.apply(&src, (1, 16, 16), &norm(), &mut rng, &mut dst);
-            let zeros = dst.iter().filter(|&&v| v == 0.0).count();
-            assert!((1..=64).contains(&zeros), "{zeros}");
+        let half = len / 2;
+        let window = |centre: usize, size: usize| (centre.saturating_sub(half), (centre + half).min(size));
+        let (mut rows_seen, mut cols_seen) = (vec![0usize; h], vec![0usize; w]);
+        let draws = 1200;
+        let mut min_area = usize::MAX;
+        for _ in 0..draws {
+            let mut dst = vec![f32::NAN; c * h * w];
+            aug.apply(&src, (c, h, w), &norm, &mut rng, &mut dst);
+            let (y0, y1, x0, x1) = zeroed_rectangle(&src, &dst, (c, h, w), &norm);
+            let cy = (0..h).find(|&cy| window(cy, h) == (y0, y1));
+            let cx = (0..w).find(|&cx| window(cx, w) == (x0, x1));
+            let (Some(cy), Some(cx)) = (cy, cx) else {
+                panic!("rows {y0}..{y1}, columns {x0}..{x1} is no clipped {len}×{len} window");
+            };
+            rows_seen[cy] += 1;
+            cols_seen[cx] += 1;
+            let (dy, dx) = (y1 - y0, x1 - x0);
+            assert!(dy <= len && dx <= len, "{dy}×{dx}");
+            if (half..=h - half).contains(&cy) && (half..=w - half).contains(&cx) {
+                assert_eq!((dy, dx), (len, len), "centre ({cy}, {cx}) is far from the border");
+            }
+            // The strongest clipping (a centre in a corner) leaves an (L/2)×(L/2) window.
+            assert!(dy * dx >= half * half, "{dy}×{dx}");
+            min_area = min_area.min(dy * dx);
         }
+        assert_eq!(min_area, 16, "no draw hit a corner");
+        // Uniform centres: 1200/16 = 75 per row (σ ≈ 8.4), 1200/12 = 100 per column (σ ≈ 9.6).
+        for (seen, n) in [(&rows_seen, h), (&cols_seen, w)] {
+            let expect = draws as f64 / n as f64;
+            for (i, &k) in seen.iter().enumerate() {
+                assert!((k as f64 - expect).abs() < 5.0 * expect.sqrt(), "centre {i} drawn {k} times of {draws}");
+            }
+        }
+    }
+
+    /// An odd length zeroes a side of `2·⌊L/2⌋` as DARTS' integer `L // 2` does.
+    #[test]
+    fn odd_cutout_length_zeroes_an_even_side() {
+        let (h, w) = (20, 20);
+        let norm = Normalize { mean: vec![0.5], std: vec![0.25] };
+        let src: Vec<u8> = (0..h * w).map(|i| (i * 37 % 256) as u8).collect();
+        let aug = Augment { crop_padding: 0, flip: false, cutout: 5 };
+        let mut rng = Rng::seed_from_u64(3);
+        let mut interior = 0;
+        for _ in 0..200 {
+            let mut dst = vec![f32::NAN; h * w];
+            aug.apply(&src, (1, h, w), &norm, &mut rng, &mut dst);
+            let (y0, y1, x0, x1) = zeroed_rectangle(&src, &dst, (1, h, w), &norm);
+            assert!(y1 - y0 <= 4 && x1 - x0 <= 4, "{y0}..{y1} × {x0}..{x1}");
+            if y0 > 0 && x0 > 0 && y1 < h && x1 < w {
+                assert_eq!((y1 - y0, x1 - x0), (4, 4));
+                interior += 1;
+            }
+        }
+        assert!(interior > 100, "{interior}");
     }
 }

@@ -387,32 +387,131 @@ mod tests {
         }
     }
 
-    /// The f32 AVX2 paths give the generic rule's results bit for bit, on values that include
-    /// NaN, ±0 and ties, and tails shorter than a vector.
-    #[test]
-    fn blended_updates_equal_the_generic_rules() {
+    /// The element rules written out once, independently of the kernels: strictly greater
+    /// replaces (a NaN never does, and a NaN already there stays), `==` tags (NaN never
+    /// equal, −0 equal to +0), ReLU and its mask give +0 for anything not > 0.
+    fn rule_max(m: f32, v: f32) -> f32 {
+        if v > m {
+            v
+        } else {
+            m
+        }
+    }
+    fn rule_tag(b: f32, m: f32, v: f32, tag: f32) -> f32 {
+        if v == m {
+            tag
+        } else {
+            b
+        }
+    }
+    fn rule_relu(x: f32) -> f32 {
+        if x > 0.0 {
+            x
+        } else {
+            0.0
+        }
+    }
+    fn rule_mask(g: f32, x: f32) -> f32 {
+        if x > 0.0 {
+            g
+        } else {
+            0.0
+        }
+    }
+
+    /// The four blended updates as one implementation computes them.
+    struct Blends {
+        max_into: fn(&mut [f32], &[f32]),
+        tag_equal: fn(&mut [f32], &[f32], &[f32], f32),
+        relu_in_place: fn(&mut [f32]),
+        mask_positive: fn(&mut [f32], &[f32]),
+    }
+
+    /// `blends` give the rules' results bit for bit, on values that include NaN, ±0, ∞ and
+    /// ties, and on tails shorter than a vector.
+    fn check_blends(path: &str, blends: &Blends) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // Hand-checked cases of the rules themselves: (dst, src) → max, relu(dst), mask(dst by src).
+        let (d, s) = ([1.0f32, f32::NAN, -0.0, 0.0, -3.0, 2.0], [f32::NAN, 2.0, 0.0, -0.0, -1.0, 2.0]);
+        let mut x = d.to_vec();
+        (blends.max_into)(&mut x, &s);
+        assert_eq!(bits(&x), bits(&[1.0, f32::NAN, -0.0, 0.0, -1.0, 2.0]), "{path} max_into");
+        let mut x = d.to_vec();
+        (blends.relu_in_place)(&mut x);
+        assert_eq!(bits(&x), bits(&[1.0, 0.0, 0.0, 0.0, 0.0, 2.0]), "{path} relu_in_place");
+        let mut x = d.to_vec();
+        (blends.mask_positive)(&mut x, &s);
+        assert_eq!(bits(&x), bits(&[0.0, f32::NAN, 0.0, 0.0, 0.0, 2.0]), "{path} mask_positive");
+        let mut x = vec![5.0f32; 6];
+        (blends.tag_equal)(&mut x, &d, &s, 9.0);
+        assert_eq!(bits(&x), bits(&[5.0, 5.0, 9.0, 9.0, 5.0, 9.0]), "{path} tag_equal");
+
         let vals = [1.5f32, -2.0, 0.0, -0.0, f32::NAN, 3.0, -1.0, 3.0, 0.25, f32::INFINITY, -7.5];
         let a: Vec<f32> = (0..45).map(|i| vals[i % vals.len()]).collect();
         let b: Vec<f32> = (0..45).map(|i| vals[(i * 7 + 3) % vals.len()]).collect();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for n in [0, 3, 8, 13, 45] {
             let (a, b) = (&a[..n], &b[..n]);
-            let (mut x, mut y) = (a.to_vec(), a.to_vec());
-            max_into(&mut x, b);
-            max_into_generic(&mut y, b);
-            assert_eq!(bits(&x), bits(&y), "max_into n={n}");
-            let (mut x, mut y) = (a.to_vec(), a.to_vec());
-            tag_equal(&mut x, b, a, 9.0);
-            tag_equal_generic(&mut y, b, a, 9.0);
-            assert_eq!(bits(&x), bits(&y), "tag_equal n={n}");
-            let (mut x, mut y) = (a.to_vec(), a.to_vec());
-            relu_in_place(&mut x);
-            relu_in_place_generic(&mut y);
-            assert_eq!(bits(&x), bits(&y), "relu_in_place n={n}");
-            let (mut x, mut y) = (b.to_vec(), b.to_vec());
-            mask_positive(&mut x, a);
-            mask_positive_generic(&mut y, a);
-            assert_eq!(bits(&x), bits(&y), "mask_positive n={n}");
+            let mut x = a.to_vec();
+            (blends.max_into)(&mut x, b);
+            let want: Vec<f32> = a.iter().zip(b).map(|(&m, &v)| rule_max(m, v)).collect();
+            assert_eq!(bits(&x), bits(&want), "{path} max_into n={n}");
+            let mut x = a.to_vec();
+            (blends.tag_equal)(&mut x, b, a, 9.0);
+            let want: Vec<f32> = a.iter().zip(b).map(|(&v, &m)| rule_tag(v, m, v, 9.0)).collect();
+            assert_eq!(bits(&x), bits(&want), "{path} tag_equal n={n}");
+            let mut x = a.to_vec();
+            (blends.relu_in_place)(&mut x);
+            let want: Vec<f32> = a.iter().map(|&v| rule_relu(v)).collect();
+            assert_eq!(bits(&x), bits(&want), "{path} relu_in_place n={n}");
+            let mut x = b.to_vec();
+            (blends.mask_positive)(&mut x, a);
+            let want: Vec<f32> = b.iter().zip(a).map(|(&g, &v)| rule_mask(g, v)).collect();
+            assert_eq!(bits(&x), bits(&want), "{path} mask_positive n={n}");
         }
+    }
+
+    /// The dispatching wrappers, the portable loops and (where the CPU has it) the AVX2 blends
+    /// each against the rules, so that on an AVX2 host the AVX2 code meets a reference that is
+    /// not itself, and elsewhere the test says that it was not run.
+    #[test]
+    fn blended_updates_equal_the_element_rules() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(has_avx2(), std::arch::is_x86_feature_detected!("avx2"), "the dispatch and the CPU disagree");
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(!has_avx2());
+        check_blends(
+            "dispatch",
+            &Blends {
+                max_into: max_into::<f32>,
+                tag_equal: tag_equal::<f32>,
+                relu_in_place: relu_in_place::<f32>,
+                mask_positive: mask_positive::<f32>,
+            },
+        );
+        check_blends(
+            "portable",
+            &Blends {
+                max_into: max_into_generic::<f32>,
+                tag_equal: tag_equal_generic::<f32>,
+                relu_in_place: relu_in_place_generic::<f32>,
+                mask_positive: mask_positive_generic::<f32>,
+            },
+        );
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY (all four): the CPU supports AVX2 (checked just above).
+            check_blends(
+                "avx2",
+                &Blends {
+                    max_into: |d, s| unsafe { avx2_f32::max_into(d, s) },
+                    tag_equal: |b, m, s, t| unsafe { avx2_f32::tag_equal(b, m, s, t) },
+                    relu_in_place: |v| unsafe { avx2_f32::relu_in_place(v) },
+                    mask_positive: |g, x| unsafe { avx2_f32::mask_positive(g, x) },
+                },
+            );
+            eprintln!("simd: AVX2 detected; the dispatch, the portable loops and the AVX2 blends were checked");
+            return;
+        }
+        eprintln!("simd: no AVX2 on this CPU; only the dispatch (portable) and the portable loops were checked");
     }
 }

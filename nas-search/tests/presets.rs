@@ -1,0 +1,116 @@
+//! The search presets field for field against the published searches, the values written out
+//! here rather than read from the code:
+//!
+//! - DARTS `cnn/train_search.py` (quark0/darts) defaults: batch 64, SGD lr 0.025 cosine-annealed
+//!   over the epochs to `learning_rate_min` 0.001, momentum 0.9, weight decay 3e-4, 50 epochs,
+//!   C=16, L=8, grad clip 5, seed 2, Adam on α lr 3e-4, betas (0.5, 0.999) (`architect.py`),
+//!   weight decay 1e-3; `--unrolled` for the second order. `model_search.py`: 4 steps.
+//! - PC-DARTS `train_search.py` (yuhuixu1993/PC-DARTS): batch 256, SGD lr 0.1, α/β lr 6e-4,
+//!   K=4 partial channels with edge normalisation, α/β updated from epoch 15 (`if epoch>=15`),
+//!   the rest as DARTS. The paper anneals the SGD lr "down to zero"; the script's
+//!   `learning_rate_min` default is 0.001 — the preset follows the paper.
+//! - `quick` has no published counterpart: `darts-1st` at C=8, L=5, batch 32, 5 epochs, 1000
+//!   training images, as the README documents it.
+
+use nas_core::data::DataSpec;
+use nas_core::optim::WeightOptimConfig;
+use nas_core::DeviceSpec;
+use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, SearchConfig};
+use search_spaces::{SearchModelConfig, SpaceKind};
+
+/// DARTS' first-order search, every field.
+fn darts_train_search() -> SearchConfig {
+    SearchConfig {
+        preset: "darts-1st".into(),
+        space: SpaceKind::Darts,
+        method: Method::FirstOrder,
+        // This project's settings of the other hypergradient methods, unused by DARTS'.
+        neumann_steps: 5,
+        unroll_steps: 1,
+        cg_steps: 5,
+        cg_damping: 1.0,
+        hessian_every: 0,
+        early_stop: EarlyStop::None,
+        epochs: 50,
+        arch_start_epoch: 0,
+        seed: 2,
+        device: DeviceSpec::Cpu,
+        model: SearchModelConfig {
+            channels: 16,
+            layers: 8,
+            steps: 4,
+            partial_channels: 1,
+            edge_norm: false,
+            max_skip_connect: None,
+            ops: None,
+        },
+        data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64 },
+        weight_optimizer: WeightOptimConfig {
+            lr: 0.025,
+            lr_min: 0.001,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+        },
+        arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
+        progressive: None,
+        stage: None,
+        skip_dropout: 0.0,
+    }
+}
+
+fn preset(name: &str) -> SearchConfig {
+    let c = SearchConfig::preset(name).unwrap();
+    c.clone().validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    c
+}
+
+#[test]
+fn darts_presets_are_darts_train_search() {
+    assert_eq!(preset("darts-1st"), darts_train_search());
+    let second = SearchConfig { preset: "darts-2nd".into(), method: Method::SecondOrder, ..darts_train_search() };
+    assert_eq!(preset("darts-2nd"), second);
+}
+
+#[test]
+fn pc_darts_preset_is_pc_darts_train_search() {
+    let d = darts_train_search();
+    let want = SearchConfig {
+        preset: "pc-darts".into(),
+        arch_start_epoch: 15,
+        model: SearchModelConfig { partial_channels: 4, edge_norm: true, ..d.model.clone() },
+        data: DataConfig { batch_size: 256, ..d.data.clone() },
+        weight_optimizer: WeightOptimConfig { lr: 0.1, lr_min: 0.0, ..d.weight_optimizer.clone() },
+        arch_optimizer: ArchOptimConfig { lr: 6e-4, ..d.arch_optimizer.clone() },
+        ..d
+    };
+    assert_eq!(preset("pc-darts"), want);
+}
+
+#[test]
+fn quick_preset_is_a_small_darts_1st() {
+    let d = darts_train_search();
+    let want = SearchConfig {
+        preset: "quick".into(),
+        epochs: 5,
+        model: SearchModelConfig { channels: 8, layers: 5, ..d.model.clone() },
+        data: DataConfig { batch_size: 32, subset: Some(1000), ..d.data.clone() },
+        ..d
+    };
+    assert_eq!(preset("quick"), want);
+}
+
+/// `CosineAnnealingLR(optimizer, epochs, eta_min)` stepped at the start of every epoch:
+/// lr(e) = η_min + (lr − η_min)·(1 + cos(πe/T))/2.
+#[test]
+fn preset_schedules_are_cosine_annealing_over_the_epochs() {
+    for (name, points) in
+        [("darts-1st", [(0, 0.025), (25, 0.013), (50, 0.001)]), ("pc-darts", [(0, 0.1), (25, 0.05), (50, 0.0)])]
+    {
+        let c = preset(name);
+        let s = c.weight_optimizer.schedule(c.epochs);
+        for (e, want) in points {
+            assert!((s.lr(e) - want).abs() < 1e-15, "{name} epoch {e}: {} vs {want}", s.lr(e));
+        }
+    }
+}
