@@ -87,7 +87,11 @@ const FSIZE_BLOCKS: &str = "200";
 /// `nas args` under `ulimit -f`, with SIGXFSZ ignored so that a write past the limit fails
 /// with EFBIG ("File too large") as on a full disk, instead of killing the process.
 fn with_file_limit(args: &[&str]) -> std::process::Output {
-    let script = format!("trap '' XFSZ; ulimit -f {FSIZE_BLOCKS}; exec \"$0\" \"$@\"");
+    with_file_limit_of(FSIZE_BLOCKS, args)
+}
+
+fn with_file_limit_of(blocks: &str, args: &[&str]) -> std::process::Output {
+    let script = format!("trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$@\"");
     Command::new("sh").arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_nas")).args(args).output().unwrap()
 }
 
@@ -115,6 +119,22 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     let o2 = nas(&["search", "--resume", "--out", o, "-q"]);
     assert!(o2.status.success(), "{}", stderr(&o2));
     assert_eq!(RunDir::open(&out).unwrap().read_metrics().unwrap().len(), 3);
+}
+
+/// Room for config.json but not for the first metrics record (~5.7 kB): the run stops with
+/// an error naming the log; the record it tore is dropped on resume, which finishes the run.
+#[test]
+fn a_full_disk_while_appending_the_metrics_log_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let args = tiny(&out, "2");
+    let full = with_file_limit_of("8", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_rejected(&full, &["metrics.jsonl", "File too large"]);
+    let torn = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(!torn.is_empty() && !torn.ends_with('\n'), "expected a torn record: {torn:?}");
+    let o = nas(&["search", "--resume", "--out", out.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(RunDir::open(&out).unwrap().read_metrics().unwrap().len(), 2);
 }
 
 #[test]
