@@ -1,7 +1,7 @@
 //! The faults a long run meets, through the binary: a second process in the same run
 //! directory, a damaged checkpoint, a full disk (a file-size limit) while writing a
-//! checkpoint, a run directory that vanishes mid-run, and resumes refused for changed
-//! options. Each ends with one clear error and
+//! checkpoint or the metrics log, a run directory that vanishes or turns read-only mid-run,
+//! and resumes refused for changed options. Each ends with one clear error and
 //! never a panic; what was written before stays usable.
 
 mod common;
@@ -186,4 +186,52 @@ fn refused_resumes_leave_the_run_as_it_was_and_force_replaces_it() {
     assert_eq!(config["seed"], 6);
     assert_eq!(RunDir::open(&out).unwrap().read_metrics().unwrap().len(), 1);
     assert_ne!(std::fs::read(out.join("checkpoint.safetensors")).unwrap(), before["checkpoint.safetensors"]);
+}
+
+/// Makes a directory read-only for this process, root included (`chattr +i`, or the mode
+/// bits for other users), until dropped. None where neither works here.
+struct ReadOnly<'a>(&'a Path);
+
+impl<'a> ReadOnly<'a> {
+    fn make(dir: &'a Path) -> Option<Self> {
+        let guard = ReadOnly(dir);
+        let _ = Command::new("chattr").arg("+i").arg(dir).stderr(Stdio::null()).status();
+        if std::fs::write(dir.join(".probe"), b"").is_err() {
+            return Some(guard);
+        }
+        let _ = std::fs::remove_file(dir.join(".probe"));
+        let _ = Command::new("chmod").arg("555").arg(dir).status();
+        if std::fs::write(dir.join(".probe"), b"").is_err() {
+            return Some(guard);
+        }
+        None
+    }
+}
+
+impl Drop for ReadOnly<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(self.0).stderr(Stdio::null()).status();
+        let _ = Command::new("chmod").arg("755").arg(self.0).status();
+        let _ = std::fs::remove_file(self.0.join(".probe"));
+    }
+}
+
+/// The run directory turns read-only mid-run: the next write fails with an error naming its
+/// file, and no panic.
+#[test]
+fn a_run_directory_that_turns_read_only_mid_run_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let child = start(&out, "50");
+    wait_for(&out.join("config.json"));
+    let Some(read_only) = ReadOnly::make(&out) else {
+        eprintln!("cannot make a directory read-only on this machine (no chattr, root): case not run");
+        return;
+    };
+    let o = child.wait_with_output().unwrap();
+    drop(read_only);
+    assert_rejected(&o, &[out.to_str().unwrap()]);
+    let err = stderr(&o);
+    eprintln!("{err}");
+    assert!(err.contains("not permitted") || err.contains("denied") || err.contains("Read-only"), "{err}");
 }
