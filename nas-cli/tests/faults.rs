@@ -222,10 +222,12 @@ impl Drop for ReadOnly<'_> {
 fn a_run_directory_that_turns_read_only_mid_run_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let child = start(&out, "50");
+    let mut child = start(&out, "50");
     wait_for(&out.join("config.json"));
     let Some(read_only) = ReadOnly::make(&out) else {
         eprintln!("cannot make a directory read-only on this machine (no chattr, root): case not run");
+        child.kill().unwrap();
+        child.wait().unwrap();
         return;
     };
     let o = child.wait_with_output().unwrap();
