@@ -20,7 +20,7 @@ use search_spaces::Supernet;
 
 use crate::config::{ArchOptimConfig, HypergradConfig, Method};
 use crate::step::Batch;
-use crate::{Error, Result};
+use crate::Result;
 
 /// The supernet with fixed batches (training batches for the virtual steps, one validation
 /// batch), as the bilevel problem the hypergradients need.
@@ -159,7 +159,8 @@ impl Architect {
     }
 
     /// The hypergradient of the validation loss with respect to every architecture parameter;
-    /// `train` holds the current training batch first, and at least `train_batches()`.
+    /// `train` holds the current training batch first, and at least `train_batches()` (the
+    /// method refuses fewer).
     pub fn hypergradient(
         &mut self,
         net: &dyn Supernet,
@@ -167,13 +168,6 @@ impl Architect {
         valid: &Batch,
         w_opt: &Sgd,
     ) -> Result<Vec<Option<Tensor>>> {
-        if train.len() < self.method.train_batches() {
-            return Err(Error::config(format!(
-                "the architecture step needs {} training batches, got {}",
-                self.method.train_batches(),
-                train.len()
-            )));
-        }
         let problem = SupernetProblem::new(net, &self.weights, &self.arch, train, valid);
         let cfg = w_opt.config();
         let st = SgdState {

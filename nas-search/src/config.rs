@@ -67,7 +67,7 @@ impl From<Method> for HypergradConfig {
         Self {
             method,
             neumann_steps: 5,
-            unroll_steps: 1,
+            unroll_steps: one(),
             cg_steps: default_cg_steps(),
             cg_damping: default_cg_damping(),
         }
@@ -216,14 +216,15 @@ impl SearchConfig {
         // The presets are the DARTS and PC-DARTS papers' searches of the darts space.
         let space = SpaceKind::Darts;
         let (channels, layers) = space.search_sizes(name == "quick");
+        let h = HypergradConfig::from(Method::FirstOrder);
         let mut c = SearchConfig {
             preset: name.to_string(),
             space,
-            method: Method::FirstOrder,
-            neumann_steps: 5,
-            unroll_steps: 1,
-            cg_steps: default_cg_steps(),
-            cg_damping: default_cg_damping(),
+            method: h.method,
+            neumann_steps: h.neumann_steps,
+            unroll_steps: h.unroll_steps,
+            cg_steps: h.cg_steps,
+            cg_damping: h.cg_damping,
             hessian_every: 0,
             early_stop: EarlyStop::None,
             epochs: 50,

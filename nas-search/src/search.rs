@@ -185,11 +185,6 @@ impl Search {
         Ok(genotype)
     }
 
-    /// DARTS-ES' decision, once the search has stopped early.
-    pub fn early_stop(&self) -> Option<&EarlyStopDecision> {
-        self.task.early_stop().map(|(d, _)| d)
-    }
-
     /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
     /// dropping metric records the checkpoint does not cover.
     pub fn resume(&mut self, dir: &RunDir) -> Result<Position> {
