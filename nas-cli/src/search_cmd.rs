@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use nas_core::data::DataSpec;
 use nas_core::DeviceSpec;
-use nas_search::config::{EarlyStop, ProgressiveConfig};
+use nas_search::config::{EarlyStop, ProgressiveConfig, Resource};
 use nas_search::early_stop::EarlyStopDecision;
 use nas_search::{Method, Progressive, Search, SearchConfig};
 use search_spaces::darts::rdarts_space;
@@ -43,7 +43,8 @@ impl std::str::FromStr for SpaceChoice {
 #[derive(Args, Debug, Default)]
 #[command(allow_negative_numbers = true)]
 pub struct SearchArgs {
-    /// Preset: darts-1st (default), darts-2nd, pc-darts, p-darts or quick
+    /// Preset: darts-1st (default), darts-2nd, pc-darts, p-darts, gdas (AutoDL's GDAS on
+    /// nb201) or quick
     #[arg(long, value_name = "P")]
     preset: Option<String>,
     /// Search space: darts, nb201 (C=16 and 5 cells per stage by default; quick: C=8, 2), or
@@ -55,10 +56,35 @@ pub struct SearchArgs {
     /// noise; replaces the op sets of s1–s4. Per-edge sets: `model.ops` in a --config file
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     ops: Option<Vec<String>>,
-    /// Hypergradient: first-order, second-order (DARTS' one-step unrolled), unrolled (K virtual
-    /// steps, --unroll-steps), implicit (Neumann series) or implicit-cg (conjugate gradient)
+    /// Search method. Hypergradients of the relaxation: first-order, second-order (DARTS'
+    /// one-step unrolled), unrolled (K virtual steps, --unroll-steps), implicit (Neumann
+    /// series), implicit-cg (conjugate gradient). Sampling: gdas (hard Gumbel-softmax), snas
+    /// (relaxed concrete sample, single level), enas (LSTM controller, REINFORCE), random
+    /// (uniform children, weight sharing)
     #[arg(long, value_name = "M")]
     method: Option<Method>,
+    /// gdas, snas: the Gumbel-softmax temperature of the first epoch (gdas 10, snas 1)
+    #[arg(long, value_name = "τ")]
+    tau_max: Option<f64>,
+    /// gdas, snas: the temperature of the last epoch (gdas 0.1, snas 0.03)
+    #[arg(long, value_name = "τ")]
+    tau_min: Option<f64>,
+    /// snas: the resource penalty's cost, params or mult-adds
+    #[arg(long, value_name = "R")]
+    resource: Option<Resource>,
+    /// snas: the resource penalty's weight λ (0: off)
+    #[arg(long, value_name = "λ")]
+    resource_weight: Option<f64>,
+    /// enas: controller updates after every epoch (darts 30 as ENAS, nb201 50 as AutoDL)
+    #[arg(long, value_name = "N")]
+    controller_steps: Option<usize>,
+    /// enas: children per controller update, one validation batch each (darts 10, nb201 20)
+    #[arg(long, value_name = "N")]
+    controller_aggregate: Option<usize>,
+    /// enas, random: children sampled after every epoch, the most accurate on a validation
+    /// batch being the genotype (100)
+    #[arg(long, value_name = "N")]
+    select_samples: Option<usize>,
     /// Neumann-series terms of the implicit hypergradient
     #[arg(long, value_name = "J")]
     neumann_steps: Option<usize>,
@@ -166,6 +192,21 @@ impl SearchArgs {
             c.model.ops = Some(OpsConfig::Uniform(ops.clone()));
         }
         set!(self.method => c.method);
+        if self.tau_max.is_some() {
+            c.sampling.tau_max = self.tau_max;
+        }
+        if self.tau_min.is_some() {
+            c.sampling.tau_min = self.tau_min;
+        }
+        set!(self.resource => c.sampling.resource);
+        set!(self.resource_weight => c.sampling.resource_weight);
+        if self.controller_steps.is_some() {
+            c.sampling.controller_steps = self.controller_steps;
+        }
+        if self.controller_aggregate.is_some() {
+            c.sampling.controller_aggregate = self.controller_aggregate;
+        }
+        set!(self.select_samples => c.sampling.select_samples);
         set!(self.neumann_steps => c.neumann_steps);
         set!(self.unroll_steps => c.unroll_steps);
         set!(self.cg_steps => c.cg_steps);

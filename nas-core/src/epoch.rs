@@ -97,11 +97,11 @@ pub trait EpochTask {
     fn record_fields(&self, epoch: usize) -> RunResult<Map<String, Value>>;
 
     /// The tensors of a checkpoint.
-    fn checkpoint_tensors(&self) -> Vec<(String, Tensor)>;
+    fn checkpoint_tensors(&self) -> RunResult<Vec<(String, Tensor)>>;
 
     /// The metadata of a checkpoint besides the format and the position.
-    fn checkpoint_meta(&self) -> Vec<(String, String)> {
-        Vec::new()
+    fn checkpoint_meta(&self) -> RunResult<Vec<(String, String)>> {
+        Ok(Vec::new())
     }
 
     /// Restores what `checkpoint_tensors` and `checkpoint_meta` wrote, from the checkpoint at
@@ -213,10 +213,10 @@ impl EpochLoop {
 
     /// Writes the task's state and the run's position, atomically.
     pub fn save_checkpoint<T: EpochTask>(&self, task: &T, path: &Path) -> RunResult<()> {
-        let mut meta: HashMap<String, String> = task.checkpoint_meta().into_iter().collect();
+        let mut meta: HashMap<String, String> = task.checkpoint_meta()?.into_iter().collect();
         meta.insert("format".into(), T::CHECKPOINT_FORMAT.into());
         meta.extend(self.position.to_meta());
-        Ok(save_tensors(path, &task.checkpoint_tensors(), meta)?)
+        Ok(save_tensors(path, &task.checkpoint_tensors()?, meta)?)
     }
 
     /// Restores a checkpoint written by `save_checkpoint`; returns the position to continue at.
@@ -411,8 +411,8 @@ mod tests {
             Ok(Map::from_iter([("lr".to_string(), json!(0.1 / (1 + epoch) as f64))]))
         }
 
-        fn checkpoint_tensors(&self) -> Vec<(String, Tensor)> {
-            Vec::new()
+        fn checkpoint_tensors(&self) -> RunResult<Vec<(String, Tensor)>> {
+            Ok(Vec::new())
         }
 
         fn restore(&mut self, _: &LoadedTensors, _: &Path) -> RunResult<()> {

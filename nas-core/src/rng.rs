@@ -19,6 +19,8 @@ pub enum Purpose {
     Noise = 7,
     /// The start vector of the α-Hessian's eigenvalue iteration.
     Hessian = 8,
+    /// The ops and children the sampling methods draw (GDAS, SNAS, ENAS, random sampling).
+    Sample = 9,
 }
 
 fn splitmix64(mut z: u64) -> u64 {

@@ -5,7 +5,6 @@
 
 use candle_core::DType;
 use nas_core::bench::{random_batch, report, time_steps};
-use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
 use search_spaces::{Genotype, TaskShape};
 use serde::{Deserialize, Serialize};
@@ -54,7 +53,7 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let device = cfg.device.open()?;
     let model = EvalModel::new(&cfg.genotype, &cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, 0, &device)?;
     let o = &cfg.optimizer;
-    let mut opt = Sgd::new(model.weights().weights(), o.sgd());
+    let mut opt = o.optimizer(model.weights().weights());
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let mut step = 0;
     let m = time_steps(&device, (b.warmup, b.steps), b.count_launches, || -> Result<()> {

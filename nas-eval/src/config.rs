@@ -74,7 +74,14 @@ impl TrainConfig {
                 cutout: 16,
                 image_size: 32,
             },
-            optimizer: WeightOptimConfig { lr: 0.025, lr_min: 0.0, momentum: 0.9, weight_decay: 3e-4, grad_clip: 5.0 },
+            optimizer: WeightOptimConfig {
+                lr: 0.025,
+                lr_min: 0.0,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                nesterov: false,
+            },
         }
     }
 

@@ -138,7 +138,7 @@ impl Trainer {
         let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&data), cfg.seed, &device)?;
         tracing::info!(weights = model.weights().num_weight_elements(), device = ?device, "network built");
         let o = &cfg.optimizer;
-        let opt = Sgd::new(model.weights().weights(), o.sgd());
+        let opt = o.optimizer(model.weights().weights());
         let schedule = o.schedule(cfg.epochs);
         let epochs = EpochLoop::new(cfg.epochs, &device);
         let task = TrainTask {
@@ -258,17 +258,17 @@ impl EpochTask for TrainTask {
     }
 
     /// Weights, BN statistics and the momentum buffers.
-    fn checkpoint_tensors(&self) -> Vec<(String, Tensor)> {
+    fn checkpoint_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut tensors = self.model.weights().named_tensors("weights.");
         tensors.extend(self.opt.state("sgd"));
-        tensors
+        Ok(tensors)
     }
 
-    fn checkpoint_meta(&self) -> Vec<(String, String)> {
-        vec![
+    fn checkpoint_meta(&self) -> Result<Vec<(String, String)>> {
+        Ok(vec![
             ("seed".to_string(), self.cfg.seed.to_string()),
             ("random_draws".to_string(), self.model.stream_position().to_string()),
-        ]
+        ])
     }
 
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {

@@ -101,6 +101,9 @@ fn method(cfg: &HypergradConfig) -> Box<dyn Hypergradient> {
         Method::Unrolled => Box::new(TruncatedRad::new(cfg.unroll_steps)),
         Method::Implicit => Box::new(Neumann { terms: cfg.neumann_steps }),
         Method::ImplicitCg => Box::new(ConjugateGradient::new(cfg.cg_steps, cfg.cg_damping)),
+        // The sampling methods learn α in `sampling`, not through an architect; the one
+        // `nas bench` times for them is first order, the cost of GDAS' α step.
+        Method::Gdas | Method::Snas | Method::Enas | Method::Random => Box::new(FirstOrder),
     }
 }
 

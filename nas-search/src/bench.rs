@@ -3,12 +3,12 @@
 //! `peak_mem_bytes` is the process's peak resident set size after the timed steps;
 //! `grad_evals_per_arch_step` counts the forward and backward passes of one architecture step
 //! (first order 1, second order 4, unrolled 3K + 1, Neumann 2J + 3, conjugate gradient
-//! 2J + 3 with a warm start's residual).
+//! 2J + 3 with a warm start's residual; GDAS' α step 1; SNAS, ENAS and random sampling 0: their
+//! step is the weight step, SNAS' giving α's gradient too).
 
 use candle_core::DType;
 use nas_core::bench::{random_batch, report, time_steps};
 use nas_core::nn::{cross_entropy, Mode};
-use nas_core::optim::Sgd;
 use nas_core::DeviceSpec;
 use search_spaces::{SearchModelConfig, SpaceKind, TaskShape};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::architect::Architect;
 use crate::config::{ArchOptimConfig, DataConfig, Method, SearchConfig};
+use crate::sampling::Sampler;
 use crate::step::{weight_step, Batch};
 use crate::Result;
 
@@ -66,7 +67,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let device = cfg.device.open()?;
     let net = cfg.space.build_supernet(&cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, cfg.seed, &device)?;
     let w = &cfg.weight_optimizer;
-    let mut w_opt = Sgd::new(net.weights().weights(), w.sgd());
+    let mut w_opt = w.optimizer(net.weights().weights());
     let a: &ArchOptimConfig = &cfg.arch_optimizer;
     let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), a, cfg.hypergrad());
     // The training batches of an architecture step (T-RAD reads K), then the validation batch.
@@ -75,7 +76,21 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         .collect::<nas_core::Result<Vec<_>>>()?;
     let (x, y) = random_batch(b.batch_size, b.image_size, &device)?;
     let valid = Batch { x, y };
+    let mut sampler = if cfg.method.is_sampling() {
+        let s = Sampler::new(net.as_ref(), cfg.method, &cfg.sampling, a, cfg.seed, cfg.epochs, &device)?;
+        Some(s)
+    } else {
+        None
+    };
+    let mut step = 0;
     let m = time_steps(&device, (b.warmup, b.steps), b.count_launches, || -> Result<()> {
+        if let Some(s) = &mut sampler {
+            let v = (!b.weights_only && s.uses_valid_batches()).then_some(&valid);
+            let (loss, _) = s.step(net.as_ref(), &mut w_opt, w.grad_clip, 0, step, &train[0], v)?;
+            step += 1;
+            loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            return Ok(());
+        }
         if !b.weights_only {
             architect.step(net.as_ref(), &train, &valid, &w_opt)?;
         }
@@ -90,7 +105,12 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         Ok(())
     })?;
     // Forward and backward passes of one architecture step (0 when it is not timed).
-    let arch_evals = if b.weights_only { 0 } else { architect.last_grad_evals() };
+    let arch_evals = match cfg.method {
+        _ if b.weights_only => 0,
+        Method::Gdas => 1,
+        m if m.is_sampling() => 0,
+        _ => architect.last_grad_evals(),
+    };
     let extra = [
         ("params_weights", json!(net.weights().num_weight_elements())),
         ("eval_step_s_median", json!(eval.median())),

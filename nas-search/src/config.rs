@@ -38,9 +38,27 @@ pub enum Method {
     Implicit,
     /// Implicit function theorem with the inverse Hessian by conjugate gradient.
     ImplicitCg,
+    /// GDAS (Dong & Yang 2019): one op per edge by a hard Gumbel-softmax sample with the
+    /// straight-through estimator; alternating weight and α steps.
+    Gdas,
+    /// SNAS (Xie et al. 2019): a relaxed concrete sample of every edge; weights and α from the
+    /// same training batch.
+    Snas,
+    /// ENAS (Pham et al. 2018, micro search): an LSTM controller samples the child that trains
+    /// the shared weights, and learns by REINFORCE from the child's validation accuracy.
+    Enas,
+    /// Random sampling with weight sharing (Li & Talwalkar 2019): a uniformly sampled child
+    /// per batch, the best of N sampled children at the end.
+    Random,
 }
 
 impl Method {
+    /// Whether the method samples ops (`sampling`) rather than following the continuous
+    /// relaxation with a hypergradient.
+    pub fn is_sampling(self) -> bool {
+        matches!(self, Method::Gdas | Method::Snas | Method::Enas | Method::Random)
+    }
+
     /// Training batches one architecture step reads (the current one first).
     pub fn train_batches(self, unroll_steps: usize) -> usize {
         if self == Method::Unrolled {
@@ -71,6 +89,67 @@ impl From<Method> for HypergradConfig {
             cg_steps: default_cg_steps(),
             cg_damping: default_cg_damping(),
         }
+    }
+}
+
+/// The cost SNAS' resource penalty counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resource {
+    /// Parameters of the sampled ops.
+    Params,
+    /// Mult-adds of the sampled ops' convolutions at the input size of the search.
+    MultAdds,
+}
+
+/// The settings of the sampling methods (`sampling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// The Gumbel-softmax temperature of the first epoch; None: the method's (GDAS 10, SNAS 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tau_max: Option<f64>,
+    /// The temperature of the last epoch; None: the method's (GDAS 0.1, SNAS 0.03).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tau_min: Option<f64>,
+    /// SNAS' resource penalty: what it counts, and its weight λ (0: off).
+    pub resource: Resource,
+    pub resource_weight: f64,
+    /// ENAS: controller updates after every epoch (`controller_train_steps`); None: the
+    /// reference's (ENAS' micro search 30, AutoDL's NAS-Bench-201 ENAS 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_steps: Option<usize>,
+    /// ENAS: sampled children (one validation batch each) per controller update
+    /// (`controller_num_aggregate`); None: the reference's (10, AutoDL 20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_aggregate: Option<usize>,
+    /// ENAS and random sampling: children sampled at the end of every epoch, the genotype being
+    /// the best of them on one validation batch.
+    pub select_samples: usize,
+}
+
+impl Default for SamplingConfig {
+    /// The controller's schedule from its reference (`controller`), and AutoDL-Projects' best of
+    /// 100 sampled children.
+    fn default() -> Self {
+        Self {
+            tau_max: None,
+            tau_min: None,
+            resource: Resource::Params,
+            resource_weight: 0.0,
+            controller_steps: None,
+            controller_aggregate: None,
+            select_samples: 100,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// The temperatures (first, last epoch) of `method`: GDAS anneals 10 → 0.1 (AutoDL's
+    /// `--tau_max 10 --tau_min 0.1`), SNAS 1 → 0.03 (the SNAS paper).
+    pub fn taus(&self, method: Method) -> (f64, f64) {
+        let (max, min) = if method == Method::Snas { (1.0, 0.03) } else { (10.0, 0.1) };
+        (self.tau_max.unwrap_or(max), self.tau_min.unwrap_or(min))
     }
 }
 
@@ -112,8 +191,13 @@ kebab_enum_str!(Method, "method", [
     Method::SecondOrder => "second-order",
     Method::Unrolled => "unrolled",
     Method::Implicit => "implicit",
-    Method::ImplicitCg => "implicit-cg"
+    Method::ImplicitCg => "implicit-cg",
+    Method::Gdas => "gdas",
+    Method::Snas => "snas",
+    Method::Enas => "enas",
+    Method::Random => "random"
 ]);
+kebab_enum_str!(Resource, "resource", [Resource::Params => "params", Resource::MultAdds => "mult-adds"]);
 kebab_enum_str!(EarlyStop, "early stop", [EarlyStop::None => "none", EarlyStop::DartsEs => "darts-es"]);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +259,9 @@ pub struct SearchConfig {
     /// Base dropout rate after skip_connect, scheduled over the epochs as P-DARTS does.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skip_dropout: f64,
+    /// The sampling methods' settings (GDAS, SNAS, ENAS, random sampling).
+    #[serde(default)]
+    pub sampling: SamplingConfig,
 }
 
 fn one() -> usize {
@@ -208,7 +295,7 @@ pub struct ProgressiveConfig {
     pub skip_dropout: Vec<f64>,
 }
 
-pub const PRESETS: [&str; 5] = ["darts-1st", "darts-2nd", "pc-darts", "p-darts", "quick"];
+pub const PRESETS: [&str; 6] = ["darts-1st", "darts-2nd", "pc-darts", "p-darts", "gdas", "quick"];
 
 impl SearchConfig {
     /// The settings of a named preset.
@@ -247,11 +334,13 @@ impl SearchConfig {
                 momentum: 0.9,
                 weight_decay: 3e-4,
                 grad_clip: 5.0,
+                nesterov: false,
             },
             arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
             progressive: None,
             stage: None,
             skip_dropout: 0.0,
+            sampling: SamplingConfig::default(),
         };
         match name {
             "darts-1st" => {}
@@ -278,6 +367,17 @@ impl SearchConfig {
                     ops_per_edge: vec![8, 5, 3],
                     skip_dropout: vec![0.0, 0.4, 0.7],
                 });
+            }
+            "gdas" => {
+                // AutoDL-Projects' GDAS on NAS-Bench-201 (scripts-search/NAS-Bench-201-algos/
+                // GDAS.sh, configs/nas-benchmark/algos/GDAS.config): 250 epochs, batch 64, SGD
+                // 0.025 → 0.001 with Nesterov momentum 0.9 and weight decay 5e-4, Adam 3e-4
+                // (0.5, 0.999) with weight decay 1e-3, τ 10 → 0.1, clip 5.
+                c.set_space(SpaceKind::Nb201);
+                c.method = Method::Gdas;
+                c.epochs = 250;
+                c.weight_optimizer.weight_decay = 5e-4;
+                c.weight_optimizer.nesterov = true;
             }
             "quick" => {
                 c.data.batch_size = 32;
@@ -430,11 +530,78 @@ impl SearchConfig {
         if !self.skip_dropout.is_finite() || !(0.0..1.0).contains(&self.skip_dropout) {
             return bad(format!("{} must be in [0, 1), got {}", field("skip_dropout"), self.skip_dropout));
         }
+        self.validate_sampling()?;
         self.space.validate_search(&self.model)?;
         if let Some(p) = &self.progressive {
             p.validate(self.space, &self.model)?;
         }
         Ok(ValidSearchConfig(self))
+    }
+}
+
+impl SearchConfig {
+    /// The settings a sampling method needs, and the relaxation features it cannot have.
+    fn validate_sampling(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
+        let m = self.method;
+        let second_order = matches!(m, Method::SecondOrder | Method::Unrolled | Method::Implicit | Method::ImplicitCg);
+        if second_order && self.weight_optimizer.nesterov {
+            return bad(format!(
+                "{} and the {m} method: its virtual steps are plain momentum SGD",
+                field("weight_optimizer.nesterov")
+            ));
+        }
+        if !m.is_sampling() {
+            return Ok(());
+        }
+        if self.model.partial_channels != 1 || self.model.edge_norm {
+            return bad(format!(
+                "the {m} method samples whole ops: {} must be 1 and {} off (PC-DARTS)",
+                field("model.partial_channels"),
+                field("model.edge_norm")
+            ));
+        }
+        if self.early_stop != EarlyStop::None || self.hessian_every > 0 {
+            return bad(format!(
+                "the {m} method has no α-Hessian: {} and {} are for the gradient methods",
+                field("early_stop"),
+                field("hessian_every")
+            ));
+        }
+        if self.progressive.is_some() {
+            return bad(format!("the {m} method does not run in a progressive search (P-DARTS)"));
+        }
+        let s = &self.sampling;
+        let (max, min) = s.taus(m);
+        if !(max.is_finite() && min.is_finite() && min > 0.0 && max >= min) {
+            return bad(format!(
+                "{} and {} must be finite with 0 < tau_min ≤ tau_max, got {max} and {min}",
+                field("sampling.tau_max"),
+                field("sampling.tau_min")
+            ));
+        }
+        if !s.resource_weight.is_finite() || s.resource_weight < 0.0 {
+            return bad(format!(
+                "{} must be a finite non-negative number, got {}",
+                field("sampling.resource_weight"),
+                s.resource_weight
+            ));
+        }
+        if s.resource_weight > 0.0 && m != Method::Snas {
+            return bad(format!("{} is SNAS' penalty; the {m} method has none", field("sampling.resource_weight")));
+        }
+        let counts = [
+            (Method::Enas, "sampling.controller_steps", s.controller_steps.unwrap_or(1)),
+            (Method::Enas, "sampling.controller_aggregate", s.controller_aggregate.unwrap_or(1)),
+            (Method::Enas, "sampling.select_samples", s.select_samples),
+            (Method::Random, "sampling.select_samples", s.select_samples),
+        ];
+        for (method, name, v) in counts {
+            if m == method && v == 0 {
+                return bad(format!("{} must be positive for the {m} method", field(name)));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,8 +4,10 @@
 pub mod architect;
 pub mod bench;
 pub mod config;
+pub mod controller;
 pub mod early_stop;
 pub mod progressive;
+pub mod sampling;
 pub mod search;
 pub mod step;
 

@@ -21,13 +21,14 @@ use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::{correct_count, Mode};
 use nas_core::optim::{CosineAnnealing, Sgd};
 use search_spaces::darts::pdarts;
-use search_spaces::{Genotype, Supernet, TaskShape};
+use search_spaces::{ArchSample, Genotype, Supernet, TaskShape};
 use serde_json::{json, Map, Value};
 
 use crate::architect::{alpha_hessian_eigenvalue, Architect};
-use crate::config::{EarlyStop, ValidSearchConfig};
+use crate::config::{EarlyStop, Method, ValidSearchConfig};
 use crate::early_stop::{DartsEs, EarlyStopDecision, Sample};
 use crate::run_dir::{RunDir, GENOTYPE};
+use crate::sampling::Sampler;
 use crate::step::{weight_step, Batch};
 use crate::{Error, Result};
 
@@ -43,7 +44,7 @@ struct SearchTask {
     device: Device,
     net: Box<dyn Supernet>,
     w_opt: Sgd,
-    architect: Architect,
+    arch_step: ArchStep,
     train_set: Arc<ImageSet>,
     valid_set: Arc<ImageSet>,
     normalize: Normalize,
@@ -54,6 +55,29 @@ struct SearchTask {
     hessian_eig: Option<f64>,
     /// The eigenvalue history and DARTS-ES' decision.
     eigenvalues: DartsEs,
+}
+
+/// How α learns: by a hypergradient of the relaxation, or by a sampling method.
+enum ArchStep {
+    Hypergradient(Architect),
+    Sampling(Box<Sampler>),
+}
+
+impl ArchStep {
+    /// Adam over α, where the method has one.
+    fn adam(&self) -> Option<&nas_core::optim::Adam> {
+        match self {
+            ArchStep::Hypergradient(a) => Some(a.optimizer()),
+            ArchStep::Sampling(s) => s.adam(),
+        }
+    }
+
+    fn adam_mut(&mut self) -> Option<&mut nas_core::optim::Adam> {
+        match self {
+            ArchStep::Hypergradient(a) => Some(a.optimizer_mut()),
+            ArchStep::Sampling(s) => s.adam_mut(),
+        }
+    }
 }
 
 /// The checkpoint metadata holding the eigenvalue history (epoch, eigenvalue, genotype).
@@ -94,9 +118,25 @@ impl Search {
             "supernet built"
         );
         let w = &cfg.weight_optimizer;
-        let w_opt = Sgd::new(net.weights().weights(), w.sgd());
-        let architect =
-            Architect::new(net.weights().weights(), net.arch().weights(), &cfg.arch_optimizer, cfg.hypergrad());
+        let w_opt = w.optimizer(net.weights().weights());
+        let arch_step = if cfg.method.is_sampling() {
+            ArchStep::Sampling(Box::new(Sampler::new(
+                net.as_ref(),
+                cfg.method,
+                &cfg.sampling,
+                &cfg.arch_optimizer,
+                cfg.seed,
+                cfg.epochs,
+                &device,
+            )?))
+        } else {
+            ArchStep::Hypergradient(Architect::new(
+                net.weights().weights(),
+                net.arch().weights(),
+                &cfg.arch_optimizer,
+                cfg.hypergrad(),
+            ))
+        };
         let schedule = w.schedule(cfg.epochs);
         let epochs = EpochLoop::new(cfg.epochs, &device);
         let hessian_batch = if cfg.hessian_every > 0 {
@@ -126,7 +166,7 @@ impl Search {
             device,
             net,
             w_opt,
-            architect,
+            arch_step,
             train_set,
             valid_set,
             normalize: data.normalize,
@@ -177,7 +217,7 @@ impl Search {
                 Genotype::from_json_value(genotype)
                     .map_err(|e| Error::config(format!("the stop epoch's genotype: {e}")))?
             }
-            None => self.task.net.genotype()?,
+            None => self.task.genotype()?,
         };
         if let Some(dir) = dir {
             dir.write_json(GENOTYPE, &genotype.to_json())?;
@@ -210,6 +250,39 @@ impl SearchTask {
         }
     }
 
+    /// The genotype the search returns now.
+    fn genotype(&self) -> Result<Genotype> {
+        match &self.arch_step {
+            ArchStep::Sampling(s) => s.genotype(self.net.as_ref()),
+            ArchStep::Hypergradient(_) => Ok(self.net.genotype()?),
+        }
+    }
+
+    /// Whether the steps of the epoch read search-valid batches.
+    fn reads_valid(&self, epoch: usize) -> bool {
+        epoch >= self.cfg.arch_start_epoch
+            && match &self.arch_step {
+                ArchStep::Hypergradient(_) => true,
+                ArchStep::Sampling(s) => s.uses_valid_batches(),
+            }
+    }
+
+    /// An endless supply of search-valid batches for `epoch`'s end (ENAS' controller and the
+    /// selection of a child): passes over the half in their own shuffles (stream 1000 + pass).
+    fn end_batches(&self, epoch: usize) -> impl Iterator<Item = HostBatch> {
+        let (set, normalize) = (self.valid_set.clone(), self.normalize.clone());
+        let plan = BatchPlan { augment: Augment::NONE, ..self.plan(epoch, 0) };
+        (0u64..).flat_map(move |pass| {
+            BatchIter::starting_at(
+                set.clone(),
+                normalize.clone(),
+                BatchPlan { stream: 1000 + pass, ..plan },
+                PREFETCH,
+                0,
+            )
+        })
+    }
+
     fn early_stop(&self) -> Option<&(EarlyStopDecision, Value)> {
         if self.cfg.early_stop == EarlyStop::DartsEs {
             self.eigenvalues.decision()
@@ -223,7 +296,10 @@ impl SearchTask {
     /// pass over it), so that step s of the epoch always reads the same ones, also after a
     /// resume at step `first`.
     fn unroll_batches(&self, epoch: usize, first: usize, steps: usize) -> Box<dyn Iterator<Item = Vec<HostBatch>>> {
-        let extra = self.architect.train_batches().saturating_sub(1);
+        let extra = match &self.arch_step {
+            ArchStep::Hypergradient(a) => a.train_batches().saturating_sub(1),
+            ArchStep::Sampling(_) => 0,
+        };
         if extra == 0 || steps == 0 {
             return Box::new(std::iter::repeat_with(Vec::new));
         }
@@ -244,9 +320,21 @@ impl SearchTask {
         Ok(Batch { x, y })
     }
 
+    /// The network in evaluation mode over `set`: the relaxed supernet for the gradient
+    /// methods, the child of the current genotype for the sampling methods.
     fn evaluate_on(&self, set: &Arc<ImageSet>, sink: &mut dyn MetricsSink) -> Result<Tally> {
         let net = self.net.as_ref();
-        evaluate_set(set, &self.normalize, self.cfg.data.batch_size, &self.device, sink, |x| net.forward(x, Mode::EVAL))
+        let (batch, device) = (self.cfg.data.batch_size, &self.device);
+        match &self.arch_step {
+            ArchStep::Hypergradient(_) => {
+                evaluate_set(set, &self.normalize, batch, device, sink, |x| net.forward(x, Mode::EVAL))
+            }
+            ArchStep::Sampling(_) => {
+                let chosen = net.child_of(&self.genotype()?)?;
+                let child = ArchSample { weights: None, chosen: Some(chosen), add_unchosen: false };
+                evaluate_set(set, &self.normalize, batch, device, sink, |x| net.forward_sampled(x, Mode::EVAL, &child))
+            }
+        }
     }
 }
 
@@ -260,12 +348,15 @@ impl EpochTask for SearchTask {
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Self::Batch>> {
         self.w_opt.set_lr(self.schedule.lr(epoch));
         self.net.set_skip_dropout(self.skip_dropout(epoch));
+        if let ArchStep::Sampling(s) = &mut self.arch_step {
+            s.begin_epoch(epoch);
+        }
         let batches = |set: &Arc<ImageSet>, stream| {
             BatchIter::starting_at(set.clone(), self.normalize.clone(), self.plan(epoch, stream), PREFETCH, first)
         };
         let train = batches(&self.train_set, 0);
         let steps = first + train.remaining();
-        let batches: Box<dyn Iterator<Item = Self::Batch>> = if epoch >= self.cfg.arch_start_epoch {
+        let batches: Box<dyn Iterator<Item = Self::Batch>> = if self.reads_valid(epoch) {
             // The epoch ends with the shorter of the two halves.
             let arch = batches(&self.valid_set, 1).zip(self.unroll_batches(epoch, first, steps));
             Box::new(train.zip(arch.map(Some)))
@@ -277,22 +368,56 @@ impl EpochTask for SearchTask {
 
     fn step(&mut self, epoch: usize, step: usize, (train, valid): Self::Batch) -> Result<StepOutput> {
         let mut tb = vec![self.to_batch(train)?];
-        if let Some((vb, more)) = valid {
-            let vb = self.to_batch(vb)?;
-            for b in more {
-                tb.push(self.to_batch(b)?);
+        let clip = self.cfg.weight_optimizer.grad_clip;
+        let (loss, logits) = match &mut self.arch_step {
+            ArchStep::Sampling(sampler) => {
+                let vb = valid.map(|(vb, _)| vb.to_device(&self.device)).transpose()?.map(|(x, y)| Batch { x, y });
+                let arch = epoch >= self.cfg.arch_start_epoch;
+                sampler.step(
+                    self.net.as_ref(),
+                    &mut self.w_opt,
+                    clip,
+                    epoch,
+                    step,
+                    &tb[0],
+                    vb.as_ref().filter(|_| arch),
+                )?
             }
-            self.architect.step(self.net.as_ref(), &tb, &vb, &self.w_opt)?;
-        }
-        let arch_done = Instant::now();
+            ArchStep::Hypergradient(architect) => {
+                if let Some((vb, more)) = valid {
+                    let (x, y) = vb.to_device(&self.device)?;
+                    for b in more {
+                        let (x, y) = b.to_device(&self.device)?;
+                        tb.push(Batch { x, y });
+                    }
+                    architect.step(self.net.as_ref(), &tb, &Batch { x, y }, &self.w_opt)?;
+                }
+                let arch_done = Instant::now();
+                let out = weight_step(self.net.as_ref(), &mut self.w_opt, &tb[0], clip)?;
+                tracing::debug!(epoch, step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
+                out
+            }
+        };
         let tb = &tb[0];
-        let (loss, logits) = weight_step(self.net.as_ref(), &mut self.w_opt, tb, self.cfg.weight_optimizer.grad_clip)?;
-        tracing::debug!(epoch, step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
         Ok(StepOutput { loss, correct: correct_count(&logits, &tb.y)?, n: tb.y.dim(0)? })
     }
 
     /// The α-Hessian's eigenvalue at the epochs it is due, and DARTS-ES' rule.
     fn end_epoch(&mut self, epoch: usize) -> Result<()> {
+        if matches!(self.cfg.method, Method::Enas | Method::Random) {
+            let mut batches = self.end_batches(epoch);
+            let device = self.device.clone();
+            let mut next = move || -> Result<Batch> {
+                let b = batches
+                    .next()
+                    .ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))?;
+                let (x, y) = b.to_device(&device)?;
+                Ok(Batch { x, y })
+            };
+            if let ArchStep::Sampling(s) = &mut self.arch_step {
+                s.end_epoch(self.net.as_ref(), epoch, &mut next)?;
+            }
+        }
         self.hessian_eig = None;
         let Some(batch) = &self.hessian_batch else { return Ok(()) };
         if !DartsEs::computes_at(self.cfg.hessian_every, epoch, self.cfg.epochs) {
@@ -329,30 +454,47 @@ impl EpochTask for SearchTask {
         if let Some((d, _)) = self.early_stop().filter(|(d, _)| d.detected_epoch == epoch) {
             fields.insert("early_stop_epoch".into(), json!(d.stop_epoch));
         }
-        fields.insert("genotype".into(), self.net.genotype()?.to_json());
-        fields.insert("alpha".into(), self.net.arch_json()?);
+        if let ArchStep::Sampling(s) = &self.arch_step {
+            s.record_fields(&mut fields);
+        }
+        fields.insert("genotype".into(), self.genotype()?.to_json());
+        // ENAS and random sampling never train α.
+        if !matches!(self.cfg.method, Method::Enas | Method::Random) {
+            fields.insert("alpha".into(), self.net.arch_json()?);
+        }
         Ok(fields)
     }
 
     /// Weights, buffers, α and both optimiser states.
-    fn checkpoint_tensors(&self) -> Vec<(String, Tensor)> {
+    fn checkpoint_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut tensors = self.net.weights().named_tensors("weights.");
         tensors.extend(self.net.arch().named_tensors("arch."));
         tensors.extend(self.w_opt.state("sgd"));
-        tensors.extend(self.architect.optimizer().state("adam"));
-        tensors.extend(self.architect.method_state());
-        tensors
+        match &self.arch_step {
+            ArchStep::Hypergradient(a) => {
+                tensors.extend(a.optimizer().state("adam"));
+                tensors.extend(a.method_state());
+            }
+            ArchStep::Sampling(s) => {
+                tensors.extend(s.adam().map(|a| a.state("adam")).unwrap_or_default());
+                tensors.extend(s.state()?.0);
+            }
+        }
+        Ok(tensors)
     }
 
-    fn checkpoint_meta(&self) -> Vec<(String, String)> {
-        let mut meta = vec![
-            ("adam_steps".to_string(), self.architect.optimizer().steps_taken().to_string()),
-            ("random_draws".to_string(), self.net.stream_position().to_string()),
-        ];
+    fn checkpoint_meta(&self) -> Result<Vec<(String, String)>> {
+        let mut meta = vec![("random_draws".to_string(), self.net.stream_position().to_string())];
+        if let Some(adam) = self.arch_step.adam() {
+            meta.push(("adam_steps".to_string(), adam.steps_taken().to_string()));
+        }
+        if let ArchStep::Sampling(s) = &self.arch_step {
+            meta.extend(s.state()?.1);
+        }
         if self.hessian_batch.is_some() {
             meta.push((HESSIAN_META.to_string(), json!(self.eigenvalues.samples()).to_string()));
         }
-        meta
+        Ok(meta)
     }
 
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
@@ -360,13 +502,18 @@ impl EpochTask for SearchTask {
         self.net.weights().load(&ck.with_prefix("weights."), false).map_err(|e| ctx(&e))?;
         self.net.arch().load(&ck.with_prefix("arch."), false).map_err(|e| ctx(&e))?;
         self.w_opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
-        let steps: u64 = ck.meta_parse(path, "adam_steps")?;
-        self.architect
-            .optimizer_mut()
-            .load_state("adam", steps, |n| ck.tensors.get(n).cloned())
-            .map_err(|e| ctx(&e))?;
+        if self.arch_step.adam().is_some() {
+            let steps: u64 = ck.meta_parse(path, "adam_steps")?;
+            if let Some(adam) = self.arch_step.adam_mut() {
+                adam.load_state("adam", steps, |n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
+            }
+        }
         self.net.set_stream_position(ck.meta_parse(path, "random_draws")?);
-        self.architect.load_method_state(&|n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
+        let tensor = |n: &str| ck.tensors.get(n).cloned();
+        match &mut self.arch_step {
+            ArchStep::Hypergradient(a) => a.load_method_state(&tensor).map_err(|e| ctx(&e))?,
+            ArchStep::Sampling(s) => s.load_state(&tensor, &|n| ck.meta(n).map(str::to_string)).map_err(|e| ctx(&e))?,
+        }
         if self.hessian_batch.is_some() {
             let text = ck.meta(HESSIAN_META).ok_or_else(|| ctx(&format!("no {HESSIAN_META} in the checkpoint")))?;
             let samples: Vec<Sample> =

@@ -15,7 +15,7 @@
 use nas_core::data::DataSpec;
 use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
-use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, SearchConfig};
+use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, Resource, SamplingConfig, SearchConfig};
 use search_spaces::{SearchModelConfig, SpaceKind};
 
 /// DARTS' first-order search, every field.
@@ -51,11 +51,21 @@ fn darts_train_search() -> SearchConfig {
             momentum: 0.9,
             weight_decay: 3e-4,
             grad_clip: 5.0,
+            nesterov: false,
         },
         arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
         progressive: None,
         stage: None,
         skip_dropout: 0.0,
+        sampling: SamplingConfig {
+            tau_max: None,
+            tau_min: None,
+            resource: Resource::Params,
+            resource_weight: 0.0,
+            controller_steps: None,
+            controller_aggregate: None,
+            select_samples: 100,
+        },
     }
 }
 
@@ -85,6 +95,36 @@ fn pc_darts_preset_is_pc_darts_train_search() {
         ..d
     };
     assert_eq!(preset("pc-darts"), want);
+}
+
+/// AutoDL-Projects' GDAS on NAS-Bench-201, written out from scripts-search/NAS-Bench-201-algos/
+/// GDAS.sh and configs/nas-benchmark/algos/GDAS.config: `--tau_max 10 --tau_min 0.1
+/// --arch_learning_rate 0.0003 --arch_weight_decay 0.001`, cosine LR 0.025 → eta_min 0.001 over
+/// 250 epochs, SGD momentum 0.9 with Nesterov, decay 0.0005, batch 64, clip 5 (GDAS.py), Adam
+/// betas (0.5, 0.999); C=16, N=5.
+#[test]
+fn gdas_preset_is_autodl_gdas_on_nas_bench_201() {
+    let d = darts_train_search();
+    let want = SearchConfig {
+        preset: "gdas".into(),
+        space: SpaceKind::Nb201,
+        method: Method::Gdas,
+        epochs: 250,
+        model: SearchModelConfig { channels: 16, layers: 5, ..d.model.clone() },
+        weight_optimizer: WeightOptimConfig {
+            lr: 0.025,
+            lr_min: 0.001,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            grad_clip: 5.0,
+            nesterov: true,
+        },
+        arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
+        ..d
+    };
+    let got = preset("gdas");
+    assert_eq!(got, want);
+    assert_eq!(got.sampling.taus(Method::Gdas), (10.0, 0.1));
 }
 
 #[test]

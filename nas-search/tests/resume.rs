@@ -59,6 +59,19 @@ fn cg_config() -> SearchConfig {
     c
 }
 
+/// `config` with a sampling method; ENAS' controller trains for 2 updates of 2 children after
+/// every epoch, and ENAS and random sampling select from 3 children (their streams, the
+/// controller's parameters, Adam state and baseline and the selection are in the checkpoint).
+fn sampling_config(method: Method) -> SearchConfig {
+    let mut c = config();
+    c.method = method;
+    c.sampling.controller_steps = Some(2);
+    c.sampling.controller_aggregate = Some(2);
+    c.sampling.select_samples = 3;
+    c.sampling.resource_weight = if method == Method::Snas { 0.5 } else { 0.0 };
+    c
+}
+
 /// Runs the search uninterrupted in `a`, and in `b` stopped by `stopper` then resumed; checks
 /// that the stop happened at `expected` and that both runs end the same.
 fn stop_resume_matches(stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink + '_>, expected: Position) {
@@ -153,6 +166,40 @@ fn unrolled_search_with_hessian_diagnostics_resumes_mid_epoch_exactly() {
 #[test]
 fn conjugate_gradient_search_resumes_mid_epoch_exactly() {
     resumes_mid_epoch_exactly(cg_config);
+}
+
+#[test]
+fn gdas_resumes_mid_epoch_and_between_epochs_exactly() {
+    resumes_mid_epoch_exactly(|| sampling_config(Method::Gdas));
+    stop_resume_matches_with(
+        || sampling_config(Method::Gdas),
+        |stop| Box::new(StopAfterEpoch { epoch: 0, stop }),
+        Position::epoch_start(1),
+    );
+}
+
+#[test]
+fn snas_with_a_resource_penalty_resumes_mid_epoch_exactly() {
+    resumes_mid_epoch_exactly(|| sampling_config(Method::Snas));
+}
+
+#[test]
+fn enas_resumes_mid_epoch_and_between_epochs_exactly() {
+    resumes_mid_epoch_exactly(|| sampling_config(Method::Enas));
+    stop_resume_matches_with(
+        || sampling_config(Method::Enas),
+        |stop| Box::new(StopAfterEpoch { epoch: 0, stop }),
+        Position::epoch_start(1),
+    );
+}
+
+#[test]
+fn random_sampling_resumes_between_epochs_exactly() {
+    stop_resume_matches_with(
+        || sampling_config(Method::Random),
+        |stop| Box::new(StopAfterEpoch { epoch: 0, stop }),
+        Position::epoch_start(1),
+    );
 }
 
 /// The eigenvalue is recorded at the epochs it is due, and computing it changes nothing

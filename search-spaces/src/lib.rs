@@ -18,4 +18,4 @@ pub use error::{Error, Result};
 pub use eval_network::EvalNetwork;
 pub use model_config::{EvalModelConfig, OpsConfig, SearchModelConfig, TaskShape};
 pub use registry::{Genotype, SearchSpace, SpaceKind};
-pub use supernet::Supernet;
+pub use supernet::{ArchSample, Child, ChildShape, EdgePick, OpCost, Supernet};

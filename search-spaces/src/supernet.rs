@@ -31,4 +31,93 @@ pub trait Supernet {
     /// The concrete network, for drivers of one space (P-DARTS' stages read the darts
     /// supernet's op sets and weights).
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// The α tensors the sampling methods draw from, as the forward sees them (`mode`), one
+    /// row per edge: normal and reduce in the darts space, the one of nb201. Columns an edge
+    /// does not have (ragged op sets) are −∞.
+    fn op_logits(&self, mode: Mode) -> candle_core::Result<Vec<Tensor>>;
+    /// The op names of every column of every edge, per α tensor.
+    fn edge_ops(&self) -> Vec<Vec<Vec<&'static str>>>;
+    /// Logits (B, classes) with the ops of `sample` in place of softmax(α).
+    fn forward_sampled(&self, x: &Tensor, mode: Mode, sample: &ArchSample) -> candle_core::Result<Tensor>;
+    /// The discrete architecture of a one-op-per-chosen-input sample (ENAS, random
+    /// sampling): per α tensor and edge, the chosen columns.
+    fn genotype_of(&self, chosen: &[Vec<Vec<usize>>]) -> crate::Result<Genotype>;
+    /// Per α tensor, edge and column, what that op costs summed over the cells sharing the
+    /// tensor: its parameters, and the mult-adds of its convolutions (weight elements × output
+    /// pixels) for inputs of `height`×`width` (SNAS' resource penalty).
+    fn op_costs(&self, height: usize, width: usize) -> Vec<Vec<Vec<OpCost>>>;
+    /// How a discrete child of the space is laid out (ENAS, random sampling).
+    fn child_shape(&self) -> ChildShape;
+    /// The inverse of `genotype_of`: the chosen columns of a genotype of this supernet's space
+    /// and op sets.
+    fn child_of(&self, genotype: &Genotype) -> crate::Result<Child>;
+}
+
+/// Parameters and mult-adds of one op of a supernet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OpCost {
+    pub params: f64,
+    pub mult_adds: f64,
+}
+
+impl OpCost {
+    /// Adds parameter `dims` of an op whose output has `pixels` pixels (a 4-d weight is a
+    /// convolution's).
+    pub fn add(&mut self, dims: &[usize], pixels: usize) {
+        let n: usize = dims.iter().product();
+        self.params += n as f64;
+        if dims.len() == 4 {
+            self.mult_adds += (n * pixels) as f64;
+        }
+    }
+}
+
+/// The discrete children of a space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildShape {
+    /// Each of `steps` intermediate nodes takes two (op, input) pairs, the inputs among the
+    /// node's edges (`darts::node_edges`): DARTS' cells, for normal and reduce.
+    TwoInputsPerNode { steps: usize },
+    /// One op on every edge (NAS-Bench-201).
+    OneOpPerEdge,
+}
+
+/// A discrete child of a supernet: per α tensor and edge, the α columns that run.
+pub type Child = Vec<Vec<Vec<usize>>>;
+
+/// The ops one forward of a sampling method runs (GDAS, SNAS, ENAS, random sampling), for every
+/// α tensor of the supernet (`Supernet::op_logits`: normal and reduce in the darts space, the
+/// one of nb201).
+#[derive(Debug, Clone)]
+pub struct ArchSample {
+    /// Per α tensor, the (E, width) weights that scale each op's output; None: every chosen
+    /// op counts once (ENAS, random sampling). Required when every op runs.
+    pub weights: Option<Vec<Tensor>>,
+    /// Per α tensor and edge, the α columns that run (a repeated column runs twice, an empty
+    /// list leaves the edge out); None: every op runs (SNAS' relaxed sample).
+    pub chosen: Option<Child>,
+    /// With `chosen`: every other column of an edge adds its weight (zero in value) to the
+    /// edge's output, so that its logit gets a gradient, as AutoDL's GDAS cell does.
+    pub add_unchosen: bool,
+}
+
+impl ArchSample {
+    /// The chosen columns of edge `e` of α tensor `t`, with `add_unchosen`; None when every op
+    /// runs.
+    pub fn edge(&self, t: usize, e: usize) -> candle_core::Result<Option<EdgePick<'_>>> {
+        let Some(chosen) = &self.chosen else { return Ok(None) };
+        let cols = chosen
+            .get(t)
+            .and_then(|c| c.get(e))
+            .ok_or_else(|| candle_core::Error::Msg(format!("the sample names no ops for edge {e} of α tensor {t}")))?;
+        Ok(Some(EdgePick { cols, add_unchosen: self.add_unchosen }))
+    }
+}
+
+/// The ops of one edge in a sampled forward.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgePick<'a> {
+    pub cols: &'a [usize],
+    pub add_unchosen: bool,
 }

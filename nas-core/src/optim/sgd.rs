@@ -18,13 +18,25 @@ pub struct Sgd {
     params: Vec<Var>,
     cfg: SgdConfig,
     lr: f64,
+    /// Nesterov momentum (torch's `nesterov=True`): the step is d + μ·m instead of m.
+    nesterov: bool,
     momentum_buffers: Vec<Option<Tensor>>,
 }
 
 impl Sgd {
     pub fn new(params: Vec<Var>, cfg: SgdConfig) -> Self {
         let n = params.len();
-        Self { params, cfg, lr: cfg.lr, momentum_buffers: vec![None; n] }
+        Self { params, cfg, lr: cfg.lr, nesterov: false, momentum_buffers: vec![None; n] }
+    }
+
+    /// With Nesterov momentum, as torch's SGD(nesterov=True).
+    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+
+    pub fn nesterov(&self) -> bool {
+        self.nesterov
     }
 
     pub fn params(&self) -> &[Var] {
@@ -59,11 +71,15 @@ impl Sgd {
             let d = if weight_decay != 0.0 { (g + (w * weight_decay)?)? } else { g.clone() };
             let d = if momentum != 0.0 {
                 let m = match buf.take() {
-                    None => d,
-                    Some(m) => ((m * momentum)? + d)?,
+                    None => d.clone(),
+                    Some(m) => ((m * momentum)? + &d)?,
                 };
                 *buf = Some(m.clone());
-                m
+                if self.nesterov {
+                    (d + (m * momentum)?)?
+                } else {
+                    m
+                }
             } else {
                 d
             };
@@ -81,7 +97,9 @@ impl Sgd {
             candle_core::bail!("sgd: {} gradients for {} parameters", grads.len(), self.params.len());
         }
         #[cfg(feature = "cuda")]
-        if self.params.first().is_some_and(|p| p.device().is_cuda() && matches!(p.dtype(), DType::F32 | DType::F64)) {
+        if !self.nesterov
+            && self.params.first().is_some_and(|p| p.device().is_cuda() && matches!(p.dtype(), DType::F32 | DType::F64))
+        {
             return self.step_fused(grads, max_norm);
         }
         let mut grads = grads.to_vec();

@@ -1,10 +1,11 @@
 //! The weight optimiser of a run, as search and retraining configure it (DARTS `train_search.py`
 //! and `train.py`): SGD with momentum and coupled weight decay, the learning rate
-//! cosine-annealed from `lr` to `lr_min` over the epochs, and global-norm gradient clipping.
+//! cosine-annealed from `lr` to `lr_min` over the epochs, global-norm gradient clipping, and
+//! optionally Nesterov momentum.
 
 use serde::{Deserialize, Serialize};
 
-use super::{CosineAnnealing, SgdConfig};
+use super::{CosineAnnealing, Sgd, SgdConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,12 +16,20 @@ pub struct WeightOptimConfig {
     pub weight_decay: f64,
     /// Global-norm gradient clip (0 = off).
     pub grad_clip: f64,
+    /// Nesterov momentum (AutoDL's NAS-Bench-201 searches use it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nesterov: bool,
 }
 
 impl WeightOptimConfig {
     /// The optimiser's own settings, at the initial learning rate.
     pub fn sgd(&self) -> SgdConfig {
         SgdConfig { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay }
+    }
+
+    /// The optimiser over `params`.
+    pub fn optimizer(&self, params: Vec<candle_core::Var>) -> Sgd {
+        Sgd::new(params, self.sgd()).with_nesterov(self.nesterov)
     }
 
     /// The learning rate of every epoch of a run of `epochs`.

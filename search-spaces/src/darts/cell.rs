@@ -12,6 +12,7 @@ use nas_core::params::ParamBuilder;
 use super::edges::{node_edges, num_edges};
 use super::mixed_op::MixedOp;
 use super::ops::{DartsOp, FactorizedReduce, RandomStream, ReluConvBn};
+use crate::supernet::ArchSample;
 
 #[derive(Debug, Clone)]
 pub enum Preprocess {
@@ -85,17 +86,72 @@ impl SearchCell {
         edge_weights: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
+        self.forward_with(s0, s1, Some(weights), edge_weights, None, mode)
+    }
+
+    /// The cell with the ops of α tensor `t` of `sample` on every edge (the sample's weights,
+    /// when it has any, in place of softmax(α)).
+    pub fn forward_sampled(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        sample: &ArchSample,
+        t: usize,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let weights = sample.weights.as_ref().map(|w| &w[t]);
+        self.forward_with(s0, s1, weights, None, Some((sample, t)), mode)
+    }
+
+    fn forward_with(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        weights: Option<&Tensor>,
+        edge_weights: Option<&Tensor>,
+        sample: Option<(&ArchSample, usize)>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
         for n in 0..self.steps {
             let mut node: Option<Tensor> = None;
+            // The unchosen ops' weights of a GDAS sample, added to the node as the reference does.
+            let mut constants: Option<Tensor> = None;
             for (state, e) in states.iter().zip(node_edges(n)) {
-                let beta = edge_weights.map(|b| b.narrow(0, e, 1)).transpose()?;
-                node = Some(self.ops[e].forward_into(node, state, &weights.get(e)?, beta.as_ref(), mode)?);
+                let w = weights.map(|w| w.get(e)).transpose()?;
+                let pick = match sample {
+                    Some((s, t)) => s.edge(t, e)?,
+                    None => None,
+                };
+                match (pick, w) {
+                    (Some(pick), w) => {
+                        let (acc, c) = self.ops[e].forward_picked(node, state, w.as_ref(), pick, mode)?;
+                        node = acc;
+                        constants = match (constants, c) {
+                            (Some(a), Some(b)) => Some((a + b)?),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    (None, Some(w)) => {
+                        let beta = edge_weights.map(|b| b.narrow(0, e, 1)).transpose()?;
+                        node = Some(self.ops[e].forward_into(node, state, &w, beta.as_ref(), mode)?);
+                    }
+                    (None, None) => candle_core::bail!("a relaxed cell forward needs op weights"),
+                }
             }
-            match node {
-                Some(n) => states.push(n),
-                None => candle_core::bail!("cell node without inputs"),
-            }
+            let node = match node {
+                Some(n) => n,
+                // Every chosen op of the node was `none`.
+                None => {
+                    let (b, c, h, w) = states[1].dims4()?;
+                    let (h, w) = if self.reduction { (h.div_ceil(2), w.div_ceil(2)) } else { (h, w) };
+                    Tensor::zeros((b, c, h, w), states[1].dtype(), states[1].device())?
+                }
+            };
+            states.push(match constants {
+                Some(k) => node.broadcast_add(&k)?,
+                None => node,
+            });
         }
         Tensor::cat(&states[states.len() - self.multiplier..], 1)
     }

@@ -16,6 +16,7 @@ use nas_core::params::ParamBuilder;
 use std::sync::Arc;
 
 use super::ops::{DartsOp, OpModule, RandomStream};
+use crate::supernet::EdgePick;
 
 #[derive(Debug, Clone)]
 pub struct MixedOp {
@@ -24,6 +25,8 @@ pub struct MixedOp {
     stride: usize,
     /// Partial-channel factor K (1: all channels).
     k: usize,
+    /// Columns of the edge's row of α (its ops, `none` included).
+    width: usize,
     random: Arc<RandomStream>,
 }
 
@@ -48,7 +51,7 @@ impl MixedOp {
                 ops.push((col, m));
             }
         }
-        Ok(Self { ops, stride, k, random: random.clone() })
+        Ok(Self { ops, stride, k, width: candidates.len(), random: random.clone() })
     }
 
     pub fn stride(&self) -> usize {
@@ -101,6 +104,51 @@ impl MixedOp {
             Some(a) => Ok(a),
             None => candle_core::bail!("mixed op without operations"),
         }
+    }
+
+    /// The sampled ops of this edge, `pick.cols`, each scaled by its weight in `w` when there
+    /// are weights, accumulated into `acc`; `none` adds nothing. With `pick.add_unchosen` the
+    /// sum of the other columns' weights comes back too, a (1,) tensor the node adds to its
+    /// output: zero in value, it gives their logits a gradient (GDAS).
+    pub fn forward_picked(
+        &self,
+        acc: Option<Tensor>,
+        x: &Tensor,
+        w: Option<&Tensor>,
+        pick: EdgePick,
+        mode: Mode,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if self.k != 1 {
+            candle_core::bail!("sampled ops with partial channels (K = {})", self.k);
+        }
+        if let Some(&c) = pick.cols.iter().find(|&&c| c >= self.width) {
+            candle_core::bail!("sampled column {c} of an edge with {} ops", self.width);
+        }
+        let op_at = |col: usize| self.ops.iter().find(|(k, _)| *k == col).map(|(_, m)| m);
+        let relu = if pick.cols.iter().any(|&c| op_at(c).is_some_and(OpModule::wants_relu)) {
+            Some(ops::relu(x)?)
+        } else {
+            None
+        };
+        let mut acc = acc;
+        for &col in pick.cols {
+            let Some(op) = op_at(col) else { continue };
+            let y = op.forward(x, relu.as_ref(), mode)?;
+            let y = if op.is_identity() && mode.train { self.random.skip_dropout_of(&y)? } else { y };
+            let wk = w.map(|w| w.narrow(0, col, 1)).transpose()?;
+            acc = Some(ops::accumulate(acc, y, wk.as_ref())?);
+        }
+        let mut others: Option<Tensor> = None;
+        if let (true, Some(w)) = (pick.add_unchosen, w) {
+            for col in (0..self.width).filter(|c| !pick.cols.contains(c)) {
+                let wc = w.narrow(0, col, 1)?;
+                others = Some(match others {
+                    Some(o) => (o + wc)?,
+                    None => wc,
+                });
+            }
+        }
+        Ok((acc, others))
     }
 
     /// The op mixture of this edge: Σ_o w_o·o(x) (with the partial-channel bypass and

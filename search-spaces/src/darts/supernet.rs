@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{softmax_last_dim, BatchNorm2d, Conv2d, Linear, Mode};
-use nas_core::params::{Init, ParamStore};
+use nas_core::params::{Init, ParamKind, ParamStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -28,7 +28,7 @@ use super::ops::{DartsOp, RandomStream};
 use crate::error::Error;
 use crate::genotype::Genotype;
 use crate::model_config::OpsConfig;
-use crate::supernet::Supernet;
+use crate::supernet::{ArchSample, Child, ChildShape, OpCost, Supernet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +265,55 @@ impl DartsSupernet {
         self.classifier.forward(&pooled, mode)
     }
 
+    /// Logits (B, classes) with the ops of `sample` (its α tensors: normal, reduce).
+    pub fn forward_sampled(&self, x: &Tensor, mode: Mode, sample: &ArchSample) -> Result<Tensor> {
+        if self.betas.is_some() {
+            candle_core::bail!("a sampled forward has no edge normalisation (β)");
+        }
+        let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
+        let (mut s0, mut s1) = (s.clone(), s);
+        for cell in &self.cells {
+            let out = cell.forward_sampled(&s0, &s1, sample, usize::from(cell.reduction), mode)?;
+            (s0, s1) = (s1, out);
+        }
+        let pooled = s1.mean((2, 3))?;
+        self.classifier.forward(&pooled, mode)
+    }
+
+    /// The genotype of a sample that chose two (op, input) pairs per node: per cell type and
+    /// edge, the chosen columns.
+    pub fn genotype_of(&self, chosen: &[Vec<Vec<usize>>]) -> crate::Result<DartsGenotype> {
+        let bad = |m: String| Error::Genotype(format!("sampled architecture: {m}"));
+        if chosen.len() != 2 {
+            return Err(bad(format!("{} cell types, expected 2", chosen.len())));
+        }
+        let mut cells = Vec::with_capacity(2);
+        for (t, rows) in chosen.iter().enumerate() {
+            let ops = self.op_sets.cell(t == 1);
+            if rows.len() != ops.len() {
+                return Err(bad(format!("{} edges, the cell has {}", rows.len(), ops.len())));
+            }
+            let mut cell = Vec::with_capacity(2 * self.cfg.steps);
+            for node in 0..self.cfg.steps {
+                let before = cell.len();
+                for (j, e) in node_edges(node).enumerate() {
+                    for &col in &rows[e] {
+                        let op = *ops[e].get(col).ok_or_else(|| bad(format!("column {col} of edge {e}")))?;
+                        cell.push((op, j));
+                    }
+                }
+                if cell.len() - before != 2 {
+                    return Err(bad(format!("node {node} has {} inputs, a genotype needs 2", cell.len() - before)));
+                }
+            }
+            cells.push(cell);
+        }
+        let concat: Vec<usize> = (2 + self.cfg.steps - self.cfg.multiplier..2 + self.cfg.steps).collect();
+        let reduce = cells.pop().unwrap_or_default();
+        let normal = cells.pop().unwrap_or_default();
+        Ok(DartsGenotype { normal, normal_concat: concat.clone(), reduce, reduce_concat: concat })
+    }
+
     /// softmax(α) of both cell types on the host, one row per edge with one weight per op of
     /// its list; with edge normalisation each row is multiplied by its edge weight (the weights
     /// the derivation ranks).
@@ -366,5 +415,97 @@ impl Supernet for DartsSupernet {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn op_logits(&self, mode: Mode) -> Result<Vec<Tensor>> {
+        let mut out = Vec::with_capacity(2);
+        for (a, m) in [&self.alphas_normal, &self.alphas_reduce].into_iter().zip(&self.masks) {
+            let a = mode.arch(a);
+            out.push(match m {
+                Some(m) => (a + m)?,
+                None => a,
+            });
+        }
+        Ok(out)
+    }
+
+    fn edge_ops(&self) -> Vec<Vec<Vec<&'static str>>> {
+        [false, true]
+            .iter()
+            .map(|&r| self.op_sets.cell(r).iter().map(|ops| ops.iter().map(|o| o.name()).collect()).collect())
+            .collect()
+    }
+
+    fn forward_sampled(&self, x: &Tensor, mode: Mode, sample: &ArchSample) -> Result<Tensor> {
+        DartsSupernet::forward_sampled(self, x, mode, sample)
+    }
+
+    fn genotype_of(&self, chosen: &[Vec<Vec<usize>>]) -> crate::Result<Genotype> {
+        Ok(DartsSupernet::genotype_of(self, chosen)?.into())
+    }
+
+    /// Weights named `cells.{i}._ops.{e}._ops.{c}.…` belong to op c of edge e of cell i, whose
+    /// output has the resolution after the reductions up to cell i.
+    fn op_costs(&self, height: usize, width: usize) -> Vec<Vec<Vec<OpCost>>> {
+        let mut costs: Vec<Vec<Vec<OpCost>>> = [false, true]
+            .iter()
+            .map(|&r| self.op_sets.cell(r).iter().map(|ops| vec![OpCost::default(); ops.len()]).collect())
+            .collect();
+        let mut pixels = Vec::with_capacity(self.cells.len());
+        let (mut h, mut w) = (height, width);
+        for cell in &self.cells {
+            if cell.reduction {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            }
+            pixels.push(h * w);
+        }
+        for p in self.weights.params().into_iter().filter(|p| p.kind == ParamKind::Weight) {
+            let mut parts = p.name.split('.');
+            let (Some("cells"), Some(i), Some("_ops"), Some(e), Some("_ops"), Some(c)) =
+                (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Ok(i), Ok(e), Ok(c)) = (i.parse::<usize>(), e.parse::<usize>(), c.parse::<usize>()) else { continue };
+            let Some(cell) = self.cells.get(i) else { continue };
+            if let Some(cost) = costs[usize::from(cell.reduction)].get_mut(e).and_then(|r| r.get_mut(c)) {
+                cost.add(p.dims(), pixels[i]);
+            }
+        }
+        costs
+    }
+
+    fn child_shape(&self) -> ChildShape {
+        ChildShape::TwoInputsPerNode { steps: self.cfg.steps }
+    }
+
+    fn child_of(&self, genotype: &Genotype) -> crate::Result<Child> {
+        let Genotype::Darts(g) = genotype else {
+            return Err(Error::Genotype(format!("a {} genotype on a darts supernet", genotype.space())));
+        };
+        if g.steps() != self.cfg.steps {
+            return Err(Error::Genotype(format!(
+                "a genotype of {} nodes on a supernet of {}",
+                g.steps(),
+                self.cfg.steps
+            )));
+        }
+        let mut chosen = Vec::with_capacity(2);
+        for (t, edges) in [&g.normal, &g.reduce].into_iter().enumerate() {
+            let ops = self.op_sets.cell(t == 1);
+            let mut rows = vec![Vec::new(); ops.len()];
+            for (k, &(op, input)) in edges.iter().enumerate() {
+                let e = node_edges(k / 2).start + input;
+                let col = ops.get(e).and_then(|l| l.iter().position(|&o| o == op)).ok_or_else(|| {
+                    Error::Genotype(format!(
+                        "{op} from input {input} of node {} is not in the supernet's op set",
+                        k / 2
+                    ))
+                })?;
+                rows[e].push(col);
+            }
+            chosen.push(rows);
+        }
+        Ok(chosen)
     }
 }

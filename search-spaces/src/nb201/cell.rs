@@ -12,6 +12,7 @@ use nas_core::params::ParamBuilder;
 use super::edges::{edge_index, edge_nodes, EDGES, NODES};
 use super::genotype::Nb201Genotype;
 use super::ops::{EdgeOp, Nb201Op};
+use crate::supernet::ArchSample;
 
 /// One cell: per edge the (α column, op) pairs it computes.
 #[derive(Debug, Clone)]
@@ -48,26 +49,64 @@ impl Cell {
 
     /// `weights` (6, 5) = softmax(α) in the search network, None in the derived one.
     pub(super) fn forward(&self, x: &Tensor, weights: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        self.forward_with(x, weights, None, mode)
+    }
+
+    /// The cell with the ops of `sample` on every edge.
+    pub(super) fn forward_sampled(&self, x: &Tensor, sample: &ArchSample, mode: Mode) -> Result<Tensor> {
+        self.forward_with(x, sample.weights.as_ref().map(|w| &w[0]), Some(sample), mode)
+    }
+
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        weights: Option<&Tensor>,
+        sample: Option<&ArchSample>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let mut nodes = vec![x.clone()];
         let mut relus: Vec<Option<Tensor>> = vec![None];
         for to in 1..NODES {
             let mut acc: Option<Tensor> = None;
+            // The unchosen ops' weights of a GDAS sample (AutoDL's `forward_gdas` adds them).
+            let mut constants: Option<Tensor> = None;
             for from in 0..to {
                 let e = edge_index(to, from);
+                let pick = sample.map(|s| s.edge(0, e)).transpose()?.flatten();
+                let runs = |col: usize| pick.is_none_or(|p| p.cols.contains(&col));
                 let ops_e = &self.edges[e];
-                if relus[from].is_none() && ops_e.iter().any(|(_, m)| matches!(m, EdgeOp::Conv(_))) {
+                if relus[from].is_none() && ops_e.iter().any(|(c, m)| matches!(m, EdgeOp::Conv(_)) && runs(*c)) {
                     relus[from] = Some(ops::relu(&nodes[from])?);
                 }
                 let w = weights.map(|w| w.get(e)).transpose()?;
-                for (col, op) in ops_e {
+                let cols: Vec<usize> = match pick {
+                    Some(p) => p.cols.to_vec(),
+                    None => ops_e.iter().map(|(c, _)| *c).collect(),
+                };
+                for col in cols {
+                    // `none` (no module) adds nothing.
+                    let Some((_, op)) = ops_e.iter().find(|(c, _)| *c == col) else { continue };
                     let y = op.forward(&nodes[from], relus[from].as_ref(), mode)?;
-                    let wk = w.as_ref().map(|w| w.narrow(0, *col, 1)).transpose()?;
+                    let wk = w.as_ref().map(|w| w.narrow(0, col, 1)).transpose()?;
                     acc = Some(ops::accumulate(acc, y, wk.as_ref())?);
                 }
+                if let (Some(p), Some(w)) = (pick.filter(|p| p.add_unchosen), &w) {
+                    for col in (0..Nb201Op::ALL.len()).filter(|c| !p.cols.contains(c)) {
+                        let wc = w.narrow(0, col, 1)?;
+                        constants = Some(match constants {
+                            Some(k) => (k + wc)?,
+                            None => wc,
+                        });
+                    }
+                }
             }
-            nodes.push(match acc {
+            let node = match acc {
                 Some(a) => a,
                 None => x.zeros_like()?,
+            };
+            nodes.push(match constants {
+                Some(k) => node.broadcast_add(&k)?,
+                None => node,
             });
             relus.push(None);
         }

@@ -10,18 +10,18 @@
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{softmax_last_dim, BatchNorm2d, Conv1x1, Conv2d, Linear, Mode};
 use nas_core::ops;
-use nas_core::params::{Init, ParamBuilder, ParamStore};
+use nas_core::params::{Init, ParamBuilder, ParamKind, ParamStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::cell::Cell;
-use super::edges::EDGES;
+use super::edges::{edge_index, EDGES};
 use super::genotype::Nb201Genotype;
 use super::ops::{Nb201Op, ReluConvBn};
 use crate::error::{Error, Result as SsResult};
 use crate::eval_network::EvalNetwork;
 use crate::genotype::Genotype;
-use crate::supernet::Supernet;
+use crate::supernet::{ArchSample, Child, ChildShape, OpCost, Supernet};
 
 /// The residual reduction block (AutoDL `ResNetBasicblock`, stride 2).
 #[derive(Debug, Clone)]
@@ -183,6 +183,19 @@ impl Nb201Network {
         self.classifier.forward(&h.mean((2, 3))?, mode)
     }
 
+    /// Logits (B, classes) with the ops of `sample` (one α tensor) in every cell.
+    pub fn forward_sampled(&self, x: &Tensor, mode: Mode, sample: &ArchSample) -> Result<Tensor> {
+        let mut h = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
+        for b in &self.blocks {
+            h = match b {
+                Block::Cell(c) => c.forward_sampled(&h, sample, mode)?,
+                Block::Res(r) => r.forward(&h, mode)?,
+            };
+        }
+        let h = ops::relu(&self.last_bn.forward(&h, mode)?)?;
+        self.classifier.forward(&h.mean((2, 3))?, mode)
+    }
+
     /// softmax(α) on the host (6 × 5); None for a derived network.
     pub fn op_weights(&self) -> Result<Option<Vec<Vec<f32>>>> {
         self.alphas.as_ref().map(|a| softmax_last_dim(&a.detach())?.to_dtype(DType::F32)?.to_vec2::<f32>()).transpose()
@@ -228,6 +241,80 @@ impl Supernet for Nb201Network {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn op_logits(&self, mode: Mode) -> Result<Vec<Tensor>> {
+        match &self.alphas {
+            Some(a) => Ok(vec![mode.arch(a)]),
+            None => candle_core::bail!("a derived nb201 network has no α"),
+        }
+    }
+
+    fn edge_ops(&self) -> Vec<Vec<Vec<&'static str>>> {
+        vec![vec![Nb201Op::ALL.iter().map(|o| o.name()).collect(); EDGES]]
+    }
+
+    fn forward_sampled(&self, x: &Tensor, mode: Mode, sample: &ArchSample) -> Result<Tensor> {
+        Nb201Network::forward_sampled(self, x, mode, sample)
+    }
+
+    /// One op per edge.
+    fn genotype_of(&self, chosen: &[Vec<Vec<usize>>]) -> SsResult<Genotype> {
+        let bad = |m: String| Error::Genotype(format!("sampled nb201 architecture: {m}"));
+        let [rows] = chosen else { return Err(bad(format!("{} α tensors, expected 1", chosen.len()))) };
+        if rows.len() != EDGES {
+            return Err(bad(format!("{} edges, expected {EDGES}", rows.len())));
+        }
+        let mut edges = [Nb201Op::None; EDGES];
+        for (e, cols) in rows.iter().enumerate() {
+            let [col] = cols[..] else { return Err(bad(format!("edge {e} has {} ops, expected 1", cols.len()))) };
+            edges[e] = *Nb201Op::ALL.get(col).ok_or_else(|| bad(format!("column {col} of edge {e}")))?;
+        }
+        Ok(Nb201Genotype { edges }.into())
+    }
+
+    /// Weights named `cells.{i}.edges.{to}<-{from}.{c}.…` belong to op c of that edge in cell
+    /// i, at the resolution of its stage.
+    fn op_costs(&self, height: usize, width: usize) -> Vec<Vec<Vec<OpCost>>> {
+        let mut costs = vec![vec![vec![OpCost::default(); Nb201Op::ALL.len()]; EDGES]];
+        let mut pixels = Vec::with_capacity(self.blocks.len());
+        let (mut h, mut w) = (height, width);
+        for b in &self.blocks {
+            if matches!(b, Block::Res(_)) {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            }
+            pixels.push(h * w);
+        }
+        for p in self.weights.params().into_iter().filter(|p| p.kind == ParamKind::Weight) {
+            let mut parts = p.name.split('.');
+            let (Some("cells"), Some(i), Some("edges"), Some(edge), Some(c)) =
+                (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some((to, from)) = edge.split_once("<-") else { continue };
+            let (Ok(i), Ok(to), Ok(from), Ok(c)) =
+                (i.parse::<usize>(), to.parse::<usize>(), from.parse::<usize>(), c.parse::<usize>())
+            else {
+                continue;
+            };
+            let Some(&px) = pixels.get(i).filter(|_| from < to) else { continue };
+            if let Some(cost) = costs[0].get_mut(edge_index(to, from)).and_then(|r| r.get_mut(c)) {
+                cost.add(p.dims(), px);
+            }
+        }
+        costs
+    }
+
+    fn child_shape(&self) -> ChildShape {
+        ChildShape::OneOpPerEdge
+    }
+
+    fn child_of(&self, genotype: &Genotype) -> SsResult<Child> {
+        let Genotype::Nb201(g) = genotype else {
+            return Err(Error::Genotype(format!("a {} genotype on an nb201 supernet", genotype.space())));
+        };
+        Ok(vec![g.edges.iter().map(|op| vec![op.index()]).collect()])
     }
 }
 
