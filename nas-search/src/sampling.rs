@@ -417,15 +417,8 @@ impl Sampler {
             let (_, _, h, w) = train.x.dims4()?;
             self.costs = Some(cost_tensors(&net.op_costs(h, w), self.cfg.resource, &weights[0])?);
         }
-        let mut total: Option<Tensor> = None;
-        for (z, c) in weights.iter().zip(self.costs.iter().flatten()) {
-            let term = (z * c)?.sum_all()?;
-            total = Some(match total {
-                Some(t) => (t + term)?,
-                None => term,
-            });
-        }
-        total.map(|t| (t * lambda).map_err(Error::from)).transpose()
+        let costs = self.costs.as_deref().unwrap_or_default();
+        Ok(Some(resource_penalty(weights, costs, lambda)?))
     }
 
     /// The end of an epoch: ENAS' controller updates, then (ENAS, random sampling) the
@@ -575,9 +568,29 @@ fn child_accuracy(net: &dyn Supernet, chosen: &[Vec<Vec<usize>>], batch: &Batch)
     Ok(correct / batch.y.dim(0)? as f64)
 }
 
+/// SNAS' resource penalty λ·Σ_t Σ Z_t ⊙ c_t of relaxed weights Z (one per α tensor) and
+/// normalised costs c (`cost_tensors`).
+pub fn resource_penalty(weights: &[Tensor], costs: &[Tensor], lambda: f64) -> Result<Tensor> {
+    if weights.len() != costs.len() {
+        return Err(Error::config(format!("{} weight tensors for {} cost tensors", weights.len(), costs.len())));
+    }
+    let mut total: Option<Tensor> = None;
+    for (z, c) in weights.iter().zip(costs) {
+        let term = (z * c)?.sum_all()?;
+        total = Some(match total {
+            Some(t) => (t + term)?,
+            None => term,
+        });
+    }
+    match total {
+        Some(t) => Ok((t * lambda)?),
+        None => Err(Error::config("a resource penalty of no α tensors".to_string())),
+    }
+}
+
 /// The per-column costs as (E, width) tensors like `like`, divided by the cost of the most
 /// expensive child (the sum of every edge's largest cost).
-fn cost_tensors(costs: &[Vec<Vec<OpCost>>], resource: Resource, like: &Tensor) -> Result<Vec<Tensor>> {
+pub fn cost_tensors(costs: &[Vec<Vec<OpCost>>], resource: Resource, like: &Tensor) -> Result<Vec<Tensor>> {
     let value = |c: &OpCost| match resource {
         Resource::Params => c.params,
         Resource::MultAdds => c.mult_adds,

@@ -20,7 +20,7 @@ mod supernet;
 
 pub use crate::model_config::OpsConfig;
 pub use cell::{Preprocess, SearchCell};
-pub use edges::num_edges;
+pub use edges::{node_edges, num_edges};
 pub use genotype::{state_name, DartsGenotype, Edge};
 pub use mixed_op::MixedOp;
 pub use nas_core::ops::composed::{channel_shuffle, max_pool_2x2};
