@@ -68,7 +68,7 @@ pub struct BenchSearchArgs {
     /// Search space: darts or nb201
     #[arg(long, default_value = "darts")]
     space: SpaceKind,
-    /// Hypergradient: first-order, second-order, unrolled, implicit or implicit-cg
+    /// Method: first-order, second-order, unrolled, implicit, implicit-cg, gdas, snas, enas or random
     #[arg(long, default_value = "first-order")]
     method: Method,
     /// Neumann-series terms of the implicit hypergradient

@@ -25,6 +25,7 @@ const PARSER_ERRORS: &[&str] = &[
     "search_resume_with_force",
     "search_unknown_rdarts_space",
     "search_unknown_early_stop",
+    "search_unknown_resource",
     "data_unknown_spec",
     "show_unknown_format",
 ];
@@ -157,6 +158,17 @@ bad_input! {
     search_cg_without_steps: "search --method implicit-cg --cg-steps 0 --out {run}" => ["--cg-steps", "must be positive for the implicit-cg method"];
     search_negative_cg_damping: "search --method implicit-cg --cg-damping -1 --out {run}" => ["--cg-damping", "finite non-negative", "-1"];
     search_unknown_early_stop: "search --early-stop patience --out {run}" => ["patience", "darts-es"];
+    search_gdas_with_partial_channels: "search --method gdas --partial-channels 2 --out {run}" => ["gdas method samples whole ops", "--partial-channels"];
+    search_snas_with_hessian: "search --method snas --hessian-every 1 --out {run}" => ["snas method has no α-Hessian", "--hessian-every"];
+    search_tau_min_above_tau_max: "search --method gdas --tau-max 0.1 --tau-min 1 --out {run}" => ["--tau-max", "0 < tau_min ≤ tau_max", "0.1 and 1"];
+    search_zero_tau: "search --method snas --tau-min 0 --out {run}" => ["--tau-min", "0 < tau_min"];
+    search_resource_penalty_without_snas: "search --method gdas --resource-weight 0.5 --out {run}" => ["--resource-weight", "SNAS' penalty"];
+    search_negative_resource_weight: "search --method snas --resource-weight -1 --out {run}" => ["--resource-weight", "finite non-negative"];
+    search_unknown_resource: "search --method snas --resource flops --out {run}" => ["--resource", "unknown resource `flops`", "mult-adds"];
+    search_enas_without_controller_steps: "search --method enas --controller-steps 0 --out {run}" => ["--controller-steps", "must be positive for the enas method"];
+    search_random_without_samples: "search --method random --select-samples 0 --out {run}" => ["--select-samples", "must be positive for the random method"];
+    search_progressive_gdas: "search --preset p-darts --method gdas --out {run}" => ["gdas method does not run in a progressive search"];
+    search_enas_on_edges_of_different_ops: "search --method enas --space s1 --out {run}" => ["ENAS chooses from one op list"];
     search_early_stop_without_eigenvalue: "search --early-stop darts-es --hessian-every 0 --out {run}" => ["--early-stop", "--hessian-every (hessian_every) must be positive"];
     search_early_stop_config_without_eigenvalue: "search --config {tmp}/c.json --out {run}" => ["--hessian-every (hessian_every) must be positive", "R-DARTS"], setup = write("c.json", r#"{"early_stop": "darts-es"}"#);
     search_arch_start_after_the_last_epoch: "search --epochs 10 --arch-start-epoch 10 --out {run}" => ["--arch-start-epoch 10", "--epochs 10"];

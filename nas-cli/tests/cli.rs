@@ -133,6 +133,61 @@ fn pc_darts_and_nb201_searches_run_end_to_end() {
     }
 }
 
+/// Every sampling method in both spaces, on the embedded synthetic data and on CIFAR-10 binary
+/// files: two epochs at tiny size, the genotype read back by `nas show`, the method's
+/// scalars recorded and drawn by `nas plot`.
+#[test]
+fn sampling_methods_run_end_to_end_in_both_spaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_cifar10(&data, &[("data_batch_1.bin", 40), ("data_batch_2.bin", 24)]);
+    let cifar = format!("cifar10:{}", data.display());
+    let small = ["--controller-steps", "2", "--controller-aggregate", "2", "--select-samples", "4"];
+    let cases = [
+        ("gdas", "darts", "synthetic", vec!["tau"]),
+        ("snas", "darts", cifar.as_str(), vec!["tau"]),
+        ("enas", "darts", "synthetic", vec!["controller_reward", "controller_entropy", "select_acc"]),
+        ("random", "darts", cifar.as_str(), vec!["select_acc"]),
+        ("gdas", "nb201", cifar.as_str(), vec!["tau"]),
+        ("snas", "nb201", "synthetic", vec!["tau"]),
+        ("enas", "nb201", cifar.as_str(), vec!["controller_reward", "controller_baseline"]),
+        ("random", "nb201", "synthetic", vec!["select_acc"]),
+    ];
+    for (method, space, data, fields) in cases {
+        let out = tmp.path().join(format!("{method}-{space}-{}", data.len()));
+        let mut args = vec!["search", "--preset", "quick", "--method", method, "--space", space, "--data", data];
+        args.extend(["--out", out.to_str().unwrap(), "-q", "--epochs", "2"]);
+        args.extend(&TINY[2..]);
+        if method == "enas" || method == "random" {
+            args.extend(&small[if method == "enas" { 0 } else { 4 }..]);
+        }
+        if method == "snas" {
+            args.extend(["--resource-weight", "0.1", "--resource", "mult-adds"]);
+        }
+        let o = nas(&args);
+        let what = format!("{method} on {space}, {data}");
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        for f in &fields {
+            assert!(last[f].as_f64().is_some_and(f64::is_finite), "{what}: no {f} in {last}");
+        }
+        assert_eq!(last.get("alpha").is_some(), method == "gdas" || method == "snas", "{what}");
+        let g: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("genotype.json")).unwrap()).unwrap();
+        assert_eq!(g["space"], space, "{what}");
+        assert_eq!(g, last["genotype"], "{what}: genotype.json is the last epoch's");
+        let o = nas(&["show", out.to_str().unwrap()]);
+        assert!(o.status.success() && stdout(&o).contains("params: "), "{what}: {}", stderr(&o));
+        let picture = out.join("plot.svg");
+        let o = nas(&["plot", out.to_str().unwrap(), "--out", picture.to_str().unwrap()]);
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        let svg = std::fs::read_to_string(&picture).unwrap();
+        let title = if method == "gdas" || method == "snas" { "temperature" } else { "selected acc" };
+        assert!(svg.contains(title), "{what}: no {title} chart");
+    }
+}
+
 #[test]
 fn search_on_cifar10_binary_files() {
     let tmp = tempfile::tempdir().unwrap();

@@ -99,13 +99,25 @@ fn final_tensors(out: &Path) -> BTreeMap<String, Vec<u32>> {
 /// metrics but wall time, and every final tensor bit for bit.
 #[test]
 fn killed_after_checkpoints_and_resumed_equals_uninterrupted() {
+    killed_and_resumed(&[], 0x9e37_79b9);
+}
+
+/// The same with ENAS, whose controller (parameters, Adam moments, baseline) and selected
+/// child are in the checkpoint, and whose draws are keyed by epoch and step.
+#[test]
+fn an_enas_search_killed_after_checkpoints_resumes_to_the_same_genotype() {
+    let enas = ["--method", "enas", "--controller-steps", "2", "--controller-aggregate", "2", "--select-samples", "4"];
+    killed_and_resumed(&enas, 0x85eb_ca6b);
+}
+
+fn killed_and_resumed(extra: &[&str], seed: u32) {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    reference(&a);
+    reference(&a, extra);
     let mut positions: Vec<Position> = Vec::new();
-    for (round, delay) in delays(0x9e37_79b9, 3, 300).into_iter().enumerate() {
+    for (round, delay) in delays(seed, 3, 300).into_iter().enumerate() {
         let args = if round == 0 {
-            search_args(&b, &[])
+            search_args(&b, extra)
         } else {
             vec!["search", "--resume", "--out", b.to_str().unwrap(), "-q"]
         };
@@ -139,8 +151,8 @@ fn killed_after_checkpoints_and_resumed_equals_uninterrupted() {
 }
 
 /// The uninterrupted run in `a`.
-fn reference(a: &Path) {
-    let o = nas(&search_args(a, &[]));
+fn reference(a: &Path, extra: &[&str]) {
+    let o = nas(&search_args(a, extra));
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -181,7 +193,7 @@ fn resumed_equals(a: &Path, b: &Path) {
 fn ctrl_c_checkpoints_and_resume_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    reference(&a);
+    reference(&a, &[]);
     // Interrupted in the middle of the run.
     stopped_by(&b, "-INT", Duration::from_millis(300));
     resumed_equals(&a, &b);
@@ -194,7 +206,7 @@ fn ctrl_c_checkpoints_and_resume_equals_uninterrupted() {
 fn sigterm_and_a_second_ctrl_c_stop_the_run_resumably() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    reference(&a);
+    reference(&a, &[]);
     stopped_by(&b, "-TERM", Duration::ZERO);
 
     let child = spawn(&["search", "--resume", "--out", b.to_str().unwrap(), "-q"]);

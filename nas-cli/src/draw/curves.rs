@@ -1,6 +1,9 @@
 //! The curves of a run from its metrics.jsonl: loss and accuracy per epoch (train and
 //! validation), the dominant eigenvalue of the α-Hessian where the search computed it
-//! (`hessian_eig`, R-DARTS' diagnostic), and for a search the evolution of softmax(α) on every edge, one small panel
+//! (`hessian_eig`, R-DARTS' diagnostic), the Gumbel-softmax temperature of GDAS and SNAS
+//! (`tau`), ENAS' controller (`controller_reward` with its baseline, `controller_entropy`) and
+//! the accuracy of the child ENAS and random sampling select (`select_acc`), and for a search
+//! the evolution of softmax(α) on every edge, one small panel
 //! per edge with one line per op (the colours of the cell pictures). Which α matrices a record
 //! holds, and the names of their edges and ops, the spaces say (`SpaceKind::arch_tables`).
 //!
@@ -32,6 +35,31 @@ pub struct AlphaHistory {
     pub weights: Vec<Vec<Vec<f64>>>,
 }
 
+/// A chart of per-epoch scalars of the records: (values, legend, colour) per curve.
+#[derive(Debug, Clone)]
+pub struct ExtraChart {
+    pub title: &'static str,
+    pub curves: Vec<(Vec<f64>, &'static str, RGBColor)>,
+}
+
+/// One curve of a chart of method scalars: the record's field, the legend, the colour.
+type CurveSpec = (&'static str, &'static str, RGBColor);
+
+/// The method scalars a record may hold: the chart's title and its curves. A record without a
+/// field leaves a gap (NaN) in its curve.
+const EXTRA_CHARTS: [(&str, &[CurveSpec]); 4] = [
+    ("dominant eigenvalue of ∇²_α L_val", &[("hessian_eig", "λ_max", HESSIAN_COLOR)]),
+    ("Gumbel-softmax temperature τ", &[("tau", "τ", HESSIAN_COLOR)]),
+    (
+        "controller reward",
+        &[("controller_reward", "reward", TRAIN_COLOR), ("controller_baseline", "baseline", VALID_COLOR)],
+    ),
+    (
+        "controller entropy · selected child",
+        &[("controller_entropy", "entropy", HESSIAN_COLOR), ("select_acc", "selected acc", VALID_COLOR)],
+    ),
+];
+
 /// Where a search enters stage `stage`: between the records drawn at `x - 0.5` and `x + 0.5`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageMark {
@@ -49,8 +77,8 @@ pub struct RunCurves {
     pub valid_loss: Vec<f64>,
     pub train_acc: Vec<f64>,
     pub valid_acc: Vec<f64>,
-    /// NaN at the epochs without one.
-    pub hessian_eig: Vec<f64>,
+    /// The charts of the method's own scalars, after loss and accuracy: those the records have.
+    pub extra: Vec<ExtraChart>,
     pub alphas: Vec<AlphaHistory>,
     pub stages: Vec<StageMark>,
 }
@@ -229,7 +257,17 @@ impl RunCurves {
             valid_loss: col("valid_loss"),
             train_acc: col("train_acc"),
             valid_acc: col("valid_acc"),
-            hessian_eig: col("hessian_eig"),
+            extra: EXTRA_CHARTS
+                .iter()
+                .filter_map(|(title, fields)| {
+                    let curves: Vec<_> = fields
+                        .iter()
+                        .map(|(f, label, color)| (col(f), *label, *color))
+                        .filter(|(v, _, _)| v.iter().any(|x: &f64| x.is_finite()))
+                        .collect();
+                    (!curves.is_empty()).then_some(ExtraChart { title, curves })
+                })
+                .collect(),
             alphas,
         })
     }
@@ -472,17 +510,16 @@ impl Picture for RunCurves {
             (WIDTH as i32 / 2, 8),
             TextStyle::from((SANS, 22).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
         ))?;
-        let hessian = self.hessian_eig.iter().any(|v| v.is_finite());
-        let parts = charts.split_evenly((1, if hessian { 3 } else { 2 }));
+        let parts = charts.split_evenly((1, 2 + self.extra.len()));
         let valid = if self.alphas.is_empty() { "test" } else { "valid" };
         let (e, st) = (&self.epochs[..], &self.stages[..]);
         let loss = [(&self.train_loss[..], "train", TRAIN_COLOR), (&self.valid_loss[..], valid, VALID_COLOR)];
         chart(&parts[0], "loss", e, &loss, SeriesLabelPosition::UpperRight, st)?;
         let acc = [(&self.train_acc[..], "train", TRAIN_COLOR), (&self.valid_acc[..], valid, VALID_COLOR)];
         chart(&parts[1], "accuracy", e, &acc, SeriesLabelPosition::LowerRight, st)?;
-        if hessian {
-            let eig = [(&self.hessian_eig[..], "λ_max", HESSIAN_COLOR)];
-            chart(&parts[2], "dominant eigenvalue of ∇²_α L_val", e, &eig, SeriesLabelPosition::UpperLeft, st)?;
+        for (x, area) in self.extra.iter().zip(&parts[2..]) {
+            let curves: Vec<(&[f64], &str, RGBColor)> = x.curves.iter().map(|(v, l, c)| (&v[..], *l, *c)).collect();
+            chart(area, x.title, e, &curves, SeriesLabelPosition::UpperLeft, st)?;
         }
         for a in &self.alphas {
             let (group, below) = rest.split_vertically(a.height());
@@ -651,9 +688,11 @@ mod tests {
         };
         let records = [record(0, Some(0.5)), record(1, None), record(2, Some(0.9))];
         let c = RunCurves::from_records("search", &records).unwrap();
-        assert_eq!(c.hessian_eig[0], 0.5);
-        assert!(c.hessian_eig[1].is_nan());
-        assert_eq!(c.hessian_eig[2], 0.9);
+        let eig = &c.extra[0].curves[0].0;
+        assert_eq!(c.extra[0].title, "dominant eigenvalue of ∇²_α L_val");
+        assert_eq!(eig[0], 0.5);
+        assert!(eig[1].is_nan());
+        assert_eq!(eig[2], 0.9);
         // The third chart draws: the picture of a run with eigenvalues differs from one without.
         let without = RunCurves::from_records("search", &[record(0, None), record(1, None), record(2, None)]).unwrap();
         let a = super::super::render(&c, ImageFormat::Svg).unwrap();
@@ -661,5 +700,28 @@ mod tests {
         let text = String::from_utf8(a).unwrap();
         assert!(text.contains("dominant eigenvalue"), "no eigenvalue chart");
         assert!(!String::from_utf8(b).unwrap().contains("dominant eigenvalue"));
+    }
+
+    #[test]
+    fn sampling_methods_chart_their_temperature_and_controller() {
+        let records: Vec<Value> = (0..3)
+            .map(|e| {
+                json!({"epoch": e, "train_loss": 2.0, "valid_loss": 2.1, "train_acc": 0.1, "valid_acc": 0.12,
+                       "tau": 10.0 - e as f64, "controller_reward": 0.2, "controller_baseline": 0.1,
+                       "controller_entropy": 30.0, "select_acc": 0.3})
+            })
+            .collect();
+        let c = RunCurves::from_records("search", &records).unwrap();
+        let titles: Vec<&str> = c.extra.iter().map(|x| x.title).collect();
+        assert_eq!(
+            titles,
+            ["Gumbel-softmax temperature τ", "controller reward", "controller entropy · selected child"]
+        );
+        assert_eq!(c.extra[0].curves[0].0, [10.0, 9.0, 8.0]);
+        assert_eq!(c.extra[1].curves.len(), 2);
+        let text = String::from_utf8(super::super::render(&c, ImageFormat::Svg).unwrap()).unwrap();
+        for t in ["temperature", "controller reward", "baseline", "selected acc"] {
+            assert!(text.contains(t), "no `{t}` in the picture");
+        }
     }
 }
