@@ -1,7 +1,8 @@
 //! Whole search steps on CUDA against the same steps on the CPU: from the same weights, α,
 //! optimiser state and batches, two steps (architecture step, then the clipped weight step)
 //! of first-order DARTS, second-order DARTS, the unrolled (K=2), Neumann and conjugate-gradient
-//! hypergradients and PC-DARTS (K=4, edge normalisation) leave every
+//! hypergradients, PC-DARTS (K=4, edge normalisation) and the sampling methods (GDAS, SNAS with
+//! its resource penalty, ENAS and random children, drawn from the same host streams) leave every
 //! weight, α, β and running statistic within 1e-3 of the CPU's, relative to the size of the
 //! updates, and the losses within 1e-3. Runs only with NAS_TEST_DEVICE=cuda.
 #![cfg(feature = "cuda")]
@@ -10,7 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use nas_core::optim::{Sgd, SgdConfig};
 use nas_core::testing::{cuda_test_device, update_rel_err};
 use nas_search::architect::Architect;
-use nas_search::config::{ArchOptimConfig, HypergradConfig, Method};
+use nas_search::config::{ArchOptimConfig, HypergradConfig, Method, SamplingConfig};
+use nas_search::sampling::Sampler;
 use nas_search::step::{weight_step, Batch};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 
@@ -37,6 +39,17 @@ fn two_steps(cfg: &DartsSupernetConfig, method: Method, dev: &Device) -> Run {
     let hg = HypergradConfig { neumann_steps: 3, unroll_steps: 2, cg_steps: 3, ..method.into() };
     let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &arch_cfg, hg);
     let mut losses = Vec::new();
+    if method.is_sampling() {
+        let sampling =
+            SamplingConfig { resource_weight: if method == Method::Snas { 0.2 } else { 0.0 }, ..Default::default() };
+        let mut sampler = Sampler::new(&net, method, &sampling, &arch_cfg, 3, 10, dev).unwrap();
+        for s in 0..2 {
+            let (train, valid) = (batch(2 * s, dev), batch(2 * s + 1, dev));
+            let (loss, _) = sampler.step(&net, &mut w_opt, 5.0, 0, s as usize, &train, Some(&valid)).unwrap();
+            losses.push(loss.to_scalar::<f32>().unwrap());
+        }
+        return Run { net, losses };
+    }
     for s in 0..2 {
         let (train, valid) = ([batch(2 * s, dev), batch(100 + s, dev)], batch(2 * s + 1, dev));
         architect.step(&net, &train, &valid, &w_opt).unwrap();
@@ -90,4 +103,11 @@ fn unrolled_and_implicit_steps_on_cuda() {
 #[test]
 fn pc_darts_step_on_cuda() {
     same_on_cuda(DartsSupernetConfig { partial_channels: 4, edge_norm: true, ..darts() }, Method::FirstOrder);
+}
+
+#[test]
+fn sampling_method_steps_on_cuda() {
+    for method in [Method::Gdas, Method::Snas, Method::Enas, Method::Random] {
+        same_on_cuda(darts(), method);
+    }
 }

@@ -171,4 +171,25 @@ mod tests {
         assert!((p.as_tensor().to_vec1::<f64>()?[0] - w2).abs() < 1e-15);
         Ok(())
     }
+
+    /// torch.optim.SGD(nesterov=True): b = μb + d, then w −= lr·(d + μb); the same two steps.
+    #[test]
+    fn nesterov_matches_torch_sgd_by_hand() -> Result<()> {
+        let p = Var::new(&[1.0f64], &Device::Cpu)?;
+        let cfg = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01 };
+        let mut opt = Sgd::new(vec![p.clone()], cfg).with_nesterov(true);
+        opt.step(&[Some(Tensor::new(&[0.5f64], &Device::Cpu)?)])?;
+        let d1 = 0.5 + 0.01 * 1.0;
+        let b1 = d1;
+        let w1 = 1.0 - 0.1 * (d1 + 0.9 * b1);
+        assert!((p.as_tensor().to_vec1::<f64>()?[0] - w1).abs() < 1e-15);
+        opt.step_clipped(&[Some(Tensor::new(&[0.25f64], &Device::Cpu)?)], 0.0)?;
+        let d2 = 0.25 + 0.01 * w1;
+        let b2 = 0.9 * b1 + d2;
+        let w2 = w1 - 0.1 * (d2 + 0.9 * b2);
+        assert!((p.as_tensor().to_vec1::<f64>()?[0] - w2).abs() < 1e-15);
+        // The buffer is the plain momentum buffer, as torch keeps it.
+        assert!((opt.momentum_buffer(0).unwrap().to_vec1::<f64>()?[0] - b2).abs() < 1e-15);
+        Ok(())
+    }
 }
