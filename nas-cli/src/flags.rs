@@ -45,6 +45,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("data.spec", "--data"),
     ("data.subset", "--subset"),
     ("data.batch_size", "--batch-size"),
+    ("data.accumulate", "--accumulate"),
     ("data.cutout", "--cutout"),
     ("data.image_size", "--image-size"),
     ("weight_optimizer.lr", "--lr"),

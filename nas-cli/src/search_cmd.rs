@@ -114,9 +114,13 @@ pub struct SearchArgs {
     /// Number of epochs
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
-    /// Batch size of both the weight and the architecture step
+    /// Micro-batch size of both the weight and the architecture step (per process with mpirun)
     #[arg(long, value_name = "B")]
     batch_size: Option<usize>,
+    /// Micro-batches per optimiser step, each with its own forward and batch statistics:
+    /// gradients of the mean loss over accumulate × batch size (× ranks) samples
+    #[arg(long, value_name = "N")]
+    accumulate: Option<usize>,
     /// Number of cells L (darts); cells per stage N (nb201)
     #[arg(long, value_name = "L")]
     layers: Option<usize>,
@@ -223,6 +227,7 @@ impl SearchArgs {
         }
         set!(self.epochs => c.epochs);
         set!(self.batch_size => c.data.batch_size);
+        set!(self.accumulate => c.data.accumulate);
         set!(self.layers => c.model.layers);
         set!(self.channels => c.model.channels);
         set!(self.partial_channels => c.model.partial_channels);

@@ -32,9 +32,13 @@ pub struct TrainArgs {
     /// Number of epochs [default: 600]
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
-    /// Batch size [default: 96]
+    /// Micro-batch size [default: 96] (per process with mpirun)
     #[arg(long, value_name = "B")]
     batch_size: Option<usize>,
+    /// Micro-batches per optimiser step, each with its own forward and batch statistics:
+    /// gradients of the mean loss over accumulate × batch size (× ranks) samples
+    #[arg(long, value_name = "N")]
+    accumulate: Option<usize>,
     /// Number of cells L (darts) [default: 20]; cells per stage (nb201) [default: 5]
     #[arg(long, value_name = "L")]
     layers: Option<usize>,
@@ -92,6 +96,7 @@ impl TrainArgs {
         }
         set!(self.epochs => c.epochs);
         set!(self.batch_size => c.data.batch_size);
+        set!(self.accumulate => c.data.accumulate);
         set!(self.layers => c.model.layers);
         set!(self.channels => c.model.channels);
         set!(self.auxiliary_weight => c.model.auxiliary_weight);

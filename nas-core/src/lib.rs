@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config_error;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod epoch;
 pub mod error;
 pub mod hypergrad;

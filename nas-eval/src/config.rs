@@ -28,6 +28,17 @@ pub struct TrainDataConfig {
     pub cutout: usize,
     /// Side images of a folder dataset are resized to.
     pub image_size: usize,
+    /// Micro-batches per optimiser step (`--accumulate`; `batch_size` is the micro-batch).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +84,7 @@ impl TrainConfig {
                 batch_size: 96,
                 cutout: 16,
                 image_size: 32,
+                accumulate: 1,
             },
             optimizer: WeightOptimConfig {
                 lr: 0.025,
@@ -104,6 +116,7 @@ impl TrainConfig {
             ("model.channels", self.model.channels),
             ("model.layers", self.model.layers),
             ("data.batch_size", self.data.batch_size),
+            ("data.accumulate", self.data.accumulate),
             ("data.image_size", self.data.image_size),
         ] {
             if v == 0 {

@@ -17,7 +17,10 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use nas_core::checkpoint::{load_tensors, save_tensors, LoadedTensors};
-use nas_core::data::{Augment, BatchIter, BatchPlan, DataSpec, Dataset, HostBatch, ImageSet, LoadOptions, Normalize};
+use nas_core::data::{
+    Augment, BatchPlan, DataSpec, Dataset, HostBatch, ImageSet, LoadOptions, Normalize, Shard, StepIter,
+};
+use nas_core::dist::{self, MicroOutput};
 use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutput, PREFETCH};
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::{correct_count, cross_entropy, Mode};
@@ -44,14 +47,26 @@ pub fn train_step(
     grad_clip: f64,
     drop: Option<&DropPath>,
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    let (logits, loss) = training_loss(model, x, y, aux_weight, drop)?;
+    let grads = grads_for(&loss.backward()?, opt.params());
+    opt.step_clipped(&grads, grad_clip)?;
+    Ok((loss, logits))
+}
+
+/// The logits and the training loss CE(logits) + aux_weight·CE(auxiliary logits).
+fn training_loss(
+    model: &EvalModel,
+    x: &Tensor,
+    y: &Tensor,
+    aux_weight: f64,
+    drop: Option<&DropPath>,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let (logits, aux) = model.forward(x, Mode::TRAIN_WEIGHTS, drop)?;
     let mut loss = cross_entropy(&logits, y)?;
     if let (Some(aux), true) = (aux, aux_weight > 0.0) {
         loss = (loss + (cross_entropy(&aux, y)? * aux_weight)?)?;
     }
-    let grads = grads_for(&loss.backward()?, opt.params());
-    opt.step_clipped(&grads, grad_clip)?;
-    Ok((loss, logits))
+    Ok((logits, loss))
 }
 
 /// What `nas eval` prints.
@@ -211,17 +226,24 @@ impl TrainTask {
         self.cfg.model.drop_path * epoch as f64 / self.cfg.epochs as f64
     }
 
+    /// This process's micro-batches of every step.
+    fn shard(&self) -> Shard {
+        let world = dist::world();
+        Shard::of_rank(world.rank(), world.size(), self.cfg.data.accumulate)
+    }
+
     fn evaluate_test(&self, sink: &mut dyn MetricsSink) -> Result<Tally> {
         evaluate_model(&self.model, &self.test_set, &self.normalize, self.cfg.data.batch_size, &self.device, sink)
     }
 }
 
 impl EpochTask for TrainTask {
-    type Batch = HostBatch;
+    /// This process's micro-batches of a step.
+    type Batch = Vec<HostBatch>;
     const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "training";
 
-    fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<HostBatch>> {
+    fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Vec<HostBatch>>> {
         self.opt.set_lr(self.schedule.lr(epoch));
         self.drop_p = self.drop_path_prob(epoch);
         let augment = Augment { crop_padding: 4, flip: true, cutout: self.cfg.data.cutout };
@@ -234,16 +256,32 @@ impl EpochTask for TrainTask {
             epoch,
             stream: 0,
         };
-        let train = BatchIter::starting_at(self.train_set.clone(), self.normalize.clone(), plan, PREFETCH, first);
+        let shard = self.shard();
+        let train = StepIter::new(self.train_set.clone(), self.normalize.clone(), plan, shard, PREFETCH, first);
         Ok(EpochBatches { steps: first + train.remaining(), batches: Box::new(train) })
     }
 
-    fn step(&mut self, epoch: usize, step: usize, batch: HostBatch) -> Result<StepOutput> {
-        let (x, y) = batch.to_device(&self.device)?;
-        let drop = self.model.drop_path(self.drop_p, y.dim(0)?, (self.cfg.seed, epoch, step), &self.device)?;
+    /// The step's micro-batches, each with its own forward, drop-path masks keyed by its
+    /// batch's place in the epoch (the same masks whichever rank runs it) and batch statistics;
+    /// the gradient of the mean loss over all of them and over the ranks.
+    fn step(&mut self, epoch: usize, step: usize, micro: Vec<HostBatch>) -> Result<StepOutput> {
+        let shard = self.shard();
+        let mut batches = Vec::with_capacity(micro.len());
+        for (m, b) in micro.into_iter().enumerate() {
+            let (x, y) = b.to_device(&self.device)?;
+            let key = (self.cfg.seed, epoch, step * shard.group + shard.start + m);
+            let drop = self.model.drop_path(self.drop_p, y.dim(0)?, key, &self.device)?;
+            batches.push((x, y, drop));
+        }
         let (aux_weight, grad_clip) = (self.cfg.model.auxiliary_weight, self.cfg.optimizer.grad_clip);
-        let (loss, logits) = train_step(&self.model, &mut self.opt, &x, &y, aux_weight, grad_clip, drop.as_ref())?;
-        Ok(StepOutput { loss, correct: correct_count(&logits, &y)?, n: y.dim(0)? })
+        let params = self.opt.params().to_vec();
+        let model = &self.model;
+        let out = dist::step_grads(&batches, &[&params], |(x, y, drop)| {
+            let (logits, loss) = training_loss(model, x, y, aux_weight, drop.as_ref())?;
+            Ok(MicroOutput { loss, correct: correct_count(&logits, y)?, n: y.dim(0)? })
+        })?;
+        self.opt.step_clipped(&out.grads[0], grad_clip)?;
+        Ok(StepOutput { loss: out.loss, correct: out.correct, n: out.n })
     }
 
     fn evaluate(&mut self, sink: &mut dyn MetricsSink) -> Result<Tally> {

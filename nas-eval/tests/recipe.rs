@@ -22,7 +22,14 @@ fn darts_train_py(genotype: &Genotype, model: EvalModelConfig) -> TrainConfig {
         seed: 0,
         device: DeviceSpec::Cpu,
         model,
-        data: TrainDataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 96, cutout: 16, image_size: 32 },
+        data: TrainDataConfig {
+            spec: DataSpec::Synthetic,
+            subset: None,
+            batch_size: 96,
+            cutout: 16,
+            image_size: 32,
+            accumulate: 1,
+        },
         optimizer: WeightOptimConfig {
             lr: 0.025,
             lr_min: 0.0,

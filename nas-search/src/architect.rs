@@ -11,10 +11,11 @@
 use std::cell::Cell;
 
 use candle_core::{Tensor, Var};
+use nas_core::dist;
 use nas_core::hypergrad::{
     self, Bilevel, ConjugateGradient, FirstOrder, Grads, Hypergradient, Neumann, OneStageRad, SgdState, TruncatedRad,
 };
-use nas_core::nn::{cross_entropy, Mode};
+use nas_core::nn::{correct_count, cross_entropy, Mode};
 use nas_core::optim::{Adam, AdamConfig, Sgd};
 use search_spaces::Supernet;
 
@@ -23,48 +24,59 @@ use crate::step::Batch;
 use crate::Result;
 
 /// The supernet with fixed batches (training batches for the virtual steps, one validation
-/// batch), as the bilevel problem the hypergradients need.
+/// batch), as the bilevel problem the hypergradients need. Each batch is a step's
+/// micro-batches (`--accumulate`); every gradient is that of the mean loss over them and over
+/// the world's ranks (`nas_core::dist::step_grads`), so every method computes the
+/// hypergradient of the global batch, and under data parallelism all ranks the same one.
 pub struct SupernetProblem<'a> {
     pub net: &'a dyn Supernet,
     pub weights: &'a [Var],
     pub arch: &'a [Var],
-    pub train: &'a [Batch],
-    pub valid: &'a Batch,
+    pub train: Vec<Vec<Batch>>,
+    pub valid: Vec<Batch>,
     /// The random-stream position every forward starts from.
     pub stream: u64,
-    /// Gradient evaluations (forward and backward passes) so far.
+    /// Gradient evaluations (forward and backward passes of a whole step) so far.
     pub evals: Cell<usize>,
 }
 
 impl<'a> SupernetProblem<'a> {
-    pub fn new(
+    /// Batches of one micro-batch each.
+    pub fn new(net: &'a dyn Supernet, weights: &'a [Var], arch: &'a [Var], train: &[Batch], valid: &Batch) -> Self {
+        Self::with_micro(net, weights, arch, train.iter().map(|b| vec![b.clone()]).collect(), vec![valid.clone()])
+    }
+
+    pub fn with_micro(
         net: &'a dyn Supernet,
         weights: &'a [Var],
         arch: &'a [Var],
-        train: &'a [Batch],
-        valid: &'a Batch,
+        train: Vec<Vec<Batch>>,
+        valid: Vec<Batch>,
     ) -> Self {
         Self { net, weights, arch, train, valid, stream: net.stream_position(), evals: Cell::new(0) }
     }
 
-    fn grads(&self, b: &Batch, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
+    fn grads(&self, micro: &[Batch], want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
         self.evals.set(self.evals.get() + 1);
-        self.net.set_stream_position(self.stream);
         let mode = Mode { train: true, grad_weights: want_w, grad_arch: want_a };
-        let loss = cross_entropy(&self.net.forward(&b.x, mode)?, &b.y)?;
-        let store = loss.backward()?;
-        let take = |vars: &[Var]| -> candle_core::Result<Vec<Tensor>> {
+        let none: &[Var] = &[];
+        let lists = [if want_w { self.weights } else { none }, if want_a { self.arch } else { none }];
+        let out = dist::step_grads(micro, &lists, |b| {
+            self.net.set_stream_position(self.stream);
+            let logits = self.net.forward(&b.x, mode)?;
+            let loss = cross_entropy(&logits, &b.y)?;
+            Ok(dist::MicroOutput { loss, correct: correct_count(&logits, &b.y)?, n: b.y.dim(0)? })
+        })?;
+        let take = |vars: &[Var], grads: &[Option<Tensor>]| -> candle_core::Result<Vec<Tensor>> {
             vars.iter()
-                .map(|v| match store.get(v.as_tensor()) {
+                .zip(grads)
+                .map(|(v, g)| match g {
                     Some(g) => Ok(g.clone()),
                     None => v.as_tensor().zeros_like(),
                 })
                 .collect()
         };
-        Ok(Grads {
-            w: if want_w { take(self.weights)? } else { Vec::new() },
-            a: if want_a { take(self.arch)? } else { Vec::new() },
-        })
+        Ok(Grads { w: take(lists[0], &out.grads[0])?, a: take(lists[1], &out.grads[1])? })
     }
 }
 
@@ -89,7 +101,7 @@ impl Bilevel for SupernetProblem<'_> {
     }
 
     fn val_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
-        self.grads(self.valid, want_w, want_a)
+        self.grads(&self.valid, want_w, want_a)
     }
 }
 
@@ -171,7 +183,19 @@ impl Architect {
         valid: &Batch,
         w_opt: &Sgd,
     ) -> Result<Vec<Option<Tensor>>> {
-        let problem = SupernetProblem::new(net, &self.weights, &self.arch, train, valid);
+        let train = train.iter().map(|b| vec![b.clone()]).collect();
+        self.hypergradient_micro(net, train, vec![valid.clone()], w_opt)
+    }
+
+    /// `hypergradient` for batches of micro-batches (`--accumulate`, data parallelism).
+    pub fn hypergradient_micro(
+        &mut self,
+        net: &dyn Supernet,
+        train: Vec<Vec<Batch>>,
+        valid: Vec<Batch>,
+        w_opt: &Sgd,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let problem = SupernetProblem::with_micro(net, &self.weights, &self.arch, train, valid);
         let cfg = w_opt.config();
         let st = SgdState {
             lr: w_opt.lr(),
@@ -187,6 +211,19 @@ impl Architect {
     /// One architecture update.
     pub fn step(&mut self, net: &dyn Supernet, train: &[Batch], valid: &Batch, w_opt: &Sgd) -> Result<()> {
         let g = self.hypergradient(net, train, valid, w_opt)?;
+        self.opt.step(&g)?;
+        Ok(())
+    }
+
+    /// One architecture update from batches of micro-batches.
+    pub fn step_micro(
+        &mut self,
+        net: &dyn Supernet,
+        train: Vec<Vec<Batch>>,
+        valid: Vec<Batch>,
+        w_opt: &Sgd,
+    ) -> Result<()> {
+        let g = self.hypergradient_micro(net, train, valid, w_opt)?;
         self.opt.step(&g)?;
         Ok(())
     }

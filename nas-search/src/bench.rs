@@ -85,10 +85,10 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let mut step = 0;
     let m = time_steps(&device, (b.warmup, b.steps), b.count_launches, || -> Result<()> {
         if let Some(s) = &mut sampler {
-            let v = (!b.weights_only && s.uses_valid_batches()).then_some(&valid);
-            let (loss, _) = s.step(net.as_ref(), &mut w_opt, w.grad_clip, 0, step, &train[0], v)?;
+            let v = (!b.weights_only && s.uses_valid_batches()).then_some(std::slice::from_ref(&valid));
+            let out = s.step(net.as_ref(), &mut w_opt, w.grad_clip, 0, step, &train[..1], v)?;
             step += 1;
-            loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             return Ok(());
         }
         if !b.weights_only {

@@ -206,7 +206,12 @@ pub struct DataConfig {
     pub spec: DataSpec,
     /// Use only the first N training images (split 50/50 into search-train and search-valid).
     pub subset: Option<usize>,
+    /// The micro-batch of one forward (per process under data parallelism).
     pub batch_size: usize,
+    /// Micro-batches per optimiser step (`--accumulate`): the step's batch is
+    /// accumulate × batch_size × ranks.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
 }
 
 /// Adam for the architecture parameters.
@@ -279,6 +284,10 @@ fn default_cg_damping() -> f64 {
     1.0
 }
 
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
@@ -327,7 +336,7 @@ impl SearchConfig {
                 max_skip_connect: None,
                 ops: None,
             },
-            data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64 },
+            data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64, accumulate: 1 },
             weight_optimizer: WeightOptimConfig {
                 lr: 0.025,
                 lr_min: 0.001,
@@ -434,6 +443,7 @@ impl SearchConfig {
         let positive = [
             ("epochs", self.epochs),
             ("data.batch_size", self.data.batch_size),
+            ("data.accumulate", self.data.accumulate),
             ("model.channels", self.model.channels),
             ("model.layers", self.model.layers),
             ("model.steps", self.model.steps),

@@ -33,9 +33,10 @@
 //! resumed run draws what the uninterrupted one did without saving generator state.
 
 use candle_core::{DType, Device, Tensor, D};
+use nas_core::dist::{step_grads, MicroOutput, StepGrads};
 use nas_core::hypergrad::WeightGuard;
 use nas_core::nn::{correct_count, cross_entropy, softmax_last_dim, Mode};
-use nas_core::optim::{grads_for, Adam, AdamConfig, Sgd};
+use nas_core::optim::{Adam, AdamConfig, Sgd};
 use nas_core::rng::{self, Purpose, Rng};
 use rand::seq::index::sample as distinct;
 use rand::Rng as _;
@@ -351,7 +352,9 @@ impl Sampler {
         }
     }
 
-    /// One search step; returns the training loss and logits of the weight step.
+    /// One search step on a step's micro-batches (`--accumulate`, data parallelism: one
+    /// sample per step, the same on every rank); returns the weight step's loss, correct count
+    /// and size (SNAS' loss includes its resource penalty).
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
@@ -360,9 +363,9 @@ impl Sampler {
         grad_clip: f64,
         epoch: usize,
         step: usize,
-        train: &Batch,
-        valid: Option<&Batch>,
-    ) -> Result<(Tensor, Tensor)> {
+        train: &[Batch],
+        valid: Option<&[Batch]>,
+    ) -> Result<StepGrads> {
         let mut rng = self.draw(epoch, WEIGHT_DRAW + step as u64);
         match self.method {
             Method::Gdas => {
@@ -371,23 +374,29 @@ impl Sampler {
                 if let Some(v) = valid {
                     let mut rng = self.draw(epoch, ARCH_DRAW + step as u64);
                     let sample = gdas_sample(&net.op_logits(Mode::TRAIN_ARCH)?, self.tau, &mut rng)?;
-                    let loss = cross_entropy(&net.forward_sampled(&v.x, Mode::TRAIN_ARCH, &sample)?, &v.y)?;
-                    self.arch_step(&loss.backward()?)?;
+                    let arch = net.arch().weights();
+                    let g = step_grads(v, &[&arch], |b| micro_output(net, b, Mode::TRAIN_ARCH, &sample, None))?;
+                    if let Some(adam) = &mut self.adam {
+                        adam.step(&g.grads[0])?;
+                    }
                 }
                 Ok(out)
             }
             Method::Snas => {
                 let sample = snas_sample(&net.op_logits(Mode::TRAIN_ALL)?, self.tau, &mut rng)?;
-                let logits = net.forward_sampled(&train.x, Mode::TRAIN_ALL, &sample)?;
-                let loss = cross_entropy(&logits, &train.y)?;
-                let total = match self.penalty(net, train, &sample)? {
-                    Some(p) => (&loss + p)?,
-                    None => loss.clone(),
+                let penalty = match train.first() {
+                    Some(b) => self.penalty(net, b, &sample)?,
+                    None => None,
                 };
-                let store = total.backward()?;
-                w_opt.step_clipped(&grads_for(&store, w_opt.params()), grad_clip)?;
-                self.arch_step(&store)?;
-                Ok((loss, logits))
+                let (weights, arch) = (w_opt.params().to_vec(), net.arch().weights());
+                let g = step_grads(train, &[&weights, &arch], |b| {
+                    micro_output(net, b, Mode::TRAIN_ALL, &sample, penalty.as_ref())
+                })?;
+                w_opt.step_clipped(&g.grads[0], grad_clip)?;
+                if let Some(adam) = &mut self.adam {
+                    adam.step(&g.grads[1])?;
+                }
+                Ok(g)
             }
             Method::Enas | Method::Random => {
                 let (chosen, _) = self.child(&mut rng)?;
@@ -396,14 +405,6 @@ impl Sampler {
             }
             m => Err(Error::config(format!("the {m} method is not a sampling method"))),
         }
-    }
-
-    fn arch_step(&mut self, store: &candle_core::backprop::GradStore) -> Result<()> {
-        if let Some(adam) = &mut self.adam {
-            let g = grads_for(store, adam.params());
-            adam.step(&g)?;
-        }
-        Ok(())
     }
 
     /// SNAS' resource penalty of the relaxed sample (None when its weight is 0).
@@ -544,19 +545,35 @@ impl Sampler {
     }
 }
 
-/// A weight step on `train` with the ops of `sample`.
+/// A micro-batch's forward with the ops of `sample`; the loss plus `penalty` when given.
+fn micro_output(
+    net: &dyn Supernet,
+    b: &Batch,
+    mode: Mode,
+    sample: &ArchSample,
+    penalty: Option<&Tensor>,
+) -> candle_core::Result<MicroOutput> {
+    let logits = net.forward_sampled(&b.x, mode, sample)?;
+    let loss = cross_entropy(&logits, &b.y)?;
+    let loss = match penalty {
+        Some(p) => (loss + p)?,
+        None => loss,
+    };
+    Ok(MicroOutput { loss, correct: correct_count(&logits, &b.y)?, n: b.y.dim(0)? })
+}
+
+/// A weight step on a step's micro-batches with the ops of `sample`.
 fn weight_step(
     net: &dyn Supernet,
     w_opt: &mut Sgd,
     grad_clip: f64,
-    train: &Batch,
+    train: &[Batch],
     sample: &ArchSample,
-) -> Result<(Tensor, Tensor)> {
-    let logits = net.forward_sampled(&train.x, Mode::TRAIN_WEIGHTS, sample)?;
-    let loss = cross_entropy(&logits, &train.y)?;
-    let grads = grads_for(&loss.backward()?, w_opt.params());
-    w_opt.step_clipped(&grads, grad_clip)?;
-    Ok((loss, logits))
+) -> Result<StepGrads> {
+    let params = w_opt.params().to_vec();
+    let out = step_grads(train, &[&params], |b| micro_output(net, b, Mode::TRAIN_WEIGHTS, sample, None))?;
+    w_opt.step_clipped(&out.grads[0], grad_clip)?;
+    Ok(out)
 }
 
 /// The accuracy of a child on a batch, with batch statistics and no gradients.

@@ -15,10 +15,13 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use nas_core::checkpoint::LoadedTensors;
-use nas_core::data::{Augment, BatchIter, BatchPlan, Dataset, HostBatch, ImageSet, LoadOptions, Normalize};
+use nas_core::data::{
+    Augment, BatchIter, BatchPlan, Dataset, HostBatch, ImageSet, LoadOptions, Normalize, Shard, StepIter,
+};
+use nas_core::dist;
 use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutput, PREFETCH};
 use nas_core::metrics::{MetricsSink, Position, Tally};
-use nas_core::nn::{correct_count, Mode};
+use nas_core::nn::Mode;
 use nas_core::optim::{CosineAnnealing, Sgd};
 use search_spaces::darts::pdarts;
 use search_spaces::{ArchSample, Genotype, Supernet, TaskShape};
@@ -29,7 +32,7 @@ use crate::config::{EarlyStop, Method, ValidSearchConfig};
 use crate::early_stop::{DartsEs, EarlyStopDecision, Sample};
 use crate::run_dir::{RunDir, GENOTYPE};
 use crate::sampling::Sampler;
-use crate::step::{weight_step, Batch};
+use crate::step::{weight_step_micro, Batch};
 use crate::{Error, Result};
 
 /// A search run: the supernet, its two optimisers and the split data, driven epoch by epoch.
@@ -95,11 +98,12 @@ impl Search {
             &LoadOptions { subset: cfg.data.subset, seed: cfg.seed, ..LoadOptions::default() },
         )?;
         let (train_set, valid_set) = data.search_split();
-        if train_set.len() < cfg.data.batch_size {
+        let step_batch = cfg.data.batch_size * cfg.data.accumulate * dist::world().size();
+        if train_set.len() < step_batch {
             return Err(Error::config(format!(
-                "the search-train half has {} images, fewer than one batch of {}",
+                "the search-train half has {} images, fewer than one step's batch of {step_batch} \
+                 (batch size × accumulate × processes)",
                 train_set.len(),
-                cfg.data.batch_size
             )));
         }
         tracing::info!(
@@ -295,7 +299,12 @@ impl SearchTask {
     /// through: from their own streams of the search-train half (stream 2 + p for the p-th
     /// pass over it), so that step s of the epoch always reads the same ones, also after a
     /// resume at step `first`.
-    fn unroll_batches(&self, epoch: usize, first: usize, steps: usize) -> Box<dyn Iterator<Item = Vec<HostBatch>>> {
+    fn unroll_batches(
+        &self,
+        epoch: usize,
+        first: usize,
+        steps: usize,
+    ) -> Box<dyn Iterator<Item = Vec<Vec<HostBatch>>>> {
         let extra = match &self.arch_step {
             ArchStep::Hypergradient(a) => a.train_batches().saturating_sub(1),
             ArchStep::Sampling(_) => 0,
@@ -305,14 +314,25 @@ impl SearchTask {
         }
         let start = first * extra;
         let (first_pass, offset) = (start / steps, start % steps);
-        let (set, normalize) = (self.train_set.clone(), self.normalize.clone());
+        let (set, normalize, shard) = (self.train_set.clone(), self.normalize.clone(), self.shard());
         let plan = self.plan(epoch, 0);
         let mut batches = (first_pass..).flat_map(move |pass| {
             let plan = BatchPlan { stream: 2 + pass as u64, ..plan };
             let at = if pass == first_pass { offset } else { 0 };
-            BatchIter::starting_at(set.clone(), normalize.clone(), plan, PREFETCH, at)
+            StepIter::new(set.clone(), normalize.clone(), plan, shard, PREFETCH, at)
         });
         Box::new(std::iter::from_fn(move || Some(batches.by_ref().take(extra).collect())))
+    }
+
+    /// This process's micro-batches of every step: `accumulate` of the step's
+    /// accumulate × ranks batches.
+    fn shard(&self) -> Shard {
+        let world = dist::world();
+        Shard::of_rank(world.rank(), world.size(), self.cfg.data.accumulate)
+    }
+
+    fn to_micro(&self, batches: Vec<HostBatch>) -> Result<Vec<Batch>> {
+        batches.into_iter().map(|b| self.to_batch(b)).collect()
     }
 
     fn to_batch(&self, b: HostBatch) -> Result<Batch> {
@@ -339,9 +359,9 @@ impl SearchTask {
 }
 
 impl EpochTask for SearchTask {
-    /// A search-train batch and, once architecture updates are on, a search-valid batch and
-    /// the further training batches of an unrolled step.
-    type Batch = (HostBatch, Option<(HostBatch, Vec<HostBatch>)>);
+    /// A search-train step (this process's micro-batches of it) and, once architecture updates
+    /// are on, a search-valid step and the further training steps of an unrolled step.
+    type Batch = (Vec<HostBatch>, Option<(Vec<HostBatch>, Vec<Vec<HostBatch>>)>);
     const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "search";
 
@@ -351,8 +371,9 @@ impl EpochTask for SearchTask {
         if let ArchStep::Sampling(s) = &mut self.arch_step {
             s.begin_epoch(epoch);
         }
+        let shard = self.shard();
         let batches = |set: &Arc<ImageSet>, stream| {
-            BatchIter::starting_at(set.clone(), self.normalize.clone(), self.plan(epoch, stream), PREFETCH, first)
+            StepIter::new(set.clone(), self.normalize.clone(), self.plan(epoch, stream), shard, PREFETCH, first)
         };
         let train = batches(&self.train_set, 0);
         let steps = first + train.remaining();
@@ -367,39 +388,35 @@ impl EpochTask for SearchTask {
     }
 
     fn step(&mut self, epoch: usize, step: usize, (train, valid): Self::Batch) -> Result<StepOutput> {
-        let mut tb = vec![self.to_batch(train)?];
+        let train = self.to_micro(train)?;
         let clip = self.cfg.weight_optimizer.grad_clip;
-        let (loss, logits) = match &mut self.arch_step {
+        let arch_on = epoch >= self.cfg.arch_start_epoch;
+        let (valid, more) = match valid {
+            Some((vb, more)) => {
+                let more = more.into_iter().map(|m| self.to_micro(m)).collect::<Result<Vec<_>>>()?;
+                (Some(self.to_micro(vb)?), more)
+            }
+            None => (None, Vec::new()),
+        };
+        let net = self.net.as_ref();
+        let out = match &mut self.arch_step {
             ArchStep::Sampling(sampler) => {
-                let vb = valid.map(|(vb, _)| vb.to_device(&self.device)).transpose()?.map(|(x, y)| Batch { x, y });
-                let arch = epoch >= self.cfg.arch_start_epoch;
-                sampler.step(
-                    self.net.as_ref(),
-                    &mut self.w_opt,
-                    clip,
-                    epoch,
-                    step,
-                    &tb[0],
-                    vb.as_ref().filter(|_| arch),
-                )?
+                let valid = valid.as_deref().filter(|_| arch_on);
+                sampler.step(net, &mut self.w_opt, clip, epoch, step, &train, valid)?
             }
             ArchStep::Hypergradient(architect) => {
-                if let Some((vb, more)) = valid {
-                    let (x, y) = vb.to_device(&self.device)?;
-                    for b in more {
-                        let (x, y) = b.to_device(&self.device)?;
-                        tb.push(Batch { x, y });
-                    }
-                    architect.step(self.net.as_ref(), &tb, &Batch { x, y }, &self.w_opt)?;
+                if let Some(valid) = valid {
+                    let mut steps = vec![train.clone()];
+                    steps.extend(more);
+                    architect.step_micro(net, steps, valid, &self.w_opt)?;
                 }
                 let arch_done = Instant::now();
-                let out = weight_step(self.net.as_ref(), &mut self.w_opt, &tb[0], clip)?;
+                let out = weight_step_micro(net, &mut self.w_opt, &train, clip)?;
                 tracing::debug!(epoch, step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
                 out
             }
         };
-        let tb = &tb[0];
-        Ok(StepOutput { loss, correct: correct_count(&logits, &tb.y)?, n: tb.y.dim(0)? })
+        Ok(StepOutput { loss: out.loss, correct: out.correct, n: out.n })
     }
 
     /// The α-Hessian's eigenvalue at the epochs it is due, and DARTS-ES' rule.

@@ -3,7 +3,8 @@
 //! `torch.nn.utils.clip_grad_norm_`. The architecture half is `architect`.
 
 use candle_core::Tensor;
-use nas_core::nn::{cross_entropy, Mode};
+use nas_core::dist::{self, MicroOutput, StepGrads};
+use nas_core::nn::{correct_count, cross_entropy, Mode};
 use nas_core::optim::{grads_for, Sgd};
 use search_spaces::Supernet;
 
@@ -24,4 +25,19 @@ pub fn weight_step(net: &dyn Supernet, opt: &mut Sgd, batch: &Batch, grad_clip: 
     let grads = grads_for(&loss.backward()?, opt.params());
     opt.step_clipped(&grads, grad_clip)?;
     Ok((loss, logits))
+}
+
+/// One SGD step on the mean loss of a step's micro-batches (each with its own forward and
+/// batch statistics; gradients accumulated, and averaged over the world's ranks by
+/// `nas_core::dist::step_grads`) with global-norm clipping; returns the step's loss, correct
+/// count and size.
+pub fn weight_step_micro(net: &dyn Supernet, opt: &mut Sgd, micro: &[Batch], grad_clip: f64) -> Result<StepGrads> {
+    let params = opt.params().to_vec();
+    let out = dist::step_grads(micro, &[&params], |b| {
+        let logits = net.forward(&b.x, Mode::TRAIN_WEIGHTS)?;
+        let loss = cross_entropy(&logits, &b.y)?;
+        Ok(MicroOutput { loss, correct: correct_count(&logits, &b.y)?, n: b.y.dim(0)? })
+    })?;
+    opt.step_clipped(&out.grads[0], grad_clip)?;
+    Ok(out)
 }

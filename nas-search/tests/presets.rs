@@ -44,7 +44,7 @@ fn darts_train_search() -> SearchConfig {
             max_skip_connect: None,
             ops: None,
         },
-        data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64 },
+        data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64, accumulate: 1 },
         weight_optimizer: WeightOptimConfig {
             lr: 0.025,
             lr_min: 0.001,

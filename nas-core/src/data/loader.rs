@@ -79,6 +79,81 @@ impl BatchPlan {
     }
 }
 
+/// Which of every step's batches a process assembles: a step is `group` consecutive batches
+/// of the epoch (accumulated micro-batches × data-parallel ranks), of which this process
+/// takes `count` from `start` on (rank r of R with N micro-batches each: start r·N, count N,
+/// group R·N). Batch b stays batch b whoever assembles it, with the same samples and the
+/// same augmentation draws (keyed by its positions in the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub group: usize,
+    pub start: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Every batch, one per step.
+    pub const WHOLE: Shard = Shard { group: 1, start: 0, count: 1 };
+
+    /// Rank `rank` of `ranks`, each accumulating `accumulate` micro-batches per step.
+    pub fn of_rank(rank: usize, ranks: usize, accumulate: usize) -> Shard {
+        Shard { group: ranks * accumulate, start: rank * accumulate, count: accumulate }
+    }
+
+    fn takes(&self, b: usize) -> bool {
+        (self.start..self.start + self.count).contains(&(b % self.group.max(1)))
+    }
+}
+
+/// The steps of one epoch: per step this process's micro-batches (`Shard`), in order.
+pub struct StepIter {
+    inner: BatchIter,
+    count: usize,
+    steps: usize,
+}
+
+impl StepIter {
+    /// The epoch's steps from step `first` on; a step is `shard.group` batches of `plan`, and
+    /// only whole steps are taken (`drop_last` at the step).
+    pub fn new(
+        set: Arc<ImageSet>,
+        norm: Normalize,
+        plan: BatchPlan,
+        shard: Shard,
+        prefetch: usize,
+        first: usize,
+    ) -> Self {
+        let steps = plan.num_batches(set.len()) / shard.group.max(1);
+        let inner = BatchIter::spawn(set, norm, plan, shard, steps, prefetch.max(1) * shard.count.max(1), first);
+        Self { inner, count: shard.count.max(1), steps: steps.saturating_sub(first) }
+    }
+
+    /// Steps still to come.
+    pub fn remaining(&self) -> usize {
+        self.steps
+    }
+}
+
+impl Iterator for StepIter {
+    type Item = Vec<HostBatch>;
+
+    fn next(&mut self) -> Option<Vec<HostBatch>> {
+        if self.steps == 0 {
+            return None;
+        }
+        let step: Vec<HostBatch> = self.inner.by_ref().take(self.count).collect();
+        if step.len() < self.count {
+            return None;
+        }
+        self.steps -= 1;
+        Some(step)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.steps, Some(self.steps))
+    }
+}
+
 /// Iterator over the batches of one epoch, produced on a background thread.
 pub struct BatchIter {
     rx: Option<Receiver<HostBatch>>,
@@ -95,17 +170,33 @@ impl BatchIter {
     /// `first` batches (a run resumed mid-epoch).
     pub fn starting_at(set: Arc<ImageSet>, norm: Normalize, plan: BatchPlan, prefetch: usize, first: usize) -> Self {
         let total = plan.num_batches(set.len());
+        Self::spawn(set, norm, plan, Shard::WHOLE, total, prefetch, first)
+    }
+
+    /// The batches `shard` takes of the first `steps` steps, from step `first` on.
+    fn spawn(
+        set: Arc<ImageSet>,
+        norm: Normalize,
+        plan: BatchPlan,
+        shard: Shard,
+        steps: usize,
+        prefetch: usize,
+        first: usize,
+    ) -> Self {
+        let group = shard.group.max(1);
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let order = plan.order(set.len());
-            for (b, idx) in order.chunks(plan.batch_size.max(1)).take(total).enumerate().skip(first) {
+            let batches = order.chunks(plan.batch_size.max(1)).take(steps * group).enumerate().skip(first * group);
+            for (b, idx) in batches.filter(|(b, _)| shard.takes(*b)) {
                 let batch = assemble(&set, &norm, &plan, b * plan.batch_size, idx);
                 if tx.send(batch).is_err() {
                     return;
                 }
             }
         });
-        Self { rx: Some(rx), handle: Some(handle), remaining: total.saturating_sub(first) }
+        let remaining = steps.saturating_sub(first) * shard.count.min(group);
+        Self { rx: Some(rx), handle: Some(handle), remaining }
     }
 
     /// Batches still to come.
@@ -198,6 +289,35 @@ mod tests {
         for (a, b) in all[2..].iter().zip(&rest) {
             assert_eq!((&a.images, &a.labels), (&b.images, &b.labels));
         }
+    }
+
+    /// Two ranks of two micro-batches each assemble between them exactly the batches of the
+    /// whole epoch, four per step, each as the whole epoch's iterator does; resuming at a step
+    /// gives the rest.
+    #[test]
+    fn shards_split_every_step_into_the_same_batches() {
+        let whole: Vec<HostBatch> = BatchIter::new(set(40), norm(), plan(2), 2).collect();
+        assert_eq!(whole.len(), 10);
+        let ranks: Vec<Vec<Vec<HostBatch>>> =
+            (0..2).map(|r| StepIter::new(set(40), norm(), plan(2), Shard::of_rank(r, 2, 2), 2, 0).collect()).collect();
+        // 10 batches of 4 make 2 whole steps of 4 batches; the last two batches are dropped.
+        for r in &ranks {
+            assert_eq!(r.len(), 2);
+        }
+        for step in 0..2 {
+            for (r, rank) in ranks.iter().enumerate() {
+                for (m, b) in rank[step].iter().enumerate() {
+                    let w = &whole[step * 4 + r * 2 + m];
+                    assert_eq!((&b.images, &b.labels), (&w.images, &w.labels), "step {step} rank {r} micro {m}");
+                }
+            }
+        }
+        let rest: Vec<Vec<HostBatch>> =
+            StepIter::new(set(40), norm(), plan(2), Shard::of_rank(1, 2, 2), 2, 1).collect();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0][1].labels, whole[7].labels);
+        let it = StepIter::new(set(40), norm(), plan(2), Shard::of_rank(0, 2, 2), 2, 1);
+        assert_eq!(it.remaining(), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use augment::{Augment, Normalize};
 pub use cifar::{read_cifar_file, CifarKind};
 pub use folder::decode_image;
-pub use loader::{BatchIter, BatchPlan, HostBatch};
+pub use loader::{BatchIter, BatchPlan, HostBatch, Shard, StepIter};
 pub use spec::DataSpec;
 pub use synthetic::{synthetic, SYNTHETIC_CLASSES};
 

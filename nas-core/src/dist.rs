@@ -1,0 +1,266 @@
+//! Gradient accumulation and data parallelism. A step's global batch is `accumulate`
+//! micro-batches on each of the world's ranks (`data::Shard`); every micro-batch runs its own
+//! forward (its own batch-norm statistics), and the step's gradient is that of the mean loss
+//! over the global batch, Σ n_m·∇L_m / Σ n_m (n_m the micro-batch's size, L_m its mean loss):
+//! the gradient one batch of all those samples would give, batch norm aside. Across ranks the
+//! sums are all-reduced (`Collective`), so every rank applies the same update and weights and α
+//! stay equal without being sent again.
+//!
+//! The world is one process (`Single`) unless the program set another (`set_world`, the
+//! `distributed` feature's MPI world).
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+/// The processes of a data-parallel run.
+pub trait Collective: Send + Sync {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Element-wise sums over the ranks, in place.
+    fn all_reduce_f32(&self, buf: &mut [f32]) -> Result<()>;
+    fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Rank 0's bytes on every rank, in place (every rank passes a buffer of the same size).
+    fn broadcast(&self, buf: &mut [u8]) -> Result<()>;
+}
+
+/// One process: sums and broadcasts are the identity.
+pub struct Single;
+
+impl Collective for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn all_reduce_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+
+    fn broadcast(&self, _: &mut [u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+static WORLD: OnceLock<Arc<dyn Collective>> = OnceLock::new();
+
+/// The world of this process (one process unless `set_world` said otherwise).
+pub fn world() -> Arc<dyn Collective> {
+    WORLD.get().cloned().unwrap_or_else(|| Arc::new(Single))
+}
+
+/// Sets the world, once, before any step; false if it was set already.
+pub fn set_world(world: Arc<dyn Collective>) -> bool {
+    WORLD.set(world).is_ok()
+}
+
+/// Whether this process is the one that writes (rank 0).
+pub fn is_writer() -> bool {
+    world().rank() == 0
+}
+
+/// Sums `tensors` over the ranks: one all-reduce of all of them, through the host. The
+/// identity (no copy) in a world of one.
+pub fn all_reduce_sum(world: &dyn Collective, tensors: &[Tensor]) -> Result<Vec<Tensor>> {
+    if world.size() == 1 || tensors.is_empty() {
+        return Ok(tensors.to_vec());
+    }
+    let device = tensors[0].device().clone();
+    let dtype = tensors[0].dtype();
+    let flat = Tensor::cat(&tensors.iter().map(|t| t.flatten_all()).collect::<Result<Vec<_>>>()?, 0)?;
+    let summed = match dtype {
+        DType::F64 => {
+            let mut v = flat.to_vec1::<f64>()?;
+            world.all_reduce_f64(&mut v)?;
+            Tensor::from_vec(v, flat.elem_count(), &Device::Cpu)?
+        }
+        _ => {
+            let mut v = flat.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            world.all_reduce_f32(&mut v)?;
+            Tensor::from_vec(v, flat.elem_count(), &Device::Cpu)?.to_dtype(dtype)?
+        }
+    }
+    .to_device(&device)?;
+    let mut out = Vec::with_capacity(tensors.len());
+    let mut at = 0;
+    for t in tensors {
+        let n = t.elem_count();
+        out.push(summed.narrow(0, at, n)?.reshape(t.shape())?);
+        at += n;
+    }
+    Ok(out)
+}
+
+/// Rank 0's values of `vars` on every rank (the start of a data-parallel run).
+pub fn broadcast_vars(world: &dyn Collective, vars: &[Var]) -> Result<()> {
+    if world.size() == 1 {
+        return Ok(());
+    }
+    for v in vars {
+        let t = v.as_tensor();
+        let mut bytes: Vec<u8> = match t.dtype() {
+            DType::F64 => t.flatten_all()?.to_vec1::<f64>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            _ => {
+                t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect()
+            }
+        };
+        world.broadcast(&mut bytes)?;
+        let host = match t.dtype() {
+            DType::F64 => {
+                let v: Vec<f64> =
+                    bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+                Tensor::from_vec(v, t.shape(), &Device::Cpu)?
+            }
+            dt => {
+                let v: Vec<f32> =
+                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect();
+                Tensor::from_vec(v, t.shape(), &Device::Cpu)?.to_dtype(dt)?
+            }
+        };
+        v.set(&host.to_device(t.device())?)?;
+    }
+    Ok(())
+}
+
+/// Whether `flag` is raised on any rank (every rank calls it at the same point).
+pub fn any(world: &dyn Collective, flag: bool) -> Result<bool> {
+    if world.size() == 1 {
+        return Ok(flag);
+    }
+    let mut v = [f64::from(u8::from(flag))];
+    world.all_reduce_f64(&mut v)?;
+    Ok(v[0] > 0.0)
+}
+
+/// One micro-batch's forward: its mean loss, its number of correct predictions (a scalar
+/// tensor) and its size.
+pub struct MicroOutput {
+    pub loss: Tensor,
+    pub correct: Tensor,
+    pub n: usize,
+}
+
+/// The gradients of a step over its micro-batches and the world's ranks.
+pub struct StepGrads {
+    /// Per list of variables asked for, the gradient of the global mean loss (None where a
+    /// variable got none).
+    pub grads: Vec<Vec<Option<Tensor>>>,
+    /// The global mean loss and correct count (scalars), and the global batch size.
+    pub loss: Tensor,
+    pub correct: Tensor,
+    pub n: usize,
+}
+
+/// Runs `forward` on every micro-batch, backpropagates each loss and returns the gradients of
+/// the global mean loss with respect to each list of `vars` (Σ n_m·g_m / Σ n_m over the
+/// micro-batches of every rank). One micro-batch in a world of one returns its gradients
+/// untouched.
+pub fn step_grads<B>(
+    micro: &[B],
+    vars: &[&[Var]],
+    mut forward: impl FnMut(&B) -> Result<MicroOutput>,
+) -> Result<StepGrads> {
+    let world = world();
+    let single = micro.len() == 1 && world.size() == 1;
+    let mut sums: Vec<Vec<Option<Tensor>>> = vars.iter().map(|v| vec![None; v.len()]).collect();
+    let (mut loss_sum, mut correct_sum, mut n_local): (Option<Tensor>, Option<Tensor>, usize) = (None, None, 0);
+    for b in micro {
+        let out = forward(b)?;
+        let store = out.loss.backward()?;
+        let scale = out.n as f64;
+        for (list, sum) in vars.iter().zip(sums.iter_mut()) {
+            for (v, s) in list.iter().zip(sum.iter_mut()) {
+                let Some(g) = store.get(v.as_tensor()) else { continue };
+                let g = if single { g.clone() } else { (g * scale)? };
+                *s = Some(match s.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g,
+                });
+            }
+        }
+        let l = if single { out.loss.detach() } else { (out.loss.detach() * scale)? };
+        loss_sum = Some(match loss_sum {
+            Some(a) => (a + l)?,
+            None => l,
+        });
+        correct_sum = Some(match correct_sum {
+            Some(a) => (a + out.correct)?,
+            None => out.correct,
+        });
+        n_local += out.n;
+    }
+    let (Some(loss_sum), Some(correct_sum)) = (loss_sum, correct_sum) else {
+        candle_core::bail!("a step without micro-batches");
+    };
+    if single {
+        return Ok(StepGrads { grads: sums, loss: loss_sum, correct: correct_sum, n: n_local });
+    }
+    // One all-reduce for every gradient, the loss, the correct count and the size.
+    let mut flat: Vec<Tensor> = sums.iter().flatten().flatten().cloned().collect();
+    let dtype = loss_sum.dtype();
+    let device = loss_sum.device().clone();
+    let count = Tensor::new(&[n_local as f64], &device)?.to_dtype(dtype)?;
+    flat.push(loss_sum.reshape(1)?);
+    flat.push(correct_sum.to_dtype(dtype)?.reshape(1)?);
+    flat.push(count);
+    let reduced = all_reduce_sum(world.as_ref(), &flat)?;
+    let k = reduced.len();
+    let n = reduced[k - 1].to_dtype(DType::F64)?.to_vec1::<f64>()?[0].round() as usize;
+    let inv = 1.0 / n.max(1) as f64;
+    let mut it = reduced.into_iter();
+    let mut grads = Vec::with_capacity(sums.len());
+    for sum in &sums {
+        let mut g = Vec::with_capacity(sum.len());
+        for s in sum {
+            g.push(match s {
+                Some(_) => it.next().map(|t| t * inv).transpose()?,
+                None => None,
+            });
+        }
+        grads.push(g);
+    }
+    let loss = it.next().map(|t| (t * inv)?.squeeze(0)).transpose()?;
+    let correct = it.next().map(|t| t.to_dtype(DType::F32)?.squeeze(0)).transpose()?;
+    match (loss, correct) {
+        (Some(loss), Some(correct)) => Ok(StepGrads { grads, loss, correct, n }),
+        _ => candle_core::bail!("the all-reduce lost the step's loss"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f(w) = mean over a micro-batch of (w·x)²: the accumulated gradient over micro-batches of
+    /// different sizes equals the gradient of the mean over all their samples.
+    #[test]
+    fn accumulated_gradients_are_those_of_the_whole_batch() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::new(&[0.7f64], &dev)?;
+        let xs = [vec![1.0f64, 2.0, 3.0], vec![-1.0, 0.5], vec![4.0]];
+        let micro: Vec<Tensor> = xs.iter().map(|x| Tensor::new(x.as_slice(), &dev)).collect::<Result<_>>()?;
+        let forward = |x: &Tensor| -> Result<MicroOutput> {
+            let loss = x.broadcast_mul(w.as_tensor())?.sqr()?.mean_all()?;
+            Ok(MicroOutput { loss, correct: Tensor::new(1f32, &dev)?, n: x.elem_count() })
+        };
+        let vars = [w.clone()];
+        let got = step_grads(&micro, &[&vars], forward)?;
+        let all: Vec<f64> = xs.concat();
+        // d/dw mean((w x)²) = 2w·mean(x²).
+        let want = 2.0 * 0.7 * all.iter().map(|x| x * x).sum::<f64>() / all.len() as f64;
+        let g = got.grads[0][0].as_ref().map(|g| g.to_vec1::<f64>()).transpose()?.unwrap_or_default();
+        assert!((g[0] - want).abs() < 1e-12, "{} vs {want}", g[0]);
+        let loss_want = 0.49 * all.iter().map(|x| x * x).sum::<f64>() / all.len() as f64;
+        assert!((got.loss.to_scalar::<f64>()? - loss_want).abs() < 1e-12);
+        assert_eq!(got.n, 6);
+        assert_eq!(got.correct.to_scalar::<f32>()?, 3.0);
+        Ok(())
+    }
+}
