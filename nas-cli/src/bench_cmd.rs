@@ -49,7 +49,8 @@ pub struct BenchCommonArgs {
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct BenchTrainArgs {
-    /// Genotype: a genotype.json file, DARTS_V1, DARTS_V2, PC_DARTS, PDARTS or an nb201 arch string
+    /// Genotype: a genotype.json file, DARTS_V1, DARTS_V2, PC_DARTS, PC_DARTS_IMAGENET, PDARTS or an
+    /// nb201 arch string
     #[arg(long, default_value = "DARTS_V2")]
     genotype: String,
     /// Drop-path probability

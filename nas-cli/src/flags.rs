@@ -42,6 +42,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("progressive.skip_dropout", "--skip-dropout"),
     ("model.auxiliary_weight", "--auxiliary-weight"),
     ("model.drop_path", "--drop-path"),
+    ("model.net", "--net"),
     ("data.spec", "--data"),
     ("data.subset", "--subset"),
     ("data.batch_size", "--batch-size"),

@@ -19,8 +19,8 @@ use crate::Globals;
 #[derive(Args, Debug, Default)]
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
-    /// Genotype: a genotype.json file, a search run directory, DARTS_V1, DARTS_V2, PC_DARTS, PDARTS or
-    /// an nb201 arch string (not needed with --resume)
+    /// Genotype: a genotype.json file, a search run directory, DARTS_V1, DARTS_V2, PC_DARTS,
+    /// PC_DARTS_IMAGENET, PDARTS or an nb201 arch string (not needed with --resume)
     #[arg(long, value_name = "FILE|NAME")]
     genotype: Option<String>,
     /// Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR

@@ -28,6 +28,7 @@ const PARSER_ERRORS: &[&str] = &[
     "search_unknown_resource",
     "data_unknown_spec",
     "show_unknown_format",
+    "show_image_size_without_flops",
 ];
 
 /// Every file under `dir` with its bytes (run locks aside: their content is the last
@@ -195,6 +196,12 @@ bad_input! {
     show_zero_channels: "show DARTS_V2 --channels 0" => ["--channels must be positive"];
     show_unknown_format: "show DARTS_V2 --format bmp" => ["--format", "bmp", "invalid value"];
     show_too_many_layers: "show DARTS_V2 --layers 1000000" => ["--layers 1000000 is too many"];
+    show_flops_unfitting_image: "show DARTS_V2 --flops --net imagenet --image-size 200" => ["200x200", "divisible by 32"];
+    show_flops_huge_image: "show DARTS_V2 --flops --image-size 4000000" => ["4000000x4000000", "up to 1048576 pixels"];
+    show_flops_as_json: "show DARTS_V2 --flops --format json" => ["--flops", "text output"];
+    show_flops_of_nb201: "show |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2| --flops" => ["darts networks only"];
+    show_imagenet_nb201: "show |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2| --net imagenet" => ["--net must be cifar"];
+    show_image_size_without_flops: "show DARTS_V2 --image-size 224" => ["--flops"];
     train_zero_image_size: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 0 --out {run}" => ["--image-size", "must be positive"], setup = folder(|_| {});
     train_huge_image_size: "train --genotype DARTS_V2 --data folder:{tmp}/img --image-size 4294967296 --out {run}" => ["--image-size 4294967296 is too large"], setup = folder(|_| {});
     eval_of_a_missing_run: "eval --run {tmp}/nothing" => ["nothing", "not a run directory"];

@@ -216,6 +216,19 @@ fn show_prints_builtin_genotypes_with_their_size() {
     assert_eq!(v["normal"][0][0], "sep_conv_3x3");
 }
 
+/// `--flops` in the mobile setting (C=48, L=14, 1000 classes, 224×224): the reference's counts
+/// for DARTS_V2 (search-spaces tests/imagenet_network.rs), in millions too.
+#[test]
+fn show_flops_reports_parameters_and_mult_adds() {
+    let o = nas(&["show", "DARTS_V2", "--flops", "--net", "imagenet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("params: 4718752 = 4.72M (C=48, L=14, imagenet network, without auxiliary head)"), "{text}");
+    assert!(text.contains("mult-adds: 529911552 = 529.91M (one 224x224 image, without auxiliary head)"), "{text}");
+    let o = nas(&["show", "DARTS_V2", "--flops"]);
+    assert!(stdout(&o).contains("mult-adds: 528359040 = 528.36M (one 32x32 image"), "{}", stdout(&o));
+}
+
 #[test]
 fn progress_is_plain_lines_off_a_terminal_and_quiet_or_verbose_on_request() {
     let tmp = tempfile::tempdir().unwrap();

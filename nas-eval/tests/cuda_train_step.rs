@@ -8,11 +8,11 @@ use candle_core::{Device, Tensor};
 use nas_core::optim::{Sgd, SgdConfig};
 use nas_core::testing::{cuda_test_device, update_rel_err};
 use nas_eval::{train_step, EvalModel};
-use search_spaces::{EvalModelConfig, Genotype, TaskShape};
+use search_spaces::{EvalModelConfig, Genotype, NetKind, TaskShape};
 
 fn run(dev: &Device) -> (EvalModel, Vec<f32>) {
     let g = Genotype::load("DARTS_V2").unwrap();
-    let cfg = EvalModelConfig { channels: 8, layers: 5, auxiliary_weight: 0.4, drop_path: 0.2 };
+    let cfg = EvalModelConfig { channels: 8, layers: 5, auxiliary_weight: 0.4, drop_path: 0.2, net: NetKind::Cifar };
     let model = EvalModel::new(&g, &cfg, TaskShape { num_classes: 10, in_channels: 3 }, 4, dev).unwrap();
     let mut opt = Sgd::new(model.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
     let n = 8 * 3 * 32 * 32;
@@ -32,7 +32,7 @@ fn run(dev: &Device) -> (EvalModel, Vec<f32>) {
 fn retrain_step_on_cuda() {
     let Some(dev) = cuda_test_device() else { return };
     let g = Genotype::load("DARTS_V2").unwrap();
-    let cfg = EvalModelConfig { channels: 8, layers: 5, auxiliary_weight: 0.4, drop_path: 0.2 };
+    let cfg = EvalModelConfig { channels: 8, layers: 5, auxiliary_weight: 0.4, drop_path: 0.2, net: NetKind::Cifar };
     let init = EvalModel::new(&g, &cfg, TaskShape { num_classes: 10, in_channels: 3 }, 4, &Device::Cpu).unwrap();
     let (cpu, lc) = run(&Device::Cpu);
     let (gpu, lg) = run(&dev);

@@ -17,7 +17,7 @@ use nas_core::nn::Mode;
 use nas_core::testing::max_rel_err;
 use nas_core::ParamKind;
 use nas_eval::{EvalModel, TrainConfig, Trainer};
-use search_spaces::{EvalModelConfig, Genotype, TaskShape};
+use search_spaces::{EvalModelConfig, Genotype, NetKind, TaskShape};
 
 /// DARTS_V2's normal cell, and a reduction cell of convolutions and skip connections (no
 /// pooling, whose output has no batch norm to scale): skip_connect from c_{k-1} there is a
@@ -40,7 +40,8 @@ fn genotype() -> Genotype {
 }
 
 fn model(seed: u64) -> EvalModel {
-    let cfg = EvalModelConfig { channels: 4, layers: LAYERS, auxiliary_weight: 0.4, drop_path: 0.2 };
+    let cfg =
+        EvalModelConfig { channels: 4, layers: LAYERS, auxiliary_weight: 0.4, drop_path: 0.2, net: NetKind::Cifar };
     EvalModel::new(&genotype(), &cfg, TaskShape { num_classes: 10, in_channels: 3 }, seed, &Device::Cpu).unwrap()
 }
 

@@ -13,7 +13,7 @@ use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
 use nas_eval::config::TrainDataConfig;
 use nas_eval::{TrainConfig, Trainer};
-use search_spaces::{EvalModelConfig, Genotype};
+use search_spaces::{EvalModelConfig, Genotype, NetKind};
 
 fn darts_train_py(genotype: &Genotype, model: EvalModelConfig) -> TrainConfig {
     TrainConfig {
@@ -45,14 +45,15 @@ fn darts_train_py(genotype: &Genotype, model: EvalModelConfig) -> TrainConfig {
 fn the_recipe_is_darts_train_py() {
     for name in ["DARTS_V2", "PC_DARTS"] {
         let g = Genotype::load(name).unwrap();
-        let model = EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2 };
+        let model =
+            EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2, net: NetKind::Cifar };
         let c = TrainConfig::for_genotype(&g);
         assert_eq!(c, darts_train_py(&g, model), "{name}");
         c.validate().unwrap();
     }
     let nb = Genotype::load("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|")
         .unwrap();
-    let model = EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0 };
+    let model = EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0, net: NetKind::Cifar };
     assert_eq!(TrainConfig::for_genotype(&nb), darts_train_py(&nb, model));
 }
 

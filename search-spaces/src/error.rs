@@ -12,6 +12,10 @@ pub enum Error {
     #[error("invalid genotype: {0}")]
     Genotype(String),
 
+    /// An input size the network cannot take.
+    #[error("{0}")]
+    InputSize(String),
+
     /// A model configuration that cannot be built.
     #[error("invalid model configuration: {0}")]
     Config(String),

@@ -16,6 +16,12 @@ pub trait EvalNetwork {
     /// `drop_path` (ops, B) holds per-sample factors for the output of every droppable op in
     /// forward order; None disables drop path.
     fn forward(&self, x: &Tensor, mode: Mode, drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)>;
+    /// Multiply-accumulates of one forward pass on one `height`×`width` image without the
+    /// auxiliary head (the darts network's `mult_adds` states the convention); None for a
+    /// network that does not count them.
+    fn mult_adds(&self, _height: usize, _width: usize) -> Option<crate::Result<u128>> {
+        None
+    }
     /// Position of the network's own random stream (draws of its noise ops so far), which a
     /// checkpoint keeps; 0 for a network that draws nothing.
     fn stream_position(&self) -> u64 {

@@ -16,6 +16,6 @@ pub mod supernet;
 
 pub use error::{Error, Result};
 pub use eval_network::EvalNetwork;
-pub use model_config::{EvalModelConfig, OpsConfig, SearchModelConfig, TaskShape};
+pub use model_config::{EvalModelConfig, NetKind, OpsConfig, SearchModelConfig, TaskShape};
 pub use registry::{Genotype, SearchSpace, SpaceKind};
 pub use supernet::{ArchSample, Child, ChildShape, EdgePick, OpCost, Supernet};

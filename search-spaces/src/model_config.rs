@@ -47,6 +47,50 @@ pub struct EvalModelConfig {
     pub auxiliary_weight: f64,
     /// Final drop-path probability, reached linearly over the epochs.
     pub drop_path: f64,
+    /// The skeleton around the cells (darts): DARTS' `NetworkCIFAR` or `NetworkImageNet`.
+    /// Absent in the config.json files written before it existed, which are CIFAR networks.
+    #[serde(default)]
+    pub net: NetKind,
+}
+
+/// The skeleton a derived DARTS network puts around its cells (DARTS `model.py`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetKind {
+    /// `NetworkCIFAR`: one stride-1 stem conv (3 → 3C), for 32×32 images.
+    #[default]
+    Cifar,
+    /// `NetworkImageNet`: three stride-2 stem convs (3 → C/2 → C → C), for 224×224 images
+    /// (the mobile setting).
+    ImageNet,
+}
+
+impl NetKind {
+    pub const ALL: [NetKind; 2] = [NetKind::Cifar, NetKind::ImageNet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NetKind::Cifar => "cifar",
+            NetKind::ImageNet => "imagenet",
+        }
+    }
+}
+
+impl std::fmt::Display for NetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for NetKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown network `{s}` (expected cifar, imagenet)"))
+    }
 }
 
 /// The classification task a network is built for: its classes and its images' channels.

@@ -22,11 +22,19 @@ use nas_core::nn::{cross_entropy, Mode};
 use nas_core::testing::max_rel_err;
 use search_spaces::darts::DartsGenotype;
 use search_spaces::darts::{DerivedNetwork, DerivedNetworkConfig};
+use search_spaces::NetKind;
 
 const FIXTURE: &str = "eval_darts_v2_c4_l5.safetensors";
 
 fn network() -> DerivedNetwork {
-    let cfg = DerivedNetworkConfig { channels: 4, layers: 5, num_classes: 10, auxiliary: true, in_channels: 3 };
+    let cfg = DerivedNetworkConfig {
+        channels: 4,
+        layers: 5,
+        num_classes: 10,
+        auxiliary: true,
+        in_channels: 3,
+        net: NetKind::Cifar,
+    };
     DerivedNetwork::new(&DartsGenotype::builtin("DARTS_V2").unwrap(), cfg, 7, DType::F32, &Device::Cpu).unwrap()
 }
 

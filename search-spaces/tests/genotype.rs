@@ -8,7 +8,7 @@ use search_spaces::darts::{
     derive, rdarts_space, DartsGenotype, DartsOp, DartsOpSets, DartsSupernet, DartsSupernetConfig, DerivedNetwork,
     DerivedNetworkConfig, OpsConfig, PRIMITIVES,
 };
-use search_spaces::{Genotype, Supernet};
+use search_spaces::{Genotype, NetKind, Supernet};
 
 use DartsOp::*;
 
@@ -186,7 +186,14 @@ fn parameter_counts_match_the_reference() {
         [("DARTS_V1", 3_169_414), ("DARTS_V2", 3_349_342), ("PC_DARTS", 3_634_678), ("PDARTS", 3_433_798)]
     {
         let g = DartsGenotype::builtin(name).unwrap();
-        let cfg = DerivedNetworkConfig { channels: 36, layers: 20, num_classes: 10, auxiliary: true, in_channels: 3 };
+        let cfg = DerivedNetworkConfig {
+            channels: 36,
+            layers: 20,
+            num_classes: 10,
+            auxiliary: true,
+            in_channels: 3,
+            net: NetKind::Cifar,
+        };
         let net = DerivedNetwork::new(&g, cfg, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(net.num_params_without_aux(), want, "{name}");
     }

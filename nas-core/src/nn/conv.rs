@@ -42,6 +42,31 @@ impl Conv2d {
         }
         x.conv2d(&w, self.padding, self.stride, 1, 1)
     }
+
+    /// The output size and the multiply-accumulates (K²·C_in·C_out per output pixel) for one
+    /// input image of `h`×`w`; None when the kernel does not fit.
+    pub fn mult_adds(&self, (h, w): (usize, usize)) -> Option<((usize, usize), u128)> {
+        let (co, ci, kh, kw) = self.weight.dims4().ok()?;
+        let ho = out_side(h, kh, self.stride, self.padding, 1)?;
+        let wo = out_side(w, kw, self.stride, self.padding, 1)?;
+        Some(((ho, wo), size_product(&[kh, kw, ci, co, ho, wo])))
+    }
+}
+
+/// The product of sizes, wide enough for any network's mult-adds.
+pub fn size_product(sizes: &[usize]) -> u128 {
+    sizes.iter().map(|&s| s as u128).product()
+}
+
+/// Output side of a convolution or pooling window, ⌊(n + 2p − d·(k − 1) − 1)/s⌋ + 1 (PyTorch's
+/// formula); None when the window does not fit.
+pub fn out_side(n: usize, k: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
+    let span = dilation.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let padded = n.checked_add(padding.checked_mul(2)?)?;
+    if stride == 0 || padded < span {
+        return None;
+    }
+    Some((padded - span) / stride + 1)
 }
 
 /// A 1×1 convolution, weight (Co, Ci, 1, 1), sampling its input at offset + stride·i
@@ -70,5 +95,17 @@ impl Conv1x1 {
     /// forward(ReLU(x)) as one op.
     pub fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         ops::relu_conv1x1(x, &mode.w(&self.weight), self.sampling)
+    }
+
+    /// The output size and the multiply-accumulates (C_in·C_out per output pixel) for one
+    /// input image of `h`×`w`; None when nothing is left to sample.
+    pub fn mult_adds(&self, (h, w): (usize, usize)) -> Option<((usize, usize), u128)> {
+        let (co, ci, _, _) = self.weight.dims4().ok()?;
+        let PwParams { stride, offset } = self.sampling;
+        if stride == 0 || h <= offset || w <= offset {
+            return None;
+        }
+        let (ho, wo) = ((h - offset).div_ceil(stride), (w - offset).div_ceil(stride));
+        Some(((ho, wo), size_product(&[ci, co, ho, wo])))
     }
 }

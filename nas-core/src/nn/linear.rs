@@ -24,4 +24,9 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         x.matmul(&mode.w(&self.weight).t()?)?.broadcast_add(&mode.w(&self.bias))
     }
+
+    /// Multiply-accumulates for one input row: fan_in·fan_out (the bias adds not counted).
+    pub fn mult_adds(&self) -> u128 {
+        self.weight.elem_count() as u128
+    }
 }

@@ -1,10 +1,27 @@
 //! Classification loss and accuracy.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor, D};
 
 /// Mean cross-entropy of logits (B, K) against class indices (B,) of dtype u32.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, targets)
+}
+
+/// Mean cross-entropy against label-smoothed targets q = (1 − ε)·one_hot(y) + ε/K, DARTS'
+/// `CrossEntropyLabelSmooth` (its ImageNet recipe, ε = 0.1): mean over the batch of
+/// −Σ_k q_k log softmax(x)_k = (1 − ε)·CE(x, y) + ε·mean_k(−log softmax(x)_k).
+/// logits (B, K), targets (B,) u32, ε in [0, 1].
+pub fn cross_entropy_smoothed(logits: &Tensor, targets: &Tensor, eps: f64) -> Result<Tensor> {
+    if !(0.0..=1.0).contains(&eps) {
+        candle_core::bail!("label smoothing must be in [0, 1], got {eps}");
+    }
+    let (b, k) = logits.dims2()?;
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_p.gather(&targets.reshape((b, 1))?, 1)?.sum_all()?;
+    let all = log_p.sum_all()?;
+    // −[(1 − ε)·Σ_b log p_{b,y_b} + (ε/K)·Σ_{b,k} log p_{b,k}] / B
+    let total = ((picked * (1.0 - eps))? + (all * (eps / k as f64))?)?;
+    total * (-1.0 / b as f64)
 }
 
 /// Number of rows whose arg-max equals the target, as an f32 scalar on the logits' device, so
@@ -17,4 +34,40 @@ pub fn correct_count(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// Number of rows whose arg-max equals the target, on the host.
 pub fn accuracy_count(logits: &Tensor, targets: &Tensor) -> Result<usize> {
     correct_count(logits, targets)?.to_scalar::<f32>().map(|v| v as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Closed form: row (0, ln 3) against class 1 has p = (1/4, 3/4); with ε = 0.1 and K = 2
+    /// the targets are (0.05, 0.95), so the loss is −0.05·ln(1/4) − 0.95·ln(3/4). Row (0, 0)
+    /// against class 0 has p = (1/2, 1/2) and loss ln 2 whatever ε is.
+    #[test]
+    fn smoothed_cross_entropy_matches_the_closed_form() {
+        let d = Device::Cpu;
+        let logits = Tensor::new(&[[0.0f64, 3f64.ln()], [0.0, 0.0]], &d).unwrap();
+        let y = Tensor::new(&[1u32, 0], &d).unwrap();
+        let got = cross_entropy_smoothed(&logits, &y, 0.1).unwrap().to_scalar::<f64>().unwrap();
+        let row0 = -0.05 * 0.25f64.ln() - 0.95 * 0.75f64.ln();
+        let want = (row0 + 2f64.ln()) / 2.0;
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    }
+
+    #[test]
+    fn no_smoothing_is_cross_entropy_and_full_smoothing_ignores_the_labels() {
+        let d = Device::Cpu;
+        let logits = Tensor::new(&[[0.3f64, -1.2, 2.0], [1.5, 0.1, -0.4]], &d).unwrap();
+        let y = Tensor::new(&[2u32, 1], &d).unwrap();
+        let plain = cross_entropy(&logits, &y).unwrap().to_scalar::<f64>().unwrap();
+        let eps0 = cross_entropy_smoothed(&logits, &y, 0.0).unwrap().to_scalar::<f64>().unwrap();
+        assert!((plain - eps0).abs() < 1e-12, "{plain} vs {eps0}");
+        // ε = 1: uniform targets, −mean_k log p_k averaged over rows; the labels do not matter.
+        let other = Tensor::new(&[0u32, 0], &d).unwrap();
+        let a = cross_entropy_smoothed(&logits, &y, 1.0).unwrap().to_scalar::<f64>().unwrap();
+        let b = cross_entropy_smoothed(&logits, &other, 1.0).unwrap().to_scalar::<f64>().unwrap();
+        assert!((a - b).abs() < 1e-12);
+        assert!(cross_entropy_smoothed(&logits, &y, 1.5).unwrap_err().to_string().contains("label smoothing"));
+    }
 }

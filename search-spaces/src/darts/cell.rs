@@ -37,6 +37,14 @@ impl Preprocess {
             Preprocess::FactorizedReduce(m) => m.forward(x, mode, None),
         }
     }
+
+    /// Output size and mult-adds for one h×w input.
+    pub fn mult_adds(&self, hw: (usize, usize)) -> Option<((usize, usize), u128)> {
+        match self {
+            Preprocess::ReluConvBn(m) => m.mult_adds(hw),
+            Preprocess::FactorizedReduce(m) => m.mult_adds(hw),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

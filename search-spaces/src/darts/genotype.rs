@@ -3,7 +3,8 @@
 //! input 0 being c_{k−2}, 1 c_{k−1} and j ≥ 2 intermediate node j−2, and the nodes the cell
 //! concatenates. JSON form: `{"space":"darts","normal":[["sep_conv_3x3",0],…],
 //! "normal_concat":[2,3,4,5],"reduce":[…],"reduce_concat":[2,3,4,5]}`. Built-in genotypes:
-//! DARTS_V1, DARTS_V2 (DARTS paper), PC_DARTS (PC-DARTS paper) and PDARTS (P-DARTS paper).
+//! DARTS_V1, DARTS_V2 (DARTS paper), PC_DARTS (PC-DARTS paper, searched on CIFAR-10),
+//! PC_DARTS_IMAGENET (PC-DARTS paper, searched on ImageNet) and PDARTS (P-DARTS paper).
 
 use std::fmt;
 
@@ -28,7 +29,7 @@ pub struct DartsGenotype {
 /// (name, [normal, reduce]) with every cell as 8 (op, input) pairs.
 type BuiltinCells = [[(&'static str, usize); 8]; 2];
 
-const BUILTIN: [(&str, BuiltinCells); 4] = [
+const BUILTIN: [(&str, BuiltinCells); 5] = [
     (
         "DARTS_V1",
         [
@@ -101,6 +102,34 @@ const BUILTIN: [(&str, BuiltinCells); 4] = [
                 ("sep_conv_3x3", 3),
                 ("sep_conv_3x3", 1),
                 ("sep_conv_3x3", 2),
+            ],
+        ],
+    ),
+    (
+        // The cell PC-DARTS (Xu et al. 2020) searched directly on ImageNet (its §4.3, 5.3M
+        // parameters and 597M mult-adds in the mobile setting): yuhuixu1993/PC-DARTS
+        // `genotypes.py`, `PC_DARTS_image`.
+        "PC_DARTS_IMAGENET",
+        [
+            [
+                ("skip_connect", 1),
+                ("sep_conv_3x3", 0),
+                ("sep_conv_3x3", 0),
+                ("skip_connect", 1),
+                ("sep_conv_3x3", 1),
+                ("sep_conv_3x3", 3),
+                ("sep_conv_3x3", 1),
+                ("dil_conv_5x5", 4),
+            ],
+            [
+                ("sep_conv_3x3", 0),
+                ("skip_connect", 1),
+                ("dil_conv_5x5", 2),
+                ("max_pool_3x3", 1),
+                ("sep_conv_3x3", 2),
+                ("sep_conv_3x3", 1),
+                ("sep_conv_5x5", 0),
+                ("sep_conv_3x3", 3),
             ],
         ],
     ),
@@ -190,7 +219,7 @@ impl DartsGenotype {
         Ok(())
     }
 
-    /// A built-in genotype by name (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS).
+    /// A built-in genotype by name (DARTS_V1, DARTS_V2, PC_DARTS, PC_DARTS_IMAGENET, PDARTS).
     pub fn builtin(name: &str) -> Option<DartsGenotype> {
         let (_, [normal, reduce]) = BUILTIN.iter().find(|(n, _)| *n == name)?;
         let conv = |cell: &[(&str, usize); 8]| -> Option<Vec<Edge>> {

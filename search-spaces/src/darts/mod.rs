@@ -2,7 +2,8 @@
 //! §2 and the reference `model_search.py`), with PC-DARTS' partial channels and edge
 //! normalisation (Xu et al. 2020): the eight ops, mixed ops, search cells and supernet, the
 //! derivation of a genotype from α, the genotype type with the published genotypes, and the
-//! derived network that is retrained (`model.py`'s `NetworkCIFAR`). Op sets restrict the ops
+//! derived network that is retrained (`model.py`'s `NetworkCIFAR` or `NetworkImageNet`, with
+//! its mult-adds). Op sets restrict the ops
 //! of each edge (`op_sets`: the R-DARTS spaces S1–S4 among them); `pdarts` holds the rules of
 //! P-DARTS' progressive search.
 

@@ -1,16 +1,28 @@
-//! The derived (discrete) network that is retrained from scratch (DARTS `NetworkCIFAR`): stem
-//! conv3×3 (3 → 3C) + BN, L cells built from a genotype (reductions at L/3 and 2L/3), every
-//! node the sum of its two ops, affine BN everywhere, an optional auxiliary head after cell
-//! 2L/3 (ReLU, avgpool 5/3, conv1×1 128, BN, ReLU, conv2×2 768, BN, ReLU, linear), global
-//! average pooling and a linear classifier. Parameter names follow the original code
-//! (`cells.3._ops.2.op.5.weight`, `auxiliary_head.features.2.weight`).
+//! The derived (discrete) network that is retrained from scratch, in DARTS' two skeletons
+//! (`model.py`), chosen by `DerivedNetworkConfig::net`:
+//! - `NetworkCIFAR`: stem conv3×3 (3 → 3C) + BN; the auxiliary head (after cell 2L/3) is
+//!   ReLU, avgpool 5/3, conv1×1 128, BN, ReLU, conv2×2 768, BN, ReLU, linear (8×8 maps).
+//! - `NetworkImageNet`: stem0 = conv3×3 s2 (3 → C/2), BN, ReLU, conv3×3 s2 (C/2 → C), BN;
+//!   stem1 = ReLU, conv3×3 s2 (C → C), BN; cell 0 takes stem0 and stem1 and treats stem0 as a
+//!   reduced input (FactorizedReduce); the auxiliary head is ReLU, avgpool 5/2, conv1×1 128, BN,
+//!   ReLU, conv2×2 768, ReLU, linear (the 768-channel BN stays commented out in DARTS, as in its
+//!   experiments). A 224×224 image is 56×56 after stem0, 28×28 after stem1, 7×7 at the end.
+//!
+//! Both: L cells built from a genotype (reductions at L/3 and 2L/3), every node the sum of its
+//! two ops, affine BN everywhere, drop path on every non-identity op, global average pooling
+//! (ImageNet's AvgPool2d(7) on the 7×7 maps of 224×224 images) and a linear classifier.
+//! Parameter names follow the original code (`cells.3._ops.2.op.5.weight`, `stem0.3.weight`,
+//! `auxiliary_head.features.2.weight`).
+//!
+//! `mult_adds` counts a network's multiply-accumulates by walking its layers with the sizes
+//! their inputs have, the way the forward pass does, without running it.
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Conv2d, Linear, Mode};
 use nas_core::ops;
-use nas_core::params::ParamStore;
+use nas_core::params::{ParamBuilder, ParamStore};
 use serde::{Deserialize, Serialize};
 
 use super::cell::Preprocess;
@@ -18,6 +30,13 @@ use super::genotype::{DartsGenotype, Edge};
 use super::ops::{OpModule, RandomStream, ReluConvBn};
 use crate::error::Error;
 use crate::eval_network::EvalNetwork;
+use crate::model_config::NetKind;
+
+/// A map's height and width.
+type Size = (usize, usize);
+
+/// The largest image side `mult_adds` counts for (far beyond any network of the papers).
+const MAX_SIDE: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +46,9 @@ pub struct DerivedNetworkConfig {
     pub num_classes: usize,
     pub auxiliary: bool,
     pub in_channels: usize,
+    /// `NetworkCIFAR` or `NetworkImageNet` (CIFAR when absent).
+    #[serde(default)]
+    pub net: NetKind,
 }
 
 impl DerivedNetworkConfig {
@@ -69,30 +91,142 @@ impl DerivedCell {
         let outs: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
         Tensor::cat(&outs, 1)
     }
+
+    /// The output size and mult-adds of the cell for inputs of sizes `s0`, `s1`, the states
+    /// formed as `forward` forms them; an error says where the sizes stop fitting.
+    fn mult_adds(&self, s0: Size, s1: Size) -> std::result::Result<(Size, u128), String> {
+        let (p0, m0) = self.preprocess0.mult_adds(s0).ok_or("its input c_{k-2} cannot be preprocessed")?;
+        let (p1, m1) = self.preprocess1.mult_adds(s1).ok_or("its input c_{k-1} cannot be preprocessed")?;
+        if p0 != p1 {
+            return Err(format!("its preprocessed inputs differ in size ({}x{} and {}x{})", p0.0, p0.1, p1.0, p1.1));
+        }
+        let mut states = vec![p0, p1];
+        let mut total = m0 + m1;
+        for (node, pair) in self.ops.chunks(2).enumerate() {
+            let mut sizes = Vec::with_capacity(2);
+            for (k, op) in pair.iter().enumerate() {
+                let input = self.inputs[2 * node + k];
+                let (hw, m) = op.mult_adds(states[input]).ok_or_else(|| format!("node {node} cannot apply its ops"))?;
+                sizes.push(hw);
+                total += m;
+            }
+            if sizes[0] != sizes[1] {
+                return Err(format!(
+                    "node {node} would add {}x{} to {}x{}",
+                    sizes[0].0, sizes[0].1, sizes[1].0, sizes[1].1
+                ));
+            }
+            states.push(sizes[0]);
+        }
+        let out = states[self.concat[0]];
+        if self.concat.iter().any(|&i| states[i] != out) {
+            return Err("its output nodes differ in size".into());
+        }
+        Ok((out, total))
+    }
 }
 
+/// The layers before the first cell; they give the cell inputs s0 and s1.
+#[derive(Debug, Clone)]
+enum Stem {
+    /// `stem`: conv3×3 (3 → 3C) + BN; s0 = s1.
+    Cifar { conv: Conv2d, bn: BatchNorm2d },
+    /// `stem0`: conv3×3 s2 + BN, ReLU, conv3×3 s2 + BN (s0); `stem1`: ReLU, conv3×3 s2 + BN (s1).
+    ImageNet { stem0: [(Conv2d, BatchNorm2d); 2], stem1: (Conv2d, BatchNorm2d) },
+}
+
+impl Stem {
+    /// The stem of `net` and the channels of s0 and s1.
+    fn new(pb: &ParamBuilder, net: NetKind, ci: usize, c: usize) -> crate::Result<(Self, usize, usize)> {
+        let conv_bn = |pb: &ParamBuilder, conv: usize, ci, co, stride| -> crate::Result<_> {
+            Ok((Conv2d::new(&pb.pp(conv), ci, co, 3, stride, 1)?, BatchNorm2d::new(&pb.pp(conv + 1), co, true)?))
+        };
+        Ok(match net {
+            NetKind::Cifar => {
+                let (conv, bn) = conv_bn(&pb.pp("stem"), 0, ci, 3 * c, 1)?;
+                (Stem::Cifar { conv, bn }, 3 * c, 3 * c)
+            }
+            NetKind::ImageNet => {
+                let s0 = pb.pp("stem0");
+                let stem0 = [conv_bn(&s0, 0, ci, c / 2, 2)?, conv_bn(&s0, 3, c / 2, c, 2)?];
+                let stem1 = conv_bn(&pb.pp("stem1"), 1, c, c, 2)?;
+                (Stem::ImageNet { stem0, stem1 }, c, c)
+            }
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        match self {
+            Stem::Cifar { conv, bn } => {
+                let s = bn.forward(&conv.forward(x, mode)?, mode)?;
+                Ok((s.clone(), s))
+            }
+            Stem::ImageNet { stem0: [(c0, b0), (c1, b1)], stem1: (c2, b2) } => {
+                let h = b0.forward(&c0.forward(x, mode)?, mode)?.relu()?;
+                let s0 = b1.forward(&c1.forward(&h, mode)?, mode)?;
+                let s1 = b2.forward(&c2.forward(&s0.relu()?, mode)?, mode)?;
+                Ok((s0, s1))
+            }
+        }
+    }
+
+    /// The sizes of s0 and s1 and the stem's mult-adds for one h×w image.
+    fn mult_adds(&self, hw: Size) -> Option<(Size, Size, u128)> {
+        match self {
+            Stem::Cifar { conv, .. } => {
+                let (s, m) = conv.mult_adds(hw)?;
+                Some((s, s, m))
+            }
+            Stem::ImageNet { stem0: [(c0, _), (c1, _)], stem1: (c2, _) } => {
+                let (h, ma) = c0.mult_adds(hw)?;
+                let (s0, mb) = c1.mult_adds(h)?;
+                let (s1, mc) = c2.mult_adds(s0)?;
+                Some((s0, s1, ma + mb + mc))
+            }
+        }
+    }
+}
+
+/// `AuxiliaryHeadCIFAR` (pool stride 3, a BN after the 2×2 conv) or `AuxiliaryHeadImageNet`
+/// (pool stride 2, no BN there).
 #[derive(Debug, Clone)]
 struct AuxHead {
+    pool_stride: usize,
     conv1: Conv1x1,
     bn1: BatchNorm2d,
     conv2: Conv2d,
-    bn2: BatchNorm2d,
+    bn2: Option<BatchNorm2d>,
     classifier: Linear,
 }
 
 impl AuxHead {
+    fn new(pb: &ParamBuilder, net: NetKind, ci: usize, classes: usize) -> crate::Result<Self> {
+        let fb = pb.pp("features");
+        Ok(Self {
+            pool_stride: if net == NetKind::ImageNet { 2 } else { 3 },
+            conv1: Conv1x1::new(&fb.pp(2), ci, 128, 1)?,
+            bn1: BatchNorm2d::new(&fb.pp(3), 128, true)?,
+            conv2: Conv2d::new(&fb.pp(5), 128, 768, 2, 1, 0)?,
+            bn2: if net == NetKind::ImageNet { None } else { Some(BatchNorm2d::new(&fb.pp(6), 768, true)?) },
+            classifier: Linear::new(&pb.pp("classifier"), 768, classes)?,
+        })
+    }
+
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = ops::avg_pool_valid(&x.relu()?, 5, 3)?;
+        let y = ops::avg_pool_valid(&x.relu()?, 5, self.pool_stride)?;
         let y = self.bn1.forward(&self.conv1.forward(&y, mode)?, mode)?.relu()?;
-        let y = self.bn2.forward(&self.conv2.forward(&y, mode)?, mode)?.relu()?;
-        self.classifier.forward(&y.flatten_from(1)?, mode)
+        let y = self.conv2.forward(&y, mode)?;
+        let y = match &self.bn2 {
+            Some(bn) => bn.forward(&y, mode)?,
+            None => y,
+        };
+        self.classifier.forward(&y.relu()?.flatten_from(1)?, mode)
     }
 }
 
 pub struct DerivedNetwork {
     cfg: DerivedNetworkConfig,
-    stem_conv: Conv2d,
-    stem_bn: BatchNorm2d,
+    stem: Stem,
     cells: Vec<DerivedCell>,
     aux_at: usize,
     aux: Option<AuxHead>,
@@ -116,12 +250,16 @@ impl DerivedNetwork {
         let weights = ParamStore::new(seed, 0);
         let random = RandomStream::new(seed);
         let pb = weights.builder(dtype, device);
-        let c_stem = 3 * cfg.channels;
-        let stem_conv = Conv2d::new(&pb.pp("stem").pp(0), cfg.in_channels, c_stem, 3, 1, 1)?;
-        let stem_bn = BatchNorm2d::new(&pb.pp("stem").pp(1), c_stem, true)?;
-        let (mut cpp, mut cp, mut c) = (c_stem, c_stem, cfg.channels);
+        if cfg.net == NetKind::ImageNet && cfg.channels < 2 {
+            return Err(Error::Config(
+                "an ImageNet network needs 2 or more channels (its stem starts with C/2)".into(),
+            ));
+        }
+        let (stem, mut cpp, mut cp) = Stem::new(&pb, cfg.net, cfg.in_channels, cfg.channels)?;
+        let mut c = cfg.channels;
         let mut cells = Vec::with_capacity(cfg.layers);
-        let mut reduction_prev = false;
+        // ImageNet's s0 (stem0) is twice the size of s1 (stem1), as after a reduction.
+        let mut reduction_prev = cfg.net == NetKind::ImageNet;
         let aux_at = 2 * cfg.layers / 3;
         let mut aux = None;
         for i in 0..cfg.layers {
@@ -150,19 +288,11 @@ impl DerivedNetwork {
             reduction_prev = reduction;
             (cpp, cp) = (cp, concat.len() * c);
             if i == aux_at && cfg.auxiliary {
-                let ab = pb.pp("auxiliary_head");
-                let fb = ab.pp("features");
-                aux = Some(AuxHead {
-                    conv1: Conv1x1::new(&fb.pp(2), cp, 128, 1)?,
-                    bn1: BatchNorm2d::new(&fb.pp(3), 128, true)?,
-                    conv2: Conv2d::new(&fb.pp(5), 128, 768, 2, 1, 0)?,
-                    bn2: BatchNorm2d::new(&fb.pp(6), 768, true)?,
-                    classifier: Linear::new(&ab.pp("classifier"), 768, cfg.num_classes)?,
-                });
+                aux = Some(AuxHead::new(&pb.pp("auxiliary_head"), cfg.net, cp, cfg.num_classes)?);
             }
         }
         let classifier = Linear::new(&pb.pp("classifier"), cp, cfg.num_classes)?;
-        Ok(Self { cfg, stem_conv, stem_bn, cells, aux_at, aux, classifier, weights, random })
+        Ok(Self { cfg, stem, cells, aux_at, aux, classifier, weights, random })
     }
 
     pub fn config(&self) -> &DerivedNetworkConfig {
@@ -210,8 +340,7 @@ impl DerivedNetwork {
             m.get(next - 1).map(Some)
         };
         let drop = &mut masks;
-        let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
-        let (mut s0, mut s1) = (s.clone(), s);
+        let (mut s0, mut s1) = self.stem.forward(x, mode)?;
         let mut aux_logits = None;
         for (i, cell) in self.cells.iter().enumerate() {
             let out = cell.forward(&s0, &s1, mode, drop)?;
@@ -223,6 +352,35 @@ impl DerivedNetwork {
             }
         }
         Ok((self.classifier.forward(&s1.mean((2, 3))?, mode)?, aux_logits))
+    }
+
+    /// Multiply-accumulates of one forward pass on one `height`×`width` image, auxiliary head
+    /// excluded (as DARTS and its successors report mult-adds): every convolution counts
+    /// K²·C_in/groups·C_out·H_out·W_out (depthwise and pointwise parts of sep_conv and dil_conv
+    /// each), the classifier in·out; batch norm, ReLU, pooling, additions, concatenations and
+    /// biases count nothing. This is the convention of the mobile-setting figures (DARTS
+    /// 574M, PC-DARTS 597M at C=48, L=14, 224×224).
+    ///
+    /// The count walks the network's own layers with the size each one's input has, as the
+    /// forward pass would see it, without running anything; an input size the network cannot
+    /// take (an odd side at a factorized reduction, a window larger than its input) is an
+    /// error naming where it stops fitting.
+    pub fn mult_adds(&self, height: usize, width: usize) -> crate::Result<u128> {
+        let bad = |why: String| Error::InputSize(format!("a {height}x{width} input does not fit the network: {why}"));
+        if height == 0 || width == 0 {
+            return Err(bad("an image side is 0".into()));
+        }
+        if height.max(width) > MAX_SIDE {
+            return Err(bad(format!("the count takes image sides up to {MAX_SIDE} pixels")));
+        }
+        let (mut s0, mut s1, mut total) =
+            self.stem.mult_adds((height, width)).ok_or_else(|| bad("the stem's windows do not fit".into()))?;
+        for (i, cell) in self.cells.iter().enumerate() {
+            let (out, m) = cell.mult_adds(s0, s1).map_err(|why| bad(format!("cell {i}: {why}")))?;
+            (s0, s1) = (s1, out);
+            total += m;
+        }
+        Ok(total + self.classifier.mult_adds())
     }
 
     /// Forward without drop path.
@@ -246,6 +404,10 @@ impl EvalNetwork for DerivedNetwork {
 
     fn forward(&self, x: &Tensor, mode: Mode, drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
         self.forward_with(x, mode, drop_path)
+    }
+
+    fn mult_adds(&self, height: usize, width: usize) -> Option<crate::Result<u128>> {
+        Some(DerivedNetwork::mult_adds(self, height, width))
     }
 
     fn stream_position(&self) -> u64 {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::{Device, Result, Shape, Tensor};
-use nas_core::nn::{BatchNorm2d, Conv1x1, Mode};
+use nas_core::nn::{out_side, size_product, BatchNorm2d, Conv1x1, Mode};
 use nas_core::ops::{self, DwParams, PoolKind, StageWeights};
 use nas_core::params::{Init, ParamBuilder};
 use nas_core::rng::{self, Purpose};
@@ -57,6 +57,11 @@ impl ReluConvBn {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.bn.forward(&self.conv.forward_relu(x, mode)?, mode)
     }
+
+    /// Output size and mult-adds for one h×w input (the convolution's).
+    pub fn mult_adds(&self, hw: (usize, usize)) -> Option<((usize, usize), u128)> {
+        self.conv.mult_adds(hw)
+    }
 }
 
 /// ReLU → concat[conv1×1 s2 (x), conv1×1 s2 (x[:, :, 1:, 1:])] → BN: halves H and W.
@@ -86,6 +91,14 @@ impl FactorizedReduce {
         self.bn.forward_scaled(&Tensor::cat(&[&a, &b], 1)?, mode, drop)
     }
 
+    /// Output size and mult-adds for one h×w input; None when the two halves differ in size
+    /// (an odd input side) or nothing is left to sample.
+    pub fn mult_adds(&self, hw: (usize, usize)) -> Option<((usize, usize), u128)> {
+        let (a, ma) = self.conv_1.mult_adds(hw)?;
+        let (b, mb) = self.conv_2.mult_adds(hw)?;
+        (a == b).then_some((a, ma + mb))
+    }
+
     /// ReLU fused into both convolutions (x is read twice, ReLU(x) never stored).
     pub fn forward(&self, x: &Tensor, mode: Mode, drop: Option<&Tensor>) -> Result<Tensor> {
         let a = self.conv_1.forward_relu(x, mode)?;
@@ -100,6 +113,7 @@ pub struct DwPwBn {
     /// [w_dw | w_pw | γ | β] packed in one variable (γ, β with affine BN).
     flat: Tensor,
     k: usize,
+    ci: usize,
     co: usize,
     affine: bool,
     dwp: DwParams,
@@ -128,7 +142,17 @@ impl DwPwBn {
             pieces.push((format!("{}.bias", first + 2), co.into(), Init::Const(0.0)));
         }
         let flat = pb.packed(&pieces)?;
-        Ok(Self { flat, k, co, affine, dwp, bn: BatchNorm2d::running_only(&pb.pp(first + 2), co)? })
+        Ok(Self { flat, k, ci, co, affine, dwp, bn: BatchNorm2d::running_only(&pb.pp(first + 2), co)? })
+    }
+
+    /// Output size and mult-adds for one h×w input: the depthwise K²·C_in and the pointwise
+    /// C_in·C_out per output pixel.
+    fn mult_adds(&self, (h, w): (usize, usize)) -> Option<((usize, usize), u128)> {
+        let DwParams { stride, padding, dilation } = self.dwp;
+        let ho = out_side(h, self.k, stride, padding, dilation)?;
+        let wo = out_side(w, self.k, stride, padding, dilation)?;
+        let (k, ci, co) = (self.k, self.ci, self.co);
+        Some(((ho, wo), size_product(&[k, k, ci, ho, wo]) + size_product(&[ci, co, ho, wo])))
     }
 
     /// acc + drop·BN(pw(dw(x))) (ReLU(x) with `relu`), one fused op in training.
@@ -256,6 +280,28 @@ impl OpModule {
                 OpModule::DilConv(DwPwBn::new(&pb.pp("op"), 1, c, c, k, conv(k, 2), affine)?)
             }
         })
+    }
+
+    /// Output size and mult-adds of the op for one h×w input: convolutions count K²·C_in/groups
+    /// multiply-accumulates per output value; pooling, zeros, noise and the identity none.
+    /// None when the op does not fit the input.
+    pub fn mult_adds(&self, (h, w): (usize, usize)) -> Option<((usize, usize), u128)> {
+        match self {
+            OpModule::Zero { stride } | OpModule::Noise { stride, .. } => {
+                (*stride > 0).then(|| ((h.div_ceil(*stride), w.div_ceil(*stride)), 0))
+            }
+            OpModule::Identity => Some(((h, w), 0)),
+            OpModule::FactorizedReduce(fr) => fr.mult_adds((h, w)),
+            OpModule::Pool { stride, .. } => {
+                Some(((out_side(h, 3, *stride, 1, 1)?, out_side(w, 3, *stride, 1, 1)?), 0))
+            }
+            OpModule::SepConv([a, b]) => {
+                let (hw, ma) = a.mult_adds((h, w))?;
+                let (hw, mb) = b.mult_adds(hw)?;
+                Some((hw, ma + mb))
+            }
+            OpModule::DilConv(a) => a.mult_adds((h, w)),
+        }
     }
 
     pub fn is_identity(&self) -> bool {

@@ -15,7 +15,7 @@ use super::supernet::{DartsSupernet, DartsSupernetConfig};
 use crate::diagram::{self, ArchTable, CellGraph, Node, NodeKind};
 use crate::error::Result;
 use crate::eval_network::EvalNetwork;
-use crate::model_config::{EvalModelConfig, SearchModelConfig, TaskShape};
+use crate::model_config::{EvalModelConfig, NetKind, SearchModelConfig, TaskShape};
 use crate::registry::SearchSpace;
 use crate::supernet::Supernet;
 
@@ -92,7 +92,7 @@ impl SearchSpace for Darts {
 
     /// DARTS' retraining recipe (`train.py`): C=36, L=20, auxiliary weight 0.4, drop path 0.2.
     fn eval_defaults() -> EvalModelConfig {
-        EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2 }
+        EvalModelConfig { channels: 36, layers: 20, auxiliary_weight: 0.4, drop_path: 0.2, net: NetKind::Cifar }
     }
 
     fn validate_eval(m: &EvalModelConfig) -> Result<(), ConfigError> {
@@ -113,10 +113,25 @@ impl SearchSpace for Darts {
         Ok(())
     }
 
-    /// The two reductions halve even sizes, and the auxiliary head (avg-pool 5/3, then a 2×2
-    /// conv to one pixel) is made for 32×32 inputs (8×8 after the reductions; 32 to 40 pixels
-    /// work).
+    /// CIFAR: the two reductions halve even sizes, and the auxiliary head (avg-pool 5/3, then a
+    /// 2×2 conv to one pixel) is made for 32×32 inputs (8×8 after the reductions; 32 to 40
+    /// pixels work). ImageNet: the three stride-2 stem convs and the two reductions halve the
+    /// sides five times, evenly where a factorized reduction halves them; the auxiliary head
+    /// (avg-pool 5/2, then the 2×2 conv) needs 7×7 or 8×8 final maps (224 or 256 pixels).
     fn check_input_size(m: &EvalModelConfig, height: usize, width: usize) -> Result<(), ConfigError> {
+        if m.net == NetKind::ImageNet {
+            if !height.is_multiple_of(32) || !width.is_multiple_of(32) || height == 0 || width == 0 {
+                return Err(ConfigError::plain(format!(
+                    "imagenet darts networks need image sides divisible by 32 (five halvings), got {height}x{width}"
+                )));
+            }
+            if m.auxiliary_weight > 0.0 && !([7, 8].contains(&(height / 32)) && [7, 8].contains(&(width / 32))) {
+                return Err(ConfigError::plain(format!(
+                    "the imagenet auxiliary head needs 224x224 or 256x256 images, got {height}x{width}; set the auxiliary weight to 0 for other sizes"
+                )));
+            }
+            return Ok(());
+        }
         if !height.is_multiple_of(4) || !width.is_multiple_of(4) {
             return Err(ConfigError::plain(format!(
                 "darts networks need image sides divisible by 4 (two reductions), got {height}x{width}"
@@ -144,12 +159,16 @@ impl SearchSpace for Darts {
             num_classes: task.num_classes,
             auxiliary: m.auxiliary_weight > 0.0,
             in_channels: task.in_channels,
+            net: m.net,
         };
         Ok(Box::new(DerivedNetwork::new(g, cfg, seed, DType::F32, device)?))
     }
 
     fn describe_size(m: &EvalModelConfig) -> String {
-        format!("C={}, L={}, without auxiliary head", m.channels, m.layers)
+        match m.net {
+            NetKind::Cifar => format!("C={}, L={}, without auxiliary head", m.channels, m.layers),
+            NetKind::ImageNet => format!("C={}, L={}, imagenet network, without auxiliary head", m.channels, m.layers),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use super::ops::Nb201Op;
 use crate::diagram::{ArchTable, CellGraph, Edge, Node, NodeKind};
 use crate::error::Result;
 use crate::eval_network::EvalNetwork;
-use crate::model_config::{EvalModelConfig, SearchModelConfig, TaskShape};
+use crate::model_config::{EvalModelConfig, NetKind, SearchModelConfig, TaskShape};
 use crate::registry::SearchSpace;
 use crate::supernet::Supernet;
 
@@ -125,7 +125,7 @@ impl SearchSpace for Nb201 {
 
     /// The benchmark's network: C=16, 5 cells per stage.
     fn eval_defaults() -> EvalModelConfig {
-        EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0 }
+        EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0, net: NetKind::Cifar }
     }
 
     fn validate_eval(m: &EvalModelConfig) -> Result<(), ConfigError> {
@@ -134,6 +134,13 @@ impl SearchSpace for Nb201 {
                 "{} networks have no auxiliary head ({} must be 0)",
                 Self::NAME,
                 brief("model.auxiliary_weight")
+            )));
+        }
+        if m.net != NetKind::Cifar {
+            return Err(ConfigError::new(format!(
+                "{} networks have one skeleton ({} must be cifar)",
+                Self::NAME,
+                brief("model.net")
             )));
         }
         if m.drop_path != 0.0 {
