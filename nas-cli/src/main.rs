@@ -138,7 +138,8 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.verbose);
     let pool = init_threads(cli.threads)?;
-    let g = Globals { quiet: cli.quiet };
+    // Only rank 0 of a data-parallel run shows progress and results.
+    let g = Globals { quiet: cli.quiet || !nas_core::dist::is_writer() };
     pool.install(|| match cli.command {
         Command::Search(args) => search_cmd::run(*args, &g),
         Command::Train(args) => train_cmd::run(*args, &g),
@@ -156,6 +157,10 @@ pub fn out(text: &str) -> anyhow::Result<()> {
 
 /// `out` for any bytes (a picture).
 pub fn out_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    // Rank 0 alone reports a data-parallel run.
+    if !nas_core::dist::is_writer() {
+        return Ok(());
+    }
     let mut o = std::io::stdout().lock();
     match o.write_all(bytes).and_then(|_| o.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
@@ -175,6 +180,23 @@ fn main() -> ExitCode {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
     }
     let cli = Cli::parse();
+    // Started by mpirun or srun: join the MPI world (MPI is finalised when `_mpi` drops, after
+    // the run).
+    #[cfg(feature = "distributed")]
+    let _mpi = if nas_core::dist::mpi_world::launched() {
+        match nas_core::dist::mpi_world::init() {
+            Some((world, finalize)) => {
+                nas_core::dist::set_world(world);
+                Some(finalize)
+            }
+            None => {
+                eprintln!("error: MPI could not be initialised");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<run_setup::Interrupted>() => {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use nas_core::dist;
 use nas_core::metrics::{Event, MetricsSink, Position};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG};
 use nas_core::{RunError, RunResult};
@@ -49,19 +50,44 @@ pub fn reopen<C: PartialEq + Clone>(
         );
     }
     // Locked only once the resume is accepted: a refused one leaves the directory as it was.
-    Ok((saved, dir.locked()?))
+    // Under data parallelism rank 0 holds the lock for all ranks.
+    if dist::is_writer() {
+        Ok((saved, dir.locked()?))
+    } else {
+        Ok((saved, dir))
+    }
 }
 
 /// A fresh run directory with config.json written.
+/// Under data parallelism rank 0 creates it and the other ranks open it once it exists.
 pub fn create<C: Serialize>(out: Option<PathBuf>, kind: &str, force: bool, cfg: &C) -> anyhow::Result<RunDir> {
-    let dir = RunDir::create(&out.unwrap_or_else(|| default_out(kind)), force).map_err(|e| match e {
-        nas_core::Error::RunDirNotEmpty { .. } => {
-            anyhow::anyhow!("{e} (use --resume to continue it or --force to overwrite it)")
-        }
-        e => e.into(),
-    })?;
-    dir.write_json(CONFIG, cfg)?;
-    Ok(dir)
+    let world = dist::world();
+    if world.size() > 1 && out.is_none() {
+        bail!("a run of {} processes needs --out DIR, the same directory for every rank", world.size());
+    }
+    let path = out.unwrap_or_else(|| default_out(kind));
+    let made = if dist::is_writer() {
+        RunDir::create(&path, force)
+            .map_err(|e| match e {
+                nas_core::Error::RunDirNotEmpty { .. } => {
+                    anyhow::anyhow!("{e} (use --resume to continue it or --force to overwrite it)")
+                }
+                e => e.into(),
+            })
+            .and_then(|dir| {
+                dir.write_json(CONFIG, cfg)?;
+                Ok(Some(dir))
+            })
+    } else {
+        Ok(None)
+    };
+    // Every rank waits here for rank 0's directory, and learns whether it could make it.
+    let failed = dist::any(world.as_ref(), made.is_err())?;
+    match made? {
+        Some(dir) => Ok(dir),
+        None if failed => bail!("rank 0 could not create the run directory {}", path.display()),
+        None => Ok(RunDir::open(&path)?),
+    }
 }
 
 /// Set by Ctrl-C (SIGINT or SIGTERM); the training loops checkpoint and stop before their

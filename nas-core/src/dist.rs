@@ -264,3 +264,82 @@ mod tests {
         Ok(())
     }
 }
+
+/// The MPI world of `mpirun -np N nas …` (or `srun`): the system's Open MPI through the `mpi`
+/// crate, initialised once per process with serialised threading (calls come from the thread
+/// that steps; a lock serialises them anyway).
+#[cfg(feature = "distributed")]
+pub mod mpi_world {
+    use std::sync::{Arc, Mutex};
+
+    use candle_core::Result;
+    use mpi::collective::SystemOperation;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+    use mpi::traits::{CommunicatorCollectives, Root};
+    use mpi::Threading;
+
+    use super::Collective;
+
+    /// The world communicator of this process's MPI job.
+    pub struct MpiWorld {
+        world: Mutex<SimpleCommunicator>,
+        rank: usize,
+        size: usize,
+    }
+
+    /// MPI stays initialised while this lives; dropping it finalises MPI (at the end of `main`,
+    /// after the last collective call).
+    pub struct Finalize(#[allow(dead_code)] mpi::environment::Universe);
+
+    // SAFETY: MPI is initialised with `Threading::Serialized`, which allows calls from any
+    // thread as long as no two run at once; every call goes through the mutex.
+    unsafe impl Send for MpiWorld {}
+    unsafe impl Sync for MpiWorld {}
+
+    /// Whether a launcher started this process (Open MPI's mpirun, PMI/PMIx as Slurm's srun).
+    pub fn launched() -> bool {
+        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].iter().any(|v| std::env::var_os(v).is_some())
+    }
+
+    /// Initialises MPI; None where it is already initialised.
+    pub fn init() -> Option<(Arc<MpiWorld>, Finalize)> {
+        let (universe, _) = mpi::initialize_with_threading(Threading::Serialized)?;
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        Some((Arc::new(MpiWorld { world: Mutex::new(world), rank, size }), Finalize(universe)))
+    }
+
+    impl MpiWorld {
+        fn with<R>(&self, f: impl FnOnce(&SimpleCommunicator) -> R) -> R {
+            let world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+            f(&world)
+        }
+    }
+
+    impl Collective for MpiWorld {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+
+        fn size(&self) -> usize {
+            self.size
+        }
+
+        fn all_reduce_f32(&self, buf: &mut [f32]) -> Result<()> {
+            let send = buf.to_vec();
+            self.with(|w| w.all_reduce_into(&send[..], buf, SystemOperation::sum()));
+            Ok(())
+        }
+
+        fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<()> {
+            let send = buf.to_vec();
+            self.with(|w| w.all_reduce_into(&send[..], buf, SystemOperation::sum()));
+            Ok(())
+        }
+
+        fn broadcast(&self, buf: &mut [u8]) -> Result<()> {
+            self.with(|w| w.process_at_rank(0).broadcast_into(buf));
+            Ok(())
+        }
+    }
+}

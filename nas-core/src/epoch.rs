@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{load_tensors, save_tensors, LoadedTensors};
 use crate::data::{Augment, BatchIter, BatchPlan, ImageSet, Normalize};
+use crate::dist;
 use crate::metrics::{Event, MetricsSink, Position, Tally};
 use crate::nn::{correct_count, cross_entropy};
 use crate::run_dir::{RunDir, CHECKPOINT};
@@ -147,6 +148,8 @@ impl EpochLoop {
         sink: &mut dyn MetricsSink,
         stop: &AtomicBool,
     ) -> RunResult<Option<Tally>> {
+        // Under data parallelism rank 0 alone writes metrics and checkpoints.
+        let dir = dir.filter(|_| dist::is_writer());
         let mut last = None;
         while self.position.epoch < self.epochs && !task.stopped_early() {
             let epoch = self.position.epoch;
@@ -154,7 +157,8 @@ impl EpochLoop {
             let train = self.train_epoch(task, dir, sink, stop)?;
             task.end_epoch(epoch)?;
             let valid = task.evaluate(sink)?;
-            if !valid.loss().is_finite() {
+            // Every rank stops together, whichever rank's statistics diverged.
+            if dist::any(dist::world().as_ref(), !valid.loss().is_finite())? {
                 // The last step left the weights unusable; the previous checkpoint stays.
                 return Err(RunError::DivergedValid { epoch, loss: valid.loss() });
             }
@@ -195,7 +199,8 @@ impl EpochLoop {
         let mut progress = Progress { epoch, steps, tally, started: Instant::now(), seen_before: tally.seen };
         let mut pending = Pending::new(first, self.sync_every);
         for (step, batch) in (first..).zip(batches) {
-            if stop.load(Ordering::Relaxed) {
+            // A Ctrl-C on any rank stops every rank before the same step.
+            if dist::any(dist::world().as_ref(), stop.load(Ordering::Relaxed))? {
                 progress.take(&mut pending, sink)?;
                 self.position = Position { epoch, step, tally: progress.tally };
                 if let Some(dir) = dir {
@@ -215,6 +220,7 @@ impl EpochLoop {
     pub fn save_checkpoint<T: EpochTask>(&self, task: &T, path: &Path) -> RunResult<()> {
         let mut meta: HashMap<String, String> = task.checkpoint_meta()?.into_iter().collect();
         meta.insert("format".into(), T::CHECKPOINT_FORMAT.into());
+        meta.insert(WORLD_SIZE.into(), dist::world().size().to_string());
         meta.extend(self.position.to_meta());
         Ok(save_tensors(path, &task.checkpoint_tensors()?, meta)?)
     }
@@ -232,6 +238,20 @@ impl EpochLoop {
                 "has no checksum: written by an earlier version, or its header is damaged",
             ));
         }
+        // Data and sampling streams are cut by rank: only the same number of processes can
+        // continue a run exactly. Checkpoints without the field come from one process.
+        let saved: usize = ck.meta(WORLD_SIZE).map_or(Ok(1), str::parse).map_err(|e| {
+            RunError::run_dir(path, format!("`{WORLD_SIZE}` of the checkpoint: {e}"))
+        })?;
+        let size = dist::world().size();
+        if saved != size {
+            return Err(RunError::run_dir(
+                path,
+                format!(
+                    "was written by a run of {saved} process(es), and this one has {size}: resume it with the same number (mpirun -np {saved})"
+                ),
+            ));
+        }
         task.restore(&ck, path)?;
         self.position = ck.position(path)?;
         Ok(self.position)
@@ -242,10 +262,15 @@ impl EpochLoop {
     pub fn resume<T: EpochTask>(&mut self, task: &mut T, dir: &RunDir) -> RunResult<Position> {
         let ck = dir.file(CHECKPOINT);
         let position = if ck.exists() { self.load_checkpoint(task, &ck)? } else { Position::default() };
-        dir.truncate_metrics(position.epoch)?;
+        if dist::is_writer() {
+            dir.truncate_metrics(position.epoch)?;
+        }
         Ok(position)
     }
 }
+
+/// The checkpoint metadata naming the number of processes that wrote it.
+pub const WORLD_SIZE: &str = "world_size";
 
 /// Loss and accuracy over `set` in order, without augmentation, of the network whose logits
 /// `forward` computes from images on `device`.

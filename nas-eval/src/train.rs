@@ -200,7 +200,7 @@ impl Trainer {
             Some(t) => EvalResult::from(t),
             None => self.evaluate(sink)?,
         };
-        if let Some(dir) = dir {
+        if let Some(dir) = dir.filter(|_| dist::is_writer()) {
             dir.write_json(GENOTYPE, &self.task.cfg.genotype.to_json())?;
             self.save_weights(&dir.file(WEIGHTS))?;
         }

@@ -163,6 +163,12 @@ impl Search {
             None
         };
         let eigenvalues = DartsEs::new(cfg.hessian_every, cfg.epochs);
+        // Every rank starts from rank 0's weights and α (equal anyway: the same seed).
+        let world = dist::world();
+        let mut vars = net.weights().weights();
+        vars.extend(net.arch().weights());
+        vars.extend(net.weights().buffers());
+        dist::broadcast_vars(world.as_ref(), &vars)?;
         let task = SearchTask {
             hessian_batch,
             hessian_eig: None,
@@ -203,6 +209,8 @@ impl Search {
     /// an early stop the genotype is the one of the epoch the rule chose, and `dir` gets
     /// early_stop.json saying why.
     pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Genotype> {
+        // Under data parallelism rank 0 alone writes.
+        let dir = dir.filter(|_| dist::is_writer());
         self.epochs.run(&mut self.task, dir, sink, stop)?;
         let genotype = match self.task.early_stop() {
             Some((decision, genotype)) => {
