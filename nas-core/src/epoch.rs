@@ -240,9 +240,10 @@ impl EpochLoop {
         }
         // Data and sampling streams are cut by rank: only the same number of processes can
         // continue a run exactly. Checkpoints without the field come from one process.
-        let saved: usize = ck.meta(WORLD_SIZE).map_or(Ok(1), str::parse).map_err(|e| {
-            RunError::run_dir(path, format!("`{WORLD_SIZE}` of the checkpoint: {e}"))
-        })?;
+        let saved: usize = ck
+            .meta(WORLD_SIZE)
+            .map_or(Ok(1), str::parse)
+            .map_err(|e| RunError::run_dir(path, format!("`{WORLD_SIZE}` of the checkpoint: {e}")))?;
         let size = dist::world().size();
         if saved != size {
             return Err(RunError::run_dir(
