@@ -75,6 +75,12 @@ pub fn all_reduce_sum(world: &dyn Collective, tensors: &[Tensor]) -> Result<Vec<
     let device = tensors[0].device().clone();
     let dtype = tensors[0].dtype();
     let flat = Tensor::cat(&tensors.iter().map(|t| t.flatten_all()).collect::<Result<Vec<_>>>()?, 0)?;
+    #[cfg(feature = "nccl")]
+    if device.is_cuda() {
+        // On the GPUs: NCCL, the data staying on the device.
+        let summed = nccl::all_reduce_sum(world, &flat.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+        return split_like(&summed, tensors);
+    }
     let summed = match dtype {
         DType::F64 => {
             let mut v = flat.to_vec1::<f64>()?;
@@ -88,11 +94,16 @@ pub fn all_reduce_sum(world: &dyn Collective, tensors: &[Tensor]) -> Result<Vec<
         }
     }
     .to_device(&device)?;
-    let mut out = Vec::with_capacity(tensors.len());
+    split_like(&summed, tensors)
+}
+
+/// `flat` cut into tensors of the shapes of `like`, in order.
+fn split_like(flat: &Tensor, like: &[Tensor]) -> Result<Vec<Tensor>> {
+    let mut out = Vec::with_capacity(like.len());
     let mut at = 0;
-    for t in tensors {
+    for t in like {
         let n = t.elem_count();
-        out.push(summed.narrow(0, at, n)?.reshape(t.shape())?);
+        out.push(flat.narrow(0, at, n)?.reshape(t.shape())?);
         at += n;
     }
     Ok(out)
@@ -341,5 +352,75 @@ pub mod mpi_world {
             self.with(|w| w.process_at_rank(0).broadcast_into(buf));
             Ok(())
         }
+    }
+}
+
+/// NCCL on the GPUs of a data-parallel run: one communicator per process over its device's
+/// stream, made at the first all-reduce (every rank reaches it at the same step), its unique
+/// id sent from rank 0 over the MPI world.
+#[cfg(feature = "nccl")]
+mod nccl {
+    use std::sync::{Mutex, OnceLock};
+
+    use candle_core::cuda_backend::cudarc::nccl::{Comm, Id, ReduceOp};
+    use candle_core::op::BackpropOp;
+    use candle_core::{bail, CudaStorage, Device, Result, Storage, Tensor};
+
+    use super::Collective;
+
+    struct Shared(Mutex<Comm>);
+
+    // SAFETY: the communicator is used by one thread at a time (the mutex), on the stream of
+    // the device it was made for, as NCCL allows.
+    unsafe impl Send for Shared {}
+    unsafe impl Sync for Shared {}
+
+    static COMM: OnceLock<Shared> = OnceLock::new();
+
+    fn nccl_err(e: impl std::fmt::Debug) -> candle_core::Error {
+        candle_core::Error::Msg(format!("NCCL: {e:?}"))
+    }
+
+    fn comm(world: &dyn Collective, dev: &candle_core::CudaDevice) -> Result<&'static Shared> {
+        if let Some(c) = COMM.get() {
+            return Ok(c);
+        }
+        let id = if world.rank() == 0 { Id::new().map_err(nccl_err)? } else { Id::uninit([0; 128]) };
+        let mut bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
+        world.broadcast(&mut bytes)?;
+        let mut internal = [0 as std::ffi::c_char; 128];
+        for (d, b) in internal.iter_mut().zip(&bytes) {
+            *d = *b as std::ffi::c_char;
+        }
+        let comm = Comm::from_rank(dev.cuda_stream(), world.rank(), world.size(), Id::uninit(internal))
+            .map_err(nccl_err)?;
+        let _ = COMM.set(Shared(Mutex::new(comm)));
+        match COMM.get() {
+            Some(c) => Ok(c),
+            None => bail!("NCCL: the communicator was not kept"),
+        }
+    }
+
+    /// The element-wise sum over the ranks of a contiguous f32 vector on a GPU.
+    pub(super) fn all_reduce_sum(world: &dyn Collective, flat: &Tensor) -> Result<Tensor> {
+        let Device::Cuda(dev) = flat.device() else { bail!("NCCL all-reduce of a tensor not on a GPU") };
+        let shared = comm(world, dev)?;
+        let n = flat.elem_count();
+        let flat = flat.contiguous()?;
+        let (storage, layout) = flat.storage_and_layout();
+        let Storage::Cuda(s) = &*storage else { bail!("NCCL all-reduce of a tensor not on a GPU") };
+        if layout.start_offset() != 0 {
+            bail!("NCCL all-reduce of a view");
+        }
+        let src = s.as_cuda_slice::<f32>()?;
+        // SAFETY: NCCL writes all n elements before anything reads them.
+        let mut dst = unsafe { dev.alloc::<f32>(n)? };
+        {
+            let comm = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+            comm.all_reduce(src, &mut dst, &ReduceOp::Sum).map_err(nccl_err)?;
+        }
+        drop(storage);
+        let out = CudaStorage::wrap_cuda_slice(dst, dev.clone());
+        Ok(Tensor::from_storage(Storage::Cuda(out), n, BackpropOp::none(), false))
     }
 }

@@ -45,8 +45,8 @@ fn two_steps(cfg: &DartsSupernetConfig, method: Method, dev: &Device) -> Run {
         let mut sampler = Sampler::new(&net, method, &sampling, &arch_cfg, 3, 10, dev).unwrap();
         for s in 0..2 {
             let (train, valid) = (batch(2 * s, dev), batch(2 * s + 1, dev));
-            let (loss, _) = sampler.step(&net, &mut w_opt, 5.0, 0, s as usize, &train, Some(&valid)).unwrap();
-            losses.push(loss.to_scalar::<f32>().unwrap());
+            let out = sampler.step(&net, &mut w_opt, 5.0, 0, s as usize, &[train], Some(&[valid])).unwrap();
+            losses.push(out.loss.to_scalar::<f32>().unwrap());
         }
         return Run { net, losses };
     }
