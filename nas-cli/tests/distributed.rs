@@ -2,7 +2,8 @@
 //! micro-batch B equal one process accumulating two micro-batches of B, weights and α to
 //! 1e-5 relative, for first- and second-order search and for retraining; a two-rank run
 //! stopped by a signal on one rank stops on both, and its resume equals the uninterrupted
-//! two-rank run; a checkpoint of two ranks refuses to resume in one process.
+//! two-rank run, as does a two-rank retraining resumed after one rank was killed; a checkpoint
+//! of two ranks refuses to resume in one process.
 #![cfg(feature = "distributed")]
 
 mod common;
@@ -132,6 +133,37 @@ fn a_two_rank_run_stopped_on_one_rank_resumes_to_the_uninterrupted_run() {
     let (da, db) = (RunDir::open(&a).unwrap(), RunDir::open(&b).unwrap());
     let genotype = |d: &RunDir| -> serde_json::Value { d.read_json("genotype.json").unwrap() };
     assert_eq!(genotype(&da), genotype(&db));
+    assert_eq!(without_time(da.read_metrics().unwrap()), without_time(db.read_metrics().unwrap()));
+    assert_eq!(max_rel_diff(&learned(&a), &learned(&b)), 0.0);
+}
+
+/// A two-rank retraining with one rank killed (SIGKILL: mpirun then ends the job) resumes from
+/// rank 0's last checkpoint to the end of the uninterrupted two-rank run.
+#[test]
+fn a_two_rank_retraining_killed_on_one_rank_resumes_to_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let base = "train --genotype DARTS_V2 --epochs 3 --subset 96 --batch-size 8 --channels 4 --layers 3 \
+                --auxiliary-weight 0.4 --drop-path 0.2 --seed 4 -q";
+    let o = mpirun(2, &args(base, &a, &[]));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let child = mpirun_command(2, &args(base, &b, &[])).spawn().unwrap();
+    let started = Instant::now();
+    while !b.join("checkpoint.safetensors").exists() {
+        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ranks = String::from_utf8(Command::new("pgrep").args(["-P", &child.id().to_string()]).output().unwrap().stdout)
+        .unwrap();
+    let rank = ranks.split_whitespace().last().expect("a rank process").to_string();
+    assert!(Command::new("kill").args(["-KILL", &rank]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "a job with a killed rank must not report success");
+
+    let o = mpirun(2, &["train", "--resume", "--out", b.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (da, db) = (RunDir::open(&a).unwrap(), RunDir::open(&b).unwrap());
     assert_eq!(without_time(da.read_metrics().unwrap()), without_time(db.read_metrics().unwrap()));
     assert_eq!(max_rel_diff(&learned(&a), &learned(&b)), 0.0);
 }

@@ -18,11 +18,19 @@ pub enum DeviceSpec {
 }
 
 impl DeviceSpec {
-    /// Opens the device. CUDA without the `cuda` feature, or without a GPU, is an error.
+    /// Opens the device. CUDA without the `cuda` feature, or without a GPU, is an error. In a
+    /// data-parallel run each process of a machine takes its own GPU: `cuda:i` is GPU
+    /// i + the process's local rank (`dist::local_rank`), unless the launcher left it one
+    /// visible GPU (CUDA_VISIBLE_DEVICES of one entry, as Slurm's GPU binding does).
     pub fn open(self) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(i) => open_cuda(i),
+            DeviceSpec::Cuda(i) => {
+                let one_visible =
+                    std::env::var("CUDA_VISIBLE_DEVICES").is_ok_and(|v| !v.is_empty() && !v.contains(','));
+                let offset = if one_visible { 0 } else { crate::dist::local_rank() };
+                open_cuda(i + offset)
+            }
         }
     }
 

@@ -61,6 +61,18 @@ pub fn set_world(world: Arc<dyn Collective>) -> bool {
     WORLD.set(world).is_ok()
 }
 
+/// This process's rank among those of its machine (Open MPI's, Slurm's or MPICH's variable),
+/// in a world of more than one process; 0 otherwise.
+pub fn local_rank() -> usize {
+    if world().size() == 1 {
+        return 0;
+    }
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Whether this process is the one that writes (rank 0).
 pub fn is_writer() -> bool {
     world().rank() == 0
@@ -392,8 +404,8 @@ mod nccl {
         for (d, b) in internal.iter_mut().zip(&bytes) {
             *d = *b as std::ffi::c_char;
         }
-        let comm = Comm::from_rank(dev.cuda_stream(), world.rank(), world.size(), Id::uninit(internal))
-            .map_err(nccl_err)?;
+        let comm =
+            Comm::from_rank(dev.cuda_stream(), world.rank(), world.size(), Id::uninit(internal)).map_err(nccl_err)?;
         let _ = COMM.set(Shared(Mutex::new(comm)));
         match COMM.get() {
             Some(c) => Ok(c),
