@@ -32,6 +32,22 @@ fn mpirun_command(ranks: usize, args: &[&str]) -> Command {
     c
 }
 
+/// Runs `nas args` on `ranks` processes and, once `file` exists, sends `signal` to one rank
+/// process (a child of mpirun, not mpirun itself); returns how the job ended.
+fn signal_a_rank(ranks: usize, args: &[&str], file: &Path, signal: &str) -> Output {
+    let child = mpirun_command(ranks, args).spawn().unwrap();
+    let started = Instant::now();
+    while !file.exists() {
+        assert!(started.elapsed() < Duration::from_secs(300), "no {} written", file.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ranks = String::from_utf8(Command::new("pgrep").args(["-P", &child.id().to_string()]).output().unwrap().stdout)
+        .unwrap();
+    let rank = ranks.split_whitespace().last().expect("a rank process").to_string();
+    assert!(Command::new("kill").args([signal, &rank]).status().unwrap().success());
+    child.wait_with_output().unwrap()
+}
+
 const SEARCH: &str = "search --preset quick --epochs 2 --subset 128 --batch-size 8 --channels 4 --layers 2 --seed 5 -q";
 
 fn args<'a>(base: &'a str, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
@@ -107,18 +123,8 @@ fn a_two_rank_run_stopped_on_one_rank_resumes_to_the_uninterrupted_run() {
     let o = mpirun(2, &args(base, &a, &[]));
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let child = mpirun_command(2, &args(base, &b, &[])).spawn().unwrap();
-    let started = Instant::now();
     // Once the first epoch is recorded, stop one of the rank processes (not mpirun).
-    while !b.join("metrics.jsonl").exists() {
-        assert!(started.elapsed() < Duration::from_secs(300), "no epoch recorded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let ranks = String::from_utf8(Command::new("pgrep").args(["-P", &child.id().to_string()]).output().unwrap().stdout)
-        .unwrap();
-    let rank = ranks.split_whitespace().last().expect("a rank process").to_string();
-    assert!(Command::new("kill").args(["-TERM", &rank]).status().unwrap().success());
-    let o = child.wait_with_output().unwrap();
+    let o = signal_a_rank(2, &args(base, &b, &[]), &b.join("metrics.jsonl"), "-TERM");
     assert!(!o.status.success(), "the stopped run must not report success");
     let ck = load_tensors(&b.join("checkpoint.safetensors"), &candle_core::Device::Cpu).unwrap();
     assert_eq!(ck.meta("world_size"), Some("2"));
@@ -148,17 +154,7 @@ fn a_two_rank_retraining_killed_on_one_rank_resumes_to_the_uninterrupted_run() {
     let o = mpirun(2, &args(base, &a, &[]));
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let child = mpirun_command(2, &args(base, &b, &[])).spawn().unwrap();
-    let started = Instant::now();
-    while !b.join("checkpoint.safetensors").exists() {
-        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let ranks = String::from_utf8(Command::new("pgrep").args(["-P", &child.id().to_string()]).output().unwrap().stdout)
-        .unwrap();
-    let rank = ranks.split_whitespace().last().expect("a rank process").to_string();
-    assert!(Command::new("kill").args(["-KILL", &rank]).status().unwrap().success());
-    let o = child.wait_with_output().unwrap();
+    let o = signal_a_rank(2, &args(base, &b, &[]), &b.join("checkpoint.safetensors"), "-KILL");
     assert!(!o.status.success(), "a job with a killed rank must not report success");
 
     let o = mpirun(2, &["train", "--resume", "--out", b.to_str().unwrap(), "-q"]);

@@ -168,6 +168,19 @@ fn conjugate_gradient_search_resumes_mid_epoch_exactly() {
     resumes_mid_epoch_exactly(cg_config);
 }
 
+/// Two micro-batches of 8 per step (the same two steps per epoch as `config`), second order:
+/// the step's micro-batches and every gradient evaluation over them resume exactly.
+#[test]
+fn an_accumulating_second_order_search_resumes_mid_epoch_exactly() {
+    resumes_mid_epoch_exactly(|| {
+        let mut c = config();
+        c.method = Method::SecondOrder;
+        c.data.batch_size = 8;
+        c.data.accumulate = 2;
+        c
+    });
+}
+
 #[test]
 fn gdas_resumes_mid_epoch_and_between_epochs_exactly() {
     resumes_mid_epoch_exactly(|| sampling_config(Method::Gdas));
