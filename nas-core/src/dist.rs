@@ -13,6 +13,8 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 
+use crate::ops;
+
 /// The processes of a data-parallel run.
 pub trait Collective: Send + Sync {
     fn rank(&self) -> usize;
@@ -202,21 +204,12 @@ pub fn step_grads<B>(
             for (v, s) in list.iter().zip(sum.iter_mut()) {
                 let Some(g) = store.get(v.as_tensor()) else { continue };
                 let g = if single { g.clone() } else { (g * scale)? };
-                *s = Some(match s.take() {
-                    Some(acc) => (acc + g)?,
-                    None => g,
-                });
+                *s = Some(ops::accumulate(s.take(), g, None)?);
             }
         }
         let l = if single { out.loss.detach() } else { (out.loss.detach() * scale)? };
-        loss_sum = Some(match loss_sum {
-            Some(a) => (a + l)?,
-            None => l,
-        });
-        correct_sum = Some(match correct_sum {
-            Some(a) => (a + out.correct)?,
-            None => out.correct,
-        });
+        loss_sum = Some(ops::accumulate(loss_sum, l, None)?);
+        correct_sum = Some(ops::accumulate(correct_sum, out.correct, None)?);
         n_local += out.n;
     }
     let (Some(loss_sum), Some(correct_sum)) = (loss_sum, correct_sum) else {

@@ -94,7 +94,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         if !b.weights_only {
             architect.step(net.as_ref(), &train, &valid, &w_opt)?;
         }
-        let (loss, _) = weight_step(net.as_ref(), &mut w_opt, &train[0], w.grad_clip)?;
+        let loss = weight_step(net.as_ref(), &mut w_opt, &train[..1], w.grad_clip)?.loss;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;

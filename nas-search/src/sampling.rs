@@ -36,6 +36,7 @@ use candle_core::{DType, Device, Tensor, D};
 use nas_core::dist::{step_grads, MicroOutput, StepGrads};
 use nas_core::hypergrad::WeightGuard;
 use nas_core::nn::{correct_count, cross_entropy, softmax_last_dim, Mode};
+use nas_core::ops;
 use nas_core::optim::{Adam, AdamConfig, Sgd};
 use nas_core::rng::{self, Purpose, Rng};
 use rand::seq::index::sample as distinct;
@@ -593,11 +594,7 @@ pub fn resource_penalty(weights: &[Tensor], costs: &[Tensor], lambda: f64) -> Re
     }
     let mut total: Option<Tensor> = None;
     for (z, c) in weights.iter().zip(costs) {
-        let term = (z * c)?.sum_all()?;
-        total = Some(match total {
-            Some(t) => (t + term)?,
-            None => term,
-        });
+        total = Some(ops::accumulate(total, (z * c)?.sum_all()?, None)?);
     }
     match total {
         Some(t) => Ok((t * lambda)?),

@@ -32,7 +32,7 @@ use crate::config::{EarlyStop, Method, ValidSearchConfig};
 use crate::early_stop::{DartsEs, EarlyStopDecision, Sample};
 use crate::run_dir::{RunDir, GENOTYPE};
 use crate::sampling::Sampler;
-use crate::step::{weight_step_micro, Batch};
+use crate::step::{weight_step, Batch};
 use crate::{Error, Result};
 
 /// A search run: the supernet, its two optimisers and the split data, driven epoch by epoch.
@@ -419,7 +419,7 @@ impl EpochTask for SearchTask {
                     architect.step_micro(net, steps, valid, &self.w_opt)?;
                 }
                 let arch_done = Instant::now();
-                let out = weight_step_micro(net, &mut self.w_opt, &train, clip)?;
+                let out = weight_step(net, &mut self.w_opt, &train, clip)?;
                 tracing::debug!(epoch, step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
                 out
             }

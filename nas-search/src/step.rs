@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 use nas_core::dist::{self, MicroOutput, StepGrads};
 use nas_core::nn::{correct_count, cross_entropy, Mode};
-use nas_core::optim::{grads_for, Sgd};
+use nas_core::optim::Sgd;
 use search_spaces::Supernet;
 
 use crate::Result;
@@ -17,21 +17,11 @@ pub struct Batch {
     pub y: Tensor,
 }
 
-/// One SGD step on the weights with global-norm clipping; returns the loss (scalar tensor)
-/// and the logits of the batch.
-pub fn weight_step(net: &dyn Supernet, opt: &mut Sgd, batch: &Batch, grad_clip: f64) -> Result<(Tensor, Tensor)> {
-    let logits = net.forward(&batch.x, Mode::TRAIN_WEIGHTS)?;
-    let loss = cross_entropy(&logits, &batch.y)?;
-    let grads = grads_for(&loss.backward()?, opt.params());
-    opt.step_clipped(&grads, grad_clip)?;
-    Ok((loss, logits))
-}
-
 /// One SGD step on the mean loss of a step's micro-batches (each with its own forward and
 /// batch statistics; gradients accumulated, and averaged over the world's ranks by
 /// `nas_core::dist::step_grads`) with global-norm clipping; returns the step's loss, correct
 /// count and size.
-pub fn weight_step_micro(net: &dyn Supernet, opt: &mut Sgd, micro: &[Batch], grad_clip: f64) -> Result<StepGrads> {
+pub fn weight_step(net: &dyn Supernet, opt: &mut Sgd, micro: &[Batch], grad_clip: f64) -> Result<StepGrads> {
     let params = opt.params().to_vec();
     let out = dist::step_grads(micro, &[&params], |b| {
         let logits = net.forward(&b.x, Mode::TRAIN_WEIGHTS)?;

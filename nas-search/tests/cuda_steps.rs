@@ -53,7 +53,7 @@ fn two_steps(cfg: &DartsSupernetConfig, method: Method, dev: &Device) -> Run {
     for s in 0..2 {
         let (train, valid) = ([batch(2 * s, dev), batch(100 + s, dev)], batch(2 * s + 1, dev));
         architect.step(&net, &train, &valid, &w_opt).unwrap();
-        let (loss, _) = weight_step(&net, &mut w_opt, &train[0], 5.0).unwrap();
+        let loss = weight_step(&net, &mut w_opt, &train[..1], 5.0).unwrap().loss;
         losses.push(loss.to_scalar::<f32>().unwrap());
     }
     Run { net, losses }

@@ -57,7 +57,7 @@ fn tiny_with(ops: Option<OpsConfig>) -> (DartsSupernet, Sgd) {
     }
     let mut w_opt = Sgd::new(net.weights().weights(), SGD);
     for s in 0..2 {
-        weight_step(&net, &mut w_opt, &batch(100 + s), 5.0).unwrap();
+        weight_step(&net, &mut w_opt, &[batch(100 + s)], 5.0).unwrap();
     }
     (net, w_opt)
 }

@@ -46,6 +46,24 @@ fn gdas_golden_sample(net: &DartsSupernet, golden: &HashMap<String, Tensor>) -> 
     gdas_sample_with(&net.op_logits(Mode::TRAIN_ALL).unwrap(), &noise, tau).unwrap().expect("a finite sample")
 }
 
+/// Standard Gumbel noise −ln(−ln U), one tensor like each of `logits` (shape and dtype), from
+/// the sample stream of `seed`.
+fn gumbel_like(logits: &[Tensor], seed: u64) -> Vec<Tensor> {
+    let mut r = rng::stream(seed, Purpose::Sample, 0, 0);
+    logits
+        .iter()
+        .map(|l| {
+            let g: Vec<f64> = (0..l.elem_count())
+                .map(|_| {
+                    let u: f64 = rand::Rng::random_range(&mut r, 1e-9..1.0);
+                    -(-u.ln()).ln()
+                })
+                .collect();
+            Tensor::from_vec(g, l.shape(), &Device::Cpu).unwrap().to_dtype(l.dtype()).unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn gdas_matches_the_pytorch_reference_on_the_same_sample() {
     let golden = fixture("gdas_c4_l5.safetensors");
@@ -129,18 +147,7 @@ fn a_gdas_forward_is_the_sampled_child_in_both_spaces() {
     let nb = Nb201Network::search(cfg, 3, DType::F32, &Device::Cpu).unwrap();
     let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &Device::Cpu).unwrap();
     for seed in 0..4u64 {
-        let mut r = rng::stream(seed, Purpose::Sample, 0, 0);
-        let noise: Vec<Tensor> = (0..1)
-            .map(|_| {
-                let g: Vec<f32> = (0..30)
-                    .map(|_| {
-                        let u: f64 = rand::Rng::random_range(&mut r, 1e-9..1.0);
-                        -(-u.ln()).ln() as f32
-                    })
-                    .collect();
-                Tensor::from_vec(g, (6, 5), &Device::Cpu).unwrap()
-            })
-            .collect();
+        let noise = gumbel_like(&nb.op_logits(Mode::TRAIN_ALL).unwrap(), seed);
         let s = gdas_sample_with(&nb.op_logits(Mode::TRAIN_ALL).unwrap(), &noise, 1.0).unwrap().unwrap();
         assert_hard_forward_is_the_child(&nb, &x, &s);
     }
@@ -158,22 +165,7 @@ fn snas_gradients_match_central_differences_in_f64() {
     }
     let x = Tensor::randn(0f64, 1.0, (3, 3, 8, 8), &Device::Cpu).unwrap();
     let y = Tensor::from_vec(vec![1u32, 4, 7], 3, &Device::Cpu).unwrap();
-    let mut r = rng::stream(9, Purpose::Sample, 0, 0);
-    let noise: Vec<Tensor> = net
-        .op_logits(Mode::EVAL)
-        .unwrap()
-        .iter()
-        .map(|l| {
-            let (e, w) = l.dims2().unwrap();
-            let g: Vec<f64> = (0..e * w)
-                .map(|_| {
-                    let u: f64 = rand::Rng::random_range(&mut r, 1e-9..1.0);
-                    -(-u.ln()).ln()
-                })
-                .collect();
-            Tensor::from_vec(g, (e, w), &Device::Cpu).unwrap()
-        })
-        .collect();
+    let noise = gumbel_like(&net.op_logits(Mode::EVAL).unwrap(), 9);
     let (tau, lambda) = (0.7, 0.3);
     let like = net.op_logits(Mode::EVAL).unwrap()[0].clone();
     let costs = cost_tensors(&net.op_costs(8, 8), Resource::MultAdds, &like).unwrap();

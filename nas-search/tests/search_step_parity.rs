@@ -125,14 +125,14 @@ fn run_step(
     let (train, valid) = (batch("input", "target"), batch("valid_input", "valid_target"));
     if warmup != Warmup::None {
         for _ in 0..2 {
-            weight_step(&net, &mut w_opt, &valid, clip).unwrap();
+            weight_step(&net, &mut w_opt, std::slice::from_ref(&valid), clip).unwrap();
         }
         assert!(w_opt.momentum_buffer(0).is_some());
     }
     let no_momentum = Sgd::new(net.weights().weights(), sgd);
     let arch_view = if warmup == Warmup::WeightStepsWithoutMomentum { &no_momentum } else { &w_opt };
     architect.step(&net, std::slice::from_ref(&train), &valid, arch_view).unwrap();
-    let (loss, _) = weight_step(&net, &mut w_opt, &train, clip).unwrap();
+    let loss = weight_step(&net, &mut w_opt, std::slice::from_ref(&train), clip).unwrap().loss;
     (net, loss)
 }
 

@@ -121,3 +121,18 @@ pub struct EdgePick<'a> {
     pub cols: &'a [usize],
     pub add_unchosen: bool,
 }
+
+impl EdgePick<'_> {
+    /// With `add_unchosen`, the sum of the edge's weights `w` (one per column, `width` of
+    /// them) over the columns it did not choose, a (1,) tensor; None otherwise.
+    pub fn unchosen_sum(&self, w: &Tensor, width: usize) -> candle_core::Result<Option<Tensor>> {
+        if !self.add_unchosen {
+            return Ok(None);
+        }
+        let mut sum = None;
+        for col in (0..width).filter(|c| !self.cols.contains(c)) {
+            sum = Some(nas_core::ops::accumulate(sum, w.narrow(0, col, 1)?, None)?);
+        }
+        Ok(sum)
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::Mode;
+use nas_core::ops;
 use nas_core::params::ParamBuilder;
 
 use super::edges::{node_edges, num_edges};
@@ -135,10 +136,9 @@ impl SearchCell {
                     (Some(pick), w) => {
                         let (acc, c) = self.ops[e].forward_picked(node, state, w.as_ref(), pick, mode)?;
                         node = acc;
-                        constants = match (constants, c) {
-                            (Some(a), Some(b)) => Some((a + b)?),
-                            (a, b) => a.or(b),
-                        };
+                        if let Some(c) = c {
+                            constants = Some(ops::accumulate(constants, c, None)?);
+                        }
                     }
                     (None, Some(w)) => {
                         let beta = edge_weights.map(|b| b.narrow(0, e, 1)).transpose()?;

@@ -138,16 +138,7 @@ impl MixedOp {
             let wk = w.map(|w| w.narrow(0, col, 1)).transpose()?;
             acc = Some(ops::accumulate(acc, y, wk.as_ref())?);
         }
-        let mut others: Option<Tensor> = None;
-        if let (true, Some(w)) = (pick.add_unchosen, w) {
-            for col in (0..self.width).filter(|c| !pick.cols.contains(c)) {
-                let wc = w.narrow(0, col, 1)?;
-                others = Some(match others {
-                    Some(o) => (o + wc)?,
-                    None => wc,
-                });
-            }
-        }
+        let others = w.map(|w| pick.unchosen_sum(w, self.width)).transpose()?.flatten();
         Ok((acc, others))
     }
 

@@ -90,13 +90,9 @@ impl Cell {
                     let wk = w.as_ref().map(|w| w.narrow(0, col, 1)).transpose()?;
                     acc = Some(ops::accumulate(acc, y, wk.as_ref())?);
                 }
-                if let (Some(p), Some(w)) = (pick.filter(|p| p.add_unchosen), &w) {
-                    for col in (0..Nb201Op::ALL.len()).filter(|c| !p.cols.contains(c)) {
-                        let wc = w.narrow(0, col, 1)?;
-                        constants = Some(match constants {
-                            Some(k) => (k + wc)?,
-                            None => wc,
-                        });
+                if let (Some(p), Some(w)) = (pick, &w) {
+                    if let Some(c) = p.unchosen_sum(w, Nb201Op::ALL.len())? {
+                        constants = Some(ops::accumulate(constants, c, None)?);
                     }
                 }
             }
