@@ -1,5 +1,6 @@
-//! `nas train`: retrain a genotype from scratch with the DARTS recipe (flags override it),
-//! writing metrics, checkpoints and the final weights to the run directory.
+//! `nas train`: retrain a genotype from scratch with the DARTS recipe, or the DARTS or PC-DARTS
+//! ImageNet recipe with `--net imagenet` (flags override it), writing metrics, checkpoints and
+//! the final weights to the run directory.
 
 use std::path::PathBuf;
 
@@ -7,10 +8,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use nas_core::data::DataSpec;
 use nas_core::metrics::{Event, MetricsSink};
+use nas_core::optim::ScheduleKind;
 use nas_core::run_dir::WEIGHTS;
 use nas_core::DeviceSpec;
-use nas_eval::{TrainConfig, Trainer};
-use search_spaces::Genotype;
+use nas_eval::{Recipe, TrainConfig, Trainer};
+use search_spaces::{Genotype, NetKind};
 
 use crate::progress::Progress;
 use crate::run_setup;
@@ -23,6 +25,14 @@ pub struct TrainArgs {
     /// PC_DARTS_IMAGENET, PDARTS or an nb201 arch string (not needed with --resume)
     #[arg(long, value_name = "FILE|NAME")]
     genotype: Option<String>,
+    /// The network around the cells: cifar (NetworkCIFAR, 32×32) or imagenet (NetworkImageNet
+    /// at 224×224, the mobile-setting recipe; folder datasets are streamed from their files)
+    #[arg(long, value_name = "NET")]
+    net: Option<NetKind>,
+    /// Whose recipe to start from: darts or pc-darts (on ImageNet: batch 1024, lr 0.5, linear
+    /// decay after 5 warm-up epochs; on CIFAR the two are the same) [default: darts]
+    #[arg(long, value_name = "R")]
+    recipe: Option<Recipe>,
     /// Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR
     #[arg(long, value_name = "SPEC")]
     data: Option<DataSpec>,
@@ -54,10 +64,20 @@ pub struct TrainArgs {
     /// Final drop-path probability, ramped linearly over the epochs [default: 0.2]
     #[arg(long, value_name = "P")]
     drop_path: Option<f64>,
-    /// Initial learning rate, cosine-annealed to 0 [default: 0.025]
+    /// Initial learning rate [default: 0.025; imagenet 0.1, pc-darts 0.5]
     #[arg(long, value_name = "LR")]
     lr: Option<f64>,
-    /// Side images of a folder dataset are resized to [default: 32]
+    /// Learning-rate schedule: cosine (to 0), step:GAMMA (×GAMMA every epoch) or linear
+    /// (PC-DARTS) [default: cosine; imagenet step:0.97, pc-darts linear]
+    #[arg(long, value_name = "S", value_parser = parse_schedule)]
+    lr_schedule: Option<ScheduleKind>,
+    /// Epochs of linear learning-rate warm-up [default: 0; pc-darts imagenet 5]
+    #[arg(long, value_name = "N")]
+    warmup_epochs: Option<usize>,
+    /// Label smoothing ε of the training loss [default: 0; imagenet 0.1]
+    #[arg(long, value_name = "E")]
+    label_smoothing: Option<f64>,
+    /// Side images of a folder dataset come out at [default: 32; imagenet 224]
     #[arg(long, value_name = "N")]
     image_size: Option<usize>,
     /// Random seed (weights, data order, augmentation, drop path, synthetic data)
@@ -103,6 +123,10 @@ impl TrainArgs {
         set!(self.cutout => c.data.cutout);
         set!(self.drop_path => c.model.drop_path);
         set!(self.lr => c.optimizer.lr);
+        set!(self.lr_schedule => c.optimizer.schedule);
+        set!(self.warmup_epochs => c.optimizer.warmup_epochs);
+        set!(self.label_smoothing => c.label_smoothing);
+        set!(self.net => c.model.net);
         set!(self.image_size => c.data.image_size);
         set!(self.seed => c.seed);
         set!(self.device => c.device);
@@ -113,9 +137,23 @@ impl TrainArgs {
         let Some(g) = &self.genotype else {
             bail!("--genotype is required (a file, a run directory or a built-in name)")
         };
-        let mut c = TrainConfig::for_genotype(&Genotype::load(g)?);
+        let net = self.net.unwrap_or_default();
+        let mut c = TrainConfig::recipe(&Genotype::load(g)?, net, self.recipe.unwrap_or_default());
         self.apply(&mut c)?;
         Ok(c)
+    }
+}
+
+/// `cosine`, `linear` or `step:GAMMA`.
+fn parse_schedule(s: &str) -> Result<ScheduleKind, String> {
+    match s.split_once(':') {
+        None if s == "cosine" => Ok(ScheduleKind::Cosine),
+        None if s == "linear" => Ok(ScheduleKind::Linear),
+        Some(("step", g)) => g
+            .parse()
+            .map(|gamma| ScheduleKind::Step { gamma })
+            .map_err(|_| format!("`{g}` is not a number (step:GAMMA)")),
+        _ => Err(format!("unknown schedule `{s}` (expected cosine, linear or step:GAMMA)")),
     }
 }
 
@@ -141,16 +179,23 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
         Some(dir) => run_setup::resume(dir, &mut progress, |d| trainer.resume(d))?,
         None => run_setup::create(args.out.clone(), "train", args.force, &cfg)?,
     };
+    let (height, width) = trainer.image_size();
+    let mult_adds = match trainer.model().mult_adds(height, width).transpose()? {
+        Some(m) => format!(", {:.1}M mult-adds per {height}x{width} image", m as f64 / 1e6),
+        None => String::new(),
+    };
     progress.event(Event::Message(&format!(
-        "{} network: {} parameters without the auxiliary head",
+        "{} {} network: {} parameters without the auxiliary head{mult_adds}",
         trainer.config().genotype.space(),
+        trainer.config().model.net,
         trainer.model().num_params_without_aux()
     )));
     let stop = run_setup::stop_flag();
     let result = run_setup::finished("train", &dir, trainer.run(Some(&dir), &mut progress, &stop))?;
     drop(progress);
+    let top5 = result.test_top5.map(|a| format!("test_top5: {a:.4}\n")).unwrap_or_default();
     crate::out(&format!(
-        "test_acc: {:.4}\ntest_loss: {:.4}\nweights: {}\n",
+        "test_acc: {:.4}\n{top5}test_loss: {:.4}\nweights: {}\n",
         result.test_acc,
         result.test_loss,
         dir.file(WEIGHTS).display()

@@ -119,6 +119,7 @@ impl LoadedTensors {
             tally: Tally {
                 loss_sum: f64::from_bits(or_zero("tally_loss_bits")?),
                 correct: or_zero("tally_correct")? as usize,
+                correct5: self.meta("tally_correct5").map(|_| self.meta_parse(path, "tally_correct5")).transpose()?,
                 seen: or_zero("tally_seen")? as usize,
             },
         })
@@ -169,10 +170,14 @@ mod tests {
     fn positions_round_trip_exactly() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
         let path = dir.path().join("ckpt.safetensors");
-        let pos = Position { epoch: 3, step: 7, tally: Tally { loss_sum: 0.1 + 0.2, correct: 5, seen: 9 } };
+        let pos =
+            Position { epoch: 3, step: 7, tally: Tally { loss_sum: 0.1 + 0.2, correct: 5, correct5: None, seen: 9 } };
         let t = Tensor::new(&[0f32], &Device::Cpu)?;
         save_tensors(&path, &[("w".into(), t.clone())], pos.to_meta().into_iter().collect())?;
         assert_eq!(load_tensors(&path, &Device::Cpu)?.position(&path)?, pos);
+        let top5 = Position { tally: Tally { correct5: Some(8), ..pos.tally }, ..pos };
+        save_tensors(&path, &[("w".into(), t.clone())], top5.to_meta().into_iter().collect())?;
+        assert_eq!(load_tensors(&path, &Device::Cpu)?.position(&path)?, top5);
         let epoch_only = HashMap::from([("next_epoch".to_string(), "2".to_string())]);
         save_tensors(&path, &[("w".into(), t)], epoch_only)?;
         assert_eq!(load_tensors(&path, &Device::Cpu)?.position(&path)?, Position::epoch_start(2));

@@ -165,7 +165,7 @@ pub fn any(world: &dyn Collective, flag: bool) -> Result<bool> {
 }
 
 /// One micro-batch's forward: its mean loss, its number of correct predictions (a scalar
-/// tensor) and its size.
+/// tensor, or the pair [top-1, top-5] of `nn::topk_counts`) and its size.
 pub struct MicroOutput {
     pub loss: Tensor,
     pub correct: Tensor,
@@ -224,7 +224,8 @@ pub fn step_grads<B>(
     let device = loss_sum.device().clone();
     let count = Tensor::new(&[n_local as f64], &device)?.to_dtype(dtype)?;
     flat.push(loss_sum.reshape(1)?);
-    flat.push(correct_sum.to_dtype(dtype)?.reshape(1)?);
+    let correct_shape = correct_sum.shape().clone();
+    flat.push(correct_sum.to_dtype(dtype)?.flatten_all()?);
     flat.push(count);
     let reduced = all_reduce_sum(world.as_ref(), &flat)?;
     let k = reduced.len();
@@ -243,7 +244,7 @@ pub fn step_grads<B>(
         grads.push(g);
     }
     let loss = it.next().map(|t| (t * inv)?.squeeze(0)).transpose()?;
-    let correct = it.next().map(|t| t.to_dtype(DType::F32)?.squeeze(0)).transpose()?;
+    let correct = it.next().map(|t| t.to_dtype(DType::F32)?.reshape(&correct_shape)).transpose()?;
     match (loss, correct) {
         (Some(loss), Some(correct)) => Ok(StepGrads { grads, loss, correct, n }),
         _ => candle_core::bail!("the all-reduce lost the step's loss"),

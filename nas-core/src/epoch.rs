@@ -18,17 +18,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{load_tensors, save_tensors, LoadedTensors};
-use crate::data::{Augment, BatchIter, BatchPlan, ImageSet, Normalize};
+use crate::data::{Augment, BatchIter, BatchPlan, Normalize, Samples};
 use crate::dist;
 use crate::metrics::{Event, MetricsSink, Position, Tally};
-use crate::nn::{correct_count, cross_entropy};
+use crate::nn::{cross_entropy, topk_counts};
 use crate::run_dir::{RunDir, CHECKPOINT};
 use crate::run_error::{RunError, RunResult};
 
@@ -48,7 +47,8 @@ pub fn sync_every(device: &Device) -> usize {
 }
 
 /// What one step (or evaluation batch) leaves on the device: the batch's mean loss and its
-/// number of correct predictions, both scalars, and the batch size.
+/// number of correct predictions (a scalar, or the pair [top-1, top-5] of `nn::topk_counts`,
+/// the same kind every step of a pass), and the batch size.
 #[derive(Debug, Clone)]
 pub struct StepOutput {
     pub loss: Tensor,
@@ -170,6 +170,11 @@ impl EpochLoop {
                 "valid_acc": valid.acc(),
             });
             if let Some(fields) = record.as_object_mut() {
+                for (key, acc5) in [("train_top5", train.acc5()), ("valid_top5", valid.acc5())] {
+                    if let Some(a) = acc5 {
+                        fields.insert(key.into(), json!(a));
+                    }
+                }
                 fields.extend(task.record_fields(epoch)?);
                 fields.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
             }
@@ -276,7 +281,7 @@ pub const WORLD_SIZE: &str = "world_size";
 /// Loss and accuracy over `set` in order, without augmentation, of the network whose logits
 /// `forward` computes from images on `device`.
 pub fn evaluate_set(
-    set: &Arc<ImageSet>,
+    set: &Samples,
     normalize: &Normalize,
     batch_size: usize,
     device: &Device,
@@ -297,17 +302,17 @@ pub fn evaluate_set(
     let mut tally = Tally::default();
     let mut pending = Pending::new(0, sync_every(device));
     for hb in it {
-        let (x, y) = hb.to_device(device)?;
+        let (x, y) = hb?.to_device(device)?;
         let logits = forward(&x)?;
-        let out = StepOutput { loss: cross_entropy(&logits, &y)?, correct: correct_count(&logits, &y)?, n: y.dim(0)? };
+        let out = StepOutput { loss: cross_entropy(&logits, &y)?, correct: topk_counts(&logits, &y)?, n: y.dim(0)? };
         if pending.push(out) {
-            for (_, loss, correct, n) in pending.read()? {
-                tally.add(loss, correct, n);
+            for r in pending.read()? {
+                r.add_to(&mut tally);
             }
         }
     }
-    for (_, loss, correct, n) in pending.read()? {
-        tally.add(loss, correct, n);
+    for r in pending.read()? {
+        r.add_to(&mut tally);
     }
     Ok(tally)
 }
@@ -330,27 +335,54 @@ impl Pending {
         self.outputs.len() >= self.every
     }
 
-    /// (step, loss, correct, n) of every queued step, in step order, read in one transfer each
-    /// for the losses and the counts. The loss is read as f64 and the count as f32, exactly
-    /// the values a per-step `to_scalar` gives.
-    fn read(&mut self) -> RunResult<Vec<(usize, f64, usize, usize)>> {
+    /// Every queued step's results, in step order, read in one transfer each for the losses
+    /// and the counts. The loss is read as f64 and the counts as f32, exactly the values a
+    /// per-step `to_scalar` gives.
+    fn read(&mut self) -> RunResult<Vec<StepRead>> {
         if self.outputs.is_empty() {
             return Ok(Vec::new());
         }
         let losses: Vec<&Tensor> = self.outputs.iter().map(|o| &o.loss).collect();
         let corrects: Vec<&Tensor> = self.outputs.iter().map(|o| &o.correct).collect();
         let losses = Tensor::stack(&losses, 0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let corrects = Tensor::stack(&corrects, 0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let counts = Tensor::stack(&corrects, 0)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        // One count per step (top-1) or two (top-1, top-5).
+        let per = counts.len() / losses.len().max(1);
         let first = self.next;
         self.next += self.outputs.len();
         let sizes = self.outputs.drain(..).map(|o| o.n);
         Ok(losses
             .into_iter()
-            .zip(corrects)
+            .zip(counts.chunks(per.max(1)))
             .zip(sizes)
             .enumerate()
-            .map(|(i, ((l, c), n))| (first + i, l, c as usize, n))
+            .map(|(i, ((loss, c), n))| StepRead {
+                step: first + i,
+                loss,
+                correct: c[0] as usize,
+                correct5: c.get(1).map(|&v| v as usize),
+                n,
+            })
             .collect())
+    }
+}
+
+/// One step's results as read back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StepRead {
+    step: usize,
+    loss: f64,
+    correct: usize,
+    correct5: Option<usize>,
+    n: usize,
+}
+
+impl StepRead {
+    fn add_to(&self, tally: &mut Tally) {
+        tally.add(self.loss, self.correct, self.n);
+        if let Some(c5) = self.correct5 {
+            tally.add_top5(c5);
+        }
     }
 }
 
@@ -367,11 +399,12 @@ impl Progress {
     /// Reads back the pending steps and adds them to the tally in order, with a step event
     /// each; the first non-finite loss ends the run as diverged at its step.
     fn take(&mut self, pending: &mut Pending, sink: &mut dyn MetricsSink) -> RunResult<()> {
-        for (step, loss, correct, n) in pending.read()? {
-            if !loss.is_finite() {
-                return Err(RunError::Diverged { epoch: self.epoch, step, loss });
+        for r in pending.read()? {
+            if !r.loss.is_finite() {
+                return Err(RunError::Diverged { epoch: self.epoch, step: r.step, loss: r.loss });
             }
-            self.tally.add(loss, correct, n);
+            r.add_to(&mut self.tally);
+            let step = r.step;
             let secs = self.started.elapsed().as_secs_f64().max(1e-9);
             sink.event(Event::Step {
                 step: step + 1,
@@ -402,11 +435,19 @@ mod tests {
         let mut p = Pending::new(3, 2);
         assert!(!p.push(out(0.5, 4.0, 8)));
         assert!(p.push(out(0.25, 6.0, 8)));
-        assert_eq!(p.read()?, vec![(3, 0.5, 4, 8), (4, 0.25, 6, 8)]);
+        let read = |p: &mut Pending| -> RunResult<Vec<(usize, f64, usize, Option<usize>, usize)>> {
+            Ok(p.read()?.into_iter().map(|r| (r.step, r.loss, r.correct, r.correct5, r.n)).collect())
+        };
+        assert_eq!(read(&mut p)?, vec![(3, 0.5, 4, None, 8), (4, 0.25, 6, None, 8)]);
         assert!(!p.push(out(0.1, 1.0, 2)));
         // The f32 loss widened to f64, as a per-step read gives it.
-        assert_eq!(p.read()?, vec![(5, 0.1f32 as f64, 1, 2)]);
+        assert_eq!(read(&mut p)?, vec![(5, 0.1f32 as f64, 1, None, 2)]);
         assert!(p.read()?.is_empty());
+        // Steps counting top-5 hits leave a pair per step.
+        for (l, c) in [(0.5f32, [3f32, 7.0]), (0.25, [5.0, 8.0])] {
+            p.push(StepOutput { loss: Tensor::new(l, &Device::Cpu)?, correct: Tensor::new(&c, &Device::Cpu)?, n: 8 });
+        }
+        assert_eq!(read(&mut p)?, vec![(6, 0.5, 3, Some(7), 8), (7, 0.25, 5, Some(8), 8)]);
         Ok(())
     }
 
@@ -430,7 +471,7 @@ mod tests {
         }
 
         fn evaluate(&mut self, _: &mut dyn MetricsSink) -> RunResult<Tally> {
-            Ok(Tally { loss_sum: 2.0, correct: 1, seen: 4 })
+            Ok(Tally { loss_sum: 2.0, correct: 1, correct5: None, seen: 4 })
         }
 
         fn record_fields(&self, epoch: usize) -> RunResult<Map<String, Value>> {

@@ -20,11 +20,13 @@ pub enum Event<'a> {
     Message(&'a str),
 }
 
-/// Running sums of a pass over batches.
+/// Running sums of a pass over batches: the loss, the top-1 hits and, where the pass counts
+/// them, the top-5 hits.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Tally {
     pub loss_sum: f64,
     pub correct: usize,
+    pub correct5: Option<usize>,
     pub seen: usize,
 }
 
@@ -33,6 +35,16 @@ impl Tally {
         self.loss_sum += loss * n as f64;
         self.correct += correct;
         self.seen += n;
+    }
+
+    /// Adds a batch's top-5 hits.
+    pub fn add_top5(&mut self, correct5: usize) {
+        self.correct5 = Some(self.correct5.unwrap_or(0) + correct5);
+    }
+
+    /// Top-5 accuracy, when the pass counted it.
+    pub fn acc5(&self) -> Option<f64> {
+        self.correct5.map(|c| c as f64 / self.seen.max(1) as f64)
     }
 
     pub fn loss(&self) -> f64 {
@@ -63,13 +75,17 @@ impl Position {
     /// Checkpoint metadata; the loss sum is stored by its bits, so a resumed epoch reports
     /// exactly what the uninterrupted one would.
     pub fn to_meta(&self) -> Vec<(String, String)> {
-        vec![
+        let mut meta = vec![
             ("next_epoch".into(), self.epoch.to_string()),
             ("next_step".into(), self.step.to_string()),
             ("tally_loss_bits".into(), self.tally.loss_sum.to_bits().to_string()),
             ("tally_correct".into(), self.tally.correct.to_string()),
             ("tally_seen".into(), self.tally.seen.to_string()),
-        ]
+        ];
+        if let Some(c5) = self.tally.correct5 {
+            meta.push(("tally_correct5".into(), c5.to_string()));
+        }
+        meta
     }
 }
 

@@ -85,7 +85,7 @@ fn folder_normalisation_comes_from_the_training_images() {
 #[test]
 fn synthetic_normalisation_comes_from_the_training_images() {
     let ds = synthetic(5, 30, 30);
-    let (train, test) = (&ds.train, ds.test.as_ref().unwrap());
+    let (train, test) = (ds.train.in_memory().unwrap(), ds.test.as_ref().and_then(|t| t.in_memory()).unwrap());
     let hw = train.height * train.width;
     let plane = |set: &ImageSet, ch: usize| -> Vec<u8> {
         (0..set.len()).flat_map(|i| set.image(i)[ch * hw..(ch + 1) * hw].to_vec()).collect()

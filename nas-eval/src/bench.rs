@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::config::TrainConfig;
 use crate::model::EvalModel;
-use crate::train::train_step;
+use crate::train::{train_step, LossConfig};
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,7 +59,8 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
     let m = time_steps(&device, (b.warmup, b.steps), b.count_launches, || -> Result<()> {
         let drop = model.drop_path(cfg.model.drop_path, b.batch_size, (0, 0, step), &device)?;
         step += 1;
-        let (loss, _) = train_step(&model, &mut opt, &x, &y, cfg.model.auxiliary_weight, o.grad_clip, drop.as_ref())?;
+        let loss_cfg = LossConfig { aux_weight: cfg.model.auxiliary_weight, label_smoothing: cfg.label_smoothing };
+        let (loss, _) = train_step(&model, &mut opt, &x, &y, loss_cfg, o.grad_clip, drop.as_ref())?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;

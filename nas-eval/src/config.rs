@@ -6,12 +6,18 @@
 //! SGD lr 0.025 cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient clip 5,
 //! cutout 16, drop path 0.2, auxiliary head weight 0.4. NAS-Bench-201 cells train in their
 //! own skeleton (C=16, 5 cells per stage), which has neither auxiliary head nor drop path.
+//!
+//! The ImageNet recipes (mobile setting, `TrainConfig::recipe`) retrain a darts cell in
+//! `NetworkImageNet` at 224×224: DARTS' `train_imagenet.py` (C=48, L=14, batch 128, SGD lr 0.1
+//! ×0.97 per epoch, momentum 0.9, weight decay 3e-5, label smoothing 0.1, auxiliary weight 0.4,
+//! no drop path, clip 5, 250 epochs) and PC-DARTS' (the same with batch 1024, lr 0.5 decayed
+//! linearly to 0 after a warm-up of 5 epochs).
 
 use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
-use nas_core::optim::WeightOptimConfig;
+use nas_core::optim::{ScheduleKind, WeightOptimConfig};
 use nas_core::DeviceSpec;
-use search_spaces::{EvalModelConfig, Genotype};
+use search_spaces::{EvalModelConfig, Genotype, NetKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -52,6 +58,37 @@ pub struct TrainConfig {
     pub model: EvalModelConfig,
     pub data: TrainDataConfig,
     pub optimizer: WeightOptimConfig,
+    /// ε of the label-smoothed cross-entropy of the training loss, auxiliary head included
+    /// (0: plain cross-entropy; evaluation always uses plain cross-entropy).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// Whose published retraining recipe a run starts from (`nas train --recipe`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Recipe {
+    /// DARTS' `train.py` (CIFAR) and `train_imagenet.py` (ImageNet).
+    #[default]
+    Darts,
+    /// PC-DARTS' recipes: DARTS' on CIFAR; batch 1024, lr 0.5, linear decay after 5 warm-up
+    /// epochs on ImageNet.
+    PcDarts,
+}
+
+impl std::str::FromStr for Recipe {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "darts" => Ok(Recipe::Darts),
+            "pc-darts" => Ok(Recipe::PcDarts),
+            _ => Err(format!("unknown recipe `{s}` (expected darts, pc-darts)")),
+        }
+    }
 }
 
 /// A configuration that passed `TrainConfig::validate`, with its parsed genotype.
@@ -93,8 +130,43 @@ impl TrainConfig {
                 weight_decay: 3e-4,
                 grad_clip: 5.0,
                 nesterov: false,
+                schedule: ScheduleKind::Cosine,
+                warmup_epochs: 0,
             },
+            label_smoothing: 0.0,
         }
+    }
+
+    /// The published recipe `recipe` for `genotype` in the `net` skeleton: `for_genotype` for
+    /// CIFAR networks, the mobile setting for ImageNet (see the module).
+    pub fn recipe(genotype: &Genotype, net: NetKind, recipe: Recipe) -> TrainConfig {
+        let mut c = Self::for_genotype(genotype);
+        if net == NetKind::Cifar {
+            return c;
+        }
+        c.epochs = 250;
+        c.model = EvalModelConfig { channels: 48, layers: 14, auxiliary_weight: 0.4, drop_path: 0.0, net };
+        c.data.batch_size = 128;
+        c.data.cutout = 0;
+        c.data.image_size = 224;
+        c.optimizer = WeightOptimConfig {
+            lr: 0.1,
+            lr_min: 0.0,
+            momentum: 0.9,
+            weight_decay: 3e-5,
+            grad_clip: 5.0,
+            nesterov: false,
+            schedule: ScheduleKind::Step { gamma: 0.97 },
+            warmup_epochs: 0,
+        };
+        c.label_smoothing = 0.1;
+        if recipe == Recipe::PcDarts {
+            c.data.batch_size = 1024;
+            c.optimizer.lr = 0.5;
+            c.optimizer.schedule = ScheduleKind::Linear;
+            c.optimizer.warmup_epochs = 5;
+        }
+        c
     }
 
     /// Reads a run's config.json, telling a search run apart from a training run.
@@ -152,6 +224,22 @@ impl TrainConfig {
                 o.lr,
                 o.lr_min
             ));
+        }
+        if let ScheduleKind::Step { gamma } = o.schedule {
+            if !(gamma > 0.0 && gamma <= 1.0) {
+                return bad(format!("{} must be in (0, 1], got {gamma}", field("optimizer.schedule.gamma")));
+            }
+        }
+        if o.warmup_epochs > self.epochs {
+            return bad(format!(
+                "{} {} is longer than the run's {} epochs",
+                field("optimizer.warmup_epochs"),
+                o.warmup_epochs,
+                self.epochs
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!("{} must be in [0, 1), got {}", field("label_smoothing"), self.label_smoothing));
         }
         if !(o.grad_clip >= 0.0 && o.grad_clip.is_finite()) {
             return bad(format!("{} must be a non-negative number, got {}", field("optimizer.grad_clip"), o.grad_clip));

@@ -8,8 +8,8 @@ pub mod config;
 pub mod model;
 pub mod train;
 
-pub use config::{TrainConfig, ValidTrainConfig};
+pub use config::{Recipe, TrainConfig, ValidTrainConfig};
 pub use model::{DropPath, EvalModel};
 /// Errors of a retraining run: the type the search reports too.
 pub use nas_core::{RunError as Error, RunResult as Result};
-pub use train::{evaluate_run, train_step, EvalResult, Trainer};
+pub use train::{evaluate_run, train_step, EvalResult, LossConfig, Trainer};

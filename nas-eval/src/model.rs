@@ -42,6 +42,12 @@ impl EvalModel {
         self.net.num_params_without_aux()
     }
 
+    /// Multiply-accumulates of one forward on one `height`×`width` image, auxiliary head
+    /// excluded; None for a network that does not count them.
+    pub fn mult_adds(&self, height: usize, width: usize) -> Option<Result<u128>> {
+        self.net.mult_adds(height, width).map(|r| r.map_err(Into::into))
+    }
+
     /// Position of the network's random stream (its noise ops' draws), kept by checkpoints.
     pub fn stream_position(&self) -> u64 {
         self.net.stream_position()

@@ -1,7 +1,9 @@
-//! Retraining a derived network from scratch (DARTS `train.py`): every epoch trains on the
-//! whole training split with crop, flip and cutout, drop path at p·epoch/epochs and the
-//! auxiliary loss, then evaluates the test split; metrics, a checkpoint and, at the end, the
-//! final weights go to the run directory.
+//! Retraining a derived network from scratch (DARTS `train.py`, `train_imagenet.py`): every
+//! epoch trains on the whole training split with crop, flip and cutout (ImageNet networks:
+//! random resized crop, flip and colour jitter, the images streamed from their files), drop
+//! path at p·epoch/epochs and the auxiliary loss (label-smoothed when asked), then evaluates
+//! the test split (top-1 and top-5); metrics, a checkpoint and, at the end, the final weights
+//! go to the run directory.
 //!
 //! Reproducibility: the data order, augmentation and drop-path masks of an epoch depend only on
 //! (seed, epoch, step), and the checkpoint holds weights, BN statistics, the momentum buffers
@@ -13,21 +15,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use nas_core::checkpoint::{load_tensors, save_tensors, LoadedTensors};
 use nas_core::data::{
-    Augment, BatchPlan, DataSpec, Dataset, HostBatch, ImageSet, LoadOptions, Normalize, Shard, StepIter,
+    Augment, BatchPlan, DataSpec, Dataset, HostBatch, LoadOptions, Normalize, Samples, Shard, StepIter,
 };
 use nas_core::dist::{self, MicroOutput};
 use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutput, PREFETCH};
 use nas_core::metrics::{MetricsSink, Position, Tally};
-use nas_core::nn::{correct_count, cross_entropy, Mode};
-use nas_core::optim::{grads_for, CosineAnnealing, Sgd};
+use nas_core::nn::{cross_entropy, cross_entropy_smoothed, topk_counts, Mode};
+use nas_core::optim::{grads_for, LrSchedule, Sgd};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE, WEIGHTS};
 use nas_core::DeviceSpec;
-use search_spaces::TaskShape;
+use search_spaces::{NetKind, TaskShape};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -35,62 +36,94 @@ use crate::config::{TrainConfig, ValidTrainConfig};
 use crate::model::{DropPath, EvalModel};
 use crate::{Error, Result};
 
-/// One SGD step of the evaluation network: cross-entropy of the logits plus `aux_weight` times
-/// that of the auxiliary logits, global-norm clipping, then the update. Returns the total loss
-/// (scalar tensor) and the logits.
+/// How the training loss is made: the auxiliary head's weight and the label smoothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossConfig {
+    pub aux_weight: f64,
+    pub label_smoothing: f64,
+}
+
+impl LossConfig {
+    /// Plain cross-entropy of the logits only.
+    pub const PLAIN: LossConfig = LossConfig { aux_weight: 0.0, label_smoothing: 0.0 };
+
+    fn of(cfg: &TrainConfig) -> Self {
+        Self { aux_weight: cfg.model.auxiliary_weight, label_smoothing: cfg.label_smoothing }
+    }
+
+    fn ce(&self, logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+        if self.label_smoothing > 0.0 {
+            cross_entropy_smoothed(logits, y, self.label_smoothing)
+        } else {
+            cross_entropy(logits, y)
+        }
+    }
+}
+
+/// One SGD step of the evaluation network: the training loss (`training_loss`), global-norm
+/// clipping, then the update. Returns the total loss (scalar tensor) and the logits.
 pub fn train_step(
     model: &EvalModel,
     opt: &mut Sgd,
     x: &Tensor,
     y: &Tensor,
-    aux_weight: f64,
+    loss: LossConfig,
     grad_clip: f64,
     drop: Option<&DropPath>,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let (logits, loss) = training_loss(model, x, y, aux_weight, drop)?;
+    let (logits, loss) = training_loss(model, x, y, loss, drop)?;
     let grads = grads_for(&loss.backward()?, opt.params());
     opt.step_clipped(&grads, grad_clip)?;
     Ok((loss, logits))
 }
 
-/// The logits and the training loss CE(logits) + aux_weight·CE(auxiliary logits).
+/// The logits and the training loss CE(logits) + aux_weight·CE(auxiliary logits), both
+/// cross-entropies label-smoothed when asked (DARTS' ImageNet `criterion_smooth`).
 fn training_loss(
     model: &EvalModel,
     x: &Tensor,
     y: &Tensor,
-    aux_weight: f64,
+    cfg: LossConfig,
     drop: Option<&DropPath>,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let (logits, aux) = model.forward(x, Mode::TRAIN_WEIGHTS, drop)?;
-    let mut loss = cross_entropy(&logits, y)?;
-    if let (Some(aux), true) = (aux, aux_weight > 0.0) {
-        loss = (loss + (cross_entropy(&aux, y)? * aux_weight)?)?;
+    let mut loss = cfg.ce(&logits, y)?;
+    if let (Some(aux), true) = (aux, cfg.aux_weight > 0.0) {
+        loss = (loss + (cfg.ce(&aux, y)? * cfg.aux_weight)?)?;
     }
     Ok((logits, loss))
 }
 
-/// What `nas eval` prints.
+/// What `nas eval` prints: top-1 accuracy, loss, count and top-5 accuracy.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct EvalResult {
     pub test_acc: f64,
     pub test_loss: f64,
     pub n: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_top5: Option<f64>,
 }
 
 impl From<Tally> for EvalResult {
     fn from(t: Tally) -> Self {
-        Self { test_acc: t.acc(), test_loss: t.loss(), n: t.seen }
+        Self { test_acc: t.acc(), test_loss: t.loss(), n: t.seen, test_top5: t.acc5() }
     }
 }
 
 fn task_of(data: &Dataset) -> TaskShape {
-    TaskShape { num_classes: data.num_classes, in_channels: data.train.channels }
+    TaskShape { num_classes: data.num_classes, in_channels: data.train.shape().0 }
 }
 
-/// The dataset and its (non-empty) test split.
-fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Arc<ImageSet>)> {
-    let opts =
-        LoadOptions { subset: cfg.data.subset, with_test: true, seed: cfg.seed, image_size: cfg.data.image_size };
+/// The dataset and its (non-empty) test split; an ImageNet network streams a folder dataset
+/// from its files.
+fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Samples)> {
+    let opts = LoadOptions {
+        subset: cfg.data.subset,
+        with_test: true,
+        seed: cfg.seed,
+        image_size: cfg.data.image_size,
+        stream: cfg.model.net == NetKind::ImageNet,
+    };
     let data = Dataset::load(spec, &opts)?;
     match data.test.clone() {
         Some(test) if !test.is_empty() => Ok((data, test)),
@@ -101,7 +134,7 @@ fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Arc<ImageSe
 /// Loss, accuracy and count of `model` in evaluation mode over `set` (no augmentation).
 fn evaluate_model(
     model: &EvalModel,
-    set: &Arc<ImageSet>,
+    set: &Samples,
     normalize: &Normalize,
     batch_size: usize,
     device: &Device,
@@ -122,10 +155,10 @@ struct TrainTask {
     device: Device,
     model: EvalModel,
     opt: Sgd,
-    train_set: Arc<ImageSet>,
-    test_set: Arc<ImageSet>,
+    train_set: Samples,
+    test_set: Samples,
     normalize: Normalize,
-    schedule: CosineAnnealing,
+    schedule: LrSchedule,
     /// The drop-path probability of the epoch in progress.
     drop_p: f64,
 }
@@ -135,7 +168,8 @@ impl Trainer {
     pub fn new(cfg: ValidTrainConfig) -> Result<Self> {
         let device = cfg.device.open()?;
         let (data, test_set) = load_data(&cfg, &cfg.data.spec)?;
-        cfg.check_input_size(data.train.height, data.train.width)?;
+        let (_, height, width) = data.train.shape();
+        cfg.check_input_size(height, width)?;
         if data.train.len() < cfg.data.batch_size {
             return Err(Error::config(format!(
                 "the training split has {} images, fewer than one batch of {}",
@@ -148,10 +182,17 @@ impl Trainer {
             train = data.train.len(),
             test = test_set.len(),
             classes = data.num_classes,
+            streamed = data.train.streamed(),
             "data loaded"
         );
         let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&data), cfg.seed, &device)?;
-        tracing::info!(weights = model.weights().num_weight_elements(), device = ?device, "network built");
+        tracing::info!(
+            weights = model.weights().num_weight_elements(),
+            params_without_aux = model.num_params_without_aux(),
+            mult_adds = model.mult_adds(height, width).transpose()?,
+            device = ?device,
+            "network built"
+        );
         let o = &cfg.optimizer;
         let opt = o.optimizer(model.weights().weights());
         let schedule = o.schedule(cfg.epochs);
@@ -176,6 +217,12 @@ impl Trainer {
 
     pub fn model(&self) -> &EvalModel {
         &self.task.model
+    }
+
+    /// (height, width) of the training images.
+    pub fn image_size(&self) -> (usize, usize) {
+        let (_, h, w) = self.task.train_set.shape();
+        (h, w)
     }
 
     /// Where the run continues: the next epoch, and the step within it after an interruption.
@@ -238,15 +285,16 @@ impl TrainTask {
 }
 
 impl EpochTask for TrainTask {
-    /// This process's micro-batches of a step.
-    type Batch = Vec<HostBatch>;
+    /// This process's micro-batches of a step (or the error that stopped assembling them).
+    type Batch = nas_core::Result<Vec<HostBatch>>;
     const CHECKPOINT_FORMAT: &'static str = "nas-train-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "training";
 
-    fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Vec<HostBatch>>> {
+    fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Self::Batch>> {
         self.opt.set_lr(self.schedule.lr(epoch));
         self.drop_p = self.drop_path_prob(epoch);
-        let augment = Augment { crop_padding: 4, flip: true, cutout: self.cfg.data.cutout };
+        let base = if self.cfg.model.net == NetKind::ImageNet { Augment::IMAGENET } else { Augment::CIFAR };
+        let augment = Augment { cutout: self.cfg.data.cutout, ..base };
         let plan = BatchPlan {
             batch_size: self.cfg.data.batch_size,
             shuffle: true,
@@ -264,8 +312,9 @@ impl EpochTask for TrainTask {
     /// The step's micro-batches, each with its own forward, drop-path masks keyed by its
     /// batch's place in the epoch (the same masks whichever rank runs it) and batch statistics;
     /// the gradient of the mean loss over all of them and over the ranks.
-    fn step(&mut self, epoch: usize, step: usize, micro: Vec<HostBatch>) -> Result<StepOutput> {
+    fn step(&mut self, epoch: usize, step: usize, micro: Self::Batch) -> Result<StepOutput> {
         let shard = self.shard();
+        let micro = micro?;
         let mut batches = Vec::with_capacity(micro.len());
         for (m, b) in micro.into_iter().enumerate() {
             let (x, y) = b.to_device(&self.device)?;
@@ -273,12 +322,12 @@ impl EpochTask for TrainTask {
             let drop = self.model.drop_path(self.drop_p, y.dim(0)?, key, &self.device)?;
             batches.push((x, y, drop));
         }
-        let (aux_weight, grad_clip) = (self.cfg.model.auxiliary_weight, self.cfg.optimizer.grad_clip);
+        let (loss_cfg, grad_clip) = (LossConfig::of(&self.cfg), self.cfg.optimizer.grad_clip);
         let params = self.opt.params().to_vec();
         let model = &self.model;
         let out = dist::step_grads(&batches, &[&params], |(x, y, drop)| {
-            let (logits, loss) = training_loss(model, x, y, aux_weight, drop.as_ref())?;
-            Ok(MicroOutput { loss, correct: correct_count(&logits, y)?, n: y.dim(0)? })
+            let (logits, loss) = training_loss(model, x, y, loss_cfg, drop.as_ref())?;
+            Ok(MicroOutput { loss, correct: topk_counts(&logits, y)?, n: y.dim(0)? })
         })?;
         self.opt.step_clipped(&out.grads[0], grad_clip)?;
         Ok(StepOutput { loss: out.loss, correct: out.correct, n: out.n })
@@ -332,7 +381,8 @@ pub fn evaluate_run(
     let device = device.unwrap_or(cfg.device).open()?;
     let spec = data.unwrap_or(&cfg.data.spec);
     let (ds, test) = load_data(&cfg, spec)?;
-    cfg.check_input_size(ds.train.height, ds.train.width)?;
+    let (_, height, width) = ds.train.shape();
+    cfg.check_input_size(height, width)?;
     let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&ds), cfg.seed, &device)?;
     let (path, prefix) = if dir.file(WEIGHTS).exists() {
         (dir.file(WEIGHTS), "")

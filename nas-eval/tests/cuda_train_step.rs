@@ -7,7 +7,7 @@
 use candle_core::{Device, Tensor};
 use nas_core::optim::{Sgd, SgdConfig};
 use nas_core::testing::{cuda_test_device, update_rel_err};
-use nas_eval::{train_step, EvalModel};
+use nas_eval::{train_step, EvalModel, LossConfig};
 use search_spaces::{EvalModelConfig, Genotype, NetKind, TaskShape};
 
 fn run(dev: &Device) -> (EvalModel, Vec<f32>) {
@@ -22,7 +22,16 @@ fn run(dev: &Device) -> (EvalModel, Vec<f32>) {
     let mut losses = Vec::new();
     for step in 0..2 {
         let drop = model.drop_path(0.2, 8, (4, 0, step), dev).unwrap();
-        let (loss, _) = train_step(&model, &mut opt, &x, &y, 0.4, 5.0, drop.as_ref()).unwrap();
+        let (loss, _) = train_step(
+            &model,
+            &mut opt,
+            &x,
+            &y,
+            LossConfig { aux_weight: 0.4, label_smoothing: 0.0 },
+            5.0,
+            drop.as_ref(),
+        )
+        .unwrap();
         losses.push(loss.to_scalar::<f32>().unwrap());
     }
     (model, losses)

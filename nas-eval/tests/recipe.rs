@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use nas_core::data::DataSpec;
 use nas_core::metrics::CollectSink;
-use nas_core::optim::WeightOptimConfig;
+use nas_core::optim::{ScheduleKind, WeightOptimConfig};
 use nas_core::DeviceSpec;
 use nas_eval::config::TrainDataConfig;
 use nas_eval::{TrainConfig, Trainer};
@@ -37,7 +37,10 @@ fn darts_train_py(genotype: &Genotype, model: EvalModelConfig) -> TrainConfig {
             weight_decay: 3e-4,
             grad_clip: 5.0,
             nesterov: false,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 0,
         },
+        label_smoothing: 0.0,
     }
 }
 

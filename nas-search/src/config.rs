@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
-use nas_core::optim::WeightOptimConfig;
+use nas_core::optim::{ScheduleKind, WeightOptimConfig};
 use nas_core::DeviceSpec;
 use search_spaces::darts::DartsOpSets;
 use search_spaces::{SearchModelConfig, SpaceKind};
@@ -212,6 +212,23 @@ pub struct DataConfig {
     /// accumulate × batch_size × ranks.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub accumulate: usize,
+    /// Side images of a folder dataset come out at (resized in memory, or cropped when
+    /// streamed).
+    #[serde(default = "size32", skip_serializing_if = "is_32")]
+    pub image_size: usize,
+    /// Per class, the fractions of the training images that train the weights and the α
+    /// (PC-DARTS on ImageNet: 0.1 and 0.025), drawn disjointly from the seed, instead of the
+    /// two halves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset_fraction: Option<[f64; 2]>,
+}
+
+fn size32() -> usize {
+    32
+}
+
+fn is_32(v: &usize) -> bool {
+    *v == 32
 }
 
 /// Adam for the architecture parameters.
@@ -336,7 +353,14 @@ impl SearchConfig {
                 max_skip_connect: None,
                 ops: None,
             },
-            data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64, accumulate: 1 },
+            data: DataConfig {
+                spec: DataSpec::Synthetic,
+                subset: None,
+                batch_size: 64,
+                accumulate: 1,
+                image_size: 32,
+                subset_fraction: None,
+            },
             weight_optimizer: WeightOptimConfig {
                 lr: 0.025,
                 lr_min: 0.001,
@@ -344,6 +368,8 @@ impl SearchConfig {
                 weight_decay: 3e-4,
                 grad_clip: 5.0,
                 nesterov: false,
+                schedule: ScheduleKind::Cosine,
+                warmup_epochs: 0,
             },
             arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
             progressive: None,
@@ -444,6 +470,7 @@ impl SearchConfig {
             ("epochs", self.epochs),
             ("data.batch_size", self.data.batch_size),
             ("data.accumulate", self.data.accumulate),
+            ("data.image_size", self.data.image_size),
             ("model.channels", self.model.channels),
             ("model.layers", self.model.layers),
             ("model.steps", self.model.steps),
@@ -464,6 +491,14 @@ impl SearchConfig {
                 brief("data.batch_size"),
                 self.data.batch_size
             ));
+        }
+        if let Some([w, a]) = self.data.subset_fraction {
+            if !(w > 0.0 && a > 0.0 && w + a <= 1.0) {
+                return bad(format!(
+                    "{} must be two fractions above 0 summing to at most 1 (weights, α), got {w}, {a}",
+                    field("data.subset_fraction")
+                ));
+            }
         }
         let k = self.model.partial_channels;
         if !self.model.channels.is_multiple_of(k) {
@@ -695,6 +730,12 @@ impl std::ops::Deref for ValidSearchConfig {
 impl ValidSearchConfig {
     pub fn into_inner(self) -> SearchConfig {
         self.0
+    }
+
+    /// Whether a folder dataset is streamed from its files (ImageNet-scale searches) rather
+    /// than decoded into memory.
+    pub fn streams_data(&self) -> bool {
+        false
     }
 }
 

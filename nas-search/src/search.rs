@@ -10,19 +10,18 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use nas_core::checkpoint::LoadedTensors;
 use nas_core::data::{
-    Augment, BatchIter, BatchPlan, Dataset, HostBatch, ImageSet, LoadOptions, Normalize, Shard, StepIter,
+    Augment, BatchIter, BatchPlan, Dataset, HostBatch, LoadOptions, Normalize, Samples, Shard, StepIter,
 };
 use nas_core::dist;
 use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutput, PREFETCH};
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::Mode;
-use nas_core::optim::{CosineAnnealing, Sgd};
+use nas_core::optim::{LrSchedule, Sgd};
 use search_spaces::darts::pdarts;
 use search_spaces::{ArchSample, Genotype, Supernet, TaskShape};
 use serde_json::{json, Map, Value};
@@ -48,10 +47,10 @@ struct SearchTask {
     net: Box<dyn Supernet>,
     w_opt: Sgd,
     arch_step: ArchStep,
-    train_set: Arc<ImageSet>,
-    valid_set: Arc<ImageSet>,
+    train_set: Samples,
+    valid_set: Samples,
     normalize: Normalize,
-    schedule: CosineAnnealing,
+    schedule: LrSchedule,
     /// The fixed search-valid batch of the α-Hessian diagnostic (when it is on).
     hessian_batch: Option<Batch>,
     /// The eigenvalue of the epoch that just ended, for its record.
@@ -93,11 +92,18 @@ impl Search {
     /// Loads the data and builds the supernet and both optimisers.
     pub fn new(cfg: ValidSearchConfig) -> Result<Self> {
         let device = cfg.device.open()?;
-        let data = Dataset::load(
-            &cfg.data.spec,
-            &LoadOptions { subset: cfg.data.subset, seed: cfg.seed, ..LoadOptions::default() },
-        )?;
-        let (train_set, valid_set) = data.search_split();
+        let opts = LoadOptions {
+            subset: cfg.data.subset,
+            seed: cfg.seed,
+            image_size: cfg.data.image_size,
+            stream: cfg.streams_data(),
+            with_test: false,
+        };
+        let data = Dataset::load(&cfg.data.spec, &opts)?;
+        let (train_set, valid_set) = match cfg.data.subset_fraction {
+            Some([w, a]) => data.train.class_fractions((w, a), cfg.seed),
+            None => data.search_split(),
+        };
         let step_batch = cfg.data.batch_size * cfg.data.accumulate * dist::world().size();
         if train_set.len() < step_batch {
             return Err(Error::config(format!(
@@ -113,7 +119,7 @@ impl Search {
             classes = data.num_classes,
             "data loaded"
         );
-        let shape = TaskShape { num_classes: data.num_classes, in_channels: data.train.channels };
+        let shape = TaskShape { num_classes: data.num_classes, in_channels: data.train.shape().0 };
         let net = cfg.space.build_supernet(&cfg.model, shape, cfg.seed, &device)?;
         tracing::info!(
             space = %cfg.space,
@@ -156,7 +162,7 @@ impl Search {
                 stream: 0,
             };
             let mut it = BatchIter::starting_at(valid_set.clone(), data.normalize.clone(), plan, 1, 0);
-            let b = it.next().ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))?;
+            let b = it.next().ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))??;
             let (x, y) = b.to_device(&device)?;
             Some(Batch { x, y })
         } else {
@@ -200,7 +206,7 @@ impl Search {
     }
 
     /// Loss and accuracy of the network in evaluation mode over `set` (no augmentation).
-    pub fn evaluate(&self, set: &Arc<ImageSet>, sink: &mut dyn MetricsSink) -> Result<(f64, f64)> {
+    pub fn evaluate(&self, set: &Samples, sink: &mut dyn MetricsSink) -> Result<(f64, f64)> {
         let t = self.task.evaluate_on(set, sink)?;
         Ok((t.loss(), t.acc()))
     }
@@ -255,10 +261,20 @@ impl SearchTask {
             batch_size: self.cfg.data.batch_size,
             shuffle: true,
             drop_last: true,
-            augment: Augment::CIFAR,
+            augment: self.augment(),
             seed: self.cfg.seed,
             epoch,
             stream,
+        }
+    }
+
+    /// The training augmentation: DARTS' crop and flip, or PC-DARTS' ImageNet random resized
+    /// crop and flip for images streamed from files.
+    fn augment(&self) -> Augment {
+        if self.train_set.streamed() {
+            Augment::IMAGENET_SEARCH
+        } else {
+            Augment::CIFAR
         }
     }
 
@@ -281,7 +297,7 @@ impl SearchTask {
 
     /// An endless supply of search-valid batches for `epoch`'s end (ENAS' controller and the
     /// selection of a child): passes over the half in their own shuffles (stream 1000 + pass).
-    fn end_batches(&self, epoch: usize) -> impl Iterator<Item = HostBatch> {
+    fn end_batches(&self, epoch: usize) -> impl Iterator<Item = nas_core::Result<HostBatch>> {
         let (set, normalize) = (self.valid_set.clone(), self.normalize.clone());
         let plan = BatchPlan { augment: Augment::NONE, ..self.plan(epoch, 0) };
         (0u64..).flat_map(move |pass| {
@@ -312,7 +328,7 @@ impl SearchTask {
         epoch: usize,
         first: usize,
         steps: usize,
-    ) -> Box<dyn Iterator<Item = Vec<Vec<HostBatch>>>> {
+    ) -> Box<dyn Iterator<Item = Vec<nas_core::Result<Vec<HostBatch>>>>> {
         let extra = match &self.arch_step {
             ArchStep::Hypergradient(a) => a.train_batches().saturating_sub(1),
             ArchStep::Sampling(_) => 0,
@@ -339,8 +355,9 @@ impl SearchTask {
         Shard::of_rank(world.rank(), world.size(), self.cfg.data.accumulate)
     }
 
-    fn to_micro(&self, batches: Vec<HostBatch>) -> Result<Vec<Batch>> {
-        batches.into_iter().map(|b| self.to_batch(b)).collect()
+    /// A step's micro-batches on the device, or the error that stopped assembling them.
+    fn to_micro(&self, batches: nas_core::Result<Vec<HostBatch>>) -> Result<Vec<Batch>> {
+        batches?.into_iter().map(|b| self.to_batch(b)).collect()
     }
 
     fn to_batch(&self, b: HostBatch) -> Result<Batch> {
@@ -350,7 +367,7 @@ impl SearchTask {
 
     /// The network in evaluation mode over `set`: the relaxed supernet for the gradient
     /// methods, the child of the current genotype for the sampling methods.
-    fn evaluate_on(&self, set: &Arc<ImageSet>, sink: &mut dyn MetricsSink) -> Result<Tally> {
+    fn evaluate_on(&self, set: &Samples, sink: &mut dyn MetricsSink) -> Result<Tally> {
         let net = self.net.as_ref();
         let (batch, device) = (self.cfg.data.batch_size, &self.device);
         match &self.arch_step {
@@ -366,10 +383,13 @@ impl SearchTask {
     }
 }
 
+/// A step's micro-batches as the loader assembled them (or its error).
+type StepBatches = nas_core::Result<Vec<HostBatch>>;
+
 impl EpochTask for SearchTask {
     /// A search-train step (this process's micro-batches of it) and, once architecture updates
     /// are on, a search-valid step and the further training steps of an unrolled step.
-    type Batch = (Vec<HostBatch>, Option<(Vec<HostBatch>, Vec<Vec<HostBatch>>)>);
+    type Batch = (StepBatches, Option<(StepBatches, Vec<StepBatches>)>);
     const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "search";
 
@@ -380,7 +400,7 @@ impl EpochTask for SearchTask {
             s.begin_epoch(epoch);
         }
         let shard = self.shard();
-        let batches = |set: &Arc<ImageSet>, stream| {
+        let batches = |set: &Samples, stream| {
             StepIter::new(set.clone(), self.normalize.clone(), self.plan(epoch, stream), shard, PREFETCH, first)
         };
         let train = batches(&self.train_set, 0);
@@ -435,7 +455,7 @@ impl EpochTask for SearchTask {
             let mut next = move || -> Result<Batch> {
                 let b = batches
                     .next()
-                    .ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))?;
+                    .ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))??;
                 let (x, y) = b.to_device(&device)?;
                 Ok(Batch { x, y })
             };

@@ -13,7 +13,7 @@
 //!   training images, as the README documents it.
 
 use nas_core::data::DataSpec;
-use nas_core::optim::WeightOptimConfig;
+use nas_core::optim::{ScheduleKind, WeightOptimConfig};
 use nas_core::DeviceSpec;
 use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, Resource, SamplingConfig, SearchConfig};
 use search_spaces::{SearchModelConfig, SpaceKind};
@@ -44,7 +44,14 @@ fn darts_train_search() -> SearchConfig {
             max_skip_connect: None,
             ops: None,
         },
-        data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64, accumulate: 1 },
+        data: DataConfig {
+            spec: DataSpec::Synthetic,
+            subset: None,
+            batch_size: 64,
+            accumulate: 1,
+            image_size: 32,
+            subset_fraction: None,
+        },
         weight_optimizer: WeightOptimConfig {
             lr: 0.025,
             lr_min: 0.001,
@@ -52,6 +59,8 @@ fn darts_train_search() -> SearchConfig {
             weight_decay: 3e-4,
             grad_clip: 5.0,
             nesterov: false,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 0,
         },
         arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
         progressive: None,
@@ -118,6 +127,8 @@ fn gdas_preset_is_autodl_gdas_on_nas_bench_201() {
             weight_decay: 5e-4,
             grad_clip: 5.0,
             nesterov: true,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 0,
         },
         arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
         ..d

@@ -1,10 +1,13 @@
-//! CIFAR augmentation as torchvision does it for DARTS: RandomCrop(size, padding=4) with black
+//! Augmentation as torchvision does it for DARTS. CIFAR: RandomCrop(size, padding=4) with black
 //! padding, RandomHorizontalFlip, ToTensor, Normalize(mean, std), then Cutout (retraining): a
 //! square of zeros of side `cutout` centred uniformly in the image, clipped at the border.
+//! ImageNet: RandomResizedCrop and ColorJitter (`transform`) before the flip and the
+//! normalisation; the source of the images applies the crop (`Samples::write`).
 
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use super::transform::Jitter;
 use crate::rng::Rng;
 
 /// Per-channel normalisation of pixels scaled to [0, 1].
@@ -14,18 +17,34 @@ pub struct Normalize {
     pub std: Vec<f32>,
 }
 
-/// Training-time augmentation; `Augment::NONE` for evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Training-time augmentation; `Augment::NONE` for evaluation (which, for images streamed
+/// from files, is the resize and centre crop).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Augment {
     pub crop_padding: usize,
     pub flip: bool,
     pub cutout: usize,
+    /// `RandomResizedCrop` of every image to the set's size.
+    pub resized_crop: bool,
+    pub jitter: Jitter,
 }
 
 impl Augment {
-    pub const NONE: Augment = Augment { crop_padding: 0, flip: false, cutout: 0 };
+    pub const NONE: Augment =
+        Augment { crop_padding: 0, flip: false, cutout: 0, resized_crop: false, jitter: Jitter::NONE };
     /// Random crop with padding 4 and horizontal flip (DARTS search and retraining).
-    pub const CIFAR: Augment = Augment { crop_padding: 4, flip: true, cutout: 0 };
+    pub const CIFAR: Augment = Augment { crop_padding: 4, flip: true, ..Augment::NONE };
+    /// Random resized crop, horizontal flip and colour jitter (0.4, 0.4, 0.4, 0.2): DARTS' and
+    /// PC-DARTS' ImageNet retraining.
+    pub const IMAGENET: Augment = Augment { flip: true, resized_crop: true, jitter: Jitter::IMAGENET, ..Augment::NONE };
+    /// Random resized crop and horizontal flip: PC-DARTS' ImageNet search (both halves).
+    pub const IMAGENET_SEARCH: Augment = Augment { flip: true, resized_crop: true, ..Augment::NONE };
+
+    /// Whether images need a working copy before `apply` (a crop to resize or colours to
+    /// change).
+    pub fn transforms(&self) -> bool {
+        self.resized_crop || !self.jitter.is_none()
+    }
 
     /// Writes one normalised, augmented image (C, H, W) from u8 `src` into `dst`.
     pub fn apply(
@@ -99,7 +118,7 @@ mod tests {
     fn crop_and_flip_are_shifts_and_mirrors() {
         let (h, w) = (5, 6);
         let src: Vec<u8> = (1..=(h * w) as u8).collect();
-        let aug = Augment { crop_padding: 4, flip: true, cutout: 0 };
+        let aug = Augment::CIFAR;
         let mut rng = Rng::seed_from_u64(1);
         for _ in 0..50 {
             let mut dst = vec![0f32; h * w];
@@ -171,7 +190,7 @@ mod tests {
         // comes from the cutout.
         let norm = Normalize { mean: vec![0.5, 0.5, 0.5], std: vec![0.25, 0.5, 0.125] };
         let src: Vec<u8> = (0..c * h * w).map(|i| (i * 37 % 256) as u8).collect();
-        let aug = Augment { crop_padding: 0, flip: false, cutout: len };
+        let aug = Augment { cutout: len, ..Augment::NONE };
         let mut rng = Rng::seed_from_u64(2);
         let half = len / 2;
         let window = |centre: usize, size: usize| (centre.saturating_sub(half), (centre + half).min(size));
@@ -214,7 +233,7 @@ mod tests {
         let (h, w) = (20, 20);
         let norm = Normalize { mean: vec![0.5], std: vec![0.25] };
         let src: Vec<u8> = (0..h * w).map(|i| (i * 37 % 256) as u8).collect();
-        let aug = Augment { crop_padding: 0, flip: false, cutout: 5 };
+        let aug = Augment { cutout: 5, ..Augment::NONE };
         let mut rng = Rng::seed_from_u64(3);
         let mut interior = 0;
         for _ in 0..200 {

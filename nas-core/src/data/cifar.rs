@@ -5,7 +5,6 @@
 //! of range, is an error naming the file.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::{Dataset, ImageSet, Normalize};
 use crate::error::{Error, Result};
@@ -117,7 +116,7 @@ pub(super) fn load(dir: &Path, kind: CifarKind, with_test: bool) -> Result<Datas
             CifarKind::Cifar10 => "test_batch.bin",
             CifarKind::Cifar100 => "test.bin",
         };
-        Some(Arc::new(read_files(&[dir.join(name)], kind)?))
+        Some(read_files(&[dir.join(name)], kind)?.into())
     } else {
         None
     };
@@ -126,7 +125,7 @@ pub(super) fn load(dir: &Path, kind: CifarKind, with_test: bool) -> Result<Datas
             CifarKind::Cifar10 => "cifar10".into(),
             CifarKind::Cifar100 => "cifar100".into(),
         },
-        train: Arc::new(train),
+        train: train.into(),
         test,
         num_classes: kind.classes(),
         normalize: kind.normalize(),

@@ -1,10 +1,16 @@
 //! Image-folder datasets (`folder:DIR`), laid out like torchvision's `ImageFolder`:
 //! DIR/train/<class>/<image> and DIR/test/<class>/<image>. The classes are the sub-folders of
 //! DIR/train in name order; the test split must use the same class names (it may lack some).
-//! Any format the `image` crate reads (PNG, JPEG, BMP, GIF) at any size: every image is decoded
-//! to RGB and resized to `size`×`size` (bilinear), in parallel. Hidden files (".…") are
-//! skipped; anything else that does not decode is an error naming the file, as is an empty
-//! class folder or a missing split.
+//! Any format the `image` crate reads (PNG, JPEG, BMP, GIF) at any size. Hidden files (".…")
+//! are skipped; an empty class folder or a missing split is an error naming it.
+//!
+//! Two ways to read them:
+//! - in memory (`load`): every image decoded to RGB and resized to `size`×`size` (bilinear),
+//!   in parallel, once; anything that does not decode is an error naming the file;
+//! - streamed (`list`, ImageNet networks): only the file names are kept, and every batch
+//!   decodes its images when it is assembled (`FileSet`), so a set of any size (1.28M JPEGs)
+//!   needs memory for its names and the batches in flight only. A file that does not decode
+//!   stops the run when its batch is assembled, naming it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,9 +18,11 @@ use std::sync::Arc;
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use super::{Dataset, ImageSet};
+use super::transform::{random_resized_crop, resize_centre_crop, Chw};
+use super::{Dataset, ImageSet, Normalize, Samples};
 use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 
 fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -70,8 +78,9 @@ pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>> {
     Ok(chw)
 }
 
-/// Reads one split; `classes` fixes the label of each class name.
-fn read_split(split: &Path, classes: &[String], size: usize) -> Result<ImageSet> {
+/// The images of one split with their labels, in class then name order; `classes` fixes the
+/// label of each class name.
+fn list_split(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>> {
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
     for (name, dir) in class_dirs(split)? {
         let Some(label) = classes.iter().position(|c| *c == name) else {
@@ -88,6 +97,12 @@ fn read_split(split: &Path, classes: &[String], size: usize) -> Result<ImageSet>
             files.push((p, label as u32));
         }
     }
+    Ok(files)
+}
+
+/// Reads one split into memory; `classes` fixes the label of each class name.
+fn read_split(split: &Path, classes: &[String], size: usize) -> Result<ImageSet> {
+    let files = list_split(split, classes)?;
     let decoded: Vec<Vec<u8>> = files
         .par_iter()
         .map(|(p, _)| {
@@ -108,7 +123,7 @@ fn read_split(split: &Path, classes: &[String], size: usize) -> Result<ImageSet>
 /// it the sizes overflow the image library's u32).
 pub const MAX_IMAGE_SIZE: usize = 8192;
 
-pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> {
+fn check_size(size: usize) -> Result<()> {
     if size == 0 {
         return Err(ConfigError::new(format!("{} must be positive", brief("data.image_size"))).into());
     }
@@ -119,20 +134,129 @@ pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> 
         ))
         .into());
     }
+    Ok(())
+}
+
+/// The class names of a folder dataset (its training split's class folders).
+fn classes_of(dir: &Path) -> Result<Vec<String>> {
     if !dir.is_dir() {
         return Err(Error::data(dir, "no such directory"));
     }
-    let classes: Vec<String> = class_dirs(&dir.join("train"))?.into_iter().map(|(n, _)| n).collect();
+    Ok(class_dirs(&dir.join("train"))?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The dataset decoded into memory, normalised by its training images' statistics.
+pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> {
+    check_size(size)?;
+    let classes = classes_of(dir)?;
     let train = read_split(&dir.join("train"), &classes, size)?;
-    let test = if with_test { Some(Arc::new(read_split(&dir.join("test"), &classes, size)?)) } else { None };
+    let test = if with_test { Some(read_split(&dir.join("test"), &classes, size)?.into()) } else { None };
     let normalize = train.channel_stats();
     Ok(Dataset {
         name: format!("folder:{}", dir.display()),
         num_classes: classes.len(),
-        train: Arc::new(train),
+        train: train.into(),
         test,
         normalize,
     })
+}
+
+/// The dataset streamed from its files at `size`×`size`, with ImageNet's normalisation.
+pub(super) fn list(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> {
+    check_size(size)?;
+    let classes = classes_of(dir)?;
+    let split = |name: &str| -> Result<Samples> {
+        Ok(Samples::Files(Arc::new(FileSet::new(list_split(&dir.join(name), &classes)?, size))))
+    };
+    Ok(Dataset {
+        name: format!("folder:{}", dir.display()),
+        num_classes: classes.len(),
+        train: split("train")?,
+        test: if with_test { Some(split("test")?) } else { None },
+        normalize: Normalize::imagenet(),
+    })
+}
+
+/// The files of a streamed split and their labels; images come out `size`×`size` RGB. File
+/// names are kept in one string (1.28M paths take tens of MB, not a `PathBuf` each).
+#[derive(Debug, Clone)]
+pub struct FileSet {
+    /// The folder of each file, shared by the sets `select` cuts from this one.
+    dirs: Arc<Vec<PathBuf>>,
+    names: Arc<String>,
+    /// Per file: its folder, and its name's byte range in `names`.
+    entries: Vec<(u32, u64, u32)>,
+    labels: Vec<u32>,
+    size: usize,
+}
+
+impl FileSet {
+    fn new(files: Vec<(PathBuf, u32)>, size: usize) -> Self {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut names = String::new();
+        let mut entries = Vec::with_capacity(files.len());
+        let mut labels = Vec::with_capacity(files.len());
+        for (path, label) in files {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            if dirs.last() != Some(&dir) {
+                dirs.push(dir);
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            entries.push(((dirs.len() - 1) as u32, names.len() as u64, name.len() as u32));
+            names.push_str(&name);
+            labels.push(label);
+        }
+        Self { dirs: Arc::new(dirs), names: Arc::new(names), entries, labels, size }
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The side images come out at.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The path of file `i`.
+    pub fn path(&self, i: usize) -> PathBuf {
+        let (dir, start, len) = self.entries[i];
+        self.dirs[dir as usize].join(&self.names[start as usize..start as usize + len as usize])
+    }
+
+    /// The files at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> FileSet {
+        FileSet {
+            dirs: self.dirs.clone(),
+            names: self.names.clone(),
+            entries: indices.iter().map(|&i| self.entries[i]).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            size: self.size,
+        }
+    }
+
+    /// Image `i` decoded and brought to `size`×`size`: a random resized crop (training), or
+    /// the resize and centre crop of evaluation.
+    pub fn load(&self, i: usize, resized_crop: bool, rng: &mut Rng) -> Result<Chw> {
+        let path = self.path(i);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let img = image::load_from_memory(&bytes)
+            .map_err(|e| Error::data(&path, format!("not a readable image: {e}")))?
+            .to_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let chw = Chw::from_rgb(img.as_raw(), h, w);
+        let out =
+            if resized_crop { random_resized_crop(&chw, self.size, rng) } else { resize_centre_crop(&chw, self.size) };
+        out.map_err(|e| Error::data(&path, e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -162,11 +286,12 @@ mod tests {
         std::fs::write(tmp.path().join("train/cat/.DS_Store"), b"junk").unwrap();
         let ds = load(tmp.path(), 16, true).unwrap();
         assert_eq!(ds.num_classes, 2);
-        assert_eq!(ds.train.labels, vec![0, 0, 1, 1]);
-        assert_eq!((ds.train.channels, ds.train.height, ds.train.width), (3, 16, 16));
+        let train = ds.train.in_memory().unwrap();
+        assert_eq!(train.labels, vec![0, 0, 1, 1]);
+        assert_eq!((train.channels, train.height, train.width), (3, 16, 16));
         assert_eq!(ds.test.as_ref().unwrap().len(), 4);
         // A uniform image stays uniform when resized: red plane 200, green 10 for a cat.
-        let img = ds.train.image(0);
+        let img = train.image(0);
         assert!(img[..256].iter().all(|&v| v == 200) && img[256..512].iter().all(|&v| v == 10));
     }
 

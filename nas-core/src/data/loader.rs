@@ -1,18 +1,19 @@
 //! Batches assembled ahead of the training step. A producer thread walks the epoch's order
-//! (a seeded shuffle) and builds each batch with rayon, one image per task, into a bounded
-//! channel, so augmentation overlaps the step that consumes the previous batch. Every sample's
+//! (a seeded shuffle) and builds each batch with rayon, one image per task (for a streamed set
+//! also its reading and decoding), into a bounded channel, so loading and augmentation overlap
+//! the step that consumes the previous batch and at most `prefetch` batches wait in memory. Every sample's
 //! augmentation draws from its own stream keyed by (seed, epoch, position): the batches do not
 //! depend on thread timing, and an epoch can be replayed exactly on resume.
 
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
-use super::{Augment, ImageSet, Normalize};
+use super::{Augment, Normalize, Samples};
+use crate::error::Result;
 use crate::rng::{self, Purpose};
 
 /// One batch on the host: images (N, C, H, W) as f32 and labels.
@@ -105,7 +106,8 @@ impl Shard {
     }
 }
 
-/// The steps of one epoch: per step this process's micro-batches (`Shard`), in order.
+/// The steps of one epoch: per step this process's micro-batches (`Shard`), in order, or the
+/// error that stopped assembling one (an unreadable file).
 pub struct StepIter {
     inner: BatchIter,
     count: usize,
@@ -115,14 +117,7 @@ pub struct StepIter {
 impl StepIter {
     /// The epoch's steps from step `first` on; a step is `shard.group` batches of `plan`, and
     /// only whole steps are taken (`drop_last` at the step).
-    pub fn new(
-        set: Arc<ImageSet>,
-        norm: Normalize,
-        plan: BatchPlan,
-        shard: Shard,
-        prefetch: usize,
-        first: usize,
-    ) -> Self {
+    pub fn new(set: Samples, norm: Normalize, plan: BatchPlan, shard: Shard, prefetch: usize, first: usize) -> Self {
         let steps = plan.num_batches(set.len()) / shard.group.max(1);
         let inner = BatchIter::spawn(set, norm, plan, shard, steps, prefetch.max(1) * shard.count.max(1), first);
         Self { inner, count: shard.count.max(1), steps: steps.saturating_sub(first) }
@@ -135,18 +130,18 @@ impl StepIter {
 }
 
 impl Iterator for StepIter {
-    type Item = Vec<HostBatch>;
+    type Item = Result<Vec<HostBatch>>;
 
-    fn next(&mut self) -> Option<Vec<HostBatch>> {
+    fn next(&mut self) -> Option<Result<Vec<HostBatch>>> {
         if self.steps == 0 {
             return None;
         }
-        let step: Vec<HostBatch> = self.inner.by_ref().take(self.count).collect();
+        let step: Vec<Result<HostBatch>> = self.inner.by_ref().take(self.count).collect();
         if step.len() < self.count {
             return None;
         }
         self.steps -= 1;
-        Some(step)
+        Some(step.into_iter().collect())
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -154,28 +149,29 @@ impl Iterator for StepIter {
     }
 }
 
-/// Iterator over the batches of one epoch, produced on a background thread.
+/// Iterator over the batches of one epoch, produced on a background thread; a batch that could
+/// not be assembled is its error, and the last item.
 pub struct BatchIter {
-    rx: Option<Receiver<HostBatch>>,
+    rx: Option<Receiver<Result<HostBatch>>>,
     handle: Option<JoinHandle<()>>,
     remaining: usize,
 }
 
 impl BatchIter {
-    pub fn new(set: Arc<ImageSet>, norm: Normalize, plan: BatchPlan, prefetch: usize) -> Self {
+    pub fn new(set: Samples, norm: Normalize, plan: BatchPlan, prefetch: usize) -> Self {
         Self::starting_at(set, norm, plan, prefetch, 0)
     }
 
     /// The epoch's batches from batch `first` on, exactly as `new` would produce them after
     /// `first` batches (a run resumed mid-epoch).
-    pub fn starting_at(set: Arc<ImageSet>, norm: Normalize, plan: BatchPlan, prefetch: usize, first: usize) -> Self {
+    pub fn starting_at(set: Samples, norm: Normalize, plan: BatchPlan, prefetch: usize, first: usize) -> Self {
         let total = plan.num_batches(set.len());
         Self::spawn(set, norm, plan, Shard::WHOLE, total, prefetch, first)
     }
 
     /// The batches `shard` takes of the first `steps` steps, from step `first` on.
     fn spawn(
-        set: Arc<ImageSet>,
+        set: Samples,
         norm: Normalize,
         plan: BatchPlan,
         shard: Shard,
@@ -190,7 +186,8 @@ impl BatchIter {
             let batches = order.chunks(plan.batch_size.max(1)).take(steps * group).enumerate().skip(first * group);
             for (b, idx) in batches.filter(|(b, _)| shard.takes(*b)) {
                 let batch = assemble(&set, &norm, &plan, b * plan.batch_size, idx);
-                if tx.send(batch).is_err() {
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
                     return;
                 }
             }
@@ -206,21 +203,22 @@ impl BatchIter {
 }
 
 /// Builds one batch: sample `idx[j]` at epoch position `first + j`.
-fn assemble(set: &ImageSet, norm: &Normalize, plan: &BatchPlan, first: usize, idx: &[usize]) -> HostBatch {
-    let (c, h, w) = (set.channels, set.height, set.width);
+fn assemble(set: &Samples, norm: &Normalize, plan: &BatchPlan, first: usize, idx: &[usize]) -> Result<HostBatch> {
+    let (c, h, w) = set.shape();
     let len = c * h * w;
     let mut images = vec![0f32; idx.len() * len];
-    images.par_chunks_mut(len).zip(idx.par_iter()).enumerate().for_each(|(j, (dst, &i))| {
+    images.par_chunks_mut(len).zip(idx.par_iter()).enumerate().try_for_each(|(j, (dst, &i))| {
         let mut rng = rng::stream(plan.seed, Purpose::Augment, plan.key(), (first + j) as u64);
-        plan.augment.apply(set.image(i), (c, h, w), norm, &mut rng, dst);
-    });
-    HostBatch { images, labels: idx.iter().map(|&i| set.labels[i]).collect(), shape: (idx.len(), c, h, w) }
+        set.write(i, &plan.augment, norm, &mut rng, dst)
+    })?;
+    let labels = set.labels();
+    Ok(HostBatch { images, labels: idx.iter().map(|&i| labels[i]).collect(), shape: (idx.len(), c, h, w) })
 }
 
 impl Iterator for BatchIter {
-    type Item = HostBatch;
+    type Item = Result<HostBatch>;
 
-    fn next(&mut self) -> Option<HostBatch> {
+    fn next(&mut self) -> Option<Result<HostBatch>> {
         let batch = self.rx.as_ref()?.recv().ok();
         if batch.is_some() {
             self.remaining = self.remaining.saturating_sub(1);
@@ -246,15 +244,25 @@ impl Drop for BatchIter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::ImageSet;
 
-    fn set(n: usize) -> Arc<ImageSet> {
-        Arc::new(ImageSet {
+    fn set(n: usize) -> Samples {
+        ImageSet {
             pixels: (0..n * 3 * 4 * 4).map(|v| (v % 251) as u8).collect(),
             labels: (0..n as u32).collect(),
             channels: 3,
             height: 4,
             width: 4,
-        })
+        }
+        .into()
+    }
+
+    fn all(it: impl Iterator<Item = Result<HostBatch>>) -> Vec<HostBatch> {
+        it.collect::<Result<_>>().unwrap()
+    }
+
+    fn steps(it: StepIter) -> Vec<Vec<HostBatch>> {
+        it.collect::<Result<_>>().unwrap()
     }
 
     fn plan(epoch: usize) -> BatchPlan {
@@ -267,9 +275,9 @@ mod tests {
 
     #[test]
     fn epochs_are_permutations_and_reproducible() {
-        let a: Vec<HostBatch> = BatchIter::new(set(10), norm(), plan(0), 2).collect();
-        let b: Vec<HostBatch> = BatchIter::new(set(10), norm(), plan(0), 1).collect();
-        let c: Vec<HostBatch> = BatchIter::new(set(10), norm(), plan(1), 2).collect();
+        let a = all(BatchIter::new(set(10), norm(), plan(0), 2));
+        let b = all(BatchIter::new(set(10), norm(), plan(0), 1));
+        let c = all(BatchIter::new(set(10), norm(), plan(1), 2));
         assert_eq!(a.len(), 2);
         let mut labels: Vec<u32> = a.iter().flat_map(|b| b.labels.clone()).collect();
         labels.sort();
@@ -281,12 +289,12 @@ mod tests {
 
     #[test]
     fn starting_mid_epoch_gives_the_remaining_batches() {
-        let all: Vec<HostBatch> = BatchIter::new(set(20), norm(), plan(3), 2).collect();
+        let whole = all(BatchIter::new(set(20), norm(), plan(3), 2));
         let rest = BatchIter::starting_at(set(20), norm(), plan(3), 2, 2);
         assert_eq!(rest.remaining(), 3);
-        let rest: Vec<HostBatch> = rest.collect();
+        let rest = all(rest);
         assert_eq!(rest.len(), 3);
-        for (a, b) in all[2..].iter().zip(&rest) {
+        for (a, b) in whole[2..].iter().zip(&rest) {
             assert_eq!((&a.images, &a.labels), (&b.images, &b.labels));
         }
     }
@@ -296,10 +304,10 @@ mod tests {
     /// gives the rest.
     #[test]
     fn shards_split_every_step_into_the_same_batches() {
-        let whole: Vec<HostBatch> = BatchIter::new(set(40), norm(), plan(2), 2).collect();
+        let whole = all(BatchIter::new(set(40), norm(), plan(2), 2));
         assert_eq!(whole.len(), 10);
         let ranks: Vec<Vec<Vec<HostBatch>>> =
-            (0..2).map(|r| StepIter::new(set(40), norm(), plan(2), Shard::of_rank(r, 2, 2), 2, 0).collect()).collect();
+            (0..2).map(|r| steps(StepIter::new(set(40), norm(), plan(2), Shard::of_rank(r, 2, 2), 2, 0))).collect();
         // 10 batches of 4 make 2 whole steps of 4 batches; the last two batches are dropped.
         for r in &ranks {
             assert_eq!(r.len(), 2);
@@ -312,8 +320,7 @@ mod tests {
                 }
             }
         }
-        let rest: Vec<Vec<HostBatch>> =
-            StepIter::new(set(40), norm(), plan(2), Shard::of_rank(1, 2, 2), 2, 1).collect();
+        let rest = steps(StepIter::new(set(40), norm(), plan(2), Shard::of_rank(1, 2, 2), 2, 1));
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0][1].labels, whole[7].labels);
         let it = StepIter::new(set(40), norm(), plan(2), Shard::of_rank(0, 2, 2), 2, 1);
@@ -323,7 +330,7 @@ mod tests {
     #[test]
     fn keeps_last_partial_batch_when_asked() {
         let p = BatchPlan { drop_last: false, shuffle: false, ..plan(0) };
-        let sizes: Vec<usize> = BatchIter::new(set(10), norm(), p, 2).map(|b| b.len()).collect();
+        let sizes: Vec<usize> = all(BatchIter::new(set(10), norm(), p, 2)).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![4, 4, 2]);
     }
 

@@ -8,7 +8,6 @@
 //! between convolutions, dilations and pooling is about.
 
 use std::f32::consts::PI;
-use std::sync::Arc;
 
 use rand::Rng as _;
 use rand_distr::{Distribution, StandardNormal};
@@ -133,8 +132,8 @@ pub fn synthetic(seed: u64, n_train: usize, n_test: usize) -> Dataset {
     let normalize = train.channel_stats();
     Dataset {
         name: "synthetic".into(),
-        train: Arc::new(train),
-        test: Some(Arc::new(generate(seed, 1, n_test))),
+        train: train.into(),
+        test: Some(generate(seed, 1, n_test).into()),
         num_classes: SYNTHETIC_CLASSES.len(),
         normalize,
     }
@@ -146,14 +145,13 @@ mod tests {
 
     #[test]
     fn deterministic_balanced_and_seed_dependent() {
-        let a = synthetic(3, 40, 10);
-        let b = synthetic(3, 40, 10);
-        let c = synthetic(4, 40, 10);
-        assert_eq!(a.train.pixels, b.train.pixels);
-        assert_ne!(a.train.pixels, c.train.pixels);
-        assert_ne!(a.train.image(0), a.test.as_ref().unwrap().image(0));
+        let [a, b, c] = [(3, 40), (3, 40), (4, 40)].map(|(s, n)| synthetic(s, n, 10));
+        let [at, bt, ct] = [&a, &b, &c].map(|d| d.train.in_memory().unwrap());
+        assert_eq!(at.pixels, bt.pixels);
+        assert_ne!(at.pixels, ct.pixels);
+        assert_ne!(at.image(0), a.test.as_ref().unwrap().in_memory().unwrap().image(0));
         for k in 0..10u32 {
-            assert_eq!(a.train.labels.iter().filter(|&&l| l == k).count(), 4);
+            assert_eq!(at.labels.iter().filter(|&&l| l == k).count(), 4);
         }
     }
 
@@ -161,7 +159,7 @@ mod tests {
     #[test]
     fn class_mean_colours_are_similar() {
         let ds = synthetic(0, 2000, 0);
-        let t = &ds.train;
+        let t = ds.train.in_memory().unwrap();
         let mut means = vec![[0f64; 3]; 10];
         for i in 0..t.len() {
             let img = t.image(i);

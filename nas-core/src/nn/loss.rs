@@ -31,6 +31,18 @@ pub fn correct_count(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     pred.eq(targets)?.to_dtype(DType::F32)?.sum_all()
 }
 
+/// The top-1 and top-5 counts of a batch as an f32 pair `[top-1, top-5]` on the logits'
+/// device: rows whose arg-max is the target (as `correct_count`), and rows with fewer than five
+/// logits strictly above the target's (a tie with the fifth counts as a hit; with five classes
+/// or fewer every row is a top-5 hit).
+pub fn topk_counts(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let b = logits.dim(0)?;
+    let target_logit = logits.gather(&targets.reshape((b, 1))?, 1)?;
+    let above = logits.broadcast_gt(&target_logit)?.to_dtype(DType::F32)?.sum(1)?;
+    let top5 = above.lt(5f64)?.to_dtype(DType::F32)?.sum_all()?;
+    Tensor::stack(&[correct_count(logits, targets)?, top5], 0)
+}
+
 /// Number of rows whose arg-max equals the target, on the host.
 pub fn accuracy_count(logits: &Tensor, targets: &Tensor) -> Result<usize> {
     correct_count(logits, targets)?.to_scalar::<f32>().map(|v| v as usize)
@@ -69,5 +81,22 @@ mod tests {
         let b = cross_entropy_smoothed(&logits, &other, 1.0).unwrap().to_scalar::<f64>().unwrap();
         assert!((a - b).abs() < 1e-12);
         assert!(cross_entropy_smoothed(&logits, &y, 1.5).unwrap_err().to_string().contains("label smoothing"));
+    }
+
+    /// Row by row against a sort of the logits: the target's place among 7 classes decides
+    /// both counts.
+    #[test]
+    fn top_k_counts_follow_the_target_rank() {
+        let d = Device::Cpu;
+        let row = [0.7f32, -0.1, 2.5, 1.0, 0.3, -2.0, 1.9];
+        // Ranks (0 = largest): 2.5 → 0, 1.9 → 1, 1.0 → 2, 0.7 → 3, 0.3 → 4, −0.1 → 5, −2.0 → 6.
+        let logits = Tensor::new(&[row; 7], &d).unwrap();
+        let y = Tensor::new(&[2u32, 6, 3, 0, 4, 1, 5], &d).unwrap();
+        let got = topk_counts(&logits, &y).unwrap().to_vec1::<f32>().unwrap();
+        // Top-1: only the row asking for class 2; top-5: ranks 0 to 4, five rows.
+        assert_eq!(got, vec![1.0, 5.0]);
+        let few = Tensor::new(&[[0.1f32, 0.2, 0.3], [3.0, 2.0, 1.0]], &d).unwrap();
+        let got = topk_counts(&few, &Tensor::new(&[0u32, 0], &d).unwrap()).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got, vec![1.0, 2.0]);
     }
 }

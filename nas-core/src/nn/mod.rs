@@ -9,7 +9,7 @@ mod loss;
 pub use batch_norm::BatchNorm2d;
 pub use conv::{out_side, size_product, Conv1x1, Conv2d};
 pub use linear::Linear;
-pub use loss::{accuracy_count, correct_count, cross_entropy, cross_entropy_smoothed};
+pub use loss::{accuracy_count, correct_count, cross_entropy, cross_entropy_smoothed, topk_counts};
 
 /// Softmax over the last dimension, differentiable (architecture weights).
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {

@@ -13,7 +13,7 @@ mod weight_optim;
 
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, global_norm};
-pub use schedule::CosineAnnealing;
+pub use schedule::{CosineAnnealing, LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
 pub use weight_optim::WeightOptimConfig;
 

@@ -1,11 +1,11 @@
 //! The weight optimiser of a run, as search and retraining configure it (DARTS `train_search.py`
 //! and `train.py`): SGD with momentum and coupled weight decay, the learning rate
-//! cosine-annealed from `lr` to `lr_min` over the epochs, global-norm gradient clipping, and
-//! optionally Nesterov momentum.
+//! cosine-annealed from `lr` to `lr_min` over the epochs (or another `schedule`, with an optional
+//! warm-up), global-norm gradient clipping, and optionally Nesterov momentum.
 
 use serde::{Deserialize, Serialize};
 
-use super::{CosineAnnealing, Sgd, SgdConfig};
+use super::{LrSchedule, ScheduleKind, Sgd, SgdConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +19,16 @@ pub struct WeightOptimConfig {
     /// Nesterov momentum (AutoDL's NAS-Bench-201 searches use it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nesterov: bool,
+    /// The schedule's shape; cosine annealing unless given.
+    #[serde(default, skip_serializing_if = "ScheduleKind::is_cosine")]
+    pub schedule: ScheduleKind,
+    /// Epochs of linear warm-up at the start (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_epochs: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl WeightOptimConfig {
@@ -33,7 +43,13 @@ impl WeightOptimConfig {
     }
 
     /// The learning rate of every epoch of a run of `epochs`.
-    pub fn schedule(&self, epochs: usize) -> CosineAnnealing {
-        CosineAnnealing { max_lr: self.lr, min_lr: self.lr_min, epochs }
+    pub fn schedule(&self, epochs: usize) -> LrSchedule {
+        LrSchedule {
+            kind: self.schedule,
+            max_lr: self.lr,
+            min_lr: self.lr_min,
+            epochs,
+            warmup_epochs: self.warmup_epochs,
+        }
     }
 }
