@@ -317,4 +317,69 @@ mod tests {
         let e = load(&tmp.path().join("nope"), 16, true).unwrap_err().to_string();
         assert!(e.contains("no such directory"), "{e}");
     }
+
+    /// A streamed set keeps names only; its batches decode every image at the set's size with
+    /// the ImageNet transforms, the same for the same seed; an undecodable file stops its batch
+    /// with an error naming it.
+    #[test]
+    fn streamed_folders_decode_batch_by_batch() {
+        use crate::data::{Augment, BatchIter, BatchPlan};
+        let tmp = tempfile::tempdir().unwrap();
+        tree(tmp.path());
+        let ds = list(tmp.path(), 32, true).unwrap();
+        assert!(ds.train.streamed() && ds.train.in_memory().is_none());
+        assert_eq!((ds.train.len(), ds.train.shape(), ds.num_classes), (4, (3, 32, 32), 2));
+        assert_eq!(ds.normalize, Normalize::imagenet());
+        let plan = |augment| BatchPlan {
+            batch_size: 2,
+            shuffle: false,
+            drop_last: false,
+            augment,
+            seed: 1,
+            epoch: 0,
+            stream: 0,
+        };
+        let read = |set: &Samples, augment| -> Result<Vec<_>> {
+            BatchIter::new(set.clone(), ds.normalize.clone(), plan(augment), 1).collect()
+        };
+        let a = read(&ds.train, Augment::IMAGENET).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].shape, (2, 3, 32, 32));
+        assert_eq!(a.iter().flat_map(|b| b.labels.clone()).collect::<Vec<_>>(), vec![0, 0, 1, 1]);
+        let b = read(&ds.train, Augment::IMAGENET).unwrap();
+        assert_eq!(a[1].images, b[1].images, "the same draws for the same seed and position");
+        // Evaluation: the resize and centre crop of a uniform image is uniform, (v/255 − m)/s.
+        let e = read(ds.test.as_ref().unwrap(), Augment::NONE).unwrap();
+        let red = (200.0 / 255.0 - 0.485) / 0.229;
+        assert!(e[0].images[..1024].iter().all(|v| (v - red).abs() < 1e-5), "{}", e[0].images[0]);
+
+        std::fs::write(tmp.path().join("train/dog/broken.jpg"), b"definitely not a jpeg").unwrap();
+        let ds = list(tmp.path(), 32, false).unwrap();
+        assert_eq!(ds.train.len(), 5, "listing reads no image");
+        let e = read(&ds.train, Augment::IMAGENET).unwrap_err().to_string();
+        assert!(e.contains("broken.jpg") && e.contains("not a readable image"), "{e}");
+    }
+
+    /// Per class, disjoint draws of the asked fractions (rounded, at least one), the same for
+    /// the same seed.
+    #[test]
+    fn class_fractions_are_disjoint_per_class_draws() {
+        let labels: Vec<u32> = (0..3u32).flat_map(|c| std::iter::repeat_n(c, 40 + 20 * c as usize)).collect();
+        let n = labels.len();
+        let set: Samples =
+            ImageSet { pixels: (0..n).map(|i| i as u8).collect(), labels, channels: 1, height: 1, width: 1 }.into();
+        let (w, a) = set.class_fractions((0.1, 0.025), 3);
+        let count = |s: &Samples, c: u32| s.labels().iter().filter(|&&l| l == c).count();
+        for (c, size) in [(0, 40), (1, 60), (2, 80)] {
+            assert_eq!(count(&w, c), (size as f64 * 0.1).round() as usize);
+            assert_eq!(count(&a, c), ((size as f64 * 0.025).round() as usize).max(1));
+        }
+        let pixels = |s: &Samples| s.in_memory().unwrap().pixels.clone();
+        let (pw, pa) = (pixels(&w), pixels(&a));
+        assert!(pw.iter().all(|p| !pa.contains(p)), "the two parts share an image");
+        let (w2, _) = set.class_fractions((0.1, 0.025), 3);
+        let (w3, _) = set.class_fractions((0.1, 0.025), 4);
+        assert_eq!(pixels(&w2), pw);
+        assert_ne!(pixels(&w3), pw);
+    }
 }
