@@ -11,7 +11,7 @@ use nas_search::config::{EarlyStop, ProgressiveConfig, Resource};
 use nas_search::early_stop::EarlyStopDecision;
 use nas_search::{Method, Progressive, Search, SearchConfig};
 use search_spaces::darts::rdarts_space;
-use search_spaces::{OpsConfig, SpaceKind};
+use search_spaces::{NetKind, OpsConfig, SpaceKind};
 
 use crate::progress::Progress;
 use crate::run_setup;
@@ -127,6 +127,10 @@ pub struct SearchArgs {
     /// Initial channels C
     #[arg(long, value_name = "C")]
     channels: Option<usize>,
+    /// Stem (darts): cifar (one stride-1 conv) or imagenet (PC-DARTS' ImageNet search: three
+    /// stride-2 convs, image sides divisible by 32; 224×224 images reach the cells at 28×28)
+    #[arg(long, value_name = "NET")]
+    net: Option<NetKind>,
     /// PC-DARTS: operate on 1/K of the channels of every edge
     #[arg(long, value_name = "K")]
     partial_channels: Option<usize>,
@@ -230,6 +234,7 @@ impl SearchArgs {
         set!(self.accumulate => c.data.accumulate);
         set!(self.layers => c.model.layers);
         set!(self.channels => c.model.channels);
+        set!(self.net => c.model.net);
         set!(self.partial_channels => c.model.partial_channels);
         if self.edge_norm {
             c.model.edge_norm = true;

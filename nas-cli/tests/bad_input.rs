@@ -26,6 +26,7 @@ const PARSER_ERRORS: &[&str] = &[
     "search_unknown_rdarts_space",
     "search_unknown_early_stop",
     "search_unknown_resource",
+    "search_unknown_net",
     "data_unknown_spec",
     "show_unknown_format",
     "show_image_size_without_flops",
@@ -140,6 +141,9 @@ bad_input! {
     search_resume_of_a_missing_run: "search --resume --out {run}" => ["not a run directory"];
     search_nb201_with_partial_channels: "search --space nb201 --partial-channels 2 --out {run}" => ["--partial-channels", "darts space only"];
     search_nb201_with_edge_norm: "search --space nb201 --edge-norm --out {run}" => ["--edge-norm", "darts space only"];
+    search_nb201_with_imagenet_stem: "search --space nb201 --net imagenet --out {run}" => ["--net", "must be cifar"];
+    search_unknown_net: "search --net mobile --out {run}" => ["--net", "unknown network `mobile`"];
+    search_imagenet_stem_with_odd_channels: "search --net imagenet --channels 9 --out {run}" => ["--channels", "must be even", "--net imagenet"];
     search_nb201_with_skip_cap: "search --space nb201 --max-skip-connect 2 --out {run}" => ["--max-skip-connect", "darts space only"];
     search_unknown_op_in_set: "search --ops skip_connect,conv_7x1_1x7 --out {run}" => ["--ops", "unknown op `conv_7x1_1x7`"];
     search_op_set_of_none_only: "search --ops none --out {run}" => ["--ops", "other than `none`"];

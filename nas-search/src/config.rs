@@ -15,7 +15,7 @@ use nas_core::data::DataSpec;
 use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
 use search_spaces::darts::DartsOpSets;
-use search_spaces::{SearchModelConfig, SpaceKind};
+use search_spaces::{NetKind, SearchModelConfig, SpaceKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -335,6 +335,7 @@ impl SearchConfig {
                 edge_norm: false,
                 max_skip_connect: None,
                 ops: None,
+                net: NetKind::Cifar,
             },
             data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64, accumulate: 1 },
             weight_optimizer: WeightOptimConfig {
@@ -695,6 +696,12 @@ impl std::ops::Deref for ValidSearchConfig {
 impl ValidSearchConfig {
     pub fn into_inner(self) -> SearchConfig {
         self.0
+    }
+
+    /// Checks that images of `height`×`width` fit the supernet (its reductions, and the
+    /// ImageNet stems, halve them evenly).
+    pub fn check_input_size(&self, height: usize, width: usize) -> Result<()> {
+        Ok(self.space.check_search_input_size(&self.model, height, width)?)
     }
 }
 

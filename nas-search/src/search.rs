@@ -113,6 +113,7 @@ impl Search {
             classes = data.num_classes,
             "data loaded"
         );
+        cfg.check_input_size(data.train.height, data.train.width)?;
         let shape = TaskShape { num_classes: data.num_classes, in_channels: data.train.channels };
         let net = cfg.space.build_supernet(&cfg.model, shape, cfg.seed, &device)?;
         tracing::info!(

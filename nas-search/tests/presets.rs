@@ -16,7 +16,7 @@ use nas_core::data::DataSpec;
 use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
 use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, Resource, SamplingConfig, SearchConfig};
-use search_spaces::{SearchModelConfig, SpaceKind};
+use search_spaces::{NetKind, SearchModelConfig, SpaceKind};
 
 /// DARTS' first-order search, every field.
 fn darts_train_search() -> SearchConfig {
@@ -43,6 +43,7 @@ fn darts_train_search() -> SearchConfig {
             edge_norm: false,
             max_skip_connect: None,
             ops: None,
+            net: NetKind::Cifar,
         },
         data: DataConfig { spec: DataSpec::Synthetic, subset: None, batch_size: 64, accumulate: 1 },
         weight_optimizer: WeightOptimConfig {
