@@ -11,7 +11,7 @@ use nas_search::config::{EarlyStop, ProgressiveConfig, Resource};
 use nas_search::early_stop::EarlyStopDecision;
 use nas_search::{Method, Progressive, Search, SearchConfig};
 use search_spaces::darts::rdarts_space;
-use search_spaces::{OpsConfig, SpaceKind};
+use search_spaces::{NetKind, OpsConfig, SpaceKind};
 
 use crate::progress::Progress;
 use crate::run_setup;
@@ -43,8 +43,8 @@ impl std::str::FromStr for SpaceChoice {
 #[derive(Args, Debug, Default)]
 #[command(allow_negative_numbers = true)]
 pub struct SearchArgs {
-    /// Preset: darts-1st (default), darts-2nd, pc-darts, p-darts, gdas (AutoDL's GDAS on
-    /// nb201) or quick
+    /// Preset: darts-1st (default), darts-2nd, pc-darts, pc-darts-imagenet (PC-DARTS' ImageNet
+    /// search), p-darts, gdas (AutoDL's GDAS on nb201) or quick
     #[arg(long, value_name = "P")]
     preset: Option<String>,
     /// Search space: darts, nb201 (C=16 and 5 cells per stage by default; quick: C=8, 2), or
@@ -111,6 +111,15 @@ pub struct SearchArgs {
     /// Use only the first N training images (split 50/50 for weights and architecture)
     #[arg(long, value_name = "N")]
     subset: Option<usize>,
+    /// Per class, draw these fractions of the training images for the weights and for the
+    /// architecture instead of the two halves, e.g. 0.1,0.025 (PC-DARTS on ImageNet); one
+    /// value uses it for both
+    #[arg(long, value_name = "W[,A]", value_parser = parse_fractions)]
+    subset_fraction: Option<[f64; 2]>,
+    /// Side images of a folder dataset come out at: resized into memory, or random-resized
+    /// crops streamed from the files with --net imagenet [default: 32]
+    #[arg(long, value_name = "N")]
+    image_size: Option<usize>,
     /// Number of epochs
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
@@ -127,6 +136,10 @@ pub struct SearchArgs {
     /// Initial channels C
     #[arg(long, value_name = "C")]
     channels: Option<usize>,
+    /// Stem (darts): cifar (one stride-1 conv) or imagenet (PC-DARTS' ImageNet search: three
+    /// stride-2 convs, image sides divisible by 32; 224×224 images reach the cells at 28×28)
+    #[arg(long, value_name = "NET")]
+    net: Option<NetKind>,
     /// PC-DARTS: operate on 1/K of the channels of every edge
     #[arg(long, value_name = "K")]
     partial_channels: Option<usize>,
@@ -225,11 +238,16 @@ impl SearchArgs {
         if self.subset.is_some() {
             c.data.subset = self.subset;
         }
+        if self.subset_fraction.is_some() {
+            c.data.subset_fraction = self.subset_fraction;
+        }
+        set!(self.image_size => c.data.image_size);
         set!(self.epochs => c.epochs);
         set!(self.batch_size => c.data.batch_size);
         set!(self.accumulate => c.data.accumulate);
         set!(self.layers => c.model.layers);
         set!(self.channels => c.model.channels);
+        set!(self.net => c.model.net);
         set!(self.partial_channels => c.model.partial_channels);
         if self.edge_norm {
             c.model.edge_norm = true;
@@ -351,4 +369,13 @@ fn run_progressive(
     };
     let genotype = run_setup::finished_in("search", &dir, &stage, result)?;
     report(&genotype, &stage, &dir)
+}
+
+/// `W,A` or `W` (both parts W).
+fn parse_fractions(s: &str) -> Result<[f64; 2], String> {
+    let parse = |v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{v}` is not a number (expected W or W,A)"));
+    match s.split_once(',') {
+        Some((w, a)) => Ok([parse(w)?, parse(a)?]),
+        None => parse(s).map(|w| [w, w]),
+    }
 }

@@ -26,6 +26,10 @@ const PARSER_ERRORS: &[&str] = &[
     "search_unknown_rdarts_space",
     "search_unknown_early_stop",
     "search_unknown_resource",
+    "search_unknown_net",
+    "search_subset_fraction_not_a_number",
+    "train_unknown_recipe",
+    "train_unknown_schedule",
     "data_unknown_spec",
     "show_unknown_format",
     "show_image_size_without_flops",
@@ -140,6 +144,9 @@ bad_input! {
     search_resume_of_a_missing_run: "search --resume --out {run}" => ["not a run directory"];
     search_nb201_with_partial_channels: "search --space nb201 --partial-channels 2 --out {run}" => ["--partial-channels", "darts space only"];
     search_nb201_with_edge_norm: "search --space nb201 --edge-norm --out {run}" => ["--edge-norm", "darts space only"];
+    search_nb201_with_imagenet_stem: "search --space nb201 --net imagenet --out {run}" => ["--net", "must be cifar"];
+    search_unknown_net: "search --net mobile --out {run}" => ["--net", "unknown network `mobile`"];
+    search_imagenet_stem_with_odd_channels: "search --net imagenet --channels 9 --out {run}" => ["--channels", "must be even", "--net imagenet"];
     search_nb201_with_skip_cap: "search --space nb201 --max-skip-connect 2 --out {run}" => ["--max-skip-connect", "darts space only"];
     search_unknown_op_in_set: "search --ops skip_connect,conv_7x1_1x7 --out {run}" => ["--ops", "unknown op `conv_7x1_1x7`"];
     search_op_set_of_none_only: "search --ops none --out {run}" => ["--ops", "other than `none`"];
@@ -175,6 +182,15 @@ bad_input! {
     search_arch_start_after_the_last_epoch: "search --epochs 10 --arch-start-epoch 10 --out {run}" => ["--arch-start-epoch 10", "--epochs 10"];
     zero_threads: "--threads 0 search --out {run}" => ["--threads must be positive"];
     train_without_genotype: "train --out {run}" => ["--genotype is required"];
+    train_unknown_recipe: "train --genotype DARTS_V2 --recipe nasnet --out {run}" => ["--recipe", "unknown recipe `nasnet`", "pc-darts"];
+    train_unknown_schedule: "train --genotype DARTS_V2 --lr-schedule exp --out {run}" => ["--lr-schedule", "unknown schedule `exp`", "step:GAMMA"];
+    train_step_gamma_above_one: "train --genotype DARTS_V2 --lr-schedule step:1.5 --out {run}" => ["--lr-schedule", "(0, 1]", "1.5"];
+    train_label_smoothing_out_of_range: "train --genotype DARTS_V2 --label-smoothing 1 --out {run}" => ["--label-smoothing", "[0, 1)"];
+    train_imagenet_nb201: "train --genotype |skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2| --net imagenet --out {run}" => ["--net", "must be cifar"];
+    search_subset_fraction_too_large: "search --subset-fraction 0.8,0.5 --out {run}" => ["--subset-fraction", "summing to at most 1"];
+    search_subset_fraction_not_a_number: "search --subset-fraction half --out {run}" => ["--subset-fraction", "`half` is not a number"];
+    search_imagenet_stem_on_odd_image_size: "search --net imagenet --image-size 48 --data folder:{tmp}/img --out {run}" => ["divisible by 32", "48x48"],
+        setup = folder(|_| {});
     train_unknown_genotype_name: "train --genotype DARTS_V9 --out {run}" => ["DARTS_V9", "not a file, nor a built-in genotype"];
     train_zero_channels: "train --genotype DARTS_V2 --channels 0 --out {run}" => ["--channels", "must be positive"];
     train_odd_channels: "train --genotype DARTS_V2 --channels 7 --out {run}" => ["--channels", "must be even"];

@@ -10,7 +10,7 @@ use candle_core::DType;
 use nas_core::bench::{random_batch, report, time_steps};
 use nas_core::nn::{cross_entropy, Mode};
 use nas_core::DeviceSpec;
-use search_spaces::{SearchModelConfig, SpaceKind, TaskShape};
+use search_spaces::{NetKind, SearchModelConfig, SpaceKind, TaskShape};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -61,6 +61,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
         edge_norm: b.edge_norm,
         max_skip_connect: None,
         ops: None,
+        net: NetKind::Cifar,
     };
     cfg.data = DataConfig { batch_size: b.batch_size, ..cfg.data };
     let cfg = cfg.validate()?;

@@ -15,7 +15,7 @@ use nas_core::data::DataSpec;
 use nas_core::optim::{ScheduleKind, WeightOptimConfig};
 use nas_core::DeviceSpec;
 use search_spaces::darts::DartsOpSets;
-use search_spaces::{SearchModelConfig, SpaceKind};
+use search_spaces::{NetKind, SearchModelConfig, SpaceKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -321,7 +321,7 @@ pub struct ProgressiveConfig {
     pub skip_dropout: Vec<f64>,
 }
 
-pub const PRESETS: [&str; 6] = ["darts-1st", "darts-2nd", "pc-darts", "p-darts", "gdas", "quick"];
+pub const PRESETS: [&str; 7] = ["darts-1st", "darts-2nd", "pc-darts", "pc-darts-imagenet", "p-darts", "gdas", "quick"];
 
 impl SearchConfig {
     /// The settings of a named preset.
@@ -352,6 +352,7 @@ impl SearchConfig {
                 edge_norm: false,
                 max_skip_connect: None,
                 ops: None,
+                net: NetKind::Cifar,
             },
             data: DataConfig {
                 spec: DataSpec::Synthetic,
@@ -388,6 +389,23 @@ impl SearchConfig {
                 c.model.partial_channels = 4;
                 c.model.edge_norm = true;
                 c.arch_start_epoch = 15;
+            }
+            "pc-darts-imagenet" => {
+                // PC-DARTS' `train_search_imagenet.py`: the ImageNet stems at 224, K=2, edge
+                // normalisation, 10% of each class for the weights and 2.5% for α, batch 1024,
+                // SGD 0.5 cosine to 0 with 5 warm-up epochs (batches over 256), weight decay
+                // 3e-4, Adam 6e-3 (0.5, 0.999) with weight decay 1e-3 from epoch 35 of 50.
+                c.model.net = NetKind::ImageNet;
+                c.model.partial_channels = 2;
+                c.model.edge_norm = true;
+                c.data.image_size = 224;
+                c.data.subset_fraction = Some([0.1, 0.025]);
+                c.data.batch_size = 1024;
+                c.weight_optimizer.lr = 0.5;
+                c.weight_optimizer.lr_min = 0.0;
+                c.weight_optimizer.warmup_epochs = 5;
+                c.arch_optimizer.lr = 6e-3;
+                c.arch_start_epoch = 35;
             }
             "p-darts" => {
                 c.epochs = 25;
@@ -735,7 +753,13 @@ impl ValidSearchConfig {
     /// Whether a folder dataset is streamed from its files (ImageNet-scale searches) rather
     /// than decoded into memory.
     pub fn streams_data(&self) -> bool {
-        false
+        self.model.net == NetKind::ImageNet
+    }
+
+    /// Checks that images of `height`×`width` fit the supernet (its reductions, and the
+    /// ImageNet stems, halve them evenly).
+    pub fn check_input_size(&self, height: usize, width: usize) -> Result<()> {
+        Ok(self.space.check_search_input_size(&self.model, height, width)?)
     }
 }
 

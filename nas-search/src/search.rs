@@ -104,6 +104,8 @@ impl Search {
             Some([w, a]) => data.train.class_fractions((w, a), cfg.seed),
             None => data.search_split(),
         };
+        let (in_channels, height, width) = data.train.shape();
+        cfg.check_input_size(height, width)?;
         let step_batch = cfg.data.batch_size * cfg.data.accumulate * dist::world().size();
         if train_set.len() < step_batch {
             return Err(Error::config(format!(
@@ -119,7 +121,7 @@ impl Search {
             classes = data.num_classes,
             "data loaded"
         );
-        let shape = TaskShape { num_classes: data.num_classes, in_channels: data.train.shape().0 };
+        let shape = TaskShape { num_classes: data.num_classes, in_channels };
         let net = cfg.space.build_supernet(&cfg.model, shape, cfg.seed, &device)?;
         tracing::info!(
             space = %cfg.space,

@@ -16,7 +16,7 @@ use nas_core::data::DataSpec;
 use nas_core::optim::{ScheduleKind, WeightOptimConfig};
 use nas_core::DeviceSpec;
 use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, Resource, SamplingConfig, SearchConfig};
-use search_spaces::{SearchModelConfig, SpaceKind};
+use search_spaces::{NetKind, SearchModelConfig, SpaceKind};
 
 /// DARTS' first-order search, every field.
 fn darts_train_search() -> SearchConfig {
@@ -43,6 +43,7 @@ fn darts_train_search() -> SearchConfig {
             edge_norm: false,
             max_skip_connect: None,
             ops: None,
+            net: NetKind::Cifar,
         },
         data: DataConfig {
             spec: DataSpec::Synthetic,
@@ -104,6 +105,30 @@ fn pc_darts_preset_is_pc_darts_train_search() {
         ..d
     };
     assert_eq!(preset("pc-darts"), want);
+}
+
+/// PC-DARTS' `train_search_imagenet.py`, written out: batch 1024, SGD 0.5 cosine to 0 with the
+/// warm-up `lr·(epoch + 1)/5` of the first 5 epochs (batch > 256), momentum 0.9, weight decay
+/// 3e-4, 50 epochs, C=16, L=8, Adam 6e-3 (0.5, 0.999) with weight decay 1e-3 from epoch 35
+/// (`--begin 35`), clip 5; the ImageNet stems, K=2 with edge normalisation
+/// (`model_search_imagenet.py`), RandomResizedCrop(224); 10% and 2.5% of every class.
+#[test]
+fn pc_darts_imagenet_preset_is_train_search_imagenet() {
+    let d = darts_train_search();
+    let want = SearchConfig {
+        preset: "pc-darts-imagenet".into(),
+        arch_start_epoch: 35,
+        model: SearchModelConfig { partial_channels: 2, edge_norm: true, net: NetKind::ImageNet, ..d.model.clone() },
+        data: DataConfig { batch_size: 1024, image_size: 224, subset_fraction: Some([0.1, 0.025]), ..d.data.clone() },
+        weight_optimizer: WeightOptimConfig { lr: 0.5, lr_min: 0.0, warmup_epochs: 5, ..d.weight_optimizer.clone() },
+        arch_optimizer: ArchOptimConfig { lr: 6e-3, ..d.arch_optimizer.clone() },
+        ..d
+    };
+    assert_eq!(preset("pc-darts-imagenet"), want);
+    let s = want.weight_optimizer.schedule(50);
+    for (e, lr) in [(0, 0.1), (4, 0.5 * (1.0 + (std::f64::consts::PI * 4.0 / 50.0).cos()) / 2.0)] {
+        assert!((s.lr(e) - lr).abs() < 1e-15, "epoch {e}: {} vs {lr}", s.lr(e));
+    }
 }
 
 /// AutoDL-Projects' GDAS on NAS-Bench-201, written out from scripts-search/NAS-Bench-201-algos/

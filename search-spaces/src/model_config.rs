@@ -24,6 +24,11 @@ pub struct SearchModelConfig {
     /// The candidate ops of the edges (darts); None: every op of the space on every edge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ops: Option<OpsConfig>,
+    /// The stem (darts): `model_search.py`'s CIFAR stem or PC-DARTS' ImageNet stems
+    /// (`model_search_imagenet.py`). Absent (CIFAR) in the config.json files written before
+    /// it existed, and left out when CIFAR.
+    #[serde(default, skip_serializing_if = "NetKind::is_cifar")]
+    pub net: NetKind,
 }
 
 /// `model.ops`: one op list for every edge, or a list per edge of each cell type (rows in the
@@ -53,7 +58,8 @@ pub struct EvalModelConfig {
     pub net: NetKind,
 }
 
-/// The skeleton a derived DARTS network puts around its cells (DARTS `model.py`).
+/// The skeleton a DARTS network puts around its cells (DARTS `model.py`, PC-DARTS
+/// `model_search_imagenet.py`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetKind {
@@ -61,12 +67,17 @@ pub enum NetKind {
     #[default]
     Cifar,
     /// `NetworkImageNet`: three stride-2 stem convs (3 → C/2 → C → C), for 224×224 images
-    /// (the mobile setting).
+    /// (the mobile setting); in the search supernet 3 → 3C/2 → 3C → 3C (PC-DARTS).
     ImageNet,
 }
 
 impl NetKind {
     pub const ALL: [NetKind; 2] = [NetKind::Cifar, NetKind::ImageNet];
+
+    /// For `skip_serializing_if`: CIFAR, the default, is left out of config.json.
+    pub fn is_cifar(&self) -> bool {
+        *self == NetKind::Cifar
+    }
 
     pub fn name(self) -> &'static str {
         match self {

@@ -47,6 +47,8 @@ pub trait SearchSpace {
     fn search_sizes(quick: bool) -> (usize, usize);
     /// What this space refuses of a supernet's settings (beyond what every space checks).
     fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError>;
+    /// Whether images of `height`×`width` fit the supernet.
+    fn check_search_input_size(m: &SearchModelConfig, height: usize, width: usize) -> Result<(), ConfigError>;
     fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>>;
     /// The α matrices of the supernet's `arch_json`.
     fn arch_tables() -> Vec<ArchTable>;
@@ -128,6 +130,15 @@ macro_rules! spaces {
 
             pub fn validate_search(self, m: &SearchModelConfig) -> Result<(), ConfigError> {
                 match self { $(SpaceKind::$kind => <$space as SearchSpace>::validate_search(m),)+ }
+            }
+
+            pub fn check_search_input_size(
+                self,
+                m: &SearchModelConfig,
+                height: usize,
+                width: usize,
+            ) -> Result<(), ConfigError> {
+                match self { $(SpaceKind::$kind => <$space as SearchSpace>::check_search_input_size(m, height, width),)+ }
             }
 
             pub fn build_supernet(

@@ -75,6 +75,40 @@ pub fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_cla
     }
 }
 
+/// `classes` classes of JPEG photographs in miniature, each of its own size (`min_side` to
+/// 1.5×`min_side`, landscape and portrait): a blob of the class's colour on a noisy ramp, the
+/// layout of an ImageNet folder.
+pub fn write_jpeg_folder(root: &Path, classes: usize, train_per_class: usize, test_per_class: usize, min_side: u32) {
+    let mut state = 0x9e37_79b9u32;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    for (split, n) in [("train", train_per_class), ("test", test_per_class)] {
+        for class in 0..classes {
+            let dir = root.join(split).join(format!("n{class:08}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let hue =
+                [(255u32, 40u32, 40u32), (40, 255, 40), (40, 40, 255), (255, 255, 40), (255, 40, 255), (40, 255, 255)]
+                    [class % 6];
+            for i in 0..n {
+                let (w, h) = (min_side + rand() % (min_side / 2), min_side + rand() % (min_side / 2));
+                let (cx, cy, r) = (w / 4 + rand() % (w / 2), h / 4 + rand() % (h / 2), w.min(h) / 5 + rand() % 8);
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let inside = (x as i32 - cx as i32).pow(2) + (y as i32 - cy as i32).pow(2) <= (r * r) as i32;
+                    let base = (x * 255 / w, y * 255 / h, 128);
+                    let (a, b, c) = if inside { hue } else { base };
+                    let noise = rand() % 24;
+                    image::Rgb([(a + noise).min(255) as u8, (b + noise).min(255) as u8, (c + noise).min(255) as u8])
+                });
+                img.save(dir.join(format!("n{class:08}_{i}.JPEG"))).unwrap();
+            }
+        }
+    }
+}
+
 /// Fails unless the command was rejected cleanly: a non-zero exit, an `error: ` message that
 /// mentions every `want`, no panic and no backtrace. Our own errors are one line (exit 1);
 /// command-line syntax errors are clap's (exit 2), which may add a usage tip.

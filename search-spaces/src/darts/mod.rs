@@ -1,11 +1,11 @@
 //! The DARTS CNN search space (Liu et al. 2019, "DARTS: Differentiable Architecture Search",
 //! §2 and the reference `model_search.py`), with PC-DARTS' partial channels and edge
-//! normalisation (Xu et al. 2020): the eight ops, mixed ops, search cells and supernet, the
-//! derivation of a genotype from α, the genotype type with the published genotypes, and the
-//! derived network that is retrained (`model.py`'s `NetworkCIFAR` or `NetworkImageNet`, with
-//! its mult-adds). Op sets restrict the ops
-//! of each edge (`op_sets`: the R-DARTS spaces S1–S4 among them); `pdarts` holds the rules of
-//! P-DARTS' progressive search.
+//! normalisation (Xu et al. 2020): the eight ops, mixed ops, search cells and supernet (with
+//! CIFAR's stem or PC-DARTS' ImageNet stems, `stem`), the derivation of a genotype from α, the
+//! genotype type with the published genotypes, and the derived network that is retrained
+//! (`model.py`'s `NetworkCIFAR` or `NetworkImageNet`, with its mult-adds). Op sets restrict the
+//! ops of each edge (`op_sets`: the R-DARTS spaces S1–S4 among them); `pdarts` holds the rules
+//! of P-DARTS' progressive search.
 
 mod cell;
 pub mod derive;
@@ -17,6 +17,7 @@ mod op_sets;
 mod ops;
 pub mod pdarts;
 mod space;
+mod stem;
 mod supernet;
 
 pub use crate::model_config::OpsConfig;

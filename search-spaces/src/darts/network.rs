@@ -7,6 +7,7 @@
 //!   reduced input (FactorizedReduce); the auxiliary head is ReLU, avgpool 5/2, conv1×1 128, BN,
 //!   ReLU, conv2×2 768, ReLU, linear (the 768-channel BN stays commented out in DARTS, as in its
 //!   experiments). A 224×224 image is 56×56 after stem0, 28×28 after stem1, 7×7 at the end.
+//!   The stems are `stem.rs`'s, shared with the search supernet.
 //!
 //! Both: L cells built from a genotype (reductions at L/3 and 2L/3), every node the sum of its
 //! two ops, affine BN everywhere, drop path on every non-identity op, global average pooling
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::cell::Preprocess;
 use super::genotype::{DartsGenotype, Edge};
 use super::ops::{OpModule, RandomStream, ReluConvBn};
+use super::stem::Stem;
 use crate::error::Error;
 use crate::eval_network::EvalNetwork;
 use crate::model_config::NetKind;
@@ -126,67 +128,6 @@ impl DerivedCell {
     }
 }
 
-/// The layers before the first cell; they give the cell inputs s0 and s1.
-#[derive(Debug, Clone)]
-enum Stem {
-    /// `stem`: conv3×3 (3 → 3C) + BN; s0 = s1.
-    Cifar { conv: Conv2d, bn: BatchNorm2d },
-    /// `stem0`: conv3×3 s2 + BN, ReLU, conv3×3 s2 + BN (s0); `stem1`: ReLU, conv3×3 s2 + BN (s1).
-    ImageNet { stem0: [(Conv2d, BatchNorm2d); 2], stem1: (Conv2d, BatchNorm2d) },
-}
-
-impl Stem {
-    /// The stem of `net` and the channels of s0 and s1.
-    fn new(pb: &ParamBuilder, net: NetKind, ci: usize, c: usize) -> crate::Result<(Self, usize, usize)> {
-        let conv_bn = |pb: &ParamBuilder, conv: usize, ci, co, stride| -> crate::Result<_> {
-            Ok((Conv2d::new(&pb.pp(conv), ci, co, 3, stride, 1)?, BatchNorm2d::new(&pb.pp(conv + 1), co, true)?))
-        };
-        Ok(match net {
-            NetKind::Cifar => {
-                let (conv, bn) = conv_bn(&pb.pp("stem"), 0, ci, 3 * c, 1)?;
-                (Stem::Cifar { conv, bn }, 3 * c, 3 * c)
-            }
-            NetKind::ImageNet => {
-                let s0 = pb.pp("stem0");
-                let stem0 = [conv_bn(&s0, 0, ci, c / 2, 2)?, conv_bn(&s0, 3, c / 2, c, 2)?];
-                let stem1 = conv_bn(&pb.pp("stem1"), 1, c, c, 2)?;
-                (Stem::ImageNet { stem0, stem1 }, c, c)
-            }
-        })
-    }
-
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
-        match self {
-            Stem::Cifar { conv, bn } => {
-                let s = bn.forward(&conv.forward(x, mode)?, mode)?;
-                Ok((s.clone(), s))
-            }
-            Stem::ImageNet { stem0: [(c0, b0), (c1, b1)], stem1: (c2, b2) } => {
-                let h = b0.forward(&c0.forward(x, mode)?, mode)?.relu()?;
-                let s0 = b1.forward(&c1.forward(&h, mode)?, mode)?;
-                let s1 = b2.forward(&c2.forward(&s0.relu()?, mode)?, mode)?;
-                Ok((s0, s1))
-            }
-        }
-    }
-
-    /// The sizes of s0 and s1 and the stem's mult-adds for one h×w image.
-    fn mult_adds(&self, hw: Size) -> Option<(Size, Size, u128)> {
-        match self {
-            Stem::Cifar { conv, .. } => {
-                let (s, m) = conv.mult_adds(hw)?;
-                Some((s, s, m))
-            }
-            Stem::ImageNet { stem0: [(c0, _), (c1, _)], stem1: (c2, _) } => {
-                let (h, ma) = c0.mult_adds(hw)?;
-                let (s0, mb) = c1.mult_adds(h)?;
-                let (s1, mc) = c2.mult_adds(s0)?;
-                Some((s0, s1, ma + mb + mc))
-            }
-        }
-    }
-}
-
 /// `AuxiliaryHeadCIFAR` (pool stride 3, a BN after the 2×2 conv) or `AuxiliaryHeadImageNet`
 /// (pool stride 2, no BN there).
 #[derive(Debug, Clone)]
@@ -255,7 +196,10 @@ impl DerivedNetwork {
                 "an ImageNet network needs 2 or more channels (its stem starts with C/2)".into(),
             ));
         }
-        let (stem, mut cpp, mut cp) = Stem::new(&pb, cfg.net, cfg.in_channels, cfg.channels)?;
+        // NetworkCIFAR's stem gives 3C channels, NetworkImageNet's C.
+        let c_stem = if cfg.net == NetKind::ImageNet { cfg.channels } else { 3 * cfg.channels };
+        let stem = Stem::new(&pb, cfg.net, cfg.in_channels, c_stem)?;
+        let (mut cpp, mut cp) = (c_stem, c_stem);
         let mut c = cfg.channels;
         let mut cells = Vec::with_capacity(cfg.layers);
         // ImageNet's s0 (stem0) is twice the size of s1 (stem1), as after a reduction.

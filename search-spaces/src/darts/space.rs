@@ -64,6 +64,28 @@ impl SearchSpace for Darts {
     fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError> {
         DartsOpSets::from_config(m.ops.as_ref(), m.steps)
             .map_err(|e| ConfigError::new(format!("{}: {e}", field("model.ops"))))?;
+        if m.net == NetKind::ImageNet && !m.channels.is_multiple_of(2) {
+            return Err(ConfigError::new(format!(
+                "{} must be even with {} imagenet (the first cell's factorized reduction halves them), got {}",
+                field("model.channels"),
+                brief("model.net"),
+                m.channels
+            )));
+        }
+        Ok(())
+    }
+
+    /// CIFAR stem: the two reductions halve the sides evenly where a factorized reduction
+    /// halves them (sides divisible by 4). ImageNet stems: the three stride-2 stem convs and the
+    /// two reductions halve them five times, as in the retraining network (divisible by 32).
+    fn check_search_input_size(m: &SearchModelConfig, height: usize, width: usize) -> Result<(), ConfigError> {
+        let (halvings, times) = if m.net == NetKind::ImageNet { (32, "five halvings") } else { (4, "two reductions") };
+        if height == 0 || width == 0 || !height.is_multiple_of(halvings) || !width.is_multiple_of(halvings) {
+            return Err(ConfigError::plain(format!(
+                "{} darts supernets need image sides divisible by {halvings} ({times}), got {height}x{width}",
+                m.net
+            )));
+        }
         Ok(())
     }
 
@@ -80,6 +102,7 @@ impl SearchSpace for Darts {
             edge_norm: m.edge_norm,
             max_skip_connect: m.max_skip_connect,
             ops: m.ops.clone(),
+            net: m.net,
         };
         Ok(Box::new(DartsSupernet::new(cfg, seed, DType::F32, device)?))
     }

@@ -1,6 +1,10 @@
-//! The DARTS search network (`Network` in the original code): stem conv3×3 (3 → 3C) + BN,
-//! L search cells with reductions at L/3 and 2L/3 (channels doubled there), global average
-//! pooling and a linear classifier. BN is affine only in the stem. α_normal and α_reduce
+//! The DARTS search network (`Network` in the original code): a stem, L search cells with
+//! reductions at L/3 and 2L/3 (channels doubled there), global average pooling and a linear
+//! classifier. The stem (`stem.rs`, `DartsSupernetConfig::net`) is `model_search.py`'s
+//! conv3×3 (3 → 3C) + BN, or PC-DARTS' ImageNet stems (`model_search_imagenet.py`): stem0 =
+//! two stride-2 conv3×3 (3 → 3C/2 → 3C) giving s0, stem1 = one more (3C → 3C) giving s1, so
+//! the first cell takes s0 as a reduced input (FactorizedReduce) and a 224×224 image reaches
+//! the cells at 56×56 (s0) and 28×28 (s1). BN is affine only in the stem. α_normal and α_reduce
 //! (E × 8, init 1e-3·N(0,1)) are shared by all cells of their type and live in their own
 //! parameter store. With PC-DARTS edge normalisation β_normal and β_reduce (E, init
 //! 1e-3·N(0,1)) join them: every node weights its incoming edges by the softmax of their β,
@@ -9,12 +13,13 @@
 //! lists of different lengths, α is as wide as the longest and the padding columns get a
 //! softmax weight of exactly zero.
 //!
-//! Shapes: input (B, 3, H, W) → logits (B, classes).
+//! Shapes: input (B, 3, H, W) → logits (B, classes); H and W divisible by 4 (CIFAR stem) or 32
+//! (ImageNet stems), as `Darts::check_search_input_size` checks.
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
-use nas_core::nn::{softmax_last_dim, BatchNorm2d, Conv2d, Linear, Mode};
+use nas_core::nn::{softmax_last_dim, Linear, Mode};
 use nas_core::params::{Init, ParamKind, ParamStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -25,9 +30,10 @@ use super::edges::{node_edges, num_edges};
 use super::genotype::DartsGenotype;
 use super::op_sets::DartsOpSets;
 use super::ops::{DartsOp, RandomStream};
+use super::stem::Stem;
 use crate::error::Error;
 use crate::genotype::Genotype;
-use crate::model_config::OpsConfig;
+use crate::model_config::{NetKind, OpsConfig};
 use crate::supernet::{ArchSample, Child, ChildShape, OpCost, Supernet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +58,9 @@ pub struct DartsSupernetConfig {
     /// The ops of every edge; None: the eight primitives everywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ops: Option<OpsConfig>,
+    /// The stem: CIFAR's one conv, or PC-DARTS' ImageNet stems (three stride-2 convs).
+    #[serde(default, skip_serializing_if = "NetKind::is_cifar")]
+    pub net: NetKind,
 }
 
 fn one() -> usize {
@@ -72,6 +81,7 @@ impl Default for DartsSupernetConfig {
             edge_norm: false,
             max_skip_connect: None,
             ops: None,
+            net: NetKind::Cifar,
         }
     }
 }
@@ -96,6 +106,12 @@ impl DartsSupernetConfig {
         if !self.channels.is_multiple_of(k) {
             return Err(Error::Config(format!("partial channels K={k} must divide channels C={}", self.channels)));
         }
+        if self.net == NetKind::ImageNet && !self.channels.is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "an ImageNet supernet needs even channels (its first cell reduces the stem's output to C), got C={}",
+                self.channels
+            )));
+        }
         if self.multiplier == 0 || self.multiplier > self.steps {
             return Err(Error::Config(format!("multiplier must be in 1..={}", self.steps)));
         }
@@ -116,8 +132,7 @@ impl DartsSupernetConfig {
 
 pub struct DartsSupernet {
     cfg: DartsSupernetConfig,
-    stem_conv: Conv2d,
-    stem_bn: BatchNorm2d,
+    stem: Stem,
     cells: Vec<SearchCell>,
     classifier: Linear,
     alphas_normal: Tensor,
@@ -143,11 +158,11 @@ impl DartsSupernet {
         let arch = ParamStore::new(seed, 1);
         let pb = weights.builder(dtype, device);
         let c_stem = cfg.stem_multiplier * cfg.channels;
-        let stem_conv = Conv2d::new(&pb.pp("stem").pp(0), cfg.in_channels, c_stem, 3, 1, 1)?;
-        let stem_bn = BatchNorm2d::new(&pb.pp("stem").pp(1), c_stem, true)?;
+        let stem = Stem::new(&pb, cfg.net, cfg.in_channels, c_stem)?;
         let (mut cpp, mut cp, mut c) = (c_stem, c_stem, cfg.channels);
         let mut cells = Vec::with_capacity(cfg.layers);
-        let mut reduction_prev = false;
+        // The ImageNet stems' s0 has twice the size of s1, as after a reduction.
+        let mut reduction_prev = cfg.net == NetKind::ImageNet;
         for i in 0..cfg.layers {
             let reduction = cfg.reduction_layers().contains(&i);
             if reduction {
@@ -195,8 +210,7 @@ impl DartsSupernet {
         };
         Ok(Self {
             cfg,
-            stem_conv,
-            stem_bn,
+            stem,
             cells,
             classifier,
             alphas_normal,
@@ -253,8 +267,7 @@ impl DartsSupernet {
             Some([bn, br]) => Some([self.edge_weights(&mode.arch(bn))?, self.edge_weights(&mode.arch(br))?]),
             None => None,
         };
-        let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
-        let (mut s0, mut s1) = (s.clone(), s);
+        let (mut s0, mut s1) = self.stem.forward(x, mode)?;
         for cell in &self.cells {
             let w = if cell.reduction { &w_reduce } else { &w_normal };
             let edge = edges.as_ref().map(|[n, r]| if cell.reduction { r } else { n });
@@ -270,8 +283,7 @@ impl DartsSupernet {
         if self.betas.is_some() {
             candle_core::bail!("a sampled forward has no edge normalisation (β)");
         }
-        let s = self.stem_bn.forward(&self.stem_conv.forward(x, mode)?, mode)?;
-        let (mut s0, mut s1) = (s.clone(), s);
+        let (mut s0, mut s1) = self.stem.forward(x, mode)?;
         for cell in &self.cells {
             let out = cell.forward_sampled(&s0, &s1, sample, usize::from(cell.reduction), mode)?;
             (s0, s1) = (s1, out);
@@ -452,7 +464,8 @@ impl Supernet for DartsSupernet {
             .map(|&r| self.op_sets.cell(r).iter().map(|ops| vec![OpCost::default(); ops.len()]).collect())
             .collect();
         let mut pixels = Vec::with_capacity(self.cells.len());
-        let (mut h, mut w) = (height, width);
+        // The cells work at the size of s1 (the image's for CIFAR, an eighth of it for ImageNet).
+        let (_, (mut h, mut w), _) = self.stem.mult_adds((height, width)).unwrap_or(((0, 0), (0, 0), 0));
         for cell in &self.cells {
             if cell.reduction {
                 (h, w) = (h.div_ceil(2), w.div_ceil(2));
@@ -507,5 +520,52 @@ impl Supernet for DartsSupernet {
             chosen.push(rows);
         }
         Ok(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supernet(net: NetKind) -> DartsSupernet {
+        let cfg = DartsSupernetConfig { channels: 4, layers: 3, num_classes: 7, net, ..Default::default() };
+        DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).unwrap()
+    }
+
+    /// PC-DARTS' ImageNet stems take a 224×224 image to 56×56 (s0) and 28×28 (s1), 3C channels
+    /// each, and the classifier gives one row of logits per image.
+    #[test]
+    fn imagenet_stems_give_the_documented_sizes() {
+        let net = supernet(NetKind::ImageNet);
+        let x = Tensor::randn(0f32, 1., (2, 3, 224, 224), &Device::Cpu).unwrap();
+        let (s0, s1) = net.stem.forward(&x, Mode::EVAL).unwrap();
+        assert_eq!(s0.dims4().unwrap(), (2, 12, 56, 56));
+        assert_eq!(s1.dims4().unwrap(), (2, 12, 28, 28));
+        assert_eq!(net.forward(&x, Mode::EVAL).unwrap().dims(), [2, 7]);
+        let stem: Vec<String> =
+            net.weights().params().into_iter().map(|p| p.name).filter(|n| n.starts_with("stem")).collect();
+        for name in
+            ["stem0.0.weight", "stem0.1.weight", "stem0.3.weight", "stem0.4.bias", "stem1.1.weight", "stem1.2.bias"]
+        {
+            assert!(stem.iter().any(|n| n == name), "{name} missing from {stem:?}");
+        }
+        let first = net.weights().params().into_iter().find(|p| p.name == "cells.0.preprocess0.conv_1.weight");
+        assert_eq!(first.map(|p| p.dims().to_vec()), Some(vec![2, 12, 1, 1]), "cell 0 reduces s0 (FactorizedReduce)");
+    }
+
+    /// The cells of an ImageNet supernet see the image at an eighth of its size: their op costs
+    /// at 224×224 are a CIFAR supernet's at 28×28.
+    #[test]
+    fn imagenet_op_costs_count_the_cells_at_the_stems_output_size() {
+        let (imagenet, cifar) = (supernet(NetKind::ImageNet), supernet(NetKind::Cifar));
+        assert_eq!(imagenet.op_costs(224, 224), cifar.op_costs(28, 28));
+        assert_ne!(imagenet.op_costs(224, 224), cifar.op_costs(224, 224));
+    }
+
+    #[test]
+    fn imagenet_supernets_need_even_channels() {
+        let cfg = DartsSupernetConfig { channels: 5, net: NetKind::ImageNet, ..Default::default() };
+        let e = DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).err().expect("odd C").to_string();
+        assert!(e.contains("even channels") && e.contains("C=5"), "{e}");
     }
 }

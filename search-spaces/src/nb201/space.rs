@@ -96,6 +96,13 @@ impl SearchSpace for Nb201 {
                 Self::NAME
             )));
         }
+        if m.net != NetKind::Cifar {
+            return Err(ConfigError::new(format!(
+                "{} supernets have one stem ({} must be cifar; the imagenet stems are the darts space's)",
+                Self::NAME,
+                brief("model.net")
+            )));
+        }
         for (set, name) in [(m.max_skip_connect.is_some(), "model.max_skip_connect"), (m.ops.is_some(), "model.ops")] {
             if set {
                 return Err(ConfigError::new(format!(
@@ -106,6 +113,10 @@ impl SearchSpace for Nb201 {
                 )));
             }
         }
+        Ok(())
+    }
+
+    fn check_search_input_size(_: &SearchModelConfig, _: usize, _: usize) -> Result<(), ConfigError> {
         Ok(())
     }
 
