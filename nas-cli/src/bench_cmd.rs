@@ -1,6 +1,8 @@
 //! `nas bench`: step timing on random data, one JSON line like shared/bench/darts_ref.py.
 
 use clap::{Args, Subcommand};
+use nas_core::bench::{bench_loader, BenchLoaderConfig};
+use nas_core::data::DataSpec;
 use nas_core::DeviceSpec;
 use nas_eval::bench::{bench_train, BenchTrainConfig};
 use nas_search::bench::{bench_search, BenchSearchConfig};
@@ -13,6 +15,34 @@ pub enum BenchCommand {
     Search(BenchSearchArgs),
     /// Time training steps of the evaluation network of a genotype
     Train(BenchTrainArgs),
+    /// Time the data loader: images per second of training (or evaluation) batches
+    Loader(BenchLoaderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchLoaderArgs {
+    /// Data: a folder:DIR of images (or any other spec)
+    #[arg(long, value_name = "SPEC")]
+    data: DataSpec,
+    /// Side of the images batches hold
+    #[arg(long, default_value_t = 224)]
+    image_size: usize,
+    /// Batch size
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Timed batches
+    #[arg(long, default_value_t = 10)]
+    batches: usize,
+    /// Untimed batches first
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Evaluation transforms (resize and centre crop) instead of random resized crop, flip
+    /// and colour jitter
+    #[arg(long)]
+    eval: bool,
+    /// Decode a folder into memory first instead of streaming it (the CIFAR-size path)
+    #[arg(long)]
+    in_memory: bool,
 }
 
 /// The network size, batch, device and timing knobs both benchmarks take, with
@@ -136,6 +166,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 count_launches: a.common.count_launches,
             };
             crate::out(&format!("{}\n", bench_train(&cfg)?))
+        }
+        BenchCommand::Loader(a) => {
+            let cfg = BenchLoaderConfig {
+                data: a.data,
+                image_size: a.image_size,
+                batch_size: a.batch_size,
+                batches: a.batches,
+                warmup: a.warmup,
+                eval: a.eval,
+                stream: !a.in_memory,
+            };
+            crate::out(&format!("{}\n", bench_loader(&cfg)?))
         }
     }
 }

@@ -139,3 +139,65 @@ pub fn worker_threads() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
+
+/// What `nas bench loader` times: batches of a dataset's training split as the training loop
+/// assembles them (streamed folders: read, decoded, transformed and normalised on the worker
+/// threads).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchLoaderConfig {
+    pub data: crate::data::DataSpec,
+    pub image_size: usize,
+    pub batch_size: usize,
+    /// Timed batches.
+    pub batches: usize,
+    /// Untimed batches first.
+    pub warmup: usize,
+    /// Evaluation transforms (resize and centre crop) instead of the training ones (random
+    /// resized crop, flip, colour jitter).
+    pub eval: bool,
+    /// Stream a folder dataset (as ImageNet networks do) rather than decoding it into memory.
+    pub stream: bool,
+}
+
+/// Images per second of the loader over `batches` batches after `warmup`, one JSON object.
+pub fn bench_loader(cfg: &BenchLoaderConfig) -> Result<Value> {
+    use crate::data::{Augment, BatchIter, BatchPlan, Dataset, LoadOptions};
+    if cfg.batches == 0 || cfg.batch_size == 0 {
+        return Err(ConfigError::new(format!("{} and --batches must be positive", brief("batch_size"))).into());
+    }
+    let listed = Instant::now();
+    let opts = LoadOptions { image_size: cfg.image_size, stream: cfg.stream, ..LoadOptions::default() };
+    let data = Dataset::load(&cfg.data, &opts)?;
+    let load_s = listed.elapsed().as_secs_f64();
+    let need = (cfg.batches + cfg.warmup) * cfg.batch_size;
+    if data.train.len() < need {
+        return Err(Error::Invalid(format!(
+            "{} has {} training images, fewer than the {need} of {} batches of {}",
+            data.name,
+            data.train.len(),
+            cfg.batches + cfg.warmup,
+            cfg.batch_size
+        )));
+    }
+    let augment = if cfg.eval { Augment::NONE } else { Augment::IMAGENET };
+    let plan =
+        BatchPlan { batch_size: cfg.batch_size, shuffle: true, drop_last: true, augment, seed: 0, epoch: 0, stream: 0 };
+    let mut it = BatchIter::new(data.train.clone(), data.normalize.clone(), plan, crate::epoch::PREFETCH);
+    for _ in 0..cfg.warmup {
+        it.next().transpose()?;
+    }
+    let started = Instant::now();
+    let mut images = 0;
+    for _ in 0..cfg.batches {
+        images += it.next().transpose()?.map_or(0, |b| b.len());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "config": cfg,
+        "threads": rayon::current_num_threads(),
+        "images": images,
+        "seconds": secs,
+        "images_per_s": images as f64 / secs.max(1e-9),
+        "load_s": load_s,
+    }))
+}

@@ -435,19 +435,17 @@ mod tests {
         let mut p = Pending::new(3, 2);
         assert!(!p.push(out(0.5, 4.0, 8)));
         assert!(p.push(out(0.25, 6.0, 8)));
-        let read = |p: &mut Pending| -> RunResult<Vec<(usize, f64, usize, Option<usize>, usize)>> {
-            Ok(p.read()?.into_iter().map(|r| (r.step, r.loss, r.correct, r.correct5, r.n)).collect())
-        };
-        assert_eq!(read(&mut p)?, vec![(3, 0.5, 4, None, 8), (4, 0.25, 6, None, 8)]);
+        let r = |step, loss, correct, correct5, n| StepRead { step, loss, correct, correct5, n };
+        assert_eq!(p.read()?, vec![r(3, 0.5, 4, None, 8), r(4, 0.25, 6, None, 8)]);
         assert!(!p.push(out(0.1, 1.0, 2)));
         // The f32 loss widened to f64, as a per-step read gives it.
-        assert_eq!(read(&mut p)?, vec![(5, 0.1f32 as f64, 1, None, 2)]);
+        assert_eq!(p.read()?, vec![r(5, 0.1f32 as f64, 1, None, 2)]);
         assert!(p.read()?.is_empty());
         // Steps counting top-5 hits leave a pair per step.
         for (l, c) in [(0.5f32, [3f32, 7.0]), (0.25, [5.0, 8.0])] {
             p.push(StepOutput { loss: Tensor::new(l, &Device::Cpu)?, correct: Tensor::new(&c, &Device::Cpu)?, n: 8 });
         }
-        assert_eq!(read(&mut p)?, vec![(6, 0.5, 3, Some(7), 8), (7, 0.25, 5, Some(8), 8)]);
+        assert_eq!(p.read()?, vec![r(6, 0.5, 3, Some(7), 8), r(7, 0.25, 5, Some(8), 8)]);
         Ok(())
     }
 

@@ -6,15 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use nas_core::data::transform::{resize_box, resize_centre_crop, Chw, CropBox};
+use nas_core::data::transform::{CropBox, Rgb};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn decode(name: &str) -> Chw {
-    let img = image::open(fixtures().join(name)).unwrap().to_rgb8();
-    Chw::from_rgb(img.as_raw(), img.height() as usize, img.width() as usize)
+fn decode(name: &str) -> image::RgbImage {
+    image::open(fixtures().join(name)).unwrap().to_rgb8()
 }
 
 fn golden(t: &std::collections::HashMap<String, Tensor>, key: &str) -> Vec<u8> {
@@ -33,12 +32,13 @@ fn diff(a: &[u8], b: &[u8]) -> (f64, u8) {
 fn transforms_match_torchvision() {
     let t = candle_core::safetensors::load(fixtures().join("transforms.safetensors"), &Device::Cpu).unwrap();
     for (k, name) in ["a.png", "b.jpg", "c.jpg"].into_iter().enumerate() {
-        let img = decode(name);
-        let eval = resize_centre_crop(&img, 64).unwrap();
+        let decoded = decode(name);
+        let img = Rgb { pixels: decoded.as_raw(), height: decoded.height() as usize, width: decoded.width() as usize };
+        let eval = img.resize_centre_crop(64).unwrap();
         assert_eq!((eval.channels, eval.height, eval.width), (3, 64, 64));
         let b = t[&format!("box_{k}")].to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap();
         let b = CropBox { top: b[0] as usize, left: b[1] as usize, height: b[2] as usize, width: b[3] as usize };
-        let crop = resize_box(&img, b, 64, 64).unwrap();
+        let crop = img.resize_box(b, 64, 64).unwrap();
         for (what, got, key) in [("eval", &eval.data, "eval"), ("crop", &crop.data, "crop")] {
             let (mean, max) = diff(got, &golden(&t, &format!("{key}_{k}")));
             println!("{name} {what}: mean |Δ| {mean:.3} levels, max {max}");

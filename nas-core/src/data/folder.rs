@@ -18,7 +18,7 @@ use std::sync::Arc;
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use super::transform::{random_resized_crop, resize_centre_crop, Chw};
+use super::transform::{Chw, Rgb};
 use super::{Dataset, ImageSet, Normalize, Samples};
 use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
@@ -251,10 +251,9 @@ impl FileSet {
         let img = image::load_from_memory(&bytes)
             .map_err(|e| Error::data(&path, format!("not a readable image: {e}")))?
             .to_rgb8();
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let chw = Chw::from_rgb(img.as_raw(), h, w);
+        let rgb = Rgb { pixels: img.as_raw(), height: img.height() as usize, width: img.width() as usize };
         let out =
-            if resized_crop { random_resized_crop(&chw, self.size, rng) } else { resize_centre_crop(&chw, self.size) };
+            if resized_crop { rgb.random_resized_crop(self.size, rng) } else { rgb.resize_centre_crop(self.size) };
         out.map_err(|e| Error::data(&path, e.to_string()))
     }
 }

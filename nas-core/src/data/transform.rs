@@ -121,29 +121,66 @@ thread_local! {
     static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
 }
 
-/// The box `b` of `src` resized to `out_h`×`out_w`, every channel alike (antialiased bilinear).
-pub fn resize_box(src: &Chw, b: CropBox, out_h: usize, out_w: usize) -> Result<Chw> {
+/// The box `b` of a `width`-wide image of `pixel` pixels resized to `out_h`×`out_w`
+/// (antialiased bilinear), in the same pixel layout.
+fn resize_pixels(
+    buf: &[u8],
+    (height, width): (usize, usize),
+    pixel: PixelType,
+    b: CropBox,
+    (out_h, out_w): (usize, usize),
+) -> Result<Vec<u8>> {
     let fail = |e: &dyn std::fmt::Display| Error::Invalid(format!("resizing an image: {e}"));
-    let hw = out_h * out_w;
-    let mut data = vec![0u8; src.channels * hw];
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
         b.left as f64,
         b.top as f64,
         b.width as f64,
         b.height as f64,
     );
-    RESIZER.with(|r| -> Result<()> {
-        let mut resizer = r.borrow_mut();
-        let mut dst = Image::new(out_w as u32, out_h as u32, PixelType::U8);
-        for c in 0..src.channels {
-            let plane = ImageRef::new(src.width as u32, src.height as u32, src.plane(c), PixelType::U8)
-                .map_err(|e| fail(&e))?;
-            resizer.resize(&plane, &mut dst, &options).map_err(|e| fail(&e))?;
-            data[c * hw..(c + 1) * hw].copy_from_slice(dst.buffer());
-        }
-        Ok(())
-    })?;
+    let src = ImageRef::new(width as u32, height as u32, buf, pixel).map_err(|e| fail(&e))?;
+    let mut dst = Image::new(out_w as u32, out_h as u32, pixel);
+    RESIZER.with(|r| r.borrow_mut().resize(&src, &mut dst, &options)).map_err(|e| fail(&e))?;
+    Ok(dst.into_vec())
+}
+
+/// The box `b` of `src` resized to `out_h`×`out_w`, every channel alike (antialiased bilinear).
+pub fn resize_box(src: &Chw, b: CropBox, out_h: usize, out_w: usize) -> Result<Chw> {
+    let hw = out_h * out_w;
+    let mut data = Vec::with_capacity(src.channels * hw);
+    for c in 0..src.channels {
+        data.extend(resize_pixels(src.plane(c), (src.height, src.width), PixelType::U8, b, (out_h, out_w))?);
+    }
     Ok(Chw { data, channels: src.channels, height: out_h, width: out_w })
+}
+
+/// Interleaved RGB pixels (H, W, 3) of `height`×`width`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rgb<'a> {
+    pub pixels: &'a [u8],
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Rgb<'_> {
+    /// The box `b` resized to `out_h`×`out_w`, channel-major: one resize of the interleaved
+    /// pixels, then the small output split into planes.
+    pub fn resize_box(&self, b: CropBox, out_h: usize, out_w: usize) -> Result<Chw> {
+        let out = resize_pixels(self.pixels, (self.height, self.width), PixelType::U8x3, b, (out_h, out_w))?;
+        Ok(Chw::from_rgb(&out, out_h, out_w))
+    }
+
+    /// `RandomResizedCrop(size)`.
+    pub fn random_resized_crop(&self, size: usize, rng: &mut Rng) -> Result<Chw> {
+        self.resize_box(random_resized_crop_box(self.height, self.width, rng), size, size)
+    }
+
+    /// `Resize(⌊size·256/224⌋)` then `CenterCrop(size)`.
+    pub fn resize_centre_crop(&self, size: usize) -> Result<Chw> {
+        let (h, w) = resize_shorter_size(self.height, self.width, eval_resize_side(size));
+        let full = CropBox { top: 0, left: 0, height: self.height, width: self.width };
+        let resized = self.resize_box(full, h, w)?;
+        Ok(crop(&resized, centre_crop_box(h, w, size)))
+    }
 }
 
 /// The box `b` of `src`, copied.
@@ -156,20 +193,6 @@ pub fn crop(src: &Chw, b: CropBox) -> Chw {
         }
     }
     Chw { data, channels: src.channels, height: b.height, width: b.width }
-}
-
-/// torchvision's `Resize(⌊S·256/224⌋)` then `CenterCrop(S)`.
-pub fn resize_centre_crop(src: &Chw, size: usize) -> Result<Chw> {
-    let (h, w) = resize_shorter_size(src.height, src.width, eval_resize_side(size));
-    let full = CropBox { top: 0, left: 0, height: src.height, width: src.width };
-    let resized = resize_box(src, full, h, w)?;
-    Ok(crop(&resized, centre_crop_box(h, w, size)))
-}
-
-/// `RandomResizedCrop(S)`: a random box resized to `size`×`size`.
-pub fn random_resized_crop(src: &Chw, size: usize, rng: &mut Rng) -> Result<Chw> {
-    let b = random_resized_crop_box(src.height, src.width, rng);
-    resize_box(src, b, size, size)
 }
 
 /// `ColorJitter` strengths; 0 leaves an adjustment out.
@@ -268,40 +291,54 @@ pub fn saturation(img: &mut Chw, f: f32) {
 }
 
 /// A hue rotation by `shift` of a turn: RGB → HSV, H + shift (mod 1), back, rounded to u8.
+/// In the units of the pixels: with max, min and δ = max − min of a pixel, H·6 is its sector
+/// plus the fraction f, and the sector's channels are max, min + δ·f, max − δ·f or min.
 pub fn hue(img: &mut Chw, shift: f32) {
     let hw = img.height * img.width;
     let (r, rest) = img.data.split_at_mut(hw);
     let (g, b) = rest.split_at_mut(hw);
+    let turn = shift * 6.0;
     for i in 0..hw {
-        let (rf, gf, bf) = (r[i] as f32 / 255.0, g[i] as f32 / 255.0, b[i] as f32 / 255.0);
+        let (rf, gf, bf) = (r[i] as f32, g[i] as f32, b[i] as f32);
         let max = rf.max(gf).max(bf);
         let min = rf.min(gf).min(bf);
         let delta = max - min;
         if delta <= 0.0 {
             continue; // grey: no hue to turn
         }
-        let s = delta / max;
+        let inv = 1.0 / delta;
         let h = if max == rf {
-            ((gf - bf) / delta).rem_euclid(6.0)
+            let h = (gf - bf) * inv;
+            if h < 0.0 {
+                h + 6.0
+            } else {
+                h
+            }
         } else if max == gf {
-            (bf - rf) / delta + 2.0
+            (bf - rf) * inv + 2.0
         } else {
-            (rf - gf) / delta + 4.0
-        } / 6.0;
-        let h = (h + shift).rem_euclid(1.0) * 6.0;
-        let sector = (h.floor() as usize).min(5);
-        let frac = h - sector as f32;
-        let (p, q, t) = (max * (1.0 - s), max * (1.0 - s * frac), max * (1.0 - s * (1.0 - frac)));
-        let (nr, ng, nb) = match sector {
-            0 => (max, t, p),
-            1 => (q, max, p),
-            2 => (p, max, t),
-            3 => (p, q, max),
-            4 => (t, p, max),
-            _ => (max, p, q),
+            (rf - gf) * inv + 4.0
         };
-        let to_u8 = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
-        (r[i], g[i], b[i]) = (to_u8(nr), to_u8(ng), to_u8(nb));
+        // h + turn lies in (−6, 12): one wrap brings it into [0, 6).
+        let mut h = h + turn;
+        if h < 0.0 {
+            h += 6.0;
+        } else if h >= 6.0 {
+            h -= 6.0;
+        }
+        let sector = (h as usize).min(5);
+        let frac = h - sector as f32;
+        let (rise, fall) = (min + delta * frac, max - delta * frac);
+        let (nr, ng, nb) = match sector {
+            0 => (max, rise, min),
+            1 => (fall, max, min),
+            2 => (min, max, rise),
+            3 => (min, fall, max),
+            4 => (rise, min, max),
+            _ => (max, min, fall),
+        };
+        // Round half up (v ≥ 0); `as` saturates at 255.
+        (r[i], g[i], b[i]) = ((nr + 0.5) as u8, (ng + 0.5) as u8, (nb + 0.5) as u8);
     }
 }
 
@@ -352,8 +389,8 @@ mod tests {
         assert_eq!(resize_shorter_size(500, 333, 256), (384, 256));
         // (256 − 224)/2 = 16; (341 − 224)/2 = 58.5 rounds to 58 (half to even).
         assert_eq!(centre_crop_box(256, 341, 224), CropBox { top: 16, left: 58, height: 224, width: 224 });
-        let img = uniform([10, 20, 30], 375, 500);
-        let out = resize_centre_crop(&img, 224).unwrap();
+        let rgb: Vec<u8> = (0..375 * 500).flat_map(|_| [10u8, 20, 30]).collect();
+        let out = Rgb { pixels: &rgb, height: 375, width: 500 }.resize_centre_crop(224).unwrap();
         assert_eq!((out.height, out.width), (224, 224));
         assert_eq!(out, uniform([10, 20, 30], 224, 224), "a uniform image stays uniform");
     }
@@ -400,6 +437,29 @@ mod tests {
         assert_eq!(red, uniform([0, 255, 0], 1, 1));
         hue(&mut red, 1.0 / 3.0);
         assert_eq!(red, uniform([0, 0, 255], 1, 1));
+    }
+
+    /// Closed forms (yellow + 60° is green; orange (255, 128, 0) + 180° is (0, 255 − 128, 255)),
+    /// and a turn back undoes a turn up to rounding.
+    #[test]
+    fn hue_turns_around_the_colour_wheel() {
+        let mut yellow = uniform([255, 255, 0], 1, 1);
+        hue(&mut yellow, 1.0 / 6.0);
+        assert_eq!(yellow, uniform([0, 255, 0], 1, 1));
+        let mut orange = uniform([255, 128, 0], 1, 1);
+        hue(&mut orange, 0.5);
+        assert_eq!(orange, uniform([0, 127, 255], 1, 1));
+        let mut rng = Rng::seed_from_u64(9);
+        let data: Vec<u8> = (0..3 * 500).map(|_| rng.random()).collect();
+        let img = Chw { data, channels: 3, height: 20, width: 25 };
+        for shift in [0.05f32, 0.2, -0.2, -0.13] {
+            let mut turned = img.clone();
+            hue(&mut turned, shift);
+            assert_ne!(turned, img);
+            hue(&mut turned, -shift);
+            let worst = turned.data.iter().zip(&img.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(worst <= 3, "shift {shift}: off by {worst} levels after turning back");
+        }
     }
 
     /// The factors lie in their ranges, every order of the four occurs, and an adjustment of
