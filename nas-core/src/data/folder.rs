@@ -1,5 +1,6 @@
 //! Image-folder datasets (`folder:DIR`), laid out like torchvision's `ImageFolder`:
-//! DIR/train/<class>/<image> and DIR/test/<class>/<image>. The classes are the sub-folders of
+//! DIR/train/<class>/<image> and DIR/test/<class>/<image> (or DIR/val/…, ImageNet's name, when
+//! there is no DIR/test). The classes are the sub-folders of
 //! DIR/train in name order; the test split must use the same class names (it may lack some).
 //! Any format the `image` crate reads (PNG, JPEG, BMP, GIF) at any size. Hidden files (".…")
 //! are skipped; an empty class folder or a missing split is an error naming it.
@@ -137,6 +138,16 @@ fn check_size(size: usize) -> Result<()> {
     Ok(())
 }
 
+/// The test split's folder: DIR/test, or ImageNet's DIR/val when there is no DIR/test.
+fn test_dir(dir: &Path) -> PathBuf {
+    let (test, val) = (dir.join("test"), dir.join("val"));
+    if !test.exists() && val.is_dir() {
+        val
+    } else {
+        test
+    }
+}
+
 /// The class names of a folder dataset (its training split's class folders).
 fn classes_of(dir: &Path) -> Result<Vec<String>> {
     if !dir.is_dir() {
@@ -150,7 +161,7 @@ pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> 
     check_size(size)?;
     let classes = classes_of(dir)?;
     let train = read_split(&dir.join("train"), &classes, size)?;
-    let test = if with_test { Some(read_split(&dir.join("test"), &classes, size)?.into()) } else { None };
+    let test = if with_test { Some(read_split(&test_dir(dir), &classes, size)?.into()) } else { None };
     let normalize = train.channel_stats();
     Ok(Dataset {
         name: format!("folder:{}", dir.display()),
@@ -165,14 +176,14 @@ pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> 
 pub(super) fn list(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> {
     check_size(size)?;
     let classes = classes_of(dir)?;
-    let split = |name: &str| -> Result<Samples> {
-        Ok(Samples::Files(Arc::new(FileSet::new(list_split(&dir.join(name), &classes)?, size))))
+    let split = |path: &Path| -> Result<Samples> {
+        Ok(Samples::Files(Arc::new(FileSet::new(list_split(path, &classes)?, size))))
     };
     Ok(Dataset {
         name: format!("folder:{}", dir.display()),
         num_classes: classes.len(),
-        train: split("train")?,
-        test: if with_test { Some(split("test")?) } else { None },
+        train: split(&dir.join("train"))?,
+        test: if with_test { Some(split(&test_dir(dir))?) } else { None },
         normalize: Normalize::imagenet(),
     })
 }
@@ -325,6 +336,8 @@ mod tests {
         use crate::data::{Augment, BatchIter, BatchPlan};
         let tmp = tempfile::tempdir().unwrap();
         tree(tmp.path());
+        // ImageNet names its test split `val`.
+        std::fs::rename(tmp.path().join("test"), tmp.path().join("val")).unwrap();
         let ds = list(tmp.path(), 32, true).unwrap();
         assert!(ds.train.streamed() && ds.train.in_memory().is_none());
         assert_eq!((ds.train.len(), ds.train.shape(), ds.num_classes), (4, (3, 32, 32), 2));
