@@ -25,13 +25,22 @@ use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
-fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The entries of `dir` not starting with '.', by name, with whether each is a folder (from
+/// the directory listing: no call per file).
+fn visible_entries(dir: &Path) -> Result<Vec<(String, bool)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut out = Vec::new();
     for e in entries {
         let e = e.map_err(|e| Error::io(dir, e))?;
-        if !e.file_name().to_string_lossy().starts_with('.') {
-            out.push(e.path());
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            // A symbolic link counts as what it points to.
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_symlink() => e.path().is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(err) => return Err(Error::io(e.path(), err)),
+            };
+            out.push((name, is_dir));
         }
     }
     out.sort();
@@ -47,8 +56,9 @@ fn class_dirs(split: &Path) -> Result<Vec<(String, PathBuf)>> {
         ));
     }
     let mut classes = Vec::new();
-    for p in visible_entries(split)? {
-        if p.is_dir() {
+    for (name, is_dir) in visible_entries(split)? {
+        let p = split.join(&name);
+        if is_dir {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             classes.push((name, p));
         } else {
@@ -79,10 +89,14 @@ pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>> {
     Ok(chw)
 }
 
-/// The images of one split with their labels, in class then name order; `classes` fixes the
-/// label of each class name.
-fn list_split(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>> {
-    let mut files: Vec<(PathBuf, u32)> = Vec::new();
+/// Calls `f` with every class folder of one split in name order: its label (`classes` fixes
+/// the label of each class name), its path and its image file names in name order. One class's
+/// names are in memory at a time.
+fn for_each_class(
+    split: &Path,
+    classes: &[String],
+    mut f: impl FnMut(u32, &Path, Vec<String>) -> Result<()>,
+) -> Result<()> {
     for (name, dir) in class_dirs(split)? {
         let Some(label) = classes.iter().position(|c| *c == name) else {
             return Err(Error::data(&dir, format!("class `{name}` does not exist in the training split")));
@@ -91,19 +105,21 @@ fn list_split(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>> {
         if images.is_empty() {
             return Err(Error::data(&dir, format!("class folder `{name}` has no images")));
         }
-        for p in images {
-            if p.is_dir() {
-                return Err(Error::data(&p, "nested folders are not supported inside a class folder"));
-            }
-            files.push((p, label as u32));
+        if let Some((sub, _)) = images.iter().find(|(_, is_dir)| *is_dir) {
+            return Err(Error::data(dir.join(sub), "nested folders are not supported inside a class folder"));
         }
+        f(label as u32, &dir, images.into_iter().map(|(n, _)| n).collect())?;
     }
-    Ok(files)
+    Ok(())
 }
 
 /// Reads one split into memory; `classes` fixes the label of each class name.
 fn read_split(split: &Path, classes: &[String], size: usize) -> Result<ImageSet> {
-    let files = list_split(split, classes)?;
+    let mut files: Vec<(PathBuf, u32)> = Vec::new();
+    for_each_class(split, classes, |label, dir, names| {
+        files.extend(names.iter().map(|n| (dir.join(n), label)));
+        Ok(())
+    })?;
     let decoded: Vec<Vec<u8>> = files
         .par_iter()
         .map(|(p, _)| {
@@ -176,9 +192,7 @@ pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> 
 pub(super) fn list(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> {
     check_size(size)?;
     let classes = classes_of(dir)?;
-    let split = |path: &Path| -> Result<Samples> {
-        Ok(Samples::Files(Arc::new(FileSet::new(list_split(path, &classes)?, size))))
-    };
+    let split = |path: &Path| -> Result<Samples> { Ok(Samples::Files(Arc::new(FileSet::list(path, &classes, size)?))) };
     Ok(Dataset {
         name: format!("folder:{}", dir.display()),
         num_classes: classes.len(),
@@ -202,22 +216,23 @@ pub struct FileSet {
 }
 
 impl FileSet {
-    fn new(files: Vec<(PathBuf, u32)>, size: usize) -> Self {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut names = String::new();
-        let mut entries = Vec::with_capacity(files.len());
-        let mut labels = Vec::with_capacity(files.len());
-        for (path, label) in files {
-            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            if dirs.last() != Some(&dir) {
-                dirs.push(dir);
+    /// The images of one split, listed class by class.
+    fn list(split: &Path, classes: &[String], size: usize) -> Result<Self> {
+        let (mut dirs, mut names, mut entries, mut labels) = (Vec::new(), String::new(), Vec::new(), Vec::new());
+        for_each_class(split, classes, |label, dir, files| {
+            let d = dirs.len() as u32;
+            dirs.push(dir.to_path_buf());
+            for name in files {
+                entries.push((d, names.len() as u64, name.len() as u32));
+                names.push_str(&name);
+                labels.push(label);
             }
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            entries.push(((dirs.len() - 1) as u32, names.len() as u64, name.len() as u32));
-            names.push_str(&name);
-            labels.push(label);
-        }
-        Self { dirs: Arc::new(dirs), names: Arc::new(names), entries, labels, size }
+            Ok(())
+        })?;
+        names.shrink_to_fit();
+        entries.shrink_to_fit();
+        labels.shrink_to_fit();
+        Ok(Self { dirs: Arc::new(dirs), names: Arc::new(names), entries, labels, size })
     }
 
     pub fn len(&self) -> usize {
