@@ -14,6 +14,15 @@ fn records(run: &Path) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Runs `nas FLAGS --data SPEC --out OUT` and checks that it succeeded.
+fn run(flags: &str, spec: &str, out: &Path) -> std::process::Output {
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--data", spec, "--out", out.to_str().unwrap()]);
+    let o = nas(&args);
+    assert!(o.status.success(), "nas {flags}: {}", stderr(&o));
+    o
+}
+
 fn config(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap()
 }
@@ -25,26 +34,8 @@ fn imagenet_retraining_streams_jpegs_and_reports_top5() {
     write_jpeg_folder(&data, 7, 4, 2, 160);
     let spec = format!("folder:{}", data.display());
     let out = tmp.path().join("run");
-    let o = nas(&[
-        "train",
-        "--genotype",
-        "PC_DARTS_IMAGENET",
-        "--net",
-        "imagenet",
-        "--channels",
-        "8",
-        "--layers",
-        "3",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "7",
-        "--data",
-        &spec,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let flags = "train --genotype PC_DARTS_IMAGENET --net imagenet --channels 8 --layers 3 --batch-size 7";
+    let o = run(&format!("{flags} --epochs 2"), &spec, &out);
     let (text, log) = (stdout(&o), stderr(&o));
     assert!(text.contains("test_acc: ") && text.contains("test_top5: "), "{text}");
     assert!(log.contains("imagenet network") && log.contains("mult-adds per 224x224 image"), "{log}");
@@ -77,31 +68,7 @@ fn imagenet_retraining_streams_jpegs_and_reports_top5() {
     // PC-DARTS' recipe: batch 1024 (cut to 7 here), lr 0.5, linear decay with a 5-epoch
     // warm-up: epoch 0 runs at 0.5·(1/1)·(1/5) in a run of one epoch.
     let pc = tmp.path().join("pc");
-    let o = nas(&[
-        "train",
-        "--genotype",
-        "PC_DARTS_IMAGENET",
-        "--net",
-        "imagenet",
-        "--recipe",
-        "pc-darts",
-        "--channels",
-        "8",
-        "--layers",
-        "3",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "7",
-        "--auxiliary-weight",
-        "0",
-        "--data",
-        &spec,
-        "--out",
-        pc.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    run(&format!("{flags} --recipe pc-darts --epochs 1 --auxiliary-weight 0 -q"), &spec, &pc);
     let c = config(&pc);
     assert_eq!((c["optimizer"]["lr"].as_f64(), c["optimizer"]["warmup_epochs"].as_u64()), (Some(0.5), Some(5)));
     assert_eq!(c["optimizer"]["schedule"], serde_json::json!({"kind": "linear"}));
@@ -115,31 +82,9 @@ fn pc_darts_imagenet_search_runs_on_class_fractions() {
     write_jpeg_folder(&data, 3, 8, 0, 64);
     let spec = format!("folder:{}", data.display());
     let out = tmp.path().join("search");
-    let o = nas(&[
-        "search",
-        "--preset",
-        "pc-darts-imagenet",
-        "--image-size",
-        "64",
-        "--subset-fraction",
-        "0.5,0.25",
-        "--channels",
-        "8",
-        "--layers",
-        "3",
-        "--epochs",
-        "2",
-        "--arch-start-epoch",
-        "1",
-        "--batch-size",
-        "2",
-        "--data",
-        &spec,
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let flags = "search --preset pc-darts-imagenet --image-size 64 --subset-fraction 0.5,0.25 --channels 8 \
+                 --layers 3 --epochs 2 --arch-start-epoch 1 --batch-size 2 -q";
+    run(flags, &spec, &out);
     let c = config(&out);
     assert_eq!(c["model"]["net"], "imagenet");
     assert_eq!(c["model"]["partial_channels"], 2);

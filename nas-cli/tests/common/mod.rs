@@ -38,16 +38,20 @@ pub fn write_cifar10(dir: &Path, files: &[(&str, usize)]) {
     }
 }
 
-/// 4 classes told apart by structure only (random colours): horizontal stripes, vertical
-/// stripes, a disc, a checkerboard; `side`×`side` images written as PNG and BMP.
-pub fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_class: usize) {
-    let mut state = 0x2545_f491u32;
-    let mut rand = move || {
+/// A xorshift32 stream: test images that need no seeded library generator.
+fn xorshift(mut state: u32) -> impl FnMut() -> u32 {
+    move || {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
         state
-    };
+    }
+}
+
+/// 4 classes told apart by structure only (random colours): horizontal stripes, vertical
+/// stripes, a disc, a checkerboard; `side`×`side` images written as PNG and BMP.
+pub fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_class: usize) {
+    let mut rand = xorshift(0x2545_f491);
     for (split, n) in [("train", train_per_class), ("test", test_per_class)] {
         for (class, name) in ["hstripes", "vstripes", "disc", "checker"].iter().enumerate() {
             let dir = root.join(split).join(name);
@@ -79,13 +83,7 @@ pub fn write_folder(root: &Path, side: u32, train_per_class: usize, test_per_cla
 /// 1.5×`min_side`, landscape and portrait): a blob of the class's colour on a noisy ramp, the
 /// layout of an ImageNet folder.
 pub fn write_jpeg_folder(root: &Path, classes: usize, train_per_class: usize, test_per_class: usize, min_side: u32) {
-    let mut state = 0x9e37_79b9u32;
-    let mut rand = move || {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        state
-    };
+    let mut rand = xorshift(0x9e37_79b9);
     for (split, n) in [("train", train_per_class), ("test", test_per_class)] {
         for class in 0..classes {
             let dir = root.join(split).join(format!("n{class:08}"));
