@@ -187,6 +187,8 @@ bad_input! {
     train_step_gamma_above_one: "train --genotype DARTS_V2 --lr-schedule step:1.5 --out {run}" => ["--lr-schedule", "(0, 1]", "1.5"];
     train_label_smoothing_out_of_range: "train --genotype DARTS_V2 --label-smoothing 1 --out {run}" => ["--label-smoothing", "[0, 1)"];
     train_imagenet_nb201: "train --genotype |skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2| --net imagenet --out {run}" => ["--net", "must be cifar"];
+    config_search_step_gamma_above_one: "search --config {tmp}/c.json --out {run}" => ["weight_optimizer.schedule.gamma", "(0, 1]", "got 2"],
+        setup = write("c.json", r#"{"weight_optimizer": {"schedule": {"kind": "step", "gamma": 2}}}"#);
     search_subset_fraction_too_large: "search --subset-fraction 0.8,0.5 --out {run}" => ["--subset-fraction", "summing to at most 1"];
     search_subset_fraction_not_a_number: "search --subset-fraction half --out {run}" => ["--subset-fraction", "`half` is not a number"];
     search_imagenet_stem_on_odd_image_size: "search --net imagenet --image-size 48 --data folder:{tmp}/img --out {run}" => ["divisible by 32", "48x48"],

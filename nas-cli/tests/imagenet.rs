@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{nas, stderr, stdout, write_jpeg_folder};
+use common::{assert_rejected, nas, stderr, stdout, write_jpeg_folder};
 
 fn records(run: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -97,4 +97,28 @@ fn pc_darts_imagenet_search_runs_on_class_fractions() {
     assert_eq!(g, r[1]["genotype"]);
     assert!(r[1]["alpha"]["betas_normal"].is_array(), "{}", r[1]);
     assert_ne!(r[0]["alpha"]["alphas_normal"], r[1]["alpha"]["alphas_normal"], "α trained in epoch 1");
+}
+
+/// Streamed images are decoded when their batch is assembled: a broken file stops the run there
+/// with an error naming it, not a panic, and the run can be resumed once it is fixed.
+#[test]
+fn an_unreadable_streamed_image_stops_the_run_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("imagenet");
+    write_jpeg_folder(&data, 3, 4, 1, 64);
+    let broken = data.join("train/n00000001/n00000001_zz.JPEG");
+    std::fs::write(&broken, b"truncated before the first marker").unwrap();
+    let out = tmp.path().join("run");
+    let mut args: Vec<&str> = "train --genotype DARTS_V2 --net imagenet --image-size 64 --auxiliary-weight 0 \
+                               --channels 4 --layers 3 --epochs 1 --batch-size 4 -q"
+        .split_whitespace()
+        .collect();
+    let spec = format!("folder:{}", data.display());
+    args.extend(["--data", &spec, "--out", out.to_str().unwrap()]);
+    let o = nas(&args);
+    assert_rejected(&o, &["n00000001_zz.JPEG", "not a readable image"]);
+    std::fs::remove_file(&broken).unwrap();
+    let o = nas(&["train", "--resume", "--out", out.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("test_top5: "), "{}", stdout(&o));
 }

@@ -227,10 +227,8 @@ impl TrainConfig {
                 o.lr_min
             ));
         }
-        if let ScheduleKind::Step { gamma } = o.schedule {
-            if !(gamma > 0.0 && gamma <= 1.0) {
-                return bad(format!("{} must be in (0, 1], got {gamma}", field("optimizer.schedule.gamma")));
-            }
+        if let Some(e) = o.schedule_error("optimizer") {
+            return Err(Error::Config(e));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad(format!("{} must be in [0, 1), got {}", field("label_smoothing"), self.label_smoothing));

@@ -581,6 +581,9 @@ impl SearchConfig {
                 return bad(format!("{} must be positive, got 0", field(name)));
             }
         }
+        if let Some(e) = w.schedule_error("weight_optimizer") {
+            return Err(Error::Config(e));
+        }
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
             return bad(format!(
                 "{} and {} must be in [0, 1), got {} and {}",

@@ -42,6 +42,18 @@ impl WeightOptimConfig {
         Sgd::new(params, self.sgd()).with_nesterov(self.nesterov)
     }
 
+    /// What is wrong with the schedule's own settings (a step factor outside (0, 1]), naming
+    /// the field under `section` ("optimizer", "weight_optimizer").
+    pub fn schedule_error(&self, section: &str) -> Option<crate::ConfigError> {
+        match self.schedule {
+            ScheduleKind::Step { gamma } if !(gamma > 0.0 && gamma <= 1.0) => Some(crate::ConfigError::new(format!(
+                "{} must be in (0, 1], got {gamma}",
+                crate::config_error::field(&format!("{section}.schedule.gamma"))
+            ))),
+            _ => None,
+        }
+    }
+
     /// The learning rate of every epoch of a run of `epochs`.
     pub fn schedule(&self, epochs: usize) -> LrSchedule {
         LrSchedule {
