@@ -380,11 +380,23 @@ mod tests {
         let red = (200.0 / 255.0 - 0.485) / 0.229;
         assert!(e[0].images[..1024].iter().all(|v| (v - red).abs() < 1e-5), "{}", e[0].images[0]);
 
-        std::fs::write(tmp.path().join("train/dog/broken.jpg"), b"definitely not a jpeg").unwrap();
+        // First of its class: the first image of step 1's first micro-batch below.
+        std::fs::write(tmp.path().join("train/dog/0broken.jpg"), b"definitely not a jpeg").unwrap();
         let ds = list(tmp.path(), 32, false).unwrap();
         assert_eq!(ds.train.len(), 5, "listing reads no image");
         let e = read(&ds.train, Augment::IMAGENET).unwrap_err().to_string();
         assert!(e.contains("broken.jpg") && e.contains("not a readable image"), "{e}");
+        // Steps of two micro-batches: the failed batch is the step's error, not a short step.
+        let steps = crate::data::StepIter::new(
+            ds.train.clone(),
+            ds.normalize.clone(),
+            BatchPlan { batch_size: 1, ..plan(Augment::IMAGENET) },
+            crate::data::Shard::of_rank(0, 1, 2),
+            1,
+            0,
+        );
+        let e = steps.collect::<Result<Vec<_>>>().unwrap_err().to_string();
+        assert!(e.contains("broken.jpg"), "{e}");
     }
 
     /// Per class, disjoint draws of the asked fractions (rounded, at least one), the same for

@@ -137,7 +137,8 @@ impl Iterator for StepIter {
             return None;
         }
         let step: Vec<Result<HostBatch>> = self.inner.by_ref().take(self.count).collect();
-        if step.len() < self.count {
+        // A failed batch ends its producer early: report it rather than a short step.
+        if step.len() < self.count && step.iter().all(Result::is_ok) {
             return None;
         }
         self.steps -= 1;
