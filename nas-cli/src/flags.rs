@@ -1,71 +1,41 @@
-//! Which flag sets which configuration field, and error messages in flags. The libraries name
-//! the settings of a message by their config.json field (`nas_core::ConfigError`); the command
-//! line shows its flag instead, followed by the field where the value may have come from a
-//! config file: `--channels (model.channels) must be positive`.
+//! Error messages in flags. The libraries name the settings of a message by their config.json
+//! field (`nas_core::ConfigError`); the command line shows the flag declared for that field
+//! instead (`config_flags`: every command's flags, from the libraries' declarations), followed
+//! by the field where the value may have come from a config file: `--channels (model.channels)
+//! must be positive`. A field inside a flag's field (`optimizer.schedule.gamma` under
+//! `--lr-schedule`) is named by that flag.
 
+use std::collections::HashMap;
 use std::error::Error;
+use std::sync::OnceLock;
 
 use nas_core::{ConfigError, RunError};
 
-/// (config field, flag) of every setting a flag sets, search, train and bench together: a
-/// field has the same flag wherever it appears.
-const FLAGS: &[(&str, &str)] = &[
-    ("preset", "--preset"),
-    ("space", "--space"),
-    ("method", "--method"),
-    ("neumann_steps", "--neumann-steps"),
-    ("unroll_steps", "--unroll-steps"),
-    ("cg_steps", "--cg-steps"),
-    ("cg_damping", "--cg-damping"),
-    ("hessian_every", "--hessian-every"),
-    ("sampling.tau_max", "--tau-max"),
-    ("sampling.tau_min", "--tau-min"),
-    ("sampling.resource", "--resource"),
-    ("sampling.resource_weight", "--resource-weight"),
-    ("sampling.controller_steps", "--controller-steps"),
-    ("sampling.controller_aggregate", "--controller-aggregate"),
-    ("sampling.select_samples", "--select-samples"),
-    ("early_stop", "--early-stop"),
-    ("epochs", "--epochs"),
-    ("arch_start_epoch", "--arch-start-epoch"),
-    ("seed", "--seed"),
-    ("device", "--device"),
-    ("genotype", "--genotype"),
-    ("model.channels", "--channels"),
-    ("model.layers", "--layers"),
-    ("model.partial_channels", "--partial-channels"),
-    ("model.edge_norm", "--edge-norm"),
-    ("model.max_skip_connect", "--max-skip-connect"),
-    ("model.ops", "--ops"),
-    ("progressive.layers", "--stage-layers"),
-    ("progressive.ops_per_edge", "--stage-ops"),
-    ("progressive.skip_dropout", "--skip-dropout"),
-    ("model.auxiliary_weight", "--auxiliary-weight"),
-    ("model.drop_path", "--drop-path"),
-    ("model.net", "--net"),
-    ("data.spec", "--data"),
-    ("data.subset", "--subset"),
-    ("data.subset_fraction", "--subset-fraction"),
-    ("label_smoothing", "--label-smoothing"),
-    ("optimizer.warmup_epochs", "--warmup-epochs"),
-    ("optimizer.schedule.gamma", "--lr-schedule"),
-    ("data.batch_size", "--batch-size"),
-    ("data.accumulate", "--accumulate"),
-    ("data.cutout", "--cutout"),
-    ("data.image_size", "--image-size"),
-    ("weight_optimizer.lr", "--lr"),
-    ("optimizer.lr", "--lr"),
-    ("arch_optimizer.lr", "--arch-lr"),
-    // `nas bench`, whose settings are not nested.
-    ("steps", "--steps"),
-    ("warmup", "--warmup"),
-    ("batch_size", "--batch-size"),
-    ("image_size", "--image-size"),
-];
+use crate::config_flags::all_mounts;
 
-/// The flag that sets `field`.
+/// Every flagged field, by its full path, with its flag.
+fn flags() -> &'static HashMap<String, String> {
+    static FLAGS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    FLAGS.get_or_init(|| {
+        let mut map = HashMap::new();
+        for mount in all_mounts() {
+            for flag in &mount.flags {
+                map.entry(mount.path(flag)).or_insert_with(|| format!("--{}", flag.long));
+            }
+        }
+        map
+    })
+}
+
+/// The flag that sets `field`, or the one whose field holds it.
 pub fn flag(field: &str) -> Option<&'static str> {
-    FLAGS.iter().find(|(f, _)| *f == field).map(|(_, flag)| *flag)
+    let mut path = field;
+    loop {
+        if let Some(f) = flags().get(path) {
+            return Some(f.as_str());
+        }
+        path = &path[..path.rfind('.')?];
+    }
 }
 
 /// A mention of `field` in a message: the flag, and for a full mention the field after it.
@@ -126,12 +96,24 @@ mod tests {
         assert_eq!(render(&core), "--steps must be positive");
         let plain = anyhow::anyhow!("nothing to rename");
         assert_eq!(render(&plain), format!("{plain:#}"));
+        assert_eq!(flag("optimizer.schedule.gamma"), Some("--lr-schedule"));
+        assert_eq!(flag("weight_optimizer.schedule.gamma"), None);
+        assert_eq!(flag("method.cg_steps"), Some("--cg-steps"));
     }
 
+    /// A field has one flag wherever it appears (the same long name in every command), and a
+    /// flag sets one field in every command that has it, except where the commands' sections
+    /// differ (`--lr`: a search's weight optimiser, retraining's optimiser).
     #[test]
-    fn every_flagged_field_is_listed_once() {
-        for (i, (f, _)) in FLAGS.iter().enumerate() {
-            assert!(FLAGS[..i].iter().all(|(g, _)| g != f), "{f} twice");
+    fn every_flagged_field_has_one_flag() {
+        let mut by_path: HashMap<String, &str> = HashMap::new();
+        let mounts = all_mounts();
+        for mount in &mounts {
+            for flag in &mount.flags {
+                let path = mount.path(flag);
+                let was = by_path.entry(path.clone()).or_insert(flag.long);
+                assert_eq!(*was, flag.long, "{path} has two flags");
+            }
         }
     }
 }

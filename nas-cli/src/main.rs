@@ -1,6 +1,7 @@
 //! `nas`: differentiable architecture search from the command line.
 
 mod bench_cmd;
+mod config_flags;
 mod draw;
 mod eval_cmd;
 mod flags;

@@ -8,12 +8,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use clap::Args;
 use nas_core::dist;
 use nas_core::metrics::{Event, MetricsSink, Position};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG};
 use nas_core::{RunError, RunResult};
 use serde::Serialize;
 use serde_json::Value;
+
+/// Where a search or retraining run lives, and whether it starts over or continues.
+#[derive(Args, Debug, Default)]
+pub struct RunDirArgs {
+    /// Run directory (default: runs/<command>-<date>-<time>)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Overwrite an existing run directory
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// runs/<kind>-YYYYMMDD-HHMMSS (UTC).
 pub fn default_out(kind: &str) -> PathBuf {

@@ -6,11 +6,12 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
+use crate::settings::{parse, Flag, Mount};
 
 /// What the timed steps of a benchmark measured: the sorted step times, the peak device memory
 /// over the timed steps (CUDA), and the GPU work per step when it was counted.
@@ -89,10 +90,10 @@ fn per_step(_: &Counter, _: usize) -> Value {
 /// Random images N(0, 1) (B, 3, size, size) and labels uniform in 0..10, like the reference.
 pub fn random_batch(batch: usize, size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     if batch == 0 {
-        return Err(ConfigError::new(format!("{} must be positive", brief("batch_size"))).into());
+        return Err(ConfigError::new(format!("{} must be positive", brief("data.batch_size"))).into());
     }
     if size < 8 {
-        return Err(ConfigError::new(format!("{} must be at least 8", brief("image_size"))).into());
+        return Err(ConfigError::new(format!("{} must be at least 8", brief("data.image_size"))).into());
     }
     let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), device)?;
     let y = Tensor::rand(0f32, 10f32, batch, device)?.floor()?.clamp(0f32, 9f32)?.to_dtype(DType::U32)?;
@@ -140,14 +141,58 @@ pub fn worker_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
+/// The timing settings of `nas bench search|train`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    /// Timed steps (the median is reported).
+    pub steps: usize,
+    /// Untimed steps first.
+    pub warmup: usize,
+    /// Count the GPU work of the timed steps (CUDA).
+    pub count_launches: bool,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { steps: 5, warmup: 1, count_launches: false }
+    }
+}
+
+/// `--steps`, `--warmup` and `--count-launches` (top level of a benchmark's settings).
+pub fn timing_flags() -> Vec<Flag> {
+    vec![
+        Flag::one("steps", "steps", "N", "Timed steps, the median reported (5)", parse::<usize>),
+        warmup_flag(),
+        Flag::switch(
+            "count-launches",
+            "count_launches",
+            "Count the kernel launches, memsets and copies of the timed steps (CUDA; needs CUPTI's libcupti, \
+             found on the loader's path or named by NAS_CUPTI_LIB)",
+        ),
+    ]
+}
+
+fn warmup_flag() -> Flag {
+    Flag::one("warmup", "warmup", "N", "Untimed steps (loader: batches) first (1)", parse::<usize>)
+}
+
+/// The batches `nas bench loader` assembles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderData {
+    pub spec: crate::data::DataSpec,
+    pub image_size: usize,
+    pub batch_size: usize,
+}
+
 /// What `nas bench loader` times: batches of a dataset's training split as the training loop
 /// assembles them (streamed folders: read, decoded, transformed and normalised on the worker
 /// threads).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BenchLoaderConfig {
-    pub data: crate::data::DataSpec,
-    pub image_size: usize,
-    pub batch_size: usize,
+    pub data: LoaderData,
     /// Timed batches.
     pub batches: usize,
     /// Untimed batches first.
@@ -155,33 +200,90 @@ pub struct BenchLoaderConfig {
     /// Evaluation transforms (resize and centre crop) instead of the training ones (random
     /// resized crop, flip, colour jitter).
     pub eval: bool,
-    /// Stream a folder dataset (as ImageNet networks do) rather than decoding it into memory.
-    pub stream: bool,
+    /// Decode a folder dataset into memory (the CIFAR-size path) rather than streaming it (as
+    /// ImageNet networks do).
+    pub in_memory: bool,
+}
+
+impl Default for BenchLoaderConfig {
+    /// ImageNet-size batches of 128 at 224×224, ten timed after one.
+    fn default() -> Self {
+        Self {
+            data: LoaderData { spec: crate::data::DataSpec::Synthetic, image_size: 224, batch_size: 128 },
+            batches: 10,
+            warmup: 1,
+            eval: false,
+            in_memory: false,
+        }
+    }
+}
+
+impl BenchLoaderConfig {
+    /// The defaults with the flags' `overlay`.
+    pub fn from_overlay(overlay: &Value) -> Result<Self> {
+        let mut v = serde_json::to_value(Self::default()).map_err(|e| Error::Invalid(e.to_string()))?;
+        crate::settings::merge(&mut v, overlay);
+        serde_json::from_value(v).map_err(|e| Error::Config(ConfigError::plain(e.to_string())))
+    }
+}
+
+/// The flags of `nas bench loader`.
+pub fn loader_flags() -> Vec<Mount> {
+    let data = crate::run_flags::data_flags().into_iter().filter(|f| f.long == "data").collect::<Vec<_>>();
+    let mut data = data;
+    data.extend([crate::run_flags::image_size_flag(), crate::run_flags::batch_size_flag()]);
+    vec![
+        Mount::new("data", data),
+        Mount::new(
+            "",
+            vec![
+                Flag::one("batches", "batches", "N", "Timed batches (10)", parse::<usize>),
+                warmup_flag(),
+                Flag::switch(
+                    "eval",
+                    "eval",
+                    "Evaluation transforms (resize and centre crop) instead of random resized crop, flip and colour \
+                     jitter",
+                ),
+                Flag::switch(
+                    "in-memory",
+                    "in_memory",
+                    "Decode a folder into memory first instead of streaming it (the CIFAR-size path)",
+                ),
+            ],
+        ),
+    ]
 }
 
 /// Images per second of the loader over `batches` batches after `warmup`, one JSON object.
 pub fn bench_loader(cfg: &BenchLoaderConfig) -> Result<Value> {
     use crate::data::{Augment, BatchIter, BatchPlan, Dataset, LoadOptions};
-    if cfg.batches == 0 || cfg.batch_size == 0 {
-        return Err(ConfigError::new(format!("{} and --batches must be positive", brief("batch_size"))).into());
+    let (batch_size, image_size) = (cfg.data.batch_size, cfg.data.image_size);
+    if cfg.batches == 0 || batch_size == 0 {
+        return Err(ConfigError::new(format!(
+            "{} and {} must be positive",
+            brief("data.batch_size"),
+            brief("batches")
+        ))
+        .into());
     }
     let listed = Instant::now();
-    let opts = LoadOptions { image_size: cfg.image_size, stream: cfg.stream, ..LoadOptions::default() };
-    let data = Dataset::load(&cfg.data, &opts)?;
+    let opts = LoadOptions { image_size, stream: !cfg.in_memory, ..LoadOptions::default() };
+    let data = Dataset::load(&cfg.data.spec, &opts)?;
     let load_s = listed.elapsed().as_secs_f64();
-    let need = (cfg.batches + cfg.warmup) * cfg.batch_size;
+    let need = (cfg.batches + cfg.warmup) * batch_size;
     if data.train.len() < need {
         return Err(Error::Invalid(format!(
             "{} has {} training images, fewer than the {need} of {} batches of {}",
             data.name,
             data.train.len(),
             cfg.batches + cfg.warmup,
-            cfg.batch_size
+            batch_size
         )));
     }
     let augment = if cfg.eval { Augment::NONE } else { Augment::IMAGENET };
     let plan =
-        BatchPlan { batch_size: cfg.batch_size, shuffle: true, drop_last: true, augment, seed: 0, epoch: 0, stream: 0 };
+        BatchPlan { batch_size, shuffle: true, drop_last: true, augment, seed: 0, epoch: 0, stream: 0 };
     let mut it = BatchIter::new(data.train.clone(), data.normalize.clone(), plan, crate::epoch::PREFETCH);
     for _ in 0..cfg.warmup {
         it.next().transpose()?;

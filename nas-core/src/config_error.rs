@@ -64,6 +64,12 @@ impl ConfigError {
         Self { parts: vec![Part::Text(message.into())] }
     }
 
+    /// The message after `prefix: ` (a file name), its mentions kept.
+    pub fn context(mut self, prefix: impl std::fmt::Display) -> Self {
+        self.parts.insert(0, Part::Text(format!("{prefix}: ")));
+        self
+    }
+
     /// The fields the message mentions, in order.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {

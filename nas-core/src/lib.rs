@@ -22,6 +22,8 @@ pub mod params;
 pub mod rng;
 pub mod run_dir;
 pub mod run_error;
+pub mod run_flags;
+pub mod settings;
 pub mod testing;
 
 pub use config_error::ConfigError;

@@ -43,11 +43,34 @@ pub enum RunError {
     /// position.
     #[error("interrupted at epoch {}, step {step}", .epoch + 1)]
     Interrupted { epoch: usize, step: usize },
+
+    /// A value the run computes that is not finite where it must be (a Gumbel-softmax sample
+    /// of a non-finite α), named with what was tried.
+    #[error("{0}")]
+    NotFinite(String),
+
+    /// A checkpoint that reads, but whose contents do not fit this run (a missing or
+    /// malformed entry, state of another shape).
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+
+    /// Data too small for what the run needs of it at run time (a split without a full
+    /// batch).
+    #[error("{0}")]
+    Data(String),
+
+    /// A broken invariant of the program itself, not of its input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl RunError {
     pub fn run_dir(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         RunError::RunDir { path: path.into(), msg: msg.into() }
+    }
+
+    pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        RunError::Checkpoint { path: path.into(), msg: msg.into() }
     }
 
     /// An invalid configuration whose message mentions no setting by its field.

@@ -15,9 +15,12 @@
 
 use nas_core::config_error::{brief, field, ConfigError};
 use nas_core::data::DataSpec;
-use nas_core::optim::{ScheduleKind, WeightOptimConfig};
+use nas_core::optim::{lr_flag, schedule_flags, ScheduleKind, WeightOptimConfig};
+use nas_core::run_flags::{accumulate_flag, batch_size_flag, data_flags, device_flag, image_size_flag, run_flags};
+use nas_core::settings::{merge, parse, Flag, Mount};
 use nas_core::DeviceSpec;
-use search_spaces::{EvalModelConfig, Genotype, NetKind, SpaceKind};
+use search_spaces::darts::net_flag;
+use search_spaces::{eval_model_flags, size_flags, EvalModelConfig, Genotype, NetKind, SpaceKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -171,6 +174,13 @@ impl TrainConfig {
         c
     }
 
+    /// These settings with `overlay` (the command line's flags as JSON) laid over them.
+    pub fn with_overlay(&self, overlay: &Value) -> Result<TrainConfig> {
+        let mut v = serde_json::to_value(self).map_err(|e| Error::Internal(e.to_string()))?;
+        merge(&mut v, overlay);
+        Self::from_json_value(v)
+    }
+
     /// Reads a run's config.json, telling a search run apart from a training run.
     pub fn from_json_value(v: Value) -> Result<TrainConfig> {
         if v.get("genotype").is_none() {
@@ -241,6 +251,46 @@ impl TrainConfig {
         }
         Ok(ValidTrainConfig { config: self, genotype })
     }
+}
+
+/// The flags of `nas train` besides the genotype and the recipe, each declared with the
+/// section that owns its field.
+pub fn train_flags() -> Vec<Mount> {
+    let mut top = run_flags();
+    top.push(Flag::one(
+        "label-smoothing",
+        "label_smoothing",
+        "E",
+        "Label smoothing ε of the training loss [default: 0; imagenet 0.1]",
+        parse::<f64>,
+    ));
+    let mut model = size_flags();
+    model.extend(eval_model_flags());
+    model.push(net_flag());
+    let mut data = data_flags();
+    data.extend([image_size_flag(), batch_size_flag(), accumulate_flag()]);
+    data.push(Flag::one("cutout", "cutout", "N", "Side of the cutout square; 0 turns cutout off [default: 16]", parse::<usize>));
+    let mut optimizer = vec![lr_flag()];
+    optimizer.extend(schedule_flags());
+    vec![
+        Mount::new("", top),
+        Mount::new("model", model),
+        Mount::new("data", data),
+        Mount::new("optimizer", optimizer),
+    ]
+}
+
+/// The flags of `nas bench train`: the network, the batch and the device, and the timing.
+pub fn bench_train_flags() -> Vec<Mount> {
+    let mut model = size_flags();
+    model.extend(eval_model_flags());
+    let mut top = vec![device_flag()];
+    top.extend(nas_core::bench::timing_flags());
+    vec![
+        Mount::new("", top),
+        Mount::new("model", model),
+        Mount::new("data", vec![batch_size_flag(), image_size_flag()]),
+    ]
 }
 
 impl ValidTrainConfig {

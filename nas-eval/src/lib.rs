@@ -8,7 +8,7 @@ pub mod config;
 pub mod model;
 pub mod train;
 
-pub use config::{Recipe, TrainConfig, ValidTrainConfig};
+pub use config::{bench_train_flags, train_flags, Recipe, TrainConfig, ValidTrainConfig};
 pub use model::{DropPath, EvalModel};
 /// Errors of a retraining run: the type the search reports too.
 pub use nas_core::{RunError as Error, RunResult as Result};

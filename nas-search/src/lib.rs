@@ -1,17 +1,18 @@
-//! The architecture search: configuration and presets, the architect (hypergradient step),
-//! the weight step, the search loop with its run directory and resume, and step benchmarks.
+//! The architecture search: configuration and presets, the search methods behind one
+//! interface (`method`: the hypergradient family, the sampling methods), the weight step, the
+//! search loop with its run directory and resume, P-DARTS' progressive stages over any method,
+//! DARTS-ES early stopping, and step benchmarks.
 
-pub mod architect;
 pub mod bench;
 pub mod config;
-pub mod controller;
 pub mod early_stop;
+pub mod method;
 pub mod progressive;
-pub mod sampling;
 pub mod search;
 pub mod step;
 
-pub use config::{Method, SearchConfig, ValidSearchConfig};
+pub use config::{SearchConfig, ValidSearchConfig};
+pub use method::{Method, MethodConfig};
 pub use nas_core::run_dir::{self, RunDir};
 /// Errors of a search run: the type retraining reports too.
 pub use nas_core::{RunError as Error, RunResult as Result};

@@ -1,10 +1,12 @@
 //! P-DARTS' progressive search (Chen et al. 2019, chenxin061/pdarts `train_search.py`): a
-//! sequence of searches of the darts space, each a complete run in `stage-<s>/` of the run
-//! directory with its own config, metrics and checkpoint. Stage s builds a fresh network of
-//! `layers[s]` cells over the op sets left by the previous stage, with fresh α, optimisers and
-//! schedule; at its end every edge drops its weakest ops (`pdarts::drop_weakest`), and after
-//! the last stage the final cell is derived with the skip cap (`pdarts::derive_final`) and
-//! written to the run directory's genotype.json.
+//! sequence of searches with any method of the relaxed supernet, in a space with op sets per
+//! edge (darts), each a complete run in `stage-<s>/` of the run directory with its own config,
+//! metrics and checkpoint. Stage s builds a fresh network of `layers[s]` cells over the op sets
+//! left by the previous stage, with fresh α, optimisers and schedule; at its end every edge
+//! drops its weakest ops (`Supernet::prune_ops`), and after the last stage the final cell is
+//! derived with the skip cap (`Supernet::final_genotype`) and written to the run directory's
+//! genotype.json. Within a stage the dropout after skip_connect follows P-DARTS' schedule
+//! (`skip_dropout_rate`).
 //!
 //! Resume: each stage resumes from its own checkpoint; a finished stage is reopened (its
 //! checkpoint holds the final α) to give the next stage its op sets, so a run stopped in any
@@ -14,21 +16,22 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use nas_core::metrics::MetricsSink;
-use search_spaces::darts::{pdarts, DartsGenotype, DartsOpSets, DartsSupernet};
-use search_spaces::Genotype;
+use search_spaces::{Genotype, OpsConfig};
 
 use crate::config::{ProgressiveConfig, SearchConfig, ValidSearchConfig};
 use crate::run_dir::{RunDir, CONFIG, GENOTYPE};
 use crate::search::Search;
 use crate::{Error, Result};
 
-/// The darts supernet of a stage's search.
-fn darts(search: &Search) -> Result<&DartsSupernet> {
-    search
-        .net()
-        .as_any()
-        .downcast_ref::<DartsSupernet>()
-        .ok_or_else(|| Error::config("a progressive search needs the darts space"))
+/// The dropout rate after skip_connect in epoch `epoch` of a stage with base rate `rate`,
+/// `epochs` epochs and α frozen for the first `frozen`: rate·(epochs − epoch − 1)/epochs while
+/// α is frozen, then rate·exp(−0.2·(epoch − frozen)).
+pub fn skip_dropout_rate(rate: f64, epoch: usize, epochs: usize, frozen: usize) -> f64 {
+    if epoch < frozen {
+        rate * (epochs as f64 - epoch as f64 - 1.0) / epochs as f64
+    } else {
+        rate * (-0.2 * (epoch - frozen) as f64).exp()
+    }
 }
 
 /// A progressive search over the stages of its configuration.
@@ -40,7 +43,7 @@ impl Progressive {
     /// `cfg` must have `progressive` set.
     pub fn new(cfg: ValidSearchConfig) -> Result<Self> {
         if cfg.progressive.is_none() {
-            return Err(Error::config("a progressive search needs `progressive` stages"));
+            return Err(Error::Internal("a progressive search needs `progressive` stages".to_string()));
         }
         Ok(Self { cfg })
     }
@@ -65,17 +68,14 @@ impl Progressive {
     }
 
     /// The search of stage `s` over the op sets `ops` (None: the configured ones).
-    fn stage_config(&self, s: usize, ops: Option<&DartsOpSets>) -> SearchConfig {
+    fn stage_config(&self, s: usize, ops: Option<OpsConfig>) -> SearchConfig {
         let p = self.stages();
         let mut c = self.cfg.clone().into_inner();
         c.progressive = None;
         c.stage = Some(s);
         c.model.layers = p.layers[s];
-        c.model.max_skip_connect = None;
+        c.model.space = c.model.space.for_stage(ops);
         c.skip_dropout = p.skip_dropout[s];
-        if let Some(ops) = ops {
-            c.model.ops = Some(ops.to_config());
-        }
         c
     }
 
@@ -92,9 +92,9 @@ impl Progressive {
                 }
             }
         }
-        let mut ops: Option<DartsOpSets> = None;
+        let mut ops: Option<OpsConfig> = None;
         for s in 0..stages {
-            let cfg = self.stage_config(s, ops.as_ref());
+            let cfg = self.stage_config(s, ops.take());
             let mut search = Search::new(cfg.clone().validate()?)?;
             let path = Self::stage_dir(dir, s);
             let stage_dir = if path.join(CONFIG).is_file() {
@@ -114,30 +114,33 @@ impl Progressive {
                 d
             };
             search.run(Some(&stage_dir), sink, stop)?;
-            let net = darts(&search)?;
-            let (sets, [wn, wr]) = (net.op_sets().clone(), net.op_weights()?);
             if s + 1 < stages {
                 let drop = p.ops_per_edge[s] - p.ops_per_edge[s + 1];
-                let cell = |ops: &[Vec<_>], w: &[Vec<f32>]| {
-                    pdarts::drop_weakest(ops, w, drop, false)
-                        .map_err(|e| Error::config(format!("after stage {s}: {e}")))
-                };
-                ops = Some(DartsOpSets { normal: cell(&sets.normal, &wn)?, reduce: cell(&sets.reduce, &wr)? });
+                ops = Some(
+                    search.net().prune_ops(drop).map_err(|e| Error::config(format!("after stage {s}: {e}")))?,
+                );
                 tracing::info!(stage = s, kept = p.ops_per_edge[s + 1], "ops dropped");
                 continue;
             }
-            let steps = self.cfg.model.steps;
-            let concat: Vec<usize> = (2..2 + steps).collect();
-            let genotype: Genotype = DartsGenotype {
-                normal: pdarts::derive_final(&sets.normal, &wn, steps, self.cfg.model.max_skip_connect),
-                normal_concat: concat.clone(),
-                reduce: pdarts::derive_final(&sets.reduce, &wr, steps, None),
-                reduce_concat: concat,
-            }
-            .into();
+            let genotype = search.net().final_genotype(self.cfg.model.space.skip_cap())?;
             dir.write_json(GENOTYPE, &genotype.to_json())?;
             return Ok(genotype);
         }
-        Err(Error::config("a progressive search needs at least one stage"))
+        Err(Error::Internal("a progressive search without stages".to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_schedule_follows_the_reference_formulas() {
+        let r = |e| skip_dropout_rate(0.4, e, 25, 10);
+        // 0.4·24/25, 0.4·15/25, then 0.4·e^0 and 0.4·e^−1.
+        for (got, want) in [(r(0), 0.384), (r(9), 0.24), (r(10), 0.4), (r(15), 0.147_151_776_468_576_93)] {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+        assert_eq!(skip_dropout_rate(0.0, 3, 25, 10), 0.0);
     }
 }

@@ -22,16 +22,16 @@ use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutp
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::Mode;
 use nas_core::optim::{LrSchedule, Sgd};
-use search_spaces::darts::pdarts;
-use search_spaces::{ArchSample, Genotype, Supernet, TaskShape};
+use search_spaces::{Genotype, Supernet, TaskShape};
 use serde_json::{json, Map, Value};
 
-use crate::architect::{alpha_hessian_eigenvalue, Architect};
-use crate::config::{EarlyStop, Method, ValidSearchConfig};
+use crate::config::{EarlyStop, ValidSearchConfig};
 use crate::early_stop::{DartsEs, EarlyStopDecision, Sample};
+use crate::method::alternating::alpha_hessian_eigenvalue;
+use crate::method::{MethodContext, SearchMethod, StepAt, StepBatches, WeightStep};
+use crate::progressive::skip_dropout_rate;
 use crate::run_dir::{RunDir, GENOTYPE};
-use crate::sampling::Sampler;
-use crate::step::{weight_step, Batch};
+use crate::step::Batch;
 use crate::{Error, Result};
 
 /// A search run: the supernet, its two optimisers and the split data, driven epoch by epoch.
@@ -46,7 +46,8 @@ struct SearchTask {
     device: Device,
     net: Box<dyn Supernet>,
     w_opt: Sgd,
-    arch_step: ArchStep,
+    /// How the architecture learns (`method`).
+    method: Box<dyn SearchMethod>,
     train_set: Samples,
     valid_set: Samples,
     normalize: Normalize,
@@ -57,29 +58,6 @@ struct SearchTask {
     hessian_eig: Option<f64>,
     /// The eigenvalue history and DARTS-ES' decision.
     eigenvalues: DartsEs,
-}
-
-/// How α learns: by a hypergradient of the relaxation, or by a sampling method.
-enum ArchStep {
-    Hypergradient(Architect),
-    Sampling(Box<Sampler>),
-}
-
-impl ArchStep {
-    /// Adam over α, where the method has one.
-    fn adam(&self) -> Option<&nas_core::optim::Adam> {
-        match self {
-            ArchStep::Hypergradient(a) => Some(a.optimizer()),
-            ArchStep::Sampling(s) => s.adam(),
-        }
-    }
-
-    fn adam_mut(&mut self) -> Option<&mut nas_core::optim::Adam> {
-        match self {
-            ArchStep::Hypergradient(a) => Some(a.optimizer_mut()),
-            ArchStep::Sampling(s) => s.adam_mut(),
-        }
-    }
 }
 
 /// The checkpoint metadata holding the eigenvalue history (epoch, eigenvalue, genotype).
@@ -122,33 +100,23 @@ impl Search {
             "data loaded"
         );
         let shape = TaskShape { num_classes: data.num_classes, in_channels };
-        let net = cfg.space.build_supernet(&cfg.model, shape, cfg.seed, &device)?;
+        let net = cfg.space().build_supernet(&cfg.model, shape, cfg.seed, &device)?;
         tracing::info!(
-            space = %cfg.space,
+            space = %cfg.space(),
             weights = net.weights().num_weight_elements(),
             device = ?device,
             "supernet built"
         );
         let w = &cfg.weight_optimizer;
         let w_opt = w.optimizer(net.weights().weights());
-        let arch_step = if cfg.method.is_sampling() {
-            ArchStep::Sampling(Box::new(Sampler::new(
-                net.as_ref(),
-                cfg.method,
-                &cfg.sampling,
-                &cfg.arch_optimizer,
-                cfg.seed,
-                cfg.epochs,
-                &device,
-            )?))
-        } else {
-            ArchStep::Hypergradient(Architect::new(
-                net.weights().weights(),
-                net.arch().weights(),
-                &cfg.arch_optimizer,
-                cfg.hypergrad(),
-            ))
+        let ctx = MethodContext {
+            net: net.as_ref(),
+            arch_optimizer: &cfg.arch_optimizer,
+            seed: cfg.seed,
+            epochs: cfg.epochs,
+            device: &device,
         };
+        let method = cfg.method.build(&ctx)?;
         let schedule = w.schedule(cfg.epochs);
         let epochs = EpochLoop::new(cfg.epochs, &device);
         let hessian_batch = if cfg.hessian_every > 0 {
@@ -164,7 +132,7 @@ impl Search {
                 stream: 0,
             };
             let mut it = BatchIter::starting_at(valid_set.clone(), data.normalize.clone(), plan, 1, 0);
-            let b = it.next().ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))??;
+            let b = it.next().ok_or_else(|| Error::Data("the search-valid half has no full batch".to_string()))??;
             let (x, y) = b.to_device(&device)?;
             Some(Batch { x, y })
         } else {
@@ -184,7 +152,7 @@ impl Search {
             device,
             net,
             w_opt,
-            arch_step,
+            method,
             train_set,
             valid_set,
             normalize: data.normalize,
@@ -231,11 +199,11 @@ impl Search {
                 if let Some(dir) = dir {
                     dir.write_json(
                         EARLY_STOP,
-                        &serde_json::to_value(decision).map_err(|e| Error::config(e.to_string()))?,
+                        &serde_json::to_value(decision).map_err(|e| Error::Internal(e.to_string()))?,
                     )?;
                 }
                 Genotype::from_json_value(genotype)
-                    .map_err(|e| Error::config(format!("the stop epoch's genotype: {e}")))?
+                    .map_err(|e| Error::Internal(format!("the stop epoch's genotype: {e}")))?
             }
             None => self.task.genotype()?,
         };
@@ -255,7 +223,7 @@ impl Search {
 impl SearchTask {
     /// The dropout rate after skip_connect in `epoch` (P-DARTS' schedule).
     fn skip_dropout(&self, epoch: usize) -> f64 {
-        pdarts::skip_dropout_rate(self.cfg.skip_dropout, epoch, self.cfg.epochs, self.cfg.arch_start_epoch)
+        skip_dropout_rate(self.cfg.skip_dropout, epoch, self.cfg.epochs, self.cfg.arch_start_epoch)
     }
 
     fn plan(&self, epoch: usize, stream: u64) -> BatchPlan {
@@ -282,19 +250,12 @@ impl SearchTask {
 
     /// The genotype the search returns now.
     fn genotype(&self) -> Result<Genotype> {
-        match &self.arch_step {
-            ArchStep::Sampling(s) => s.genotype(self.net.as_ref()),
-            ArchStep::Hypergradient(_) => Ok(self.net.genotype()?),
-        }
+        self.method.genotype(self.net.as_ref())
     }
 
     /// Whether the steps of the epoch read search-valid batches.
     fn reads_valid(&self, epoch: usize) -> bool {
-        epoch >= self.cfg.arch_start_epoch
-            && match &self.arch_step {
-                ArchStep::Hypergradient(_) => true,
-                ArchStep::Sampling(s) => s.uses_valid_batches(),
-            }
+        epoch >= self.cfg.arch_start_epoch && self.method.reads_valid()
     }
 
     /// An endless supply of search-valid batches for `epoch`'s end (ENAS' controller and the
@@ -331,10 +292,7 @@ impl SearchTask {
         first: usize,
         steps: usize,
     ) -> Box<dyn Iterator<Item = Vec<nas_core::Result<Vec<HostBatch>>>>> {
-        let extra = match &self.arch_step {
-            ArchStep::Hypergradient(a) => a.train_batches().saturating_sub(1),
-            ArchStep::Sampling(_) => 0,
-        };
+        let extra = self.method.extra_train_batches();
         if extra == 0 || steps == 0 {
             return Box::new(std::iter::repeat_with(Vec::new));
         }
@@ -367,40 +325,34 @@ impl SearchTask {
         Ok(Batch { x, y })
     }
 
-    /// The network in evaluation mode over `set`: the relaxed supernet for the gradient
-    /// methods, the child of the current genotype for the sampling methods.
+    /// The network in evaluation mode over `set`: the relaxed supernet, or the ops the method
+    /// evaluates (a sampling method's: the child of the current genotype).
     fn evaluate_on(&self, set: &Samples, sink: &mut dyn MetricsSink) -> Result<Tally> {
         let net = self.net.as_ref();
         let (batch, device) = (self.cfg.data.batch_size, &self.device);
-        match &self.arch_step {
-            ArchStep::Hypergradient(_) => {
-                evaluate_set(set, &self.normalize, batch, device, sink, |x| net.forward(x, Mode::EVAL))
-            }
-            ArchStep::Sampling(_) => {
-                let chosen = net.child_of(&self.genotype()?)?;
-                let child = ArchSample { weights: None, chosen: Some(chosen), add_unchosen: false };
-                evaluate_set(set, &self.normalize, batch, device, sink, |x| net.forward_sampled(x, Mode::EVAL, &child))
+        match self.method.eval_sample(net)? {
+            None => evaluate_set(set, &self.normalize, batch, device, sink, |x| net.forward(x, Mode::EVAL)),
+            Some(sample) => {
+                evaluate_set(set, &self.normalize, batch, device, sink, |x| net.forward_sampled(x, Mode::EVAL, &sample))
             }
         }
     }
 }
 
 /// A step's micro-batches as the loader assembled them (or its error).
-type StepBatches = nas_core::Result<Vec<HostBatch>>;
+type LoadedStep = nas_core::Result<Vec<HostBatch>>;
 
 impl EpochTask for SearchTask {
     /// A search-train step (this process's micro-batches of it) and, once architecture updates
     /// are on, a search-valid step and the further training steps of an unrolled step.
-    type Batch = (StepBatches, Option<(StepBatches, Vec<StepBatches>)>);
+    type Batch = (LoadedStep, Option<(LoadedStep, Vec<LoadedStep>)>);
     const CHECKPOINT_FORMAT: &'static str = "nas-search-checkpoint-3";
     const CHECKPOINT_KIND: &'static str = "search";
 
     fn begin_epoch(&mut self, epoch: usize, first: usize) -> Result<EpochBatches<Self::Batch>> {
         self.w_opt.set_lr(self.schedule.lr(epoch));
         self.net.set_skip_dropout(self.skip_dropout(epoch));
-        if let ArchStep::Sampling(s) = &mut self.arch_step {
-            s.begin_epoch(epoch);
-        }
+        self.method.begin_epoch(epoch);
         let shard = self.shard();
         let batches = |set: &Samples, stream| {
             StepIter::new(set.clone(), self.normalize.clone(), self.plan(epoch, stream), shard, PREFETCH, first)
@@ -419,52 +371,31 @@ impl EpochTask for SearchTask {
 
     fn step(&mut self, epoch: usize, step: usize, (train, valid): Self::Batch) -> Result<StepOutput> {
         let train = self.to_micro(train)?;
-        let clip = self.cfg.weight_optimizer.grad_clip;
-        let arch_on = epoch >= self.cfg.arch_start_epoch;
-        let (valid, more) = match valid {
+        let (valid, more_train) = match valid {
             Some((vb, more)) => {
                 let more = more.into_iter().map(|m| self.to_micro(m)).collect::<Result<Vec<_>>>()?;
                 (Some(self.to_micro(vb)?), more)
             }
             None => (None, Vec::new()),
         };
-        let net = self.net.as_ref();
-        let out = match &mut self.arch_step {
-            ArchStep::Sampling(sampler) => {
-                let valid = valid.as_deref().filter(|_| arch_on);
-                sampler.step(net, &mut self.w_opt, clip, epoch, step, &train, valid)?
-            }
-            ArchStep::Hypergradient(architect) => {
-                if let Some(valid) = valid {
-                    let mut steps = vec![train.clone()];
-                    steps.extend(more);
-                    architect.step_micro(net, steps, valid, &self.w_opt)?;
-                }
-                let arch_done = Instant::now();
-                let out = weight_step(net, &mut self.w_opt, &train, clip)?;
-                tracing::debug!(epoch, step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
-                out
-            }
-        };
+        let w = WeightStep { opt: &mut self.w_opt, clip: self.cfg.weight_optimizer.grad_clip };
+        let out =
+            self.method.step(self.net.as_ref(), w, StepAt { epoch, step }, StepBatches { train, valid, more_train })?;
         Ok(StepOutput { loss: out.loss, correct: out.correct, n: out.n })
     }
 
-    /// The α-Hessian's eigenvalue at the epochs it is due, and DARTS-ES' rule.
+    /// The method's end of the epoch, then the α-Hessian's eigenvalue at the epochs it is due,
+    /// and DARTS-ES' rule.
     fn end_epoch(&mut self, epoch: usize) -> Result<()> {
-        if matches!(self.cfg.method, Method::Enas | Method::Random) {
-            let mut batches = self.end_batches(epoch);
-            let device = self.device.clone();
-            let mut next = move || -> Result<Batch> {
-                let b = batches
-                    .next()
-                    .ok_or_else(|| Error::config("the search-valid half has no full batch".to_string()))??;
-                let (x, y) = b.to_device(&device)?;
-                Ok(Batch { x, y })
-            };
-            if let ArchStep::Sampling(s) = &mut self.arch_step {
-                s.end_epoch(self.net.as_ref(), epoch, &mut next)?;
-            }
-        }
+        let mut batches = self.end_batches(epoch);
+        let device = self.device.clone();
+        let mut next = move || -> Result<Batch> {
+            let b =
+                batches.next().ok_or_else(|| Error::Data("the search-valid half has no full batch".to_string()))??;
+            let (x, y) = b.to_device(&device)?;
+            Ok(Batch { x, y })
+        };
+        self.method.end_epoch(self.net.as_ref(), epoch, &mut next)?;
         self.hessian_eig = None;
         let Some(batch) = &self.hessian_batch else { return Ok(()) };
         if !DartsEs::computes_at(self.cfg.hessian_every, epoch, self.cfg.epochs) {
@@ -501,43 +432,26 @@ impl EpochTask for SearchTask {
         if let Some((d, _)) = self.early_stop().filter(|(d, _)| d.detected_epoch == epoch) {
             fields.insert("early_stop_epoch".into(), json!(d.stop_epoch));
         }
-        if let ArchStep::Sampling(s) = &self.arch_step {
-            s.record_fields(&mut fields);
-        }
+        self.method.record_fields(&mut fields);
         fields.insert("genotype".into(), self.genotype()?.to_json());
-        // ENAS and random sampling never train α.
-        if !matches!(self.cfg.method, Method::Enas | Method::Random) {
+        if self.method.learns_alpha() {
             fields.insert("alpha".into(), self.net.arch_json()?);
         }
         Ok(fields)
     }
 
-    /// Weights, buffers, α and both optimiser states.
+    /// Weights, buffers, α, the weight optimiser's state and the method's.
     fn checkpoint_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut tensors = self.net.weights().named_tensors("weights.");
         tensors.extend(self.net.arch().named_tensors("arch."));
         tensors.extend(self.w_opt.state("sgd"));
-        match &self.arch_step {
-            ArchStep::Hypergradient(a) => {
-                tensors.extend(a.optimizer().state("adam"));
-                tensors.extend(a.method_state());
-            }
-            ArchStep::Sampling(s) => {
-                tensors.extend(s.adam().map(|a| a.state("adam")).unwrap_or_default());
-                tensors.extend(s.state()?.0);
-            }
-        }
+        tensors.extend(self.method.state()?.0);
         Ok(tensors)
     }
 
     fn checkpoint_meta(&self) -> Result<Vec<(String, String)>> {
         let mut meta = vec![("random_draws".to_string(), self.net.stream_position().to_string())];
-        if let Some(adam) = self.arch_step.adam() {
-            meta.push(("adam_steps".to_string(), adam.steps_taken().to_string()));
-        }
-        if let ArchStep::Sampling(s) = &self.arch_step {
-            meta.extend(s.state()?.1);
-        }
+        meta.extend(self.method.state()?.1);
         if self.hessian_batch.is_some() {
             meta.push((HESSIAN_META.to_string(), json!(self.eigenvalues.samples()).to_string()));
         }
@@ -545,22 +459,12 @@ impl EpochTask for SearchTask {
     }
 
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
-        let ctx = |e: &dyn std::fmt::Display| Error::run_dir(path, e.to_string());
+        let ctx = |e: &dyn std::fmt::Display| Error::checkpoint(path, e.to_string());
         self.net.weights().load(&ck.with_prefix("weights."), false).map_err(|e| ctx(&e))?;
         self.net.arch().load(&ck.with_prefix("arch."), false).map_err(|e| ctx(&e))?;
         self.w_opt.load_state("sgd", |n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
-        if self.arch_step.adam().is_some() {
-            let steps: u64 = ck.meta_parse(path, "adam_steps")?;
-            if let Some(adam) = self.arch_step.adam_mut() {
-                adam.load_state("adam", steps, |n| ck.tensors.get(n).cloned()).map_err(|e| ctx(&e))?;
-            }
-        }
         self.net.set_stream_position(ck.meta_parse(path, "random_draws")?);
-        let tensor = |n: &str| ck.tensors.get(n).cloned();
-        match &mut self.arch_step {
-            ArchStep::Hypergradient(a) => a.load_method_state(&tensor).map_err(|e| ctx(&e))?,
-            ArchStep::Sampling(s) => s.load_state(&tensor, &|n| ck.meta(n).map(str::to_string)).map_err(|e| ctx(&e))?,
-        }
+        self.method.restore(ck, path)?;
         if self.hessian_batch.is_some() {
             let text = ck.meta(HESSIAN_META).ok_or_else(|| ctx(&format!("no {HESSIAN_META} in the checkpoint")))?;
             let samples: Vec<Sample> =

@@ -3,6 +3,7 @@
 //! rest of the workspace reaches them through `registry` (`SpaceKind`, `Genotype`) and the
 //! space-neutral `Supernet`, `EvalNetwork`, model settings and picture shapes.
 
+pub mod children;
 pub mod darts;
 pub mod diagram;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod supernet;
 
 pub use error::{Error, Result};
 pub use eval_network::EvalNetwork;
-pub use model_config::{EvalModelConfig, NetKind, OpsConfig, SearchModelConfig, TaskShape};
-pub use registry::{Genotype, SearchSpace, SpaceKind};
-pub use supernet::{ArchSample, Child, ChildShape, EdgePick, OpCost, Supernet};
+pub use model_config::{eval_model_flags, size_flags, EvalModelConfig, NetKind, OpsConfig, SearchModelConfig, TaskShape};
+pub use registry::{Genotype, SearchSpace, SpaceKind, SpaceModel};
+pub use children::{uniform_child, ChildShape, ControllerSpec};
+pub use supernet::{ArchSample, Child, EdgePick, OpCost, Supernet};

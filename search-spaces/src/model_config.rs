@@ -1,34 +1,80 @@
-//! The size and options of the networks a run builds, the same settings for every space: the
-//! `model` section of a search run's and of a training run's config.json. The spaces check them
+//! The size and options of the networks a run builds: the `model` section of a search run's and
+//! of a training run's config.json. A supernet's settings are its size plus its space's own
+//! (`SpaceModel`); a retraining network's are the same for every space. The spaces check them
 //! (`SpaceKind::validate_search`, `SpaceKind::validate_eval`, whose messages name the fields
 //! as `model.<field>`) and build from them.
 
-use serde::{Deserialize, Serialize};
+use nas_core::config_error::field;
+use nas_core::settings::{parse, Flag};
+use nas_core::ConfigError;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
 
-/// The supernet of a search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+use crate::registry::{SpaceKind, SpaceModel};
+
+/// The supernet of a search: its size, which every space has, and the space's own settings
+/// (`SearchSpace::SearchModel`: the darts space's nodes, partial channels, edge normalisation,
+/// skip cap, op sets and stem; nothing more for nb201). config.json writes them as one flat
+/// `model` object; which fields it may hold depends on the run's `space`
+/// (`SearchModelConfig::from_json`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchModelConfig {
     /// Initial channels C.
     pub channels: usize,
     /// Number of cells L (darts); cells per stage N (nb201).
     pub layers: usize,
-    /// Intermediate nodes per cell.
-    pub steps: usize,
-    /// PC-DARTS channel fraction 1/K (1 = all channels).
-    pub partial_channels: usize,
-    /// PC-DARTS edge normalisation (β).
-    pub edge_norm: bool,
-    /// Optional cap on skip connections in the derived normal cell (P-DARTS style).
-    pub max_skip_connect: Option<usize>,
-    /// The candidate ops of the edges (darts); None: every op of the space on every edge.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ops: Option<OpsConfig>,
-    /// The stem (darts): `model_search.py`'s CIFAR stem or PC-DARTS' ImageNet stems
-    /// (`model_search_imagenet.py`). Absent (CIFAR) in the config.json files written before
-    /// it existed, and left out when CIFAR.
-    #[serde(default, skip_serializing_if = "NetKind::is_cifar")]
-    pub net: NetKind,
+    /// The space's own settings; their variant is the run's space.
+    pub space: SpaceModel,
+}
+
+impl SearchModelConfig {
+    /// The space's default supernet at the size a search starts from (`quick`: the demo's).
+    pub fn default_for(space: SpaceKind, quick: bool) -> Self {
+        let (channels, layers) = space.search_sizes(quick);
+        Self { channels, layers, space: space.default_search_model() }
+    }
+
+    /// The space these settings are for.
+    pub fn kind(&self) -> SpaceKind {
+        self.space.kind()
+    }
+
+    /// The skeleton around the cells (the ImageNet stems are the darts space's).
+    pub fn net(&self) -> NetKind {
+        self.space.net()
+    }
+
+    /// The `model` object of a config.json for `space`: `channels`, `layers` and the space's
+    /// own fields. A field only another space has is refused naming that space; fields that
+    /// config.json files of every space held before the settings were per space are dropped
+    /// where they hold the value that changed nothing.
+    pub fn from_json(space: SpaceKind, v: &Value) -> Result<Self, ConfigError> {
+        let Value::Object(map) = v else {
+            return Err(ConfigError::new(format!("{} must be an object", field("model"))));
+        };
+        let mut own = map.clone();
+        let mut size = |name: &str| -> Result<usize, ConfigError> {
+            let v = own.remove(name).ok_or_else(|| ConfigError::new(format!("{} is missing", field(&format!("model.{name}")))))?;
+            serde_json::from_value(v).map_err(|e| ConfigError::new(format!("{}: {e}", field(&format!("model.{name}")))))
+        };
+        let (channels, layers) = (size("channels")?, size("layers")?);
+        Ok(Self { channels, layers, space: space.search_model_from_json(own)? })
+    }
+}
+
+/// `model` as config.json holds it: the size, then the space's own settings.
+#[derive(Serialize)]
+struct Flat<'a> {
+    channels: usize,
+    layers: usize,
+    #[serde(flatten)]
+    space: &'a SpaceModel,
+}
+
+impl Serialize for SearchModelConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Flat { channels: self.channels, layers: self.layers, space: &self.space }.serialize(s)
+    }
 }
 
 /// `model.ops`: one op list for every edge, or a list per edge of each cell type (rows in the
@@ -109,4 +155,46 @@ impl std::str::FromStr for NetKind {
 pub struct TaskShape {
     pub num_classes: usize,
     pub in_channels: usize,
+}
+
+/// `--channels` and `--layers` (under `model`), every space's and every network's size.
+pub fn size_flags() -> Vec<Flag> {
+    vec![
+        Flag::one(
+            "channels",
+            "channels",
+            "C",
+            "Initial channels C (search: 16, quick 8; retraining: 36 for darts, 16 for nb201)",
+            parse::<usize>,
+        ),
+        Flag::one(
+            "layers",
+            "layers",
+            "L",
+            "Number of cells L (darts); cells per stage N (nb201) (search: 8, quick 5; retraining: 20 for darts, \
+             5 for nb201)",
+            parse::<usize>,
+        ),
+    ]
+}
+
+/// The retraining network's own flags (under `model`): the auxiliary head's weight and drop
+/// path.
+pub fn eval_model_flags() -> Vec<Flag> {
+    vec![
+        Flag::one(
+            "auxiliary-weight",
+            "auxiliary_weight",
+            "W",
+            "Loss weight of the auxiliary head; 0 removes the head (darts: 0.4)",
+            parse::<f64>,
+        ),
+        Flag::one(
+            "drop-path",
+            "drop_path",
+            "P",
+            "Final drop-path probability, ramped linearly over the epochs (darts: 0.2)",
+            parse::<f64>,
+        ),
+    ]
 }

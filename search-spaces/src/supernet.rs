@@ -6,7 +6,10 @@ use nas_core::nn::Mode;
 use nas_core::params::ParamStore;
 use serde_json::Value;
 
+use crate::children::{self, ChildShape, ControllerSpec};
+use crate::error::Error;
 use crate::genotype::Genotype;
+use crate::model_config::OpsConfig;
 
 pub trait Supernet {
     /// Logits (B, classes).
@@ -28,9 +31,6 @@ pub trait Supernet {
     /// The dropout probability after skip_connect in training (P-DARTS); networks without
     /// it ignore it.
     fn set_skip_dropout(&self, _p: f64) {}
-    /// The concrete network, for drivers of one space (P-DARTS' stages read the darts
-    /// supernet's op sets and weights).
-    fn as_any(&self) -> &dyn std::any::Any;
 
     /// The α tensors the sampling methods draw from, as the forward sees them (`mode`), one
     /// row per edge: normal and reduce in the darts space, the one of nb201. Columns an edge
@@ -52,6 +52,35 @@ pub trait Supernet {
     /// The inverse of `genotype_of`: the chosen columns of a genotype of this supernet's space
     /// and op sets.
     fn child_of(&self, genotype: &Genotype) -> crate::Result<Child>;
+
+    /// A uniformly drawn child (random sampling with weight sharing).
+    fn random_child(&self, rng: &mut nas_core::rng::Rng) -> Child {
+        children::uniform_child(&self.edge_ops(), self.child_shape(), rng)
+    }
+
+    /// What an ENAS controller decides about a child of this supernet; an error when its
+    /// children are not one list of choices (darts edges with different op sets).
+    fn controller_spec(&self) -> crate::Result<ControllerSpec> {
+        children::controller_spec(&self.edge_ops(), self.child_shape())
+    }
+
+    /// The child a controller's decisions (`controller_spec`'s order) stand for.
+    fn child_from_decisions(&self, decisions: &[usize]) -> crate::Result<Child> {
+        children::child_from_decisions(&self.edge_ops(), self.child_shape(), decisions)
+    }
+
+    /// P-DARTS' step between stages: the op sets every edge keeps after dropping its `drop`
+    /// weakest ops by the current α, as the next stage's `model.ops`. Spaces without op sets
+    /// per edge have no stages.
+    fn prune_ops(&self, _drop: usize) -> crate::Result<OpsConfig> {
+        Err(Error::Config("this space has no op sets to prune between stages".to_string()))
+    }
+
+    /// P-DARTS' final cell after the last stage, with at most `max_skip` skip connections in
+    /// the normal cell.
+    fn final_genotype(&self, _max_skip: Option<usize>) -> crate::Result<Genotype> {
+        Err(Error::Config("this space has no progressive derivation".to_string()))
+    }
 }
 
 /// Parameters and mult-adds of one op of a supernet.
@@ -71,16 +100,6 @@ impl OpCost {
             self.mult_adds += (n * pixels) as f64;
         }
     }
-}
-
-/// The discrete children of a space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildShape {
-    /// Each of `steps` intermediate nodes takes two (op, input) pairs, the inputs among the
-    /// node's edges (`darts::node_edges`): DARTS' cells, for normal and reduce.
-    TwoInputsPerNode { steps: usize },
-    /// One op on every edge (NAS-Bench-201).
-    OneOpPerEdge,
 }
 
 /// A discrete child of a supernet: per α tensor and edge, the α columns that run.

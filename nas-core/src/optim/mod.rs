@@ -15,7 +15,7 @@ pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, global_norm};
 pub use schedule::{CosineAnnealing, LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
-pub use weight_optim::WeightOptimConfig;
+pub use weight_optim::{lr_flag, schedule_flags, WeightOptimConfig};
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};

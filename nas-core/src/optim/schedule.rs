@@ -44,6 +44,23 @@ impl ScheduleKind {
     }
 }
 
+impl std::str::FromStr for ScheduleKind {
+    type Err = String;
+
+    /// `cosine`, `linear` or `step:GAMMA`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "cosine" => Ok(ScheduleKind::Cosine),
+            None if s == "linear" => Ok(ScheduleKind::Linear),
+            Some(("step", g)) => g
+                .parse()
+                .map(|gamma| ScheduleKind::Step { gamma })
+                .map_err(|_| format!("`{g}` is not a number (step:GAMMA)")),
+            _ => Err(format!("unknown schedule `{s}` (expected cosine, linear or step:GAMMA)")),
+        }
+    }
+}
+
 /// The learning rate of every epoch of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LrSchedule {

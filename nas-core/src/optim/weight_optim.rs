@@ -6,6 +6,40 @@
 use serde::{Deserialize, Serialize};
 
 use super::{LrSchedule, ScheduleKind, Sgd, SgdConfig};
+use crate::settings::{parse, Flag};
+
+/// `--lr`: the initial learning rate.
+pub fn lr_flag() -> Flag {
+    Flag::one(
+        "lr",
+        "lr",
+        "LR",
+        "Initial weight learning rate, annealed by the schedule (search: 0.025 cosine to the preset's minimum; \
+         retraining: 0.025, imagenet 0.1, pc-darts 0.5)",
+        parse::<f64>,
+    )
+}
+
+/// `--lr-schedule` and `--warmup-epochs`.
+pub fn schedule_flags() -> Vec<Flag> {
+    vec![
+        Flag::one(
+            "lr-schedule",
+            "schedule",
+            "S",
+            "Learning-rate schedule: cosine (to 0), step:GAMMA (×GAMMA every epoch) or linear (PC-DARTS) \
+             [default: cosine; imagenet step:0.97, pc-darts linear]",
+            parse::<ScheduleKind>,
+        ),
+        Flag::one(
+            "warmup-epochs",
+            "warmup_epochs",
+            "N",
+            "Epochs of linear learning-rate warm-up [default: 0; pc-darts imagenet 5]",
+            parse::<usize>,
+        ),
+    ]
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,9 +1,9 @@
 //! The rules of P-DARTS' progressive search (Chen et al. 2019, "Progressive Differentiable
 //! Architecture Search", chenxin061/pdarts `train_search.py`): after each stage every edge
-//! drops its weakest ops by softmax(α) (in the last drop `none` goes first), the dropout after
-//! skip_connect follows a per-stage schedule, and the final cell is derived from the last
-//! stage's weights with at most a given number of skip connections, removing the weakest skip
-//! and deriving again until the cap holds.
+//! drops its weakest ops by softmax(α) (in the last drop `none` goes first), and the final cell
+//! is derived from the last stage's weights with at most a given number of skip connections,
+//! removing the weakest skip and deriving again until the cap holds. (The dropout schedule
+//! after skip_connect is the search driver's, `nas_search::progressive`.)
 
 use super::edges::node_edges;
 use super::genotype::Edge;
@@ -46,17 +46,6 @@ pub fn drop_weakest(
             Ok(kept)
         })
         .collect()
-}
-
-/// The dropout rate after skip_connect in epoch `epoch` of a stage with base rate `rate`,
-/// `epochs` epochs and α frozen for the first `frozen`: rate·(epochs − epoch − 1)/epochs while
-/// α is frozen, then rate·exp(−0.2·(epoch − frozen)).
-pub fn skip_dropout_rate(rate: f64, epoch: usize, epochs: usize, frozen: usize) -> f64 {
-    if epoch < frozen {
-        rate * (epochs as f64 - epoch as f64 - 1.0) / epochs as f64
-    } else {
-        rate * (-0.2 * (epoch - frozen) as f64).exp()
-    }
 }
 
 /// The final cell of a progressive search from the last stage's op lists `ops` and weights
@@ -126,16 +115,6 @@ mod tests {
         assert_eq!(kept, vec![vec![SkipConnect], vec![SepConv3x3]]);
         let e = drop_weakest(&[vec![None, SkipConnect]], &[vec![0.9, 0.1]], 1, false).unwrap_err();
         assert!(e.contains("edge 0") && e.contains("`none`"), "{e}");
-    }
-
-    #[test]
-    fn dropout_schedule_follows_the_reference_formulas() {
-        let r = |e| skip_dropout_rate(0.4, e, 25, 10);
-        // 0.4·24/25, 0.4·15/25, then 0.4·e^0 and 0.4·e^−1.
-        for (got, want) in [(r(0), 0.384), (r(9), 0.24), (r(10), 0.4), (r(15), 0.147_151_776_468_576_93)] {
-            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-        }
-        assert_eq!(skip_dropout_rate(0.0, 3, 25, 10), 0.0);
     }
 
     /// Two nodes (edges 0..5), each edge over none, skip_connect, sep_conv_3x3.

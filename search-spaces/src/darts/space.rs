@@ -4,23 +4,68 @@
 
 use candle_core::{DType, Device};
 use nas_core::config_error::{brief, field};
+use nas_core::settings::{self, Flag};
 use nas_core::ConfigError;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::edges::{edge_label, state_label};
 use super::genotype::{DartsGenotype, Edge};
 use super::network::{DerivedNetwork, DerivedNetworkConfig};
-use super::op_sets::{DartsOpSets, PRIMITIVES};
+use super::op_sets::{rdarts_space, DartsOpSets, PRIMITIVES};
 use super::supernet::{DartsSupernet, DartsSupernetConfig};
 use crate::diagram::{self, ArchTable, CellGraph, Node, NodeKind};
 use crate::error::Result;
 use crate::eval_network::EvalNetwork;
-use crate::model_config::{EvalModelConfig, NetKind, SearchModelConfig, TaskShape};
+use crate::model_config::{EvalModelConfig, NetKind, OpsConfig, SearchModelConfig, TaskShape};
 use crate::registry::SearchSpace;
 use crate::supernet::Supernet;
 
 /// The DARTS CNN cell space (see the module).
 pub struct Darts;
+
+/// The darts space's own supernet settings (`model` in config.json, next to `channels` and
+/// `layers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DartsSearchModel {
+    /// Intermediate nodes per cell.
+    pub steps: usize,
+    /// PC-DARTS channel fraction 1/K (1 = all channels).
+    pub partial_channels: usize,
+    /// PC-DARTS edge normalisation (β).
+    pub edge_norm: bool,
+    /// Optional cap on skip connections in the derived normal cell (P-DARTS style).
+    pub max_skip_connect: Option<usize>,
+    /// The candidate ops of the edges; None: every op of the space on every edge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<OpsConfig>,
+    /// The stem: `model_search.py`'s CIFAR stem or PC-DARTS' ImageNet stems
+    /// (`model_search_imagenet.py`). Left out of config.json when CIFAR.
+    #[serde(skip_serializing_if = "NetKind::is_cifar")]
+    pub net: NetKind,
+}
+
+impl Default for DartsSearchModel {
+    /// DARTS' supernet: four nodes, every op on every channel of every edge.
+    fn default() -> Self {
+        Self { steps: 4, partial_channels: 1, edge_norm: false, max_skip_connect: None, ops: None, net: NetKind::Cifar }
+    }
+}
+
+/// `--net`, the skeleton around the cells (search and retraining: `model.net`).
+pub fn net_flag() -> Flag {
+    Flag::one(
+        "net",
+        "net",
+        "NET",
+        "The skeleton around the cells (darts): cifar (one stride-1 stem conv) or imagenet (three \
+         stride-2 stem convs, image sides divisible by 32: PC-DARTS' ImageNet search, which reaches \
+         the cells at 28×28 from 224×224; in nas train NetworkImageNet at 224×224 with the \
+         mobile-setting recipe; folder datasets are streamed from their files)",
+        settings::parse::<NetKind>,
+    )
+}
 
 impl SearchSpace for Darts {
     const NAME: &'static str = "darts";
@@ -61,10 +106,101 @@ impl SearchSpace for Darts {
         }
     }
 
-    fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError> {
-        DartsOpSets::from_config(m.ops.as_ref(), m.steps)
+    type SearchModel = DartsSearchModel;
+
+    fn search_model_flags() -> Vec<Flag> {
+        vec![
+            Flag::list(
+                "ops",
+                "ops",
+                "OPS",
+                "Candidate ops of every edge (darts), comma-separated: a subset of none, max_pool_3x3, \
+                 avg_pool_3x3, skip_connect, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5 and \
+                 noise; replaces the op sets of s1–s4. Per-edge sets: `model.ops` in a --config file",
+                settings::text,
+            ),
+            Flag::one(
+                "partial-channels",
+                "partial_channels",
+                "K",
+                "PC-DARTS: operate on 1/K of the channels of every edge",
+                settings::parse::<usize>,
+            ),
+            Flag::switch("edge-norm", "edge_norm", "PC-DARTS edge normalisation (β weights on the edges into each node)"),
+            Flag::one(
+                "max-skip-connect",
+                "max_skip_connect",
+                "N",
+                "Cap the skip connections of the derived normal cell",
+                settings::parse::<usize>,
+            ),
+            net_flag(),
+        ]
+    }
+
+    fn aliases() -> Vec<(&'static str, Value)> {
+        ["s1", "s2", "s3", "s4"]
+            .into_iter()
+            .filter_map(|name| rdarts_space(name).map(|sets| (name, json!({ "ops": sets.to_config() }))))
+            .collect()
+    }
+
+    fn net(own: &DartsSearchModel) -> NetKind {
+        own.net
+    }
+
+    fn needs_every_op(own: &DartsSearchModel) -> Option<String> {
+        (own.partial_channels != 1 || own.edge_norm).then(|| {
+            format!(
+                "{} must be 1 and {} off (PC-DARTS)",
+                field("model.partial_channels"),
+                field("model.edge_norm")
+            )
+        })
+    }
+
+    const STAGES: bool = true;
+
+    /// The first stage searches the op sets as given: every edge needs `first_ops` ops.
+    fn validate_stages(own: &DartsSearchModel, first_ops: usize) -> Result<(), ConfigError> {
+        let sets = DartsOpSets::from_config(own.ops.as_ref(), own.steps)
             .map_err(|e| ConfigError::new(format!("{}: {e}", field("model.ops"))))?;
-        if m.net == NetKind::ImageNet && !m.channels.is_multiple_of(2) {
+        if sets.normal.iter().chain(&sets.reduce).any(|r| r.len() != first_ops) {
+            return Err(ConfigError::new(format!(
+                "{} starts at {first_ops} ops per edge, but {} does not give every edge {first_ops} ops",
+                field("progressive.ops_per_edge"),
+                brief("model.ops")
+            )));
+        }
+        Ok(())
+    }
+
+    fn stage_model(own: &DartsSearchModel, ops: Option<OpsConfig>) -> DartsSearchModel {
+        DartsSearchModel { max_skip_connect: None, ops: ops.or_else(|| own.ops.clone()), ..own.clone() }
+    }
+
+    fn skip_cap(own: &DartsSearchModel) -> Option<usize> {
+        own.max_skip_connect
+    }
+
+    fn validate_search(m: &SearchModelConfig, own: &DartsSearchModel) -> Result<(), ConfigError> {
+        for (name, v) in [("model.steps", own.steps), ("model.partial_channels", own.partial_channels)] {
+            if v == 0 {
+                return Err(ConfigError::new(format!("{} must be positive, got 0", field(name))));
+            }
+        }
+        let k = own.partial_channels;
+        if !m.channels.is_multiple_of(k) {
+            return Err(ConfigError::new(format!(
+                "{} K={k} must divide {} C={} (PC-DARTS splits every edge's channels K ways)",
+                brief("model.partial_channels"),
+                brief("model.channels"),
+                m.channels
+            )));
+        }
+        DartsOpSets::from_config(own.ops.as_ref(), own.steps)
+            .map_err(|e| ConfigError::new(format!("{}: {e}", field("model.ops"))))?;
+        if own.net == NetKind::ImageNet && !m.channels.is_multiple_of(2) {
             return Err(ConfigError::new(format!(
                 "{} must be even with {} imagenet (the first cell's factorized reduction halves them), got {}",
                 field("model.channels"),
@@ -78,31 +214,42 @@ impl SearchSpace for Darts {
     /// CIFAR stem: the two reductions halve the sides evenly where a factorized reduction
     /// halves them (sides divisible by 4). ImageNet stems: the three stride-2 stem convs and the
     /// two reductions halve them five times, as in the retraining network (divisible by 32).
-    fn check_search_input_size(m: &SearchModelConfig, height: usize, width: usize) -> Result<(), ConfigError> {
-        let (halvings, times) = if m.net == NetKind::ImageNet { (32, "five halvings") } else { (4, "two reductions") };
+    fn check_search_input_size(
+        _: &SearchModelConfig,
+        own: &DartsSearchModel,
+        height: usize,
+        width: usize,
+    ) -> Result<(), ConfigError> {
+        let (halvings, times) = if own.net == NetKind::ImageNet { (32, "five halvings") } else { (4, "two reductions") };
         if height == 0 || width == 0 || !height.is_multiple_of(halvings) || !width.is_multiple_of(halvings) {
             return Err(ConfigError::plain(format!(
                 "{} darts supernets need image sides divisible by {halvings} ({times}), got {height}x{width}",
-                m.net
+                own.net
             )));
         }
         Ok(())
     }
 
-    fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>> {
+    fn build_supernet(
+        m: &SearchModelConfig,
+        own: &DartsSearchModel,
+        task: TaskShape,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Box<dyn Supernet>> {
         let cfg = DartsSupernetConfig {
             channels: m.channels,
             layers: m.layers,
             num_classes: task.num_classes,
-            steps: m.steps,
-            multiplier: m.steps,
+            steps: own.steps,
+            multiplier: own.steps,
             stem_multiplier: 3,
             in_channels: task.in_channels,
-            partial_channels: m.partial_channels,
-            edge_norm: m.edge_norm,
-            max_skip_connect: m.max_skip_connect,
-            ops: m.ops.clone(),
-            net: m.net,
+            partial_channels: own.partial_channels,
+            edge_norm: own.edge_norm,
+            max_skip_connect: own.max_skip_connect,
+            ops: own.ops.clone(),
+            net: own.net,
         };
         Ok(Box::new(DartsSupernet::new(cfg, seed, DType::F32, device)?))
     }

@@ -29,12 +29,14 @@ use super::derive::{cap_skip_connections, derive_cell};
 use super::edges::{node_edges, num_edges};
 use super::genotype::DartsGenotype;
 use super::op_sets::DartsOpSets;
+use super::pdarts;
 use super::ops::{DartsOp, RandomStream};
 use super::stem::Stem;
 use crate::error::Error;
 use crate::genotype::Genotype;
 use crate::model_config::{NetKind, OpsConfig};
-use crate::supernet::{ArchSample, Child, ChildShape, OpCost, Supernet};
+use crate::children::ChildShape;
+use crate::supernet::{ArchSample, Child, OpCost, Supernet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -425,10 +427,6 @@ impl Supernet for DartsSupernet {
         self.random.set_skip_dropout(p);
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn op_logits(&self, mode: Mode) -> Result<Vec<Tensor>> {
         let mut out = Vec::with_capacity(2);
         for (a, m) in [&self.alphas_normal, &self.alphas_reduce].into_iter().zip(&self.masks) {
@@ -490,6 +488,29 @@ impl Supernet for DartsSupernet {
 
     fn child_shape(&self) -> ChildShape {
         ChildShape::TwoInputsPerNode { steps: self.cfg.steps }
+    }
+
+    /// P-DARTS' drop (`pdarts::drop_weakest`) on both cell types' op sets by softmax(α)
+    /// (times the edge weights with edge normalisation).
+    fn prune_ops(&self, drop: usize) -> crate::Result<OpsConfig> {
+        let [wn, wr] = self.op_weights()?;
+        let cell = |ops: &[Vec<DartsOp>], w: &[Vec<f32>]| pdarts::drop_weakest(ops, w, drop, false).map_err(Error::Config);
+        let sets = DartsOpSets { normal: cell(&self.op_sets.normal, &wn)?, reduce: cell(&self.op_sets.reduce, &wr)? };
+        Ok(sets.to_config())
+    }
+
+    /// P-DARTS' final derivation (`pdarts::derive_final`), the skip cap on the normal cell.
+    fn final_genotype(&self, max_skip: Option<usize>) -> crate::Result<Genotype> {
+        let [wn, wr] = self.op_weights()?;
+        let steps = self.cfg.steps;
+        let concat: Vec<usize> = (2..2 + steps).collect();
+        Ok(DartsGenotype {
+            normal: pdarts::derive_final(&self.op_sets.normal, &wn, steps, max_skip),
+            normal_concat: concat.clone(),
+            reduce: pdarts::derive_final(&self.op_sets.reduce, &wr, steps, None),
+            reduce_concat: concat,
+        }
+        .into())
     }
 
     fn child_of(&self, genotype: &Genotype) -> crate::Result<Child> {

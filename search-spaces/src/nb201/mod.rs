@@ -20,4 +20,4 @@ pub use edges::{edge_index, edge_nodes, EDGES, NODES};
 pub use genotype::Nb201Genotype;
 pub use network::{Nb201Config, Nb201Network};
 pub use ops::Nb201Op;
-pub use space::Nb201;
+pub use space::{Nb201, Nb201SearchModel};

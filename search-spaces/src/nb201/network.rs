@@ -21,7 +21,8 @@ use super::ops::{Nb201Op, ReluConvBn};
 use crate::error::{Error, Result as SsResult};
 use crate::eval_network::EvalNetwork;
 use crate::genotype::Genotype;
-use crate::supernet::{ArchSample, Child, ChildShape, OpCost, Supernet};
+use crate::children::ChildShape;
+use crate::supernet::{ArchSample, Child, OpCost, Supernet};
 
 /// The residual reduction block (AutoDL `ResNetBasicblock`, stride 2).
 #[derive(Debug, Clone)]
@@ -237,10 +238,6 @@ impl Supernet for Nb201Network {
 
     fn arch_json(&self) -> SsResult<Value> {
         Ok(Nb201Network::arch_json(self)?)
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 
     fn op_logits(&self, mode: Mode) -> Result<Vec<Tensor>> {

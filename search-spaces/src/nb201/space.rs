@@ -5,8 +5,10 @@
 
 use candle_core::{DType, Device};
 use nas_core::config_error::brief;
+use nas_core::settings::Flag;
 use nas_core::ConfigError;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::edges::{edge_nodes, NODES};
 use super::genotype::Nb201Genotype;
@@ -21,6 +23,15 @@ use crate::supernet::Supernet;
 
 /// The NAS-Bench-201 cell space (see the module).
 pub struct Nb201;
+
+/// The nb201 space's own supernet settings: the benchmark has one skeleton, so only `net`,
+/// which must stay cifar.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nb201SearchModel {
+    #[serde(skip_serializing_if = "NetKind::is_cifar")]
+    pub net: NetKind,
+}
 
 impl Nb201 {
     fn network_config(channels: usize, layers: usize, task: TaskShape) -> Nb201Config {
@@ -86,41 +97,45 @@ impl SearchSpace for Nb201 {
         }
     }
 
-    fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError> {
-        if m.partial_channels != 1 || m.edge_norm {
-            return Err(ConfigError::new(format!(
-                "{} and {} apply to the darts space only, not to {} {}",
-                brief("model.partial_channels"),
-                brief("model.edge_norm"),
-                brief("space"),
-                Self::NAME
-            )));
-        }
-        if m.net != NetKind::Cifar {
+    type SearchModel = Nb201SearchModel;
+
+    fn search_model_flags() -> Vec<Flag> {
+        vec![crate::darts::net_flag()]
+    }
+
+    /// Written into every space's `model` before the settings were per space; these values
+    /// changed nothing here.
+    fn legacy_model_fields() -> Vec<(&'static str, Value)> {
+        vec![
+            ("steps", json!(4)),
+            ("partial_channels", json!(1)),
+            ("edge_norm", json!(false)),
+            ("max_skip_connect", Value::Null),
+        ]
+    }
+
+    fn validate_search(_: &SearchModelConfig, own: &Nb201SearchModel) -> Result<(), ConfigError> {
+        if own.net != NetKind::Cifar {
             return Err(ConfigError::new(format!(
                 "{} supernets have one stem ({} must be cifar; the imagenet stems are the darts space's)",
                 Self::NAME,
                 brief("model.net")
             )));
         }
-        for (set, name) in [(m.max_skip_connect.is_some(), "model.max_skip_connect"), (m.ops.is_some(), "model.ops")] {
-            if set {
-                return Err(ConfigError::new(format!(
-                    "{} applies to the darts space only, not to {} {}",
-                    brief(name),
-                    brief("space"),
-                    Self::NAME
-                )));
-            }
-        }
         Ok(())
     }
 
-    fn check_search_input_size(_: &SearchModelConfig, _: usize, _: usize) -> Result<(), ConfigError> {
+    fn check_search_input_size(_: &SearchModelConfig, _: &Nb201SearchModel, _: usize, _: usize) -> Result<(), ConfigError> {
         Ok(())
     }
 
-    fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>> {
+    fn build_supernet(
+        m: &SearchModelConfig,
+        _: &Nb201SearchModel,
+        task: TaskShape,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Box<dyn Supernet>> {
         let cfg = Self::network_config(m.channels, m.layers, task);
         Ok(Box::new(Nb201Network::search(cfg, seed, DType::F32, device)?))
     }

@@ -1,7 +1,10 @@
-//! The architecture step: computes the hypergradient of the validation loss with respect to
-//! α by one of the methods of `nas_core::hypergrad` (first order, DARTS' second order,
-//! truncated unrolling, Neumann or conjugate-gradient implicit, each using the weight
-//! optimiser's current lr, momentum buffers and weight decay) and applies Adam (DARTS §2.3).
+//! The hypergradient family's search step (DARTS Alg. 1): an architecture step on a
+//! search-valid batch, then a weight step on the search-train batch. The architecture step
+//! computes the hypergradient of the validation loss with respect to α by the method's
+//! `nas_core::hypergrad::Hypergradient` rule (first order, DARTS' second order, truncated
+//! unrolling, Neumann or conjugate-gradient implicit, each using the weight optimiser's current
+//! lr, momentum buffers and weight decay) and applies Adam (DARTS §2.3). Each method of the
+//! family is a file that chooses its rule (`MethodSpec::hypergradient`); this one is the rest.
 //!
 //! Every forward of one architecture step starts from the same position of the supernet's
 //! random stream (R-DARTS' noise op, P-DARTS' dropout after skip_connect), so the finite
@@ -9,19 +12,22 @@
 //! from where the last of them left it.
 
 use std::cell::Cell;
+use std::path::Path;
 
 use candle_core::{Tensor, Var};
-use nas_core::dist;
-use nas_core::hypergrad::{
-    self, Bilevel, ConjugateGradient, FirstOrder, Grads, Hypergradient, Neumann, OneStageRad, SgdState, TruncatedRad,
-};
+use nas_core::checkpoint::LoadedTensors;
+use nas_core::config_error::field;
+use nas_core::dist::{self, StepGrads};
+use nas_core::hypergrad::{self, Bilevel, Grads, Hypergradient, SgdState};
 use nas_core::nn::{correct_count, cross_entropy, Mode};
-use nas_core::optim::{Adam, AdamConfig, Sgd};
+use nas_core::optim::Sgd;
+use nas_core::ConfigError;
 use search_spaces::Supernet;
 
-use crate::config::{ArchOptimConfig, HypergradConfig, Method};
-use crate::step::Batch;
-use crate::Result;
+use super::{ArchAdam, Metadata, MethodContext, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
+use crate::config::{ArchOptimConfig, SearchConfig};
+use crate::step::{weight_step, Batch};
+use crate::{Error, Result};
 
 /// The supernet with fixed batches (training batches for the virtual steps, one validation
 /// batch), as the bilevel problem the hypergradients need. Each batch is a step's
@@ -105,57 +111,32 @@ impl Bilevel for SupernetProblem<'_> {
     }
 }
 
-/// The method object of a configuration.
-fn method(cfg: &HypergradConfig) -> Box<dyn Hypergradient> {
-    match cfg.method {
-        Method::FirstOrder => Box::new(FirstOrder),
-        Method::SecondOrder => Box::new(OneStageRad),
-        Method::Unrolled => Box::new(TruncatedRad::new(cfg.unroll_steps)),
-        Method::Implicit => Box::new(Neumann { terms: cfg.neumann_steps }),
-        Method::ImplicitCg => Box::new(ConjugateGradient::new(cfg.cg_steps, cfg.cg_damping)),
-        // The sampling methods learn α in `sampling`, not through an architect; the one
-        // `nas bench` times for them is first order, the cost of GDAS' α step.
-        Method::Gdas | Method::Snas | Method::Enas | Method::Random => Box::new(FirstOrder),
-    }
-}
+/// The state prefix of the rule in checkpoints.
+const RULE_STATE: &str = "hypergrad.";
 
-/// The state prefix of the method in checkpoints.
-const METHOD_STATE: &str = "hypergrad.";
-
+/// The architecture step: a hypergradient rule and Adam over α.
 pub struct Architect {
-    method: Box<dyn Hypergradient>,
+    rule: Box<dyn Hypergradient>,
     weights: Vec<Var>,
     arch: Vec<Var>,
-    opt: Adam,
+    adam: ArchAdam,
     last_evals: usize,
 }
 
 impl Architect {
     /// An architect for the supernet with these weights and architecture parameters.
-    pub fn new(
-        weights: Vec<Var>,
-        arch: Vec<Var>,
-        cfg: &ArchOptimConfig,
-        hypergrad: impl Into<HypergradConfig>,
-    ) -> Self {
-        let opt = Adam::new(
-            arch.clone(),
-            AdamConfig { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: cfg.weight_decay },
-        );
-        Self { method: method(&hypergrad.into()), weights, arch, opt, last_evals: 0 }
+    pub fn new(weights: Vec<Var>, arch: Vec<Var>, cfg: &ArchOptimConfig, rule: Box<dyn Hypergradient>) -> Self {
+        let adam = ArchAdam::new(arch.clone(), cfg);
+        Self { rule, weights, arch, adam, last_evals: 0 }
     }
 
-    pub fn optimizer(&self) -> &Adam {
-        &self.opt
-    }
-
-    pub fn optimizer_mut(&mut self) -> &mut Adam {
-        &mut self.opt
+    pub fn optimizer(&self) -> &nas_core::optim::Adam {
+        self.adam.optimizer()
     }
 
     /// Training batches one step reads: the current one, then `train_batches() − 1` more.
     pub fn train_batches(&self) -> usize {
-        self.method.train_batches()
+        self.rule.train_batches()
     }
 
     /// Gradient evaluations (forward and backward passes) of the last architecture step.
@@ -163,19 +144,9 @@ impl Architect {
         self.last_evals
     }
 
-    /// The method's state carried between steps (conjugate gradient's warm start).
-    pub fn method_state(&self) -> Vec<(String, Tensor)> {
-        self.method.state().into_iter().map(|(n, t)| (format!("{METHOD_STATE}{n}"), t)).collect()
-    }
-
-    /// Restores `method_state`; `get` looks a name up in the checkpoint.
-    pub fn load_method_state(&mut self, get: &dyn Fn(&str) -> Option<Tensor>) -> Result<()> {
-        Ok(self.method.load_state(&|n| get(&format!("{METHOD_STATE}{n}")))?)
-    }
-
     /// The hypergradient of the validation loss with respect to every architecture parameter;
     /// `train` holds the current training batch first, and at least `train_batches()` (the
-    /// method refuses fewer).
+    /// rule refuses fewer).
     pub fn hypergradient(
         &mut self,
         net: &dyn Supernet,
@@ -203,7 +174,7 @@ impl Architect {
             weight_decay: cfg.weight_decay,
             momentum_buffers: (0..self.weights.len()).map(|i| w_opt.momentum_buffer(i)).collect(),
         };
-        let g = self.method.hypergradient(&problem, &st)?;
+        let g = self.rule.hypergradient(&problem, &st)?;
         self.last_evals = problem.evals.get();
         Ok(g.into_iter().map(Some).collect())
     }
@@ -211,22 +182,74 @@ impl Architect {
     /// One architecture update.
     pub fn step(&mut self, net: &dyn Supernet, train: &[Batch], valid: &Batch, w_opt: &Sgd) -> Result<()> {
         let g = self.hypergradient(net, train, valid, w_opt)?;
-        self.opt.step(&g)?;
-        Ok(())
+        self.adam.step(&g)
     }
 
     /// One architecture update from batches of micro-batches.
-    pub fn step_micro(
-        &mut self,
-        net: &dyn Supernet,
-        train: Vec<Vec<Batch>>,
-        valid: Vec<Batch>,
-        w_opt: &Sgd,
-    ) -> Result<()> {
+    pub fn step_micro(&mut self, net: &dyn Supernet, train: Vec<Vec<Batch>>, valid: Vec<Batch>, w_opt: &Sgd) -> Result<()> {
         let g = self.hypergradient_micro(net, train, valid, w_opt)?;
-        self.opt.step(&g)?;
-        Ok(())
+        self.adam.step(&g)
     }
+}
+
+/// A method of the hypergradient family: the alternating α and weight steps of an `Architect`.
+pub struct Alternating(Architect);
+
+impl Alternating {
+    /// The family's running method with `rule` as its architecture gradient.
+    pub fn boxed(ctx: &MethodContext, rule: Box<dyn Hypergradient>) -> Box<dyn SearchMethod> {
+        let net = ctx.net;
+        Box::new(Self(Architect::new(net.weights().weights(), net.arch().weights(), ctx.arch_optimizer, rule)))
+    }
+}
+
+impl SearchMethod for Alternating {
+    fn extra_train_batches(&self) -> usize {
+        self.0.train_batches().saturating_sub(1)
+    }
+
+    fn step(&mut self, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
+        if let Some(valid) = b.valid {
+            let mut train = vec![b.train.clone()];
+            train.extend(b.more_train);
+            self.0.step_micro(net, train, valid, w.opt)?;
+        }
+        let arch_done = std::time::Instant::now();
+        let out = weight_step(net, w.opt, &b.train, w.clip, None)?;
+        tracing::debug!(epoch = at.epoch, step = at.step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
+        Ok(out)
+    }
+
+    /// Adam's moments and steps, and the rule's own state (conjugate gradient's warm start).
+    fn state(&self) -> Result<(NamedTensors, Metadata)> {
+        let (mut tensors, meta) = self.0.adam.state();
+        tensors.extend(self.0.rule.state().into_iter().map(|(n, t)| (format!("{RULE_STATE}{n}"), t)));
+        Ok((tensors, meta))
+    }
+
+    fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
+        self.0.adam.restore(ck, path)?;
+        self.0
+            .rule
+            .load_state(&|n| ck.tensors.get(&format!("{RULE_STATE}{n}")).cloned())
+            .map_err(|e| Error::checkpoint(path, e.to_string()))
+    }
+
+    fn last_arch_grad_evals(&self) -> usize {
+        self.0.last_grad_evals()
+    }
+}
+
+/// The methods whose virtual steps follow the weight optimiser refuse Nesterov momentum: their
+/// virtual steps are plain momentum SGD.
+pub fn plain_momentum(method: &str, s: &SearchConfig) -> std::result::Result<(), ConfigError> {
+    if s.weight_optimizer.nesterov {
+        return Err(ConfigError::new(format!(
+            "{} and the {method} method: its virtual steps are plain momentum SGD",
+            field("weight_optimizer.nesterov")
+        )));
+    }
+    Ok(())
 }
 
 /// The largest eigenvalue of ∇²_α L_val on `valid` (R-DARTS' diagnostic), `start` choosing

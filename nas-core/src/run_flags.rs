@@ -1,0 +1,77 @@
+//! The flags of the settings every run has, search, retraining and benchmark alike, declared
+//! once (`settings`): the data and its batches (under the run's `data` section), and the
+//! epochs, seed and device (top level).
+
+use crate::data::DataSpec;
+use crate::settings::{parse, Flag};
+use crate::DeviceSpec;
+
+/// `--data` and `--subset` (under `data`).
+pub fn data_flags() -> Vec<Flag> {
+    vec![
+        Flag::one("data", "spec", "SPEC", "Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR", parse::<DataSpec>),
+        Flag::one(
+            "subset",
+            "subset",
+            "N",
+            "Use only the first N training images (a search splits them 50/50 for weights and architecture)",
+            parse::<usize>,
+        ),
+    ]
+}
+
+/// `--batch-size` (under `data`).
+pub fn batch_size_flag() -> Flag {
+    Flag::one(
+        "batch-size",
+        "batch_size",
+        "B",
+        "Micro-batch size of one forward (a search's weight and architecture steps alike; per process with \
+         mpirun)",
+        parse::<usize>,
+    )
+}
+
+/// `--accumulate` (under `data`).
+pub fn accumulate_flag() -> Flag {
+    Flag::one(
+        "accumulate",
+        "accumulate",
+        "N",
+        "Micro-batches per optimiser step, each with its own forward and batch statistics: gradients of \
+         the mean loss over accumulate × batch size (× ranks) samples",
+        parse::<usize>,
+    )
+}
+
+/// `--image-size` (under `data`).
+pub fn image_size_flag() -> Flag {
+    Flag::one(
+        "image-size",
+        "image_size",
+        "N",
+        "Side of the images: a folder dataset's are resized into memory to it, or random-resized crops of \
+         it are streamed from the files with --net imagenet (default 32; imagenet retraining 224)",
+        parse::<usize>,
+    )
+}
+
+/// `--epochs`, `--seed` and `--device` (top level).
+pub fn run_flags() -> Vec<Flag> {
+    vec![
+        Flag::one("epochs", "epochs", "N", "Number of epochs", parse::<usize>),
+        Flag::one(
+            "seed",
+            "seed",
+            "S",
+            "Random seed (weights, α, data order, augmentation, drop path, synthetic data)",
+            parse::<u64>,
+        ),
+        device_flag(),
+    ]
+}
+
+/// `--device` (top level).
+pub fn device_flag() -> Flag {
+    Flag::one("device", "device", "D", "Device: cpu, cuda or cuda:N", parse::<DeviceSpec>)
+}

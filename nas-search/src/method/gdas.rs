@@ -1,0 +1,131 @@
+//! `gdas`: GDAS (Dong & Yang 2019; AutoDL-Projects `search_model_gdas.py`). Per edge a hard
+//! Gumbel-softmax sample (`sampling::gdas_sample`): only the arg-max op runs, weighted by the
+//! straight-through estimate, and the edge's other columns add theirs (zero in value) so every
+//! logit gets a gradient. Each step trains the weights on a search-train batch, then α (Adam)
+//! on a search-valid batch, each with a fresh sample (AutoDL's order). τ falls linearly from
+//! `tau_max` to `tau_min` over the epochs (AutoDL: τ_max − (τ_max − τ_min)·e/(E − 1)).
+//! Genotypes derive from α as DARTS' do; evaluation runs the genotype's child.
+
+use std::path::Path;
+
+use nas_core::checkpoint::LoadedTensors;
+use nas_core::dist::{step_grads, StepGrads};
+use nas_core::nn::Mode;
+use nas_core::settings::Flag;
+use nas_core::ConfigError;
+use search_spaces::{ArchSample, Supernet};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::sampling::{self, gdas_sample, micro_output, ARCH_DRAW, WEIGHT_DRAW};
+use super::{ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
+use crate::config::SearchConfig;
+use crate::step::weight_step;
+use crate::Result;
+
+pub struct Gdas;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GdasConfig {
+    /// The temperature of the first epoch.
+    pub tau_max: f64,
+    /// The temperature of the last epoch.
+    pub tau_min: f64,
+}
+
+impl Default for GdasConfig {
+    /// AutoDL's `--tau_max 10 --tau_min 0.1`.
+    fn default() -> Self {
+        Self { tau_max: 10.0, tau_min: 0.1 }
+    }
+}
+
+/// The temperature of `epoch` of `epochs`: linear from `max` at the first epoch to `min` at
+/// the last.
+pub fn temperature((max, min): (f64, f64), epoch: usize, epochs: usize) -> f64 {
+    let t = if epochs > 1 { epoch as f64 / (epochs - 1) as f64 } else { 0.0 };
+    max - (max - min) * t
+}
+
+impl MethodSpec for Gdas {
+    const NAME: &'static str = "gdas";
+    const ABOUT: &'static str = "GDAS: one op per edge by a hard Gumbel-softmax sample, --tau-max, --tau-min";
+    const SAMPLES_OPS: bool = true;
+    type Config = GdasConfig;
+
+    fn flags() -> Vec<Flag> {
+        sampling::temperature_flags()
+    }
+
+    fn legacy_fields() -> &'static [(&'static str, &'static str)] {
+        &sampling::TEMPERATURE_LEGACY
+    }
+
+    fn validate(c: &GdasConfig, _: &SearchConfig) -> Result<(), ConfigError> {
+        sampling::validate_temperatures(c.tau_max, c.tau_min)
+    }
+
+    fn build(c: &GdasConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
+        Ok(Box::new(GdasSearch {
+            taus: (c.tau_max, c.tau_min),
+            tau: c.tau_max,
+            epochs: ctx.epochs,
+            seed: ctx.seed,
+            adam: ArchAdam::new(ctx.net.arch().weights(), ctx.arch_optimizer),
+            arch_stepped: false,
+        }))
+    }
+}
+
+struct GdasSearch {
+    taus: (f64, f64),
+    tau: f64,
+    epochs: usize,
+    seed: u64,
+    adam: ArchAdam,
+    arch_stepped: bool,
+}
+
+impl SearchMethod for GdasSearch {
+    fn begin_epoch(&mut self, epoch: usize) {
+        self.tau = temperature(self.taus, epoch, self.epochs);
+    }
+
+    fn step(&mut self, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
+        let mut rng = sampling::draw(self.seed, at.epoch, WEIGHT_DRAW + at.step as u64);
+        let sample = gdas_sample(&net.op_logits(Mode::TRAIN_WEIGHTS)?, self.tau, &mut rng)?;
+        let out = weight_step(net, w.opt, &b.train, w.clip, Some(&sample))?;
+        self.arch_stepped = false;
+        if let Some(valid) = &b.valid {
+            let mut rng = sampling::draw(self.seed, at.epoch, ARCH_DRAW + at.step as u64);
+            let sample = gdas_sample(&net.op_logits(Mode::TRAIN_ARCH)?, self.tau, &mut rng)?;
+            let arch = net.arch().weights();
+            let g = step_grads(valid, &[&arch], |b| micro_output(net, b, Mode::TRAIN_ARCH, Some(&sample), None))?;
+            self.adam.step(&g.grads[0])?;
+            self.arch_stepped = true;
+        }
+        Ok(out)
+    }
+
+    fn eval_sample(&self, net: &dyn Supernet) -> Result<Option<ArchSample>> {
+        sampling::genotype_child(net, &net.genotype()?)
+    }
+
+    fn record_fields(&self, fields: &mut Map<String, Value>) {
+        fields.insert("tau".into(), json!(self.tau));
+    }
+
+    fn state(&self) -> Result<(NamedTensors, Metadata)> {
+        Ok(self.adam.state())
+    }
+
+    fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
+        self.adam.restore(ck, path)
+    }
+
+    /// One forward and backward on the search-valid batch.
+    fn last_arch_grad_evals(&self) -> usize {
+        usize::from(self.arch_stepped)
+    }
+}

@@ -1,0 +1,233 @@
+//! What the sampling methods share: instead of running every op of an edge weighted by
+//! softmax(α), each forward samples what runs.
+//!
+//! - The Gumbel-softmax samples of GDAS and SNAS: p = softmax((log_softmax(α) + G)/τ) with
+//!   standard Gumbel noise G, redrawn (as AutoDL does) while p is not finite; GDAS' hard
+//!   sample runs the arg-max op weighted by the straight-through h = one_hot − p̂ + p (p̂ = p
+//!   without gradient), and every other op of the edge adds its h (zero in value) so that its
+//!   logit gets a gradient (AutoDL's `forward_gdas`).
+//! - Their temperature settings (`tau_max`, `tau_min`) and flags.
+//! - A child's accuracy with batch statistics (ENAS' reward, the choice of a child) and the
+//!   evaluation of the current genotype's child.
+//!
+//! Every draw of a sampling method comes from the stream `Purpose::Sample` keyed by (epoch,
+//! step and role), so a resumed run draws what the uninterrupted one did without saving
+//! generator state.
+
+use candle_core::{DType, Tensor, D};
+use nas_core::config_error::field;
+use nas_core::dist::MicroOutput;
+use nas_core::nn::{correct_count, cross_entropy, softmax_last_dim, Mode};
+use nas_core::rng::{self, Purpose, Rng};
+use nas_core::settings::{self, Flag};
+use nas_core::ConfigError;
+use rand::Rng as _;
+use search_spaces::{ArchSample, Child, Supernet};
+
+use crate::step::Batch;
+use crate::{Error, Result};
+
+/// The role of a draw: the high bits of the stream's second key (the low bits count).
+pub const WEIGHT_DRAW: u64 = 0;
+pub const ARCH_DRAW: u64 = 1 << 40;
+pub const CONTROLLER_DRAW: u64 = 2 << 40;
+pub const SELECT_DRAW: u64 = 3 << 40;
+
+/// Redraws of a Gumbel sample before a non-finite α is reported.
+const MAX_REDRAWS: usize = 100;
+
+/// The sample stream of a run's `seed` for `key` (a role plus a count) in `epoch`.
+pub fn draw(seed: u64, epoch: usize, key: u64) -> Rng {
+    rng::stream(seed, Purpose::Sample, epoch as u64, key)
+}
+
+/// `--tau-max` and `--tau-min` (GDAS and SNAS, under `method`).
+pub fn temperature_flags() -> Vec<Flag> {
+    vec![
+        Flag::one(
+            "tau-max",
+            "tau_max",
+            "τ",
+            "gdas, snas: the Gumbel-softmax temperature of the first epoch (gdas 10, snas 1)",
+            settings::parse::<f64>,
+        ),
+        Flag::one(
+            "tau-min",
+            "tau_min",
+            "τ",
+            "gdas, snas: the temperature of the last epoch (gdas 0.1, snas 0.03)",
+            settings::parse::<f64>,
+        ),
+    ]
+}
+
+/// The config.json fields the temperatures had before the method section.
+pub const TEMPERATURE_LEGACY: [(&str, &str); 2] = [("sampling.tau_max", "tau_max"), ("sampling.tau_min", "tau_min")];
+
+/// Checks a temperature schedule from `max` at the first epoch to `min` at the last.
+pub fn validate_temperatures(max: f64, min: f64) -> std::result::Result<(), ConfigError> {
+    if !(max.is_finite() && min.is_finite() && min > 0.0 && max >= min) {
+        return Err(ConfigError::new(format!(
+            "{} and {} must be finite with 0 < tau_min ≤ tau_max, got {max} and {min}",
+            field("method.tau_max"),
+            field("method.tau_min")
+        )));
+    }
+    Ok(())
+}
+
+/// Standard Gumbel noise −ln(−ln U), U uniform on (0, 1).
+fn gumbel(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| loop {
+            let u: f64 = rng.random();
+            let g = -(-u.ln()).ln();
+            if g.is_finite() {
+                break g as f32;
+            }
+        })
+        .collect()
+}
+
+/// log_softmax over the last dimension (−∞ entries, padding columns, stay −∞).
+fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// softmax((log_softmax(α) + G)/τ) for Gumbel noise G (a tensor like α), and the
+/// probabilities on the host; None when they are not finite.
+fn relaxed_with(logits: &Tensor, noise: &Tensor, tau: f64) -> Result<Option<(Tensor, Vec<Vec<f32>>)>> {
+    let p = softmax_last_dim(&((log_softmax(logits)? + noise)? / tau)?)?;
+    let host = p.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(host.iter().flatten().all(|v| v.is_finite()).then_some((p, host)))
+}
+
+/// The relaxed sample with Gumbel noise from `rng`, redrawn while the probabilities are not
+/// finite.
+fn relaxed(logits: &Tensor, tau: f64, rng: &mut Rng) -> Result<(Tensor, Vec<Vec<f32>>)> {
+    let (e, w) = logits.dims2()?;
+    for _ in 0..MAX_REDRAWS {
+        let g = Tensor::from_vec(gumbel(rng, e * w), (e, w), logits.device())?.to_dtype(logits.dtype())?;
+        if let Some(r) = relaxed_with(logits, &g, tau)? {
+            return Ok(r);
+        }
+    }
+    Err(Error::NotFinite(format!(
+        "the Gumbel-softmax sample stayed non-finite over {MAX_REDRAWS} draws: α is not finite"
+    )))
+}
+
+/// The hard straight-through weights one_hot − p̂ + p of relaxed probabilities `p`, and the
+/// arg-max column of every row (the first of equal ones, as torch's `max`).
+fn hard(p: &Tensor, host: &[Vec<f32>]) -> Result<(Tensor, Vec<Vec<usize>>)> {
+    let (e, w) = p.dims2()?;
+    let index: Vec<usize> = host
+        .iter()
+        .map(|row| row.iter().enumerate().fold(0, |best, (k, &v)| if v > row[best] { k } else { best }))
+        .collect();
+    let mut one_hot = vec![0f32; e * w];
+    for (r, &k) in index.iter().enumerate() {
+        one_hot[r * w + k] = 1.0;
+    }
+    let one_hot = Tensor::from_vec(one_hot, (e, w), p.device())?.to_dtype(p.dtype())?;
+    Ok((((one_hot - p.detach())? + p)?, index.into_iter().map(|k| vec![k]).collect()))
+}
+
+/// The samples of every α tensor, from Gumbel noise drawn from `rng` or given.
+enum Noise<'a> {
+    Drawn(&'a mut Rng),
+    Given(&'a [Tensor]),
+}
+
+/// Relaxed (SNAS) or hard (GDAS) samples of every α tensor; None when given noise makes a
+/// sample non-finite (drawn noise is redrawn instead).
+fn sample(logits: &[Tensor], tau: f64, noise: Noise, hard_sample: bool) -> Result<Option<ArchSample>> {
+    let mut weights = Vec::with_capacity(logits.len());
+    let mut chosen = Vec::with_capacity(logits.len());
+    let mut noise = noise;
+    for (t, l) in logits.iter().enumerate() {
+        let (p, host) = match &mut noise {
+            Noise::Drawn(rng) => relaxed(l, tau, rng)?,
+            Noise::Given(g) => {
+                let Some(g) = g.get(t) else { return Err(Error::Internal(format!("no noise for α tensor {t}"))) };
+                match relaxed_with(l, g, tau)? {
+                    Some(r) => r,
+                    None => return Ok(None),
+                }
+            }
+        };
+        if hard_sample {
+            let (w, c) = hard(&p, &host)?;
+            weights.push(w);
+            chosen.push(c);
+        } else {
+            weights.push(p);
+        }
+    }
+    let chosen = hard_sample.then_some(chosen);
+    Ok(Some(ArchSample { weights: Some(weights), chosen, add_unchosen: hard_sample }))
+}
+
+/// GDAS' hard sample of every α tensor: the arg-max of the relaxed sample on every edge, with
+/// the straight-through weights.
+pub fn gdas_sample(logits: &[Tensor], tau: f64, rng: &mut Rng) -> Result<ArchSample> {
+    sample(logits, tau, Noise::Drawn(rng), true)?.ok_or_else(|| Error::Internal("a drawn sample was dropped".into()))
+}
+
+/// GDAS' hard sample for given Gumbel noise (one tensor like each α tensor); None when the
+/// probabilities are not finite (the method would redraw).
+pub fn gdas_sample_with(logits: &[Tensor], noise: &[Tensor], tau: f64) -> Result<Option<ArchSample>> {
+    sample(logits, tau, Noise::Given(noise), true)
+}
+
+/// SNAS' relaxed sample of every α tensor: every op runs, weighted by it.
+pub fn snas_sample(logits: &[Tensor], tau: f64, rng: &mut Rng) -> Result<ArchSample> {
+    sample(logits, tau, Noise::Drawn(rng), false)?.ok_or_else(|| Error::Internal("a drawn sample was dropped".into()))
+}
+
+/// SNAS' relaxed sample for given Gumbel noise; None when it is not finite.
+pub fn snas_sample_with(logits: &[Tensor], noise: &[Tensor], tau: f64) -> Result<Option<ArchSample>> {
+    sample(logits, tau, Noise::Given(noise), false)
+}
+
+/// A micro-batch's forward with the ops of `sample` (the relaxed supernet without one); the
+/// loss plus `penalty` when given.
+pub fn micro_output(
+    net: &dyn Supernet,
+    b: &Batch,
+    mode: Mode,
+    sample: Option<&ArchSample>,
+    penalty: Option<&Tensor>,
+) -> candle_core::Result<MicroOutput> {
+    let logits = match sample {
+        Some(s) => net.forward_sampled(&b.x, mode, s)?,
+        None => net.forward(&b.x, mode)?,
+    };
+    let loss = cross_entropy(&logits, &b.y)?;
+    let loss = match penalty {
+        Some(p) => (loss + p)?,
+        None => loss,
+    };
+    Ok(MicroOutput { loss, correct: correct_count(&logits, &b.y)?, n: b.y.dim(0)? })
+}
+
+/// A child that runs its chosen columns once each.
+pub fn child_sample(chosen: Child) -> ArchSample {
+    ArchSample { weights: None, chosen: Some(chosen), add_unchosen: false }
+}
+
+/// The accuracy of a child on a batch, with batch statistics and no gradients.
+pub fn child_accuracy(net: &dyn Supernet, chosen: &[Vec<Vec<usize>>], batch: &Batch) -> Result<f64> {
+    let mode = Mode { train: true, grad_weights: false, grad_arch: false };
+    let logits = net.forward_sampled(&batch.x, mode, &child_sample(chosen.to_vec()))?;
+    let correct = correct_count(&logits, &batch.y)?.to_scalar::<f32>()? as f64;
+    Ok(correct / batch.y.dim(0)? as f64)
+}
+
+/// The evaluation forward of a sampling method: the child of `genotype`.
+pub fn genotype_child(net: &dyn Supernet, genotype: &search_spaces::Genotype) -> Result<Option<ArchSample>> {
+    Ok(Some(child_sample(net.child_of(genotype)?)))
+}
