@@ -16,50 +16,35 @@ pub trait FlagSet {
     fn mounts() -> Vec<Mount>;
 }
 
-/// `nas search`.
-pub struct Search;
-/// `nas train`.
-pub struct Train;
-/// `nas bench search`.
-pub struct BenchSearch;
-/// `nas bench train`.
-pub struct BenchTrain;
-/// `nas bench loader`.
-pub struct BenchLoader;
+/// A marker type per command, with the library function that lists its sections.
+macro_rules! flag_sets {
+    ($($(#[$doc:meta])* $name:ident => $mounts:path),+ $(,)?) => {
+        $($(#[$doc])* pub struct $name;
 
-impl FlagSet for Search {
-    fn mounts() -> Vec<Mount> {
-        nas_search::config::search_flags()
-    }
+        impl FlagSet for $name {
+            fn mounts() -> Vec<Mount> {
+                $mounts()
+            }
+        })+
+
+        /// Every command's flag sections (for naming settings in messages).
+        pub fn all_mounts() -> Vec<Mount> {
+            [$($name::mounts()),+].concat()
+        }
+    };
 }
 
-impl FlagSet for Train {
-    fn mounts() -> Vec<Mount> {
-        nas_eval::train_flags()
-    }
-}
-
-impl FlagSet for BenchSearch {
-    fn mounts() -> Vec<Mount> {
-        nas_search::bench::bench_search_flags()
-    }
-}
-
-impl FlagSet for BenchTrain {
-    fn mounts() -> Vec<Mount> {
-        nas_eval::bench_train_flags()
-    }
-}
-
-impl FlagSet for BenchLoader {
-    fn mounts() -> Vec<Mount> {
-        nas_core::bench::loader_flags()
-    }
-}
-
-/// Every command's flag sections (for naming settings in messages).
-pub fn all_mounts() -> Vec<Mount> {
-    [Search::mounts(), Train::mounts(), BenchSearch::mounts(), BenchTrain::mounts(), BenchLoader::mounts()].concat()
+flag_sets! {
+    /// `nas search`.
+    Search => nas_search::config::search_flags,
+    /// `nas train`.
+    Train => nas_eval::train_flags,
+    /// `nas bench search`.
+    BenchSearch => nas_search::bench::bench_search_flags,
+    /// `nas bench train`.
+    BenchTrain => nas_eval::bench_train_flags,
+    /// `nas bench loader`.
+    BenchLoader => nas_core::bench::loader_flags,
 }
 
 /// The flags given to a command, by mount and flag index, with their parsed values.

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use nas_search::early_stop::EarlyStopDecision;
 use nas_search::{Progressive, Search, SearchConfig};
+use serde_json::Value;
 
 use crate::config_flags::{self, ConfigFlags};
 use crate::progress::Progress;
@@ -16,10 +17,6 @@ use crate::Globals;
 #[derive(Args, Debug, Default)]
 #[command(allow_negative_numbers = true)]
 pub struct SearchArgs {
-    /// Preset: darts-1st (default), darts-2nd, pc-darts, pc-darts-imagenet (PC-DARTS' ImageNet
-    /// search), p-darts, gdas (AutoDL's GDAS on nb201) or quick
-    #[arg(long, value_name = "P")]
-    preset: Option<String>,
     #[command(flatten)]
     settings: ConfigFlags<config_flags::Search>,
     /// JSON file of configuration values laid over the preset (see config.json of a run)
@@ -30,20 +27,28 @@ pub struct SearchArgs {
 }
 
 impl SearchArgs {
+    /// The flags given, the preset's name taken out (it chooses where they are laid).
+    fn overlay(&self) -> (Option<String>, Value) {
+        let mut overlay = self.settings.overlay();
+        let preset = overlay.as_object_mut().and_then(|o| o.remove("preset"));
+        (preset.and_then(|p| p.as_str().map(str::to_string)), overlay)
+    }
+
     /// Lays the flags that were given over `c`.
-    fn apply(&self, c: &SearchConfig) -> anyhow::Result<SearchConfig> {
-        if self.settings.is_empty() {
+    fn apply(&self, c: &SearchConfig, overlay: &Value) -> anyhow::Result<SearchConfig> {
+        if overlay.as_object().is_some_and(|o| o.is_empty()) {
             return Ok(c.clone());
         }
-        Ok(c.with_overlay(&self.settings.overlay())?)
+        Ok(c.with_overlay(overlay)?)
     }
 
     fn resolve(&self) -> anyhow::Result<SearchConfig> {
+        let (preset, overlay) = self.overlay();
         let c = match &self.config {
-            Some(path) => SearchConfig::from_file(self.preset.as_deref(), path)?,
-            None => SearchConfig::preset(self.preset.as_deref().unwrap_or("darts-1st"))?,
+            Some(path) => SearchConfig::from_file(preset.as_deref(), path)?,
+            None => SearchConfig::preset(preset.as_deref().unwrap_or("darts-1st"))?,
         };
-        self.apply(&c)
+        self.apply(&c, &overlay)
     }
 }
 
@@ -55,10 +60,11 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
             args.run.out.as_deref(),
             |v| Ok(serde_json::from_value::<SearchConfig>(v)?),
             |saved| {
-                if args.config.is_some() || args.preset.is_some() {
+                let (preset, overlay) = args.overlay();
+                if args.config.is_some() || preset.is_some() {
                     return args.resolve();
                 }
-                args.apply(&saved)
+                args.apply(&saved, &overlay)
             },
         )?;
         (cfg, Some(dir))

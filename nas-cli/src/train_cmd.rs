@@ -71,8 +71,11 @@ impl TrainArgs {
 pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
     // Bad input fails before the run directory is touched.
     let (cfg, existing) = if args.run.resume {
-        let (cfg, dir) =
-            run_setup::reopen(args.run.out.as_deref(), |v| Ok(TrainConfig::from_json_value(v)?), |saved| args.apply(&saved))?;
+        let (cfg, dir) = run_setup::reopen(
+            args.run.out.as_deref(),
+            |v| Ok(TrainConfig::from_json_value(v)?),
+            |saved| args.apply(&saved),
+        )?;
         (cfg, Some(dir))
     } else {
         (args.resolve()?, None)

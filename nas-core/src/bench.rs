@@ -282,8 +282,7 @@ pub fn bench_loader(cfg: &BenchLoaderConfig) -> Result<Value> {
         )));
     }
     let augment = if cfg.eval { Augment::NONE } else { Augment::IMAGENET };
-    let plan =
-        BatchPlan { batch_size, shuffle: true, drop_last: true, augment, seed: 0, epoch: 0, stream: 0 };
+    let plan = BatchPlan { batch_size, shuffle: true, drop_last: true, augment, seed: 0, epoch: 0, stream: 0 };
     let mut it = BatchIter::new(data.train.clone(), data.normalize.clone(), plan, crate::epoch::PREFETCH);
     for _ in 0..cfg.warmup {
         it.next().transpose()?;

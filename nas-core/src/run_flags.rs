@@ -9,7 +9,13 @@ use crate::DeviceSpec;
 /// `--data` and `--subset` (under `data`).
 pub fn data_flags() -> Vec<Flag> {
     vec![
-        Flag::one("data", "spec", "SPEC", "Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR", parse::<DataSpec>),
+        Flag::one(
+            "data",
+            "spec",
+            "SPEC",
+            "Data: synthetic, cifar10:DIR, cifar100:DIR or folder:DIR",
+            parse::<DataSpec>,
+        ),
         Flag::one(
             "subset",
             "subset",

@@ -64,31 +64,29 @@ impl Flag {
         Flag { long, field, value_name, help: help.into(), value: FlagValue::One(parse) }
     }
 
-    /// A flag taking a comma-separated list.
-    pub fn list(
-        long: &'static str,
-        field: &'static str,
-        value_name: &'static str,
-        help: impl Into<Cow<'static, str>>,
-        parse: Parse,
-    ) -> Flag {
-        Flag { long, field, value_name, help: help.into(), value: FlagValue::List(parse) }
-    }
-
     /// A flag without a value that sets a boolean field.
     pub fn switch(long: &'static str, field: &'static str, help: impl Into<Cow<'static, str>>) -> Flag {
         Flag { long, field, value_name: "", help: help.into(), value: FlagValue::Switch }
     }
 
-    /// A flag whose value is an object of several fields laid over its mount point.
-    pub fn overlay(
-        long: &'static str,
-        field: &'static str,
-        value_name: &'static str,
-        help: impl Into<Cow<'static, str>>,
-        parse: Parse,
-    ) -> Flag {
-        Flag { long, field, value_name, help: help.into(), value: FlagValue::Overlay(parse) }
+    /// This flag taking a comma-separated list of its values.
+    pub fn list(self) -> Flag {
+        Flag { value: self.value.map(FlagValue::List), ..self }
+    }
+
+    /// This flag with a value that is an object of several fields laid over its mount point.
+    pub fn overlay(self) -> Flag {
+        Flag { value: self.value.map(FlagValue::Overlay), ..self }
+    }
+}
+
+impl FlagValue {
+    /// The same parser taken another way; a switch stays a switch.
+    fn map(self, to: fn(Parse) -> FlagValue) -> FlagValue {
+        match self {
+            FlagValue::One(p) | FlagValue::List(p) | FlagValue::Overlay(p) => to(p),
+            FlagValue::Switch => FlagValue::Switch,
+        }
     }
 }
 
@@ -124,6 +122,31 @@ fn join(at: &str, field: &str) -> String {
         (false, true) => at.to_string(),
         (false, false) => format!("{at}.{field}"),
     }
+}
+
+/// `FromStr` and `Display` for a setting's enum by the names config.json and the command line
+/// use, a bad name refused as `unknown <what> `x` (expected a, b)`.
+#[macro_export]
+macro_rules! named_enum {
+    ($t:ty, $what:literal, [$($v:path => $s:literal),+ $(,)?]) => {
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($s => Ok($v),)+
+                    _ => Err(format!(concat!("unknown ", $what, " `{}` (expected {})"), s, [$($s),+].join(", "))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    $($v => f.write_str($s),)+
+                }
+            }
+        }
+    };
 }
 
 /// The value `text` as a `T` (through its `FromStr`), written as JSON by its `Serialize`: a
@@ -315,7 +338,8 @@ mod tests {
             "",
             vec![
                 Flag::switch("edge-norm", "model.edge_norm", ""),
-                Flag::overlay("space", "space", "S", "", |s| Ok(json!({"space": "darts", "model": {"ops": [s]}}))),
+                Flag::one("space", "space", "S", "", |s| Ok(json!({"space": "darts", "model": {"ops": [s]}})))
+                    .overlay(),
             ],
         );
         let v = parse::<usize>("16").unwrap();

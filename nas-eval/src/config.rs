@@ -19,8 +19,7 @@ use nas_core::optim::{lr_flag, schedule_flags, ScheduleKind, WeightOptimConfig};
 use nas_core::run_flags::{accumulate_flag, batch_size_flag, data_flags, device_flag, image_size_flag, run_flags};
 use nas_core::settings::{merge, parse, Flag, Mount};
 use nas_core::DeviceSpec;
-use search_spaces::darts::net_flag;
-use search_spaces::{eval_model_flags, size_flags, EvalModelConfig, Genotype, NetKind, SpaceKind};
+use search_spaces::{eval_model_flags, net_flag, size_flags, EvalModelConfig, Genotype, NetKind, SpaceKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -126,16 +125,7 @@ impl TrainConfig {
                 image_size: 32,
                 accumulate: 1,
             },
-            optimizer: WeightOptimConfig {
-                lr: 0.025,
-                lr_min: 0.0,
-                momentum: 0.9,
-                weight_decay: 3e-4,
-                grad_clip: 5.0,
-                nesterov: false,
-                schedule: ScheduleKind::Cosine,
-                warmup_epochs: 0,
-            },
+            optimizer: WeightOptimConfig::darts(0.0),
             label_smoothing: 0.0,
         }
     }
@@ -269,15 +259,16 @@ pub fn train_flags() -> Vec<Mount> {
     model.push(net_flag());
     let mut data = data_flags();
     data.extend([image_size_flag(), batch_size_flag(), accumulate_flag()]);
-    data.push(Flag::one("cutout", "cutout", "N", "Side of the cutout square; 0 turns cutout off [default: 16]", parse::<usize>));
+    data.push(Flag::one(
+        "cutout",
+        "cutout",
+        "N",
+        "Side of the cutout square; 0 turns cutout off [default: 16]",
+        parse::<usize>,
+    ));
     let mut optimizer = vec![lr_flag()];
     optimizer.extend(schedule_flags());
-    vec![
-        Mount::new("", top),
-        Mount::new("model", model),
-        Mount::new("data", data),
-        Mount::new("optimizer", optimizer),
-    ]
+    vec![Mount::new("", top), Mount::new("model", model), Mount::new("data", data), Mount::new("optimizer", optimizer)]
 }
 
 /// The flags of `nas bench train`: the network, the batch and the device, and the timing.

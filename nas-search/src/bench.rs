@@ -75,16 +75,11 @@ pub fn bench_search_flags() -> Vec<Mount> {
 pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let cfg = b.search.clone().validate()?;
     let device = cfg.device.open()?;
-    let net = cfg.space().build_supernet(&cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, cfg.seed, &device)?;
+    let net =
+        cfg.space().build_supernet(&cfg.model, TaskShape { num_classes: 10, in_channels: 3 }, cfg.seed, &device)?;
     let w = &cfg.weight_optimizer;
     let mut w_opt = w.optimizer(net.weights().weights());
-    let ctx = MethodContext {
-        net: net.as_ref(),
-        arch_optimizer: &cfg.arch_optimizer,
-        seed: cfg.seed,
-        epochs: cfg.epochs,
-        device: &device,
-    };
+    let ctx = MethodContext::new(net.as_ref(), &cfg, &device);
     let mut method = cfg.method.build(&ctx)?;
     let (batch_size, image_size) = (cfg.data.batch_size, cfg.data.image_size);
     let batch = || -> Result<Batch> {

@@ -18,3 +18,13 @@ pub use nas_core::run_dir::{self, RunDir};
 pub use nas_core::{RunError as Error, RunResult as Result};
 pub use progressive::Progressive;
 pub use search::Search;
+
+/// The charts `nas plot` draws of a search's record scalars: the α-Hessian's eigenvalue, then
+/// each method's (`MethodSpec::charts`).
+pub fn record_charts() -> Vec<method::RecordChart> {
+    let hessian =
+        method::RecordChart { title: "dominant eigenvalue of ∇²_α L_val", curves: &[("hessian_eig", "λ_max")] };
+    let mut charts = vec![hessian];
+    charts.extend(method::method_charts());
+    charts
+}

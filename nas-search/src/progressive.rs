@@ -116,9 +116,7 @@ impl Progressive {
             search.run(Some(&stage_dir), sink, stop)?;
             if s + 1 < stages {
                 let drop = p.ops_per_edge[s] - p.ops_per_edge[s + 1];
-                ops = Some(
-                    search.net().prune_ops(drop).map_err(|e| Error::config(format!("after stage {s}: {e}")))?,
-                );
+                ops = Some(search.net().prune_ops(drop).map_err(|e| Error::config(format!("after stage {s}: {e}")))?);
                 tracing::info!(stage = s, kept = p.ops_per_edge[s + 1], "ops dropped");
                 continue;
             }

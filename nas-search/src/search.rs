@@ -109,13 +109,7 @@ impl Search {
         );
         let w = &cfg.weight_optimizer;
         let w_opt = w.optimizer(net.weights().weights());
-        let ctx = MethodContext {
-            net: net.as_ref(),
-            arch_optimizer: &cfg.arch_optimizer,
-            seed: cfg.seed,
-            epochs: cfg.epochs,
-            device: &device,
-        };
+        let ctx = MethodContext::new(net.as_ref(), &cfg, &device);
         let method = cfg.method.build(&ctx)?;
         let schedule = w.schedule(cfg.epochs);
         let epochs = EpochLoop::new(cfg.epochs, &device);

@@ -10,11 +10,11 @@
 use candle_core::{DType, Device, Tensor};
 use nas_core::optim::{Sgd, SgdConfig};
 use nas_core::testing::{cuda_test_device, update_rel_err};
-use nas_search::architect::Architect;
-use nas_search::config::{ArchOptimConfig, HypergradConfig, Method, SamplingConfig};
-use nas_search::sampling::Sampler;
-use nas_search::step::{weight_step, Batch};
+use nas_search::config::{ArchOptimConfig, Method, MethodConfig};
+use nas_search::method::{MethodContext, StepAt, StepBatches, WeightStep};
+use nas_search::step::Batch;
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
+use serde_json::json;
 
 const TOL: f64 = 1e-3;
 
@@ -32,29 +32,36 @@ struct Run {
     losses: Vec<f32>,
 }
 
+/// The method with the settings of these tests: K=2, J=3, SNAS' penalty at 0.2.
+fn settings(method: Method) -> MethodConfig {
+    let mut v = match method {
+        Method::Unrolled => json!({"unroll_steps": 2}),
+        Method::Implicit => json!({"neumann_steps": 3}),
+        Method::ImplicitCg => json!({"cg_steps": 3}),
+        Method::Snas => json!({"resource_weight": 0.2}),
+        _ => json!({}),
+    };
+    v["name"] = json!(method.name());
+    MethodConfig::from_json(&v).unwrap()
+}
+
 fn two_steps(cfg: &DartsSupernetConfig, method: Method, dev: &Device) -> Run {
     let net = DartsSupernet::new(cfg.clone(), 3, DType::F32, dev).unwrap();
     let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
     let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
-    let hg = HypergradConfig { neumann_steps: 3, unroll_steps: 2, cg_steps: 3, ..method.into() };
-    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &arch_cfg, hg);
+    let ctx = MethodContext { net: &net, arch_optimizer: &arch_cfg, seed: 3, epochs: 10, device: dev };
+    let mut m = settings(method).build(&ctx).unwrap();
     let mut losses = Vec::new();
-    if method.is_sampling() {
-        let sampling =
-            SamplingConfig { resource_weight: if method == Method::Snas { 0.2 } else { 0.0 }, ..Default::default() };
-        let mut sampler = Sampler::new(&net, method, &sampling, &arch_cfg, 3, 10, dev).unwrap();
-        for s in 0..2 {
-            let (train, valid) = (batch(2 * s, dev), batch(2 * s + 1, dev));
-            let out = sampler.step(&net, &mut w_opt, 5.0, 0, s as usize, &[train], Some(&[valid])).unwrap();
-            losses.push(out.loss.to_scalar::<f32>().unwrap());
-        }
-        return Run { net, losses };
-    }
     for s in 0..2 {
-        let (train, valid) = ([batch(2 * s, dev), batch(100 + s, dev)], batch(2 * s + 1, dev));
-        architect.step(&net, &train, &valid, &w_opt).unwrap();
-        let loss = weight_step(&net, &mut w_opt, &train[..1], 5.0).unwrap().loss;
-        losses.push(loss.to_scalar::<f32>().unwrap());
+        let more = (0..m.extra_train_batches()).map(|k| vec![batch(100 + s + k as u64, dev)]).collect();
+        let batches = StepBatches {
+            train: vec![batch(2 * s, dev)],
+            valid: m.reads_valid().then(|| vec![batch(2 * s + 1, dev)]),
+            more_train: more,
+        };
+        let w = WeightStep { opt: &mut w_opt, clip: 5.0 };
+        let out = m.step(&net, w, StepAt { epoch: 0, step: s as usize }, batches).unwrap();
+        losses.push(out.loss.to_scalar::<f32>().unwrap());
     }
     Run { net, losses }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use nas_search::controller::{Controller, ControllerConfig, ControllerSpec, Decisions, Sample};
+use nas_search::method::enas::controller::{Controller, ControllerConfig, ControllerSpec, Decisions, Sample};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

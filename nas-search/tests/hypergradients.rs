@@ -15,8 +15,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use nas_core::hypergrad::{alpha_hvp, Bilevel, Hypergradient, SgdState, TruncatedRad};
 use nas_core::nn::{cross_entropy, Mode};
 use nas_core::optim::{grads_for, Sgd, SgdConfig};
-use nas_search::architect::{alpha_hessian_eigenvalue, Architect, SupernetProblem};
-use nas_search::config::{ArchOptimConfig, HypergradConfig, Method};
+use nas_search::config::{ArchOptimConfig, Method, MethodConfig};
+use nas_search::method::alternating::{alpha_hessian_eigenvalue, Architect, SupernetProblem};
+use nas_search::method::implicit::ImplicitConfig;
+use nas_search::method::implicit_cg::ImplicitCgConfig;
+use nas_search::method::unrolled::UnrolledConfig;
 use nas_search::step::{weight_step, Batch};
 use rand::{Rng, SeedableRng};
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
@@ -57,7 +60,7 @@ fn tiny_with(ops: Option<OpsConfig>) -> (DartsSupernet, Sgd) {
     }
     let mut w_opt = Sgd::new(net.weights().weights(), SGD);
     for s in 0..2 {
-        weight_step(&net, &mut w_opt, &[batch(100 + s)], 5.0).unwrap();
+        weight_step(&net, &mut w_opt, &[batch(100 + s)], 5.0, None).unwrap();
     }
     (net, w_opt)
 }
@@ -75,12 +78,12 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     diff / b.iter().map(|y| y.abs()).fold(0.0, f64::max)
 }
 
-fn architect(net: &DartsSupernet, hg: HypergradConfig) -> Architect {
+fn architect(net: &DartsSupernet, hg: &MethodConfig) -> Architect {
     let a = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
-    Architect::new(net.weights().weights(), net.arch().weights(), &a, hg)
+    Architect::new(net.weights().weights(), net.arch().weights(), &a, hg.hypergradient().expect("a hypergradient"))
 }
 
-fn hypergradient(net: &DartsSupernet, w_opt: &Sgd, hg: HypergradConfig, train: &[Batch], valid: &Batch) -> Vec<f64> {
+fn hypergradient(net: &DartsSupernet, w_opt: &Sgd, hg: &MethodConfig, train: &[Batch], valid: &Batch) -> Vec<f64> {
     let g = architect(net, hg).hypergradient(net, train, valid, w_opt).unwrap();
     host(&g.into_iter().map(Option::unwrap).collect::<Vec<_>>())
 }
@@ -89,9 +92,8 @@ fn hypergradient(net: &DartsSupernet, w_opt: &Sgd, hg: HypergradConfig, train: &
 fn unrolling_one_step_is_darts_second_order() {
     let (net, w_opt) = tiny();
     let (train, valid) = ([batch(1)], batch(2));
-    let one =
-        hypergradient(&net, &w_opt, HypergradConfig { unroll_steps: 1, ..Method::Unrolled.into() }, &train, &valid);
-    let second = hypergradient(&net, &w_opt, Method::SecondOrder.into(), &train, &valid);
+    let one = hypergradient(&net, &w_opt, &MethodConfig::Unrolled(UnrolledConfig { unroll_steps: 1 }), &train, &valid);
+    let second = hypergradient(&net, &w_opt, &Method::SecondOrder.into(), &train, &valid);
     let e = rel_err(&one, &second);
     println!("T-RAD K=1 against second order: rel err {e:.2e}");
     assert!(e < 1e-8, "{e}");
@@ -185,27 +187,27 @@ fn every_method_restores_the_weights_and_counts_its_evaluations() {
     let train = [batch(1), batch(3)];
     let valid = batch(2);
     let cases = [
-        (HypergradConfig::from(Method::FirstOrder), 1),
+        (MethodConfig::from(Method::FirstOrder), 1),
         (Method::SecondOrder.into(), 4),
-        (HypergradConfig { unroll_steps: 2, ..Method::Unrolled.into() }, 7),
-        (HypergradConfig { neumann_steps: 3, ..Method::Implicit.into() }, 2 * 3 + 3),
+        (MethodConfig::Unrolled(UnrolledConfig { unroll_steps: 2 }), 7),
+        (MethodConfig::Implicit(ImplicitConfig { neumann_steps: 3 }), 2 * 3 + 3),
         // No warm start on the first step: 1 + 2J + 2 at most (fewer if the solve ends early).
-        (HypergradConfig { cg_steps: 3, ..Method::ImplicitCg.into() }, 2 * 3 + 3),
+        (MethodConfig::ImplicitCg(ImplicitCgConfig { cg_steps: 3, ..Default::default() }), 2 * 3 + 3),
     ];
-    let first = hypergradient(&net, &w_opt, Method::FirstOrder.into(), &train, &valid);
+    let first = hypergradient(&net, &w_opt, &Method::FirstOrder.into(), &train, &valid);
     for (hg, evals) in cases {
         let before = (values(&net.weights().weights()), values(&net.arch().weights()));
-        let mut a = architect(&net, hg);
+        let mut a = architect(&net, &hg);
         let g = a.hypergradient(&net, &train, &valid, &w_opt).unwrap();
         let g = host(&g.into_iter().map(Option::unwrap).collect::<Vec<_>>());
         assert_eq!((values(&net.weights().weights()), values(&net.arch().weights())), before, "{hg:?}");
-        if hg.method == Method::ImplicitCg {
+        if hg.method() == Method::ImplicitCg {
             assert!(a.last_grad_evals() <= evals && a.last_grad_evals() >= 5, "{hg:?}: {}", a.last_grad_evals());
         } else {
             assert_eq!(a.last_grad_evals(), evals, "{hg:?}");
         }
         assert!(g.iter().all(|v| v.is_finite()));
-        if hg.method != Method::FirstOrder {
+        if hg.method() != Method::FirstOrder {
             // The weight-response term is there: the methods differ from the first order.
             assert!(rel_err(&g, &first) > 1e-6, "{hg:?} equals the first order");
         }

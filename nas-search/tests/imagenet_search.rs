@@ -15,9 +15,9 @@ fn imagenet_search() -> SearchConfig {
     c.data.batch_size = 4;
     c.model.channels = 4;
     c.model.layers = 3;
-    c.model.partial_channels = 2;
-    c.model.edge_norm = true;
-    c.model.net = NetKind::ImageNet;
+    c.model.darts_mut().unwrap().partial_channels = 2;
+    c.model.darts_mut().unwrap().edge_norm = true;
+    c.model.darts_mut().unwrap().net = NetKind::ImageNet;
     c
 }
 
@@ -37,6 +37,6 @@ fn image_sides_must_halve_five_times() {
     let e = c.check_input_size(48, 48).unwrap_err().to_string();
     assert!(e.contains("divisible by 32") && e.contains("48x48"), "{e}");
     let mut cifar = imagenet_search();
-    cifar.model.net = NetKind::Cifar;
+    cifar.model.darts_mut().unwrap().net = NetKind::Cifar;
     cifar.validate().unwrap().check_input_size(48, 48).unwrap();
 }

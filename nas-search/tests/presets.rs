@@ -15,20 +15,18 @@
 use nas_core::data::DataSpec;
 use nas_core::optim::{ScheduleKind, WeightOptimConfig};
 use nas_core::DeviceSpec;
-use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, Resource, SamplingConfig, SearchConfig};
-use search_spaces::{NetKind, SearchModelConfig, SpaceKind};
+use nas_search::config::{ArchOptimConfig, DataConfig, EarlyStop, Method, MethodConfig, SearchConfig};
+use nas_search::method::gdas::GdasConfig;
+use nas_search::method::snas::Resource;
+use search_spaces::darts::DartsSearchModel;
+use search_spaces::{NetKind, SearchModelConfig, SpaceKind, SpaceModel};
+use serde_json::json;
 
 /// DARTS' first-order search, every field.
 fn darts_train_search() -> SearchConfig {
     SearchConfig {
         preset: "darts-1st".into(),
-        space: SpaceKind::Darts,
-        method: Method::FirstOrder,
-        // This project's settings of the other hypergradient methods, unused by DARTS'.
-        neumann_steps: 5,
-        unroll_steps: 1,
-        cg_steps: 5,
-        cg_damping: 1.0,
+        method: Method::FirstOrder.into(),
         hessian_every: 0,
         early_stop: EarlyStop::None,
         epochs: 50,
@@ -38,12 +36,14 @@ fn darts_train_search() -> SearchConfig {
         model: SearchModelConfig {
             channels: 16,
             layers: 8,
-            steps: 4,
-            partial_channels: 1,
-            edge_norm: false,
-            max_skip_connect: None,
-            ops: None,
-            net: NetKind::Cifar,
+            space: SpaceModel::Darts(DartsSearchModel {
+                steps: 4,
+                partial_channels: 1,
+                edge_norm: false,
+                max_skip_connect: None,
+                ops: None,
+                net: NetKind::Cifar,
+            }),
         },
         data: DataConfig {
             spec: DataSpec::Synthetic,
@@ -67,16 +67,15 @@ fn darts_train_search() -> SearchConfig {
         progressive: None,
         stage: None,
         skip_dropout: 0.0,
-        sampling: SamplingConfig {
-            tau_max: None,
-            tau_min: None,
-            resource: Resource::Params,
-            resource_weight: 0.0,
-            controller_steps: None,
-            controller_aggregate: None,
-            select_samples: 100,
-        },
     }
+}
+
+/// `model` with its darts settings changed by `edit`.
+fn darts_model(m: &SearchModelConfig, edit: impl FnOnce(&mut DartsSearchModel)) -> SearchModelConfig {
+    let mut m = m.clone();
+    let SpaceModel::Darts(d) = &mut m.space else { panic!("a darts model") };
+    edit(d);
+    m
 }
 
 fn preset(name: &str) -> SearchConfig {
@@ -88,8 +87,30 @@ fn preset(name: &str) -> SearchConfig {
 #[test]
 fn darts_presets_are_darts_train_search() {
     assert_eq!(preset("darts-1st"), darts_train_search());
-    let second = SearchConfig { preset: "darts-2nd".into(), method: Method::SecondOrder, ..darts_train_search() };
+    let second =
+        SearchConfig { preset: "darts-2nd".into(), method: Method::SecondOrder.into(), ..darts_train_search() };
     assert_eq!(preset("darts-2nd"), second);
+}
+
+/// This project's settings of the other methods, each in its own section: what a search gets
+/// when it switches to the method without giving them.
+#[test]
+fn method_sections_start_from_their_defaults() {
+    for (m, want) in [
+        (Method::Unrolled, json!({"name": "unrolled", "unroll_steps": 1})),
+        (Method::Implicit, json!({"name": "implicit", "neumann_steps": 5})),
+        (Method::ImplicitCg, json!({"name": "implicit-cg", "cg_steps": 5, "cg_damping": 1.0})),
+        (Method::Gdas, json!({"name": "gdas", "tau_max": 10.0, "tau_min": 0.1})),
+        (
+            Method::Snas,
+            json!({"name": "snas", "tau_max": 1.0, "tau_min": 0.03, "resource": "params", "resource_weight": 0.0}),
+        ),
+        (Method::Enas, json!({"name": "enas", "select_samples": 100})),
+        (Method::Random, json!({"name": "random", "select_samples": 100})),
+    ] {
+        assert_eq!(MethodConfig::from(m).to_json().unwrap(), want, "{m}");
+    }
+    assert_eq!(serde_json::to_value(Resource::Params).unwrap(), json!("params"));
 }
 
 #[test]
@@ -98,7 +119,7 @@ fn pc_darts_preset_is_pc_darts_train_search() {
     let want = SearchConfig {
         preset: "pc-darts".into(),
         arch_start_epoch: 15,
-        model: SearchModelConfig { partial_channels: 4, edge_norm: true, ..d.model.clone() },
+        model: darts_model(&d.model, |m| (m.partial_channels, m.edge_norm) = (4, true)),
         data: DataConfig { batch_size: 256, ..d.data.clone() },
         weight_optimizer: WeightOptimConfig { lr: 0.1, lr_min: 0.0, ..d.weight_optimizer.clone() },
         arch_optimizer: ArchOptimConfig { lr: 6e-4, ..d.arch_optimizer.clone() },
@@ -118,7 +139,7 @@ fn pc_darts_imagenet_preset_is_train_search_imagenet() {
     let want = SearchConfig {
         preset: "pc-darts-imagenet".into(),
         arch_start_epoch: 35,
-        model: SearchModelConfig { partial_channels: 2, edge_norm: true, net: NetKind::ImageNet, ..d.model.clone() },
+        model: darts_model(&d.model, |m| (m.partial_channels, m.edge_norm, m.net) = (2, true, NetKind::ImageNet)),
         data: DataConfig { batch_size: 1024, image_size: 224, subset_fraction: Some([0.1, 0.025]), ..d.data.clone() },
         weight_optimizer: WeightOptimConfig { lr: 0.5, lr_min: 0.0, warmup_epochs: 5, ..d.weight_optimizer.clone() },
         arch_optimizer: ArchOptimConfig { lr: 6e-3, ..d.arch_optimizer.clone() },
@@ -141,10 +162,9 @@ fn gdas_preset_is_autodl_gdas_on_nas_bench_201() {
     let d = darts_train_search();
     let want = SearchConfig {
         preset: "gdas".into(),
-        space: SpaceKind::Nb201,
-        method: Method::Gdas,
+        method: MethodConfig::Gdas(GdasConfig { tau_max: 10.0, tau_min: 0.1 }),
         epochs: 250,
-        model: SearchModelConfig { channels: 16, layers: 5, ..d.model.clone() },
+        model: SearchModelConfig { channels: 16, layers: 5, space: SpaceKind::Nb201.default_search_model() },
         weight_optimizer: WeightOptimConfig {
             lr: 0.025,
             lr_min: 0.001,
@@ -160,7 +180,7 @@ fn gdas_preset_is_autodl_gdas_on_nas_bench_201() {
     };
     let got = preset("gdas");
     assert_eq!(got, want);
-    assert_eq!(got.sampling.taus(Method::Gdas), (10.0, 0.1));
+    assert_eq!(got.space(), SpaceKind::Nb201);
 }
 
 #[test]

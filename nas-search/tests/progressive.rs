@@ -24,8 +24,9 @@ fn config() -> SearchConfig {
     c.data.subset = Some(64);
     c.data.batch_size = 16;
     c.model.channels = 4;
-    c.model.max_skip_connect = Some(1);
-    c.model.ops = Some(OpsConfig::Uniform(vec!["none".into(), "skip_connect".into(), "sep_conv_3x3".into()]));
+    c.model.darts_mut().unwrap().max_skip_connect = Some(1);
+    c.model.darts_mut().unwrap().ops =
+        Some(OpsConfig::Uniform(vec!["none".into(), "skip_connect".into(), "sep_conv_3x3".into()]));
     c.progressive =
         Some(ProgressiveConfig { layers: vec![2, 3], ops_per_edge: vec![3, 2], skip_dropout: vec![0.0, 0.4] });
     c.seed = 5;
@@ -122,7 +123,7 @@ fn stages_drop_ops_and_the_final_cell_keeps_the_skip_cap() {
     // Stage 1 searched 3 cells over 2 of the 3 ops on every edge, with the skip-dropout schedule.
     let s1: SearchConfig = RunDir::open(&Progressive::stage_dir(&dir, 1)).unwrap().read_json(CONFIG).unwrap();
     assert_eq!((s1.model.layers, s1.stage, s1.skip_dropout), (3, Some(1), 0.4));
-    let Some(OpsConfig::PerEdge { normal, reduce }) = &s1.model.ops else { panic!("per-edge ops") };
+    let Some(OpsConfig::PerEdge { normal, reduce }) = &s1.model.darts().unwrap().ops else { panic!("per-edge ops") };
     assert!(normal.iter().chain(reduce).all(|r| r.len() == 2));
     let records = RunDir::open(&Progressive::stage_dir(&dir, 1)).unwrap().read_metrics().unwrap();
     let rates: Vec<f64> = records.iter().map(|r| r["skip_dropout"].as_f64().unwrap()).collect();

@@ -18,7 +18,7 @@ fn every_rdarts_space_searches_within_its_op_sets() {
         c.data.batch_size = 8;
         c.model.channels = 4;
         c.model.layers = 3;
-        c.model.ops = Some(sets.to_config());
+        c.model.darts_mut().unwrap().ops = Some(sets.to_config());
         let mut search = Search::new(c.validate().unwrap()).unwrap();
         let g = search.run(None, &mut CollectSink::default(), &AtomicBool::new(false)).unwrap();
         let Genotype::Darts(g) = g else { panic!("a darts genotype") };

@@ -15,7 +15,10 @@ use nas_core::checkpoint::{load_tensors, CHECKSUM};
 use nas_core::metrics::{CollectSink, MetricsSink, Position, StopAfterEpoch, StopAfterStep};
 use nas_core::testing::without_time;
 use nas_search::config::EarlyStop;
+use nas_search::method::implicit_cg::ImplicitCgConfig;
+use nas_search::method::unrolled::UnrolledConfig;
 use nas_search::run_dir::{CONFIG, GENOTYPE};
+use nas_search::MethodConfig;
 use nas_search::{Error, Method, RunDir, Search, SearchConfig};
 use search_spaces::darts::rdarts_space;
 use serde_json::Value;
@@ -34,7 +37,7 @@ fn config() -> SearchConfig {
 /// `config` over S4's op sets: {noise, sep_conv_3x3} on every edge.
 fn s4_config() -> SearchConfig {
     let mut c = config();
-    c.model.ops = rdarts_space("s4").map(|s| s.to_config());
+    c.model.darts_mut().unwrap().ops = rdarts_space("s4").map(|s| s.to_config());
     c
 }
 
@@ -43,8 +46,7 @@ fn s4_config() -> SearchConfig {
 /// eigenvalue history is in the checkpoint).
 fn unrolled_config() -> SearchConfig {
     let mut c = config();
-    c.method = Method::Unrolled;
-    c.unroll_steps = 2;
+    c.method = MethodConfig::Unrolled(UnrolledConfig { unroll_steps: 2 });
     c.hessian_every = 1;
     c.early_stop = EarlyStop::DartsEs;
     c
@@ -54,8 +56,7 @@ fn unrolled_config() -> SearchConfig {
 /// checkpoint.
 fn cg_config() -> SearchConfig {
     let mut c = config();
-    c.method = Method::ImplicitCg;
-    c.cg_steps = 2;
+    c.method = MethodConfig::ImplicitCg(ImplicitCgConfig { cg_steps: 2, ..Default::default() });
     c
 }
 
@@ -64,11 +65,13 @@ fn cg_config() -> SearchConfig {
 /// controller's parameters, Adam state and baseline and the selection are in the checkpoint).
 fn sampling_config(method: Method) -> SearchConfig {
     let mut c = config();
-    c.method = method;
-    c.sampling.controller_steps = Some(2);
-    c.sampling.controller_aggregate = Some(2);
-    c.sampling.select_samples = 3;
-    c.sampling.resource_weight = if method == Method::Snas { 0.5 } else { 0.0 };
+    c.method = method.into();
+    match &mut c.method {
+        MethodConfig::Enas(e) => (e.controller_steps, e.controller_aggregate, e.select_samples) = (Some(2), Some(2), 3),
+        MethodConfig::Random(r) => r.select_samples = 3,
+        MethodConfig::Snas(s) => s.resource_weight = 0.5,
+        _ => {}
+    }
     c
 }
 
@@ -174,7 +177,7 @@ fn conjugate_gradient_search_resumes_mid_epoch_exactly() {
 fn an_accumulating_second_order_search_resumes_mid_epoch_exactly() {
     resumes_mid_epoch_exactly(|| {
         let mut c = config();
-        c.method = Method::SecondOrder;
+        c.method = Method::SecondOrder.into();
         c.data.batch_size = 8;
         c.data.accumulate = 2;
         c

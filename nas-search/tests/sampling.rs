@@ -17,13 +17,12 @@ use nas_core::checkpoint::load_tensors;
 use nas_core::nn::{cross_entropy, Mode};
 use nas_core::rng::{self, Purpose};
 use nas_core::testing::max_rel_err;
-use nas_search::config::{Method, Resource};
-use nas_search::sampling::{
-    cost_tensors, gdas_sample_with, resource_penalty, snas_sample_with, temperature, uniform_child,
-};
+use nas_search::method::sampling::{gdas_sample_with, snas_sample_with};
+use nas_search::method::snas::{cost_tensors, resource_penalty, Resource};
+use nas_search::method::{gdas, snas};
 use search_spaces::darts::{node_edges, DartsSupernet, DartsSupernetConfig};
 use search_spaces::nb201::{Nb201Config, Nb201Network};
-use search_spaces::{ArchSample, ChildShape, Supernet};
+use search_spaces::{uniform_child, ArchSample, ChildShape, Supernet};
 
 const TOL: f64 = 1e-4;
 
@@ -272,13 +271,13 @@ fn uniform_nb201_children_take_one_op_per_edge_none_included() {
 #[test]
 fn temperatures_fall_from_tau_max_to_tau_min() {
     // GDAS, linear (AutoDL: tau_max − (tau_max − tau_min)·epoch/(total − 1)).
-    assert_eq!(temperature(Method::Gdas, (10.0, 0.1), 0, 250), 10.0);
-    assert!((temperature(Method::Gdas, (10.0, 0.1), 249, 250) - 0.1).abs() < 1e-12);
-    assert!((temperature(Method::Gdas, (10.0, 0.1), 1, 3) - 5.05).abs() < 1e-12);
+    assert_eq!(gdas::temperature((10.0, 0.1), 0, 250), 10.0);
+    assert!((gdas::temperature((10.0, 0.1), 249, 250) - 0.1).abs() < 1e-12);
+    assert!((gdas::temperature((10.0, 0.1), 1, 3) - 5.05).abs() < 1e-12);
     // SNAS, geometric: the middle epoch is the geometric mean.
-    assert_eq!(temperature(Method::Snas, (1.0, 0.03), 0, 51), 1.0);
-    assert!((temperature(Method::Snas, (1.0, 0.03), 50, 51) - 0.03).abs() < 1e-12);
-    assert!((temperature(Method::Snas, (1.0, 0.03), 25, 51) - 0.03f64.sqrt()).abs() < 1e-12);
+    assert_eq!(snas::temperature((1.0, 0.03), 0, 51), 1.0);
+    assert!((snas::temperature((1.0, 0.03), 50, 51) - 0.03).abs() < 1e-12);
+    assert!((snas::temperature((1.0, 0.03), 25, 51) - 0.03f64.sqrt()).abs() < 1e-12);
     // One epoch: the first temperature.
-    assert_eq!(temperature(Method::Gdas, (10.0, 0.1), 0, 1), 10.0);
+    assert_eq!(gdas::temperature((10.0, 0.1), 0, 1), 10.0);
 }

@@ -23,8 +23,8 @@ use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::load_tensors;
 use nas_core::optim::Sgd;
 use nas_core::testing::max_rel_err;
-use nas_search::architect::Architect;
-use nas_search::config::{Method, SearchConfig};
+use nas_search::config::{Method, MethodConfig, SearchConfig};
+use nas_search::method::alternating::Architect;
 use nas_search::step::{weight_step, Batch};
 use search_spaces::darts::{rdarts_space, DartsSupernet, DartsSupernetConfig};
 
@@ -120,19 +120,20 @@ fn run_step(
     let sgd = preset.weight_optimizer.sgd();
     let clip = preset.weight_optimizer.grad_clip;
     let mut w_opt = Sgd::new(net.weights().weights(), sgd);
-    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &preset.arch_optimizer, method);
+    let rule = MethodConfig::from(method).hypergradient().expect("a hypergradient method");
+    let mut architect = Architect::new(net.weights().weights(), net.arch().weights(), &preset.arch_optimizer, rule);
     let batch = |x: &str, y: &str| Batch { x: golden[x].clone(), y: golden[y].to_dtype(DType::U32).unwrap() };
     let (train, valid) = (batch("input", "target"), batch("valid_input", "valid_target"));
     if warmup != Warmup::None {
         for _ in 0..2 {
-            weight_step(&net, &mut w_opt, std::slice::from_ref(&valid), clip).unwrap();
+            weight_step(&net, &mut w_opt, std::slice::from_ref(&valid), clip, None).unwrap();
         }
         assert!(w_opt.momentum_buffer(0).is_some());
     }
     let no_momentum = Sgd::new(net.weights().weights(), sgd);
     let arch_view = if warmup == Warmup::WeightStepsWithoutMomentum { &no_momentum } else { &w_opt };
     architect.step(&net, std::slice::from_ref(&train), &valid, arch_view).unwrap();
-    let loss = weight_step(&net, &mut w_opt, std::slice::from_ref(&train), clip).unwrap().loss;
+    let loss = weight_step(&net, &mut w_opt, std::slice::from_ref(&train), clip, None).unwrap().loss;
     (net, loss)
 }
 

@@ -107,9 +107,8 @@ fn op_columns(edge_ops: &[Vec<Vec<&str>>], shape: ChildShape) -> Result<(usize, 
             Ok((ops, vec![(0..ops).collect()]))
         }
         ChildShape::TwoInputsPerNode { .. } => {
-            let real = |ops: &[&str]| -> Vec<String> {
-                ops.iter().filter(|o| **o != "none").map(|o| o.to_string()).collect()
-            };
+            let real =
+                |ops: &[&str]| -> Vec<String> { ops.iter().filter(|o| **o != "none").map(|o| o.to_string()).collect() };
             let first = edge_ops.first().and_then(|e| e.first()).map(|o| real(o)).unwrap_or_default();
             let mut columns = Vec::new();
             for edges in edge_ops {

@@ -15,9 +15,11 @@ mod op_set;
 pub mod registry;
 pub mod supernet;
 
+pub use children::{uniform_child, ChildShape, ControllerSpec};
 pub use error::{Error, Result};
 pub use eval_network::EvalNetwork;
-pub use model_config::{eval_model_flags, size_flags, EvalModelConfig, NetKind, OpsConfig, SearchModelConfig, TaskShape};
+pub use model_config::{
+    eval_model_flags, net_flag, size_flags, EvalModelConfig, NetKind, OpsConfig, SearchModelConfig, TaskShape,
+};
 pub use registry::{Genotype, SearchSpace, SpaceKind, SpaceModel};
-pub use children::{uniform_child, ChildShape, ControllerSpec};
 pub use supernet::{ArchSample, Child, EdgePick, OpCost, Supernet};

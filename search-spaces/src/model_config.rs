@@ -44,6 +44,22 @@ impl SearchModelConfig {
         self.space.net()
     }
 
+    /// The darts space's own settings, when the search is of that space.
+    pub fn darts(&self) -> Option<&crate::darts::DartsSearchModel> {
+        match &self.space {
+            SpaceModel::Darts(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// `darts`, to change them.
+    pub fn darts_mut(&mut self) -> Option<&mut crate::darts::DartsSearchModel> {
+        match &mut self.space {
+            SpaceModel::Darts(d) => Some(d),
+            _ => None,
+        }
+    }
+
     /// The `model` object of a config.json for `space`: `channels`, `layers` and the space's
     /// own fields. A field only another space has is refused naming that space; fields that
     /// config.json files of every space held before the settings were per space are dropped
@@ -54,7 +70,9 @@ impl SearchModelConfig {
         };
         let mut own = map.clone();
         let mut size = |name: &str| -> Result<usize, ConfigError> {
-            let v = own.remove(name).ok_or_else(|| ConfigError::new(format!("{} is missing", field(&format!("model.{name}")))))?;
+            let v = own
+                .remove(name)
+                .ok_or_else(|| ConfigError::new(format!("{} is missing", field(&format!("model.{name}")))))?;
             serde_json::from_value(v).map_err(|e| ConfigError::new(format!("{}: {e}", field(&format!("model.{name}")))))
         };
         let (channels, layers) = (size("channels")?, size("layers")?);
@@ -197,4 +215,18 @@ pub fn eval_model_flags() -> Vec<Flag> {
             parse::<f64>,
         ),
     ]
+}
+
+/// `--net`, the skeleton around the cells (search and retraining: `model.net`).
+pub fn net_flag() -> Flag {
+    Flag::one(
+        "net",
+        "net",
+        "NET",
+        "The skeleton around the cells (darts): cifar (one stride-1 stem conv) or imagenet (three \
+         stride-2 stem convs, image sides divisible by 32: PC-DARTS' ImageNet search, which reaches \
+         the cells at 28×28 from 224×224; in nas train NetworkImageNet at 224×224 with the \
+         mobile-setting recipe; folder datasets are streamed from their files)",
+        parse::<NetKind>,
+    )
 }

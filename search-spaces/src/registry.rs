@@ -398,7 +398,12 @@ impl SpaceKind {
                 known.extend(fields);
                 format!("unknown field `{k}` in {} (the {self} space's fields: {})", field("model"), known.join(", "))
             } else {
-                format!("{} applies to the {} space only, not to {} {self}", brief(&path), owners.join(" and "), brief("space"))
+                format!(
+                    "{} applies to the {} space only, not to {} {self}",
+                    brief(&path),
+                    owners.join(" and "),
+                    brief("space")
+                )
             }));
         }
         self.parse_search_model(own).map_err(|e| ConfigError::new(format!("{}: {e}", field("model"))))

@@ -21,8 +21,8 @@ use candle_core::Device;
 use common::{assert_forward_backward_parity, assert_same_tensor_names, fixture, model, TOL};
 use nas_core::nn::Mode;
 use nas_core::testing::max_rel_err;
-use search_spaces::darts::DartsSupernetConfig;
-use search_spaces::{NetKind, SearchModelConfig, SpaceKind, TaskShape};
+use search_spaces::darts::{DartsSearchModel, DartsSupernetConfig};
+use search_spaces::{NetKind, SearchModelConfig, SpaceKind, SpaceModel, TaskShape};
 
 const FIXTURE: &str = "imagenet_search_c8_l4_k2.safetensors";
 
@@ -67,13 +67,13 @@ fn logits_loss_and_gradients_match_pytorch() {
 fn model_net_builds_the_imagenet_supernet_and_defaults_to_cifar() {
     let text = r#"{"channels": 8, "layers": 4, "steps": 4, "partial_channels": 2, "edge_norm": true,
                    "max_skip_connect": null}"#;
-    let m: SearchModelConfig = serde_json::from_str(text).unwrap();
-    assert_eq!(m.net, NetKind::Cifar);
+    let m = SearchModelConfig::from_json(SpaceKind::Darts, &serde_json::from_str(text).unwrap()).unwrap();
+    assert_eq!(m.net(), NetKind::Cifar);
     assert!(serde_json::to_value(&m).unwrap().get("net").is_none());
-    let m = SearchModelConfig { net: NetKind::ImageNet, ..m };
+    let m = with_net(m, NetKind::ImageNet);
     let v = serde_json::to_value(&m).unwrap();
     assert_eq!(v["net"], "imagenet");
-    assert_eq!(serde_json::from_value::<SearchModelConfig>(v).unwrap(), m);
+    assert_eq!(SearchModelConfig::from_json(SpaceKind::Darts, &v).unwrap(), m);
 
     let golden = fixture(FIXTURE);
     let task = TaskShape { num_classes: 10, in_channels: 3 };
@@ -84,17 +84,8 @@ fn model_net_builds_the_imagenet_supernet_and_defaults_to_cifar() {
 
 #[test]
 fn unfitting_input_sizes_and_settings_are_refused() {
-    let cifar = SearchModelConfig {
-        channels: 8,
-        layers: 4,
-        steps: 4,
-        partial_channels: 1,
-        edge_norm: false,
-        max_skip_connect: None,
-        ops: None,
-        net: NetKind::Cifar,
-    };
-    let imagenet = SearchModelConfig { net: NetKind::ImageNet, ..cifar.clone() };
+    let cifar = SearchModelConfig { channels: 8, layers: 4, space: SpaceModel::Darts(DartsSearchModel::default()) };
+    let imagenet = with_net(cifar.clone(), NetKind::ImageNet);
     let check = |m: &SearchModelConfig, h, w| SpaceKind::Darts.check_search_input_size(m, h, w);
     for (h, w) in [(224, 224), (64, 64), (32, 96)] {
         check(&imagenet, h, w).unwrap();
@@ -111,8 +102,18 @@ fn unfitting_input_sizes_and_settings_are_refused() {
     let e = SpaceKind::Darts.validate_search(&SearchModelConfig { channels: 7, ..imagenet.clone() });
     let e = e.unwrap_err().to_string();
     assert!(e.contains("model.channels") && e.contains("even"), "{e}");
-    let e = SpaceKind::Nb201.validate_search(&imagenet).unwrap_err().to_string();
+    let nb201 = SearchModelConfig { space: SpaceKind::Nb201.default_search_model(), ..cifar };
+    let e = SpaceKind::Nb201.validate_search(&with_net(nb201.clone(), NetKind::ImageNet)).unwrap_err().to_string();
     assert!(e.contains("model.net"), "{e}");
-    SpaceKind::Nb201.validate_search(&cifar).unwrap();
-    SpaceKind::Nb201.check_search_input_size(&cifar, 30, 30).unwrap();
+    SpaceKind::Nb201.validate_search(&nb201).unwrap();
+    SpaceKind::Nb201.check_search_input_size(&nb201, 30, 30).unwrap();
+}
+
+/// `m` with the stem `net`.
+fn with_net(mut m: SearchModelConfig, net: NetKind) -> SearchModelConfig {
+    match &mut m.space {
+        SpaceModel::Darts(d) => d.net = net,
+        SpaceModel::Nb201(n) => n.net = net,
+    }
+    m
 }

@@ -4,6 +4,7 @@
 //! fonts. PNGs are rendered into memory and encoded with the `image` crate.
 
 pub mod cell;
+mod curve_plot;
 pub mod curves;
 
 use std::io::Cursor;

@@ -66,6 +66,21 @@ fn is_zero(v: &usize) -> bool {
 }
 
 impl WeightOptimConfig {
+    /// DARTS' SGD (`train_search.py`, `train.py`): lr 0.025 cosine-annealed to `lr_min`,
+    /// momentum 0.9, weight decay 3e-4, gradient clip 5.
+    pub fn darts(lr_min: f64) -> Self {
+        Self {
+            lr: 0.025,
+            lr_min,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            nesterov: false,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 0,
+        }
+    }
+
     /// The optimiser's own settings, at the initial learning rate.
     pub fn sgd(&self) -> SgdConfig {
         SgdConfig { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay }

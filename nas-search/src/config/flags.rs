@@ -5,7 +5,7 @@
 //! the flags of the search's own fields are declared here.
 
 use nas_core::run_flags::{accumulate_flag, batch_size_flag, data_flags, device_flag, image_size_flag, run_flags};
-use nas_core::settings::{parse, Flag, Mount};
+use nas_core::settings::{self, parse, Flag, Mount};
 use search_spaces::{size_flags, SpaceKind};
 use serde_json::{json, Value};
 
@@ -16,7 +16,7 @@ use crate::method::method_flags;
 fn space_flag() -> Flag {
     let names: Vec<&str> = SpaceKind::ALL.iter().map(|k| k.name()).collect();
     let aliases: Vec<&str> = SpaceKind::ALL.iter().flat_map(|k| k.aliases()).map(|(a, _)| a).collect();
-    Flag::overlay(
+    Flag::one(
         "space",
         "space",
         "S",
@@ -28,6 +28,7 @@ fn space_flag() -> Flag {
         ),
         parse_space,
     )
+    .overlay()
 }
 
 fn parse_space(text: &str) -> Result<Value, String> {
@@ -61,8 +62,15 @@ fn model_flags() -> Vec<Flag> {
     flags
 }
 
+/// `--preset`, every preset in its help.
+fn preset_flag() -> Flag {
+    let list: Vec<String> = super::presets().iter().map(|p| format!("{} ({})", p.name, p.about)).collect();
+    Flag::one("preset", "preset", "P", format!("Preset: {}", list.join(", ")), settings::text)
+}
+
 fn search_own_flags() -> Vec<Flag> {
     let mut flags = vec![
+        preset_flag(),
         space_flag(),
         Flag::one(
             "hessian-every",
@@ -115,27 +123,30 @@ pub fn search_flags() -> Vec<Mount> {
         Mount::new(
             "progressive",
             vec![
-                Flag::list(
+                Flag::one(
                     "stage-layers",
                     "layers",
                     "L,L,…",
                     "Progressive search (P-DARTS): cells of each stage's network, comma-separated",
                     parse::<usize>,
-                ),
-                Flag::list(
+                )
+                .list(),
+                Flag::one(
                     "stage-ops",
                     "ops_per_edge",
                     "N,N,…",
                     "Progressive search: ops per edge in each stage (the first: the op set's size)",
                     parse::<usize>,
-                ),
-                Flag::list(
+                )
+                .list(),
+                Flag::one(
                     "skip-dropout",
                     "skip_dropout",
                     "P,P,…",
                     "Progressive search: base dropout rate after skip_connect in each stage",
                     parse::<f64>,
-                ),
+                )
+                .list(),
             ],
         ),
     ]

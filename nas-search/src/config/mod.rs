@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 pub use self::flags::{search_flags, step_flags};
-pub use self::presets::PRESETS;
+pub use self::presets::presets;
 pub use self::sections::{ArchOptimConfig, DataConfig, EarlyStop, ProgressiveConfig};
 pub use crate::method::{Method, MethodConfig};
 use crate::{Error, Result};

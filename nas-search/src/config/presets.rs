@@ -1,23 +1,42 @@
 //! The presets: `darts-1st` (default) and `darts-2nd` with the settings of DARTS'
 //! `train_search.py`, `pc-darts` and `pc-darts-imagenet` with those of PC-DARTS'
-//! `train_search.py` and `train_search_imagenet.py`, `p-darts` with P-DARTS' stages, `gdas` with
-//! AutoDL-Projects' GDAS on NAS-Bench-201, and `quick`, a small demo. Each preset is `darts-1st`
-//! with a JSON overlay laid over it the way flags are (`SearchConfig::with_overlay`), so a
-//! preset names the settings of a space or a method by their config.json fields, as a user's
-//! config file would.
+//! `train_search.py` and `train_search_imagenet.py`, `p-darts` with P-DARTS' stages, `quick`, a
+//! small demo, and the methods' own (`MethodSpec::presets`: `gdas`, AutoDL-Projects' GDAS on
+//! NAS-Bench-201, …). Each preset is `darts-1st` with a JSON overlay laid over it the way flags
+//! are (`SearchConfig::with_overlay`), so a preset names the settings of a space or a method by
+//! their config.json fields, as a user's config file would.
 
 use nas_core::data::DataSpec;
-use nas_core::optim::{ScheduleKind, WeightOptimConfig};
+use nas_core::optim::WeightOptimConfig;
 use nas_core::DeviceSpec;
 use search_spaces::{SearchModelConfig, SpaceKind};
 use serde_json::{json, Value};
 
 use super::{ArchOptimConfig, DataConfig, EarlyStop, Method, SearchConfig};
+use crate::method::Preset;
 use crate::{Error, Result};
 
-pub const PRESETS: [&str; 7] = ["darts-1st", "darts-2nd", "pc-darts", "pc-darts-imagenet", "p-darts", "gdas", "quick"];
+/// Every preset: the searches of the papers of the darts space, then the methods' own.
+pub fn presets() -> Vec<Preset> {
+    let mut all: Vec<Preset> = BUILT_IN
+        .iter()
+        .filter_map(|&(name, about)| overlay(name).map(|overlay| Preset { name, about, overlay }))
+        .collect();
+    all.extend(Method::ALL.iter().flat_map(|m| m.presets()));
+    all
+}
 
-/// What each preset changes of `darts-1st`.
+/// The presets of the darts space's papers and the demo, with a line about each.
+const BUILT_IN: [(&str, &str); 6] = [
+    ("darts-1st", "DARTS' first-order search (the default)"),
+    ("darts-2nd", "DARTS' second-order search"),
+    ("pc-darts", "PC-DARTS"),
+    ("pc-darts-imagenet", "PC-DARTS' ImageNet search"),
+    ("p-darts", "P-DARTS' progressive search"),
+    ("quick", "a small darts-1st for a demo"),
+];
+
+/// What each built-in preset changes of `darts-1st`.
 fn overlay(name: &str) -> Option<Value> {
     Some(match name {
         "darts-1st" => json!({}),
@@ -49,16 +68,6 @@ fn overlay(name: &str) -> Option<Value> {
             "model": {"layers": 5, "max_skip_connect": 2},
             "progressive": {"layers": [5, 11, 17], "ops_per_edge": [8, 5, 3], "skip_dropout": [0.0, 0.4, 0.7]},
         }),
-        // AutoDL-Projects' GDAS on NAS-Bench-201 (scripts-search/NAS-Bench-201-algos/GDAS.sh,
-        // configs/nas-benchmark/algos/GDAS.config): 250 epochs, batch 64, SGD 0.025 → 0.001 with
-        // Nesterov momentum 0.9 and weight decay 5e-4, Adam 3e-4 (0.5, 0.999) with weight decay
-        // 1e-3, τ 10 → 0.1, clip 5.
-        "gdas" => json!({
-            "space": "nb201",
-            "method": {"name": "gdas", "tau_max": 10.0, "tau_min": 0.1},
-            "epochs": 250,
-            "weight_optimizer": {"weight_decay": 5e-4, "nesterov": true},
-        }),
         "quick" => json!({"data": {"batch_size": 32, "subset": 1000}, "epochs": 5}),
         _ => return None,
     })
@@ -67,10 +76,12 @@ fn overlay(name: &str) -> Option<Value> {
 impl SearchConfig {
     /// The settings of a named preset.
     pub fn preset(name: &str) -> Result<SearchConfig> {
-        let Some(overlay) = overlay(name) else {
-            return Err(Error::config(format!("unknown preset `{name}` (expected {})", PRESETS.join(", "))));
+        let all = presets();
+        let Some(preset) = all.iter().find(|p| p.name == name) else {
+            let names: Vec<&str> = all.iter().map(|p| p.name).collect();
+            return Err(Error::config(format!("unknown preset `{name}` (expected {})", names.join(", "))));
         };
-        darts_1st(name).with_overlay(&overlay)
+        darts_1st(name).with_overlay(&preset.overlay)
     }
 }
 
@@ -95,16 +106,7 @@ fn darts_1st(preset: &str) -> SearchConfig {
             image_size: 32,
             subset_fraction: None,
         },
-        weight_optimizer: WeightOptimConfig {
-            lr: 0.025,
-            lr_min: 0.001,
-            momentum: 0.9,
-            weight_decay: 3e-4,
-            grad_clip: 5.0,
-            nesterov: false,
-            schedule: ScheduleKind::Cosine,
-            warmup_epochs: 0,
-        },
+        weight_optimizer: WeightOptimConfig::darts(0.001),
         arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
         progressive: None,
         stage: None,

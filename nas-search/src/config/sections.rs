@@ -1,9 +1,6 @@
 //! The sections of a search configuration besides the method and the model: the data, Adam on
 //! α, DARTS-ES early stopping and P-DARTS' stages.
 
-use std::fmt;
-use std::str::FromStr;
-
 use nas_core::config_error::field;
 use nas_core::data::DataSpec;
 use nas_core::ConfigError;
@@ -70,26 +67,7 @@ pub enum EarlyStop {
     DartsEs,
 }
 
-impl FromStr for EarlyStop {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(EarlyStop::None),
-            "darts-es" => Ok(EarlyStop::DartsEs),
-            _ => Err(format!("unknown early stop `{s}` (expected none, darts-es)")),
-        }
-    }
-}
-
-impl fmt::Display for EarlyStop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EarlyStop::None => "none",
-            EarlyStop::DartsEs => "darts-es",
-        })
-    }
-}
+nas_core::named_enum!(EarlyStop, "early stop", [EarlyStop::None => "none", EarlyStop::DartsEs => "darts-es"]);
 
 /// P-DARTS' stages (chenxin061/pdarts `train_search.py`): stage s searches a network of
 /// `layers[s]` cells over `ops_per_edge[s]` ops on every edge, with dropout rate
@@ -137,7 +115,11 @@ impl ProgressiveConfig {
             ));
         }
         if self.skip_dropout.iter().any(|p| !p.is_finite() || !(0.0..1.0).contains(p)) {
-            return bad(format!("{} must be in [0, 1), got {:?}", field("progressive.skip_dropout"), self.skip_dropout));
+            return bad(format!(
+                "{} must be in [0, 1), got {:?}",
+                field("progressive.skip_dropout"),
+                self.skip_dropout
+            ));
         }
         Ok(())
     }

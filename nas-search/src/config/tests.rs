@@ -42,7 +42,10 @@ fn p_darts_preset_has_the_reference_settings() {
             ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 5, 3], skip_dropout: vec![0.0; 3] },
             "one value per stage",
         ),
-        (ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 8], skip_dropout: vec![0.0; 2] }, "must decrease"),
+        (
+            ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 8], skip_dropout: vec![0.0; 2] },
+            "must decrease",
+        ),
         (ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 5], skip_dropout: vec![0.0, 1.0] }, "[0, 1)"),
     ] {
         let mut c = SearchConfig::preset("p-darts").unwrap();
@@ -54,7 +57,8 @@ fn p_darts_preset_has_the_reference_settings() {
 
 #[test]
 fn validation_names_the_problem() {
-    let c = SearchConfig::preset("darts-1st").unwrap().with_overlay(&json!({"model": {"partial_channels": 3}})).unwrap();
+    let c =
+        SearchConfig::preset("darts-1st").unwrap().with_overlay(&json!({"model": {"partial_channels": 3}})).unwrap();
     let e = c.validate().unwrap_err();
     assert!(e.to_string().contains("model.partial_channels K=3 must divide model.channels C=16"), "{e}");
     let fields: Vec<_> = e.config_error().unwrap().fields().collect();
@@ -93,9 +97,12 @@ fn a_method_section_holds_only_its_own_settings() {
     let base = SearchConfig::preset("darts-1st").unwrap();
     let cg = base.with_overlay(&json!({"method": {"name": "implicit-cg", "cg_steps": 3}})).unwrap();
     assert_eq!(cg.method.to_json().unwrap(), json!({"name": "implicit-cg", "cg_steps": 3, "cg_damping": 1.0}));
-    // Another method's setting names its owner; a new method starts from its own defaults.
-    let e = base.with_overlay(&json!({"method": {"cg_steps": 3}})).unwrap_err().to_string();
-    assert!(e.contains("method.cg_steps is a setting of the implicit-cg method") && e.contains("first-order"), "{e}");
+    // Another method's tuning is ignored; a request only another method can honour is refused
+    // naming its owner; a new method starts from its own defaults.
+    let ignored = base.with_overlay(&json!({"method": {"cg_steps": 3, "resource_weight": 0.0}})).unwrap();
+    assert_eq!(ignored.method, base.method);
+    let e = base.with_overlay(&json!({"method": {"resource_weight": 0.5}})).unwrap_err().to_string();
+    assert!(e.contains("method.resource_weight is a setting of the snas method") && e.contains("first-order"), "{e}");
     let gdas = cg.with_overlay(&json!({"method": {"name": "gdas"}})).unwrap();
     assert_eq!(gdas.method.to_json().unwrap(), json!({"name": "gdas", "tau_max": 10.0, "tau_min": 0.1}));
     let e = base.with_overlay(&json!({"method": {"name": "gdas", "bogus": 1}})).unwrap_err().to_string();

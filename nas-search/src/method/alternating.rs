@@ -186,7 +186,13 @@ impl Architect {
     }
 
     /// One architecture update from batches of micro-batches.
-    pub fn step_micro(&mut self, net: &dyn Supernet, train: Vec<Vec<Batch>>, valid: Vec<Batch>, w_opt: &Sgd) -> Result<()> {
+    pub fn step_micro(
+        &mut self,
+        net: &dyn Supernet,
+        train: Vec<Vec<Batch>>,
+        valid: Vec<Batch>,
+        w_opt: &Sgd,
+    ) -> Result<()> {
         let g = self.hypergradient_micro(net, train, valid, w_opt)?;
         self.adam.step(&g)
     }
@@ -216,7 +222,12 @@ impl SearchMethod for Alternating {
         }
         let arch_done = std::time::Instant::now();
         let out = weight_step(net, w.opt, &b.train, w.clip, None)?;
-        tracing::debug!(epoch = at.epoch, step = at.step, weight_step_s = arch_done.elapsed().as_secs_f64(), "weight step");
+        tracing::debug!(
+            epoch = at.epoch,
+            step = at.step,
+            weight_step_s = arch_done.elapsed().as_secs_f64(),
+            "weight step"
+        );
         Ok(out)
     }
 

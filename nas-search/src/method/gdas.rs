@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::sampling::{self, gdas_sample, micro_output, ARCH_DRAW, WEIGHT_DRAW};
-use super::{ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
+use super::{
+    ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, Preset, RecordChart, SearchMethod, StepAt, StepBatches,
+    WeightStep,
+};
 use crate::config::SearchConfig;
 use crate::step::weight_step;
 use crate::Result;
@@ -60,6 +63,27 @@ impl MethodSpec for Gdas {
 
     fn legacy_fields() -> &'static [(&'static str, &'static str)] {
         &sampling::TEMPERATURE_LEGACY
+    }
+
+    /// AutoDL-Projects' GDAS on NAS-Bench-201 (scripts-search/NAS-Bench-201-algos/GDAS.sh,
+    /// configs/nas-benchmark/algos/GDAS.config): 250 epochs, batch 64, SGD 0.025 → 0.001 with
+    /// Nesterov momentum 0.9 and weight decay 5e-4, Adam 3e-4 (0.5, 0.999) with weight decay
+    /// 1e-3, τ 10 → 0.1, clip 5.
+    fn presets() -> Vec<Preset> {
+        vec![Preset {
+            name: "gdas",
+            about: "AutoDL's GDAS on nb201",
+            overlay: json!({
+                "space": "nb201",
+                "method": {"name": Self::NAME, "tau_max": 10.0, "tau_min": 0.1},
+                "epochs": 250,
+                "weight_optimizer": {"weight_decay": 5e-4, "nesterov": true},
+            }),
+        }]
+    }
+
+    fn charts() -> Vec<RecordChart> {
+        vec![sampling::TEMPERATURE_CHART]
     }
 
     fn validate(c: &GdasConfig, _: &SearchConfig) -> Result<(), ConfigError> {

@@ -100,6 +100,23 @@ pub trait MethodSpec {
         &[]
     }
 
+    /// Presets that search with this method (`--preset NAME`).
+    fn presets() -> Vec<Preset> {
+        Vec::new()
+    }
+
+    /// The charts `nas plot` draws of the scalars it adds to an epoch's record.
+    fn charts() -> Vec<RecordChart> {
+        Vec::new()
+    }
+
+    /// Its settings that ask for something only it does (SNAS' resource penalty): given to
+    /// another method with a value other than the default, they are refused rather than ignored,
+    /// as a setting that only tunes this method is.
+    fn requests() -> &'static [&'static str] {
+        &[]
+    }
+
     /// What it refuses of its settings and of the rest of the search's; messages name the
     /// settings by their config.json field (`method.cg_steps`).
     fn validate(_cfg: &Self::Config, _search: &SearchConfig) -> std::result::Result<(), ConfigError> {
@@ -116,6 +133,33 @@ pub trait MethodSpec {
     }
 }
 
+/// A named search: what it reproduces, and what it sets over `darts-1st` as a config overlay
+/// (the way a `--config` file and the flags do).
+#[derive(Debug, Clone)]
+pub struct Preset {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub overlay: Value,
+}
+
+/// A chart of an epoch record's scalars: its title and its curves (record field, legend).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordChart {
+    pub title: &'static str,
+    pub curves: &'static [(&'static str, &'static str)],
+}
+
+/// The charts of every method's record fields, each title once.
+pub fn method_charts() -> Vec<RecordChart> {
+    let mut charts: Vec<RecordChart> = Vec::new();
+    for c in Method::ALL.iter().flat_map(|m| m.charts()) {
+        if !charts.iter().any(|d| d.title == c.title) {
+            charts.push(c);
+        }
+    }
+    charts
+}
+
 /// What a method starts from.
 pub struct MethodContext<'a> {
     pub net: &'a dyn Supernet,
@@ -123,6 +167,13 @@ pub struct MethodContext<'a> {
     pub seed: u64,
     pub epochs: usize,
     pub device: &'a Device,
+}
+
+impl<'a> MethodContext<'a> {
+    /// The context of a search of `cfg` over `net` on `device`.
+    pub fn new(net: &'a dyn Supernet, cfg: &'a SearchConfig, device: &'a Device) -> Self {
+        Self { net, arch_optimizer: &cfg.arch_optimizer, seed: cfg.seed, epochs: cfg.epochs, device }
+    }
 }
 
 /// Where in the run a step is.
@@ -263,26 +314,43 @@ impl MethodConfig {
             Some(Value::String(s)) => s,
             _ => return Err(ConfigError::new(format!("{} must name a method", field("method.name")))),
         };
-        let method: Method = name.parse().map_err(|e: String| ConfigError::new(format!("{}: {e}", field("method.name"))))?;
+        let Some(method) = Method::ALL.iter().copied().find(|m| m.name() == name) else {
+            let names: Vec<String> = Method::ALL.iter().map(|m| format!("`{}`", m.name())).collect();
+            return Err(ConfigError::new(format!(
+                "{}: unknown variant `{name}`, expected one of {}",
+                field("method.name"),
+                names.join(", ")
+            )));
+        };
         let fields = method.fields();
-        if let Some(k) = own.keys().find(|k| !fields.contains(&k.as_str())) {
+        let foreign: Vec<String> = own.keys().filter(|k| !fields.contains(&k.as_str())).cloned().collect();
+        for k in foreign {
             let path = format!("method.{k}");
-            let owners: Vec<Method> = Method::ALL.iter().copied().filter(|m| m.fields().contains(&k.as_str())).collect();
+            let owners: Vec<Method> =
+                Method::ALL.iter().copied().filter(|m| m.fields().contains(&k.as_str())).collect();
             let Some(owner) = owners.first() else {
                 return Err(ConfigError::new(format!(
                     "unknown setting `{k}` of the {method} method (its settings: {})",
                     if fields.is_empty() { "none".to_string() } else { fields.join(", ") }
                 )));
             };
-            let about = owner.flags().into_iter().find(|f| f.field == k).map(|f| format!(" ({})", f.help));
             let names: Vec<&str> = owners.iter().map(|m| m.name()).collect();
-            return Err(ConfigError::new(format!(
-                "{} is a setting of the {} method{}{}, not of the {method} method",
-                field(&path),
-                names.join(" and "),
-                if names.len() > 1 { "s" } else { "" },
-                about.unwrap_or_default(),
-            )));
+            let value = own.remove(&k).unwrap_or(Value::Null);
+            // A setting that only tunes another method changes nothing here; one that asks
+            // for what only its method does (SNAS' penalty) cannot be honoured.
+            let asks =
+                owners.iter().any(|o| o.requests().contains(&k.as_str()) && o.default_setting(&k) != Some(&value));
+            if asks {
+                let about = owner.flags().into_iter().find(|f| f.field == k).map(|f| format!(" ({})", f.help));
+                return Err(ConfigError::new(format!(
+                    "{} is a setting of the {} method{}{}, not of the {method} method",
+                    field(&path),
+                    names.join(" and "),
+                    if names.len() > 1 { "s" } else { "" },
+                    about.unwrap_or_default(),
+                )));
+            }
+            tracing::warn!("{path} is a setting of the {} method; the {method} method ignores it", names.join(" and "));
         }
         method.parse_settings(Value::Object(own)).map_err(|e| ConfigError::new(format!("{}: {e}", field("method"))))
     }
@@ -325,13 +393,7 @@ struct Tagged<'a, T: Serialize> {
 /// `--method`, with every registered method in its help.
 pub fn method_flag() -> Flag {
     let list: Vec<String> = Method::ALL.iter().map(|m| format!("{} ({})", m.name(), m.about())).collect();
-    Flag::one(
-        "method",
-        "name",
-        "M",
-        format!("Search method: {}", list.join("; ")),
-        settings::parse::<Method>,
-    )
+    Flag::one("method", "name", "M", format!("Search method: {}", list.join("; ")), settings::parse::<Method>)
 }
 
 impl Serialize for Method {
@@ -357,7 +419,10 @@ pub fn method_flags() -> Vec<Flag> {
 /// A positive count of a method's settings, or the message naming it.
 pub fn positive(method: &str, name: &str, v: usize) -> std::result::Result<(), ConfigError> {
     if v == 0 {
-        return Err(ConfigError::new(format!("{} must be positive for the {method} method", field(&format!("method.{name}")))));
+        return Err(ConfigError::new(format!(
+            "{} must be positive for the {method} method",
+            field(&format!("method.{name}"))
+        )));
     }
     Ok(())
 }

@@ -17,7 +17,9 @@ use serde_json::{Map, Value};
 
 use super::sampling::{self, child_sample, WEIGHT_DRAW};
 use super::selection::{self, Selector};
-use super::{Metadata, MethodContext, MethodSpec, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
+use super::{
+    Metadata, MethodContext, MethodSpec, NamedTensors, RecordChart, SearchMethod, StepAt, StepBatches, WeightStep,
+};
 use crate::config::SearchConfig;
 use crate::step::{weight_step, Batch};
 use crate::Result;
@@ -49,6 +51,10 @@ impl MethodSpec for Random {
 
     fn legacy_fields() -> &'static [(&'static str, &'static str)] {
         &[selection::SELECT_LEGACY]
+    }
+
+    fn charts() -> Vec<RecordChart> {
+        vec![selection::SELECTION_CHART]
     }
 
     fn validate(c: &RandomConfig, _: &SearchConfig) -> Result<(), ConfigError> {

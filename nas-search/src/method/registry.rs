@@ -56,6 +56,31 @@ macro_rules! methods {
                 match self { $(Method::$variant => <$module::$spec as MethodSpec>::legacy_fields(),)+ }
             }
 
+            /// The presets that search with the method.
+            pub fn presets(self) -> Vec<Preset> {
+                match self { $(Method::$variant => <$module::$spec as MethodSpec>::presets(),)+ }
+            }
+
+            /// The charts of the method's record fields.
+            pub fn charts(self) -> Vec<RecordChart> {
+                match self { $(Method::$variant => <$module::$spec as MethodSpec>::charts(),)+ }
+            }
+
+            /// See `MethodSpec::requests`.
+            pub fn requests(self) -> &'static [&'static str] {
+                match self { $(Method::$variant => <$module::$spec as MethodSpec>::requests(),)+ }
+            }
+
+            /// The default value of the setting `field` as config.json writes it.
+            pub fn default_setting(self, field: &str) -> Option<&'static Value> {
+                static DEFAULTS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
+                let all = DEFAULTS.get_or_init(|| {
+                    Method::ALL.iter().map(|m| m.default_config().to_json().unwrap_or(Value::Null)).collect()
+                });
+                let i = Method::ALL.iter().position(|m| *m == self)?;
+                all.get(i)?.get(field)
+            }
+
             /// The method with its default settings.
             pub fn default_config(self) -> MethodConfig {
                 match self { $(Method::$variant => MethodConfig::$variant(Default::default()),)+ }

@@ -61,6 +61,10 @@ pub fn temperature_flags() -> Vec<Flag> {
     ]
 }
 
+/// The chart of the temperature GDAS and SNAS record (`tau`).
+pub const TEMPERATURE_CHART: super::RecordChart =
+    super::RecordChart { title: "Gumbel-softmax temperature τ", curves: &[("tau", "τ")] };
+
 /// The config.json fields the temperatures had before the method section.
 pub const TEMPERATURE_LEGACY: [(&str, &str); 2] = [("sampling.tau_max", "tau_max"), ("sampling.tau_min", "tau_min")];
 

@@ -5,7 +5,6 @@
 //! kept in checkpoints as the `sampling_selection` metadata.
 
 use nas_core::checkpoint::LoadedTensors;
-use nas_core::config_error::field;
 use nas_core::hypergrad::WeightGuard;
 use nas_core::settings::{self, Flag};
 use nas_core::ConfigError;
@@ -31,6 +30,12 @@ pub fn select_samples_flag() -> Flag {
         settings::parse::<usize>,
     )
 }
+
+/// The chart of the selected child's accuracy (`select_acc`), with ENAS' controller entropy.
+pub const SELECTION_CHART: super::RecordChart = super::RecordChart {
+    title: "controller entropy · selected child",
+    curves: &[("controller_entropy", "entropy"), ("select_acc", "selected acc")],
+};
 
 /// The children compared by default.
 pub const SELECT_SAMPLES: usize = 100;
@@ -128,16 +133,10 @@ impl Selector {
     pub fn restore(&mut self, ck: &LoadedTensors, path: &std::path::Path) -> Result<()> {
         self.chosen = match ck.meta(SELECTION_META) {
             Some(text) => Some(
-                serde_json::from_str(text)
-                    .map_err(|e| Error::checkpoint(path, format!("{SELECTION_META}: {e}")))?,
+                serde_json::from_str(text).map_err(|e| Error::checkpoint(path, format!("{SELECTION_META}: {e}")))?,
             ),
             None => None,
         };
         Ok(())
     }
-}
-
-/// `select_samples` of a method's settings must be positive (`field` for messages).
-pub fn select_field() -> String {
-    field("method.select_samples")
 }

@@ -7,9 +7,7 @@
 //! the most expensive one, differentiated through the relaxed sample Z. Genotypes derive from
 //! α as DARTS' do; evaluation runs the genotype's child.
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use candle_core::Tensor;
 use nas_core::checkpoint::LoadedTensors;
@@ -24,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::sampling::{self, micro_output, snas_sample, WEIGHT_DRAW};
-use super::{ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
+use super::{
+    ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, RecordChart, SearchMethod, StepAt, StepBatches,
+    WeightStep,
+};
 use crate::config::SearchConfig;
 use crate::step::Batch;
 use crate::{Error, Result};
@@ -41,26 +42,7 @@ pub enum Resource {
     MultAdds,
 }
 
-impl FromStr for Resource {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "params" => Ok(Resource::Params),
-            "mult-adds" => Ok(Resource::MultAdds),
-            _ => Err(format!("unknown resource `{s}` (expected params, mult-adds)")),
-        }
-    }
-}
-
-impl fmt::Display for Resource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Resource::Params => "params",
-            Resource::MultAdds => "mult-adds",
-        })
-    }
-}
+nas_core::named_enum!(Resource, "resource", [Resource::Params => "params", Resource::MultAdds => "mult-adds"]);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,6 +95,15 @@ impl MethodSpec for Snas {
             settings::parse::<f64>,
         ));
         f
+    }
+
+    fn charts() -> Vec<RecordChart> {
+        vec![sampling::TEMPERATURE_CHART]
+    }
+
+    /// The penalty: no other method has one.
+    fn requests() -> &'static [&'static str] {
+        &["resource_weight"]
     }
 
     fn legacy_fields() -> &'static [(&'static str, &'static str)] {

@@ -53,20 +53,6 @@ impl Default for DartsSearchModel {
     }
 }
 
-/// `--net`, the skeleton around the cells (search and retraining: `model.net`).
-pub fn net_flag() -> Flag {
-    Flag::one(
-        "net",
-        "net",
-        "NET",
-        "The skeleton around the cells (darts): cifar (one stride-1 stem conv) or imagenet (three \
-         stride-2 stem convs, image sides divisible by 32: PC-DARTS' ImageNet search, which reaches \
-         the cells at 28×28 from 224×224; in nas train NetworkImageNet at 224×224 with the \
-         mobile-setting recipe; folder datasets are streamed from their files)",
-        settings::parse::<NetKind>,
-    )
-}
-
 impl SearchSpace for Darts {
     const NAME: &'static str = "darts";
     const AUXILIARY_HEAD: bool = true;
@@ -110,7 +96,7 @@ impl SearchSpace for Darts {
 
     fn search_model_flags() -> Vec<Flag> {
         vec![
-            Flag::list(
+            Flag::one(
                 "ops",
                 "ops",
                 "OPS",
@@ -118,7 +104,8 @@ impl SearchSpace for Darts {
                  avg_pool_3x3, skip_connect, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5 and \
                  noise; replaces the op sets of s1–s4. Per-edge sets: `model.ops` in a --config file",
                 settings::text,
-            ),
+            )
+            .list(),
             Flag::one(
                 "partial-channels",
                 "partial_channels",
@@ -126,7 +113,11 @@ impl SearchSpace for Darts {
                 "PC-DARTS: operate on 1/K of the channels of every edge",
                 settings::parse::<usize>,
             ),
-            Flag::switch("edge-norm", "edge_norm", "PC-DARTS edge normalisation (β weights on the edges into each node)"),
+            Flag::switch(
+                "edge-norm",
+                "edge_norm",
+                "PC-DARTS edge normalisation (β weights on the edges into each node)",
+            ),
             Flag::one(
                 "max-skip-connect",
                 "max_skip_connect",
@@ -134,7 +125,7 @@ impl SearchSpace for Darts {
                 "Cap the skip connections of the derived normal cell",
                 settings::parse::<usize>,
             ),
-            net_flag(),
+            crate::model_config::net_flag(),
         ]
     }
 
@@ -151,11 +142,7 @@ impl SearchSpace for Darts {
 
     fn needs_every_op(own: &DartsSearchModel) -> Option<String> {
         (own.partial_channels != 1 || own.edge_norm).then(|| {
-            format!(
-                "{} must be 1 and {} off (PC-DARTS)",
-                field("model.partial_channels"),
-                field("model.edge_norm")
-            )
+            format!("{} must be 1 and {} off (PC-DARTS)", field("model.partial_channels"), field("model.edge_norm"))
         })
     }
 
@@ -220,7 +207,8 @@ impl SearchSpace for Darts {
         height: usize,
         width: usize,
     ) -> Result<(), ConfigError> {
-        let (halvings, times) = if own.net == NetKind::ImageNet { (32, "five halvings") } else { (4, "two reductions") };
+        let (halvings, times) =
+            if own.net == NetKind::ImageNet { (32, "five halvings") } else { (4, "two reductions") };
         if height == 0 || width == 0 || !height.is_multiple_of(halvings) || !width.is_multiple_of(halvings) {
             return Err(ConfigError::plain(format!(
                 "{} darts supernets need image sides divisible by {halvings} ({times}), got {height}x{width}",

@@ -29,13 +29,13 @@ use super::derive::{cap_skip_connections, derive_cell};
 use super::edges::{node_edges, num_edges};
 use super::genotype::DartsGenotype;
 use super::op_sets::DartsOpSets;
-use super::pdarts;
 use super::ops::{DartsOp, RandomStream};
+use super::pdarts;
 use super::stem::Stem;
+use crate::children::ChildShape;
 use crate::error::Error;
 use crate::genotype::Genotype;
 use crate::model_config::{NetKind, OpsConfig};
-use crate::children::ChildShape;
 use crate::supernet::{ArchSample, Child, OpCost, Supernet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -494,7 +494,8 @@ impl Supernet for DartsSupernet {
     /// (times the edge weights with edge normalisation).
     fn prune_ops(&self, drop: usize) -> crate::Result<OpsConfig> {
         let [wn, wr] = self.op_weights()?;
-        let cell = |ops: &[Vec<DartsOp>], w: &[Vec<f32>]| pdarts::drop_weakest(ops, w, drop, false).map_err(Error::Config);
+        let cell =
+            |ops: &[Vec<DartsOp>], w: &[Vec<f32>]| pdarts::drop_weakest(ops, w, drop, false).map_err(Error::Config);
         let sets = DartsOpSets { normal: cell(&self.op_sets.normal, &wn)?, reduce: cell(&self.op_sets.reduce, &wr)? };
         Ok(sets.to_config())
     }

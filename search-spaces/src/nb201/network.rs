@@ -18,10 +18,10 @@ use super::cell::Cell;
 use super::edges::{edge_index, EDGES};
 use super::genotype::Nb201Genotype;
 use super::ops::{Nb201Op, ReluConvBn};
+use crate::children::ChildShape;
 use crate::error::{Error, Result as SsResult};
 use crate::eval_network::EvalNetwork;
 use crate::genotype::Genotype;
-use crate::children::ChildShape;
 use crate::supernet::{ArchSample, Child, OpCost, Supernet};
 
 /// The residual reduction block (AutoDL `ResNetBasicblock`, stride 2).

@@ -100,7 +100,7 @@ impl SearchSpace for Nb201 {
     type SearchModel = Nb201SearchModel;
 
     fn search_model_flags() -> Vec<Flag> {
-        vec![crate::darts::net_flag()]
+        vec![crate::model_config::net_flag()]
     }
 
     /// Written into every space's `model` before the settings were per space; these values
@@ -125,7 +125,12 @@ impl SearchSpace for Nb201 {
         Ok(())
     }
 
-    fn check_search_input_size(_: &SearchModelConfig, _: &Nb201SearchModel, _: usize, _: usize) -> Result<(), ConfigError> {
+    fn check_search_input_size(
+        _: &SearchModelConfig,
+        _: &Nb201SearchModel,
+        _: usize,
+        _: usize,
+    ) -> Result<(), ConfigError> {
         Ok(())
     }
 

@@ -39,10 +39,11 @@ use candle_nn::{Linear, Module, VarBuilder};
 use nas_core::optim::{self, Adam};
 use nas_core::{Init, ParamStore};
 use rand::Rng;
-use search_spaces::ControllerSpec;
 use serde::{Deserialize, Serialize};
 
-use super::controller_config::{ControllerConfig, ControllerInit};
+pub use super::controller_config::ControllerConfig;
+use super::controller_config::ControllerInit;
+pub use search_spaces::ControllerSpec;
 use super::tf_adam::adam_step;
 use crate::{Error, Result};
 

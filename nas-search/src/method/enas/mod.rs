@@ -29,7 +29,10 @@ use self::controller::{Controller, Sample};
 use self::controller_config::ControllerConfig;
 use super::sampling::{self, child_accuracy, child_sample, CONTROLLER_DRAW, WEIGHT_DRAW};
 use super::selection::{self, Selector};
-use super::{positive, Metadata, MethodContext, MethodSpec, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
+use super::{
+    positive, Metadata, MethodContext, MethodSpec, NamedTensors, RecordChart, SearchMethod, StepAt, StepBatches,
+    WeightStep,
+};
 use crate::config::SearchConfig;
 use crate::step::{weight_step, Batch};
 use crate::{Error, Result};
@@ -89,6 +92,14 @@ impl MethodSpec for Enas {
             ("sampling.controller_aggregate", "controller_aggregate"),
             selection::SELECT_LEGACY,
         ]
+    }
+
+    fn charts() -> Vec<RecordChart> {
+        let reward = RecordChart {
+            title: "controller reward",
+            curves: &[("controller_reward", "reward"), ("controller_baseline", "baseline")],
+        };
+        vec![reward, selection::SELECTION_CHART]
     }
 
     fn validate(c: &EnasConfig, _: &SearchConfig) -> Result<(), ConfigError> {
