@@ -67,6 +67,8 @@ methods! {
     Enas => enas::Enas,
     /// Random sampling with weight sharing, the best of N sampled children.
     Random => random::Random,
+    /// β-DARTS: first order with the β-decay regularisation of α.
+    BetaDarts => beta_darts::BetaDarts,
 }
 
 /// The settings of a method: a serialisable struct whose every field has a default
