@@ -235,3 +235,31 @@ pub fn child_accuracy(net: &dyn Supernet, chosen: &[Vec<Vec<usize>>], batch: &Ba
 pub fn genotype_child(net: &dyn Supernet, genotype: &search_spaces::Genotype) -> Result<Option<ArchSample>> {
     Ok(Some(child_sample(net.child_of(genotype)?)))
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    /// A NaN in α makes every redraw non-finite: the run stops with its own error, not a
+    /// configuration message.
+    #[test]
+    fn a_non_finite_alpha_is_reported_as_such() {
+        let alpha = Tensor::new(&[[0.1f32, f32::NAN, 0.3]], &Device::Cpu).unwrap();
+        let mut rng = draw(1, 0, 0);
+        for hard in [true, false] {
+            let e = if hard {
+                gdas_sample(&[alpha.clone()], 1.0, &mut rng)
+            } else {
+                snas_sample(&[alpha.clone()], 1.0, &mut rng)
+            };
+            let e = e.unwrap_err();
+            assert!(matches!(e, Error::NotFinite(_)), "{e}");
+            assert!(e.to_string().contains("α is not finite"), "{e}");
+        }
+        let fine = Tensor::new(&[[0.1f32, 0.2, 0.3]], &Device::Cpu).unwrap();
+        let s = gdas_sample(&[fine], 1.0, &mut rng).unwrap();
+        assert_eq!(s.chosen.map(|c| c[0].len()), Some(1));
+    }
+}
