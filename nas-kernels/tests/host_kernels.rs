@@ -75,6 +75,8 @@ fn argument_structs_have_the_c_layout() {
         std::mem::size_of::<launch::MtList>(),
     ];
     assert_eq!(host::c_struct_sizes(), rust);
+    // Every struct of common.cuh, as build.rs generates them (the same order).
+    assert_eq!(host::c_struct_sizes(), launch::ARG_STRUCT_SIZES, "{:?}", launch::ARG_STRUCTS);
 }
 
 #[test]

@@ -1,6 +1,6 @@
-// Shared by every kernel source: the argument structs (mirrored by #[repr(C)] structs in
-// ops/launch.rs, checked by a size test), 64-bit index helpers, the block reduction, and the
-// macros that turn one templated kernel into its f32/f64 entry points.
+// Shared by every kernel source: the argument structs (build.rs generates the #[repr(C)] Rust
+// structs of cuda/launch.rs from them, and checks both layouts), 64-bit index helpers, the
+// block reduction, and the macros that turn one templated kernel into its f32/f64 entry points.
 //
 // The same sources compile two ways. nvcc makes PTX for the GPU. The host C++ compiler (the
 // CPU tests) includes host_shim.h instead of the CUDA headers: the qualifiers become empty,
@@ -44,7 +44,7 @@ typedef long long i64;
          q < q##_end; q += blockDim.x)
 
 // Threads per block of the reduction kernels (a power of two; the shared buffer is sized
-// by it, so launch.rs uses the same value).
+// by it; launch.rs reads the value through the constant build.rs generates).
 #define NAS_REDUCE_THREADS 256
 
 // Sums v over the threads of the block (blockDim.x == NAS_REDUCE_THREADS, all threads
@@ -62,7 +62,8 @@ __device__ __forceinline__ double nas_block_sum(double v, double* sh) {
     return total;
 }
 
-// Argument structs: every field 64 bits, the order of the Rust mirrors.
+// Argument structs: plain structs of 64-bit fields (i64, double, arrays of them with a
+// NAS_… length), the only structs of this header; build.rs parses them.
 struct DwArgs {
     i64 b, c, h, w, k, stride, pad, dil, oh, ow;
     i64 splits, chunk;  // filter-gradient partial sums: per channel, `splits` chunks of `chunk`

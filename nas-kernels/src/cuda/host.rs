@@ -485,14 +485,14 @@ fn pc_geom(dims: &[usize; 4], k: usize, stride: usize) -> Result<PcGeom> {
     PcGeom::new(&[dims[0], dims[1] / k.max(1), ho, wo], dims, k, stride)
 }
 
-/// The size of each argument struct as the C++ compiler lays it out (in the order DwArgs,
-/// PoolArgs, ValidArgs, PwArgs, BnArgs, PcArgs, MtList), for the layout test.
-pub fn c_struct_sizes() -> [usize; 7] {
+/// The size of each argument struct as the C++ compiler lays it out, in common.cuh's order
+/// (`launch::ARG_STRUCTS`), for the layout test.
+pub fn c_struct_sizes() -> [usize; super::launch::ARG_STRUCTS.len()] {
     extern "C" {
         fn nas_host_struct_sizes(out: *mut u64);
     }
-    let mut out = [0u64; 7];
-    // SAFETY: the function writes exactly seven values.
+    let mut out = [0u64; super::launch::ARG_STRUCTS.len()];
+    // SAFETY: the (generated) function writes one value per struct of ARG_STRUCTS.
     unsafe { nas_host_struct_sizes(out.as_mut_ptr()) };
     out.map(|v| v as usize)
 }

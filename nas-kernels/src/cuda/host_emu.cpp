@@ -108,17 +108,6 @@ void nas_emulate(bool sync, const std::function<void()>& kernel) {
 
 #include "common.cuh"
 
-// The argument structs' sizes as this compiler lays them out, for the Rust layout test.
-extern "C" void nas_host_struct_sizes(unsigned long long* out) {
-    out[0] = sizeof(DwArgs);
-    out[1] = sizeof(PoolArgs);
-    out[2] = sizeof(ValidArgs);
-    out[3] = sizeof(PwArgs);
-    out[4] = sizeof(BnArgs);
-    out[5] = sizeof(PcArgs);
-    out[6] = sizeof(MtList);
-}
-
 // Visit counters over the loops the kernels use, for the geometry tests: counts[i] += 1 for
 // every index a thread of the pending launch visits (threads run one at a time: no race).
 extern "C" void nas_host_count_elementwise(long long* counts, long long n) {
