@@ -15,9 +15,21 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, Var};
+use candle_core::{bail, CpuStorage, Result, Tensor, Var};
 
-use super::{cpu, BnStats};
+#[cfg(feature = "cuda")]
+use self::device_state::{device_stats, saved, tensor_addr, with_running};
+use crate::cpu::batch_norm as kernels;
+#[cfg(feature = "cuda")]
+use crate::cuda::batch_norm::{self as launch, BnGrad, BnIn};
+#[cfg(feature = "cuda")]
+use crate::cuda::launch::BnArgs;
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{forward, grads, CpuIn, Kernels, Op};
+use crate::{composed, BnStats};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 /// Batch statistics of one training-mode forward on the host: per-channel mean and biased
 /// variance over `count` values each.
@@ -127,42 +139,159 @@ pub(crate) fn finish_running(x: &Tensor, stats: &StatsSlot, r: Option<RunningSta
     }
 }
 
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) struct BatchNormTrain {
+/// The CUDA side of the ops' state: the running statistics' device addresses, and the batch
+/// statistics a forward keeps on the device.
+#[cfg(feature = "cuda")]
+pub(crate) mod device_state {
+    use candle_core::{bail, Result, Tensor};
+
+    use super::{Running, SavedStats};
+    use crate::cuda::batch_norm::RunningAddrs;
+    use crate::cuda::device::{addr, Cuda};
+
+    /// Runs `f` with the device addresses of the running statistics (locked for the call).
+    pub(crate) fn with_running<R>(
+        running: Option<&Running>,
+        f: impl FnOnce(Option<RunningAddrs>) -> Result<R>,
+    ) -> Result<R> {
+        let Some(r) = running else { return f(None) };
+        let (gm, lm) = r.mean.storage_and_layout();
+        let (gv, lv) = r.var.storage_and_layout();
+        let (candle_core::Storage::Cuda(sm), candle_core::Storage::Cuda(sv)) = (&*gm, &*gv) else {
+            bail!("batch_norm: running statistics are not on the GPU")
+        };
+        let addrs = match r.mean.dtype() {
+            candle_core::DType::F32 => (addr::<f32>(sm, lm)?, addr::<f32>(sv, lv)?),
+            candle_core::DType::F64 => (addr::<f64>(sm, lm)?, addr::<f64>(sv, lv)?),
+            d => bail!("batch_norm: running statistics of {d:?}"),
+        };
+        // The kernel writes the running statistics in place through these addresses: they are
+        // device memory that candle does not otherwise touch while the op runs (one stream).
+        f(Some((addrs.0, addrs.1, r.momentum)))
+    }
+
+    /// The (2, C) statistics a forward keeps.
+    pub(crate) fn saved(be: &Cuda, stats: <Cuda as crate::cuda::Backend>::Buf<f64>, c: usize) -> Result<SavedStats> {
+        Ok(SavedStats::Device(be.tensor(stats, (2, c))?))
+    }
+
+    /// The device statistics a CUDA forward saved.
+    pub(crate) fn device_stats(st: &SavedStats) -> Result<Tensor> {
+        match st {
+            SavedStats::Device(t) => Ok(t.clone()),
+            SavedStats::Host(_) => bail!("batch_norm: host statistics for a CUDA backward"),
+        }
+    }
+
+    /// The device address of a tensor's data (the saved statistics, f64; the drop-path factors).
+    pub(crate) fn tensor_addr<T: crate::cuda::Elem>(t: &Tensor) -> Result<u64> {
+        let (g, l) = t.storage_and_layout();
+        match &*g {
+            candle_core::Storage::Cuda(s) => addr::<T>(s, l),
+            _ => bail!("CUDA kernel input is not on the GPU"),
+        }
+    }
+}
+
+/// The CUDA kernels' argument struct for an input of (B, C, H·W) `dims`.
+#[cfg(feature = "cuda")]
+fn bn_args((b, c, hw): (usize, usize, usize), op: &str) -> Result<BnArgs> {
+    if b * hw == 0 {
+        bail!("{op}: empty batch");
+    }
+    Ok(BnArgs::of(b, c, hw))
+}
+
+/// Batch normalisation in training mode of an input of (B, C, H·W) `dims`: plain (one input,
+/// x) or with affine parameters and per-sample factors (three inputs: x, γβ (2, C), m (B,)).
+/// The forward leaves the batch statistics in `stats`; on CUDA it updates `running` in place.
+pub(crate) struct BnTrain {
+    pub dims: (usize, usize, usize),
     pub eps: f64,
     pub stats: StatsSlot,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub running: Option<Running>,
 }
 
-impl CustomOp1 for BatchNormTrain {
-    fn name(&self) -> &'static str {
-        "batch-norm-train"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (out, stats) = cpu::batch_norm::forward_storage(s, l, self.eps)?;
-        self.stats.put(SavedStats::Host(stats));
-        Ok((out, l.shape().clone()))
+impl Kernels<1> for BnTrain {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 1]) -> Result<CpuStorage> {
+        forward!(cpu: "batch_norm", s, |T, [x]| {
+            let (y, stats) = kernels::forward::<T>(x, self.dims, self.eps)?;
+            self.stats.put(SavedStats::Host(stats));
+            Ok(y)
+        })
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        let out = super::cuda::batch_norm::glue::forward(s, l, self)?;
-        Ok((out, l.shape().clone()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 1]) -> Result<CudaStorage> {
+        let a = bn_args(self.dims, "batch_norm")?;
+        forward!(cuda: "batch_norm", s, |T, be, [x]| {
+            let out = with_running(self.running.as_ref(), |running| {
+                launch::forward::<_, T>(be, &BnIn { x, running, ..Default::default() }, &a, self.eps)
+            })?;
+            self.stats.put(saved(be, out.stats, a.c as usize)?);
+            Ok(out.y)
+        })
     }
 
-    fn bwd(&self, _x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, [x]: [&Tensor; 1], y: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 1]> {
         #[cfg(feature = "cuda")]
         if y.device().is_cuda() {
-            return Ok(Some(super::cuda::batch_norm::glue::backward_plain(
-                y,
-                gy,
-                &self.stats.get("batch_norm")?,
-                self.eps,
-            )?));
+            let (a, stats) = (bn_args(self.dims, "batch_norm")?, device_stats(&self.stats.get("batch_norm")?)?);
+            return grads!(cuda: "batch_norm", [y, gy], [x], |T, be, [u, gr]| {
+                let i = BnGrad { u, gr, gamma: None, m: None, stats: tensor_addr::<f64>(&stats)?, affine: false };
+                Ok([Some(launch::backward::<_, T>(be, &i, &a, self.eps, false)?.0)])
+            });
         }
         let var = self.stats.host("batch_norm")?.var;
-        Ok(Some(cpu::batch_norm::backward_tensors(y, gy, &var, self.eps)?))
+        grads!(cpu: "batch_norm", [y, gy], [x], |T, [y, gy]| {
+            Ok([Some(kernels::backward::<T>(y, gy, self.dims, &var, self.eps))])
+        })
+    }
+}
+
+impl Kernels<3> for BnTrain {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 3]) -> Result<CpuStorage> {
+        forward!(cpu: "batch_norm_affine", s, |T, [x, gb, m]| {
+            let (y, stats) = kernels::affine_train::<T>([x, gb, m], self.dims, self.eps)?;
+            self.stats.put(SavedStats::Host(stats));
+            Ok(y)
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 3]) -> Result<CudaStorage> {
+        let a = bn_args(self.dims, "batch_norm_affine")?;
+        forward!(cuda: "batch_norm_affine", s, |T, be, [x, gb, m]| {
+            let beta = gb + (a.c as u64) * std::mem::size_of::<T>() as u64;
+            let out = with_running(self.running.as_ref(), |running| {
+                let i = BnIn { x, gamma: Some(gb), beta: Some(beta), m: Some(m), acc: None, running };
+                launch::forward::<_, T>(be, &i, &a, self.eps)
+            })?;
+            self.stats.put(saved(be, out.stats, a.c as usize)?);
+            Ok(out.y)
+        })
+    }
+
+    fn bwd(&self, [x, gb, m]: [&Tensor; 3], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 3]> {
+        let want = [x.track_op(), gb.track_op()];
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let a = bn_args(self.dims, "batch_norm_affine")?;
+            let stats = device_stats(&self.stats.get("batch_norm_affine")?)?;
+            let [gx, ggb] = grads!(cuda: "batch_norm_affine", [x, gb, m, gy], [x, gb], |T, be, [u, gamma, m, gr]| {
+                let stats = tensor_addr::<f64>(&stats)?;
+                let i = BnGrad { u, gr, gamma: Some(gamma), m: Some(m), stats, affine: true };
+                let (gx, ggb) = launch::backward::<_, T>(be, &i, &a, self.eps, want[1])?;
+                Ok([want[0].then_some(gx), ggb])
+            })?;
+            return Ok([gx, ggb, None]);
+        }
+        let st = self.stats.host("batch_norm_affine")?;
+        let [gx, ggb] = grads!(cpu: "batch_norm_affine", [x, gb, m, gy], [x, gb], |T, [x, gb, m, gy]| {
+            Ok(kernels::affine_train_backward::<T>([x, gb, m, gy], self.dims, &st, self.eps, want))
+        })?;
+        Ok([gx, ggb, None])
     }
 }
 
@@ -170,67 +299,53 @@ impl CustomOp1 for BatchNormTrain {
 /// running statistics `running`.
 pub fn batch_norm_train(x: &Tensor, eps: f64, running: Option<RunningStats<'_>>) -> Result<Tensor> {
     let stats = StatsSlot::default();
-    let op = BatchNormTrain { eps, stats: stats.clone(), running: Running::new(running) };
-    let y = x.contiguous()?.apply_op1(op)?;
+    let op = BnTrain { dims: bn_dims(x.dims())?, eps, stats: stats.clone(), running: Running::new(running) };
+    let y = x.contiguous()?.apply_op1(Op::new("batch-norm-train", op, x.shape()))?;
     finish_running(x, &stats, running, "batch_norm")?;
     Ok(y)
 }
 
-struct ChannelAffine;
+/// y = x·scale[c] + shift[c] for an input of (B, C, H·W) `dims`.
+struct ChannelAffine((usize, usize, usize));
 
-impl CustomOp3 for ChannelAffine {
-    fn name(&self) -> &'static str {
-        "channel-affine"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        Ok((cpu::batch_norm::affine_storage([(s1, l1), (s2, l2), (s3, l3)])?, l1.shape().clone()))
+impl Kernels<3> for ChannelAffine {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 3]) -> Result<CpuStorage> {
+        forward!(cpu: "channel_affine", s, |T, [x, a, b]| kernels::affine::<T>([x, a, b], self.0))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((super::cuda::batch_norm::glue::channel_affine([(s1, l1), (s2, l2), (s3, l3)])?, l1.shape().clone()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 3]) -> Result<CudaStorage> {
+        let (b, c, hw) = self.0;
+        let a = BnArgs::of(b, c, hw);
+        forward!(cuda: "channel_affine", s, |T, be, [x, scale, shift]| {
+            launch::channel_affine::<_, T>(be, x, scale, Some(shift), &a)
+        })
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        gy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, [x, a, b]: [&Tensor; 3], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 3]> {
+        let want = [x.track_op(), a.track_op(), b.track_op()];
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return super::cuda::batch_norm::glue::channel_affine_backward(x, a, b, gy);
+            let (bs, c, hw) = self.0;
+            let args = BnArgs::of(bs, c, hw);
+            return grads!(cuda: "channel_affine", [x, a, gy], [x, a, b], |T, be, [x, a, gy]| {
+                launch::channel_affine_backward::<_, T>(be, [x, a, gy], &args, want)
+            });
         }
-        cpu::batch_norm::affine_backward_tensors(x, a, b, gy)
+        grads!(cpu: "channel_affine", [x, a, gy], [x, a, b], |T, [x, a, gy]| {
+            Ok(kernels::affine_backward::<T>([x, a, gy], self.0, want))
+        })
     }
 }
 
 /// y = x·scale[c] + shift[c] for x (B, C, H, W), scale and shift (C,).
 pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
-    let (_, c, _) = bn_dims(x.dims())?;
-    if scale.elem_count() != c || shift.elem_count() != c {
-        bail!("channel_affine: scale/shift must have {c} elements");
+    let dims = bn_dims(x.dims())?;
+    if scale.elem_count() != dims.1 || shift.elem_count() != dims.1 {
+        bail!("channel_affine: scale/shift must have {} elements", dims.1);
     }
-    x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffine)
+    let op = Op::new("channel-affine", ChannelAffine(dims), x.shape());
+    x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, op)
 }
 
 /// Checks x (B, C, …), γβ (2, C) and m (B,); returns (B, C, H·W).
@@ -245,60 +360,6 @@ pub(crate) fn check_affine_inputs(x: &[usize], gb: &[usize], m: usize) -> Result
     Ok((b, c, hw))
 }
 
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) struct BatchNormAffineTrain {
-    pub eps: f64,
-    pub stats: StatsSlot,
-    pub running: Option<Running>,
-}
-
-type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
-
-impl CustomOp3 for BatchNormAffineTrain {
-    fn name(&self) -> &'static str {
-        "batch-norm-affine-train"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (out, stats) = cpu::batch_norm::affine_train_storage([(s1, l1), (s2, l2), (s3, l3)], self.eps)?;
-        self.stats.put(SavedStats::Host(stats));
-        Ok((out, l1.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        check_affine_inputs(l1.dims(), l2.dims(), l3.shape().elem_count())?;
-        let out = super::cuda::batch_norm::glue::forward_affine((s1, l1), (s2, l2), (s3, l3), self)?;
-        Ok((out, l1.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, gb: &Tensor, m: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<Grads3> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            let st = self.stats.get("batch_norm_affine")?;
-            return super::cuda::batch_norm::glue::backward_affine(x, gb, m, gy, &st, self.eps);
-        }
-        let st = self.stats.host("batch_norm_affine")?;
-        cpu::batch_norm::affine_train_backward_tensors(x, gb, m, gy, &st, self.eps)
-    }
-}
-
 /// The per-sample factors m (B,) of x's dtype that the fused training ops take as an input
 /// without a gradient: `sample_scale` detached (drop path), or ones.
 pub(crate) fn sample_factors(x: &Tensor, sample_scale: Option<&Tensor>) -> Result<Tensor> {
@@ -308,8 +369,9 @@ pub(crate) fn sample_factors(x: &Tensor, sample_scale: Option<&Tensor>) -> Resul
     }
 }
 
-/// y = m[b]·(γ·x̂ + β) in training mode, updating the running statistics; `m` (B,) defaults
-/// to ones.
+/// Training-mode batch norm with affine parameters γ, β (C,), optionally times a per-sample
+/// factor `sample_scale` (B,) that gets no gradient (drop path): y = m[b]·(γ·x̂ + β) (m
+/// defaults to ones); updates the running statistics `running`.
 pub fn batch_norm_affine_train(
     x: &Tensor,
     gamma: &Tensor,
@@ -318,12 +380,23 @@ pub fn batch_norm_affine_train(
     eps: f64,
     running: Option<RunningStats<'_>>,
 ) -> Result<Tensor> {
+    if !crate::fast(x) {
+        let (y, s) = composed::batch_norm_train(x, eps)?;
+        if let Some(r) = running {
+            update_running(r, &s)?;
+        }
+        let y = composed::channel_affine(&y, gamma, beta)?;
+        return match sample_scale {
+            Some(m) => crate::scale_samples(&y, m),
+            None => Ok(y),
+        };
+    }
     let m = sample_factors(x, sample_scale)?;
     let gb = Tensor::stack(&[gamma, beta], 0)?;
-    check_affine_inputs(x.dims(), gb.dims(), m.elem_count())?;
+    let dims = check_affine_inputs(x.dims(), gb.dims(), m.elem_count())?;
     let stats = StatsSlot::default();
-    let op = BatchNormAffineTrain { eps, stats: stats.clone(), running: Running::new(running) };
-    let y = x.contiguous()?.apply_op3(&gb, &m, op)?;
+    let op = BnTrain { dims, eps, stats: stats.clone(), running: Running::new(running) };
+    let y = x.contiguous()?.apply_op3(&gb, &m, Op::new("batch-norm-affine-train", op, x.shape()))?;
     finish_running(x, &stats, running, "batch_norm_affine")?;
     Ok(y)
 }

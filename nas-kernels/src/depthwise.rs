@@ -6,9 +6,16 @@
 //! planes) and `cuda::depthwise` (one thread per output for the forward and the input
 //! gradient, a block reduction per channel for the filter gradient).
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Result, Shape, Tensor};
 
-use super::cpu;
+use crate::cpu::depthwise as kernels;
+#[cfg(feature = "cuda")]
+use crate::cuda::depthwise::{self as launch, Dw};
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{forward, grads, CpuIn, Kernels, Op};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 /// Hyper-parameters of a depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,43 +64,34 @@ impl DwGeom {
 }
 
 /// The differentiable op: (x, w) → y.
-struct DepthwiseConv2d(DwParams);
+struct DepthwiseConv2d(DwGeom);
 
-impl CustomOp2 for DepthwiseConv2d {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = DwGeom::new(l1.dims(), l2.dims(), self.0)?;
-        Ok((cpu::depthwise::forward_storage(s1, l1, s2, l2, &g)?, g.out_shape()))
+impl Kernels<2> for DepthwiseConv2d {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 2]) -> Result<CpuStorage> {
+        let cg = kernels::Geom::new(&self.0)?;
+        forward!(cpu: "depthwise-conv2d", s, |T, [x, w]| Ok(kernels::forward::<T>(x, w, &cg)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let g = DwGeom::new(l1.dims(), l2.dims(), self.0)?;
-        Ok((super::cuda::depthwise::glue::forward(s1, l1, s2, l2, &g, false)?, g.out_shape()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 2]) -> Result<CudaStorage> {
+        forward!(cuda: "depthwise-conv2d", s, |T, be, [x, w]| launch::forward::<_, T>(be, &Dw { x, w, g: &self.0, relu: false }))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = DwGeom::new(x.dims(), w.dims(), self.0)?;
-        let want = (x.track_op(), w.track_op());
+    fn bwd(&self, [x, w]: [&Tensor; 2], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 2]> {
+        let want = [x.track_op(), w.track_op()];
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return super::cuda::depthwise::glue::backward(x, w, gy, &g, want, false);
+            return grads!(cuda: "depthwise-conv2d", [x, w, gy], [x, w], |T, be, [x, w, gy]| {
+                launch::backward::<_, T>(be, &Dw { x, w, g: &self.0, relu: false }, gy, want)
+            });
         }
-        cpu::depthwise::backward_tensors(x, w, gy, &g, want)
+        let cg = kernels::Geom::new(&self.0)?;
+        grads!(cpu: "depthwise-conv2d", [x, w, gy], [x, w], |T, [x, w, gy]| Ok(kernels::backward::<T>(x, w, gy, &cg, want)))
     }
 }
 
 /// Depthwise convolution of `x` (B, C, H, W) with `w` (C, 1, K, K), differentiable in both.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
-    DwGeom::new(x.dims(), w.dims(), p)?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, DepthwiseConv2d(p))
+    let g = DwGeom::new(x.dims(), w.dims(), p)?;
+    x.contiguous()?.apply_op2(&w.contiguous()?, Op::new("depthwise-conv2d", DepthwiseConv2d(g), g.out_shape()))
 }

@@ -5,119 +5,96 @@
 //! `axpy`, one pass over memory per op output instead of two. `scale_samples` multiplies each
 //! sample by its drop-path factor. Kernels: `cpu::elementwise`, `cuda::elementwise`.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Result, Tensor};
 
-use super::cpu;
+use crate::cpu::elementwise as kernels;
+#[cfg(feature = "cuda")]
+use crate::cuda::elementwise as launch;
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{forward, grads, passed, CpuIn, Kernels, Op};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 struct Relu;
 
-impl CustomOp1 for Relu {
-    fn name(&self) -> &'static str {
-        "relu"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((cpu::elementwise::relu_storage(s, l)?, l.shape().clone()))
+impl Kernels<1> for Relu {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 1]) -> Result<CpuStorage> {
+        forward!(cpu: "relu", s, |T, [x]| Ok(kernels::relu::<T>(x)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((super::cuda::elementwise::glue::relu(s, l)?, l.shape().clone()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 1]) -> Result<CudaStorage> {
+        let n = s[0].1.shape().elem_count();
+        forward!(cuda: "relu", s, |T, be, [x]| launch::relu::<_, T>(be, x, n))
     }
 
-    fn bwd(&self, _x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, _: [&Tensor; 1], y: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 1]> {
         #[cfg(feature = "cuda")]
         if y.device().is_cuda() {
-            return Ok(Some(super::cuda::elementwise::glue::relu_backward(y, gy)?));
+            let n = y.elem_count();
+            return grads!(cuda: "relu", [y, gy], [y], |T, be, [y, gy]| {
+                Ok([Some(launch::relu_backward::<_, T>(be, y, gy, n)?)])
+            });
         }
-        Ok(Some(cpu::elementwise::relu_backward_tensor(y, gy)?))
+        grads!(cpu: "relu", [y, gy], [y], |T, [y, gy]| Ok([Some(kernels::relu_backward::<T>(y, gy))]))
     }
 }
 
 /// max(x, 0).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Relu)
+    x.contiguous()?.apply_op1(Op::new("relu", Relu, x.shape()))
 }
 
-/// w · y.
+/// The gradients of y and of the one-element weight w of w·y.
+fn weighted_backward(y: &Tensor, w: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 2]> {
+    let want = [y.track_op(), w.track_op()];
+    #[cfg(feature = "cuda")]
+    if y.device().is_cuda() {
+        let n = y.elem_count();
+        return grads!(cuda: "axpy", [y, w, gy], [y, w], |T, be, [y, w, g]| {
+            launch::weighted_backward::<_, T>(be, [y, w, g], n, want)
+        });
+    }
+    grads!(cpu: "axpy", [y, w, gy], [y, w], |T, [y, w, g]| kernels::weighted_backward::<T>(y, w, g, want))
+}
+
+/// w · y: acc + w · y without acc.
 struct Scale;
 
-impl CustomOp2 for Scale {
-    fn name(&self) -> &'static str {
-        "scale"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((cpu::elementwise::scale_storage(s1, l1, s2, l2)?, l1.shape().clone()))
+impl Kernels<2> for Scale {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 2]) -> Result<CpuStorage> {
+        forward!(cpu: "scale", s, |T, [y, w]| Ok(kernels::scaled::<T>(y, kernels::scalar(w, "scale")?)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((super::cuda::elementwise::glue::axpy(None, (s1, l1), (s2, l2))?, l1.shape().clone()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 2]) -> Result<CudaStorage> {
+        let n = s[0].1.shape().elem_count();
+        forward!(cuda: "scale", s, |T, be, [y, w]| launch::axpy::<_, T>(be, None, y, w, n))
     }
 
-    fn bwd(&self, y: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        #[cfg(feature = "cuda")]
-        if y.device().is_cuda() {
-            return super::cuda::elementwise::glue::weighted_backward(y, w, gy);
-        }
-        cpu::elementwise::scale_backward_tensors(y, w, gy)
+    fn bwd(&self, [y, w]: [&Tensor; 2], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 2]> {
+        weighted_backward(y, w, gy)
     }
 }
 
 /// acc + w · y.
 struct Axpy;
 
-impl CustomOp3 for Axpy {
-    fn name(&self) -> &'static str {
-        "axpy"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        Ok((cpu::elementwise::axpy_storage([(s1, l1), (s2, l2), (s3, l3)])?, l1.shape().clone()))
+impl Kernels<3> for Axpy {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 3]) -> Result<CpuStorage> {
+        forward!(cpu: "axpy", s, |T, [acc, y, w]| kernels::axpy::<T>(acc, y, w))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((super::cuda::elementwise::glue::axpy(Some((s1, l1)), (s2, l2), (s3, l3))?, l1.shape().clone()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 3]) -> Result<CudaStorage> {
+        let n = s[0].1.shape().elem_count();
+        forward!(cuda: "axpy", s, |T, be, [acc, y, w]| launch::axpy::<_, T>(be, Some(acc), y, w, n))
     }
 
-    fn bwd(
-        &self,
-        acc: &Tensor,
-        y: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        gy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        #[cfg(feature = "cuda")]
-        if y.device().is_cuda() {
-            let (g_y, g_w) = super::cuda::elementwise::glue::weighted_backward(y, w, gy)?;
-            return Ok((acc.track_op().then(|| gy.clone()), g_y, g_w));
-        }
-        cpu::elementwise::axpy_backward_tensors(acc, y, w, gy)
+    fn bwd(&self, [acc, y, w]: [&Tensor; 3], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 3]> {
+        let [g_y, g_w] = weighted_backward(y, w, gy)?;
+        Ok([passed(acc, gy), g_y, g_w])
     }
 }
 
@@ -131,7 +108,7 @@ fn check_weight(w: &Tensor, op: &str) -> Result<()> {
 /// w · y with `w` a one-element tensor.
 pub fn scale(y: &Tensor, w: &Tensor) -> Result<Tensor> {
     check_weight(w, "scale")?;
-    y.contiguous()?.apply_op2(&w.contiguous()?, Scale)
+    y.contiguous()?.apply_op2(&w.contiguous()?, Op::new("scale", Scale, y.shape()))
 }
 
 /// acc + w · y with `w` a one-element tensor.
@@ -140,34 +117,25 @@ pub fn axpy(acc: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
         bail!("axpy: shapes {:?} and {:?} differ", acc.dims(), y.dims());
     }
     check_weight(w, "axpy")?;
-    acc.contiguous()?.apply_op3(&y.contiguous()?, &w.contiguous()?, Axpy)
+    acc.contiguous()?.apply_op3(&y.contiguous()?, &w.contiguous()?, Op::new("axpy", Axpy, acc.shape()))
 }
 
 /// x[b, …] · m[b]: a per-sample factor (drop path), one pass; no gradient for m.
 struct ScaleSamples;
 
-impl CustomOp2 for ScaleSamples {
-    fn name(&self) -> &'static str {
-        "scale_samples"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((cpu::elementwise::scale_samples_storage(s1, l1, s2, l2)?, l1.shape().clone()))
+impl Kernels<2> for ScaleSamples {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 2]) -> Result<CpuStorage> {
+        forward!(cpu: "scale_samples", s, |T, [x, m]| kernels::scale_samples::<T>(x, m))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((super::cuda::elementwise::glue::scale_samples(s1, l1, s2, l2)?, l1.shape().clone()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 2]) -> Result<CudaStorage> {
+        let (n, b) = (s[0].1.shape().elem_count(), s[1].1.shape().elem_count());
+        forward!(cuda: "scale_samples", s, |T, be, [x, m]| launch::scale_samples::<_, T>(be, x, m, n, b))
     }
 
-    fn bwd(&self, _x: &Tensor, m: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(scale_samples(gy, m)?), None))
+    fn bwd(&self, [_, m]: [&Tensor; 2], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 2]> {
+        Ok([Some(scale_samples(gy, m)?), None])
     }
 }
 
@@ -177,5 +145,6 @@ pub fn scale_samples(x: &Tensor, m: &Tensor) -> Result<Tensor> {
     if b != m.elem_count() || b == 0 {
         bail!("scale_samples: {} factors for a batch of {b}", m.elem_count());
     }
-    x.contiguous()?.apply_op2(&m.detach().to_dtype(x.dtype())?.contiguous()?, ScaleSamples)
+    x.contiguous()?
+        .apply_op2(&m.detach().to_dtype(x.dtype())?.contiguous()?, Op::new("scale_samples", ScaleSamples, x.shape()))
 }

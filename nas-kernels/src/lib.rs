@@ -19,6 +19,7 @@ mod depthwise;
 mod elementwise;
 #[cfg(feature = "cuda")]
 pub mod launch_count;
+mod op;
 mod partial;
 mod pointwise;
 mod pool;
@@ -28,15 +29,15 @@ pub mod testing;
 
 use candle_core::{DType, Result, Tensor};
 
-pub use batch_norm::{BnBatchStats, RunningStats};
+pub use batch_norm::{batch_norm_affine_train, BnBatchStats, RunningStats};
 pub use depthwise::DwParams;
 pub use pointwise::PwParams;
 pub use pool::PoolKind;
-pub use stage::StageWeights;
+pub use stage::{dw_pw_bn_train, StageParts, StageWeights};
 
 /// Whether the custom kernels handle this tensor: f32 or f64 on the CPU, or on CUDA when the
 /// CUDA kernels are compiled in.
-fn fast(x: &Tensor) -> bool {
+pub(crate) fn fast(x: &Tensor) -> bool {
     let device = x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda());
     device && matches!(x.dtype(), DType::F32 | DType::F64)
 }
@@ -153,72 +154,6 @@ pub fn batch_norm_train(x: &Tensor, eps: f64, running: Option<RunningStats<'_>>)
             batch_norm::update_running(r, &s)?;
         }
         Ok(y)
-    }
-}
-
-/// Training-mode batch norm with affine parameters γ, β (C,), optionally times a per-sample
-/// factor `sample_scale` (B,) that gets no gradient (drop path): y = m[b]·(γ·x̂ + β); updates
-/// the running statistics `running`.
-pub fn batch_norm_affine_train(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    sample_scale: Option<&Tensor>,
-    eps: f64,
-    running: Option<RunningStats<'_>>,
-) -> Result<Tensor> {
-    if fast(x) {
-        batch_norm::batch_norm_affine_train(x, gamma, beta, sample_scale, eps, running)
-    } else {
-        let (y, s) = composed::batch_norm_train(x, eps)?;
-        if let Some(r) = running {
-            batch_norm::update_running(r, &s)?;
-        }
-        let y = composed::channel_affine(&y, gamma, beta)?;
-        match sample_scale {
-            Some(m) => scale_samples(&y, m),
-            None => Ok(y),
-        }
-    }
-}
-
-/// One sep_conv/dil_conv stage in training: acc + m·BN(pw(dw(x))) (ReLU(x) with `relu`), BN
-/// with the affine γ, β of `w` when it has them; `sample_scale` m (B,) has no gradient, `acc`
-/// is an optional tensor of the output's shape added at the end (the node's other edge).
-/// Updates the running statistics `running`.
-#[allow(clippy::too_many_arguments)]
-pub fn dw_pw_bn_train(
-    x: &Tensor,
-    w: StageWeights<'_>,
-    p: DwParams,
-    relu: bool,
-    sample_scale: Option<&Tensor>,
-    acc: Option<&Tensor>,
-    eps: f64,
-    running: Option<RunningStats<'_>>,
-) -> Result<Tensor> {
-    if fast(x) {
-        return stage::dw_pw_bn_train(x, w, p, relu, sample_scale, acc, eps, running);
-    }
-    let c = x.dim(1)?;
-    let (n_dw, n_pw) = (c * w.k * w.k, w.co * c);
-    let w_dw = w.flat.narrow(0, 0, n_dw)?.reshape((c, 1, w.k, w.k))?;
-    let w_pw = w.flat.narrow(0, n_dw, n_pw)?.reshape((w.co, c, 1, 1))?;
-    let t = if relu { relu_dw_pw(x, &w_dw, &w_pw, p)? } else { dw_pw(x, &w_dw, &w_pw, p)? };
-    let y = if w.affine {
-        let gamma = w.flat.narrow(0, n_dw + n_pw, w.co)?;
-        let beta = w.flat.narrow(0, n_dw + n_pw + w.co, w.co)?;
-        batch_norm_affine_train(&t, &gamma, &beta, sample_scale, eps, running)?
-    } else {
-        let y = batch_norm_train(&t, eps, running)?;
-        match sample_scale {
-            Some(m) => scale_samples(&y, m)?,
-            None => y,
-        }
-    };
-    match acc {
-        Some(a) => a + y,
-        None => Ok(y),
     }
 }
 

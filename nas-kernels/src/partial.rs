@@ -9,9 +9,16 @@
 //! output channel i·K + g. Kernels: `cpu::partial`, `cuda::partial` (one thread per output
 //! forward; both gradients are gathers).
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Result, Shape, Tensor};
 
-use super::cpu;
+use crate::cpu::partial as kernels;
+#[cfg(feature = "cuda")]
+use crate::cuda::partial as launch;
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{forward, grads, CpuIn, Kernels, Op};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PcGeom {
@@ -54,45 +61,32 @@ impl PcGeom {
     }
 }
 
-struct PcMerge {
-    k: usize,
-    stride: usize,
-}
+struct PcMerge(PcGeom);
 
-impl CustomOp2 for PcMerge {
-    fn name(&self) -> &'static str {
-        "pc_merge"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = PcGeom::new(l1.dims(), l2.dims(), self.k, self.stride)?;
-        Ok((cpu::partial::forward_storage(s1, l1, s2, l2, &g)?, g.out_shape()))
+impl Kernels<2> for PcMerge {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 2]) -> Result<CpuStorage> {
+        forward!(cpu: "pc_merge", s, |T, [y, x]| Ok(kernels::forward::<T>(y, x, &self.0)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let g = PcGeom::new(l1.dims(), l2.dims(), self.k, self.stride)?;
-        Ok((super::cuda::partial::glue::forward(s1, l1, s2, l2, &g)?, g.out_shape()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 2]) -> Result<CudaStorage> {
+        forward!(cuda: "pc_merge", s, |T, be, [y, x]| launch::forward::<_, T>(be, y, x, &self.0))
     }
 
-    fn bwd(&self, y: &Tensor, x: &Tensor, _res: &Tensor, gout: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = PcGeom::new(y.dims(), x.dims(), self.k, self.stride)?;
+    fn bwd(&self, [y, x]: [&Tensor; 2], _: &Tensor, gout: &Tensor) -> Result<[Option<Tensor>; 2]> {
+        let want = [y.track_op(), x.track_op()];
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return super::cuda::partial::glue::backward(y, x, gout, &g);
+            return grads!(cuda: "pc_merge", [x, gout], [y, x], |T, be, [x, gout]| {
+                launch::backward::<_, T>(be, x, gout, &self.0, want)
+            });
         }
-        cpu::partial::backward_tensors(y, x, gout, &g)
+        grads!(cpu: "pc_merge", [x, gout], [y, x], |T, [x, gout]| Ok(kernels::backward::<T>(x, gout, &self.0, want)))
     }
 }
 
 /// shuffle(cat[y, bypass(x[:, C/K:])], K), differentiable in y and x.
 pub fn pc_merge(y: &Tensor, x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
-    PcGeom::new(y.dims(), x.dims(), k, stride)?;
-    y.contiguous()?.apply_op2(&x.contiguous()?, PcMerge { k, stride })
+    let g = PcGeom::new(y.dims(), x.dims(), k, stride)?;
+    y.contiguous()?.apply_op2(&x.contiguous()?, Op::new("pc_merge", PcMerge(g), g.out_shape()))
 }

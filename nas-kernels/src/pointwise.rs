@@ -8,9 +8,16 @@
 //! Kernels: `cpu::pointwise` (one GEMM per batch item in parallel), `cuda::pointwise` (a
 //! gather of the sampled, ReLU'd input where needed, then one batched cuBLAS GEMM).
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Result, Shape, Tensor};
 
-use super::cpu;
+use crate::cpu::pointwise as kernels;
+#[cfg(feature = "cuda")]
+use crate::cuda::pointwise as launch;
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{forward, grads, CpuIn, Kernels, Op};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PwParams {
@@ -67,49 +74,38 @@ impl PwGeom {
 
 /// conv(x), or conv(ReLU(x)) with `relu`.
 struct Conv1x1 {
-    p: PwParams,
+    g: PwGeom,
     relu: bool,
 }
 
-impl CustomOp2 for Conv1x1 {
-    fn name(&self) -> &'static str {
-        if self.relu {
-            "relu_conv1x1"
-        } else {
-            "conv1x1"
-        }
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = PwGeom::new(l1.dims(), l2.dims(), self.p)?;
-        Ok((cpu::pointwise::forward_storage(s1, l1, s2, l2, &g, self.relu)?, g.out_shape()))
+impl Kernels<2> for Conv1x1 {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 2]) -> Result<CpuStorage> {
+        forward!(cpu: "conv1x1", s, |T, [x, w]| Ok(kernels::forward::<T>(x, w, &self.g, self.relu)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let g = PwGeom::new(l1.dims(), l2.dims(), self.p)?;
-        Ok((super::cuda::pointwise::glue::forward(s1, l1, s2, l2, &g, self.relu)?, g.out_shape()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 2]) -> Result<CudaStorage> {
+        forward!(cuda: "conv1x1", s, |T, be, [x, w]| launch::forward::<_, T>(be, x, w, &self.g, self.relu))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = PwGeom::new(x.dims(), w.dims(), self.p)?;
+    fn bwd(&self, [x, w]: [&Tensor; 2], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 2]> {
+        let (g, want) = (&self.g, [x.track_op(), w.track_op()]);
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return super::cuda::pointwise::glue::backward(x, w, gy, &g, self.relu);
+            return grads!(cuda: "conv1x1", [x, w, gy], [x, w], |T, be, [x, w, gy]| {
+                launch::backward::<_, T>(be, [x, w, gy], g, self.relu, want)
+            });
         }
-        cpu::pointwise::backward_tensors(x, w, gy, &g, self.relu)
+        grads!(cpu: "conv1x1", [x, w, gy], [x, w], |T, [x, w, gy]| Ok(kernels::backward::<T>([x, w, gy], g, want, self.relu)))
     }
 }
 
 /// 1×1 convolution of x (B, Ci, H, W) (ReLU'd first with `relu`) with w (Co, Ci, 1, 1)
 /// sampled at off + s·i.
 pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams, relu: bool) -> Result<Tensor> {
-    PwGeom::new(x.dims(), w.dims(), p)?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1 { p, relu })
+    let g = PwGeom::new(x.dims(), w.dims(), p)?;
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        Op::new(["conv1x1", "relu_conv1x1"][relu as usize], Conv1x1 { g, relu }, g.out_shape()),
+    )
 }

@@ -9,9 +9,16 @@
 
 use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Result, Shape, Tensor};
 
-use super::cpu;
+use crate::cpu::pool as kernels;
+#[cfg(feature = "cuda")]
+use crate::cuda::pool as launch;
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{forward, grads, CpuIn, Kernels, Op};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -54,8 +61,8 @@ pub(crate) enum Argmax {
 }
 
 struct Pool3x3 {
+    g: PoolGeom,
     kind: PoolKind,
-    stride: usize,
     argmax: Mutex<Option<Argmax>>,
 }
 
@@ -63,53 +70,65 @@ impl Pool3x3 {
     fn keep(&self, a: Argmax) {
         *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
     }
+
+    /// The CPU kernels' plane layout.
+    fn cpu_geom(&self) -> Result<kernels::Geom> {
+        let g = &self.g;
+        kernels::Geom::new(&[g.b, g.c, g.h, g.w], g.stride)
+    }
 }
 
-impl CustomOp1 for Pool3x3 {
-    fn name(&self) -> &'static str {
-        match self.kind {
-            PoolKind::Max => "max-pool3x3",
-            PoolKind::Avg => "avg-pool3x3",
-        }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = PoolGeom::new(l.dims(), self.stride)?;
-        let (out, arg) = cpu::pool::forward_storage(s, l, self.kind, self.stride)?;
-        self.keep(Argmax::Host(arg));
-        Ok((out, g.out_shape()))
+impl Kernels<1> for Pool3x3 {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 1]) -> Result<CpuStorage> {
+        let cg = self.cpu_geom()?;
+        forward!(cpu: "pool3x3", s, |T, [x]| {
+            let (y, arg) = kernels::forward::<T>(x, &cg, self.kind);
+            self.keep(Argmax::Host(arg));
+            Ok(y)
+        })
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        let g = PoolGeom::new(l.dims(), self.stride)?;
-        let (out, arg) = super::cuda::pool::glue::forward(s, l, &g, self.kind)?;
-        if let Some(arg) = arg {
-            self.keep(Argmax::Device(arg));
-        }
-        Ok((out, g.out_shape()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 1]) -> Result<CudaStorage> {
+        forward!(cuda: "pool3x3", s, |T, be, [x]| {
+            let (y, taps) = launch::forward::<_, T>(be, x, &self.g, self.kind)?;
+            if let Some(t) = taps {
+                self.keep(Argmax::Device(be.byte_tensor(t, self.g.out_shape())?));
+            }
+            Ok(y)
+        })
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, [x]: [&Tensor; 1], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 1]> {
         let arg = self.argmax.lock().unwrap_or_else(|e| e.into_inner());
-        #[cfg(feature = "cuda")]
-        let g = PoolGeom::new(x.dims(), self.stride)?;
-        let gx = match (&*arg, self.kind) {
+        match (&*arg, self.kind) {
             #[cfg(feature = "cuda")]
-            (Some(Argmax::Device(a)), PoolKind::Max) => super::cuda::pool::glue::backward(gy, &g, self.kind, Some(a))?,
+            (Some(Argmax::Device(taps)), PoolKind::Max) => {
+                grads!(cuda: "pool3x3", [gy, taps], [x], |T, be, [gy, t]| {
+                    Ok([Some(launch::backward::<_, T>(be, gy, Some(t), &self.g, PoolKind::Max)?)])
+                })
+            }
             #[cfg(feature = "cuda")]
-            (_, PoolKind::Avg) if gy.device().is_cuda() => super::cuda::pool::glue::backward(gy, &g, self.kind, None)?,
-            (Some(Argmax::Host(a)), _) => cpu::pool::backward_tensor(x, gy, self.kind, self.stride, a)?,
-            _ => bail!("{}: backward without its forward", self.name()),
-        };
-        Ok(Some(gx))
+            (_, PoolKind::Avg) if gy.device().is_cuda() => grads!(cuda: "pool3x3", [gy], [x], |T, be, [gy]| {
+                Ok([Some(launch::backward::<_, T>(be, gy, None, &self.g, PoolKind::Avg)?)])
+            }),
+            (Some(Argmax::Host(arg)), kind) => {
+                let cg = self.cpu_geom()?;
+                grads!(cpu: "pool3x3", [gy], [x], |T, [gy]| Ok([Some(kernels::backward::<T>(gy, &cg, kind, arg)?)]))
+            }
+            _ => bail!("pool3x3: backward without its forward"),
+        }
     }
 }
 
 /// 3×3 pooling with padding 1 and the given stride, differentiable.
 pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
-    PoolGeom::new(x.dims(), stride)?;
-    x.contiguous()?.apply_op1(Pool3x3 { kind, stride, argmax: Mutex::new(None) })
+    let g = PoolGeom::new(x.dims(), stride)?;
+    let name = match kind {
+        PoolKind::Max => "max-pool3x3",
+        PoolKind::Avg => "avg-pool3x3",
+    };
+    x.contiguous()?.apply_op1(Op::new(name, Pool3x3 { g, kind, argmax: Mutex::new(None) }, g.out_shape()))
 }
 
 /// k×k average pooling with stride s and no padding (the auxiliary head's 5×5/3): every
@@ -141,10 +160,6 @@ impl ValidGeom {
         self.oh * self.ow
     }
 
-    pub fn out_shape(&self) -> Shape {
-        (self.dims[0], self.dims[1], self.oh, self.ow).into()
-    }
-
     /// Calls `f(out_index, in_index)` for every (output, input) pair of a plane's windows.
     #[inline]
     pub fn for_each_tap(&self, mut f: impl FnMut(usize, usize)) {
@@ -160,41 +175,37 @@ impl ValidGeom {
             }
         }
     }
-}
 
-struct AvgPoolValid {
-    k: usize,
-    s: usize,
-}
-
-impl CustomOp1 for AvgPoolValid {
-    fn name(&self) -> &'static str {
-        "avg-pool-valid"
+    pub fn out_shape(&self) -> Shape {
+        (self.dims[0], self.dims[1], self.oh, self.ow).into()
     }
+}
 
-    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = ValidGeom::new(l.dims(), self.k, self.s)?;
-        Ok((cpu::pool::avg_valid_storage(st, l, &g)?, g.out_shape()))
+struct AvgPoolValid(ValidGeom);
+
+impl Kernels<1> for AvgPoolValid {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 1]) -> Result<CpuStorage> {
+        forward!(cpu: "avg_pool_valid", s, |T, [x]| Ok(kernels::avg_valid_forward::<T>(x, &self.0)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        let g = ValidGeom::new(l.dims(), self.k, self.s)?;
-        Ok((super::cuda::pool::glue::avg_valid_forward(st, l, &g)?, g.out_shape()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 1]) -> Result<CudaStorage> {
+        forward!(cuda: "avg_pool_valid", s, |T, be, [x]| launch::avg_valid_forward::<_, T>(be, x, &self.0))
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
-        let g = ValidGeom::new(x.dims(), self.k, self.s)?;
+    fn bwd(&self, [x]: [&Tensor; 1], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 1]> {
         #[cfg(feature = "cuda")]
         if gy.device().is_cuda() {
-            return Ok(Some(super::cuda::pool::glue::avg_valid_backward(gy, &g)?));
+            return grads!(cuda: "avg_pool_valid", [gy], [x], |T, be, [gy]| {
+                Ok([Some(launch::avg_valid_backward::<_, T>(be, gy, &self.0)?)])
+            });
         }
-        Ok(Some(cpu::pool::avg_valid_backward_tensor(gy, &g)?))
+        grads!(cpu: "avg_pool_valid", [gy], [x], |T, [gy]| Ok([Some(kernels::avg_valid_backward::<T>(gy, &self.0))]))
     }
 }
 
 /// k×k average pooling with stride s and no padding, differentiable.
 pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
-    ValidGeom::new(x.dims(), k, s)?;
-    x.contiguous()?.apply_op1(AvgPoolValid { k, s })
+    let g = ValidGeom::new(x.dims(), k, s)?;
+    x.contiguous()?.apply_op1(Op::new("avg-pool-valid", AvgPoolValid(g), g.out_shape()))
 }

@@ -7,10 +7,17 @@
 //! Kernels: `cpu::sep` (the depthwise output kept per task and recomputed in the backward),
 //! `cuda::sep` (the depthwise kernel, then one batched GEMM for the 1×1 convolution).
 
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Result, Shape, Tensor};
 
-use super::cpu;
-use super::depthwise::{DwGeom, DwParams};
+use crate::cpu::sep as kernels;
+#[cfg(feature = "cuda")]
+use crate::cuda::sep::{self as launch, Sep};
+use crate::depthwise::{DwGeom, DwParams};
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{forward, grads, CpuIn, Kernels, Op};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 /// The shapes of a fused depthwise + pointwise convolution.
 #[derive(Debug, Clone, Copy)]
@@ -36,66 +43,46 @@ impl SepGeom {
 
 /// pw(dw(x)), or pw(dw(ReLU(x))) with `relu`.
 struct DwPw {
-    p: DwParams,
+    g: SepGeom,
     relu: bool,
 }
 
-impl CustomOp3 for DwPw {
-    fn name(&self) -> &'static str {
-        if self.relu {
-            "relu_dw_pw"
-        } else {
-            "dw_pw"
-        }
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = SepGeom::new(l1.dims(), l2.dims(), l3.dims(), self.p)?;
-        Ok((cpu::sep::forward_storage([(s1, l1), (s2, l2), (s3, l3)], &g, self.relu)?, g.out_shape()))
+impl Kernels<3> for DwPw {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; 3]) -> Result<CpuStorage> {
+        let cg = kernels::SepGeom::new(&self.g)?;
+        forward!(cpu: "dw_pw", s, |T, [x, wd, wp]| Ok(kernels::forward::<T>([x, wd, wp], &cg, self.relu)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let g = SepGeom::new(l1.dims(), l2.dims(), l3.dims(), self.p)?;
-        Ok((super::cuda::sep::glue::forward([(s1, l1), (s2, l2), (s3, l3)], &g, self.relu)?, g.out_shape()))
+    fn cuda_fwd(&self, s: [CudaIn<'_>; 3]) -> Result<CudaStorage> {
+        forward!(cuda: "dw_pw", s, |T, be, [x, w_dw, w_pw]| {
+            Ok(launch::forward::<_, T>(be, &Sep { x, w_dw, w_pw, g: &self.g, relu: self.relu })?.0)
+        })
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wd: &Tensor,
-        wp: &Tensor,
-        _res: &Tensor,
-        gy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = SepGeom::new(x.dims(), wd.dims(), wp.dims(), self.p)?;
+    fn bwd(&self, [x, wd, wp]: [&Tensor; 3], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; 3]> {
+        let want = [x.track_op(), wd.track_op(), wp.track_op()];
+        // The forward keeps no state: the backward recomputes the depthwise output.
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return super::cuda::sep::glue::backward(x, wd, wp, gy, &g, self.relu);
+            return grads!(cuda: "dw_pw", [x, wd, wp, gy], [x, wd, wp], |T, be, [x, w_dw, w_pw, gy]| {
+                launch::backward::<_, T>(be, &Sep { x, w_dw, w_pw, g: &self.g, relu: self.relu }, None, gy, want)
+            });
         }
-        cpu::sep::backward_tensors(x, wd, wp, gy, &g, self.relu)
+        let cg = kernels::SepGeom::new(&self.g)?;
+        grads!(cpu: "dw_pw", [x, wd, wp, gy], [x, wd, wp], |T, [x, wd, wp, gy]| {
+            Ok(kernels::backward::<T>([x, wd, wp, gy], &cg, want, self.relu))
+        })
     }
 }
 
 /// pw(dw(x)): depthwise convolution with `w_dw` then 1×1 convolution with `w_pw`; with
 /// `relu`, pw(dw(ReLU(x))).
 pub fn dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams, relu: bool) -> Result<Tensor> {
-    SepGeom::new(x.dims(), w_dw.dims(), w_pw.dims(), p)?;
-    x.contiguous()?.apply_op3(&w_dw.contiguous()?, &w_pw.contiguous()?, DwPw { p, relu })
+    let g = SepGeom::new(x.dims(), w_dw.dims(), w_pw.dims(), p)?;
+    x.contiguous()?.apply_op3(
+        &w_dw.contiguous()?,
+        &w_pw.contiguous()?,
+        Op::new(["dw_pw", "relu_dw_pw"][relu as usize], DwPw { g, relu }, g.out_shape()),
+    )
 }

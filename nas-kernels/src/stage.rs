@@ -13,12 +13,21 @@
 
 use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, Result, Tensor};
 
-use super::batch_norm::{finish_running, Running, RunningStats, StatsSlot};
-use super::cpu;
-use super::depthwise::DwParams;
-use super::sep::SepGeom;
+#[cfg(feature = "cuda")]
+use crate::batch_norm::device_state::{device_stats, saved, tensor_addr, with_running};
+use crate::batch_norm::{finish_running, Running, RunningStats, StatsSlot};
+use crate::cpu::{self, stage as kernels};
+#[cfg(feature = "cuda")]
+use crate::cuda::{device, stage as launch, stage::Stage};
+use crate::depthwise::DwParams;
+#[cfg(feature = "cuda")]
+use crate::op::CudaIn;
+use crate::op::{dtype, grads, passed, with_float, CpuIn, Kernels, Op};
+use crate::sep::SepGeom;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sizes {
@@ -43,7 +52,8 @@ impl Sizes {
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) struct DwPwBnStage {
-    pub p: DwParams,
+    /// The shapes of the depthwise and 1×1 convolutions.
+    pub g: SepGeom,
     pub relu: bool,
     pub eps: f64,
     pub sizes: Sizes,
@@ -57,11 +67,6 @@ pub(crate) struct DwPwBnStage {
 }
 
 impl DwPwBnStage {
-    pub fn geom(&self, x: &[usize]) -> Result<SepGeom> {
-        let s = self.sizes;
-        SepGeom::new(x, &[s.c, 1, s.k, s.k], &[s.co, s.c, 1, 1], self.p)
-    }
-
     pub fn keep(&self, t: Vec<Tensor>) {
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
     }
@@ -72,81 +77,79 @@ impl DwPwBnStage {
             None => bail!("dw_pw_bn: backward before forward"),
         }
     }
+}
 
-    fn backward(&self, x: &Tensor, params: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+/// The stage as an op of (x, params) (N = 2) or (x, params, acc) (N = 3).
+impl<const N: usize> Kernels<N> for DwPwBnStage {
+    fn cpu_fwd(&self, s: [CpuIn<'_>; N]) -> Result<CpuStorage> {
+        const { assert!(N == 2 || N == 3) };
+        with_float!("dw_pw_bn", dtype(s[0]), |T| {
+            cpu::forward::<T, N>("dw_pw_bn", s, |v| kernels::forward::<T>(self, v[0], v[1], v.get(2).copied()))
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: [CudaIn<'_>; N]) -> Result<CudaStorage> {
+        let g = &self.g;
+        with_float!("dw_pw_bn", dtype(s[0]), |T| {
+            device::forward::<T, N>(s, |be, a| {
+                let st = Stage { g, s: &self.sizes, relu: self.relu, eps: self.eps, m: self.factors::<T>()? };
+                let out = with_running(self.running.as_ref(), |r| {
+                    launch::forward::<_, T>(be, &st, [a[0], a[1]], a.get(2).copied(), r)
+                })?;
+                let dw_shape = (g.dw.b, g.dw.c, g.dw.oh, g.dw.ow);
+                self.keep(vec![be.tensor(out.dw, dw_shape)?, be.tensor(out.pre, g.out_shape())?]);
+                self.stats.put(saved(be, out.stats, g.co)?);
+                Ok(out.y)
+            })
+        })
+    }
+
+    fn bwd(&self, args: [&Tensor; N], _: &Tensor, gy: &Tensor) -> Result<[Option<Tensor>; N]> {
+        let (x, params) = (args[0], args[1]);
+        let want = [x.track_op(), params.track_op()];
+        let kept = self.kept()?;
         #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            return super::cuda::stage::glue::backward(self, x, params, gy);
+        let [gx, gp] = if x.device().is_cuda() {
+            let [dw, pre] = kept.as_slice() else { bail!("dw_pw_bn: the forward kept {} tensors", kept.len()) };
+            let stats = device_stats(&self.stats.get("dw_pw_bn")?)?;
+            grads!(cuda: "dw_pw_bn", [x, params, gy, dw, pre], [x, params], |T, be, [x, p, gy, dw, pre]| {
+                let st = Stage { g: &self.g, s: &self.sizes, relu: self.relu, eps: self.eps, m: self.factors::<T>()? };
+                let (gx, gp) = launch::backward::<_, T>(be, &st, [x, p, gy], [dw, pre, tensor_addr::<f64>(&stats)?], want[0])?;
+                Ok([gx, want[1].then_some(gp)])
+            })?
+        } else {
+            self.cpu_grads([x, params, gy], &kept, want)?
+        };
+        #[cfg(not(feature = "cuda"))]
+        let [gx, gp] = self.cpu_grads([x, params, gy], &kept, want)?;
+        let mut out: [Option<Tensor>; N] = std::array::from_fn(|_| None);
+        (out[0], out[1]) = (gx, gp);
+        if let Some(acc) = args.get(2) {
+            out[2] = passed(acc, gy);
         }
-        cpu::stage::backward(self, x, params, gy)
+        Ok(out)
     }
 }
 
-impl CustomOp2 for DwPwBnStage {
-    fn name(&self) -> &'static str {
-        "dw_pw_bn"
+impl DwPwBnStage {
+    /// (∂x, ∂params) on the CPU from what the forward kept (the BN input).
+    fn cpu_grads(
+        &self,
+        [x, params, gy]: [&Tensor; 3],
+        kept: &[Tensor],
+        want: [bool; 2],
+    ) -> Result<[Option<Tensor>; 2]> {
+        let Some(t) = kept.first() else { bail!("dw_pw_bn: the forward kept no BN input") };
+        grads!(cpu: "dw_pw_bn", [x, params, gy, t], [x, params], |T, [x, p, gy, t]| {
+            kernels::backward::<T>(self, [x, p, gy, t], want)
+        })
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        cpu::stage::forward(self, (s1, l1), (s2, l2), None)
-    }
-
+    /// The address of the drop-path factors (None: all ones).
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::stage::glue::forward(self, (s1, l1), (s2, l2), None)
-    }
-
-    fn bwd(&self, x: &Tensor, params: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.backward(x, params, gy)
-    }
-}
-
-impl CustomOp3 for DwPwBnStage {
-    fn name(&self) -> &'static str {
-        "dw_pw_bn_acc"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu::stage::forward(self, (s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::stage::glue::forward(self, (s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        params: &Tensor,
-        acc: &Tensor,
-        _res: &Tensor,
-        gy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (gx, gp) = self.backward(x, params, gy)?;
-        Ok((gx, gp, acc.track_op().then(|| gy.clone())))
+    fn factors<T: crate::cuda::Elem>(&self) -> Result<Option<u64>> {
+        self.m.as_ref().map(tensor_addr::<T>).transpose()
     }
 }
 
@@ -159,7 +162,29 @@ pub struct StageWeights<'a> {
     pub affine: bool,
 }
 
-/// `acc + m·BN(pw(dw([ReLU] x)))` in training mode as one op, updating `running`.
+/// The parts of a stage's flat weights: w_dw, w_pw, and (γ, β) when affine.
+pub type StageParts = (Tensor, Tensor, Option<(Tensor, Tensor)>);
+
+impl StageWeights<'_> {
+    /// The parts of the flat weights for an input of `c` channels: w_dw (C, 1, K, K),
+    /// w_pw (Co, C, 1, 1), and (γ, β) (Co,) when `affine`.
+    pub fn split(&self, c: usize) -> Result<StageParts> {
+        let (k, co) = (self.k, self.co);
+        let (n_dw, n_pw) = (c * k * k, co * c);
+        let w_dw = self.flat.narrow(0, 0, n_dw)?.reshape((c, 1, k, k))?;
+        let w_pw = self.flat.narrow(0, n_dw, n_pw)?.reshape((co, c, 1, 1))?;
+        let gb = match self.affine {
+            true => Some((self.flat.narrow(0, n_dw + n_pw, co)?, self.flat.narrow(0, n_dw + n_pw + co, co)?)),
+            false => None,
+        };
+        Ok((w_dw, w_pw, gb))
+    }
+}
+
+/// One sep_conv/dil_conv stage in training, `acc + m·BN(pw(dw([ReLU] x)))` as one op: BN
+/// with the affine γ, β of `w` when it has them; `sample_scale` m (B,) has no gradient, `acc`
+/// is an optional tensor of the output's shape added at the end (the node's other edge).
+/// Updates the running statistics `running`.
 #[allow(clippy::too_many_arguments)]
 pub fn dw_pw_bn_train(
     x: &Tensor,
@@ -171,6 +196,24 @@ pub fn dw_pw_bn_train(
     eps: f64,
     running: Option<RunningStats<'_>>,
 ) -> Result<Tensor> {
+    if !crate::fast(x) {
+        // The separate ops (composed where no kernel handles x).
+        let (w_dw, w_pw, gb) = w.split(x.dim(1)?)?;
+        let t = if relu { crate::relu_dw_pw(x, &w_dw, &w_pw, p)? } else { crate::dw_pw(x, &w_dw, &w_pw, p)? };
+        let y = if let Some((gamma, beta)) = gb {
+            crate::batch_norm_affine_train(&t, &gamma, &beta, sample_scale, eps, running)?
+        } else {
+            let y = crate::batch_norm_train(&t, eps, running)?;
+            match sample_scale {
+                Some(m) => crate::scale_samples(&y, m)?,
+                None => y,
+            }
+        };
+        return match acc {
+            Some(a) => a + y,
+            None => Ok(y),
+        };
+    }
     let (b, c, _, _) = x.dims4()?;
     let sizes = Sizes { c, k: w.k, co: w.co, affine: w.affine };
     if w.flat.rank() != 1 || w.flat.elem_count() != sizes.params_len() {
@@ -182,8 +225,10 @@ pub fn dw_pw_bn_train(
         None => None,
     };
     let stats = StatsSlot::default();
+    let g = SepGeom::new(x.dims(), &[c, 1, w.k, w.k], &[w.co, c, 1, 1], p)?;
+    let out = g.out_shape();
     let op = DwPwBnStage {
-        p,
+        g,
         relu,
         eps,
         sizes,
@@ -192,12 +237,13 @@ pub fn dw_pw_bn_train(
         running: Running::new(running),
         saved: Mutex::new(None),
     };
-    let out = op.geom(x.dims())?.out_shape();
     let x = x.contiguous()?;
     let y = match acc {
-        Some(a) if a.shape() == &out => x.apply_op3(&w.flat.contiguous()?, &a.contiguous()?, op)?,
+        Some(a) if a.shape() == &out => {
+            x.apply_op3(&w.flat.contiguous()?, &a.contiguous()?, Op::new("dw_pw_bn_acc", op, out))?
+        }
         Some(a) => bail!("dw_pw_bn: accumulator {:?} does not match the output {:?}", a.dims(), out),
-        None => x.apply_op2(&w.flat.contiguous()?, op)?,
+        None => x.apply_op2(&w.flat.contiguous()?, Op::new("dw_pw_bn", op, out))?,
     };
     finish_running(&x, &stats, running, "dw_pw_bn")?;
     Ok(y)

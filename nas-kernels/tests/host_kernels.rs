@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use nas_kernels::cpu::Float;
-use nas_kernels::cuda::host::{self, StageShape};
+use nas_kernels::cuda::host::{self, SepShape, StageShape};
 use nas_kernels::cuda::launch::{self, BnArgs, DwArgs, Launch, PcArgs, PoolArgs, PwArgs, ValidArgs};
 use nas_kernels::testing::check;
 use nas_kernels::{self as ops, DwParams, PoolKind, PwParams, RunningStats, StageWeights};
@@ -30,6 +30,14 @@ fn tensor(v: &[f64], dims: &[usize]) -> Tensor {
 
 fn values(t: &Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+/// Each named gradient against the CPU op's gradient of the same input, in input order.
+fn check_grads<T: Float>(name: &str, got: &[(&str, &[T])], want: &[Vec<f64>], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{name}: gradients");
+    for ((what, got), want) in got.iter().zip(want) {
+        check(&format!("{name} {what}"), got, want, tol);
+    }
 }
 
 fn tol<T: Float>() -> f64 {
@@ -131,19 +139,40 @@ fn elementwise_kernels_equal_the_cpu_kernels() {
     elementwise_ops::<f32>();
 }
 
-fn depthwise_case<T: Float>(dims: [usize; 4], k: usize, p: DwParams, relu: bool) {
-    let name = format!("dw {dims:?} k{k} {p:?} relu {relu}");
-    let (x, w) = (rand_vec(dims.iter().product(), 11), rand_vec(dims[1] * k * k, 12));
-    let f = move |t: &[Tensor]| {
-        let x = if relu { ops::relu(&t[0])? } else { t[0].clone() };
-        ops::depthwise_conv2d(&x, &t[1], p)
+/// A convolution of the host-build tests: depthwise (kernel size, parameters) or 1×1 (output
+/// channels, parameters).
+#[derive(Clone, Copy)]
+enum Conv {
+    Dw(usize, DwParams),
+    Pw(usize, PwParams),
+}
+
+/// The host build of a convolution of x (`dims`) with its filter (input ReLU'd with `relu`)
+/// against the CPU op: the output and both gradients.
+fn conv_case<T: Float>(dims: [usize; 4], conv: Conv, relu: bool) {
+    let (name, w_dims, seed) = match conv {
+        Conv::Dw(k, p) => (format!("dw {dims:?} k{k} {p:?} relu {relu}"), vec![dims[1], 1, k, k], 11),
+        Conv::Pw(co, p) => (format!("conv1x1 {dims:?} co{co} {p:?} relu {relu}"), vec![co, dims[1], 1, 1], 71),
     };
-    let (y, gy, g) = cpu_grads(&f, &[(x.clone(), dims.to_vec()), (w.clone(), vec![dims[1], 1, k, k])], 13);
-    let (xt, wt) = (to::<T>(&x), to::<T>(&w));
-    check(&name, &host::depthwise(&xt, dims, &wt, k, p, relu).unwrap(), &y, tol::<T>());
-    let (gx, gw) = host::depthwise_backward(&xt, dims, &wt, k, p, &to::<T>(&gy), relu).unwrap();
-    check(&format!("{name} ∂x"), &gx, &g[0], tol::<T>());
-    check(&format!("{name} ∂w"), &gw, &g[1], tol::<T>());
+    let f = move |t: &[Tensor]| match conv {
+        Conv::Dw(_, p) => ops::depthwise_conv2d(&if relu { ops::relu(&t[0])? } else { t[0].clone() }, &t[1], p),
+        Conv::Pw(_, p) if relu => ops::relu_conv1x1(&t[0], &t[1], p),
+        Conv::Pw(_, p) => ops::conv1x1(&t[0], &t[1], p),
+    };
+    let (x, w) = (rand_vec(dims.iter().product(), seed), rand_vec(w_dims.iter().product(), seed + 1));
+    let (y, gy, g) = cpu_grads(&f, &[(x.clone(), dims.to_vec()), (w.clone(), w_dims)], seed + 2);
+    let (xt, wt, gyt) = (to::<T>(&x), to::<T>(&w), to::<T>(&gy));
+    let (out, grads) = match conv {
+        Conv::Dw(k, p) => {
+            (host::depthwise(&xt, dims, &wt, k, p, relu), host::depthwise_backward(&xt, dims, &wt, k, p, &gyt, relu))
+        }
+        Conv::Pw(co, p) => {
+            (host::conv1x1(&xt, dims, &wt, co, p, relu), host::conv1x1_backward(&xt, dims, &wt, co, p, &gyt, relu))
+        }
+    };
+    check(&name, &out.unwrap(), &y, tol::<T>());
+    let (gx, gw) = grads.unwrap();
+    check_grads(&name, &[("∂x", &gx), ("∂w", &gw)], &g, tol::<T>());
 }
 
 #[test]
@@ -153,14 +182,14 @@ fn depthwise_kernels_equal_the_cpu_kernels() {
             let p = DwParams { stride, padding, dilation };
             for dims in [[2, 3, 8, 8], [1, 2, 7, 7], [3, 2, 9, 7]] {
                 for relu in [false, true] {
-                    depthwise_case::<f64>(dims, k, p, relu);
-                    depthwise_case::<f32>(dims, k, p, relu);
+                    conv_case::<f64>(dims, Conv::Dw(k, p), relu);
+                    conv_case::<f32>(dims, Conv::Dw(k, p), relu);
                 }
             }
         }
     }
     // Enough outputs per channel for the filter gradient to split into several chunks.
-    depthwise_case::<f64>([2, 2, 36, 36], 3, DwParams { stride: 1, padding: 1, dilation: 1 }, false);
+    conv_case::<f64>([2, 2, 36, 36], Conv::Dw(3, DwParams { stride: 1, padding: 1, dilation: 1 }), false);
 }
 
 fn dw_pw_case<T: Float>(dims: [usize; 4], k: usize, co: usize, p: DwParams, relu: bool) {
@@ -177,11 +206,10 @@ fn dw_pw_case<T: Float>(dims: [usize; 4], k: usize, co: usize, p: DwParams, relu
     let inputs = [(x.clone(), dims.to_vec()), (wd.clone(), vec![c, 1, k, k]), (wp.clone(), vec![co, c, 1, 1])];
     let (y, gy, g) = cpu_grads(&f, &inputs, 24);
     let (xt, wdt, wpt) = (to::<T>(&x), to::<T>(&wd), to::<T>(&wp));
-    check(&name, &host::dw_pw(&xt, dims, &wdt, k, &wpt, co, p, relu).unwrap(), &y, tol::<T>());
-    let [gx, gdw, gpw] = host::dw_pw_backward(&xt, dims, &wdt, k, &wpt, co, p, &to::<T>(&gy), relu).unwrap();
-    check(&format!("{name} ∂x"), &gx, &g[0], tol::<T>());
-    check(&format!("{name} ∂w_dw"), &gdw, &g[1], tol::<T>());
-    check(&format!("{name} ∂w_pw"), &gpw, &g[2], tol::<T>());
+    let sh = SepShape { dims, k, co, p, relu };
+    check(&name, &host::dw_pw(&xt, sh, &wdt, &wpt).unwrap(), &y, tol::<T>());
+    let [gx, gdw, gpw] = host::dw_pw_backward(&xt, sh, &wdt, &wpt, &to::<T>(&gy)).unwrap();
+    check_grads(&name, &[("∂x", &gx), ("∂w_dw", &gdw), ("∂w_pw", &gpw)], &g, tol::<T>());
 }
 
 #[test]
@@ -325,10 +353,8 @@ fn batch_norm_kernels_equal_the_cpu_kernels() {
         let inputs = [(x.clone(), dims.to_vec()), (a.clone(), vec![c]), (b.clone(), vec![c])];
         let (y, gy, g) = cpu_grads(&f, &inputs, 54);
         check("channel affine", &host::channel_affine(&x, &dims, &a, &b).unwrap(), &y, 1e-12);
-        let (gx, ga, gb) = host::channel_affine_backward(&x, &dims, &a, &gy).unwrap();
-        check("channel affine ∂x", &gx, &g[0], 1e-12);
-        check("channel affine ∂scale", &ga, &g[1], 1e-12);
-        check("channel affine ∂shift", &gb, &g[2], 1e-12);
+        let [gx, ga, gb] = host::channel_affine_backward(&x, &dims, &a, &gy).unwrap();
+        check_grads("channel affine", &[("∂x", &gx), ("∂scale", &ga), ("∂shift", &gb)], &g, 1e-12);
     }
 }
 
@@ -367,25 +393,13 @@ fn pooling_kernels_equal_the_cpu_kernels() {
     }
 }
 
-fn conv1x1_case<T: Float>(dims: [usize; 4], co: usize, p: PwParams, relu: bool) {
-    let name = format!("conv1x1 {dims:?} co{co} {p:?} relu {relu}");
-    let (x, w) = (rand_vec(dims.iter().product(), 71), rand_vec(co * dims[1], 72));
-    let f = move |t: &[Tensor]| if relu { ops::relu_conv1x1(&t[0], &t[1], p) } else { ops::conv1x1(&t[0], &t[1], p) };
-    let (y, gy, g) = cpu_grads(&f, &[(x.clone(), dims.to_vec()), (w.clone(), vec![co, dims[1], 1, 1])], 73);
-    let (xt, wt) = (to::<T>(&x), to::<T>(&w));
-    check(&name, &host::conv1x1(&xt, dims, &wt, co, p, relu).unwrap(), &y, tol::<T>());
-    let (gx, gw) = host::conv1x1_backward(&xt, dims, &wt, co, p, &to::<T>(&gy), relu).unwrap();
-    check(&format!("{name} ∂x"), &gx, &g[0], tol::<T>());
-    check(&format!("{name} ∂w"), &gw, &g[1], tol::<T>());
-}
-
 #[test]
 fn pointwise_kernels_equal_the_cpu_kernels() {
     for (stride, offset) in [(1, 0), (2, 0), (2, 1)] {
         for dims in [[3, 4, 8, 8], [1, 3, 7, 7], [2, 2, 9, 6]] {
             for_both(|relu| {
-                conv1x1_case::<f64>(dims, 5, PwParams { stride, offset }, relu);
-                conv1x1_case::<f32>(dims, 2, PwParams { stride, offset }, relu);
+                conv_case::<f64>(dims, Conv::Pw(5, PwParams { stride, offset }), relu);
+                conv_case::<f32>(dims, Conv::Pw(2, PwParams { stride, offset }), relu);
             });
         }
     }
@@ -401,8 +415,7 @@ fn pc_merge_kernels_equal_the_cpu_kernels() {
         let (out, gout, g) = cpu_grads(&f, &[(y.clone(), vec![2, c / k, ho, ho]), (x.clone(), dims.to_vec())], 83);
         let name = format!("pc_merge K{k} C{c} s{stride} {hw}");
         check(&name, &host::pc_merge(&y, &x, dims, k, stride).unwrap(), &out, 1e-12);
-        let (gy, gx) = host::pc_merge_backward(&x, dims, k, stride, &gout).unwrap();
-        check(&format!("{name} ∂y"), &gy, &g[0], 1e-12);
-        check(&format!("{name} ∂x"), &gx, &g[1], 1e-12);
+        let [gy, gx] = host::pc_merge_backward(&x, dims, k, stride, &gout).unwrap();
+        check_grads(&name, &[("∂y", &gy), ("∂x", &gx)], &g, 1e-12);
     }
 }

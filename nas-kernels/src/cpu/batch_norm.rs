@@ -1,13 +1,12 @@
 //! CPU kernels of batch normalisation and the channel affine map: per-plane partial sums in
 //! f64 combined per channel in batch order, then one writing pass.
 
-use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
+use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::simd::{affine_acc_into, affine_into, bn_grad_into, sum_dot, sum_sumsq};
-use super::{cpu_tensor, slice, with_slices, Float, Fresh};
-use crate::batch_norm::{bn_dims as dims, check_affine_inputs, BnBatchStats};
-use crate::dispatch_dtype;
+use super::{Float, Fresh};
+use crate::batch_norm::BnBatchStats;
 
 /// Σ f(plane) per channel, planes combined in batch order.
 fn per_channel(planes: usize, c: usize, f: impl Fn(usize) -> (f64, f64) + Sync + Send) -> Vec<(f64, f64)> {
@@ -20,67 +19,58 @@ fn per_channel(planes: usize, c: usize, f: impl Fn(usize) -> (f64, f64) + Sync +
     acc
 }
 
-fn fwd_impl<T: Float>(s: &CpuStorage, l: &Layout, eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
-    let x = slice::<T>(s, l, "batch_norm")?;
-    let (b, c, hw) = dims(l.dims())?;
+/// The per-channel batch mean and biased variance of x (B, C, HW) (f64 sums).
+fn batch_stats<T: Float>(x: &[T], (b, c, hw): (usize, usize, usize), op: &str) -> Result<BnBatchStats> {
     let n = b * hw;
     if n == 0 {
-        bail!("batch_norm: empty batch");
+        bail!("{op}: empty batch");
     }
     let sums = per_channel(b * c, c, |p| sum_sumsq(&x[p * hw..(p + 1) * hw]));
     let mean: Vec<f64> = sums.iter().map(|&(s, _)| s / n as f64).collect();
-    let var: Vec<f64> = sums.iter().zip(&mean).map(|(&(_, q), &m)| (q / n as f64 - m * m).max(0.0)).collect();
-    let scale: Vec<T> = var.iter().map(|&v| T::from_f64(1.0 / (v + eps).sqrt())).collect();
-    let shift: Vec<T> = mean.iter().zip(&var).map(|(&m, &v)| T::from_f64(-m / (v + eps).sqrt())).collect();
+    let var: Vec<f64> = sums.iter().zip(&mean).map(|(&(_, q), &mu)| (q / n as f64 - mu * mu).max(0.0)).collect();
+    Ok(BnBatchStats { mean, var, count: n })
+}
+
+/// x̂ of x (B, C, HW) and the batch statistics.
+pub(crate) fn forward<T: Float>(
+    x: &[T],
+    (b, c, hw): (usize, usize, usize),
+    eps: f64,
+) -> Result<(Vec<T>, BnBatchStats)> {
+    let st = batch_stats(x, (b, c, hw), "batch_norm")?;
+    let scale: Vec<T> = st.var.iter().map(|&v| T::from_f64(1.0 / (v + eps).sqrt())).collect();
+    let shift: Vec<T> = st.mean.iter().zip(&st.var).map(|(&m, &v)| T::from_f64(-m / (v + eps).sqrt())).collect();
     let mut y = Fresh::new(x.len());
     y.slots().par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (yp, xp))| {
         affine_into(yp, xp, scale[p % c], shift[p % c]);
     });
     // SAFETY: the planes of y tile it exactly; affine_into writes every element of each.
-    let y = unsafe { y.assume_init() };
-    Ok((T::to_cpu_storage_owned(y), BnBatchStats { mean, var, count: n }))
+    Ok((unsafe { y.assume_init() }, st))
 }
 
-fn bwd_impl<T: Float>(y: &Tensor, gy: &Tensor, var: &[f64], eps: f64) -> Result<Tensor> {
-    let (b, c, hw) = dims(y.dims())?;
+/// ∂x from the output x̂ `y` (B, C, HW), ∂y and the batch variance.
+pub(crate) fn backward<T: Float>(y: &[T], g: &[T], (b, c, hw): (usize, usize, usize), var: &[f64], eps: f64) -> Vec<T> {
     let n = (b * hw) as f64;
-    with_slices::<T, _>(&[y, gy], |s| {
-        let (y, g) = (s[0], s[1]);
-        let sums = per_channel(b * c, c, |p| sum_dot(&g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]));
-        let coef: Vec<(T, T, T)> = sums
-            .iter()
-            .zip(var)
-            .map(|(&(sg, sgy), &v)| {
-                let inv = 1.0 / (v + eps).sqrt();
-                (T::from_f64(inv), T::from_f64(inv * sg / n), T::from_f64(inv * sgy / n))
-            })
-            .collect();
-        let mut gx = Fresh::new(y.len());
-        gx.slots().par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
-            let (inv, m1, m2) = coef[p % c];
-            bn_grad_into(gxp, &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw], inv, m1, m2);
-        });
-        // SAFETY: the planes of gx tile it exactly; bn_grad_into writes every element.
-        cpu_tensor(unsafe { gx.assume_init() }, y.len())
-    })?
-    .reshape(gy.shape())
+    let sums = per_channel(b * c, c, |p| sum_dot(&g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw]));
+    let coef: Vec<(T, T, T)> = sums
+        .iter()
+        .zip(var)
+        .map(|(&(sg, sgy), &v)| {
+            let inv = 1.0 / (v + eps).sqrt();
+            (T::from_f64(inv), T::from_f64(inv * sg / n), T::from_f64(inv * sgy / n))
+        })
+        .collect();
+    let mut gx = Fresh::new(y.len());
+    gx.slots().par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
+        let (inv, m1, m2) = coef[p % c];
+        bn_grad_into(gxp, &g[p * hw..(p + 1) * hw], &y[p * hw..(p + 1) * hw], inv, m1, m2);
+    });
+    // SAFETY: the planes of gx tile it exactly; bn_grad_into writes every element.
+    unsafe { gx.assume_init() }
 }
 
-/// x̂ and the batch statistics of CPU storage.
-pub(crate) fn forward_storage(s: &CpuStorage, l: &Layout, eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
-    crate::dispatch_float!("batch_norm", s, fwd_impl(s, l, eps))
-}
-
-/// ∂x from x̂ (`y`) and ∂x̂ of CPU tensors.
-pub(crate) fn backward_tensors(y: &Tensor, gy: &Tensor, var: &[f64], eps: f64) -> Result<Tensor> {
-    dispatch_dtype!("batch_norm", y.dtype(), bwd_impl(y, gy, var, eps))
-}
-
-fn affine_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
-    let x = slice::<T>(s[0].0, s[0].1, "channel_affine")?;
-    let a = slice::<T>(s[1].0, s[1].1, "channel_affine")?;
-    let b = slice::<T>(s[2].0, s[2].1, "channel_affine")?;
-    let (_, c, hw) = dims(s[0].1.dims())?;
+/// y = x·a[c] + b[c] for x (B, C, HW).
+pub(crate) fn affine<T: Float>([x, a, b]: [&[T]; 3], (_, c, hw): (usize, usize, usize)) -> Result<Vec<T>> {
     if a.len() != c || b.len() != c {
         bail!("channel_affine: scale/shift must have {c} elements");
     }
@@ -89,62 +79,36 @@ fn affine_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
         affine_into(yp, xp, a[p % c], b[p % c]);
     });
     // SAFETY: the planes of y tile it exactly; affine_into writes every element of each.
-    Ok(T::to_cpu_storage_owned(unsafe { y.assume_init() }))
+    Ok(unsafe { y.assume_init() })
 }
 
-fn affine_bwd<T: Float>(
-    x: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    gy: &Tensor,
-) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let (bs, c, hw) = dims(x.dims())?;
-    with_slices::<T, _>(&[x, a, gy], |s| {
-        let (xv, av, g) = (s[0], s[1], s[2]);
-        let gx = if x.track_op() {
-            let mut gx = vec![T::zero(); xv.len()];
-            gx.par_chunks_mut(hw).zip(g.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (o, gp))| {
-                let sa = av[p % c];
-                for (o, &gv) in o.iter_mut().zip(gp) {
-                    *o = gv * sa;
-                }
-            });
-            Some(cpu_tensor(gx, x.shape())?)
-        } else {
-            None
-        };
-        let (ga, gb) = if a.track_op() || b.track_op() {
-            // (Σ g, Σ g·x) per channel; the scale gradient is the second.
-            let sums = per_channel(bs * c, c, |p| {
-                let (s, d) = sum_dot(&g[p * hw..(p + 1) * hw], &xv[p * hw..(p + 1) * hw]);
-                (d, s)
-            });
-            let ga: Vec<T> = sums.iter().map(|s| T::from_f64(s.0)).collect();
-            let gb: Vec<T> = sums.iter().map(|s| T::from_f64(s.1)).collect();
-            (
-                a.track_op().then(|| cpu_tensor(ga, a.shape())).transpose()?,
-                b.track_op().then(|| cpu_tensor(gb, b.shape())).transpose()?,
-            )
-        } else {
-            (None, None)
-        };
-        Ok((gx, ga, gb))
-    })
-}
-
-/// y = x·scale[c] + shift[c] of CPU storage.
-pub(crate) fn affine_storage(s: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
-    crate::dispatch_float!("channel_affine", s[0].0, affine_fwd(s))
-}
-
-/// The gradients of x, scale and shift of CPU tensors.
-pub(crate) fn affine_backward_tensors(
-    x: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    gy: &Tensor,
-) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    dispatch_dtype!("channel_affine", x.dtype(), affine_bwd(x, a, b, gy))
+/// (∂x, ∂a, ∂b) of `affine` as `want` asks.
+pub(crate) fn affine_backward<T: Float>(
+    [xv, av, g]: [&[T]; 3],
+    (bs, c, hw): (usize, usize, usize),
+    want: [bool; 3],
+) -> [Option<Vec<T>>; 3] {
+    let gx = want[0].then(|| {
+        let mut gx = vec![T::zero(); xv.len()];
+        gx.par_chunks_mut(hw).zip(g.par_chunks(hw)).enumerate().with_min_len(4).for_each(|(p, (o, gp))| {
+            let sa = av[p % c];
+            for (o, &gv) in o.iter_mut().zip(gp) {
+                *o = gv * sa;
+            }
+        });
+        gx
+    });
+    if !(want[1] || want[2]) {
+        return [gx, None, None];
+    }
+    // (Σ g, Σ g·x) per channel; the scale gradient is the second.
+    let sums = per_channel(bs * c, c, |p| {
+        let (s, d) = sum_dot(&g[p * hw..(p + 1) * hw], &xv[p * hw..(p + 1) * hw]);
+        (d, s)
+    });
+    let ga: Vec<T> = sums.iter().map(|s| T::from_f64(s.0)).collect();
+    let gb: Vec<T> = sums.iter().map(|s| T::from_f64(s.1)).collect();
+    [gx, want[1].then_some(ga), want[2].then_some(gb)]
 }
 
 /// y = acc + m[b]·(γ·x̂ + β) over slices: x and acc (B·C·HW), γ and β (C), m (B); the batch
@@ -159,19 +123,13 @@ pub(crate) fn bn_affine_forward<T: Float>(
     acc: Option<&[T]>,
     eps: f64,
 ) -> Result<(Vec<T>, BnBatchStats)> {
-    let n = b * hw;
-    if n == 0 {
-        bail!("batch_norm_affine: empty batch");
-    }
-    let sums = per_channel(b * c, c, |p| sum_sumsq(&x[p * hw..(p + 1) * hw]));
-    let mean: Vec<f64> = sums.iter().map(|&(s, _)| s / n as f64).collect();
-    let var: Vec<f64> = sums.iter().zip(&mean).map(|(&(_, q), &mu)| (q / n as f64 - mu * mu).max(0.0)).collect();
+    let st = batch_stats(x, (b, c, hw), "batch_norm_affine")?;
     // Per channel: x·γ·inv + (β − μ·γ·inv), then times the sample's factor.
     let coef: Vec<(f64, f64)> = (0..c)
         .map(|ch| {
             let g = gamma[ch].to_f64();
-            let inv = 1.0 / (var[ch] + eps).sqrt();
-            (g * inv, beta[ch].to_f64() - mean[ch] * g * inv)
+            let inv = 1.0 / (st.var[ch] + eps).sqrt();
+            (g * inv, beta[ch].to_f64() - st.mean[ch] * g * inv)
         })
         .collect();
     let mut y = Fresh::new(x.len());
@@ -185,8 +143,7 @@ pub(crate) fn bn_affine_forward<T: Float>(
         }
     });
     // SAFETY: the planes of y tile it exactly; affine_into/affine_acc_into write every element.
-    let y = unsafe { y.assume_init() };
-    Ok((y, BnBatchStats { mean, var, count: n }))
+    Ok((unsafe { y.assume_init() }, st))
 }
 
 /// Backward of `bn_affine_forward` (the accumulator's gradient is the output gradient itself):
@@ -230,53 +187,23 @@ pub(crate) fn bn_affine_backward<T: Float>(
     (gx, gxhat, sums.into_iter().map(|s| s.0).collect())
 }
 
-fn affine_train_fwd<T: Float>(s: [(&CpuStorage, &Layout); 3], eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
-    let x = slice::<T>(s[0].0, s[0].1, "batch_norm_affine")?;
-    let gb = slice::<T>(s[1].0, s[1].1, "batch_norm_affine")?;
-    let m = slice::<T>(s[2].0, s[2].1, "batch_norm_affine")?;
-    let d = check_affine_inputs(s[0].1.dims(), s[1].1.dims(), m.len())?;
-    let c = d.1;
-    let (y, st) = bn_affine_forward(x, d, &gb[..c], &gb[c..], m, None, eps)?;
-    Ok((T::to_cpu_storage_owned(y), st))
+/// y = m[b]·(γ·x̂ + β) and the batch statistics of x (B, C, HW), γβ (2·C), m (B).
+pub(crate) fn affine_train<T: Float>(
+    [x, gb, m]: [&[T]; 3],
+    d: (usize, usize, usize),
+    eps: f64,
+) -> Result<(Vec<T>, BnBatchStats)> {
+    bn_affine_forward(x, d, &gb[..d.1], &gb[d.1..], m, None, eps)
 }
 
-type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
-
-fn affine_train_bwd<T: Float>(
-    x: &Tensor,
-    gb: &Tensor,
-    m: &Tensor,
-    gy: &Tensor,
+/// (∂x, ∂γβ) of `affine_train` as `want` asks.
+pub(crate) fn affine_train_backward<T: Float>(
+    [x, gb, m, gy]: [&[T]; 4],
+    d: (usize, usize, usize),
     st: &BnBatchStats,
     eps: f64,
-) -> Result<Grads3> {
-    let d = check_affine_inputs(x.dims(), gb.dims(), m.elem_count())?;
-    with_slices::<T, _>(&[x, gb, m, gy], |s| {
-        let (gx, ggamma, gbeta) = bn_affine_backward(s[0], d, &s[1][..d.1], s[2], s[3], st, eps, x.track_op());
-        let gx = gx.map(|v| cpu_tensor(v, x.shape())).transpose()?;
-        let ggb = if gb.track_op() {
-            let v: Vec<T> = ggamma.iter().chain(&gbeta).map(|&v| T::from_f64(v)).collect();
-            Some(cpu_tensor(v, gb.shape())?)
-        } else {
-            None
-        };
-        Ok((gx, ggb, None))
-    })
-}
-
-/// y = m[b]·(γ·x̂ + β) and the batch statistics of CPU storage (x, γβ (2, C), m (B,)).
-pub(crate) fn affine_train_storage(s: [(&CpuStorage, &Layout); 3], eps: f64) -> Result<(CpuStorage, BnBatchStats)> {
-    crate::dispatch_float!("batch_norm_affine", s[0].0, affine_train_fwd(s, eps))
-}
-
-/// The gradients of x and γβ of CPU tensors.
-pub(crate) fn affine_train_backward_tensors(
-    x: &Tensor,
-    gb: &Tensor,
-    m: &Tensor,
-    gy: &Tensor,
-    st: &BnBatchStats,
-    eps: f64,
-) -> Result<Grads3> {
-    dispatch_dtype!("batch_norm_affine", x.dtype(), affine_train_bwd(x, gb, m, gy, st, eps))
+    want: [bool; 2],
+) -> [Option<Vec<T>>; 2] {
+    let (gx, ggamma, gbeta) = bn_affine_backward(x, d, &gb[..d.1], m, gy, st, eps, want[0]);
+    [gx, want[1].then(|| ggamma.iter().chain(&gbeta).map(|&v| T::from_f64(v)).collect())]
 }

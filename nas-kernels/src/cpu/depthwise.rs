@@ -2,26 +2,30 @@
 //! planes; within a plane every tap is one long multiply-add in the padded, stride-phased
 //! layout of `plane::Window`.
 
-use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
+use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::plane::Window;
 use super::simd::{dot, mask_positive, taps_into};
-use super::{cpu_tensor, planes_per_task, slice, task_chunks, with_slices, Float, Fresh, Slot};
+use super::{planes_per_task, task_chunks, Float, Fresh, Slot};
 use crate::depthwise::DwGeom;
-use crate::dispatch_dtype;
 
-/// The shapes and the plane layout the kernels work in.
+/// The shapes (the convolution's own, `DwGeom`, read through `Deref`) and the plane layout the
+/// kernels work in.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Geom {
+    conv: DwGeom,
     pub planes: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub k: usize,
-    pub oh: usize,
-    pub ow: usize,
     pub win: Window,
+}
+
+impl std::ops::Deref for Geom {
+    type Target = DwGeom;
+
+    #[inline]
+    fn deref(&self) -> &DwGeom {
+        &self.conv
+    }
 }
 
 impl Geom {
@@ -29,7 +33,9 @@ impl Geom {
         let Some(win) = Window::new(g.h, g.w, g.k, g.p.stride, g.p.dilation, g.p.padding) else {
             bail!("depthwise_conv2d: no plane layout for {g:?}")
         };
-        Ok(Self { planes: g.b * g.c, c: g.c, h: g.h, w: g.w, k: g.k, oh: win.oh, ow: win.ow, win })
+        // The layout's output size is the convolution's (the same formula).
+        debug_assert_eq!((win.oh, win.ow), (g.oh, g.ow));
+        Ok(Self { conv: *g, planes: g.b * g.c, win })
     }
 
     fn task_planes(&self) -> usize {
@@ -170,9 +176,8 @@ pub(crate) fn backward<T: Float>(
     w: &[T],
     gy: &[T],
     g: &Geom,
-    want_x: bool,
-    want_w: bool,
-) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    [want_x, want_w]: [bool; 2],
+) -> [Option<Vec<T>>; 2] {
     let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
     let mut gx = vec![T::zero(); if want_x { g.planes * ip } else { 0 }];
     let mut partial = vec![T::zero(); if want_w { g.planes * kk } else { 0 }];
@@ -207,46 +212,5 @@ pub(crate) fn backward<T: Float>(
         }
         gw
     });
-    (want_x.then_some(gx), gw)
-}
-
-/// y = dw(x) on CPU storage.
-pub(crate) fn forward_storage(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    g: &DwGeom,
-) -> Result<CpuStorage> {
-    fn run<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
-        let x = slice::<T>(s1, l1, "depthwise-conv2d")?;
-        let w = slice::<T>(s2, l2, "depthwise-conv2d")?;
-        Ok(T::to_cpu_storage_owned(forward(x, w, g)))
-    }
-    let g = Geom::new(g)?;
-    crate::dispatch_float!("depthwise-conv2d", s1, run(s1, l1, s2, l2, &g))
-}
-
-/// The input and filter gradients of CPU tensors (those `want` asks for).
-pub(crate) fn backward_tensors(
-    x: &Tensor,
-    w: &Tensor,
-    gy: &Tensor,
-    g: &DwGeom,
-    want: (bool, bool),
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    fn run<T: Float>(
-        x: &Tensor,
-        w: &Tensor,
-        gy: &Tensor,
-        g: &Geom,
-        want: (bool, bool),
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        with_slices::<T, _>(&[x, w, gy], |s| {
-            let (gx, gw) = backward(s[0], s[1], s[2], g, want.0, want.1);
-            Ok((gx.map(|v| cpu_tensor(v, x.shape())).transpose()?, gw.map(|v| cpu_tensor(v, w.shape())).transpose()?))
-        })
-    }
-    let cg = Geom::new(g)?;
-    dispatch_dtype!("depthwise-conv2d", x.dtype(), run(x, w, gy, &cg, want))
+    [want_x.then_some(gx), gw]
 }

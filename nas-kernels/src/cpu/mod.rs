@@ -1,7 +1,7 @@
 //! The CPU kernels of the custom ops (rayon-parallel over batch×channel planes, SIMD inner
 //! loops) and their plumbing: the element trait (f32 for training, f64 for gradient checks),
-//! contiguous slice access to candle storage, output buffers that are written before they are
-//! read, dtype dispatch, the matrix product and the thread pools.
+//! contiguous slice access to candle storage and tensors (`forward`, `grads`), output buffers
+//! that are written before they are read, the matrix product and the thread pools.
 
 pub(crate) mod batch_norm;
 pub(crate) mod depthwise;
@@ -16,9 +16,10 @@ pub(crate) mod stage;
 
 use std::mem::MaybeUninit;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
 pub use rayon::ThreadPool;
+
+use crate::op::{shaped, CpuIn};
 
 /// Element types the CPU kernels are written for.
 pub trait Float: WithDType + num_traits::Float + Send + Sync + std::iter::Sum + super::cuda::Elem + 'static {}
@@ -34,22 +35,36 @@ pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -
     }
 }
 
-/// Rejects dtypes other than f32/f64 with a message naming the op.
-pub(crate) fn unsupported<T>(op: &str, s: &CpuStorage) -> Result<T> {
-    bail!("{op}: unsupported dtype {:?} (f32 and f64 only)", s.dtype())
+/// The contiguous data of forward inputs as slices.
+pub(crate) fn slices<'a, T: Float, const N: usize>(s: [CpuIn<'a>; N], op: &str) -> Result<[&'a [T]; N]> {
+    let mut out: [&[T]; N] = [&[]; N];
+    for (o, (st, l)) in out.iter_mut().zip(s) {
+        *o = slice::<T>(st, l, op)?;
+    }
+    Ok(out)
 }
 
-/// Calls `$f::<T>` with T matching the storage's float dtype.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! dispatch_float {
-    ($op:expr, $storage:expr, $f:ident ( $($arg:expr),* )) => {
-        match $storage {
-            candle_core::CpuStorage::F32(_) => $f::<f32>($($arg),*),
-            candle_core::CpuStorage::F64(_) => $f::<f64>($($arg),*),
-            s => $crate::cpu::unsupported($op, s),
-        }
-    };
+/// Runs a forward kernel on the contiguous data of its inputs; its output as CPU storage.
+pub(crate) fn forward<T: Float, const N: usize>(
+    op: &str,
+    s: [CpuIn<'_>; N],
+    f: impl FnOnce([&[T]; N]) -> Result<Vec<T>>,
+) -> Result<CpuStorage> {
+    Ok(T::to_cpu_storage_owned(f(slices(s, op)?)?))
+}
+
+/// Runs a backward kernel on the contiguous data of `inputs`; its outputs become tensors
+/// shaped like `like`.
+pub(crate) fn grads<T: Float, const M: usize, const N: usize>(
+    inputs: [&candle_core::Tensor; M],
+    like: [&candle_core::Tensor; N],
+    f: impl FnOnce([&[T]; M]) -> Result<[Option<Vec<T>>; N]>,
+) -> Result<[Option<candle_core::Tensor>; N]> {
+    let outs = with_slices::<T, _>(&inputs, |s| match <[&[T]; M]>::try_from(s) {
+        Ok(s) => f(s),
+        Err(_) => bail!("backward: {} inputs for {M}", s.len()),
+    })?;
+    shaped(outs, like, |v, shape| cpu_tensor(v, shape))
 }
 
 /// Planes per rayon task so that each task does at least `min_work` multiply-adds.
@@ -175,19 +190,6 @@ impl<T: Float> Fresh<T> {
 /// A CPU tensor from kernel output.
 pub(crate) fn cpu_tensor<T: Float>(v: Vec<T>, shape: impl Into<candle_core::Shape>) -> Result<candle_core::Tensor> {
     candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
-}
-
-/// Calls `$f::<T>` with T matching a tensor's float dtype.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! dispatch_dtype {
-    ($op:expr, $dtype:expr, $f:ident ( $($arg:expr),* )) => {
-        match $dtype {
-            candle_core::DType::F32 => $f::<f32>($($arg),*),
-            candle_core::DType::F64 => $f::<f64>($($arg),*),
-            d => candle_core::bail!("{}: unsupported dtype {:?} (f32 and f64 only)", $op, d),
-        }
-    };
 }
 
 /// Elements per rayon task for simple elementwise kernels.

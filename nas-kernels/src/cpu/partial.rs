@@ -2,12 +2,10 @@
 //! of the bypass channels on reducing edges), and a backward pass that writes both gradients
 //! directly.
 
-use candle_core::{CpuStorage, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_tensor, slice, with_slices, Float};
+use super::Float;
 use crate::partial::PcGeom as Geom;
-use crate::{dispatch_dtype, dispatch_float};
 
 /// Offset in an x plane of the maximum of the 2×2 window of output pixel (i, j); ties go to
 /// the first in row-major order.
@@ -22,7 +20,8 @@ fn argmax<T: Float>(g: &Geom, xp: &[T], i: usize, j: usize) -> usize {
     best
 }
 
-fn forward<T: Float>(y: &[T], x: &[T], g: &Geom) -> Vec<T> {
+/// shuffle(cat[y, bypass(x[:, C/K:])], K).
+pub(crate) fn forward<T: Float>(y: &[T], x: &[T], g: &Geom) -> Vec<T> {
     let (po, pi) = (g.ho * g.wo, g.h * g.w);
     let mut out = vec![T::zero(); g.b * g.c * po];
     out.par_chunks_mut(po).enumerate().for_each(|(plane, op)| {
@@ -45,7 +44,8 @@ fn forward<T: Float>(y: &[T], x: &[T], g: &Geom) -> Vec<T> {
     out
 }
 
-fn backward<T: Float>(x: &[T], gout: &[T], g: &Geom, want_y: bool, want_x: bool) -> (Vec<T>, Vec<T>) {
+/// (∂y, ∂x) as `want` asks.
+pub(crate) fn backward<T: Float>(x: &[T], gout: &[T], g: &Geom, [want_y, want_x]: [bool; 2]) -> [Option<Vec<T>>; 2] {
     let (po, pi) = (g.ho * g.wo, g.h * g.w);
     let inverse = |q: usize| (q % (g.c / g.k)) * g.k + q / (g.c / g.k);
     let mut gy = vec![T::zero(); if want_y { g.b * g.ca * po } else { 0 }];
@@ -71,40 +71,5 @@ fn backward<T: Float>(x: &[T], gout: &[T], g: &Geom, want_y: bool, want_x: bool)
             }
         }
     });
-    (gy, gx)
-}
-
-fn fwd_impl<T: Float>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: &Geom) -> Result<CpuStorage> {
-    Ok(T::to_cpu_storage_owned(forward(slice::<T>(s1, l1, "pc_merge")?, slice::<T>(s2, l2, "pc_merge")?, g)))
-}
-
-fn bwd_impl<T: Float>(y: &Tensor, x: &Tensor, gout: &Tensor, g: &Geom) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let (want_y, want_x) = (y.track_op(), x.track_op());
-    with_slices::<T, _>(&[x, gout], |s| {
-        let (gy, gx) = backward(s[0], s[1], g, want_y, want_x);
-        let gy = if want_y { Some(cpu_tensor(gy, y.shape())?) } else { None };
-        let gx = if want_x { Some(cpu_tensor(gx, x.shape())?) } else { None };
-        Ok((gy, gx))
-    })
-}
-
-/// The merged output of CPU storage (y, x).
-pub(crate) fn forward_storage(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    g: &Geom,
-) -> Result<CpuStorage> {
-    dispatch_float!("pc_merge", s1, fwd_impl(s1, l1, s2, l2, g))
-}
-
-/// The gradients of y and x of CPU tensors.
-pub(crate) fn backward_tensors(
-    y: &Tensor,
-    x: &Tensor,
-    gout: &Tensor,
-    g: &Geom,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    dispatch_dtype!("pc_merge", y.dtype(), bwd_impl(y, x, gout, g))
+    [want_y.then_some(gy), want_x.then_some(gx)]
 }

@@ -3,13 +3,11 @@
 //! order (deterministic). Strided/offset sampling and the ReLU are applied to each item's
 //! operand as it is copied for the product, and the ReLU's backward masks the input gradient.
 
-use candle_core::{CpuStorage, Layout, Result, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{mask_positive, relu_in_place, relu_into};
-use super::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Fresh, Mat};
+use super::{fixed_groups, matmul, Float, Fresh, Mat};
 use crate::pointwise::PwGeom as Geom;
-use crate::{dispatch_dtype, dispatch_float};
 
 impl Geom {
     /// Copies the sampled pixels of one batch item (Ci × H × W) into `dst` (Ci × Ho·Wo).
@@ -63,7 +61,8 @@ impl Geom {
     }
 }
 
-fn forward<T: Float>(x: &[T], w: &[T], g: &Geom, relu: bool) -> Vec<T> {
+/// conv(x), or conv(ReLU(x)) with `relu`.
+pub(crate) fn forward<T: Float>(x: &[T], w: &[T], g: &Geom, relu: bool) -> Vec<T> {
     let (ip, op) = (g.ci * g.in_plane(), g.co * g.out_plane());
     let mut y = Fresh::new(g.b * op);
     y.slots().par_chunks_mut(op).enumerate().for_each_init(Vec::new, |buf, (b, yb)| {
@@ -75,14 +74,12 @@ fn forward<T: Float>(x: &[T], w: &[T], g: &Geom, relu: bool) -> Vec<T> {
 }
 
 /// (gx, gw) of one convolution; either may be skipped.
-fn backward<T: Float>(
-    x: &[T],
-    w: &[T],
-    gy: &[T],
+pub(crate) fn backward<T: Float>(
+    [x, w, gy]: [&[T]; 3],
     g: &Geom,
-    (want_x, want_w): (bool, bool),
+    [want_x, want_w]: [bool; 2],
     relu: bool,
-) -> (Option<Vec<T>>, Option<Vec<T>>) {
+) -> [Option<Vec<T>>; 2] {
     let (ip, op, p) = (g.ci * g.in_plane(), g.co * g.out_plane(), g.out_plane());
     let gx = want_x.then(|| {
         let mut gx = vec![T::zero(); g.b * ip];
@@ -117,7 +114,7 @@ fn backward<T: Float>(
             .collect();
         sum_partials(partials, g.co * g.ci)
     });
-    (gx, gw)
+    [gx, gw]
 }
 
 /// Element-wise sum of equal-length buffers, in order.
@@ -130,51 +127,4 @@ pub(crate) fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T
         }
     }
     acc
-}
-
-fn fwd_impl<T: Float>(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    g: &Geom,
-    relu: bool,
-) -> Result<CpuStorage> {
-    Ok(T::to_cpu_storage_owned(forward(slice::<T>(s1, l1, "conv1x1")?, slice::<T>(s2, l2, "conv1x1")?, g, relu)))
-}
-
-fn bwd_impl<T: Float>(
-    x: &Tensor,
-    w: &Tensor,
-    gy: &Tensor,
-    g: &Geom,
-    relu: bool,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    with_slices::<T, _>(&[x, w, gy], |s| {
-        let (gx, gw) = backward(s[0], s[1], s[2], g, (x.track_op(), w.track_op()), relu);
-        Ok((gx.map(|v| cpu_tensor(v, x.shape())).transpose()?, gw.map(|v| cpu_tensor(v, w.shape())).transpose()?))
-    })
-}
-
-/// conv(x) (of ReLU(x) with `relu`) on CPU storage.
-pub(crate) fn forward_storage(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    g: &Geom,
-    relu: bool,
-) -> Result<CpuStorage> {
-    dispatch_float!("conv1x1", s1, fwd_impl(s1, l1, s2, l2, g, relu))
-}
-
-/// The gradients of x and w of CPU tensors.
-pub(crate) fn backward_tensors(
-    x: &Tensor,
-    w: &Tensor,
-    gy: &Tensor,
-    g: &Geom,
-    relu: bool,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    dispatch_dtype!("conv1x1", x.dtype(), bwd_impl(x, w, gy, g, relu))
 }

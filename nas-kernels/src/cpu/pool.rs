@@ -1,14 +1,13 @@
 //! CPU kernels of the 3×3 pools (padded, stride-phased layout of `plane::Window`, −∞ padding
 //! for max and 0 for average, one long loop per tap) and of the valid average pooling.
 
-use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::plane::Window;
 use super::simd::{axpy, max_into, mul_into, tag_equal};
-use super::{cpu_tensor, planes_per_task, slice, with_slices, Float, Fresh};
+use super::{planes_per_task, Float, Fresh};
 use crate::pool::{PoolKind, ValidGeom};
-use crate::{dispatch_dtype, dispatch_float};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Geom {
@@ -38,10 +37,6 @@ impl Geom {
         self.win.oh * self.win.ow
     }
 
-    fn in_shape(&self) -> Shape {
-        (self.b, self.c, self.win.h, self.win.w).into()
-    }
-
     fn task_planes(&self) -> usize {
         planes_per_task(self.win.full_len() * 9, 1 << 15)
     }
@@ -56,7 +51,7 @@ impl Geom {
 
 /// The pooled planes and, for max pooling, the in-plane index of every output's (first)
 /// maximum, which is all the backward pass needs.
-fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
+pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
     let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
     let inv: Vec<T> = g.win.inv_counts();
     let mut out = Fresh::new(g.planes() * op);
@@ -159,41 +154,17 @@ fn avg_backward<T: Float>(gy: &[T], g: &Geom) -> Vec<T> {
     gx
 }
 
-/// The pooled planes of CPU storage, and for max pooling the in-plane index of every output's
-/// first maximum.
-pub(crate) fn forward_storage(
-    s: &CpuStorage,
-    l: &Layout,
-    kind: PoolKind,
-    stride: usize,
-) -> Result<(CpuStorage, Vec<u32>)> {
-    fn run<T: Float>(s: &CpuStorage, l: &Layout, g: &Geom, kind: PoolKind) -> Result<(CpuStorage, Vec<u32>)> {
-        let (out, arg) = forward(slice::<T>(s, l, "pool3x3")?, g, kind);
-        Ok((T::to_cpu_storage_owned(out), arg))
-    }
-    let g = Geom::new(l.dims(), stride)?;
-    dispatch_float!("pool3x3", s, run(s, l, &g, kind))
+/// ∂x from ∂y (and the forward's arg-max indices for max pooling).
+pub(crate) fn backward<T: Float>(gy: &[T], g: &Geom, kind: PoolKind, arg: &[u32]) -> Result<Vec<T>> {
+    Ok(match kind {
+        PoolKind::Avg => avg_backward(gy, g),
+        PoolKind::Max if arg.len() == g.planes() * g.out_plane() => max_backward(arg, gy, g),
+        PoolKind::Max => bail!("max-pool3x3: backward without its forward"),
+    })
 }
 
-/// ∂x of a CPU tensor from ∂y (and the forward's arg-max indices for max pooling).
-pub(crate) fn backward_tensor(x: &Tensor, gy: &Tensor, kind: PoolKind, stride: usize, arg: &[u32]) -> Result<Tensor> {
-    fn run<T: Float>(gy: &Tensor, g: &Geom, kind: PoolKind, arg: &[u32]) -> Result<Tensor> {
-        with_slices::<T, _>(&[gy], |s| {
-            let gx = match kind {
-                PoolKind::Avg => avg_backward(s[0], g),
-                PoolKind::Max => max_backward(arg, s[0], g),
-            };
-            cpu_tensor(gx, g.in_shape())
-        })
-    }
-    let g = Geom::new(x.dims(), stride)?;
-    if kind == PoolKind::Max && arg.len() != g.planes() * g.out_plane() {
-        bail!("max-pool3x3: backward without its forward");
-    }
-    dispatch_dtype!("pool3x3", gy.dtype(), run(gy, &g, kind, arg))
-}
-
-fn avg_valid_forward<T: Float>(x: &[T], g: &ValidGeom) -> Vec<T> {
+/// The valid average pooling.
+pub(crate) fn avg_valid_forward<T: Float>(x: &[T], g: &ValidGeom) -> Vec<T> {
     let (ip, op) = (g.in_plane(), g.out_plane());
     let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
     let mut out = vec![T::zero(); g.planes * op];
@@ -204,7 +175,8 @@ fn avg_valid_forward<T: Float>(x: &[T], g: &ValidGeom) -> Vec<T> {
     out
 }
 
-fn avg_valid_backward<T: Float>(gy: &[T], g: &ValidGeom) -> Vec<T> {
+/// ∂x of the valid average pooling.
+pub(crate) fn avg_valid_backward<T: Float>(gy: &[T], g: &ValidGeom) -> Vec<T> {
     let (ip, op) = (g.in_plane(), g.out_plane());
     let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
     let mut gx = vec![T::zero(); g.planes * ip];
@@ -212,20 +184,4 @@ fn avg_valid_backward<T: Float>(gy: &[T], g: &ValidGeom) -> Vec<T> {
         g.for_each_tap(|oi, ii| gx[ii] += gy[oi] * inv);
     });
     gx
-}
-
-/// The valid average pooling of CPU storage.
-pub(crate) fn avg_valid_storage(st: &CpuStorage, l: &Layout, g: &ValidGeom) -> Result<CpuStorage> {
-    fn run<T: Float>(st: &CpuStorage, l: &Layout, g: &ValidGeom) -> Result<CpuStorage> {
-        Ok(T::to_cpu_storage_owned(avg_valid_forward(slice::<T>(st, l, "avg_pool_valid")?, g)))
-    }
-    dispatch_float!("avg_pool_valid", st, run(st, l, g))
-}
-
-/// ∂x of the valid average pooling of a CPU tensor.
-pub(crate) fn avg_valid_backward_tensor(gy: &Tensor, g: &ValidGeom) -> Result<Tensor> {
-    fn run<T: Float>(gy: &Tensor, g: &ValidGeom) -> Result<Tensor> {
-        with_slices::<T, _>(&[gy], |s| cpu_tensor(avg_valid_backward(s[0], g), g.dims.to_vec()))
-    }
-    dispatch_dtype!("avg_pool_valid", gy.dtype(), run(gy, g))
 }

@@ -4,14 +4,13 @@
 //! With `relu` the input is ReLU'd as the depthwise kernel reads it, and the input gradient is
 //! masked as it is written.
 
-use candle_core::{CpuStorage, Layout, Result, Tensor};
+use candle_core::Result;
 use rayon::prelude::*;
 
 use super::depthwise::{plane_backward, plane_forward, Geom as DwLayout, Scratch};
 use super::pointwise::sum_partials;
-use super::{cpu_tensor, fixed_groups, matmul, slice, with_slices, Float, Fresh, Mat, Slot};
+use super::{fixed_groups, matmul, Float, Fresh, Mat, Slot};
 use crate::sep::SepGeom as Shapes;
-use crate::{dispatch_dtype, dispatch_float};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SepGeom {
@@ -43,7 +42,8 @@ impl SepGeom {
     }
 }
 
-pub(crate) fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom, relu: bool) -> Vec<T> {
+/// pw(dw(x)), or pw(dw(ReLU(x))) with `relu`.
+pub(crate) fn forward<T: Float>([x, w_dw, w_pw]: [&[T]; 3], g: &SepGeom, relu: bool) -> Vec<T> {
     let (p, c) = (g.plane(), g.dw.c);
     let mut y = Fresh::new(g.b * g.co * p);
     y.slots().par_chunks_mut(g.co * p).enumerate().for_each_init(
@@ -58,18 +58,13 @@ pub(crate) fn forward<T: Float>(x: &[T], w_dw: &[T], w_pw: &[T], g: &SepGeom, re
     unsafe { y.assume_init() }
 }
 
-pub(crate) type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
-
-#[allow(clippy::too_many_arguments)]
+/// (∂x, ∂w_dw, ∂w_pw) as `want` asks.
 pub(crate) fn backward<T: Float>(
-    x: &[T],
-    w_dw: &[T],
-    w_pw: &[T],
-    gy: &[T],
+    [x, w_dw, w_pw, gy]: [&[T]; 4],
     g: &SepGeom,
     want: [bool; 3],
     relu: bool,
-) -> Grads<T> {
+) -> [Option<Vec<T>>; 3] {
     let (p, c, kk, ii) = (g.plane(), g.dw.c, g.dw.k * g.dw.k, g.in_item());
     let ip = g.dw.h * g.dw.w;
     let groups = fixed_groups(g.b, 16);
@@ -123,50 +118,5 @@ pub(crate) fn backward<T: Float>(
     // SAFETY: the groups' batch ranges tile gx, and plane_backward writes every pixel of every
     // channel plane of every item in its range (merge writes the whole plane).
     let gx = unsafe { gx.assume_init() };
-    (want[0].then_some(gx), want[1].then(|| sum_partials(dws, c * kk)), want[2].then(|| sum_partials(pws, g.co * c)))
-}
-
-fn fwd_impl<T: Float>(s: [(&CpuStorage, &Layout); 3], g: &SepGeom, relu: bool) -> Result<CpuStorage> {
-    let x = slice::<T>(s[0].0, s[0].1, "dw_pw")?;
-    let wd = slice::<T>(s[1].0, s[1].1, "dw_pw")?;
-    let wp = slice::<T>(s[2].0, s[2].1, "dw_pw")?;
-    Ok(T::to_cpu_storage_owned(forward(x, wd, wp, g, relu)))
-}
-
-fn bwd_impl<T: Float>(
-    x: &Tensor,
-    wd: &Tensor,
-    wp: &Tensor,
-    gy: &Tensor,
-    g: &SepGeom,
-    relu: bool,
-) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    with_slices::<T, _>(&[x, wd, wp, gy], |s| {
-        let want = [x.track_op(), wd.track_op(), wp.track_op()];
-        let (gx, gd, gp) = backward(s[0], s[1], s[2], s[3], g, want, relu);
-        Ok((
-            gx.map(|v| cpu_tensor(v, x.shape())).transpose()?,
-            gd.map(|v| cpu_tensor(v, wd.shape())).transpose()?,
-            gp.map(|v| cpu_tensor(v, wp.shape())).transpose()?,
-        ))
-    })
-}
-
-/// pw(dw(x)) (ReLU'd first with `relu`) on CPU storage.
-pub(crate) fn forward_storage(s: [(&CpuStorage, &Layout); 3], g: &Shapes, relu: bool) -> Result<CpuStorage> {
-    let g = SepGeom::new(g)?;
-    dispatch_float!("dw_pw", s[0].0, fwd_impl(s, &g, relu))
-}
-
-/// The gradients of x, w_dw and w_pw of CPU tensors.
-pub(crate) fn backward_tensors(
-    x: &Tensor,
-    wd: &Tensor,
-    wp: &Tensor,
-    gy: &Tensor,
-    g: &Shapes,
-    relu: bool,
-) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let g = SepGeom::new(g)?;
-    dispatch_dtype!("dw_pw", x.dtype(), bwd_impl(x, wd, wp, gy, &g, relu))
+    [want[0].then_some(gx), want[1].then(|| sum_partials(dws, c * kk)), want[2].then(|| sum_partials(pws, g.co * c))]
 }

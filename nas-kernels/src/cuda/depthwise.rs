@@ -1,43 +1,47 @@
-//! Launch sequences of the depthwise convolution (`depthwise.cu`), and their CUDA glue.
+//! Launch sequences of the depthwise convolution (`depthwise.cu`).
 
 use candle_core::Result;
 
 use super::launch::{self, DwArgs};
-use super::{launch_n, Args, Backend, Grads2, Kernel};
+use super::{launch_n, Args, Backend, Grads, Kernel};
 use crate::cpu::Float;
+use crate::depthwise::DwGeom;
+
+/// The inputs of one depthwise convolution: x, the filters, and whether x is ReLU'd as it is
+/// read.
+#[derive(Clone, Copy)]
+pub(crate) struct Dw<'a> {
+    pub x: u64,
+    pub w: u64,
+    pub g: &'a DwGeom,
+    pub relu: bool,
+}
 
 /// y = dw([ReLU] x) into `y`.
-pub(crate) fn forward_into<B: Backend, T: Float>(be: &B, x: u64, w: u64, y: u64, a: &DwArgs, relu: bool) -> Result<()> {
-    launch_n(be, Kernel::DwFwd, T::DTYPE, a.out_len(), Args::new().ptr(x).ptr(w).ptr(y).pod(a).flag(relu))
+pub(crate) fn forward_into<B: Backend, T: Float>(be: &B, d: &Dw<'_>, y: u64) -> Result<()> {
+    let a = DwArgs::new(d.g);
+    launch_n(be, Kernel::DwFwd, T::DTYPE, a.out_len(), Args::new().ptr(d.x).ptr(d.w).ptr(y).pod(&a).flag(d.relu))
 }
 
 /// y = dw([ReLU] x).
-pub(crate) fn forward<B: Backend, T: Float>(be: &B, x: u64, w: u64, a: &DwArgs, relu: bool) -> Result<B::Buf<T>> {
-    let y = be.alloc::<T>(a.out_len())?;
-    forward_into::<B, T>(be, x, w, be.addr(&y), a, relu)?;
+pub(crate) fn forward<B: Backend, T: Float>(be: &B, d: &Dw<'_>) -> Result<B::Buf<T>> {
+    let y = be.alloc::<T>(DwArgs::new(d.g).out_len())?;
+    forward_into::<B, T>(be, d, be.addr(&y))?;
     Ok(y)
 }
 
 /// ∂x into `gx` and/or ∂w into `gw` from ∂y; with `relu` the convolution read ReLU(x).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_into<B: Backend, T: Float>(
     be: &B,
-    x: u64,
-    w: u64,
+    d: &Dw<'_>,
     gy: u64,
-    a: &DwArgs,
-    relu: bool,
     gx: Option<u64>,
     gw: Option<u64>,
 ) -> Result<()> {
+    let (a, x, w) = (DwArgs::new(d.g), d.x, d.w);
     if let Some(gx) = gx {
-        launch_n(
-            be,
-            Kernel::DwBwdX,
-            T::DTYPE,
-            a.in_len(),
-            Args::new().ptr(gy).ptr(w).ptr(x).ptr(gx).pod(a).flag(relu),
-        )?;
+        let args = Args::new().ptr(gy).ptr(w).ptr(x).ptr(gx).pod(&a).flag(d.relu);
+        launch_n(be, Kernel::DwBwdX, T::DTYPE, a.in_len(), args)?;
     }
     if let Some(gw) = gw {
         if a.taps() > launch::MAX_TAPS {
@@ -45,91 +49,19 @@ pub(crate) fn backward_into<B: Backend, T: Float>(
         }
         let parts = be.alloc::<f64>(a.c as usize * a.splits as usize * a.taps())?;
         let l = launch::channel_reduce(a.c as usize, a.splits as usize);
-        be.launch(
-            Kernel::DwBwdWPartial,
-            T::DTYPE,
-            l,
-            Args::new().ptr(x).ptr(gy).ptr(be.addr(&parts)).pod(a).flag(relu),
-        )?;
+        let args = Args::new().ptr(x).ptr(gy).ptr(be.addr(&parts)).pod(&a).flag(d.relu);
+        be.launch(Kernel::DwBwdWPartial, T::DTYPE, l, args)?;
         let n = a.c as usize * a.taps();
-        launch_n(be, Kernel::DwBwdWFinish, T::DTYPE, n, Args::new().ptr(be.addr(&parts)).ptr(gw).pod(a))?;
+        launch_n(be, Kernel::DwBwdWFinish, T::DTYPE, n, Args::new().ptr(be.addr(&parts)).ptr(gw).pod(&a))?;
     }
     Ok(())
 }
 
-/// (∂x, ∂w) as `want` asks.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward<B: Backend, T: Float>(
-    be: &B,
-    x: u64,
-    w: u64,
-    gy: u64,
-    a: &DwArgs,
-    relu: bool,
-    want: (bool, bool),
-) -> Result<Grads2<B, T>> {
-    let gx = if want.0 { Some(be.alloc::<T>(a.in_len())?) } else { None };
-    let gw = if want.1 { Some(be.alloc::<T>(a.c as usize * a.taps())?) } else { None };
-    backward_into::<B, T>(be, x, w, gy, a, relu, gx.as_ref().map(|b| be.addr(b)), gw.as_ref().map(|b| be.addr(b)))?;
-    Ok((gx, gw))
-}
-
-/// The op's CUDA entry points on candle storage and tensors.
-#[cfg(feature = "cuda")]
-pub(crate) mod glue {
-    use candle_core::backend::BackendStorage;
-    use candle_core::{CudaStorage, Layout, Result, Tensor};
-
-    use super::super::device::{self, Cuda};
-    use super::DwArgs;
-    use crate::cpu::Float;
-    use crate::depthwise::DwGeom;
-    use crate::dispatch_dtype;
-
-    pub(crate) fn forward(
-        s1: &CudaStorage,
-        l1: &Layout,
-        s2: &CudaStorage,
-        l2: &Layout,
-        g: &DwGeom,
-        relu: bool,
-    ) -> Result<CudaStorage> {
-        fn run<T: Float>(
-            s1: &CudaStorage,
-            l1: &Layout,
-            s2: &CudaStorage,
-            l2: &Layout,
-            g: &DwGeom,
-            relu: bool,
-        ) -> Result<CudaStorage> {
-            let be = Cuda::of(s1);
-            let (x, w) = (device::addr::<T>(s1, l1)?, device::addr::<T>(s2, l2)?);
-            Ok(be.storage(super::forward::<_, T>(&be, x, w, &DwArgs::new(g), relu)?))
-        }
-        dispatch_dtype!("depthwise-conv2d", s1.dtype(), run(s1, l1, s2, l2, g, relu))
-    }
-
-    pub(crate) fn backward(
-        x: &Tensor,
-        w: &Tensor,
-        gy: &Tensor,
-        g: &DwGeom,
-        want: (bool, bool),
-        relu: bool,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(
-            x: &Tensor,
-            w: &Tensor,
-            gy: &Tensor,
-            g: &DwGeom,
-            want: (bool, bool),
-            relu: bool,
-        ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-            device::with_inputs::<T, _>(&[x, w, gy], |be, a| {
-                let (gx, gw) = super::backward::<_, T>(be, a[0], a[1], a[2], &DwArgs::new(g), relu, want)?;
-                Ok((gx.map(|b| be.tensor(b, x.shape())).transpose()?, gw.map(|b| be.tensor(b, w.shape())).transpose()?))
-            })
-        }
-        dispatch_dtype!("depthwise-conv2d", x.dtype(), run(x, w, gy, g, want, relu))
-    }
+/// (∂x, ∂w) from ∂y, as `want` asks.
+pub(crate) fn backward<B: Backend, T: Float>(be: &B, d: &Dw<'_>, gy: u64, want: [bool; 2]) -> Result<Grads<B, T, 2>> {
+    let a = DwArgs::new(d.g);
+    let gx = if want[0] { Some(be.alloc::<T>(a.in_len())?) } else { None };
+    let gw = if want[1] { Some(be.alloc::<T>(a.c as usize * a.taps())?) } else { None };
+    backward_into::<B, T>(be, d, gy, gx.as_ref().map(|b| be.addr(b)), gw.as_ref().map(|b| be.addr(b)))?;
+    Ok([gx, gw])
 }

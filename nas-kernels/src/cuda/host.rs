@@ -9,13 +9,19 @@ use std::ffi::c_void;
 
 use candle_core::{bail, DType, Result};
 
-use super::launch::{BnArgs, DwArgs, Launch, PcArgs, PoolArgs, PwArgs, ValidArgs};
+use super::batch_norm::{BnGrad, BnIn, RunningAddrs};
+use super::depthwise::Dw;
+use super::launch::{BnArgs, Launch};
+use super::sep::Sep;
+use super::stage::Stage;
 use super::{Args, Backend, Elem, Gemm, Kernel};
 use crate::cpu::Float;
 use crate::depthwise::{DwGeom, DwParams};
 use crate::partial::PcGeom;
 use crate::pointwise::{PwGeom, PwParams};
 use crate::pool::{PoolGeom, PoolKind, ValidGeom};
+use crate::sep::SepGeom;
+use crate::stage::Sizes;
 
 type HostEntry = unsafe extern "C" fn(*mut *mut c_void);
 
@@ -118,6 +124,14 @@ fn opt_addr<T>(s: Option<&[T]>) -> Option<u64> {
     s.map(addr)
 }
 
+/// Every gradient of a launch sequence that was asked for all of them.
+fn all<B, const N: usize>(g: [Option<B>; N], what: &str) -> Result<[B; N]> {
+    if g.iter().any(Option::is_none) {
+        bail!("{what}: missing gradient");
+    }
+    Ok(g.map(|g| g.expect("checked above")))
+}
+
 /// max(x, 0).
 pub fn relu<T: Float>(x: &[T]) -> Result<Vec<T>> {
     super::elementwise::relu(&Host::default(), addr(x), x.len())
@@ -137,12 +151,9 @@ pub fn axpy<T: Float>(acc: Option<&[T]>, y: &[T], w: T) -> Result<Vec<T>> {
 /// (w·g, Σ g·y): the gradients of y and w of `axpy`.
 pub fn weighted_backward<T: Float>(y: &[T], w: T, g: &[T]) -> Result<(Vec<T>, T)> {
     let w = [w];
-    let (gy, gw) =
-        super::elementwise::weighted_backward(&Host::default(), addr(y), addr(&w), addr(g), y.len(), true, true)?;
-    match (gy, gw) {
-        (Some(gy), Some(gw)) => Ok((gy, gw[0])),
-        _ => bail!("weighted_backward: missing gradient"),
-    }
+    let grads = super::elementwise::weighted_backward(&Host::default(), [y, &w, g].map(addr), y.len(), [true; 2])?;
+    let [gy, gw] = all(grads, "weighted_backward")?;
+    Ok((gy, gw[0]))
 }
 
 /// x[i]·m[i / per].
@@ -153,11 +164,10 @@ pub fn scale_samples<T: Float>(x: &[T], m: &[T]) -> Result<Vec<T>> {
 /// The depthwise convolution of x (dims) with w (C, 1, K, K).
 pub fn depthwise<T: Float>(x: &[T], dims: [usize; 4], w: &[T], k: usize, p: DwParams, relu: bool) -> Result<Vec<T>> {
     let g = DwGeom::new(&dims, &[dims[1], 1, k, k], p)?;
-    super::depthwise::forward(&Host::default(), addr(x), addr(w), &DwArgs::new(&g), relu)
+    super::depthwise::forward(&Host::default(), &Dw { x: addr(x), w: addr(w), g: &g, relu })
 }
 
 /// (∂x, ∂w) of the depthwise convolution.
-#[allow(clippy::too_many_arguments)]
 pub fn depthwise_backward<T: Float>(
     x: &[T],
     dims: [usize; 4],
@@ -168,52 +178,42 @@ pub fn depthwise_backward<T: Float>(
     relu: bool,
 ) -> Result<(Vec<T>, Vec<T>)> {
     let g = DwGeom::new(&dims, &[dims[1], 1, k, k], p)?;
-    let a = DwArgs::new(&g);
-    let (gx, gw) = super::depthwise::backward(&Host::default(), addr(x), addr(w), addr(gy), &a, relu, (true, true))?;
-    match (gx, gw) {
-        (Some(gx), Some(gw)) => Ok((gx, gw)),
-        _ => bail!("depthwise_backward: missing gradient"),
+    let d = Dw { x: addr(x), w: addr(w), g: &g, relu };
+    let [gx, gw] = all(super::depthwise::backward(&Host::default(), &d, addr(gy), [true; 2])?, "depthwise_backward")?;
+    Ok((gx, gw))
+}
+
+/// The shapes of a fused depthwise + 1×1 convolution: input dims, kernel size, output
+/// channels, the depthwise parameters and whether x is ReLU'd.
+#[derive(Debug, Clone, Copy)]
+pub struct SepShape {
+    pub dims: [usize; 4],
+    pub k: usize,
+    pub co: usize,
+    pub p: DwParams,
+    pub relu: bool,
+}
+
+impl SepShape {
+    fn geom(&self) -> Result<SepGeom> {
+        let c = self.dims[1];
+        SepGeom::new(&self.dims, &[c, 1, self.k, self.k], &[self.co, c, 1, 1], self.p)
     }
 }
 
 /// pw(dw([ReLU] x)) with w_dw (C, 1, K, K) and w_pw (Co, C).
-#[allow(clippy::too_many_arguments)]
-pub fn dw_pw<T: Float>(
-    x: &[T],
-    dims: [usize; 4],
-    w_dw: &[T],
-    k: usize,
-    w_pw: &[T],
-    co: usize,
-    p: DwParams,
-    relu: bool,
-) -> Result<Vec<T>> {
-    let g = crate::sep::SepGeom::new(&dims, &[dims[1], 1, k, k], &[co, dims[1], 1, 1], p)?;
-    let (y, _) = super::sep::forward(&Host::default(), addr(x), addr(w_dw), addr(w_pw), &g, relu)?;
-    Ok(y)
+pub fn dw_pw<T: Float>(x: &[T], sh: SepShape, w_dw: &[T], w_pw: &[T]) -> Result<Vec<T>> {
+    let g = sh.geom()?;
+    let sep = Sep { x: addr(x), w_dw: addr(w_dw), w_pw: addr(w_pw), g: &g, relu: sh.relu };
+    Ok(super::sep::forward::<_, T>(&Host::default(), &sep)?.0)
 }
 
-/// (∂x, ∂w_dw, ∂w_pw) of `dw_pw`.
-#[allow(clippy::too_many_arguments)]
-pub fn dw_pw_backward<T: Float>(
-    x: &[T],
-    dims: [usize; 4],
-    w_dw: &[T],
-    k: usize,
-    w_pw: &[T],
-    co: usize,
-    p: DwParams,
-    gy: &[T],
-    relu: bool,
-) -> Result<[Vec<T>; 3]> {
-    let g = crate::sep::SepGeom::new(&dims, &[dims[1], 1, k, k], &[co, dims[1], 1, 1], p)?;
-    let be = Host::default();
-    let (_, t) = super::sep::forward::<_, T>(&be, addr(x), addr(w_dw), addr(w_pw), &g, relu)?;
-    let grads = super::sep::backward(&be, addr(x), addr(w_dw), addr(w_pw), be.addr(&t), addr(gy), &g, relu, true)?;
-    match grads {
-        (Some(gx), gdw, gpw) => Ok([gx, gdw, gpw]),
-        _ => bail!("dw_pw_backward: missing gradient"),
-    }
+/// (∂x, ∂w_dw, ∂w_pw) of `dw_pw`, with the depthwise output kept by the forward.
+pub fn dw_pw_backward<T: Float>(x: &[T], sh: SepShape, w_dw: &[T], w_pw: &[T], gy: &[T]) -> Result<[Vec<T>; 3]> {
+    let (g, be) = (sh.geom()?, Host::default());
+    let sep = Sep { x: addr(x), w_dw: addr(w_dw), w_pw: addr(w_pw), g: &g, relu: sh.relu };
+    let (_, t) = super::sep::forward::<_, T>(&be, &sep)?;
+    all(super::sep::backward(&be, &sep, Some(be.addr(&t)), addr(gy), [true; 3])?, "dw_pw_backward")
 }
 
 /// What the stage forward produces and keeps.
@@ -237,11 +237,19 @@ pub struct StageShape {
 }
 
 impl StageShape {
-    fn geom(&self) -> Result<(crate::sep::SepGeom, crate::stage::Sizes)> {
-        let c = self.dims[1];
-        let g = crate::sep::SepGeom::new(&self.dims, &[c, 1, self.k, self.k], &[self.co, c, 1, 1], self.p)?;
-        Ok((g, crate::stage::Sizes { c, k: self.k, co: self.co, affine: self.affine }))
+    fn geom(&self) -> Result<(SepGeom, Sizes)> {
+        let sep = SepShape { dims: self.dims, k: self.k, co: self.co, p: self.p, relu: self.relu };
+        Ok((sep.geom()?, Sizes { c: self.dims[1], k: self.k, co: self.co, affine: self.affine }))
     }
+}
+
+/// Host copies of the running statistics and their addresses with momentum 0.1.
+type RunningCopy<T> = Option<(Vec<T>, Vec<T>)>;
+
+fn running_copy<T: Float>(running: Option<(&[T], &[T])>) -> (RunningCopy<T>, Option<RunningAddrs>) {
+    let mut run = running.map(|(rm, rv)| (rm.to_vec(), rv.to_vec()));
+    let rp = run.as_mut().map(|(rm, rv)| (rm.as_mut_ptr() as u64, rv.as_mut_ptr() as u64, 0.1));
+    (run, rp)
 }
 
 /// acc + m·BN(pw(dw([ReLU] x))) with the flat weights [w_dw | w_pw | γ | β], updating the
@@ -256,21 +264,9 @@ pub fn stage<T: Float>(
     eps: f64,
 ) -> Result<StageForward<T>> {
     let (g, sizes) = sh.geom()?;
-    let be = Host::default();
-    let mut run = running.map(|(rm, rv)| (rm.to_vec(), rv.to_vec()));
-    let rp = run.as_mut().map(|(rm, rv)| (rm.as_mut_ptr() as u64, rv.as_mut_ptr() as u64, 0.1));
-    let out = super::stage::forward::<_, T>(
-        &be,
-        addr(x),
-        addr(params),
-        opt_addr(m),
-        opt_addr(acc),
-        rp,
-        &g,
-        &sizes,
-        sh.relu,
-        eps,
-    )?;
+    let (run, rp) = running_copy(running);
+    let st = Stage { g: &g, s: &sizes, relu: sh.relu, eps, m: opt_addr(m) };
+    let out = super::stage::forward::<_, T>(&Host::default(), &st, [addr(x), addr(params)], opt_addr(acc), rp)?;
     Ok(StageForward { y: out.y, dw: out.dw, pre: out.pre, stats: out.stats, running: run })
 }
 
@@ -285,21 +281,9 @@ pub fn stage_backward<T: Float>(
     eps: f64,
 ) -> Result<(Vec<T>, Vec<T>)> {
     let (g, sizes) = sh.geom()?;
-    let kept = (addr(&fwd.dw), addr(&fwd.pre), addr(&fwd.stats));
-    let be = Host::default();
-    let (gx, gp) = super::stage::backward::<_, T>(
-        &be,
-        addr(x),
-        addr(params),
-        opt_addr(m),
-        kept,
-        addr(gy),
-        &g,
-        &sizes,
-        sh.relu,
-        eps,
-        true,
-    )?;
+    let kept = [addr(&fwd.dw), addr(&fwd.pre), addr(&fwd.stats)];
+    let st = Stage { g: &g, s: &sizes, relu: sh.relu, eps, m: opt_addr(m) };
+    let (gx, gp) = super::stage::backward::<_, T>(&Host::default(), &st, [x, params, gy].map(addr), kept, true)?;
     match gx {
         Some(gx) => Ok((gx, gp)),
         None => bail!("stage_backward: missing gradient"),
@@ -326,15 +310,14 @@ pub fn batch_norm<T: Float>(
     eps: f64,
 ) -> Result<BnForward<T>> {
     let a = BnArgs::new(dims)?;
-    let be = Host::default();
     let c = a.c as usize;
     let (gamma, beta) = match gamma_beta {
         Some(gb) => (Some(addr(&gb[..c])), Some(addr(&gb[c..]))),
         None => (None, None),
     };
-    let mut run = running.map(|(rm, rv)| (rm.to_vec(), rv.to_vec()));
-    let rp = run.as_mut().map(|(rm, rv)| (rm.as_mut_ptr() as u64, rv.as_mut_ptr() as u64, 0.1));
-    let f = super::batch_norm::forward::<_, T>(&be, addr(x), gamma, beta, opt_addr(m), opt_addr(acc), rp, &a, eps)?;
+    let (run, running) = running_copy(running);
+    let i = BnIn { x: addr(x), gamma, beta, m: opt_addr(m), acc: opt_addr(acc), running };
+    let f = super::batch_norm::forward::<_, T>(&Host::default(), &i, &a, eps)?;
     let (mean, var) = f.stats.split_at(c);
     Ok(BnForward { y: f.y, mean: mean.to_vec(), var: var.to_vec(), running: run })
 }
@@ -354,22 +337,10 @@ pub fn batch_norm_backward<T: Float>(
 ) -> Result<(Vec<T>, Option<Vec<T>>)> {
     let a = BnArgs::new(dims)?;
     let stats: Vec<f64> = mean.iter().chain(var).copied().collect();
-    let be = Host::default();
     let gamma = gamma_beta.map(|gb| addr(&gb[..a.c as usize]));
     let affine = gamma_beta.is_some();
-    let (gx, ggb) = super::batch_norm::backward::<_, T>(
-        &be,
-        addr(u),
-        addr(g),
-        gamma,
-        opt_addr(m),
-        addr(&stats),
-        &a,
-        eps,
-        affine,
-        affine,
-    )?;
-    Ok((gx, ggb))
+    let i = BnGrad { u: addr(u), gr: addr(g), gamma, m: opt_addr(m), stats: addr(&stats), affine };
+    super::batch_norm::backward::<_, T>(&Host::default(), &i, &a, eps, affine)
 }
 
 /// y = x·scale[c] + shift[c].
@@ -379,25 +350,15 @@ pub fn channel_affine<T: Float>(x: &[T], dims: &[usize], scale: &[T], shift: &[T
 }
 
 /// (∂x, ∂scale, ∂shift) of `channel_affine`.
-pub fn channel_affine_backward<T: Float>(
-    x: &[T],
-    dims: &[usize],
-    scale: &[T],
-    g: &[T],
-) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+pub fn channel_affine_backward<T: Float>(x: &[T], dims: &[usize], scale: &[T], g: &[T]) -> Result<[Vec<T>; 3]> {
     let a = BnArgs::new(dims)?;
-    let be = Host::default();
-    let (gx, gs, gb) = super::batch_norm::channel_affine_backward(&be, addr(x), addr(scale), addr(g), &a, [true; 3])?;
-    match (gx, gs, gb) {
-        (Some(gx), Some(gs), Some(gb)) => Ok((gx, gs, gb)),
-        _ => bail!("channel_affine_backward: missing gradient"),
-    }
+    let grads = super::batch_norm::channel_affine_backward(&Host::default(), [x, scale, g].map(addr), &a, [true; 3])?;
+    all(grads, "channel_affine_backward")
 }
 
 /// 3×3 pooling with padding 1: the output and, for max pooling, each output's tap.
 pub fn pool<T: Float>(x: &[T], dims: [usize; 4], kind: PoolKind, stride: usize) -> Result<(Vec<T>, Option<Vec<u8>>)> {
-    let a = PoolArgs::new(&PoolGeom::new(&dims, stride)?);
-    super::pool::forward(&Host::default(), addr(x), &a, kind)
+    super::pool::forward(&Host::default(), addr(x), &PoolGeom::new(&dims, stride)?, kind)
 }
 
 /// ∂x of `pool` (the taps for max pooling).
@@ -408,30 +369,26 @@ pub fn pool_backward<T: Float>(
     kind: PoolKind,
     stride: usize,
 ) -> Result<Vec<T>> {
-    let a = PoolArgs::new(&PoolGeom::new(&dims, stride)?);
-    super::pool::backward(&Host::default(), addr(gy), opt_addr(taps), &a, kind)
+    super::pool::backward(&Host::default(), addr(gy), opt_addr(taps), &PoolGeom::new(&dims, stride)?, kind)
 }
 
 /// k×k average pooling with stride s, no padding.
 pub fn avg_pool_valid<T: Float>(x: &[T], dims: [usize; 4], k: usize, s: usize) -> Result<Vec<T>> {
-    let a = ValidArgs::new(&ValidGeom::new(&dims, k, s)?);
-    super::pool::avg_valid_forward(&Host::default(), addr(x), &a)
+    super::pool::avg_valid_forward(&Host::default(), addr(x), &ValidGeom::new(&dims, k, s)?)
 }
 
 /// ∂x of `avg_pool_valid`.
 pub fn avg_pool_valid_backward<T: Float>(gy: &[T], dims: [usize; 4], k: usize, s: usize) -> Result<Vec<T>> {
-    let a = ValidArgs::new(&ValidGeom::new(&dims, k, s)?);
-    super::pool::avg_valid_backward(&Host::default(), addr(gy), &a)
+    super::pool::avg_valid_backward(&Host::default(), addr(gy), &ValidGeom::new(&dims, k, s)?)
 }
 
 /// The 1×1 convolution of x (dims) with w (Co, Ci), sampled at offset + stride·i.
 pub fn conv1x1<T: Float>(x: &[T], dims: [usize; 4], w: &[T], co: usize, p: PwParams, relu: bool) -> Result<Vec<T>> {
     let g = PwGeom::new(&dims, &[co, dims[1], 1, 1], p)?;
-    super::pointwise::forward(&Host::default(), addr(x), addr(w), &g, &PwArgs::new(&g), relu)
+    super::pointwise::forward(&Host::default(), addr(x), addr(w), &g, relu)
 }
 
 /// (∂x, ∂w) of `conv1x1`.
-#[allow(clippy::too_many_arguments)]
 pub fn conv1x1_backward<T: Float>(
     x: &[T],
     dims: [usize; 4],
@@ -442,26 +399,14 @@ pub fn conv1x1_backward<T: Float>(
     relu: bool,
 ) -> Result<(Vec<T>, Vec<T>)> {
     let g = PwGeom::new(&dims, &[co, dims[1], 1, 1], p)?;
-    let (gx, gw) = super::pointwise::backward(
-        &Host::default(),
-        addr(x),
-        addr(w),
-        addr(gy),
-        &g,
-        &PwArgs::new(&g),
-        relu,
-        (true, true),
-    )?;
-    match (gx, gw) {
-        (Some(gx), Some(gw)) => Ok((gx, gw)),
-        _ => bail!("conv1x1_backward: missing gradient"),
-    }
+    let grads = super::pointwise::backward(&Host::default(), [x, w, gy].map(addr), &g, relu, [true; 2])?;
+    let [gx, gw] = all(grads, "conv1x1_backward")?;
+    Ok((gx, gw))
 }
 
 /// The PC-DARTS merge of y (B, C/K, Ho, Wo) and x (dims).
 pub fn pc_merge<T: Float>(y: &[T], x: &[T], dims: [usize; 4], k: usize, stride: usize) -> Result<Vec<T>> {
-    let g = pc_geom(&dims, k, stride)?;
-    super::partial::forward(&Host::default(), addr(y), addr(x), &PcArgs::new(&g))
+    super::partial::forward(&Host::default(), addr(y), addr(x), &pc_geom(&dims, k, stride)?)
 }
 
 /// (∂y, ∂x) of `pc_merge`.
@@ -471,13 +416,9 @@ pub fn pc_merge_backward<T: Float>(
     k: usize,
     stride: usize,
     gout: &[T],
-) -> Result<(Vec<T>, Vec<T>)> {
-    let a = PcArgs::new(&pc_geom(&dims, k, stride)?);
-    let (gy, gx) = super::partial::backward(&Host::default(), addr(x), addr(gout), &a, (true, true))?;
-    match (gy, gx) {
-        (Some(gy), Some(gx)) => Ok((gy, gx)),
-        _ => bail!("pc_merge_backward: missing gradient"),
-    }
+) -> Result<[Vec<T>; 2]> {
+    let g = pc_geom(&dims, k, stride)?;
+    all(super::partial::backward(&Host::default(), addr(x), addr(gout), &g, [true; 2])?, "pc_merge_backward")
 }
 
 fn pc_geom(dims: &[usize; 4], k: usize, stride: usize) -> Result<PcGeom> {

@@ -288,8 +288,8 @@ pub trait Backend {
 
 /// A buffer of backend B.
 pub(crate) type Buf<B, T> = <B as Backend>::Buf<T>;
-/// Two optional gradients.
-pub(crate) type Grads2<B, T> = (Option<Buf<B, T>>, Option<Buf<B, T>>);
+/// N optional gradients.
+pub(crate) type Grads<B, T, const N: usize> = [Option<Buf<B, T>>; N];
 
 /// Launches `k` over a grid-stride loop of `n` elements (nothing when n is 0).
 pub(crate) fn launch_n<B: Backend>(be: &B, k: Kernel, dtype: DType, n: usize, args: Args) -> Result<()> {

@@ -58,23 +58,13 @@ pub(crate) fn sgd_step<B: Backend, T: Float>(
 pub mod glue {
     use candle_core::{bail, Result, Tensor};
 
-    use super::super::device::{self, Cuda};
     use super::SgdStep;
-    use crate::cpu::Float;
-    use crate::dispatch_dtype;
+    use crate::cuda::device::with_inputs;
+    use crate::op::with_float;
 
     /// Updates `params` and `moms` in place from `grads` (all contiguous, on one GPU, one
     /// dtype, pairwise equal shapes).
     pub fn sgd_step(params: &[Tensor], grads: &[Tensor], moms: &[Tensor], s: &SgdStep) -> Result<()> {
-        fn run<T: Float>(params: &[Tensor], grads: &[Tensor], moms: &[Tensor], s: &SgdStep) -> Result<()> {
-            let all: Vec<&Tensor> = params.iter().chain(grads).chain(moms).collect();
-            let n = params.len();
-            device::with_inputs::<T, _>(&all, |be: &Cuda, a| {
-                let entries: Vec<_> = (0..n).map(|i| (a[i], a[n + i], a[2 * n + i], params[i].elem_count())).collect();
-                super::sgd_step::<_, T>(be, &entries, s)?;
-                Ok(())
-            })
-        }
         if params.len() != grads.len() || params.len() != moms.len() {
             bail!("sgd: {} params, {} gradients, {} buffers", params.len(), grads.len(), moms.len());
         }
@@ -84,6 +74,14 @@ pub mod glue {
                 bail!("sgd: gradient {:?} for parameter {:?}", g.dims(), p.dims());
             }
         }
-        dispatch_dtype!("sgd", first.dtype(), run(params, grads, moms, s))
+        let all: Vec<&Tensor> = params.iter().chain(grads).chain(moms).collect();
+        let n = params.len();
+        with_float!("sgd", first.dtype(), |T| {
+            with_inputs::<T, _>(&all, |be, a| {
+                let entries: Vec<_> = (0..n).map(|i| (a[i], a[n + i], a[2 * n + i], params[i].elem_count())).collect();
+                super::sgd_step::<_, T>(be, &entries, s)?;
+                Ok(())
+            })
+        })
     }
 }

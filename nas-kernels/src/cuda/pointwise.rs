@@ -6,7 +6,7 @@
 use candle_core::Result;
 
 use super::launch::PwArgs;
-use super::{elementwise, launch_n, Args, Backend, Gemm, Grads2, Kernel};
+use super::{elementwise, launch_n, Args, Backend, Gemm, Grads, Kernel};
 use crate::cpu::Float;
 use crate::pointwise::PwGeom;
 
@@ -32,33 +32,25 @@ fn operand<B: Backend, T: Float>(
     Ok((be.addr(&xs), Some(xs)))
 }
 
-pub(crate) fn forward<B: Backend, T: Float>(
-    be: &B,
-    x: u64,
-    w: u64,
-    g: &PwGeom,
-    a: &PwArgs,
-    relu: bool,
-) -> Result<B::Buf<T>> {
-    let (xs, _keep) = operand::<B, T>(be, x, g, a, relu)?;
+/// conv(x), or conv(ReLU(x)) with `relu`.
+pub(crate) fn forward<B: Backend, T: Float>(be: &B, x: u64, w: u64, g: &PwGeom, relu: bool) -> Result<B::Buf<T>> {
+    let (xs, _keep) = operand::<B, T>(be, x, g, &PwArgs::new(g), relu)?;
     let y = be.alloc::<T>(g.b * g.co * g.out_plane())?;
     be.gemm::<T>(&Gemm::shared_left(w, xs, be.addr(&y), dims(g), g.b))?;
     Ok(y)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// (∂x, ∂w) from ∂y, as `want` asks.
 pub(crate) fn backward<B: Backend, T: Float>(
     be: &B,
-    x: u64,
-    w: u64,
-    gy: u64,
+    [x, w, gy]: [u64; 3],
     g: &PwGeom,
-    a: &PwArgs,
     relu: bool,
-    want: (bool, bool),
-) -> Result<Grads2<B, T>> {
+    want: [bool; 2],
+) -> Result<Grads<B, T, 2>> {
     let (co, ci, p) = dims(g);
-    let gx = if want.0 {
+    let a = &PwArgs::new(g);
+    let gx = if want[0] {
         let gs = be.alloc::<T>(g.b * ci * p)?;
         be.gemm::<T>(&Gemm::shared_left_t(w, gy, be.addr(&gs), dims(g), g.b))?;
         if g.dense() && !relu {
@@ -72,7 +64,7 @@ pub(crate) fn backward<B: Backend, T: Float>(
     } else {
         None
     };
-    let gw = if want.1 {
+    let gw = if want[1] {
         let (xs, _keep) = operand::<B, T>(be, x, g, a, relu)?;
         let per_item = be.alloc::<T>(g.b * co * ci)?;
         be.gemm::<T>(&Gemm::per_item_outer(gy, xs, be.addr(&per_item), dims(g), g.b))?;
@@ -82,64 +74,5 @@ pub(crate) fn backward<B: Backend, T: Float>(
     } else {
         None
     };
-    Ok((gx, gw))
-}
-
-/// The op's CUDA entry points on candle storage and tensors.
-#[cfg(feature = "cuda")]
-pub(crate) mod glue {
-    use candle_core::backend::BackendStorage;
-    use candle_core::{CudaStorage, Layout, Result, Tensor};
-
-    use super::super::device::{self, Cuda};
-    use super::PwArgs;
-    use crate::cpu::Float;
-    use crate::dispatch_dtype;
-    use crate::pointwise::PwGeom;
-
-    pub(crate) fn forward(
-        s1: &CudaStorage,
-        l1: &Layout,
-        s2: &CudaStorage,
-        l2: &Layout,
-        g: &PwGeom,
-        relu: bool,
-    ) -> Result<CudaStorage> {
-        fn run<T: Float>(
-            s1: &CudaStorage,
-            l1: &Layout,
-            s2: &CudaStorage,
-            l2: &Layout,
-            g: &PwGeom,
-            relu: bool,
-        ) -> Result<CudaStorage> {
-            let be = Cuda::of(s1);
-            let (x, w) = (device::addr::<T>(s1, l1)?, device::addr::<T>(s2, l2)?);
-            Ok(be.storage(super::forward::<_, T>(&be, x, w, g, &PwArgs::new(g), relu)?))
-        }
-        dispatch_dtype!("conv1x1", s1.dtype(), run(s1, l1, s2, l2, g, relu))
-    }
-
-    pub(crate) fn backward(
-        x: &Tensor,
-        w: &Tensor,
-        gy: &Tensor,
-        g: &PwGeom,
-        relu: bool,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(
-            x: &Tensor,
-            w: &Tensor,
-            gy: &Tensor,
-            g: &PwGeom,
-            relu: bool,
-        ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-            device::with_inputs::<T, _>(&[x, w, gy], |be, a| {
-                let want = (x.track_op(), w.track_op());
-                let (gx, gw) = super::backward::<_, T>(be, a[0], a[1], a[2], g, &PwArgs::new(g), relu, want)?;
-                Ok((gx.map(|b| be.tensor(b, x.shape())).transpose()?, gw.map(|b| be.tensor(b, w.shape())).transpose()?))
-            })
-        }
-        dispatch_dtype!("conv1x1", x.dtype(), run(x, w, gy, g, relu))
-    }
+    Ok([gx, gw])
 }

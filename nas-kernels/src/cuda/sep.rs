@@ -4,145 +4,97 @@
 
 use candle_core::Result;
 
-use super::launch::DwArgs;
-use super::{depthwise, elementwise, Backend, Buf, Gemm};
+use super::depthwise::{self, Dw};
+use super::{elementwise, Backend, Gemm, Grads};
 use crate::cpu::Float;
 use crate::sep::SepGeom;
 
-/// (Co, C, P) of the 1×1 product of one batch item.
-fn dims(g: &SepGeom) -> (usize, usize, usize) {
-    (g.co, g.dw.c, g.dw.oh * g.dw.ow)
+/// The inputs of one fused convolution: x, the depthwise and the 1×1 weights, and whether x
+/// is ReLU'd as it is read.
+#[derive(Clone, Copy)]
+pub(crate) struct Sep<'a> {
+    pub x: u64,
+    pub w_dw: u64,
+    pub w_pw: u64,
+    pub g: &'a SepGeom,
+    pub relu: bool,
+}
+
+impl Sep<'_> {
+    /// The depthwise half.
+    fn dw(&self) -> Dw<'_> {
+        Dw { x: self.x, w: self.w_dw, g: &self.g.dw, relu: self.relu }
+    }
+
+    /// (Co, C, P) of the 1×1 product of one batch item.
+    fn dims(&self) -> (usize, usize, usize) {
+        (self.g.co, self.g.dw.c, self.g.dw.oh * self.g.dw.ow)
+    }
+
+    /// Elements of the depthwise output.
+    fn t_len(&self) -> usize {
+        let (_, c, p) = self.dims();
+        self.g.dw.b * c * p
+    }
 }
 
 /// y = pw(dw([ReLU] x)) into `y`, the depthwise output into `t`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_into<B: Backend, T: Float>(
-    be: &B,
-    x: u64,
-    w_dw: u64,
-    w_pw: u64,
-    g: &SepGeom,
-    relu: bool,
-    t: u64,
-    y: u64,
-) -> Result<()> {
-    depthwise::forward_into::<B, T>(be, x, w_dw, t, &DwArgs::new(&g.dw), relu)?;
-    be.gemm::<T>(&Gemm::shared_left(w_pw, t, y, dims(g), g.dw.b))
+pub(crate) fn forward_into<B: Backend, T: Float>(be: &B, s: &Sep<'_>, t: u64, y: u64) -> Result<()> {
+    depthwise::forward_into::<B, T>(be, &s.dw(), t)?;
+    be.gemm::<T>(&Gemm::shared_left(s.w_pw, t, y, s.dims(), s.g.dw.b))
 }
 
 /// (y, the depthwise output).
-pub(crate) fn forward<B: Backend, T: Float>(
-    be: &B,
-    x: u64,
-    w_dw: u64,
-    w_pw: u64,
-    g: &SepGeom,
-    relu: bool,
-) -> Result<(B::Buf<T>, B::Buf<T>)> {
-    let (co, c, p) = dims(g);
-    let t = be.alloc::<T>(g.dw.b * c * p)?;
-    let y = be.alloc::<T>(g.dw.b * co * p)?;
-    forward_into::<B, T>(be, x, w_dw, w_pw, g, relu, be.addr(&t), be.addr(&y))?;
+pub(crate) fn forward<B: Backend, T: Float>(be: &B, s: &Sep<'_>) -> Result<(B::Buf<T>, B::Buf<T>)> {
+    let (co, _, p) = s.dims();
+    let t = be.alloc::<T>(s.t_len())?;
+    let y = be.alloc::<T>(s.g.dw.b * co * p)?;
+    forward_into::<B, T>(be, s, be.addr(&t), be.addr(&y))?;
     Ok((y, t))
 }
 
 /// ∂w_dw into `gdw`, ∂w_pw into `gpw` and, when given, ∂x into `gx`, from ∂y and the forward's
 /// depthwise output `t`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_into<B: Backend, T: Float>(
     be: &B,
-    x: u64,
-    w_dw: u64,
-    w_pw: u64,
-    t: u64,
-    gy: u64,
-    g: &SepGeom,
-    relu: bool,
+    s: &Sep<'_>,
+    [t, gy]: [u64; 2],
     gx: Option<u64>,
-    gdw: u64,
-    gpw: u64,
+    [gdw, gpw]: [u64; 2],
 ) -> Result<()> {
-    let (co, c, p) = dims(g);
-    let b = g.dw.b;
+    let (co, c, _) = s.dims();
+    let b = s.g.dw.b;
     let per_item = be.alloc::<T>(b * co * c)?;
-    be.gemm::<T>(&Gemm::per_item_outer(gy, t, be.addr(&per_item), dims(g), b))?;
+    be.gemm::<T>(&Gemm::per_item_outer(gy, t, be.addr(&per_item), s.dims(), b))?;
     elementwise::sum_rows_into::<B, T>(be, be.addr(&per_item), gpw, co * c, b)?;
-    let gt = be.alloc::<T>(b * c * p)?;
-    be.gemm::<T>(&Gemm::shared_left_t(w_pw, gy, be.addr(&gt), dims(g), b))?;
-    depthwise::backward_into::<B, T>(be, x, w_dw, be.addr(&gt), &DwArgs::new(&g.dw), relu, gx, Some(gdw))
+    let gt = be.alloc::<T>(s.t_len())?;
+    be.gemm::<T>(&Gemm::shared_left_t(s.w_pw, gy, be.addr(&gt), s.dims(), b))?;
+    depthwise::backward_into::<B, T>(be, &s.dw(), be.addr(&gt), gx, Some(gdw))
 }
 
-/// (∂x, ∂w_dw, ∂w_pw).
-type SepGrads<B, T> = (Option<Buf<B, T>>, Buf<B, T>, Buf<B, T>);
-
-/// (∂x when `want_x`, ∂w_dw, ∂w_pw).
-#[allow(clippy::too_many_arguments)]
+/// (∂x, ∂w_dw, ∂w_pw) as `want` asks, from ∂y and the forward's depthwise output `t`
+/// (recomputed, one kernel, when None).
 pub(crate) fn backward<B: Backend, T: Float>(
     be: &B,
-    x: u64,
-    w_dw: u64,
-    w_pw: u64,
-    t: u64,
+    s: &Sep<'_>,
+    t: Option<u64>,
     gy: u64,
-    g: &SepGeom,
-    relu: bool,
-    want_x: bool,
-) -> Result<SepGrads<B, T>> {
-    let (co, c, _) = dims(g);
-    let gx = if want_x { Some(be.alloc::<T>(g.dw.b * c * g.dw.h * g.dw.w)?) } else { None };
-    let gdw = be.alloc::<T>(c * g.dw.k * g.dw.k)?;
+    want: [bool; 3],
+) -> Result<Grads<B, T, 3>> {
+    let (co, c, _) = s.dims();
+    let recomputed;
+    let t = match t {
+        Some(t) => t,
+        None => {
+            recomputed = be.alloc::<T>(s.t_len())?;
+            depthwise::forward_into::<B, T>(be, &s.dw(), be.addr(&recomputed))?;
+            be.addr(&recomputed)
+        }
+    };
+    let gx = if want[0] { Some(be.alloc::<T>(s.g.dw.b * c * s.g.dw.h * s.g.dw.w)?) } else { None };
+    let gdw = be.alloc::<T>(c * s.g.dw.k * s.g.dw.k)?;
     let gpw = be.alloc::<T>(co * c)?;
     let gx_addr = gx.as_ref().map(|b| be.addr(b));
-    backward_into::<B, T>(be, x, w_dw, w_pw, t, gy, g, relu, gx_addr, be.addr(&gdw), be.addr(&gpw))?;
-    Ok((gx, gdw, gpw))
-}
-
-/// The op's CUDA entry points on candle storage and tensors. The forward keeps no state: the
-/// backward recomputes the depthwise output (one kernel).
-#[cfg(feature = "cuda")]
-pub(crate) mod glue {
-    use candle_core::backend::BackendStorage;
-    use candle_core::{CudaStorage, Layout, Result, Tensor};
-
-    use super::super::device::{self, Cuda};
-    use super::super::Backend;
-    use crate::cpu::Float;
-    use crate::dispatch_dtype;
-    use crate::sep::SepGeom;
-
-    type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
-
-    pub(crate) fn forward(s: [(&CudaStorage, &Layout); 3], g: &SepGeom, relu: bool) -> Result<CudaStorage> {
-        fn run<T: Float>(s: [(&CudaStorage, &Layout); 3], g: &SepGeom, relu: bool) -> Result<CudaStorage> {
-            let be = Cuda::of(s[0].0);
-            let [x, wd, wp] = [0, 1, 2].map(|i| device::addr::<T>(s[i].0, s[i].1));
-            let (y, _) = super::forward::<_, T>(&be, x?, wd?, wp?, g, relu)?;
-            Ok(be.storage(y))
-        }
-        dispatch_dtype!("dw_pw", s[0].0.dtype(), run(s, g, relu))
-    }
-
-    pub(crate) fn backward(
-        x: &Tensor,
-        wd: &Tensor,
-        wp: &Tensor,
-        gy: &Tensor,
-        g: &SepGeom,
-        relu: bool,
-    ) -> Result<Grads3> {
-        fn run<T: Float>(x: &Tensor, wd: &Tensor, wp: &Tensor, gy: &Tensor, g: &SepGeom, relu: bool) -> Result<Grads3> {
-            device::with_inputs::<T, _>(&[x, wd, wp, gy], |be, a| {
-                let t = be.alloc::<T>(g.dw.b * g.dw.c * g.dw.oh * g.dw.ow)?;
-                super::depthwise::forward_into::<_, T>(be, a[0], a[1], be.addr(&t), &super::DwArgs::new(&g.dw), relu)?;
-                let (gx, gdw, gpw) =
-                    super::backward::<_, T>(be, a[0], a[1], a[2], be.addr(&t), a[3], g, relu, x.track_op())?;
-                Ok((
-                    gx.map(|b| be.tensor(b, x.shape())).transpose()?,
-                    wd.track_op().then(|| be.tensor(gdw, wd.shape())).transpose()?,
-                    wp.track_op().then(|| be.tensor(gpw, wp.shape())).transpose()?,
-                ))
-            })
-        }
-        dispatch_dtype!("dw_pw", x.dtype(), run(x, wd, wp, gy, g, relu))
-    }
+    backward_into::<B, T>(be, s, [t, gy], gx_addr, [be.addr(&gdw), be.addr(&gpw)])?;
+    Ok([gx, want[1].then_some(gdw), want[2].then_some(gpw)])
 }
