@@ -295,9 +295,16 @@ impl Kernels<3> for BnTrain {
     }
 }
 
-/// Training-mode normalisation of x (B, C, H, W) without affine parameters, updating the
-/// running statistics `running`.
+/// Training-mode normalisation without affine parameters: x̂ = (x − μ)/√(σ² + ε) per channel
+/// of x (B, C, H, W), updating the running statistics `running`.
 pub fn batch_norm_train(x: &Tensor, eps: f64, running: Option<RunningStats<'_>>) -> Result<Tensor> {
+    if !crate::fast(x) {
+        let (y, s) = composed::batch_norm_train(x, eps)?;
+        if let Some(r) = running {
+            update_running(r, &s)?;
+        }
+        return Ok(y);
+    }
     let stats = StatsSlot::default();
     let op = BnTrain { dims: bn_dims(x.dims())?, eps, stats: stats.clone(), running: Running::new(running) };
     let y = x.contiguous()?.apply_op1(Op::new("batch-norm-train", op, x.shape()))?;
@@ -340,6 +347,9 @@ impl Kernels<3> for ChannelAffine {
 
 /// y = x·scale[c] + shift[c] for x (B, C, H, W), scale and shift (C,).
 pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return composed::channel_affine(x, scale, shift);
+    }
     let dims = bn_dims(x.dims())?;
     if scale.elem_count() != dims.1 || shift.elem_count() != dims.1 {
         bail!("channel_affine: scale/shift must have {} elements", dims.1);

@@ -90,8 +90,12 @@ impl Kernels<2> for DepthwiseConv2d {
     }
 }
 
-/// Depthwise convolution of `x` (B, C, H, W) with `w` (C, 1, K, K), differentiable in both.
+/// Depthwise convolution: x (B, C, H, W), w (C, 1, K, K) → (B, C, Ho, Wo), differentiable in
+/// both.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return crate::composed::depthwise_conv2d(x, w, p);
+    }
     let g = DwGeom::new(x.dims(), w.dims(), p)?;
     x.contiguous()?.apply_op2(&w.contiguous()?, Op::new("depthwise-conv2d", DepthwiseConv2d(g), g.out_shape()))
 }

@@ -10,6 +10,7 @@ use candle_core::{bail, CpuStorage, Result, Tensor};
 use crate::cpu::elementwise as kernels;
 #[cfg(feature = "cuda")]
 use crate::cuda::elementwise as launch;
+use crate::fast;
 #[cfg(feature = "cuda")]
 use crate::op::CudaIn;
 use crate::op::{forward, grads, passed, CpuIn, Kernels, Op};
@@ -43,6 +44,9 @@ impl Kernels<1> for Relu {
 
 /// max(x, 0).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !fast(x) {
+        return x.relu();
+    }
     x.contiguous()?.apply_op1(Op::new("relu", Relu, x.shape()))
 }
 
@@ -59,7 +63,7 @@ fn weighted_backward(y: &Tensor, w: &Tensor, gy: &Tensor) -> Result<[Option<Tens
     grads!(cpu: "axpy", [y, w, gy], [y, w], |T, [y, w, g]| kernels::weighted_backward::<T>(y, w, g, want))
 }
 
-/// w · y: acc + w · y without acc.
+/// w · y.
 struct Scale;
 
 impl Kernels<2> for Scale {
@@ -105,14 +109,20 @@ fn check_weight(w: &Tensor, op: &str) -> Result<()> {
     Ok(())
 }
 
-/// w · y with `w` a one-element tensor.
+/// w · y, `w` a one-element tensor (a mixed-op weight).
 pub fn scale(y: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !fast(y) {
+        return y.broadcast_mul(w);
+    }
     check_weight(w, "scale")?;
     y.contiguous()?.apply_op2(&w.contiguous()?, Op::new("scale", Scale, y.shape()))
 }
 
-/// acc + w · y with `w` a one-element tensor.
+/// acc + w · y, `w` a one-element tensor.
 pub fn axpy(acc: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !fast(y) {
+        return acc + y.broadcast_mul(w)?;
+    }
     if acc.shape() != y.shape() {
         bail!("axpy: shapes {:?} and {:?} differ", acc.dims(), y.dims());
     }
@@ -139,8 +149,13 @@ impl Kernels<2> for ScaleSamples {
     }
 }
 
-/// x (B, …) with sample b multiplied by m[b]; m (B,) carries no gradient.
+/// x (B, …) with sample b multiplied by m[b] (drop path); m (B,) carries no gradient.
 pub fn scale_samples(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    if !fast(x) {
+        let mut shape = vec![1usize; x.rank()];
+        shape[0] = m.elem_count();
+        return x.broadcast_mul(&m.detach().to_dtype(x.dtype())?.reshape(shape)?);
+    }
     let b = x.dims().first().copied().unwrap_or(0);
     if b != m.elem_count() || b == 0 {
         bail!("scale_samples: {} factors for a batch of {b}", m.elem_count());

@@ -85,8 +85,13 @@ impl Kernels<2> for PcMerge {
     }
 }
 
-/// shuffle(cat[y, bypass(x[:, C/K:])], K), differentiable in y and x.
+/// The output of a PC-DARTS partial-channel edge: shuffle(cat[y, bypass(x[:, C/K:])], K) with
+/// y (B, C/K, Ho, Wo) the op mixture on the first C/K channels of x (B, C, H, W) and the
+/// bypass the identity (stride 1) or 2×2 max pooling (stride 2); differentiable in y and x.
 pub fn pc_merge(y: &Tensor, x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return crate::composed::pc_merge(y, x, k, stride);
+    }
     let g = PcGeom::new(y.dims(), x.dims(), k, stride)?;
     y.contiguous()?.apply_op2(&x.contiguous()?, Op::new("pc_merge", PcMerge(g), g.out_shape()))
 }

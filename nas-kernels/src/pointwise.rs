@@ -10,6 +10,7 @@
 
 use candle_core::{bail, CpuStorage, Result, Shape, Tensor};
 
+use crate::composed;
 use crate::cpu::pointwise as kernels;
 #[cfg(feature = "cuda")]
 use crate::cuda::pointwise as launch;
@@ -100,12 +101,26 @@ impl Kernels<2> for Conv1x1 {
     }
 }
 
-/// 1×1 convolution of x (B, Ci, H, W) (ReLU'd first with `relu`) with w (Co, Ci, 1, 1)
-/// sampled at off + s·i.
-pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams, relu: bool) -> Result<Tensor> {
+/// 1×1 convolution without bias, sampling x at offset + stride·i: x (B, Ci, H, W),
+/// w (Co, Ci, 1, 1).
+pub fn conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return composed::conv1x1(x, w, p);
+    }
+    apply(x, w, p, false)
+}
+
+/// conv1x1(ReLU(x)) as one op (ReLU-conv-BN and FactorizedReduce start with ReLU).
+pub fn relu_conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return composed::conv1x1(&x.relu()?, w, p);
+    }
+    apply(x, w, p, true)
+}
+
+/// The op on x (ReLU'd first with `relu`).
+fn apply(x: &Tensor, w: &Tensor, p: PwParams, relu: bool) -> Result<Tensor> {
     let g = PwGeom::new(x.dims(), w.dims(), p)?;
-    x.contiguous()?.apply_op2(
-        &w.contiguous()?,
-        Op::new(["conv1x1", "relu_conv1x1"][relu as usize], Conv1x1 { g, relu }, g.out_shape()),
-    )
+    let op = Op::new(["conv1x1", "relu_conv1x1"][relu as usize], Conv1x1 { g, relu }, g.out_shape());
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }

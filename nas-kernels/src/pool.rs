@@ -121,8 +121,12 @@ impl Kernels<1> for Pool3x3 {
     }
 }
 
-/// 3×3 pooling with padding 1 and the given stride, differentiable.
+/// 3×3 max or average pooling (padding 1, average excludes padding) with the given stride,
+/// differentiable.
 pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return crate::composed::pool3x3(x, kind, stride);
+    }
     let g = PoolGeom::new(x.dims(), stride)?;
     let name = match kind {
         PoolKind::Max => "max-pool3x3",
@@ -206,6 +210,9 @@ impl Kernels<1> for AvgPoolValid {
 
 /// k×k average pooling with stride s and no padding, differentiable.
 pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return crate::composed::avg_pool_valid(x, k, s);
+    }
     let g = ValidGeom::new(x.dims(), k, s)?;
     x.contiguous()?.apply_op1(Op::new("avg-pool-valid", AvgPoolValid(g), g.out_shape()))
 }

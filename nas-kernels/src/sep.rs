@@ -9,6 +9,7 @@
 
 use candle_core::{bail, CpuStorage, Result, Shape, Tensor};
 
+use crate::composed;
 use crate::cpu::sep as kernels;
 #[cfg(feature = "cuda")]
 use crate::cuda::sep::{self as launch, Sep};
@@ -16,6 +17,7 @@ use crate::depthwise::{DwGeom, DwParams};
 #[cfg(feature = "cuda")]
 use crate::op::CudaIn;
 use crate::op::{forward, grads, CpuIn, Kernels, Op};
+use crate::pointwise::PwParams;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 
@@ -76,13 +78,26 @@ impl Kernels<3> for DwPw {
     }
 }
 
-/// pw(dw(x)): depthwise convolution with `w_dw` then 1×1 convolution with `w_pw`; with
-/// `relu`, pw(dw(ReLU(x))).
-pub fn dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams, relu: bool) -> Result<Tensor> {
+/// pw(dw(x)): depthwise k×k convolution then 1×1 convolution, w_pw (Co, C, 1, 1).
+pub fn dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams) -> Result<Tensor> {
+    if !crate::fast(x) {
+        let t = composed::depthwise_conv2d(x, w_dw, p)?;
+        return composed::conv1x1(&t, w_pw, PwParams { stride: 1, offset: 0 });
+    }
+    apply(x, w_dw, w_pw, p, false)
+}
+
+/// pw(dw(ReLU(x))) as one op: the first stage of every sep_conv and dil_conv.
+pub fn relu_dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams) -> Result<Tensor> {
+    if !crate::fast(x) {
+        return dw_pw(&x.relu()?, w_dw, w_pw, p);
+    }
+    apply(x, w_dw, w_pw, p, true)
+}
+
+/// The op on x (ReLU'd first with `relu`).
+fn apply(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams, relu: bool) -> Result<Tensor> {
     let g = SepGeom::new(x.dims(), w_dw.dims(), w_pw.dims(), p)?;
-    x.contiguous()?.apply_op3(
-        &w_dw.contiguous()?,
-        &w_pw.contiguous()?,
-        Op::new(["dw_pw", "relu_dw_pw"][relu as usize], DwPw { g, relu }, g.out_shape()),
-    )
+    let op = Op::new(["dw_pw", "relu_dw_pw"][relu as usize], DwPw { g, relu }, g.out_shape());
+    x.contiguous()?.apply_op3(&w_dw.contiguous()?, &w_pw.contiguous()?, op)
 }
