@@ -307,7 +307,7 @@ pub fn batch_norm_train(x: &Tensor, eps: f64, running: Option<RunningStats<'_>>)
     }
     let stats = StatsSlot::default();
     let op = BnTrain { dims: bn_dims(x.dims())?, eps, stats: stats.clone(), running: Running::new(running) };
-    let y = x.contiguous()?.apply_op1(Op::new("batch-norm-train", op, x.shape()))?;
+    let y = x.contiguous()?.apply_op1(Op::new("batch-norm-train", op))?;
     finish_running(x, &stats, running, "batch_norm")?;
     Ok(y)
 }
@@ -354,7 +354,7 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tens
     if scale.elem_count() != dims.1 || shift.elem_count() != dims.1 {
         bail!("channel_affine: scale/shift must have {} elements", dims.1);
     }
-    let op = Op::new("channel-affine", ChannelAffine(dims), x.shape());
+    let op = Op::new("channel-affine", ChannelAffine(dims));
     x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, op)
 }
 
@@ -406,7 +406,7 @@ pub fn batch_norm_affine_train(
     let dims = check_affine_inputs(x.dims(), gb.dims(), m.elem_count())?;
     let stats = StatsSlot::default();
     let op = BnTrain { dims, eps, stats: stats.clone(), running: Running::new(running) };
-    let y = x.contiguous()?.apply_op3(&gb, &m, Op::new("batch-norm-affine-train", op, x.shape()))?;
+    let y = x.contiguous()?.apply_op3(&gb, &m, Op::new("batch-norm-affine-train", op))?;
     finish_running(x, &stats, running, "batch_norm_affine")?;
     Ok(y)
 }

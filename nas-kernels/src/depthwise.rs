@@ -97,5 +97,6 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, p: DwParams) -> Result<Tensor> {
         return crate::composed::depthwise_conv2d(x, w, p);
     }
     let g = DwGeom::new(x.dims(), w.dims(), p)?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, Op::new("depthwise-conv2d", DepthwiseConv2d(g), g.out_shape()))
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Op::shaped("depthwise-conv2d", DepthwiseConv2d(g), |op, _| op.0.out_shape()))
 }

@@ -47,7 +47,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !fast(x) {
         return x.relu();
     }
-    x.contiguous()?.apply_op1(Op::new("relu", Relu, x.shape()))
+    x.contiguous()?.apply_op1(Op::new("relu", Relu))
 }
 
 /// The gradients of y and of the one-element weight w of w·y.
@@ -115,7 +115,7 @@ pub fn scale(y: &Tensor, w: &Tensor) -> Result<Tensor> {
         return y.broadcast_mul(w);
     }
     check_weight(w, "scale")?;
-    y.contiguous()?.apply_op2(&w.contiguous()?, Op::new("scale", Scale, y.shape()))
+    y.contiguous()?.apply_op2(&w.contiguous()?, Op::new("scale", Scale))
 }
 
 /// acc + w · y, `w` a one-element tensor.
@@ -127,7 +127,7 @@ pub fn axpy(acc: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
         bail!("axpy: shapes {:?} and {:?} differ", acc.dims(), y.dims());
     }
     check_weight(w, "axpy")?;
-    acc.contiguous()?.apply_op3(&y.contiguous()?, &w.contiguous()?, Op::new("axpy", Axpy, acc.shape()))
+    acc.contiguous()?.apply_op3(&y.contiguous()?, &w.contiguous()?, Op::new("axpy", Axpy))
 }
 
 /// x[b, …] · m[b]: a per-sample factor (drop path), one pass; no gradient for m.
@@ -160,6 +160,5 @@ pub fn scale_samples(x: &Tensor, m: &Tensor) -> Result<Tensor> {
     if b != m.elem_count() || b == 0 {
         bail!("scale_samples: {} factors for a batch of {b}", m.elem_count());
     }
-    x.contiguous()?
-        .apply_op2(&m.detach().to_dtype(x.dtype())?.contiguous()?, Op::new("scale_samples", ScaleSamples, x.shape()))
+    x.contiguous()?.apply_op2(&m.detach().to_dtype(x.dtype())?.contiguous()?, Op::new("scale_samples", ScaleSamples))
 }

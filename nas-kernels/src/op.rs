@@ -23,17 +23,23 @@ pub(crate) trait Kernels<const N: usize>: Send + Sync + 'static {
     fn bwd(&self, args: [&Tensor; N], res: &Tensor, grad: &Tensor) -> Result<[Option<Tensor>; N]>;
 }
 
-/// A `Kernels` impl with its name and the shape of its output, as candle's custom op of its
-/// arity.
+/// A `Kernels` impl with its name and the shape of its output (from the op and its first
+/// input's layout), as candle's custom op of its arity.
 pub(crate) struct Op<K> {
     name: &'static str,
     kernels: K,
-    out: Shape,
+    out: fn(&K, &Layout) -> Shape,
 }
 
 impl<K> Op<K> {
-    pub fn new(name: &'static str, kernels: K, out: impl Into<Shape>) -> Self {
-        Self { name, kernels, out: out.into() }
+    /// An op whose output has the shape of its first input.
+    pub fn new(name: &'static str, kernels: K) -> Self {
+        Self { name, kernels, out: |_, x| x.shape().clone() }
+    }
+
+    /// An op whose output's shape `out` gives (from the op's geometry).
+    pub fn shaped(name: &'static str, kernels: K, out: fn(&K, &Layout) -> Shape) -> Self {
+        Self { name, kernels, out }
     }
 }
 
@@ -47,12 +53,17 @@ macro_rules! custom_op {
             }
 
             fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),+) -> Result<(CpuStorage, Shape)> {
-                Ok((self.kernels.cpu_fwd([$(($s, $l)),+])?, self.out.clone()))
+                let s = [$(($s, $l)),+];
+                Ok((self.kernels.cpu_fwd(s)?, (self.out)(&self.kernels, s[0].1)))
             }
 
             #[cfg(feature = "cuda")]
-            fn cuda_fwd(&self, $($s: &candle_core::CudaStorage, $l: &Layout),+) -> Result<(candle_core::CudaStorage, Shape)> {
-                Ok((self.kernels.cuda_fwd([$(($s, $l)),+])?, self.out.clone()))
+            fn cuda_fwd(
+                &self,
+                $($s: &candle_core::CudaStorage, $l: &Layout),+
+            ) -> Result<(candle_core::CudaStorage, Shape)> {
+                let s = [$(($s, $l)),+];
+                Ok((self.kernels.cuda_fwd(s)?, (self.out)(&self.kernels, s[0].1)))
             }
 
             fn bwd(&self, $($a: &Tensor,)+ res: &Tensor, grad: &Tensor) -> Result<$grads> {

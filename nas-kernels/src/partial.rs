@@ -93,5 +93,5 @@ pub fn pc_merge(y: &Tensor, x: &Tensor, k: usize, stride: usize) -> Result<Tenso
         return crate::composed::pc_merge(y, x, k, stride);
     }
     let g = PcGeom::new(y.dims(), x.dims(), k, stride)?;
-    y.contiguous()?.apply_op2(&x.contiguous()?, Op::new("pc_merge", PcMerge(g), g.out_shape()))
+    y.contiguous()?.apply_op2(&x.contiguous()?, Op::shaped("pc_merge", PcMerge(g), |op, _| op.0.out_shape()))
 }

@@ -121,6 +121,6 @@ pub fn relu_conv1x1(x: &Tensor, w: &Tensor, p: PwParams) -> Result<Tensor> {
 /// The op on x (ReLU'd first with `relu`).
 fn apply(x: &Tensor, w: &Tensor, p: PwParams, relu: bool) -> Result<Tensor> {
     let g = PwGeom::new(x.dims(), w.dims(), p)?;
-    let op = Op::new(["conv1x1", "relu_conv1x1"][relu as usize], Conv1x1 { g, relu }, g.out_shape());
+    let op = Op::shaped(["conv1x1", "relu_conv1x1"][relu as usize], Conv1x1 { g, relu }, |op, _| op.g.out_shape());
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }

@@ -132,7 +132,7 @@ pub fn pool3x3(x: &Tensor, kind: PoolKind, stride: usize) -> Result<Tensor> {
         PoolKind::Max => "max-pool3x3",
         PoolKind::Avg => "avg-pool3x3",
     };
-    x.contiguous()?.apply_op1(Op::new(name, Pool3x3 { g, kind, argmax: Mutex::new(None) }, g.out_shape()))
+    x.contiguous()?.apply_op1(Op::shaped(name, Pool3x3 { g, kind, argmax: Mutex::new(None) }, |op, _| op.g.out_shape()))
 }
 
 /// k×k average pooling with stride s and no padding (the auxiliary head's 5×5/3): every
@@ -214,5 +214,5 @@ pub fn avg_pool_valid(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
         return crate::composed::avg_pool_valid(x, k, s);
     }
     let g = ValidGeom::new(x.dims(), k, s)?;
-    x.contiguous()?.apply_op1(Op::new("avg-pool-valid", AvgPoolValid(g), g.out_shape()))
+    x.contiguous()?.apply_op1(Op::shaped("avg-pool-valid", AvgPoolValid(g), |op, _| op.0.out_shape()))
 }

@@ -98,6 +98,6 @@ pub fn relu_dw_pw(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams) -> Resu
 /// The op on x (ReLU'd first with `relu`).
 fn apply(x: &Tensor, w_dw: &Tensor, w_pw: &Tensor, p: DwParams, relu: bool) -> Result<Tensor> {
     let g = SepGeom::new(x.dims(), w_dw.dims(), w_pw.dims(), p)?;
-    let op = Op::new(["dw_pw", "relu_dw_pw"][relu as usize], DwPw { g, relu }, g.out_shape());
+    let op = Op::shaped(["dw_pw", "relu_dw_pw"][relu as usize], DwPw { g, relu }, |op, _| op.g.out_shape());
     x.contiguous()?.apply_op3(&w_dw.contiguous()?, &w_pw.contiguous()?, op)
 }

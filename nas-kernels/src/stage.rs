@@ -239,11 +239,13 @@ pub fn dw_pw_bn_train(
     };
     let x = x.contiguous()?;
     let y = match acc {
-        Some(a) if a.shape() == &out => {
-            x.apply_op3(&w.flat.contiguous()?, &a.contiguous()?, Op::new("dw_pw_bn_acc", op, out))?
-        }
+        Some(a) if a.shape() == &out => x.apply_op3(
+            &w.flat.contiguous()?,
+            &a.contiguous()?,
+            Op::shaped("dw_pw_bn_acc", op, |op, _| op.g.out_shape()),
+        )?,
         Some(a) => bail!("dw_pw_bn: accumulator {:?} does not match the output {:?}", a.dims(), out),
-        None => x.apply_op2(&w.flat.contiguous()?, Op::new("dw_pw_bn", op, out))?,
+        None => x.apply_op2(&w.flat.contiguous()?, Op::shaped("dw_pw_bn", op, |op, _| op.g.out_shape()))?,
     };
     finish_running(&x, &stats, running, "dw_pw_bn")?;
     Ok(y)
