@@ -196,10 +196,11 @@ pub(crate) mod device_state {
 /// The CUDA kernels' argument struct for an input of (B, C, H·W) `dims`.
 #[cfg(feature = "cuda")]
 fn bn_args((b, c, hw): (usize, usize, usize), op: &str) -> Result<BnArgs> {
-    if b * hw == 0 {
+    let a = BnArgs::of(b, c, hw);
+    if a.is_empty() {
         bail!("{op}: empty batch");
     }
-    Ok(BnArgs::of(b, c, hw))
+    Ok(a)
 }
 
 /// Batch normalisation in training mode of an input of (B, C, H·W) `dims`: plain (one input,

@@ -5,8 +5,7 @@ use candle_core::Result;
 use super::launch::{PoolArgs, ValidArgs};
 use super::{launch_n, Args, Backend, Buf, Kernel};
 use crate::cpu::Float;
-use crate::pool::PoolKind;
-use crate::pool::{PoolGeom, ValidGeom};
+use crate::pool::{PoolGeom, PoolKind, ValidGeom};
 
 /// The pooled output and the max-pool taps.
 type Pooled<B, T> = (Buf<B, T>, Option<Buf<B, u8>>);
