@@ -13,10 +13,10 @@ pub mod epoch;
 pub mod error;
 pub mod hypergrad;
 #[cfg(feature = "cuda")]
-pub mod launch_count;
+pub use nas_kernels::launch_count;
 pub mod metrics;
 pub mod nn;
-pub mod ops;
+pub use nas_kernels as ops;
 pub mod optim;
 pub mod params;
 pub mod rng;

@@ -1,0 +1,86 @@
+//! CPU kernels of the fused elementwise ops: ReLU, w·y, acc + w·y (with the dot product that
+//! is the weight's gradient) and the per-sample factor.
+
+use candle_core::{bail, Result};
+use rayon::prelude::*;
+
+use super::{Float, Fresh, ELEMWISE_CHUNK};
+
+/// max(x, 0).
+pub(crate) fn relu<T: Float>(x: &[T]) -> Vec<T> {
+    let mut y = Vec::with_capacity(x.len());
+    y.par_extend(x.par_iter().with_min_len(ELEMWISE_CHUNK).map(|&v| if v > T::zero() { v } else { T::zero() }));
+    y
+}
+
+/// ∂y·[y > 0].
+pub(crate) fn relu_backward<T: Float>(y: &[T], gy: &[T]) -> Vec<T> {
+    let mut gx = Vec::with_capacity(y.len());
+    gx.par_extend(y.par_iter().zip(gy.par_iter()).with_min_len(ELEMWISE_CHUNK).map(|(&y, &g)| {
+        if y > T::zero() {
+            g
+        } else {
+            T::zero()
+        }
+    }));
+    gx
+}
+
+/// The value of a one-element weight.
+pub(crate) fn scalar<T: Float>(w: &[T], op: &str) -> Result<T> {
+    match w {
+        [v] => Ok(*v),
+        _ => bail!("{op}: the weight must have exactly one element, got {}", w.len()),
+    }
+}
+
+/// Σ a·b over two equal-length slices, in parallel with a fixed chunking (deterministic).
+fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let partial: Vec<T> = a
+        .par_chunks(ELEMWISE_CHUNK)
+        .zip(b.par_chunks(ELEMWISE_CHUNK))
+        .map(|(x, y)| x.iter().zip(y).fold(T::zero(), |acc, (&p, &q)| acc + p * q))
+        .collect();
+    partial.into_iter().fold(T::zero(), |a, b| a + b)
+}
+
+/// w·g.
+pub(crate) fn scaled<T: Float>(g: &[T], w: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(g.len());
+    out.par_extend(g.par_iter().with_min_len(ELEMWISE_CHUNK).map(|&v| v * w));
+    out
+}
+
+/// The gradients of y (w·g) and of the one-element weight w (Σ g·y) of w·y, as `want` asks.
+pub(crate) fn weighted_backward<T: Float>(y: &[T], w: &[T], g: &[T], want: [bool; 2]) -> Result<[Option<Vec<T>>; 2]> {
+    let w = scalar(w, "axpy")?;
+    Ok([want[0].then(|| scaled(g, w)), want[1].then(|| vec![dot(g, y)])])
+}
+
+/// acc + w·y.
+pub(crate) fn axpy<T: Float>(acc: &[T], y: &[T], w: &[T]) -> Result<Vec<T>> {
+    let w = scalar(w, "axpy")?;
+    if acc.len() != y.len() {
+        bail!("axpy: {} and {} elements", acc.len(), y.len());
+    }
+    let mut out = Vec::with_capacity(acc.len());
+    out.par_extend(acc.par_iter().zip(y.par_iter()).with_min_len(ELEMWISE_CHUNK).map(|(&a, &v)| a + w * v));
+    Ok(out)
+}
+
+/// x[b]·m[b] for a batch of m.len() samples.
+pub(crate) fn scale_samples<T: Float>(x: &[T], m: &[T]) -> Result<Vec<T>> {
+    let b = m.len();
+    if b == 0 || !x.len().is_multiple_of(b) {
+        bail!("scale_samples: {b} factors for {} values", x.len());
+    }
+    let per = (x.len() / b).max(1);
+    let mut y = Fresh::new(x.len());
+    y.slots().par_chunks_mut(per).zip(x.par_chunks(per)).zip(m.par_iter()).for_each(|((y, x), &f)| {
+        for (o, &v) in y.iter_mut().zip(x) {
+            o.write(v * f);
+        }
+    });
+    // SAFETY: the per-sample chunks tile y and each is written in full.
+    Ok(unsafe { y.assume_init() })
+}

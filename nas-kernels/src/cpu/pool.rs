@@ -1,0 +1,187 @@
+//! CPU kernels of the 3×3 pools (padded, stride-phased layout of `plane::Window`, −∞ padding
+//! for max and 0 for average, one long loop per tap) and of the valid average pooling.
+
+use candle_core::{bail, Result};
+use rayon::prelude::*;
+
+use super::plane::Window;
+use super::simd::{axpy, max_into, mul_into, tag_equal};
+use super::{planes_per_task, Float, Fresh};
+use crate::pool::{PoolKind, ValidGeom};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geom {
+    b: usize,
+    c: usize,
+    win: Window,
+}
+
+impl Geom {
+    pub fn new(dims: &[usize], stride: usize) -> Result<Self> {
+        let &[b, c, h, w] = dims else { bail!("pool3x3: input must be (B, C, H, W), got {dims:?}") };
+        let Some(win) = Window::new(h, w, 3, stride, 1, 1) else {
+            bail!("pool3x3: cannot pool {dims:?} with stride {stride}")
+        };
+        Ok(Self { b, c, win })
+    }
+
+    fn planes(&self) -> usize {
+        self.b * self.c
+    }
+
+    fn in_plane(&self) -> usize {
+        self.win.h * self.win.w
+    }
+
+    fn out_plane(&self) -> usize {
+        self.win.oh * self.win.ow
+    }
+
+    fn task_planes(&self) -> usize {
+        planes_per_task(self.win.full_len() * 9, 1 << 15)
+    }
+
+    fn pad<T: Float>(kind: PoolKind) -> T {
+        match kind {
+            PoolKind::Max => T::neg_infinity(),
+            PoolKind::Avg => T::zero(),
+        }
+    }
+}
+
+/// The pooled planes and, for max pooling, the in-plane index of every output's (first)
+/// maximum, which is all the backward pass needs.
+pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
+    let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
+    let inv: Vec<T> = g.win.inv_counts();
+    let mut out = Fresh::new(g.planes() * op);
+    let mut arg = vec![0u32; if kind == PoolKind::Max { g.planes() * op } else { 0 }];
+    let tp = g.task_planes();
+    let tasks = g.planes().div_ceil(tp);
+    let arg_chunks = super::task_chunks(&mut arg, op * tp, tasks);
+    let jobs: Vec<_> =
+        out.slots().chunks_mut(op * tp).zip(arg_chunks).enumerate().map(|(t, (c, a))| (t, c, a)).collect();
+    jobs.into_par_iter().for_each_init(
+        || (vec![Geom::pad::<T>(kind); g.win.phases_len()], vec![T::zero(); n], vec![T::zero(); n]),
+        |(phases, full, best), (t, chunk, mut args)| {
+            for (j, o) in chunk.chunks_mut(op).enumerate() {
+                let plane = t * tp + j;
+                g.win.split(&x[plane * ip..(plane + 1) * ip], phases);
+                match kind {
+                    PoolKind::Avg => {
+                        full.fill(T::zero());
+                        for tap in 0..9 {
+                            let s = g.win.tap(tap / 3, tap % 3);
+                            axpy(full, T::one(), &phases[s..s + n]);
+                        }
+                        mul_into(full, &inv);
+                    }
+                    PoolKind::Max => {
+                        full.fill(T::neg_infinity());
+                        for tap in 0..9 {
+                            let s = g.win.tap(tap / 3, tap % 3);
+                            max_into(full, &phases[s..s + n]);
+                        }
+                        if args.is_some() {
+                            // The first tap (row-major) equal to the maximum: walk the taps
+                            // backwards, the last match wins. Two select-only loops vectorise.
+                            for tap in (0..9).rev() {
+                                let s = g.win.tap(tap / 3, tap % 3);
+                                let tv = T::from_f64(tap as f64);
+                                tag_equal(best, full, &phases[s..s + n], tv);
+                            }
+                        }
+                        if let Some(a) = args.as_deref_mut() {
+                            let a = &mut a[j * op..(j + 1) * op];
+                            let (s, w, ws) = (g.win.s, g.win.w, n / g.win.oh);
+                            for oy in 0..g.win.oh {
+                                for ox in 0..g.win.ow {
+                                    let tap = best[oy * ws + ox].to_usize().unwrap_or(4);
+                                    // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. Only
+                                    // a window of −∞ keeps a padding tap; its centre is in-image.
+                                    let (mut y, mut xx) = (oy * s + tap / 3, ox * s + tap % 3);
+                                    if y == 0 || xx == 0 || y > g.win.h || xx > w {
+                                        (y, xx) = (oy * s + 1, ox * s + 1);
+                                    }
+                                    a[oy * g.win.ow + ox] = ((y - 1) * w + (xx - 1)) as u32;
+                                }
+                            }
+                        }
+                    }
+                }
+                g.win.extract(full, o);
+            }
+        },
+    );
+    // SAFETY: the planes tile out and extract writes every pixel of each.
+    (unsafe { out.assume_init() }, arg)
+}
+
+/// Max-pool backward: each output gradient goes to the input its forward picked.
+fn max_backward<T: Float>(arg: &[u32], gy: &[T], g: &Geom) -> Vec<T> {
+    let (ip, op) = (g.in_plane(), g.out_plane());
+    let mut gx = vec![T::zero(); g.planes() * ip];
+    gx.par_chunks_mut(ip).enumerate().with_min_len(8).for_each(|(plane, gxp)| {
+        for (&a, &gv) in arg[plane * op..(plane + 1) * op].iter().zip(&gy[plane * op..(plane + 1) * op]) {
+            gxp[a as usize] += gv;
+        }
+    });
+    gx
+}
+
+/// Avg-pool backward: scatters each output gradient, weighted by 1/count, over its window.
+fn avg_backward<T: Float>(gy: &[T], g: &Geom) -> Vec<T> {
+    let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
+    let inv: Vec<T> = g.win.inv_counts();
+    let mut gx = vec![T::zero(); g.planes() * ip];
+    let tp = g.task_planes();
+    gx.par_chunks_mut(ip * tp).enumerate().for_each_init(
+        || (vec![T::zero(); g.win.phases_len()], vec![T::zero(); n]),
+        |(gphases, gfull), (t, chunk)| {
+            for (j, gxp) in chunk.chunks_mut(ip).enumerate() {
+                let plane = t * tp + j;
+                g.win.embed(&gy[plane * op..(plane + 1) * op], gfull);
+                mul_into(gfull, &inv);
+                gphases.fill(T::zero());
+                for tap in 0..9 {
+                    let s = g.win.tap(tap / 3, tap % 3);
+                    axpy(&mut gphases[s..s + n], T::one(), gfull);
+                }
+                g.win.merge(gphases, gxp);
+            }
+        },
+    );
+    gx
+}
+
+/// ∂x from ∂y (and the forward's arg-max indices for max pooling).
+pub(crate) fn backward<T: Float>(gy: &[T], g: &Geom, kind: PoolKind, arg: &[u32]) -> Result<Vec<T>> {
+    Ok(match kind {
+        PoolKind::Avg => avg_backward(gy, g),
+        PoolKind::Max if arg.len() == g.planes() * g.out_plane() => max_backward(arg, gy, g),
+        PoolKind::Max => bail!("max-pool3x3: backward without its forward"),
+    })
+}
+
+/// The valid average pooling.
+pub(crate) fn avg_valid_forward<T: Float>(x: &[T], g: &ValidGeom) -> Vec<T> {
+    let (ip, op) = (g.in_plane(), g.out_plane());
+    let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
+    let mut out = vec![T::zero(); g.planes * op];
+    out.par_chunks_mut(op).zip(x.par_chunks(ip)).with_min_len(64).for_each(|(o, x)| {
+        g.for_each_tap(|oi, ii| o[oi] += x[ii]);
+        o.iter_mut().for_each(|v| *v *= inv);
+    });
+    out
+}
+
+/// ∂x of the valid average pooling.
+pub(crate) fn avg_valid_backward<T: Float>(gy: &[T], g: &ValidGeom) -> Vec<T> {
+    let (ip, op) = (g.in_plane(), g.out_plane());
+    let inv = T::from_f64(1.0 / (g.k * g.k) as f64);
+    let mut gx = vec![T::zero(); g.planes * ip];
+    gx.par_chunks_mut(ip).zip(gy.par_chunks(op)).with_min_len(64).for_each(|(gx, gy)| {
+        g.for_each_tap(|oi, ii| gx[ii] += gy[oi] * inv);
+    });
+    gx
+}
