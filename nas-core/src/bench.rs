@@ -162,11 +162,9 @@ impl Default for Timing {
 /// `--steps`, `--warmup` and `--count-launches` (top level of a benchmark's settings).
 pub fn timing_flags() -> Vec<Flag> {
     vec![
-        Flag::one("steps", "steps", "N", "Timed steps, the median reported (5)", parse::<usize>),
+        Flag::one("steps", "steps", "N", parse::<usize>).help("Timed steps, the median reported (5)"),
         warmup_flag(),
-        Flag::switch(
-            "count-launches",
-            "count_launches",
+        Flag::switch("count-launches", "count_launches").help(
             "Count the kernel launches, memsets and copies of the timed steps (CUDA; needs CUPTI's libcupti, \
              found on the loader's path or named by NAS_CUPTI_LIB)",
         ),
@@ -174,7 +172,7 @@ pub fn timing_flags() -> Vec<Flag> {
 }
 
 fn warmup_flag() -> Flag {
-    Flag::one("warmup", "warmup", "N", "Untimed steps (loader: batches) first (1)", parse::<usize>)
+    Flag::one("warmup", "warmup", "N", parse::<usize>).help("Untimed steps (loader: batches) first (1)")
 }
 
 /// The batches `nas bench loader` assembles.
@@ -237,19 +235,14 @@ pub fn loader_flags() -> Vec<Mount> {
         Mount::new(
             "",
             vec![
-                Flag::one("batches", "batches", "N", "Timed batches (10)", parse::<usize>),
+                Flag::one("batches", "batches", "N", parse::<usize>).help("Timed batches (10)"),
                 warmup_flag(),
-                Flag::switch(
-                    "eval",
-                    "eval",
+                Flag::switch("eval", "eval").help(
                     "Evaluation transforms (resize and centre crop) instead of random resized crop, flip and colour \
                      jitter",
                 ),
-                Flag::switch(
-                    "in-memory",
-                    "in_memory",
-                    "Decode a folder into memory first instead of streaming it (the CIFAR-size path)",
-                ),
+                Flag::switch("in-memory", "in_memory")
+                    .help("Decode a folder into memory first instead of streaming it (the CIFAR-size path)"),
             ],
         ),
     ]

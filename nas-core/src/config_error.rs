@@ -26,6 +26,24 @@ pub fn brief(name: &str) -> String {
     format!("{BRIEF}{name}{BRIEF}")
 }
 
+/// The first of `fields` (name, value) that is 0, as a message naming it.
+pub fn require_positive(fields: &[(&str, usize)]) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(ConfigError::new(format!("{} must be positive, got 0", field(name)))),
+        None => Ok(()),
+    }
+}
+
+/// The first of `fields` (name, value) that is negative or not finite, as a message naming it.
+pub fn require_finite_non_negative(fields: &[(&str, f64)]) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
+        Some((name, v)) => {
+            Err(ConfigError::new(format!("{} must be a finite non-negative number, got {v}", field(name))))
+        }
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),

@@ -53,20 +53,19 @@ pub struct Flag {
 }
 
 impl Flag {
-    /// A flag taking one value.
-    pub fn one(
-        long: &'static str,
-        field: &'static str,
-        value_name: &'static str,
-        help: impl Into<Cow<'static, str>>,
-        parse: Parse,
-    ) -> Flag {
-        Flag { long, field, value_name, help: help.into(), value: FlagValue::One(parse) }
+    /// A flag taking one value, parsed by `parse`; its help comes with `help`.
+    pub fn one(long: &'static str, field: &'static str, value_name: &'static str, parse: Parse) -> Flag {
+        Flag { long, field, value_name, help: Cow::Borrowed(""), value: FlagValue::One(parse) }
     }
 
     /// A flag without a value that sets a boolean field.
-    pub fn switch(long: &'static str, field: &'static str, help: impl Into<Cow<'static, str>>) -> Flag {
-        Flag { long, field, value_name: "", help: help.into(), value: FlagValue::Switch }
+    pub fn switch(long: &'static str, field: &'static str) -> Flag {
+        Flag { long, field, value_name: "", help: Cow::Borrowed(""), value: FlagValue::Switch }
+    }
+
+    /// This flag with its help text (the first line is the short help).
+    pub fn help(self, help: impl Into<Cow<'static, str>>) -> Flag {
+        Flag { help: help.into(), ..self }
     }
 
     /// This flag taking a comma-separated list of its values.
@@ -333,13 +332,12 @@ mod tests {
 
     #[test]
     fn overlays_set_fields_under_their_mounts() {
-        let data = Mount::new("data", vec![Flag::one("batch-size", "batch_size", "B", "", parse::<usize>)]);
+        let data = Mount::new("data", vec![Flag::one("batch-size", "batch_size", "B", parse::<usize>)]);
         let top = Mount::new(
             "",
             vec![
-                Flag::switch("edge-norm", "model.edge_norm", ""),
-                Flag::one("space", "space", "S", "", |s| Ok(json!({"space": "darts", "model": {"ops": [s]}})))
-                    .overlay(),
+                Flag::switch("edge-norm", "model.edge_norm"),
+                Flag::one("space", "space", "S", |s| Ok(json!({"space": "darts", "model": {"ops": [s]}}))).overlay(),
             ],
         );
         let v = parse::<usize>("16").unwrap();

@@ -2,14 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-/// max |a − b| / max |b|: the error relative to the reference tensor's scale (f64).
-pub fn max_rel_err(a: &Tensor, reference: &Tensor) -> Result<f64> {
-    let a = a.to_dtype(DType::F64)?.flatten_all()?;
-    let b = reference.to_dtype(DType::F64)?.flatten_all()?;
-    let diff = (a - &b)?.abs()?.max(0)?.to_scalar::<f64>()?;
-    let scale = b.abs()?.max(0)?.to_scalar::<f64>()?;
-    Ok(diff / scale.max(1e-30))
-}
+pub use crate::ops::testing::max_rel_err;
 
 /// Metric records without their wall-clock field, for comparing two runs.
 pub fn without_time(mut records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {

@@ -13,7 +13,7 @@
 //! no drop path, clip 5, 250 epochs) and PC-DARTS' (the same with batch 1024, lr 0.5 decayed
 //! linearly to 0 after a warm-up of 5 epochs).
 
-use nas_core::config_error::{brief, field, ConfigError};
+use nas_core::config_error::{brief, field, require_finite_non_negative, require_positive, ConfigError};
 use nas_core::data::DataSpec;
 use nas_core::optim::{lr_flag, schedule_flags, ScheduleKind, WeightOptimConfig};
 use nas_core::run_flags::{accumulate_flag, batch_size_flag, data_flags, device_flag, image_size_flag, run_flags};
@@ -185,29 +185,19 @@ impl TrainConfig {
     pub fn validate(self) -> Result<ValidTrainConfig> {
         let genotype = Genotype::from_json_value(&self.genotype)?;
         let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
-        for (name, v) in [
+        require_positive(&[
             ("epochs", self.epochs),
             ("model.channels", self.model.channels),
             ("model.layers", self.model.layers),
             ("data.batch_size", self.data.batch_size),
             ("data.accumulate", self.data.accumulate),
             ("data.image_size", self.data.image_size),
-        ] {
-            if v == 0 {
-                return bad(format!("{} must be positive, got 0", field(name)));
-            }
-        }
+        ])?;
         let m = &self.model;
         if !(0.0..1.0).contains(&m.drop_path) {
             return bad(format!("{} probability must be in [0, 1), got {}", field("model.drop_path"), m.drop_path));
         }
-        if !(m.auxiliary_weight >= 0.0 && m.auxiliary_weight.is_finite()) {
-            return bad(format!(
-                "{} must be a finite non-negative number, got {}",
-                field("model.auxiliary_weight"),
-                m.auxiliary_weight
-            ));
-        }
+        require_finite_non_negative(&[("model.auxiliary_weight", m.auxiliary_weight)])?;
         genotype.kind().validate_eval(m)?;
         let o = &self.optimizer;
         for (name, v) in
@@ -247,25 +237,19 @@ impl TrainConfig {
 /// section that owns its field.
 pub fn train_flags() -> Vec<Mount> {
     let mut top = run_flags();
-    top.push(Flag::one(
-        "label-smoothing",
-        "label_smoothing",
-        "E",
-        "Label smoothing ε of the training loss [default: 0; imagenet 0.1]",
-        parse::<f64>,
-    ));
+    top.push(
+        Flag::one("label-smoothing", "label_smoothing", "E", parse::<f64>)
+            .help("Label smoothing ε of the training loss [default: 0; imagenet 0.1]"),
+    );
     let mut model = size_flags();
     model.extend(eval_model_flags());
     model.push(net_flag());
     let mut data = data_flags();
     data.extend([image_size_flag(), batch_size_flag(), accumulate_flag()]);
-    data.push(Flag::one(
-        "cutout",
-        "cutout",
-        "N",
-        "Side of the cutout square; 0 turns cutout off [default: 16]",
-        parse::<usize>,
-    ));
+    data.push(
+        Flag::one("cutout", "cutout", "N", parse::<usize>)
+            .help("Side of the cutout square; 0 turns cutout off [default: 16]"),
+    );
     let mut optimizer = vec![lr_flag()];
     optimizer.extend(schedule_flags());
     vec![Mount::new("", top), Mount::new("model", model), Mount::new("data", data), Mount::new("optimizer", optimizer)]

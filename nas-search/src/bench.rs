@@ -66,7 +66,7 @@ fn take_bench_fields(overlay: &mut Value) -> Result<(Timing, bool)> {
 pub fn bench_search_flags() -> Vec<Mount> {
     let mut flags = crate::config::step_flags();
     let mut own = timing_flags();
-    own.push(Flag::switch("weights-only", "weights_only", "Time the weight step only (no architecture step)"));
+    own.push(Flag::switch("weights-only", "weights_only").help("Time the weight step only (no architecture step)"));
     flags.push(Mount::new("", own));
     flags
 }

@@ -178,20 +178,11 @@ pub struct TaskShape {
 /// `--channels` and `--layers` (under `model`), every space's and every network's size.
 pub fn size_flags() -> Vec<Flag> {
     vec![
-        Flag::one(
-            "channels",
-            "channels",
-            "C",
-            "Initial channels C (search: 16, quick 8; retraining: 36 for darts, 16 for nb201)",
-            parse::<usize>,
-        ),
-        Flag::one(
-            "layers",
-            "layers",
-            "L",
+        Flag::one("channels", "channels", "C", parse::<usize>)
+            .help("Initial channels C (search: 16, quick 8; retraining: 36 for darts, 16 for nb201)"),
+        Flag::one("layers", "layers", "L", parse::<usize>).help(
             "Number of cells L (darts); cells per stage N (nb201) (search: 8, quick 5; retraining: 20 for darts, \
              5 for nb201)",
-            parse::<usize>,
         ),
     ]
 }
@@ -200,33 +191,19 @@ pub fn size_flags() -> Vec<Flag> {
 /// path.
 pub fn eval_model_flags() -> Vec<Flag> {
     vec![
-        Flag::one(
-            "auxiliary-weight",
-            "auxiliary_weight",
-            "W",
-            "Loss weight of the auxiliary head; 0 removes the head (darts: 0.4)",
-            parse::<f64>,
-        ),
-        Flag::one(
-            "drop-path",
-            "drop_path",
-            "P",
-            "Final drop-path probability, ramped linearly over the epochs (darts: 0.2)",
-            parse::<f64>,
-        ),
+        Flag::one("auxiliary-weight", "auxiliary_weight", "W", parse::<f64>)
+            .help("Loss weight of the auxiliary head; 0 removes the head (darts: 0.4)"),
+        Flag::one("drop-path", "drop_path", "P", parse::<f64>)
+            .help("Final drop-path probability, ramped linearly over the epochs (darts: 0.2)"),
     ]
 }
 
 /// `--net`, the skeleton around the cells (search and retraining: `model.net`).
 pub fn net_flag() -> Flag {
-    Flag::one(
-        "net",
-        "net",
-        "NET",
+    Flag::one("net", "net", "NET", parse::<NetKind>).help(
         "The skeleton around the cells (darts): cifar (one stride-1 stem conv) or imagenet (three \
          stride-2 stem convs, image sides divisible by 32: PC-DARTS' ImageNet search, which reaches \
          the cells at 28×28 from 224×224; in nas train NetworkImageNet at 224×224 with the \
          mobile-setting recipe; folder datasets are streamed from their files)",
-        parse::<NetKind>,
     )
 }

@@ -91,22 +91,12 @@ pub trait SearchSpace {
     fn skip_cap(_own: &Self::SearchModel) -> Option<usize> {
         None
     }
-    /// What this space refuses of a supernet's settings (beyond what every space checks).
-    fn validate_search(m: &SearchModelConfig, own: &Self::SearchModel) -> Result<(), ConfigError>;
+    /// What this space refuses of a supernet's settings (beyond what every space checks); `m`
+    /// holds this space's own settings (`SpaceModel`).
+    fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError>;
     /// Whether images of `height`×`width` fit the supernet.
-    fn check_search_input_size(
-        m: &SearchModelConfig,
-        own: &Self::SearchModel,
-        height: usize,
-        width: usize,
-    ) -> Result<(), ConfigError>;
-    fn build_supernet(
-        m: &SearchModelConfig,
-        own: &Self::SearchModel,
-        task: TaskShape,
-        seed: u64,
-        device: &Device,
-    ) -> Result<Box<dyn Supernet>>;
+    fn check_search_input_size(m: &SearchModelConfig, height: usize, width: usize) -> Result<(), ConfigError>;
+    fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>>;
     /// The α matrices of the supernet's `arch_json`.
     fn arch_tables() -> Vec<ArchTable>;
 
@@ -283,10 +273,8 @@ macro_rules! spaces {
             }
 
             pub fn validate_search(self, m: &SearchModelConfig) -> Result<(), ConfigError> {
-                match &m.space {
-                    $(SpaceModel::$kind(own) if self == SpaceKind::$kind => <$space as SearchSpace>::validate_search(m, own),)+
-                    other => Err(ConfigError::plain(format!("{} model settings for a {self} search", other.kind()))),
-                }
+                self.own_model(m)?;
+                match self { $(SpaceKind::$kind => <$space as SearchSpace>::validate_search(m),)+ }
             }
 
             pub fn check_search_input_size(
@@ -295,12 +283,8 @@ macro_rules! spaces {
                 height: usize,
                 width: usize,
             ) -> Result<(), ConfigError> {
-                match &m.space {
-                    $(SpaceModel::$kind(own) if self == SpaceKind::$kind => {
-                        <$space as SearchSpace>::check_search_input_size(m, own, height, width)
-                    })+
-                    other => Err(ConfigError::plain(format!("{} model settings for a {self} search", other.kind()))),
-                }
+                self.own_model(m)?;
+                match self { $(SpaceKind::$kind => <$space as SearchSpace>::check_search_input_size(m, height, width),)+ }
             }
 
             pub fn build_supernet(
@@ -310,12 +294,8 @@ macro_rules! spaces {
                 seed: u64,
                 device: &Device,
             ) -> Result<Box<dyn Supernet>> {
-                match &m.space {
-                    $(SpaceModel::$kind(own) if self == SpaceKind::$kind => {
-                        <$space as SearchSpace>::build_supernet(m, own, task, seed, device)
-                    })+
-                    other => Err(crate::Error::Config(format!("{} model settings for a {self} search", other.kind()))),
-                }
+                self.own_model(m).map_err(|e| crate::Error::Config(e.to_string()))?;
+                match self { $(SpaceKind::$kind => <$space as SearchSpace>::build_supernet(m, task, seed, device),)+ }
             }
 
             pub fn arch_tables(self) -> Vec<ArchTable> {
@@ -379,6 +359,14 @@ macro_rules! spaces {
 }
 
 impl SpaceKind {
+    /// Checks that `m` holds this space's own settings.
+    fn own_model(self, m: &SearchModelConfig) -> Result<(), ConfigError> {
+        match m.space.kind() {
+            k if k == self => Ok(()),
+            k => Err(ConfigError::plain(format!("{k} model settings for a {self} search"))),
+        }
+    }
+
     /// The space's own `model` fields of a config.json (`SearchModelConfig::from_json`, the
     /// size taken out): legacy fields at their neutral values dropped, a field of another
     /// space refused naming it.

@@ -10,34 +10,21 @@ use crate::settings::{parse, Flag};
 
 /// `--lr`: the initial learning rate.
 pub fn lr_flag() -> Flag {
-    Flag::one(
-        "lr",
-        "lr",
-        "LR",
+    Flag::one("lr", "lr", "LR", parse::<f64>).help(
         "Initial weight learning rate, annealed by the schedule (search: 0.025 cosine to the preset's minimum; \
          retraining: 0.025, imagenet 0.1, pc-darts 0.5)",
-        parse::<f64>,
     )
 }
 
 /// `--lr-schedule` and `--warmup-epochs`.
 pub fn schedule_flags() -> Vec<Flag> {
     vec![
-        Flag::one(
-            "lr-schedule",
-            "schedule",
-            "S",
+        Flag::one("lr-schedule", "schedule", "S", parse::<ScheduleKind>).help(
             "Learning-rate schedule: cosine (to 0), step:GAMMA (×GAMMA every epoch) or linear (PC-DARTS) \
              [default: cosine; imagenet step:0.97, pc-darts linear]",
-            parse::<ScheduleKind>,
         ),
-        Flag::one(
-            "warmup-epochs",
-            "warmup_epochs",
-            "N",
-            "Epochs of linear learning-rate warm-up [default: 0; pc-darts imagenet 5]",
-            parse::<usize>,
-        ),
+        Flag::one("warmup-epochs", "warmup_epochs", "N", parse::<usize>)
+            .help("Epochs of linear learning-rate warm-up [default: 0; pc-darts imagenet 5]"),
     ]
 }
 

@@ -16,19 +16,14 @@ use crate::method::method_flags;
 fn space_flag() -> Flag {
     let names: Vec<&str> = SpaceKind::ALL.iter().map(|k| k.name()).collect();
     let aliases: Vec<&str> = SpaceKind::ALL.iter().flat_map(|k| k.aliases()).map(|(a, _)| a).collect();
-    Flag::one(
-        "space",
-        "space",
-        "S",
-        format!(
+    Flag::one("space", "space", "S", parse_space)
+        .help(format!(
             "Search space: {} (C=16 and 5 cells per stage for nb201; quick: C=8, 2), or {}: the darts space with \
              the op sets of R-DARTS' spaces S1–S4",
             names.join(", "),
             aliases.join(", ")
-        ),
-        parse_space,
-    )
-    .overlay()
+        ))
+        .overlay()
 }
 
 fn parse_space(text: &str) -> Result<Value, String> {
@@ -65,30 +60,23 @@ fn model_flags() -> Vec<Flag> {
 /// `--preset`, every preset in its help.
 fn preset_flag() -> Flag {
     let list: Vec<String> = super::presets().iter().map(|p| format!("{} ({})", p.name, p.about)).collect();
-    Flag::one("preset", "preset", "P", format!("Preset: {}", list.join(", ")), settings::text)
+    Flag::one("preset", "preset", "P", settings::text).help(format!("Preset: {}", list.join(", ")))
 }
 
 fn search_own_flags() -> Vec<Flag> {
     let mut flags = vec![
         preset_flag(),
         space_flag(),
-        Flag::one(
-            "hessian-every",
-            "hessian_every",
-            "N",
+        Flag::one("hessian-every", "hessian_every", "N", parse::<usize>).help(
             "Compute the dominant eigenvalue of the α-Hessian of the validation loss every N epochs (metrics: \
              hessian_eig)",
-            parse::<usize>,
         ),
-        Flag::one(
-            "early-stop",
-            "early_stop",
-            "RULE",
+        Flag::one("early-stop", "early_stop", "RULE", parse::<EarlyStop>).help(
             "Early stopping: none, or darts-es (R-DARTS; the eigenvalue every 2 epochs unless --hessian-every \
              says otherwise)",
-            parse::<EarlyStop>,
         ),
-        Flag::one("arch-start-epoch", "arch_start_epoch", "E", "First epoch with architecture updates", parse::<usize>),
+        Flag::one("arch-start-epoch", "arch_start_epoch", "E", parse::<usize>)
+            .help("First epoch with architecture updates"),
     ];
     flags.extend(run_flags());
     flags
@@ -98,13 +86,9 @@ fn search_own_flags() -> Vec<Flag> {
 pub fn search_flags() -> Vec<Mount> {
     let mut data = data_flags();
     data.extend([
-        Flag::one(
-            "subset-fraction",
-            "subset_fraction",
-            "W[,A]",
+        Flag::one("subset-fraction", "subset_fraction", "W[,A]", parse_fractions).help(
             "Per class, draw these fractions of the training images for the weights and for the architecture \
              instead of the two halves, e.g. 0.1,0.025 (PC-DARTS on ImageNet); one value uses it for both",
-            parse_fractions,
         ),
         image_size_flag(),
         batch_size_flag(),
@@ -118,35 +102,20 @@ pub fn search_flags() -> Vec<Mount> {
         Mount::new("weight_optimizer", vec![nas_core::optim::lr_flag()]),
         Mount::new(
             "arch_optimizer",
-            vec![Flag::one("arch-lr", "lr", "LR", "Architecture (Adam) learning rate", parse::<f64>)],
+            vec![Flag::one("arch-lr", "lr", "LR", parse::<f64>).help("Architecture (Adam) learning rate")],
         ),
         Mount::new(
             "progressive",
             vec![
-                Flag::one(
-                    "stage-layers",
-                    "layers",
-                    "L,L,…",
-                    "Progressive search (P-DARTS): cells of each stage's network, comma-separated",
-                    parse::<usize>,
-                )
-                .list(),
-                Flag::one(
-                    "stage-ops",
-                    "ops_per_edge",
-                    "N,N,…",
-                    "Progressive search: ops per edge in each stage (the first: the op set's size)",
-                    parse::<usize>,
-                )
-                .list(),
-                Flag::one(
-                    "skip-dropout",
-                    "skip_dropout",
-                    "P,P,…",
-                    "Progressive search: base dropout rate after skip_connect in each stage",
-                    parse::<f64>,
-                )
-                .list(),
+                Flag::one("stage-layers", "layers", "L,L,…", parse::<usize>)
+                    .help("Progressive search (P-DARTS): cells of each stage's network, comma-separated")
+                    .list(),
+                Flag::one("stage-ops", "ops_per_edge", "N,N,…", parse::<usize>)
+                    .help("Progressive search: ops per edge in each stage (the first: the op set's size)")
+                    .list(),
+                Flag::one("skip-dropout", "skip_dropout", "P,P,…", parse::<f64>)
+                    .help("Progressive search: base dropout rate after skip_connect in each stage")
+                    .list(),
             ],
         ),
     ]

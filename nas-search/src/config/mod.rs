@@ -16,7 +16,7 @@ mod sections;
 
 use std::path::Path;
 
-use nas_core::config_error::{brief, field, ConfigError};
+use nas_core::config_error::{brief, field, require_finite_non_negative, require_positive, ConfigError};
 use nas_core::optim::WeightOptimConfig;
 use nas_core::settings::merge;
 use nas_core::DeviceSpec;
@@ -216,22 +216,15 @@ impl SearchConfig {
     /// name the settings by their config.json field.
     pub fn validate(self) -> Result<ValidSearchConfig> {
         let bad = |m: String| Err(Error::Config(ConfigError::new(m)));
-        let positive = [
+        require_positive(&[
             ("epochs", self.epochs),
             ("data.batch_size", self.data.batch_size),
             ("data.accumulate", self.data.accumulate),
             ("data.image_size", self.data.image_size),
             ("model.channels", self.model.channels),
             ("model.layers", self.model.layers),
-        ];
-        for (name, v) in positive {
-            if v == 0 {
-                return bad(format!("{} must be positive, got 0", field(name)));
-            }
-        }
-        if self.data.subset == Some(0) {
-            return bad(format!("{} must be positive, got 0", field("data.subset")));
-        }
+            ("data.subset", self.data.subset.unwrap_or(1)),
+        ])?;
         if let Some(n) = self.data.subset.filter(|&n| n < 2 * self.data.batch_size) {
             return bad(format!(
                 "{} {n} is too small for {} {}: each half of the split needs a full batch",
@@ -267,7 +260,7 @@ impl SearchConfig {
         }
         let w = &self.weight_optimizer;
         let a = &self.arch_optimizer;
-        let finite_nonneg = [
+        require_finite_non_negative(&[
             ("weight_optimizer.lr", w.lr),
             ("weight_optimizer.lr_min", w.lr_min),
             ("weight_optimizer.momentum", w.momentum),
@@ -275,12 +268,7 @@ impl SearchConfig {
             ("weight_optimizer.grad_clip", w.grad_clip),
             ("arch_optimizer.lr", a.lr),
             ("arch_optimizer.weight_decay", a.weight_decay),
-        ];
-        for (name, v) in finite_nonneg {
-            if !v.is_finite() || v < 0.0 {
-                return bad(format!("{} must be a finite non-negative number, got {v}", field(name)));
-            }
-        }
+        ])?;
         for (name, v) in [("weight_optimizer.lr", w.lr), ("arch_optimizer.lr", a.lr)] {
             if v <= 0.0 {
                 return bad(format!("{} must be positive, got 0", field(name)));

@@ -23,6 +23,7 @@ use nas_core::nn::{correct_count, cross_entropy, Mode};
 use nas_core::optim::Sgd;
 use nas_core::ConfigError;
 use search_spaces::Supernet;
+use serde_json::{Map, Value};
 
 use super::{ArchAdam, Metadata, MethodContext, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
 use crate::config::{ArchOptimConfig, SearchConfig};
@@ -185,40 +186,82 @@ impl Architect {
         self.adam.step(&g)
     }
 
-    /// One architecture update from batches of micro-batches.
+    /// One architecture update from batches of micro-batches, with `term`'s gradient added to
+    /// the hypergradient.
     pub fn step_micro(
         &mut self,
         net: &dyn Supernet,
         train: Vec<Vec<Batch>>,
         valid: Vec<Batch>,
         w_opt: &Sgd,
+        term: Option<&dyn ArchTerm>,
     ) -> Result<()> {
-        let g = self.hypergradient_micro(net, train, valid, w_opt)?;
+        let mut g = self.hypergradient_micro(net, train, valid, w_opt)?;
+        if let Some(term) = term {
+            let grads = term.value(net)?.backward()?;
+            for (v, g) in self.arch.iter().zip(g.iter_mut()) {
+                if let (Some(t), Some(g)) = (grads.get(v.as_tensor()), g.as_mut()) {
+                    *g = (&*g + t)?;
+                }
+            }
+        }
         self.adam.step(&g)
     }
 }
 
-/// A method of the hypergradient family: the alternating α and weight steps of an `Architect`.
-pub struct Alternating(Architect);
+/// A term of α alone added to the loss of the α step (β-DARTS' β-decay; the hypergradient gets
+/// its gradient added), with its own schedule over the epochs.
+pub trait ArchTerm {
+    /// Prepares epoch `epoch` of a run of `epochs` (its weight's schedule).
+    fn begin_epoch(&mut self, _epoch: usize, _epochs: usize) {}
+    /// The term, a scalar differentiable in α (from `Supernet::op_logits(Mode::TRAIN_ARCH)`).
+    fn value(&self, net: &dyn Supernet) -> candle_core::Result<Tensor>;
+    /// Its fields of an epoch's record.
+    fn record_fields(&self, _fields: &mut Map<String, Value>) {}
+}
+
+/// A method of the hypergradient family: the alternating α and weight steps of an `Architect`,
+/// the α step's loss with an optional term of α (`ArchTerm`).
+pub struct Alternating {
+    architect: Architect,
+    term: Option<Box<dyn ArchTerm>>,
+    epochs: usize,
+}
 
 impl Alternating {
     /// The family's running method with `rule` as its architecture gradient.
     pub fn boxed(ctx: &MethodContext, rule: Box<dyn Hypergradient>) -> Box<dyn SearchMethod> {
+        Self::with_term(ctx, rule, None)
+    }
+
+    /// The same with `term` added to the α step's loss.
+    pub fn with_term(
+        ctx: &MethodContext,
+        rule: Box<dyn Hypergradient>,
+        term: Option<Box<dyn ArchTerm>>,
+    ) -> Box<dyn SearchMethod> {
         let net = ctx.net;
-        Box::new(Self(Architect::new(net.weights().weights(), net.arch().weights(), ctx.arch_optimizer, rule)))
+        let architect = Architect::new(net.weights().weights(), net.arch().weights(), ctx.arch_optimizer, rule);
+        Box::new(Self { architect, term, epochs: ctx.epochs })
     }
 }
 
 impl SearchMethod for Alternating {
     fn extra_train_batches(&self) -> usize {
-        self.0.train_batches().saturating_sub(1)
+        self.architect.train_batches().saturating_sub(1)
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) {
+        if let Some(t) = &mut self.term {
+            t.begin_epoch(epoch, self.epochs);
+        }
     }
 
     fn step(&mut self, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
         if let Some(valid) = b.valid {
             let mut train = vec![b.train.clone()];
             train.extend(b.more_train);
-            self.0.step_micro(net, train, valid, w.opt)?;
+            self.architect.step_micro(net, train, valid, w.opt, self.term.as_deref())?;
         }
         let arch_done = std::time::Instant::now();
         let out = weight_step(net, w.opt, &b.train, w.clip, None)?;
@@ -231,23 +274,30 @@ impl SearchMethod for Alternating {
         Ok(out)
     }
 
+    fn record_fields(&self, fields: &mut Map<String, Value>) {
+        if let Some(t) = &self.term {
+            t.record_fields(fields);
+        }
+    }
+
     /// Adam's moments and steps, and the rule's own state (conjugate gradient's warm start).
     fn state(&self) -> Result<(NamedTensors, Metadata)> {
-        let (mut tensors, meta) = self.0.adam.state();
-        tensors.extend(self.0.rule.state().into_iter().map(|(n, t)| (format!("{RULE_STATE}{n}"), t)));
+        let a = &self.architect;
+        let (mut tensors, meta) = a.adam.state();
+        tensors.extend(a.rule.state().into_iter().map(|(n, t)| (format!("{RULE_STATE}{n}"), t)));
         Ok((tensors, meta))
     }
 
     fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
-        self.0.adam.restore(ck, path)?;
-        self.0
-            .rule
+        let a = &mut self.architect;
+        a.adam.restore(ck, path)?;
+        a.rule
             .load_state(&|n| ck.tensors.get(&format!("{RULE_STATE}{n}")).cloned())
             .map_err(|e| Error::checkpoint(path, e.to_string()))
     }
 
     fn last_arch_grad_evals(&self) -> usize {
-        self.0.last_grad_evals()
+        self.architect.last_grad_evals()
     }
 }
 

@@ -1,7 +1,7 @@
 //! `beta-darts`: β-DARTS (Ye et al. 2022, "β-DARTS: Beta-Decay Regularization for
 //! Differentiable Architecture Search"; Sunshine-Ye/Beta-DARTS `optimizers/darts/architect.py`).
-//! DARTS' first-order alternating search with the β-decay term added to the loss of the α
-//! step only:
+//! DARTS' first-order alternating search (`alternating`) with the β-decay term added to the
+//! loss of the α step only (an `ArchTerm`):
 //!
 //!   L_α = L_val(w, α) + λ(e) · mean_edges logsumexp(α_edge),
 //!
@@ -14,13 +14,9 @@
 //! is applied to each α matrix (normal and reduce) with the same λ and summed. Edge weights
 //! (PC-DARTS' β) are not decayed. Genotypes derive from α as DARTS' do.
 
-use std::path::Path;
-
-use candle_core::{Tensor, Var, D};
-use nas_core::checkpoint::LoadedTensors;
-use nas_core::config_error::field;
-use nas_core::dist::StepGrads;
-use nas_core::hypergrad::Bilevel;
+use candle_core::{Tensor, D};
+use nas_core::config_error::require_finite_non_negative;
+use nas_core::hypergrad::{FirstOrder, Hypergradient};
 use nas_core::nn::Mode;
 use nas_core::ops;
 use nas_core::settings::{parse, Flag};
@@ -28,30 +24,21 @@ use nas_core::ConfigError;
 use search_spaces::Supernet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use smart_default::SmartDefault;
 
-use super::alternating::SupernetProblem;
-use super::{
-    ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, Preset, RecordChart, SearchMethod, StepAt, StepBatches,
-    WeightStep,
-};
+use super::alternating::{Alternating, ArchTerm};
+use super::{MethodContext, MethodSpec, Preset, RecordChart, SearchMethod};
 use crate::config::SearchConfig;
-use crate::step::weight_step;
 use crate::Result;
 
 pub struct BetaDarts;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct BetaDartsConfig {
-    /// λ's growth: λ(e) = beta_decay·e/E.
+    /// λ's growth: λ(e) = beta_decay·e/E (the reference's 50).
+    #[default = 50.0]
     pub beta_decay: f64,
-}
-
-impl Default for BetaDartsConfig {
-    /// The reference's 50.
-    fn default() -> Self {
-        Self { beta_decay: 50.0 }
-    }
 }
 
 /// The weight of the β-decay term in `epoch` of `epochs`.
@@ -77,28 +64,15 @@ pub fn beta_decay_term(logits: &[Tensor], lambda: f64) -> candle_core::Result<Te
 impl MethodSpec for BetaDarts {
     const NAME: &'static str = "beta-darts";
     const ABOUT: &'static str = "β-DARTS: first order with the β-decay term on α, --beta-decay";
-    const SAMPLES_OPS: bool = false;
     type Config = BetaDartsConfig;
 
     fn flags() -> Vec<Flag> {
-        vec![Flag::one(
-            "beta-decay",
-            "beta_decay",
-            "λ",
-            "beta-darts: the β-decay weight's growth, λ(e) = λ·e/E over E epochs (50)",
-            parse::<f64>,
-        )]
+        vec![Flag::one("beta-decay", "beta_decay", "λ", parse::<f64>)
+            .help("beta-darts: the β-decay weight's growth, λ(e) = λ·e/E over E epochs (50)")]
     }
 
     fn validate(c: &BetaDartsConfig, _: &SearchConfig) -> Result<(), ConfigError> {
-        if !c.beta_decay.is_finite() || c.beta_decay < 0.0 {
-            return Err(ConfigError::new(format!(
-                "{} must be a finite non-negative number, got {}",
-                field("method.beta_decay"),
-                c.beta_decay
-            )));
-        }
-        Ok(())
+        require_finite_non_negative(&[("method.beta_decay", c.beta_decay)])
     }
 
     /// The reference's NAS-Bench-201 search (`nasbench201/train_search.py`): 100 epochs, batch
@@ -117,72 +91,31 @@ impl MethodSpec for BetaDarts {
     }
 
     fn build(c: &BetaDartsConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
-        Ok(Box::new(BetaDartsSearch {
-            beta_decay: c.beta_decay,
-            epochs: ctx.epochs,
-            lambda: 0.0,
-            adam: ArchAdam::new(ctx.net.arch().weights(), ctx.arch_optimizer),
-            arch_stepped: false,
-        }))
+        let term = BetaDecay { beta_decay: c.beta_decay, lambda: 0.0 };
+        Ok(Alternating::with_term(ctx, Box::new(FirstOrder), Some(Box::new(term))))
+    }
+
+    fn hypergradient(_: &BetaDartsConfig) -> Option<Box<dyn Hypergradient>> {
+        Some(Box::new(FirstOrder))
     }
 }
 
-struct BetaDartsSearch {
+/// The β-decay term of the α step, with this epoch's λ.
+struct BetaDecay {
     beta_decay: f64,
-    epochs: usize,
-    /// This epoch's λ.
     lambda: f64,
-    adam: ArchAdam,
-    arch_stepped: bool,
 }
 
-impl BetaDartsSearch {
-    /// ∇_α L_val at the current weights plus the β-decay term's gradient, per architecture
-    /// parameter.
-    fn arch_grads(&self, net: &dyn Supernet, valid: Vec<crate::step::Batch>) -> Result<Vec<Option<Tensor>>> {
-        let (weights, arch) = (net.weights().weights(), net.arch().weights());
-        let problem = SupernetProblem::with_micro(net, &weights, &arch, Vec::new(), valid);
-        let first = problem.val_grads(false, true)?.a;
-        let term = beta_decay_term(&net.op_logits(Mode::TRAIN_ARCH)?, self.lambda)?.backward()?;
-        let with_term = |(v, g): (&Var, Tensor)| -> Result<Option<Tensor>> {
-            Ok(Some(match term.get(v.as_tensor()) {
-                Some(t) => (g + t)?,
-                None => g,
-            }))
-        };
-        arch.iter().zip(first).map(with_term).collect()
-    }
-}
-
-impl SearchMethod for BetaDartsSearch {
-    fn begin_epoch(&mut self, epoch: usize) {
-        self.lambda = beta_weight(self.beta_decay, epoch, self.epochs);
+impl ArchTerm for BetaDecay {
+    fn begin_epoch(&mut self, epoch: usize, epochs: usize) {
+        self.lambda = beta_weight(self.beta_decay, epoch, epochs);
     }
 
-    fn step(&mut self, net: &dyn Supernet, w: WeightStep, _: StepAt, b: StepBatches) -> Result<StepGrads> {
-        self.arch_stepped = false;
-        if let Some(valid) = b.valid {
-            let g = self.arch_grads(net, valid)?;
-            self.adam.step(&g)?;
-            self.arch_stepped = true;
-        }
-        weight_step(net, w.opt, &b.train, w.clip, None)
+    fn value(&self, net: &dyn Supernet) -> candle_core::Result<Tensor> {
+        beta_decay_term(&net.op_logits(Mode::TRAIN_ARCH)?, self.lambda)
     }
 
     fn record_fields(&self, fields: &mut Map<String, Value>) {
         fields.insert("beta_weight".into(), json!(self.lambda));
-    }
-
-    fn state(&self) -> Result<(NamedTensors, Metadata)> {
-        Ok(self.adam.state())
-    }
-
-    fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
-        self.adam.restore(ck, path)
-    }
-
-    /// One forward and backward on the search-valid batch (the term costs no pass).
-    fn last_arch_grad_evals(&self) -> usize {
-        usize::from(self.arch_stepped)
     }
 }

@@ -4,9 +4,7 @@
 use nas_core::hypergrad::{self, Hypergradient};
 use serde::{Deserialize, Serialize};
 
-use super::alternating::Alternating;
-use super::{MethodContext, MethodSpec, SearchMethod};
-use crate::Result;
+use super::MethodSpec;
 
 pub struct FirstOrder;
 
@@ -18,12 +16,7 @@ pub struct FirstOrderConfig {}
 impl MethodSpec for FirstOrder {
     const NAME: &'static str = "first-order";
     const ABOUT: &'static str = "∇_α L_val(w, α), DARTS' first order";
-    const SAMPLES_OPS: bool = false;
     type Config = FirstOrderConfig;
-
-    fn build(_: &FirstOrderConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
-        Ok(Alternating::boxed(ctx, Box::new(hypergrad::FirstOrder)))
-    }
 
     fn hypergradient(_: &FirstOrderConfig) -> Option<Box<dyn Hypergradient>> {
         Some(Box::new(hypergrad::FirstOrder))

@@ -6,20 +6,19 @@
 //! `tau_max` to `tau_min` over the epochs (AutoDL: τ_max − (τ_max − τ_min)·e/(E − 1)).
 //! Genotypes derive from α as DARTS' do; evaluation runs the genotype's child.
 
-use std::path::Path;
 
-use nas_core::checkpoint::LoadedTensors;
 use nas_core::dist::{step_grads, StepGrads};
 use nas_core::nn::Mode;
 use nas_core::settings::Flag;
 use nas_core::ConfigError;
-use search_spaces::{ArchSample, Supernet};
+use search_spaces::Supernet;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use smart_default::SmartDefault;
+use serde_json::json;
 
-use super::sampling::{self, gdas_sample, micro_output, ARCH_DRAW, WEIGHT_DRAW};
+use super::sampling::{self, gdas_sample, micro_output, Gumbel, GumbelSearch, GumbelStep, ARCH_DRAW, WEIGHT_DRAW};
 use super::{
-    ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, Preset, RecordChart, SearchMethod, StepAt, StepBatches,
+    MethodContext, MethodSpec, Preset, RecordChart, SearchMethod, StepAt, StepBatches,
     WeightStep,
 };
 use crate::config::SearchConfig;
@@ -28,20 +27,16 @@ use crate::Result;
 
 pub struct Gdas;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// AutoDL's `--tau_max 10 --tau_min 0.1` by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct GdasConfig {
     /// The temperature of the first epoch.
+    #[default = 10.0]
     pub tau_max: f64,
     /// The temperature of the last epoch.
+    #[default = 0.1]
     pub tau_min: f64,
-}
-
-impl Default for GdasConfig {
-    /// AutoDL's `--tau_max 10 --tau_min 0.1`.
-    fn default() -> Self {
-        Self { tau_max: 10.0, tau_min: 0.1 }
-    }
 }
 
 /// The temperature of `epoch` of `epochs`: linear from `max` at the first epoch to `min` at
@@ -91,61 +86,31 @@ impl MethodSpec for Gdas {
     }
 
     fn build(c: &GdasConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
-        Ok(Box::new(GdasSearch {
-            taus: (c.tau_max, c.tau_min),
-            tau: c.tau_max,
-            epochs: ctx.epochs,
-            seed: ctx.seed,
-            adam: ArchAdam::new(ctx.net.arch().weights(), ctx.arch_optimizer),
-            arch_stepped: false,
-        }))
+        let step = GdasStep { arch_stepped: false };
+        Ok(GumbelSearch::boxed((c.tau_max, c.tau_min), temperature, true, ctx, step))
     }
 }
 
-struct GdasSearch {
-    taus: (f64, f64),
-    tau: f64,
-    epochs: usize,
-    seed: u64,
-    adam: ArchAdam,
+/// GDAS' step: a weight step with one sample, then an α step with another.
+struct GdasStep {
     arch_stepped: bool,
 }
 
-impl SearchMethod for GdasSearch {
-    fn begin_epoch(&mut self, epoch: usize) {
-        self.tau = temperature(self.taus, epoch, self.epochs);
-    }
-
-    fn step(&mut self, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
-        let mut rng = sampling::draw(self.seed, at.epoch, WEIGHT_DRAW + at.step as u64);
-        let sample = gdas_sample(&net.op_logits(Mode::TRAIN_WEIGHTS)?, self.tau, &mut rng)?;
+impl GumbelStep for GdasStep {
+    fn step(&mut self, g: &mut Gumbel, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
+        let mut rng = sampling::draw(g.seed, at.epoch, WEIGHT_DRAW + at.step as u64);
+        let sample = gdas_sample(&net.op_logits(Mode::TRAIN_WEIGHTS)?, g.tau, &mut rng)?;
         let out = weight_step(net, w.opt, &b.train, w.clip, Some(&sample))?;
         self.arch_stepped = false;
         if let Some(valid) = &b.valid {
-            let mut rng = sampling::draw(self.seed, at.epoch, ARCH_DRAW + at.step as u64);
-            let sample = gdas_sample(&net.op_logits(Mode::TRAIN_ARCH)?, self.tau, &mut rng)?;
+            let mut rng = sampling::draw(g.seed, at.epoch, ARCH_DRAW + at.step as u64);
+            let sample = gdas_sample(&net.op_logits(Mode::TRAIN_ARCH)?, g.tau, &mut rng)?;
             let arch = net.arch().weights();
-            let g = step_grads(valid, &[&arch], |b| micro_output(net, b, Mode::TRAIN_ARCH, Some(&sample), None))?;
-            self.adam.step(&g.grads[0])?;
+            let grads = step_grads(valid, &[&arch], |b| micro_output(net, b, Mode::TRAIN_ARCH, Some(&sample), None))?;
+            g.adam.step(&grads.grads[0])?;
             self.arch_stepped = true;
         }
         Ok(out)
-    }
-
-    fn eval_sample(&self, net: &dyn Supernet) -> Result<Option<ArchSample>> {
-        sampling::genotype_child(net, &net.genotype()?)
-    }
-
-    fn record_fields(&self, fields: &mut Map<String, Value>) {
-        fields.insert("tau".into(), json!(self.tau));
-    }
-
-    fn state(&self) -> Result<(NamedTensors, Metadata)> {
-        Ok(self.adam.state())
-    }
-
-    fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
-        self.adam.restore(ck, path)
     }
 
     /// One forward and backward on the search-valid batch.

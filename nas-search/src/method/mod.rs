@@ -86,7 +86,7 @@ pub trait MethodSpec {
     /// Whether each forward samples which ops run instead of running the relaxed supernet. Such
     /// a method cannot combine with settings that need every op of an edge (PC-DARTS' partial
     /// channels and edge normalisation), with the α-Hessian diagnostic or with P-DARTS' stages.
-    const SAMPLES_OPS: bool;
+    const SAMPLES_OPS: bool = false;
     /// Its settings, the `method` section besides `name`.
     type Config: Settings;
 
@@ -125,8 +125,14 @@ pub trait MethodSpec {
         Ok(())
     }
 
-    /// The running method for the supernet of `ctx`.
-    fn build(cfg: &Self::Config, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>>;
+    /// The running method for the supernet of `ctx`; a method of the hypergradient family
+    /// (`hypergradient`) runs the family's alternating loop with its rule.
+    fn build(cfg: &Self::Config, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
+        match Self::hypergradient(cfg) {
+            Some(rule) => Ok(alternating::Alternating::boxed(ctx, rule)),
+            None => Err(crate::Error::Internal(format!("the {} method builds no search", Self::NAME))),
+        }
+    }
 
     /// The architecture-gradient rule of a method of the hypergradient family (None for the
     /// others), for tools that drive the rule themselves.
@@ -395,7 +401,7 @@ struct Tagged<'a, T: Serialize> {
 /// `--method`, with every registered method in its help.
 pub fn method_flag() -> Flag {
     let list: Vec<String> = Method::ALL.iter().map(|m| format!("{} ({})", m.name(), m.about())).collect();
-    Flag::one("method", "name", "M", format!("Search method: {}", list.join("; ")), settings::parse::<Method>)
+    Flag::one("method", "name", "M", settings::parse::<Method>).help(format!("Search method: {}", list.join("; ")))
 }
 
 impl Serialize for Method {

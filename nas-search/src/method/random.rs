@@ -13,6 +13,7 @@ use nas_core::settings::Flag;
 use nas_core::ConfigError;
 use search_spaces::{ArchSample, Genotype, Supernet};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use serde_json::{Map, Value};
 
 use super::sampling::{self, child_sample, WEIGHT_DRAW};
@@ -26,17 +27,12 @@ use crate::Result;
 
 pub struct Random;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct RandomConfig {
     /// Children compared at the end of every epoch.
+    #[default(selection::SELECT_SAMPLES)]
     pub select_samples: usize,
-}
-
-impl Default for RandomConfig {
-    fn default() -> Self {
-        Self { select_samples: selection::SELECT_SAMPLES }
-    }
 }
 
 impl MethodSpec for Random {

@@ -14,16 +14,22 @@
 //! step and role), so a resumed run draws what the uninterrupted one did without saving
 //! generator state.
 
+use std::path::Path;
+
 use candle_core::{DType, Tensor, D};
+use nas_core::checkpoint::LoadedTensors;
 use nas_core::config_error::field;
 use nas_core::dist::MicroOutput;
+use nas_core::dist::StepGrads;
 use nas_core::nn::{correct_count, cross_entropy, softmax_last_dim, Mode};
 use nas_core::rng::{self, Purpose, Rng};
 use nas_core::settings::{self, Flag};
 use nas_core::ConfigError;
 use rand::Rng as _;
 use search_spaces::{ArchSample, Child, Supernet};
+use serde_json::{json, Map, Value};
 
+use super::{ArchAdam, Metadata, MethodContext, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
 use crate::step::Batch;
 use crate::{Error, Result};
 
@@ -44,20 +50,10 @@ pub fn draw(seed: u64, epoch: usize, key: u64) -> Rng {
 /// `--tau-max` and `--tau-min` (GDAS and SNAS, under `method`).
 pub fn temperature_flags() -> Vec<Flag> {
     vec![
-        Flag::one(
-            "tau-max",
-            "tau_max",
-            "τ",
-            "gdas, snas: the Gumbel-softmax temperature of the first epoch (gdas 10, snas 1)",
-            settings::parse::<f64>,
-        ),
-        Flag::one(
-            "tau-min",
-            "tau_min",
-            "τ",
-            "gdas, snas: the temperature of the last epoch (gdas 0.1, snas 0.03)",
-            settings::parse::<f64>,
-        ),
+        Flag::one("tau-max", "tau_max", "τ", settings::parse::<f64>)
+            .help("gdas, snas: the Gumbel-softmax temperature of the first epoch (gdas 10, snas 1)"),
+        Flag::one("tau-min", "tau_min", "τ", settings::parse::<f64>)
+            .help("gdas, snas: the temperature of the last epoch (gdas 0.1, snas 0.03)"),
     ]
 }
 
@@ -78,6 +74,95 @@ pub fn validate_temperatures(max: f64, min: f64) -> std::result::Result<(), Conf
         )));
     }
     Ok(())
+}
+
+/// What GDAS and SNAS share while they run: the epoch's temperature, the run's seed (the sample
+/// stream) and Adam on α.
+pub struct Gumbel {
+    pub taus: (f64, f64),
+    pub tau: f64,
+    pub epochs: usize,
+    pub seed: u64,
+    pub adam: ArchAdam,
+}
+
+/// The temperature of `epoch` of `epochs`, from `taus` (first epoch, last epoch).
+pub type Temperature = fn((f64, f64), usize, usize) -> f64;
+
+/// A Gumbel-softmax method's own step.
+pub trait GumbelStep {
+    /// One search step at `g.tau`, drawing from `g.seed`'s stream, α stepped by `g.adam`.
+    fn step(
+        &mut self,
+        g: &mut Gumbel,
+        net: &dyn Supernet,
+        w: WeightStep,
+        at: StepAt,
+        b: StepBatches,
+    ) -> Result<StepGrads>;
+    /// Gradient evaluations of the last architecture step.
+    fn last_arch_grad_evals(&self) -> usize {
+        0
+    }
+}
+
+/// A running Gumbel-softmax method: the shared state and the method's step. Genotypes derive
+/// from α; evaluation runs the genotype's child; records carry `tau`.
+pub struct GumbelSearch<S> {
+    g: Gumbel,
+    temperature: Temperature,
+    reads_valid: bool,
+    step: S,
+}
+
+impl<S: GumbelStep + 'static> GumbelSearch<S> {
+    /// The method at its first epoch's temperature; `reads_valid`: whether its step reads a
+    /// search-valid batch.
+    pub fn boxed(
+        taus: (f64, f64),
+        temperature: Temperature,
+        reads_valid: bool,
+        ctx: &MethodContext,
+        step: S,
+    ) -> Box<dyn SearchMethod> {
+        let adam = ArchAdam::new(ctx.net.arch().weights(), ctx.arch_optimizer);
+        let g = Gumbel { taus, tau: temperature(taus, 0, ctx.epochs), epochs: ctx.epochs, seed: ctx.seed, adam };
+        Box::new(Self { g, temperature, reads_valid, step })
+    }
+}
+
+impl<S: GumbelStep> SearchMethod for GumbelSearch<S> {
+    fn reads_valid(&self) -> bool {
+        self.reads_valid
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) {
+        self.g.tau = (self.temperature)(self.g.taus, epoch, self.g.epochs);
+    }
+
+    fn step(&mut self, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
+        self.step.step(&mut self.g, net, w, at, b)
+    }
+
+    fn eval_sample(&self, net: &dyn Supernet) -> Result<Option<ArchSample>> {
+        genotype_child(net, &net.genotype()?)
+    }
+
+    fn record_fields(&self, fields: &mut Map<String, Value>) {
+        fields.insert("tau".into(), json!(self.g.tau));
+    }
+
+    fn state(&self) -> Result<(NamedTensors, Metadata)> {
+        Ok(self.g.adam.state())
+    }
+
+    fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
+        self.g.adam.restore(ck, path)
+    }
+
+    fn last_arch_grad_evals(&self) -> usize {
+        self.step.last_arch_grad_evals()
+    }
 }
 
 /// Standard Gumbel noise −ln(−ln U), U uniform on (0, 1).
@@ -250,9 +335,9 @@ mod tests {
         let mut rng = draw(1, 0, 0);
         for hard in [true, false] {
             let e = if hard {
-                gdas_sample(&[alpha.clone()], 1.0, &mut rng)
+                gdas_sample(std::slice::from_ref(&alpha), 1.0, &mut rng)
             } else {
-                snas_sample(&[alpha.clone()], 1.0, &mut rng)
+                snas_sample(std::slice::from_ref(&alpha), 1.0, &mut rng)
             };
             let e = e.unwrap_err();
             assert!(matches!(e, Error::NotFinite(_)), "{e}");

@@ -6,8 +6,8 @@ use nas_core::hypergrad::{Hypergradient, OneStageRad};
 use nas_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use super::alternating::{plain_momentum, Alternating};
-use super::{MethodContext, MethodSpec, SearchMethod};
+use super::alternating::plain_momentum;
+use super::MethodSpec;
 use crate::config::SearchConfig;
 use crate::Result;
 
@@ -21,15 +21,10 @@ pub struct SecondOrderConfig {}
 impl MethodSpec for SecondOrder {
     const NAME: &'static str = "second-order";
     const ABOUT: &'static str = "DARTS' one-step unrolled gradient with a finite-difference Hessian-vector product";
-    const SAMPLES_OPS: bool = false;
     type Config = SecondOrderConfig;
 
     fn validate(_: &SecondOrderConfig, s: &SearchConfig) -> Result<(), ConfigError> {
         plain_momentum(Self::NAME, s)
-    }
-
-    fn build(_: &SecondOrderConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
-        Ok(Alternating::boxed(ctx, Box::new(OneStageRad)))
     }
 
     fn hypergradient(_: &SecondOrderConfig) -> Option<Box<dyn Hypergradient>> {

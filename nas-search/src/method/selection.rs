@@ -21,13 +21,9 @@ const SELECTION_META: &str = "sampling_selection";
 
 /// `--select-samples` (ENAS and random sampling, under `method`).
 pub fn select_samples_flag() -> Flag {
-    Flag::one(
-        "select-samples",
-        "select_samples",
-        "N",
+    Flag::one("select-samples", "select_samples", "N", settings::parse::<usize>).help(
         "enas, random: children sampled after every epoch, the most accurate on a validation batch being \
          the genotype (100)",
-        settings::parse::<usize>,
     )
 }
 

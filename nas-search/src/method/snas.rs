@@ -7,11 +7,9 @@
 //! the most expensive one, differentiated through the relaxed sample Z. Genotypes derive from
 //! α as DARTS' do; evaluation runs the genotype's child.
 
-use std::path::Path;
 
 use candle_core::Tensor;
-use nas_core::checkpoint::LoadedTensors;
-use nas_core::config_error::field;
+use nas_core::config_error::require_finite_non_negative;
 use nas_core::dist::{step_grads, StepGrads};
 use nas_core::nn::Mode;
 use nas_core::ops;
@@ -19,11 +17,11 @@ use nas_core::settings::{self, Flag};
 use nas_core::ConfigError;
 use search_spaces::{ArchSample, OpCost, Supernet};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use smart_default::SmartDefault;
 
-use super::sampling::{self, micro_output, snas_sample, WEIGHT_DRAW};
+use super::sampling::{self, micro_output, snas_sample, Gumbel, GumbelSearch, GumbelStep, WEIGHT_DRAW};
 use super::{
-    ArchAdam, Metadata, MethodContext, MethodSpec, NamedTensors, RecordChart, SearchMethod, StepAt, StepBatches,
+    MethodContext, MethodSpec, RecordChart, SearchMethod, StepAt, StepBatches,
     WeightStep,
 };
 use crate::config::SearchConfig;
@@ -33,10 +31,11 @@ use crate::{Error, Result};
 pub struct Snas;
 
 /// The cost SNAS' resource penalty counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Resource {
     /// Parameters of the sampled ops.
+    #[default]
     Params,
     /// Mult-adds of the sampled ops' convolutions at the input size of the search.
     MultAdds,
@@ -44,24 +43,20 @@ pub enum Resource {
 
 nas_core::named_enum!(Resource, "resource", [Resource::Params => "params", Resource::MultAdds => "mult-adds"]);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The SNAS paper's τ 1 → 0.03, no penalty, by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnasConfig {
     /// The temperature of the first epoch.
+    #[default = 1.0]
     pub tau_max: f64,
     /// The temperature of the last epoch.
+    #[default = 0.03]
     pub tau_min: f64,
     /// What the resource penalty counts.
     pub resource: Resource,
     /// The penalty's weight λ (0: off).
     pub resource_weight: f64,
-}
-
-impl Default for SnasConfig {
-    /// The SNAS paper's τ 1 → 0.03, no penalty.
-    fn default() -> Self {
-        Self { tau_max: 1.0, tau_min: 0.03, resource: Resource::Params, resource_weight: 0.0 }
-    }
 }
 
 /// The temperature of `epoch` of `epochs`: geometric from `max` at the first epoch to `min`
@@ -80,20 +75,10 @@ impl MethodSpec for Snas {
 
     fn flags() -> Vec<Flag> {
         let mut f = sampling::temperature_flags();
-        f.push(Flag::one(
-            "resource",
-            "resource",
-            "R",
-            "snas: what the resource penalty counts, params or mult-adds",
-            settings::parse::<Resource>,
-        ));
-        f.push(Flag::one(
-            "resource-weight",
-            "resource_weight",
-            "λ",
-            "snas: SNAS' penalty on the relaxed child's expected cost, its weight λ (0: off)",
-            settings::parse::<f64>,
-        ));
+        f.push(Flag::one("resource", "resource", "R", settings::parse::<Resource>)
+            .help("snas: what the resource penalty counts, params or mult-adds"));
+        f.push(Flag::one("resource-weight", "resource_weight", "λ", settings::parse::<f64>)
+            .help("snas: SNAS' penalty on the relaxed child's expected cost, its weight λ (0: off)"));
         f
     }
 
@@ -117,96 +102,56 @@ impl MethodSpec for Snas {
 
     fn validate(c: &SnasConfig, _: &SearchConfig) -> Result<(), ConfigError> {
         sampling::validate_temperatures(c.tau_max, c.tau_min)?;
-        if !c.resource_weight.is_finite() || c.resource_weight < 0.0 {
-            return Err(ConfigError::new(format!(
-                "{} must be a finite non-negative number, got {}",
-                field("method.resource_weight"),
-                c.resource_weight
-            )));
-        }
-        Ok(())
+        require_finite_non_negative(&[("method.resource_weight", c.resource_weight)])
     }
 
     fn build(c: &SnasConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
-        Ok(Box::new(SnasSearch {
-            cfg: c.clone(),
-            tau: c.tau_max,
-            epochs: ctx.epochs,
-            seed: ctx.seed,
-            adam: ArchAdam::new(ctx.net.arch().weights(), ctx.arch_optimizer),
-            costs: None,
-        }))
+        let step = SnasStep { resource: c.resource, weight: c.resource_weight, costs: None };
+        // Single level: α learns from the search-train batch, no search-valid batch is read.
+        Ok(GumbelSearch::boxed((c.tau_max, c.tau_min), temperature, false, ctx, step))
     }
 }
 
-struct SnasSearch {
-    cfg: SnasConfig,
-    tau: f64,
-    epochs: usize,
-    seed: u64,
-    adam: ArchAdam,
+/// SNAS' step, with its resource penalty.
+struct SnasStep {
+    resource: Resource,
+    weight: f64,
     /// The normalised per-column costs, per α tensor, once the input size is known.
     costs: Option<Vec<Tensor>>,
 }
 
-impl SnasSearch {
+impl SnasStep {
     /// The resource penalty of the relaxed sample (None when its weight is 0).
     fn penalty(&mut self, net: &dyn Supernet, train: &Batch, sample: &ArchSample) -> Result<Option<Tensor>> {
-        let lambda = self.cfg.resource_weight;
-        if lambda == 0.0 {
+        if self.weight == 0.0 {
             return Ok(None);
         }
         let Some(weights) = &sample.weights else { return Ok(None) };
         if self.costs.is_none() {
             let (_, _, h, w) = train.x.dims4()?;
-            self.costs = Some(cost_tensors(&net.op_costs(h, w), self.cfg.resource, &weights[0])?);
+            self.costs = Some(cost_tensors(&net.op_costs(h, w), self.resource, &weights[0])?);
         }
         let costs = self.costs.as_deref().unwrap_or_default();
-        Ok(Some(resource_penalty(weights, costs, lambda)?))
+        Ok(Some(resource_penalty(weights, costs, self.weight)?))
     }
 }
 
-impl SearchMethod for SnasSearch {
-    /// Single level: α learns from the search-train batch.
-    fn reads_valid(&self) -> bool {
-        false
-    }
-
-    fn begin_epoch(&mut self, epoch: usize) {
-        self.tau = temperature((self.cfg.tau_max, self.cfg.tau_min), epoch, self.epochs);
-    }
-
+impl GumbelStep for SnasStep {
     /// One forward and backward for the weights and α; the loss includes the penalty.
-    fn step(&mut self, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
-        let mut rng = sampling::draw(self.seed, at.epoch, WEIGHT_DRAW + at.step as u64);
-        let sample = snas_sample(&net.op_logits(Mode::TRAIN_ALL)?, self.tau, &mut rng)?;
+    fn step(&mut self, g: &mut Gumbel, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
+        let mut rng = sampling::draw(g.seed, at.epoch, WEIGHT_DRAW + at.step as u64);
+        let sample = snas_sample(&net.op_logits(Mode::TRAIN_ALL)?, g.tau, &mut rng)?;
         let penalty = match b.train.first() {
             Some(first) => self.penalty(net, first, &sample)?,
             None => None,
         };
         let (weights, arch) = (w.opt.params().to_vec(), net.arch().weights());
-        let g = step_grads(&b.train, &[&weights, &arch], |m| {
+        let grads = step_grads(&b.train, &[&weights, &arch], |m| {
             micro_output(net, m, Mode::TRAIN_ALL, Some(&sample), penalty.as_ref())
         })?;
-        w.opt.step_clipped(&g.grads[0], w.clip)?;
-        self.adam.step(&g.grads[1])?;
-        Ok(g)
-    }
-
-    fn eval_sample(&self, net: &dyn Supernet) -> Result<Option<ArchSample>> {
-        sampling::genotype_child(net, &net.genotype()?)
-    }
-
-    fn record_fields(&self, fields: &mut Map<String, Value>) {
-        fields.insert("tau".into(), json!(self.tau));
-    }
-
-    fn state(&self) -> Result<(NamedTensors, Metadata)> {
-        Ok(self.adam.state())
-    }
-
-    fn restore(&mut self, ck: &LoadedTensors, path: &Path) -> Result<()> {
-        self.adam.restore(ck, path)
+        w.opt.step_clipped(&grads.grads[0], w.clip)?;
+        g.adam.step(&grads.grads[1])?;
+        Ok(grads)
     }
 }
 

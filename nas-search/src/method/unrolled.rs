@@ -8,41 +8,31 @@ use nas_core::hypergrad::{Hypergradient, TruncatedRad};
 use nas_core::settings::{self, Flag};
 use nas_core::ConfigError;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
-use super::alternating::{plain_momentum, Alternating};
-use super::{positive, MethodContext, MethodSpec, SearchMethod};
+use super::alternating::plain_momentum;
+use super::{positive, MethodSpec};
 use crate::config::SearchConfig;
 use crate::Result;
 
 pub struct Unrolled;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct UnrolledConfig {
     /// Virtual SGD steps K.
+    #[default = 1]
     pub unroll_steps: usize,
-}
-
-impl Default for UnrolledConfig {
-    fn default() -> Self {
-        Self { unroll_steps: 1 }
-    }
 }
 
 impl MethodSpec for Unrolled {
     const NAME: &'static str = "unrolled";
     const ABOUT: &'static str = "truncated reverse mode through K virtual SGD steps, --unroll-steps";
-    const SAMPLES_OPS: bool = false;
     type Config = UnrolledConfig;
 
     fn flags() -> Vec<Flag> {
-        vec![Flag::one(
-            "unroll-steps",
-            "unroll_steps",
-            "K",
-            "unrolled: virtual SGD steps K the hypergradient reverses through (1: second order)",
-            settings::parse::<usize>,
-        )]
+        vec![Flag::one("unroll-steps", "unroll_steps", "K", settings::parse::<usize>)
+            .help("unrolled: virtual SGD steps K the hypergradient reverses through (1: second order)")]
     }
 
     fn legacy_fields() -> &'static [(&'static str, &'static str)] {
@@ -52,10 +42,6 @@ impl MethodSpec for Unrolled {
     fn validate(c: &UnrolledConfig, s: &SearchConfig) -> Result<(), ConfigError> {
         positive(Self::NAME, "unroll_steps", c.unroll_steps)?;
         plain_momentum(Self::NAME, s)
-    }
-
-    fn build(c: &UnrolledConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
-        Ok(Alternating::boxed(ctx, Box::new(TruncatedRad::new(c.unroll_steps))))
     }
 
     fn hypergradient(c: &UnrolledConfig) -> Option<Box<dyn Hypergradient>> {

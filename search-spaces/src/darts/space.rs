@@ -3,7 +3,7 @@
 //! the shapes of its pictures.
 
 use candle_core::{DType, Device};
-use nas_core::config_error::{brief, field};
+use nas_core::config_error::{brief, field, require_positive};
 use nas_core::settings::{self, Flag};
 use nas_core::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -96,35 +96,19 @@ impl SearchSpace for Darts {
 
     fn search_model_flags() -> Vec<Flag> {
         vec![
-            Flag::one(
-                "ops",
-                "ops",
-                "OPS",
-                "Candidate ops of every edge (darts), comma-separated: a subset of none, max_pool_3x3, \
+            Flag::one("ops", "ops", "OPS", settings::text)
+                .help(
+                    "Candidate ops of every edge (darts), comma-separated: a subset of none, max_pool_3x3, \
                  avg_pool_3x3, skip_connect, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5 and \
                  noise; replaces the op sets of s1–s4. Per-edge sets: `model.ops` in a --config file",
-                settings::text,
-            )
-            .list(),
-            Flag::one(
-                "partial-channels",
-                "partial_channels",
-                "K",
-                "PC-DARTS: operate on 1/K of the channels of every edge",
-                settings::parse::<usize>,
-            ),
-            Flag::switch(
-                "edge-norm",
-                "edge_norm",
-                "PC-DARTS edge normalisation (β weights on the edges into each node)",
-            ),
-            Flag::one(
-                "max-skip-connect",
-                "max_skip_connect",
-                "N",
-                "Cap the skip connections of the derived normal cell",
-                settings::parse::<usize>,
-            ),
+                )
+                .list(),
+            Flag::one("partial-channels", "partial_channels", "K", settings::parse::<usize>)
+                .help("PC-DARTS: operate on 1/K of the channels of every edge"),
+            Flag::switch("edge-norm", "edge_norm")
+                .help("PC-DARTS edge normalisation (β weights on the edges into each node)"),
+            Flag::one("max-skip-connect", "max_skip_connect", "N", settings::parse::<usize>)
+                .help("Cap the skip connections of the derived normal cell"),
             crate::model_config::net_flag(),
         ]
     }
@@ -170,12 +154,9 @@ impl SearchSpace for Darts {
         own.max_skip_connect
     }
 
-    fn validate_search(m: &SearchModelConfig, own: &DartsSearchModel) -> Result<(), ConfigError> {
-        for (name, v) in [("model.steps", own.steps), ("model.partial_channels", own.partial_channels)] {
-            if v == 0 {
-                return Err(ConfigError::new(format!("{} must be positive, got 0", field(name))));
-            }
-        }
+    fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError> {
+        let own = own(m)?;
+        require_positive(&[("model.steps", own.steps), ("model.partial_channels", own.partial_channels)])?;
         let k = own.partial_channels;
         if !m.channels.is_multiple_of(k) {
             return Err(ConfigError::new(format!(
@@ -201,12 +182,8 @@ impl SearchSpace for Darts {
     /// CIFAR stem: the two reductions halve the sides evenly where a factorized reduction
     /// halves them (sides divisible by 4). ImageNet stems: the three stride-2 stem convs and the
     /// two reductions halve them five times, as in the retraining network (divisible by 32).
-    fn check_search_input_size(
-        _: &SearchModelConfig,
-        own: &DartsSearchModel,
-        height: usize,
-        width: usize,
-    ) -> Result<(), ConfigError> {
+    fn check_search_input_size(m: &SearchModelConfig, height: usize, width: usize) -> Result<(), ConfigError> {
+        let own = own(m)?;
         let (halvings, times) =
             if own.net == NetKind::ImageNet { (32, "five halvings") } else { (4, "two reductions") };
         if height == 0 || width == 0 || !height.is_multiple_of(halvings) || !width.is_multiple_of(halvings) {
@@ -218,13 +195,8 @@ impl SearchSpace for Darts {
         Ok(())
     }
 
-    fn build_supernet(
-        m: &SearchModelConfig,
-        own: &DartsSearchModel,
-        task: TaskShape,
-        seed: u64,
-        device: &Device,
-    ) -> Result<Box<dyn Supernet>> {
+    fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>> {
+        let own = own(m).map_err(|e| crate::Error::Config(e.to_string()))?;
         let cfg = DartsSupernetConfig {
             channels: m.channels,
             layers: m.layers,
@@ -328,6 +300,11 @@ impl SearchSpace for Darts {
             NetKind::ImageNet => format!("C={}, L={}, imagenet network, without auxiliary head", m.channels, m.layers),
         }
     }
+}
+
+/// The darts settings of `m` (the registry hands a space only its own).
+fn own(m: &SearchModelConfig) -> Result<&DartsSearchModel, ConfigError> {
+    m.darts().ok_or_else(|| ConfigError::plain(format!("{} model settings for a darts search", m.kind())))
 }
 
 /// A cell: the inputs c_{k-2} and c_{k-1}, the intermediate nodes with one labelled edge per

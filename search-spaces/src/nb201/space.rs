@@ -114,8 +114,12 @@ impl SearchSpace for Nb201 {
         ]
     }
 
-    fn validate_search(_: &SearchModelConfig, own: &Nb201SearchModel) -> Result<(), ConfigError> {
-        if own.net != NetKind::Cifar {
+    fn net(own: &Nb201SearchModel) -> NetKind {
+        own.net
+    }
+
+    fn validate_search(m: &SearchModelConfig) -> Result<(), ConfigError> {
+        if m.net() != NetKind::Cifar {
             return Err(ConfigError::new(format!(
                 "{} supernets have one stem ({} must be cifar; the imagenet stems are the darts space's)",
                 Self::NAME,
@@ -125,22 +129,11 @@ impl SearchSpace for Nb201 {
         Ok(())
     }
 
-    fn check_search_input_size(
-        _: &SearchModelConfig,
-        _: &Nb201SearchModel,
-        _: usize,
-        _: usize,
-    ) -> Result<(), ConfigError> {
+    fn check_search_input_size(_: &SearchModelConfig, _: usize, _: usize) -> Result<(), ConfigError> {
         Ok(())
     }
 
-    fn build_supernet(
-        m: &SearchModelConfig,
-        _: &Nb201SearchModel,
-        task: TaskShape,
-        seed: u64,
-        device: &Device,
-    ) -> Result<Box<dyn Supernet>> {
+    fn build_supernet(m: &SearchModelConfig, task: TaskShape, seed: u64, device: &Device) -> Result<Box<dyn Supernet>> {
         let cfg = Self::network_config(m.channels, m.layers, task);
         Ok(Box::new(Nb201Network::search(cfg, seed, DType::F32, device)?))
     }
@@ -159,29 +152,19 @@ impl SearchSpace for Nb201 {
         EvalModelConfig { channels: 16, layers: 5, auxiliary_weight: 0.0, drop_path: 0.0, net: NetKind::Cifar }
     }
 
+    /// No auxiliary head, one skeleton, no drop path.
     fn validate_eval(m: &EvalModelConfig) -> Result<(), ConfigError> {
-        if m.auxiliary_weight != 0.0 {
-            return Err(ConfigError::new(format!(
-                "{} networks have no auxiliary head ({} must be 0)",
-                Self::NAME,
-                brief("model.auxiliary_weight")
-            )));
+        let refused = [
+            (m.auxiliary_weight != 0.0, "have no auxiliary head", "model.auxiliary_weight", "0"),
+            (m.net != NetKind::Cifar, "have one skeleton", "model.net", "cifar"),
+            (m.drop_path != 0.0, "do not use drop path", "model.drop_path", "0"),
+        ];
+        match refused.iter().find(|(bad, ..)| *bad) {
+            Some((_, what, field, value)) => {
+                Err(ConfigError::new(format!("{} networks {what} ({} must be {value})", Self::NAME, brief(field))))
+            }
+            None => Ok(()),
         }
-        if m.net != NetKind::Cifar {
-            return Err(ConfigError::new(format!(
-                "{} networks have one skeleton ({} must be cifar)",
-                Self::NAME,
-                brief("model.net")
-            )));
-        }
-        if m.drop_path != 0.0 {
-            return Err(ConfigError::new(format!(
-                "{} networks do not use drop path ({} must be 0)",
-                Self::NAME,
-                brief("model.drop_path")
-            )));
-        }
-        Ok(())
     }
 
     fn check_input_size(_: &EvalModelConfig, _: usize, _: usize) -> Result<(), ConfigError> {

@@ -23,6 +23,7 @@ use nas_core::settings::{self, Flag};
 use nas_core::ConfigError;
 use search_spaces::{ArchSample, Child, ControllerSpec, Genotype, Supernet};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use serde_json::{json, Map, Value};
 
 use self::controller::{Controller, Sample};
@@ -39,7 +40,7 @@ use crate::{Error, Result};
 
 pub struct Enas;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnasConfig {
     /// Controller updates after every epoch (`controller_train_steps`); None: the reference's
@@ -51,13 +52,8 @@ pub struct EnasConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller_aggregate: Option<usize>,
     /// Children compared at the end of every epoch.
+    #[default(selection::SELECT_SAMPLES)]
     pub select_samples: usize,
-}
-
-impl Default for EnasConfig {
-    fn default() -> Self {
-        Self { controller_steps: None, controller_aggregate: None, select_samples: selection::SELECT_SAMPLES }
-    }
 }
 
 impl MethodSpec for Enas {
@@ -68,20 +64,10 @@ impl MethodSpec for Enas {
 
     fn flags() -> Vec<Flag> {
         vec![
-            Flag::one(
-                "controller-steps",
-                "controller_steps",
-                "N",
-                "enas: controller updates after every epoch (darts 30 as ENAS, nb201 50 as AutoDL)",
-                settings::parse::<usize>,
-            ),
-            Flag::one(
-                "controller-aggregate",
-                "controller_aggregate",
-                "N",
-                "enas: children per controller update, one validation batch each (darts 10, nb201 20)",
-                settings::parse::<usize>,
-            ),
+            Flag::one("controller-steps", "controller_steps", "N", settings::parse::<usize>)
+                .help("enas: controller updates after every epoch (darts 30 as ENAS, nb201 50 as AutoDL)"),
+            Flag::one("controller-aggregate", "controller_aggregate", "N", settings::parse::<usize>)
+                .help("enas: children per controller update, one validation batch each (darts 10, nb201 20)"),
             selection::select_samples_flag(),
         ]
     }
