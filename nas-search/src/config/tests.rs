@@ -1,3 +1,5 @@
+//! The configuration's presets, checks, config files and JSON form.
+
 use serde_json::json;
 
 use super::*;

@@ -3,7 +3,8 @@
 //!
 //! - `MethodSpec` is its static side: its name, a line about it, whether it samples ops, its
 //!   settings (the `method` section of config.json, `{"name": "implicit-cg", "cg_steps": 5,
-//!   "cg_damping": 1.0}`) with their defaults, flags and validation, and how it starts.
+//!   "cg_damping": 1.0}`) with their defaults, flags and validation, its presets, the charts
+//!   of what it records, and how it starts.
 //! - `SearchMethod` is a running method: what a step reads, the step itself (weights and
 //!   architecture), the end of an epoch, the genotype it returns, the fields it adds to an
 //!   epoch's record and its part of a checkpoint.
@@ -11,9 +12,10 @@
 //! The hypergradient family (first order, DARTS' second order, truncated unrolling, implicit
 //! gradients by Neumann series or conjugate gradient) shares one alternating loop
 //! (`alternating`): an α step by its `nas_core::hypergrad::Hypergradient` rule on a
-//! search-valid batch, then a weight step; each of its files only chooses the rule. The
-//! sampling methods (GDAS, SNAS, ENAS, random sampling) share the Gumbel-softmax samples and
-//! the selection of a child (`sampling`, `selection`).
+//! search-valid batch, then a weight step; each of its files only chooses the rule, and a
+//! regularised method adds a term of α to the α step's loss (`alternating::ArchTerm`:
+//! β-DARTS). The sampling methods (GDAS, SNAS, ENAS, random sampling) share the Gumbel-softmax
+//! loop and samples and the selection of a child (`sampling`, `selection`).
 //!
 //! The search loop (`search`), the command line and the benchmark know no method by name: they
 //! go through `MethodConfig` and `SearchMethod`.
@@ -433,9 +435,4 @@ pub fn positive(method: &str, name: &str, v: usize) -> std::result::Result<(), C
         )));
     }
     Ok(())
-}
-
-/// The fields of `T` (for a method's `legacy_fields` check in tests).
-pub fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
-    struct_fields::<T>()
 }
