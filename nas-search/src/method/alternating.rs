@@ -22,7 +22,7 @@ use nas_core::hypergrad::{self, Bilevel, Grads, Hypergradient, SgdState};
 use nas_core::nn::{correct_count, cross_entropy, Mode};
 use nas_core::optim::Sgd;
 use nas_core::ConfigError;
-use search_spaces::Supernet;
+use search_spaces::{ArchSample, Supernet};
 use serde_json::{Map, Value};
 
 use super::{ArchAdam, Metadata, MethodContext, NamedTensors, SearchMethod, StepAt, StepBatches, WeightStep};
@@ -220,29 +220,48 @@ pub trait ArchTerm {
     fn record_fields(&self, _fields: &mut Map<String, Value>) {}
 }
 
+/// The mixing weights the weight step runs instead of softmax(α) (SDARTS' perturbed weights);
+/// the α step is not touched.
+pub trait WeightMixing {
+    /// Prepares epoch `epoch` of a run of `epochs` (its schedule).
+    fn begin_epoch(&mut self, _epoch: usize, _epochs: usize) {}
+    /// The mixing weights of the weight step at `at` on the search-train batch `train` (its
+    /// micro-batches), as a sample of weights alone (`ArchSample::weights`).
+    fn mixing(&mut self, net: &dyn Supernet, at: StepAt, train: &[Batch]) -> Result<ArchSample>;
+    /// Its fields of an epoch's record.
+    fn record_fields(&self, _fields: &mut Map<String, Value>) {}
+}
+
 /// A method of the hypergradient family: the alternating α and weight steps of an `Architect`,
-/// the α step's loss with an optional term of α (`ArchTerm`).
+/// the α step's loss with an optional term of α (`ArchTerm`), the weight step with optional
+/// mixing weights of its own (`WeightMixing`).
 pub struct Alternating {
     architect: Architect,
     term: Option<Box<dyn ArchTerm>>,
+    mixing: Option<Box<dyn WeightMixing>>,
     epochs: usize,
 }
 
 impl Alternating {
-    /// The family's running method with `rule` as its architecture gradient.
-    pub fn boxed(ctx: &MethodContext, rule: Box<dyn Hypergradient>) -> Box<dyn SearchMethod> {
-        Self::with_term(ctx, rule, None)
+    /// The family's loop with `rule` as its architecture gradient.
+    pub fn new(ctx: &MethodContext, rule: Box<dyn Hypergradient>) -> Self {
+        let net = ctx.net;
+        let architect = Architect::new(net.weights().weights(), net.arch().weights(), ctx.arch_optimizer, rule);
+        Self { architect, term: None, mixing: None, epochs: ctx.epochs }
     }
 
     /// The same with `term` added to the α step's loss.
-    pub fn with_term(
-        ctx: &MethodContext,
-        rule: Box<dyn Hypergradient>,
-        term: Option<Box<dyn ArchTerm>>,
-    ) -> Box<dyn SearchMethod> {
-        let net = ctx.net;
-        let architect = Architect::new(net.weights().weights(), net.arch().weights(), ctx.arch_optimizer, rule);
-        Box::new(Self { architect, term, epochs: ctx.epochs })
+    pub fn with_term(self, term: Option<Box<dyn ArchTerm>>) -> Self {
+        Self { term, ..self }
+    }
+
+    /// The same with the weight step's mixing weights from `mixing`.
+    pub fn with_mixing(self, mixing: Box<dyn WeightMixing>) -> Self {
+        Self { mixing: Some(mixing), ..self }
+    }
+
+    pub fn boxed(self) -> Box<dyn SearchMethod> {
+        Box::new(self)
     }
 }
 
@@ -255,6 +274,9 @@ impl SearchMethod for Alternating {
         if let Some(t) = &mut self.term {
             t.begin_epoch(epoch, self.epochs);
         }
+        if let Some(m) = &mut self.mixing {
+            m.begin_epoch(epoch, self.epochs);
+        }
     }
 
     fn step(&mut self, net: &dyn Supernet, w: WeightStep, at: StepAt, b: StepBatches) -> Result<StepGrads> {
@@ -264,7 +286,11 @@ impl SearchMethod for Alternating {
             self.architect.step_micro(net, train, valid, w.opt, self.term.as_deref())?;
         }
         let arch_done = std::time::Instant::now();
-        let out = weight_step(net, w.opt, &b.train, w.clip, None)?;
+        let sample = match &mut self.mixing {
+            Some(m) => Some(m.mixing(net, at, &b.train)?),
+            None => None,
+        };
+        let out = weight_step(net, w.opt, &b.train, w.clip, sample.as_ref())?;
         tracing::debug!(
             epoch = at.epoch,
             step = at.step,
@@ -277,6 +303,9 @@ impl SearchMethod for Alternating {
     fn record_fields(&self, fields: &mut Map<String, Value>) {
         if let Some(t) = &self.term {
             t.record_fields(fields);
+        }
+        if let Some(m) = &self.mixing {
+            m.record_fields(fields);
         }
     }
 

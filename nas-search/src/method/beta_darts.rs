@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use smart_default::SmartDefault;
 
-use super::alternating::{Alternating, ArchTerm};
-use super::{MethodContext, MethodSpec, Preset, RecordChart, SearchMethod};
+use super::alternating::ArchTerm;
+use super::{MethodSpec, Preset, RecordChart};
 use crate::config::SearchConfig;
 use crate::Result;
 
@@ -90,13 +90,12 @@ impl MethodSpec for BetaDarts {
         vec![RecordChart { title: "β-decay weight λ", curves: &[("beta_weight", "λ")] }]
     }
 
-    fn build(c: &BetaDartsConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
-        let term = BetaDecay { beta_decay: c.beta_decay, lambda: 0.0 };
-        Ok(Alternating::with_term(ctx, Box::new(FirstOrder), Some(Box::new(term))))
-    }
-
     fn hypergradient(_: &BetaDartsConfig) -> Option<Box<dyn Hypergradient>> {
         Some(Box::new(FirstOrder))
+    }
+
+    fn arch_term(c: &BetaDartsConfig) -> Option<Box<dyn ArchTerm>> {
+        Some(Box::new(BetaDecay { beta_decay: c.beta_decay, lambda: 0.0 }))
     }
 }
 

@@ -41,7 +41,7 @@ use nas_core::settings::{self, struct_fields, Flag, TAG};
 use nas_core::ConfigError;
 use search_spaces::{ArchSample, Genotype, Supernet};
 use serde::de::DeserializeOwned;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 pub use arch_adam::ArchAdam;
@@ -71,6 +71,8 @@ methods! {
     Random => random::Random,
     /// β-DARTS: first order with the β-decay regularisation of α.
     BetaDarts => beta_darts::BetaDarts,
+    /// SDARTS: a hypergradient method's α step, weight steps with perturbed mixing weights.
+    Sdarts => sdarts::Sdarts,
 }
 
 /// The settings of a method: a serialisable struct whose every field has a default
@@ -131,7 +133,7 @@ pub trait MethodSpec {
     /// (`hypergradient`) runs the family's alternating loop with its rule.
     fn build(cfg: &Self::Config, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
         match Self::hypergradient(cfg) {
-            Some(rule) => Ok(alternating::Alternating::boxed(ctx, rule)),
+            Some(rule) => Ok(alternating::Alternating::new(ctx, rule).with_term(Self::arch_term(cfg)).boxed()),
             None => Err(crate::Error::Internal(format!("the {} method builds no search", Self::NAME))),
         }
     }
@@ -139,6 +141,12 @@ pub trait MethodSpec {
     /// The architecture-gradient rule of a method of the hypergradient family (None for the
     /// others), for tools that drive the rule themselves.
     fn hypergradient(_cfg: &Self::Config) -> Option<Box<dyn Hypergradient>> {
+        None
+    }
+
+    /// The term of α a method of the hypergradient family adds to its α step's loss
+    /// (β-DARTS' β-decay); None for the others.
+    fn arch_term(_cfg: &Self::Config) -> Option<Box<dyn alternating::ArchTerm>> {
         None
     }
 }
@@ -404,6 +412,14 @@ struct Tagged<'a, T: Serialize> {
 pub fn method_flag() -> Flag {
     let list: Vec<String> = Method::ALL.iter().map(|m| format!("{} ({})", m.name(), m.about())).collect();
     Flag::one("method", "name", "M", settings::parse::<Method>).help(format!("Search method: {}", list.join("; ")))
+}
+
+impl<'de> Deserialize<'de> for MethodConfig {
+    /// A method section nested in another's settings (SDARTS' `arch_step`).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        MethodConfig::from_json(&v).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Serialize for Method {

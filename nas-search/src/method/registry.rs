@@ -126,6 +126,11 @@ macro_rules! methods {
                 match self { $(MethodConfig::$variant(c) => <$module::$spec as MethodSpec>::hypergradient(c),)+ }
             }
 
+            /// The term of α a hypergradient-family method adds to its α step's loss.
+            pub fn arch_term(&self) -> Option<Box<dyn alternating::ArchTerm>> {
+                match self { $(MethodConfig::$variant(c) => <$module::$spec as MethodSpec>::arch_term(c),)+ }
+            }
+
             /// The method's state for a search of the supernet in `ctx`.
             pub fn build(&self, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
                 match self { $(MethodConfig::$variant(c) => <$module::$spec as MethodSpec>::build(c, ctx),)+ }

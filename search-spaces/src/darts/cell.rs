@@ -99,17 +99,19 @@ impl SearchCell {
     }
 
     /// The cell with the ops of α tensor `t` of `sample` on every edge (the sample's weights,
-    /// when it has any, in place of softmax(α)).
+    /// when it has any, in place of softmax(α)); `edge_weights` only for a sample of weights
+    /// alone (every op runs).
     pub fn forward_sampled(
         &self,
         s0: &Tensor,
         s1: &Tensor,
         sample: &ArchSample,
         t: usize,
+        edge_weights: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
         let weights = sample.weights.as_ref().map(|w| &w[t]);
-        self.forward_with(s0, s1, weights, None, Some((sample, t)), mode)
+        self.forward_with(s0, s1, weights, edge_weights, Some((sample, t)), mode)
     }
 
     fn forward_with(

@@ -281,13 +281,18 @@ impl DartsSupernet {
     }
 
     /// Logits (B, classes) with the ops of `sample` (its α tensors: normal, reduce).
+    /// A sample of weights alone (every op runs: SNAS, SDARTS, DrNAS) keeps PC-DARTS' edge
+    /// normalisation; one that chooses ops has none.
     pub fn forward_sampled(&self, x: &Tensor, mode: Mode, sample: &ArchSample) -> Result<Tensor> {
-        if self.betas.is_some() {
-            candle_core::bail!("a sampled forward has no edge normalisation (β)");
-        }
+        let edges = match (&self.betas, &sample.chosen) {
+            (Some(_), Some(_)) => candle_core::bail!("a sample of ops has no edge normalisation (β)"),
+            (Some([bn, br]), None) => Some([self.edge_weights(&mode.arch(bn))?, self.edge_weights(&mode.arch(br))?]),
+            (None, _) => None,
+        };
         let (mut s0, mut s1) = self.stem.forward(x, mode)?;
         for cell in &self.cells {
-            let out = cell.forward_sampled(&s0, &s1, sample, usize::from(cell.reduction), mode)?;
+            let edge = edges.as_ref().map(|[n, r]| if cell.reduction { r } else { n });
+            let out = cell.forward_sampled(&s0, &s1, sample, usize::from(cell.reduction), edge, mode)?;
             (s0, s1) = (s1, out);
         }
         let pooled = s1.mean((2, 3))?;
