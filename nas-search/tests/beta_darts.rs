@@ -3,6 +3,8 @@
 //!   against their closed forms in f64 (padding columns count for nothing);
 //! - one α step equals Adam on ∇_α L_val (the first-order gradient) plus that closed-form
 //!   gradient, and λ follows its schedule;
+//! - three search steps agree in f64 with a PyTorch golden of the reference architect's step
+//!   (tests/fixtures/gen_beta_darts_golden.py);
 //! - a search in nb201 records λ, and stopped mid-epoch and resumed it ends exactly as the
 //!   uninterrupted one.
 
@@ -171,4 +173,63 @@ fn an_nb201_search_records_lambda_and_resumes_mid_epoch_exactly() {
     let gb = resumed.run(Some(&b), &mut CollectSink::default(), &never).unwrap();
     assert_eq!(ga, gb);
     assert_eq!(without_time(a.read_metrics().unwrap()), without_time(b.read_metrics().unwrap()));
+}
+
+fn fixture(path: &str) -> std::collections::HashMap<String, Tensor> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    nas_core::checkpoint::load_tensors(&path, &Device::Cpu).expect("fixture").tensors
+}
+
+/// Three search steps against Sunshine-Ye/Beta-DARTS' architect (`_backward_step`: the
+/// validation loss plus (50·epoch/100)·mean logsumexp(α), Adam) in PyTorch from the same
+/// weights, α and batches (tests/fixtures/gen_beta_darts_golden.py), both in f64: α after every
+/// step to 1e-7 of its update, and the weight step's loss to 1e-9.
+#[test]
+fn three_search_steps_match_the_pytorch_reference_architect() {
+    let base: std::collections::HashMap<String, Tensor> =
+        fixture("../search-spaces/tests/fixtures/darts_c4_l5.safetensors")
+            .into_iter()
+            .map(|(k, t)| {
+                let t = if t.dtype() == DType::F32 { t.to_dtype(DType::F64).unwrap() } else { t };
+                (k, t)
+            })
+            .collect();
+    let golden = fixture("tests/fixtures/beta_darts_c4_l5.safetensors");
+    let cfg = DartsSupernetConfig { channels: 4, layers: 5, ..Default::default() };
+    let net = DartsSupernet::new(cfg, 0, DType::F64, &Device::Cpu).unwrap();
+    net.weights().load(&base, false).unwrap();
+    let arch = net.arch().params();
+    let start = arch.iter().map(|p| (p.name.clone(), golden[&format!("start.{}", p.name)].clone())).collect();
+    net.arch().load(&start, false).unwrap();
+    let preset = SearchConfig::preset("darts-1st").unwrap();
+    let mut w_opt = Sgd::new(net.weights().weights(), preset.weight_optimizer.sgd());
+    let (epoch, epochs) = (4, 100);
+    assert_eq!(golden["lambda"].to_vec1::<f64>().unwrap(), vec![beta_weight(50.0, epoch, epochs)]);
+    let ctx =
+        MethodContext { net: &net, arch_optimizer: &preset.arch_optimizer, seed: 0, epochs, device: &Device::Cpu };
+    let mut m = MethodConfig::from_json(&json!({"name": "beta-darts"})).unwrap().build(&ctx).unwrap();
+    m.begin_epoch(epoch);
+    let batch = |x: &str, y: &str| Batch { x: base[x].clone(), y: base[y].to_dtype(DType::U32).unwrap() };
+    let (t, v) = (batch("input", "target"), batch("valid_input", "valid_target"));
+    for (k, (train, valid)) in [(&t, &v), (&v, &t), (&t, &v)].into_iter().enumerate() {
+        let k = k + 1;
+        let batches =
+            StepBatches { train: vec![train.clone()], valid: Some(vec![valid.clone()]), more_train: Vec::new() };
+        let w = WeightStep { opt: &mut w_opt, clip: preset.weight_optimizer.grad_clip };
+        let out = m.step(&net, w, StepAt { epoch, step: k - 1 }, batches).unwrap();
+        let loss = out.loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+        let want_loss = golden[&format!("step{k}.loss")].to_vec1::<f64>().unwrap()[0];
+        assert!((loss - want_loss).abs() < 1e-9 * want_loss, "step {k}: loss {loss} vs {want_loss}");
+        for p in &arch {
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let (start, want, got) = (
+                flat(&golden[&format!("start.{}", p.name)]),
+                flat(&golden[&format!("step{k}.{}", p.name)]),
+                flat(&p.value().unwrap()),
+            );
+            let scale = want.iter().zip(&start).map(|(w, s)| (w - s).abs()).fold(0.0, f64::max);
+            let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / scale).fold(0.0, f64::max);
+            assert!(worst < 1e-7, "step {k}: {} off by {worst} of its update ({scale:e})", p.name);
+        }
+    }
 }
