@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_no_temporary_files, assert_rejected, nas, stderr};
+use common::{assert_no_temporary_files, assert_rejected, nas, stderr, write_cifar10};
 use nas_core::checkpoint::load_tensors;
 use nas_core::metrics::Position;
 use nas_core::testing::without_time;
@@ -108,6 +108,27 @@ fn killed_after_checkpoints_and_resumed_equals_uninterrupted() {
 fn an_enas_search_killed_after_checkpoints_resumes_to_the_same_genotype() {
     let enas = ["--method", "enas", "--controller-steps", "2", "--controller-aggregate", "2", "--select-samples", "4"];
     killed_and_resumed(&enas, 0x85eb_ca6b);
+}
+
+/// The methods against DARTS' collapse, in both spaces, on the embedded data and on CIFAR-10
+/// binary files: each killed after checkpoints resumes to the uninterrupted run's genotype,
+/// records and final tensors.
+#[test]
+fn collapse_methods_killed_after_checkpoints_resume_to_the_same_genotype() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_cifar10(&data, &[("data_batch_1.bin", 100), ("data_batch_2.bin", 60)]);
+    let cifar = format!("cifar10:{}", data.display());
+    let cases: [&[&str]; 4] = [
+        &["--method", "beta-darts", "--space", "nb201", "--data", &cifar],
+        &["--method", "beta-darts"],
+        &["--method", "sdarts", "--perturb", "adv", "--adv-steps", "2", "--data", &cifar],
+        &["--method", "sdarts", "--space", "nb201"],
+    ];
+    for (i, extra) in cases.into_iter().enumerate() {
+        eprintln!("{extra:?}");
+        killed_and_resumed(extra, 0x27d4_eb2f ^ i as u32);
+    }
 }
 
 fn killed_and_resumed(extra: &[&str], seed: u32) {
