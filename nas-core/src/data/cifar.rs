@@ -1,15 +1,22 @@
-//! CIFAR binary format readers. CIFAR-10: `data_batch_*.bin` and `test_batch.bin`, records of
-//! 1 label byte + 3072 pixel bytes (R, G, B planes of 32×32). CIFAR-100: `train.bin` and
-//! `test.bin`, records of coarse label, fine label, 3072 pixels; the fine label is used. Any
-//! number of records per file; a size that is not a whole number of records, or a label out
-//! of range, is an error naming the file.
+//! CIFAR readers, of both versions the dataset is published in (`source` finds the files: a
+//! folder, the folder holding it as torchvision's `root`, or the downloaded archive).
+//!
+//! - Binary version. CIFAR-10: `data_batch_*.bin` and `test_batch.bin`, records of 1 label
+//!   byte + 3072 pixel bytes (R, G, B planes of 32×32). CIFAR-100: `train.bin` and `test.bin`,
+//!   records of coarse label, fine label, 3072 pixels; the fine label is used. Any number of
+//!   records per file; a size that is not a whole number of records, or a label out of range,
+//!   is an error naming the file. Class names: `batches.meta.txt`, `fine_label_names.txt`.
+//! - Python version (what torchvision downloads). CIFAR-10: `data_batch_1`…`data_batch_5`,
+//!   `test_batch`, `batches.meta`; CIFAR-100: `train`, `test`, `meta` (fine labels). Each a
+//!   Python 2 pickle read by `pickle`, which accepts only the shape these files have.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::{Dataset, ImageSet, Normalize};
+use super::pickle::{self, Py};
+use super::{source, Dataset, ImageSet, Normalize};
 use crate::error::{Error, Result};
 
-const PIXELS: usize = 3 * 32 * 32;
+pub(super) const PIXELS: usize = 3 * 32 * 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CifarKind {
@@ -22,6 +29,13 @@ impl CifarKind {
         match self {
             CifarKind::Cifar10 => 1,
             CifarKind::Cifar100 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CifarKind::Cifar10 => "cifar10",
+            CifarKind::Cifar100 => "cifar100",
         }
     }
 
@@ -75,61 +89,104 @@ pub fn read_cifar_file(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut Ima
     Ok(())
 }
 
-fn read_files(files: &[PathBuf], kind: CifarKind) -> Result<ImageSet> {
-    let mut set = ImageSet { pixels: Vec::new(), labels: Vec::new(), channels: 3, height: 32, width: 32 };
-    for f in files {
-        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-        read_cifar_file(f, &bytes, kind, &mut set)?;
+/// The images and labels of one batch file of the python version (a pickled dict: `data` a
+/// uint8 array of N×3072, `labels` — CIFAR-100: `fine_labels` — N ints), given as bytes.
+pub fn read_cifar_pickle(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut ImageSet) -> Result<()> {
+    let v = pickle::read(bytes).map_err(|e| Error::data(path, format!("not a CIFAR python batch: {e}")))?;
+    let bad = |m: String| Error::data(path, m);
+    let Some(Py::Array(Some(data))) = v.get("data") else {
+        return Err(bad("no `data` array (not a CIFAR python batch)".into()));
+    };
+    let key = match kind {
+        CifarKind::Cifar10 => "labels",
+        CifarKind::Cifar100 => "fine_labels",
+    };
+    let Some(Py::List(labels, _)) = v.get(key) else {
+        return Err(bad(format!("no `{key}` list (not a {} python batch)", kind.name())));
+    };
+    if data.shape != [labels.len(), PIXELS] {
+        return Err(bad(format!(
+            "`data` has shape {:?}, {} labels need ({}, {PIXELS})",
+            data.shape,
+            labels.len(),
+            labels.len()
+        )));
     }
-    Ok(set)
-}
-
-fn train_files(dir: &Path, kind: CifarKind) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Err(Error::data(dir, "no such directory"));
+    if labels.is_empty() {
+        return Err(bad("no images".into()));
     }
-    match kind {
-        CifarKind::Cifar100 => Ok(vec![dir.join("train.bin")]),
-        CifarKind::Cifar10 => {
-            let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("data_batch_") && n.ends_with(".bin"))
-                })
-                .collect();
-            if files.is_empty() {
-                return Err(Error::data(dir, "no data_batch_*.bin files (CIFAR-10 binary version expected)"));
+    for (i, l) in labels.iter().enumerate() {
+        match l {
+            Py::Int(l) if (0..kind.classes() as i64).contains(l) => set.labels.push(*l as u32),
+            other => {
+                return Err(bad(format!("label {i} is {other:?}, not a class in 0..{}", kind.classes())));
             }
-            files.sort();
-            Ok(files)
         }
     }
+    set.pixels.extend_from_slice(&data.data);
+    Ok(())
 }
 
-pub(super) fn load(dir: &Path, kind: CifarKind, with_test: bool) -> Result<Dataset> {
-    let train = read_files(&train_files(dir, kind)?, kind)?;
-    let test = if with_test {
-        let name = match kind {
-            CifarKind::Cifar10 => "test_batch.bin",
-            CifarKind::Cifar100 => "test.bin",
-        };
-        Some(read_files(&[dir.join(name)], kind)?.into())
-    } else {
-        None
+/// The class names of the python version's meta file (`label_names`; CIFAR-100:
+/// `fine_label_names`).
+pub fn read_cifar_meta(path: &Path, bytes: &[u8], kind: CifarKind) -> Result<Vec<String>> {
+    let v = pickle::read(bytes).map_err(|e| Error::data(path, format!("not a CIFAR meta file: {e}")))?;
+    let key = match kind {
+        CifarKind::Cifar10 => "label_names",
+        CifarKind::Cifar100 => "fine_label_names",
+    };
+    let names: Option<Vec<String>> = match v.get(key) {
+        Some(Py::List(items, _)) => items.iter().map(Py::as_text).collect(),
+        _ => None,
+    };
+    match names {
+        Some(n) if n.len() == kind.classes() => Ok(n),
+        _ => Err(Error::data(path, format!("no `{key}` list of {} names", kind.classes()))),
+    }
+}
+
+/// The class names of the binary version (`batches.meta.txt`, `fine_label_names.txt`: one
+/// per line).
+fn read_names_txt(path: &Path, bytes: &[u8], kind: CifarKind) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::data(path, "class names that are not UTF-8"))?;
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    if names.len() != kind.classes() {
+        return Err(Error::data(path, format!("{} class names, expected {}", names.len(), kind.classes())));
+    }
+    Ok(names)
+}
+
+pub(super) fn load(spec: &Path, kind: CifarKind, with_test: bool) -> Result<Dataset> {
+    let files = source::CifarFiles::find(spec, kind, with_test)?;
+    let mut train = empty_set();
+    for (path, bytes) in &files.train {
+        files.read(path, bytes, kind, &mut train)?;
+    }
+    let test = match &files.test {
+        Some((path, bytes)) => {
+            let mut set = empty_set();
+            files.read(path, bytes, kind, &mut set)?;
+            Some(set.into())
+        }
+        None => None,
+    };
+    let class_names = match &files.meta {
+        Some((path, bytes)) if files.python => read_cifar_meta(path, bytes, kind)?,
+        Some((path, bytes)) => read_names_txt(path, bytes, kind)?,
+        None => Vec::new(),
     };
     Ok(Dataset {
-        name: match kind {
-            CifarKind::Cifar10 => "cifar10".into(),
-            CifarKind::Cifar100 => "cifar100".into(),
-        },
+        name: kind.name().into(),
         train: train.into(),
         test,
         num_classes: kind.classes(),
         normalize: kind.normalize(),
+        class_names,
     })
+}
+
+fn empty_set() -> ImageSet {
+    ImageSet { pixels: Vec::new(), labels: Vec::new(), channels: 3, height: 32, width: 32 }
 }
 
 #[cfg(test)]

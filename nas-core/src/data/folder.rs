@@ -185,6 +185,7 @@ pub(super) fn load(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> 
         train: train.into(),
         test,
         normalize,
+        class_names: classes,
     })
 }
 
@@ -199,6 +200,7 @@ pub(super) fn list(dir: &Path, size: usize, with_test: bool) -> Result<Dataset> 
         train: split(&dir.join("train"))?,
         test: if with_test { Some(split(&test_dir(dir))?) } else { None },
         normalize: Normalize::imagenet(),
+        class_names: classes,
     })
 }
 

@@ -7,6 +7,8 @@ mod augment;
 mod cifar;
 mod folder;
 mod loader;
+pub mod pickle;
+mod source;
 mod spec;
 mod synthetic;
 pub mod transform;
@@ -14,9 +16,10 @@ pub mod transform;
 use std::sync::Arc;
 
 pub use augment::{Augment, Normalize};
-pub use cifar::{read_cifar_file, CifarKind};
+pub use cifar::{read_cifar_file, read_cifar_meta, read_cifar_pickle, CifarKind};
 pub use folder::{decode_image, FileSet};
 pub use loader::{BatchIter, BatchPlan, HostBatch, Shard, StepIter};
+pub use source::CifarFiles;
 pub use spec::DataSpec;
 pub use synthetic::{synthetic, SYNTHETIC_CLASSES};
 
@@ -238,6 +241,9 @@ pub struct Dataset {
     pub test: Option<Samples>,
     pub num_classes: usize,
     pub normalize: Normalize,
+    /// The classes' names when the data names them (CIFAR's meta files, a folder's class
+    /// folders); empty otherwise.
+    pub class_names: Vec<String>,
 }
 
 /// What to load: the spec, a cap on the training images, whether the test split is needed,

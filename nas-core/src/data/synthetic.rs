@@ -136,6 +136,7 @@ pub fn synthetic(seed: u64, n_train: usize, n_test: usize) -> Dataset {
         test: Some(generate(seed, 1, n_test).into()),
         num_classes: SYNTHETIC_CLASSES.len(),
         normalize,
+        class_names: SYNTHETIC_CLASSES.iter().map(|c| c.to_string()).collect(),
     }
 }
 
