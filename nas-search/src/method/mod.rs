@@ -71,6 +71,8 @@ methods! {
     Random => random::Random,
     /// β-DARTS: first order with the β-decay regularisation of α.
     BetaDarts => beta_darts::BetaDarts,
+    /// DrNAS: Dirichlet mixing weights with pathwise gradients, first order.
+    DrNas => drnas::DrNas,
 }
 
 /// The settings of a method: a serialisable struct whose every field has a default
