@@ -22,7 +22,7 @@ use rand::Rng as _;
 const TINY: f64 = f64::MIN_POSITIVE;
 
 /// ψ(10), where the recurrence of `digamma` stops.
-const PSI_10: f64 = 2.251_752_589_066_721_107_64;
+const PSI_10: f64 = 2.251_752_589_066_721;
 
 /// The digamma function ψ(x) for x > 0: the recurrence ψ(x) = ψ(x + 1) − 1/x up to x ≥ 10,
 /// then the asymptotic series ln x − 1/(2x) − Σ B₂ₖ/(2k x²ᵏ) to k = 7 (Cephes' method).
