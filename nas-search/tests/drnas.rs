@@ -5,6 +5,9 @@
 //!   the host functions and through the surrogate the network sees;
 //! - the KL regulariser against its closed form (α = (1, 0): β = (2, 1), KL = ln 2 − ½);
 //! - the draws' mean against β/Σβ (seeded, loose);
+//! - one α step of the method equals Adam on the gradient assembled by hand: ∂L_val/∂x of the
+//!   network at the step's draw x (run as constant weights), through the host vector-Jacobian
+//!   product and ELU's slope, plus the KL term's closed-form gradient;
 //! - quick searches in nb201 (KL regulariser) and darts (partial channels) that record the
 //!   concentration, and stopped mid-epoch and resumed end exactly as uninterrupted ones;
 //! - the settings it refuses, and its preset.
@@ -13,15 +16,24 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use nas_core::checkpoint::load_tensors;
 use nas_core::metrics::{CollectSink, Position, StopAfterStep};
+use nas_core::nn::{cross_entropy, Mode};
+use nas_core::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use nas_core::rng::{self, Purpose};
 use nas_core::testing::without_time;
-use nas_search::method::drnas::dirichlet::{dirichlet_grad, dirichlet_vjp};
+use nas_search::config::ArchOptimConfig;
+use nas_search::method::drnas::dirichlet::{dirichlet_grad, dirichlet_vjp, kl_to_flat_grad};
 use nas_search::method::drnas::{draw_dirichlet, kl_term, pathwise_weights};
+use nas_search::method::sampling::{self, ARCH_DRAW};
+use nas_search::method::{MethodContext, StepAt, StepBatches, WeightStep};
 use nas_search::run_dir::CONFIG;
-use nas_search::{Error, RunDir, Search, SearchConfig};
+use nas_search::step::Batch;
+use nas_search::{Error, MethodConfig, RunDir, Search, SearchConfig};
+use rand::{Rng, SeedableRng};
+use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
+use search_spaces::{ArchSample, Supernet};
 use serde_json::{json, Value};
 
 const CASES: [&str; 6] = ["moderate", "small", "large", "dominant", "rational", "pair"];
@@ -170,6 +182,82 @@ fn draws_average_to_the_dirichlet_mean() {
             assert!((mean - m).abs() <= 7.0 * (var / n as f64).sqrt() + 1e-15, "edge {e} op {k}: {mean} vs {m}");
             assert!((got_var - var).abs() <= 0.1 * var + 1e-15, "edge {e} op {k}: variance {got_var} vs {var}");
         }
+    }
+}
+
+fn batch(seed: u64) -> Batch {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let x: Vec<f64> = (0..4 * 3 * 8 * 8).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let y: Vec<u32> = (0..4).map(|_| rng.random_range(0..10)).collect();
+    Batch { x: Tensor::from_vec(x, (4, 3, 8, 8), &Device::Cpu).unwrap(), y: Tensor::new(y, &Device::Cpu).unwrap() }
+}
+
+/// A small darts supernet in f64 with α spread over (−2, 2) (concentrations below and above 1).
+fn tiny() -> DartsSupernet {
+    let cfg = DartsSupernetConfig { channels: 4, layers: 3, steps: 2, multiplier: 2, ..Default::default() };
+    let net = DartsSupernet::new(cfg, 7, DType::F64, &Device::Cpu).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for a in net.arch().weights() {
+        let v: Vec<f64> = (0..a.elem_count()).map(|_| rng.random_range(-2.0..2.0)).collect();
+        a.set(&Tensor::from_vec(v, a.dims(), &Device::Cpu).unwrap()).unwrap();
+    }
+    net
+}
+
+#[test]
+fn an_alpha_step_is_adam_on_the_pathwise_gradient_plus_the_kl_term() {
+    let (seed, epoch, step, reg_scale) = (9, 1, 2, 0.5);
+    let (train, valid) = (batch(1), batch(2));
+
+    // The step's draw, then ∂L_val/∂x with x as constant weights, assembled by hand.
+    let net = tiny();
+    let mut rng = sampling::draw(seed, epoch, ARCH_DRAW + step as u64);
+    let logits = net.op_logits(Mode::EVAL).unwrap();
+    let draws: Vec<Vec<Vec<f64>>> = logits.iter().map(|l| draw_dirichlet(l, &mut rng).unwrap()).collect();
+    let xs: Vec<Var> =
+        draws.iter().map(|x| Var::from_tensor(&Tensor::new(x.clone(), &Device::Cpu).unwrap()).unwrap()).collect();
+    let sample = ArchSample {
+        weights: Some(xs.iter().map(|v| v.as_tensor().clone()).collect()),
+        chosen: None,
+        add_unchosen: false,
+    };
+    let loss = cross_entropy(&net.forward_sampled(&valid.x, Mode::TRAIN_ARCH, &sample).unwrap(), &valid.y).unwrap();
+    let grads = loss.backward().unwrap();
+    let mut want = Vec::new();
+    for ((l, x), v) in logits.iter().zip(&draws).zip(&xs) {
+        let g_x = rows(grads.get(v.as_tensor()).unwrap());
+        let mut g = Vec::new();
+        for ((a, x), g_x) in rows(l).iter().zip(x).zip(&g_x) {
+            let beta: Vec<f64> = a.iter().map(|&a| elu1(a)).collect();
+            let kl = kl_to_flat_grad(&beta);
+            for (k, d) in dirichlet_vjp(x, &beta, g_x).iter().enumerate() {
+                let slope = if a[k] > 0.0 { 1.0 } else { a[k].exp() };
+                g.push((d + reg_scale * kl[k]) * slope);
+            }
+        }
+        want.push(Some(Tensor::from_vec(g, l.shape(), &Device::Cpu).unwrap()));
+    }
+    // The KL regulariser takes Adam's weight decay away.
+    let cfg = AdamConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let arch = net.arch().weights();
+    Adam::new(arch.clone(), cfg).step(&want).unwrap();
+    let expected: Vec<Vec<f64>> =
+        arch.iter().map(|a| a.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect();
+
+    let net = tiny();
+    let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
+    let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
+    let method = MethodConfig::from_json(&json!({"name": "drnas", "reg": "kl", "reg_scale": reg_scale})).unwrap();
+    let ctx = MethodContext { net: &net, arch_optimizer: &arch_cfg, seed, epochs: 4, device: &Device::Cpu };
+    let mut m = method.build(&ctx).unwrap();
+    m.begin_epoch(epoch);
+    let batches = StepBatches { train: vec![train], valid: Some(vec![valid]), more_train: Vec::new() };
+    m.step(&net, WeightStep { opt: &mut w_opt, clip: 5.0 }, StepAt { epoch, step }, batches).unwrap();
+    assert_eq!(m.last_arch_grad_evals(), 1);
+    for (a, want) in net.arch().weights().iter().zip(&expected) {
+        let got: Vec<f64> = a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let worst = got.iter().zip(want).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-14, "α off by {worst}");
     }
 }
 
