@@ -10,6 +10,8 @@
 //!   product and ELU's slope, plus the KL term's closed-form gradient;
 //! - quick searches in nb201 (KL regulariser) and darts (partial channels) that record the
 //!   concentration, and stopped mid-epoch and resumed end exactly as uninterrupted ones;
+//! - a search in R-DARTS' S4 (noise op) and in S3 with ragged op sets (an edge of two ops
+//!   among edges of three) keeps to the op sets, its padding columns weightless;
 //! - the settings it refuses, and its preset.
 
 use std::collections::HashMap;
@@ -32,8 +34,8 @@ use nas_search::run_dir::CONFIG;
 use nas_search::step::Batch;
 use nas_search::{Error, MethodConfig, RunDir, Search, SearchConfig};
 use rand::{Rng, SeedableRng};
-use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
-use search_spaces::{ArchSample, Supernet};
+use search_spaces::darts::{edges::edge_index, rdarts_space, DartsSupernet, DartsSupernetConfig};
+use search_spaces::{ArchSample, Genotype, Supernet};
 use serde_json::{json, Value};
 
 const CASES: [&str; 6] = ["moderate", "small", "large", "dominant", "rational", "pair"];
@@ -321,6 +323,28 @@ fn an_nb201_search_with_the_kl_term_resumes_mid_epoch_exactly() {
 #[test]
 fn a_darts_search_with_partial_channels_resumes_mid_epoch_exactly() {
     resumes_exactly(darts);
+}
+
+#[test]
+fn rdarts_searches_keep_to_their_op_sets_ragged_ones_included() {
+    for name in ["s4", "s3"] {
+        let mut sets = rdarts_space(name).unwrap();
+        if name == "s3" {
+            sets.normal[0].truncate(2);
+            sets.reduce[3].remove(0);
+        }
+        let mut c = quick(json!({"epochs": 1, "data": {"subset": 32, "batch_size": 8}, "model": {"layers": 3}}));
+        c.model.darts_mut().unwrap().ops = Some(sets.to_config());
+        let mut search = Search::new(c.validate().unwrap()).unwrap();
+        let g = search.run(None, &mut CollectSink::default(), &AtomicBool::new(false)).unwrap();
+        let Genotype::Darts(g) = g else { panic!("a darts genotype") };
+        for (cell, lists) in [(&g.normal, &sets.normal), (&g.reduce, &sets.reduce)] {
+            for (p, &(op, input)) in cell.iter().enumerate() {
+                let e = edge_index(p / 2, input);
+                assert!(lists[e].contains(&op), "{name}: {op} on edge {e}, set {:?}", lists[e]);
+            }
+        }
+    }
 }
 
 fn refusal(c: SearchConfig) -> String {
