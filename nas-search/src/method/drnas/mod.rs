@@ -160,7 +160,11 @@ impl MethodSpec for DrNas {
 
     fn build(c: &DrNasConfig, ctx: &MethodContext) -> Result<Box<dyn SearchMethod>> {
         let mut arch_cfg = ctx.arch_optimizer.clone();
-        if c.reg == Reg::Kl {
+        if c.reg == Reg::Kl && arch_cfg.weight_decay != 0.0 {
+            tracing::info!(
+                weight_decay = arch_cfg.weight_decay,
+                "drnas with the KL regulariser: Adam on α without weight decay, as the reference"
+            );
             arch_cfg.weight_decay = 0.0;
         }
         let adam = ArchAdam::new(ctx.net.arch().weights(), &arch_cfg);
