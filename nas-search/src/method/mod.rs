@@ -73,6 +73,8 @@ methods! {
     BetaDarts => beta_darts::BetaDarts,
     /// SDARTS: a hypergradient method's α step, weight steps with perturbed mixing weights.
     Sdarts => sdarts::Sdarts,
+    /// DrNAS: Dirichlet mixing weights with pathwise gradients, first order.
+    DrNas => drnas::DrNas,
 }
 
 /// The settings of a method: a serialisable struct whose every field has a default
