@@ -119,11 +119,13 @@ fn collapse_methods_killed_after_checkpoints_resume_to_the_same_genotype() {
     let data = tmp.path().join("cifar");
     write_cifar10(&data, &[("data_batch_1.bin", 100), ("data_batch_2.bin", 60)]);
     let cifar = format!("cifar10:{}", data.display());
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 6] = [
         &["--method", "beta-darts", "--space", "nb201", "--data", &cifar],
         &["--method", "beta-darts"],
         &["--method", "sdarts", "--perturb", "adv", "--adv-steps", "2", "--data", &cifar],
         &["--method", "sdarts", "--space", "nb201"],
+        &["--method", "drnas", "--partial-channels", "2", "--data", &cifar],
+        &["--method", "drnas", "--reg", "kl", "--space", "nb201"],
     ];
     for (i, extra) in cases.into_iter().enumerate() {
         eprintln!("{extra:?}");
