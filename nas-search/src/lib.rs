@@ -9,6 +9,7 @@ pub mod early_stop;
 pub mod method;
 pub mod progressive;
 pub mod search;
+pub mod select;
 pub mod step;
 
 pub use config::{SearchConfig, ValidSearchConfig};
