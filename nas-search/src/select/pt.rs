@@ -68,6 +68,10 @@ use crate::{Error, Result};
 /// Batch statistics, no gradients: how every projection evaluates a supernet.
 pub const PROJECTION_MODE: Mode = Mode { train: true, grad_weights: false, grad_arch: false };
 
+/// The chart `nas plot` draws of a selection's records: projections made by each epoch.
+pub const DECISIONS_CHART: crate::method::RecordChart =
+    crate::method::RecordChart { title: "DARTS-PT projections made", curves: &[("pt_decided", "projections")] };
+
 /// The key of the edge and node draws (the low bits: the α tensor).
 const EDGE_DRAW: u64 = 5 << 40;
 
