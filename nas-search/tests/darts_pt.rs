@@ -116,10 +116,10 @@ fn pt_keeps_the_op_each_edge_depends_on() {
     let mut eval = |w: &[Tensor]| batch_accuracy(&net, w, &batches);
     // Edges in an order of their own, alternating cell types as the run does.
     for k in 0..14 {
-        for t in 0..2 {
+        for (t, cols) in decisive.iter().enumerate() {
             let e = (5 * k + 3 * t) % 14;
             let d = proj.project_op(&net, t, e, &mut eval).unwrap();
-            assert_eq!(d.col, decisive[t][e], "cell {t} edge {e}: {:?}", d.candidates);
+            assert_eq!(d.col, cols[e], "cell {t} edge {e}: {:?}", d.candidates);
             assert!(d.candidates.iter().all(|(c, name, _)| name != "none" && *c != 0), "none is no candidate");
         }
     }

@@ -353,7 +353,7 @@ impl Schedule {
     pub fn at(&self, epoch: usize) -> Option<usize> {
         if epoch + 1 == self.epochs {
             Some(self.projections - 1)
-        } else if epoch % self.interval == 0 && epoch / self.interval < self.projections - 1 {
+        } else if epoch.is_multiple_of(self.interval) && epoch / self.interval < self.projections - 1 {
             Some(epoch / self.interval)
         } else {
             None
