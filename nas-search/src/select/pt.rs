@@ -340,11 +340,11 @@ impl Schedule {
     pub fn new(edges: usize, nodes: usize, interval: usize) -> Self {
         let projections = edges + nodes;
         let epochs = if nodes > 0 {
-            interval * (projections - 1) + 1
+            interval * projections.saturating_sub(1) + 1
         } else if interval == 1 {
             projections
         } else {
-            interval * (projections - 1)
+            interval * projections.saturating_sub(1)
         };
         Self { epochs, interval, projections, op_projections: edges }
     }
@@ -352,8 +352,8 @@ impl Schedule {
     /// The projection (its index) that happens before the steps of `epoch`.
     pub fn at(&self, epoch: usize) -> Option<usize> {
         if epoch + 1 == self.epochs {
-            Some(self.projections - 1)
-        } else if epoch.is_multiple_of(self.interval) && epoch / self.interval < self.projections - 1 {
+            self.projections.checked_sub(1)
+        } else if epoch.is_multiple_of(self.interval) && epoch / self.interval + 1 < self.projections {
             Some(epoch / self.interval)
         } else {
             None
