@@ -39,6 +39,8 @@ flag_sets! {
     Search => nas_search::config::search_flags,
     /// `nas train`.
     Train => nas_eval::train_flags,
+    /// `nas select`.
+    Select => nas_search::select::select_flags,
     /// `nas bench search`.
     BenchSearch => nas_search::bench::bench_search_flags,
     /// `nas bench train`.

@@ -9,6 +9,7 @@ mod plot_cmd;
 mod progress;
 mod run_setup;
 mod search_cmd;
+mod select_cmd;
 mod show_cmd;
 mod train_cmd;
 
@@ -87,6 +88,8 @@ struct Cli {
 enum Command {
     /// Search for a cell architecture and write DIR/genotype.json
     Search(Box<search_cmd::SearchArgs>),
+    /// Select the architecture of a finished search's supernet (DARTS-PT) and write DIR/select-pt/genotype.json
+    Select(Box<select_cmd::SelectArgs>),
     /// Retrain a genotype's network from scratch and write DIR/weights.safetensors
     Train(Box<train_cmd::TrainArgs>),
     /// Test accuracy and loss of a trained network, as one JSON line
@@ -143,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let g = Globals { quiet: cli.quiet || !nas_core::dist::is_writer() };
     pool.install(|| match cli.command {
         Command::Search(args) => search_cmd::run(*args, &g),
+        Command::Select(args) => select_cmd::run(*args, &g),
         Command::Train(args) => train_cmd::run(*args, &g),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Show(args) => show_cmd::run(args),

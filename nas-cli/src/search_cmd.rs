@@ -24,6 +24,11 @@ pub struct SearchArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     run: RunDirArgs,
+    /// After the last epoch, select the architecture from the supernet (pt: DARTS-PT) in DIR/select-<M>
+    #[arg(long, value_name = "M")]
+    select: Option<nas_search::select::SelectMethod>,
+    #[command(flatten)]
+    select_settings: ConfigFlags<config_flags::Select>,
 }
 
 impl SearchArgs {
@@ -72,6 +77,11 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
         (args.resolve()?, None)
     };
     if cfg.progressive.is_some() {
+        if args.select.is_some() {
+            anyhow::bail!(
+                "--select runs on a single-stage search: use `nas select --run DIR/stage-<s>` after a progressive one"
+            );
+        }
         return run_progressive(cfg, existing, &args, g);
     }
     let mut search = Search::new(cfg.clone().validate()?).context("cannot start the search")?;
@@ -83,7 +93,14 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     let stop = run_setup::stop_flag();
     let genotype = run_setup::finished("search", &dir, search.run(Some(&dir), &mut progress, &stop))?;
     drop(progress);
-    report(&genotype, &dir, &dir)
+    report(&genotype, &dir, &dir)?;
+    match args.select {
+        Some(method) => {
+            drop(search);
+            crate::select_cmd::after_search(method, dir.path(), &args.select_settings.overlay(), g)
+        }
+        None => Ok(()),
+    }
 }
 
 /// Prints the genotype, the final validation accuracy recorded in `last_run` and where the

@@ -355,3 +355,58 @@ fn show_counts_huge_networks_without_building_them() {
     assert!(params > 10u128.pow(13), "{text}");
     assert!(started.elapsed().as_secs() < 60);
 }
+
+/// `nas select --method pt` on a finished tiny search: DIR/select-pt gets its own run files and
+/// genotype, the search's stay; a finished selection resumes to the same genotype; `--help`
+/// documents the DARTS-PT settings; `nas search --select pt` runs it after the search.
+#[test]
+fn select_pt_writes_its_own_run_directory_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let run = out.to_str().unwrap();
+    let tiny = ["--epochs", "1", "--subset", "32", "--batch-size", "8", "--image-size", "16", "--channels", "4"];
+    let mut args = vec!["search", "--preset", "quick", "--space", "nb201", "--layers", "1", "--out", run, "-q"];
+    args.extend(tiny);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let searched = std::fs::read_to_string(out.join("genotype.json")).unwrap();
+
+    let pt = ["--method", "pt", "--proj-interval", "1", "--proj-eval-batches", "1", "-q"];
+    let mut args = vec!["select", "--run", run];
+    args.extend(pt);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sel = out.join("select-pt");
+    let selected = std::fs::read_to_string(sel.join("genotype.json")).unwrap();
+    assert!(selected.contains("\"nb201\""), "{selected}");
+    assert_eq!(std::fs::read_to_string(out.join("genotype.json")).unwrap(), searched, "the search's genotype is kept");
+    let metrics = std::fs::read_to_string(sel.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 6, "6 edges projected every epoch");
+    assert!(records
+        .iter()
+        .all(|r| r["pt"][0]["kind"] == "op" && r["pt"][0]["candidates"].as_array().unwrap().len() == 5));
+
+    // A finished selection resumed is the same; a second one is refused.
+    let o = nas(&["select", "--run", run, "--resume", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(sel.join("genotype.json")).unwrap(), selected);
+    assert_rejected(&nas(&args), &["already exists"]);
+    let o = nas(&["plot", sel.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let help = stdout(&nas(&["select", "--help"]));
+    for flag in ["--run", "--proj-interval", "--proj-eval-batches", "--proj-freeze-alpha", "--resume"] {
+        assert!(help.contains(flag), "select --help lacks {flag}");
+    }
+
+    // After a search: the same selection (same seed and data) in the new run's select-pt.
+    let out2 = tmp.path().join("run2");
+    let mut args = vec!["search", "--preset", "quick", "--space", "nb201", "--layers", "1", "-q", "--select", "pt"];
+    args.extend(["--out", out2.to_str().unwrap()]);
+    args.extend(tiny);
+    args.extend(&pt[2..6]);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out2.join("select-pt/genotype.json")).unwrap(), selected);
+}

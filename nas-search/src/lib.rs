@@ -9,6 +9,7 @@ pub mod early_stop;
 pub mod method;
 pub mod progressive;
 pub mod search;
+pub mod select;
 pub mod step;
 
 pub use config::{SearchConfig, ValidSearchConfig};
@@ -20,11 +21,12 @@ pub use progressive::Progressive;
 pub use search::Search;
 
 /// The charts `nas plot` draws of a search's record scalars: the α-Hessian's eigenvalue, then
-/// each method's (`MethodSpec::charts`).
+/// each method's (`MethodSpec::charts`), then a selection's (DARTS-PT's decisions).
 pub fn record_charts() -> Vec<method::RecordChart> {
     let hessian =
         method::RecordChart { title: "dominant eigenvalue of ∇²_α L_val", curves: &[("hessian_eig", "λ_max")] };
     let mut charts = vec![hessian];
     charts.extend(method::method_charts());
+    charts.push(select::pt::DECISIONS_CHART);
     charts
 }

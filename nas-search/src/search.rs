@@ -212,6 +212,28 @@ impl Search {
     pub fn resume(&mut self, dir: &RunDir) -> Result<Position> {
         self.epochs.resume(&mut self.task, dir)
     }
+
+    /// The search's device, supernet and data halves, for a run that continues from its
+    /// weights (architecture selection, `crate::select`).
+    pub(crate) fn into_parts(self) -> SearchParts {
+        let t = self.task;
+        SearchParts {
+            device: t.device,
+            net: t.net,
+            train_set: t.train_set,
+            valid_set: t.valid_set,
+            normalize: t.normalize,
+        }
+    }
+}
+
+/// What a search leaves to a run on its supernet: its device, supernet and data halves.
+pub(crate) struct SearchParts {
+    pub device: Device,
+    pub net: Box<dyn Supernet>,
+    pub train_set: Samples,
+    pub valid_set: Samples,
+    pub normalize: Normalize,
 }
 
 impl SearchTask {
