@@ -8,21 +8,17 @@
 //! - a search in nb201 records λ, and stopped mid-epoch and resumed it ends exactly as the
 //!   uninterrupted one.
 
-use std::sync::atomic::AtomicBool;
+mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use nas_core::hypergrad::Bilevel;
-use nas_core::metrics::{CollectSink, Position, StopAfterStep};
 use nas_core::optim::{Adam, AdamConfig, Sgd, SgdConfig};
-use nas_core::testing::without_time;
 use nas_search::config::{ArchOptimConfig, SearchConfig};
 use nas_search::method::alternating::SupernetProblem;
 use nas_search::method::beta_darts::{beta_decay_term, beta_weight};
 use nas_search::method::{MethodContext, StepAt, StepBatches, WeightStep};
-use nas_search::run_dir::CONFIG;
 use nas_search::step::Batch;
-use nas_search::{Error, MethodConfig, RunDir, Search};
-use rand::{Rng, SeedableRng};
+use nas_search::MethodConfig;
 use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
 use serde_json::json;
 
@@ -77,21 +73,11 @@ fn the_term_and_its_gradient_have_their_closed_forms() {
 }
 
 fn batch(seed: u64) -> Batch {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let x: Vec<f64> = (0..4 * 3 * 8 * 8).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let y: Vec<u32> = (0..4).map(|_| rng.random_range(0..10)).collect();
-    Batch { x: Tensor::from_vec(x, (4, 3, 8, 8), &Device::Cpu).unwrap(), y: Tensor::new(y, &Device::Cpu).unwrap() }
+    common::random_batch(seed, 4)
 }
 
 fn tiny() -> DartsSupernet {
-    let cfg = DartsSupernetConfig { channels: 4, layers: 3, steps: 2, multiplier: 2, ..Default::default() };
-    let net = DartsSupernet::new(cfg, 7, DType::F64, &Device::Cpu).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for a in net.arch().weights() {
-        let v: Vec<f64> = (0..a.elem_count()).map(|_| rng.random_range(-1.0..1.0)).collect();
-        a.set(&Tensor::from_vec(v, a.dims(), &Device::Cpu).unwrap()).unwrap();
-    }
-    net
+    common::tiny_darts(1.0)
 }
 
 #[test]
@@ -144,35 +130,9 @@ fn nb201_config() -> SearchConfig {
 
 #[test]
 fn an_nb201_search_records_lambda_and_resumes_mid_epoch_exactly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let never = AtomicBool::new(false);
-    let run = |name: &str| {
-        let dir = RunDir::create(&tmp.path().join(name), false).unwrap();
-        dir.write_json(CONFIG, &nb201_config()).unwrap();
-        dir
-    };
-    let a = run("a");
-    let ga = Search::new(nb201_config().validate().unwrap())
-        .unwrap()
-        .run(Some(&a), &mut CollectSink::default(), &never)
-        .unwrap();
-    let records = a.read_metrics().unwrap();
+    let records = common::resumes_mid_epoch_exactly(&nb201_config());
     assert_eq!((records[0]["beta_weight"].as_f64(), records[1]["beta_weight"].as_f64()), (Some(0.0), Some(25.0)));
     assert!(records[1]["alpha"]["arch_parameters"].is_array());
-
-    let b = run("b");
-    let stop = AtomicBool::new(false);
-    let err = Search::new(nb201_config().validate().unwrap())
-        .unwrap()
-        .run(Some(&b), &mut StopAfterStep::new(1, 1, &stop), &stop)
-        .unwrap_err();
-    assert!(matches!(err, Error::Interrupted { epoch: 1, step: 1 }), "{err}");
-    let saved: SearchConfig = b.read_json(CONFIG).unwrap();
-    let mut resumed = Search::new(saved.validate().unwrap()).unwrap();
-    assert_eq!(resumed.resume(&b).unwrap().epoch, Position::epoch_start(1).epoch);
-    let gb = resumed.run(Some(&b), &mut CollectSink::default(), &never).unwrap();
-    assert_eq!(ga, gb);
-    assert_eq!(without_time(a.read_metrics().unwrap()), without_time(b.read_metrics().unwrap()));
 }
 
 fn fixture(path: &str) -> std::collections::HashMap<String, Tensor> {

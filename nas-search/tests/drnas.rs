@@ -14,27 +14,26 @@
 //!   among edges of three) keeps to the op sets, its padding columns weightless;
 //! - the settings it refuses, and its preset.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use nas_core::checkpoint::load_tensors;
-use nas_core::metrics::{CollectSink, Position, StopAfterStep};
+use nas_core::metrics::CollectSink;
 use nas_core::nn::{cross_entropy, Mode};
 use nas_core::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use nas_core::rng::{self, Purpose};
-use nas_core::testing::without_time;
 use nas_search::config::ArchOptimConfig;
 use nas_search::method::drnas::dirichlet::{dirichlet_grad, dirichlet_vjp, kl_to_flat_grad};
 use nas_search::method::drnas::{draw_dirichlet, kl_term, pathwise_weights};
 use nas_search::method::sampling::{self, ARCH_DRAW};
 use nas_search::method::{MethodContext, StepAt, StepBatches, WeightStep};
-use nas_search::run_dir::CONFIG;
 use nas_search::step::Batch;
-use nas_search::{Error, MethodConfig, RunDir, Search, SearchConfig};
-use rand::{Rng, SeedableRng};
-use search_spaces::darts::{edges::edge_index, rdarts_space, DartsSupernet, DartsSupernetConfig};
+use nas_search::{MethodConfig, Search, SearchConfig};
+use search_spaces::darts::{edges::edge_index, rdarts_space, DartsSupernet};
 use search_spaces::{ArchSample, Genotype, Supernet};
 use serde_json::{json, Value};
 
@@ -188,22 +187,12 @@ fn draws_average_to_the_dirichlet_mean() {
 }
 
 fn batch(seed: u64) -> Batch {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let x: Vec<f64> = (0..4 * 3 * 8 * 8).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let y: Vec<u32> = (0..4).map(|_| rng.random_range(0..10)).collect();
-    Batch { x: Tensor::from_vec(x, (4, 3, 8, 8), &Device::Cpu).unwrap(), y: Tensor::new(y, &Device::Cpu).unwrap() }
+    common::random_batch(seed, 4)
 }
 
 /// A small darts supernet in f64 with α spread over (−2, 2) (concentrations below and above 1).
 fn tiny() -> DartsSupernet {
-    let cfg = DartsSupernetConfig { channels: 4, layers: 3, steps: 2, multiplier: 2, ..Default::default() };
-    let net = DartsSupernet::new(cfg, 7, DType::F64, &Device::Cpu).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for a in net.arch().weights() {
-        let v: Vec<f64> = (0..a.elem_count()).map(|_| rng.random_range(-2.0..2.0)).collect();
-        a.set(&Tensor::from_vec(v, a.dims(), &Device::Cpu).unwrap()).unwrap();
-    }
-    net
+    common::tiny_darts(2.0)
 }
 
 #[test]
@@ -284,35 +273,10 @@ fn darts() -> SearchConfig {
 /// Runs `config` uninterrupted, and stopped after step 1 of epoch 1 then resumed; both end with
 /// the same genotype and records, which carry the concentration.
 fn resumes_exactly(config: fn() -> SearchConfig) {
-    let tmp = tempfile::tempdir().unwrap();
-    let never = AtomicBool::new(false);
-    let run = |name: &str| {
-        let dir = RunDir::create(&tmp.path().join(name), false).unwrap();
-        dir.write_json(CONFIG, &config()).unwrap();
-        dir
-    };
-    let a = run("a");
-    let ga =
-        Search::new(config().validate().unwrap()).unwrap().run(Some(&a), &mut CollectSink::default(), &never).unwrap();
-    let records = a.read_metrics().unwrap();
-    for r in &records {
+    for r in &common::resumes_mid_epoch_exactly(&config()) {
         let (mean, max) = (r["concentration_mean"].as_f64().unwrap(), r["concentration_max"].as_f64().unwrap());
         assert!(0.0 < mean && mean <= max && r["dirichlet_kl"].as_f64().unwrap() >= 0.0, "{r}");
     }
-
-    let b = run("b");
-    let stop = AtomicBool::new(false);
-    let err = Search::new(config().validate().unwrap())
-        .unwrap()
-        .run(Some(&b), &mut StopAfterStep::new(1, 1, &stop), &stop)
-        .unwrap_err();
-    assert!(matches!(err, Error::Interrupted { epoch: 1, step: 1 }), "{err}");
-    let saved: SearchConfig = b.read_json(CONFIG).unwrap();
-    let mut resumed = Search::new(saved.validate().unwrap()).unwrap();
-    assert_eq!(resumed.resume(&b).unwrap().epoch, Position::epoch_start(1).epoch);
-    let gb = resumed.run(Some(&b), &mut CollectSink::default(), &never).unwrap();
-    assert_eq!(ga, gb);
-    assert_eq!(without_time(records), without_time(b.read_metrics().unwrap()));
 }
 
 #[test]

@@ -11,44 +11,30 @@
 //!   normalisation (RS) record ε, and stopped mid-epoch and resumed end as the uninterrupted
 //!   ones.
 
-use std::sync::atomic::AtomicBool;
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use nas_core::dist::step_grads;
-use nas_core::metrics::{CollectSink, StopAfterStep};
 use nas_core::nn::Mode;
 use nas_core::optim::{Sgd, SgdConfig};
-use nas_core::testing::without_time;
 use nas_search::config::{ArchOptimConfig, SearchConfig};
 use nas_search::method::alternating::WeightMixing;
 use nas_search::method::sampling::micro_output;
 use nas_search::method::sdarts::{Mixing, Perturbation, SdartsConfig};
 use nas_search::method::{Method, MethodContext, StepAt, StepBatches, WeightStep};
-use nas_search::run_dir::CONFIG;
 use nas_search::step::Batch;
-use nas_search::{Error, MethodConfig, RunDir, Search};
-use rand::{Rng, SeedableRng};
-use search_spaces::darts::{DartsSupernet, DartsSupernetConfig};
+use nas_search::MethodConfig;
+use search_spaces::darts::DartsSupernet;
 use search_spaces::{ArchSample, Supernet};
 use serde_json::json;
 
 fn batch(seed: u64) -> Batch {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let x: Vec<f64> = (0..8 * 3 * 8 * 8).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let y: Vec<u32> = (0..8).map(|_| rng.random_range(0..10)).collect();
-    Batch { x: Tensor::from_vec(x, (8, 3, 8, 8), &Device::Cpu).unwrap(), y: Tensor::new(y, &Device::Cpu).unwrap() }
+    common::random_batch(seed, 8)
 }
 
 /// A small supernet in f64 with α spread out (softmax far from uniform).
 fn tiny() -> DartsSupernet {
-    let cfg = DartsSupernetConfig { channels: 4, layers: 3, steps: 2, multiplier: 2, ..Default::default() };
-    let net = DartsSupernet::new(cfg, 7, DType::F64, &Device::Cpu).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for a in net.arch().weights() {
-        let v: Vec<f64> = (0..a.elem_count()).map(|_| rng.random_range(-1.5..1.5)).collect();
-        a.set(&Tensor::from_vec(v, a.dims(), &Device::Cpu).unwrap()).unwrap();
-    }
-    net
+    common::tiny_darts(1.5)
 }
 
 fn sdarts(perturb: &str) -> SdartsConfig {
@@ -183,34 +169,9 @@ fn the_alpha_step_is_any_hypergradient_method() {
 }
 
 fn resumes_exactly(config: SearchConfig) {
-    let tmp = tempfile::tempdir().unwrap();
-    let never = AtomicBool::new(false);
-    let run = |name: &str| {
-        let dir = RunDir::create(&tmp.path().join(name), false).unwrap();
-        dir.write_json(CONFIG, &config).unwrap();
-        dir
-    };
-    let a = run("a");
-    let ga =
-        Search::new(config.clone().validate().unwrap()).unwrap().run(Some(&a), &mut CollectSink::default(), &never);
-    let ga = ga.unwrap();
-    let records = a.read_metrics().unwrap();
+    let records = common::resumes_mid_epoch_exactly(&config);
     assert_eq!(records[0]["epsilon"].as_f64(), Some(0.03));
     assert!((records[1]["epsilon"].as_f64().unwrap() - 0.165).abs() < 1e-12);
-
-    let b = run("b");
-    let stop = AtomicBool::new(false);
-    let err = Search::new(config.clone().validate().unwrap())
-        .unwrap()
-        .run(Some(&b), &mut StopAfterStep::new(1, 1, &stop), &stop)
-        .unwrap_err();
-    assert!(matches!(err, Error::Interrupted { epoch: 1, step: 1 }), "{err}");
-    let saved: SearchConfig = b.read_json(CONFIG).unwrap();
-    let mut resumed = Search::new(saved.validate().unwrap()).unwrap();
-    resumed.resume(&b).unwrap();
-    let gb = resumed.run(Some(&b), &mut CollectSink::default(), &never).unwrap();
-    assert_eq!(ga, gb);
-    assert_eq!(without_time(a.read_metrics().unwrap()), without_time(b.read_metrics().unwrap()));
 }
 
 #[test]

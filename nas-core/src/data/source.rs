@@ -56,42 +56,61 @@ impl Layout {
     }
 
     fn test(&self, kind: CifarKind) -> &'static str {
-        match (kind, self.python) {
-            (CifarKind::Cifar10, false) => "test_batch.bin",
-            (CifarKind::Cifar10, true) => "test_batch",
-            (CifarKind::Cifar100, false) => "test.bin",
-            (CifarKind::Cifar100, true) => "test",
-        }
+        self.names(kind).test
     }
 
     fn meta(&self, kind: CifarKind) -> &'static str {
-        match (kind, self.python) {
-            (CifarKind::Cifar10, false) => "batches.meta.txt",
-            (CifarKind::Cifar10, true) => "batches.meta",
-            (CifarKind::Cifar100, false) => "fine_label_names.txt",
-            (CifarKind::Cifar100, true) => "meta",
-        }
+        self.names(kind).meta
     }
 
     /// The folder the official archive unpacks to.
     fn folder(&self, kind: CifarKind) -> &'static str {
-        match (kind, self.python) {
-            (CifarKind::Cifar10, false) => "cifar-10-batches-bin",
-            (CifarKind::Cifar10, true) => "cifar-10-batches-py",
-            (CifarKind::Cifar100, false) => "cifar-100-binary",
-            (CifarKind::Cifar100, true) => "cifar-100-python",
-        }
+        self.names(kind).folder
     }
 
     fn archive(&self, kind: CifarKind) -> &'static str {
-        match (kind, self.python) {
-            (CifarKind::Cifar10, false) => "cifar-10-binary.tar.gz",
-            (CifarKind::Cifar10, true) => "cifar-10-python.tar.gz",
-            (CifarKind::Cifar100, false) => "cifar-100-binary.tar.gz",
-            (CifarKind::Cifar100, true) => "cifar-100-python.tar.gz",
-        }
+        self.names(kind).archive
+    }
+
+    fn names(&self, kind: CifarKind) -> &'static Names {
+        &NAMES[usize::from(kind == CifarKind::Cifar100)][usize::from(self.python)]
     }
 }
+
+/// The file names of one version of one dataset.
+struct Names {
+    test: &'static str,
+    meta: &'static str,
+    folder: &'static str,
+    archive: &'static str,
+}
+
+/// Per dataset (CIFAR-10, CIFAR-100), per version (binary, python).
+const NAMES: [[Names; 2]; 2] = [
+    [
+        Names {
+            test: "test_batch.bin",
+            meta: "batches.meta.txt",
+            folder: "cifar-10-batches-bin",
+            archive: "cifar-10-binary.tar.gz",
+        },
+        Names {
+            test: "test_batch",
+            meta: "batches.meta",
+            folder: "cifar-10-batches-py",
+            archive: "cifar-10-python.tar.gz",
+        },
+    ],
+    [
+        Names {
+            test: "test.bin",
+            meta: "fine_label_names.txt",
+            folder: "cifar-100-binary",
+            archive: "cifar-100-binary.tar.gz",
+        },
+        Names { test: "test", meta: "meta", folder: "cifar-100-python", archive: "cifar-100-python.tar.gz" },
+    ],
+];
 
 const LAYOUTS: [Layout; 2] = [Layout { python: false }, Layout { python: true }];
 

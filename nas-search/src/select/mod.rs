@@ -7,6 +7,7 @@
 //! configuration), metrics.jsonl, checkpoint and genotype.json, so the search's files stay as
 //! they were and an interrupted selection resumes like any run.
 
+mod projection;
 pub mod pt;
 
 use std::path::{Path, PathBuf};
