@@ -202,6 +202,34 @@ fn search_on_cifar10_binary_files() {
     assert!(out.join("genotype.json").exists());
 }
 
+/// CIFAR as torchvision downloads it: the python version's archive, read as it is; the run
+/// records the class names of its meta file (dataset.json), searching and retraining alike.
+#[test]
+fn search_and_train_on_the_python_archive_record_the_class_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nas-core/tests/fixtures/cifar");
+    let spec = format!("cifar10:{}", fixtures.join("archives/cifar-10-python.tar.gz").display());
+    let (search, train) = (tmp.path().join("search"), tmp.path().join("train"));
+    let args = ["search", "--preset", "quick", "--data", &spec, "--epochs", "1", "--batch-size", "2"];
+    let mut args = args.to_vec();
+    args.extend(["--channels", "4", "--layers", "2", "--out", search.to_str().unwrap(), "-q"]);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = ["train", "--genotype", search.to_str().unwrap(), "--data", &spec, "--epochs", "1", "--batch-size", "2"];
+    let mut args = args.to_vec();
+    args.extend(["--channels", "4", "--layers", "3", "--out", train.to_str().unwrap(), "-q"]);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for run in [&search, &train] {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("dataset.json")).unwrap()).unwrap();
+        assert_eq!(d["name"], "cifar10");
+        assert_eq!(d["class_names"][0], "airplane", "{d}");
+        assert_eq!(d["class_names"][9], "truck", "{d}");
+        assert_eq!(d["train_images"], 5, "{d}");
+    }
+}
+
 #[test]
 fn show_prints_builtin_genotypes_with_their_size() {
     let o = nas(&["show", "DARTS_V2"]);

@@ -24,6 +24,8 @@ pub const METRICS: &str = "metrics.jsonl";
 pub const GENOTYPE: &str = "genotype.json";
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const WEIGHTS: &str = "weights.safetensors";
+/// What the run trained on (`Dataset::record`): the dataset and its class names.
+pub const DATASET: &str = "dataset.json";
 /// The lock file of the process writing the run (it holds that process's id).
 pub const LOCK: &str = ".lock";
 
@@ -75,7 +77,7 @@ impl RunDir {
             }
             if non_empty {
                 lock = Some(take_lock(path)?);
-                for f in [CONFIG, METRICS, GENOTYPE, CHECKPOINT, WEIGHTS] {
+                for f in [CONFIG, METRICS, GENOTYPE, CHECKPOINT, WEIGHTS, DATASET] {
                     let p = path.join(f);
                     if p.exists() {
                         std::fs::remove_file(&p).map_err(|e| Error::run_dir(&p, e.to_string()))?;
@@ -111,7 +113,7 @@ impl RunDir {
         if let Ok(entries) = std::fs::read_dir(&self.path) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let ours = [CONFIG, METRICS, GENOTYPE, CHECKPOINT, WEIGHTS]
+                let ours = [CONFIG, METRICS, GENOTYPE, CHECKPOINT, WEIGHTS, DATASET]
                     .iter()
                     .any(|f| name.strip_prefix('.').is_some_and(|n| n.starts_with(&format!("{f}.tmp"))));
                 if ours {

@@ -26,7 +26,7 @@ use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutp
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::{cross_entropy, cross_entropy_smoothed, topk_counts, Mode};
 use nas_core::optim::{grads_for, LrSchedule, Sgd};
-use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE, WEIGHTS};
+use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, DATASET, GENOTYPE, WEIGHTS};
 use nas_core::DeviceSpec;
 use search_spaces::{NetKind, TaskShape};
 use serde::Serialize;
@@ -147,6 +147,8 @@ fn evaluate_model(
 pub struct Trainer {
     task: TrainTask,
     epochs: EpochLoop,
+    /// What it trains on (`Dataset::record`), written to the run's dataset.json.
+    dataset: serde_json::Value,
 }
 
 /// What the epoch loop drives: one SGD step per training batch.
@@ -168,6 +170,7 @@ impl Trainer {
     pub fn new(cfg: ValidTrainConfig) -> Result<Self> {
         let device = cfg.device.open()?;
         let (data, test_set) = load_data(&cfg, &cfg.data.spec)?;
+        let dataset = data.record();
         let (_, height, width) = data.train.shape();
         cfg.check_input_size(height, width)?;
         if data.train.len() < cfg.data.batch_size {
@@ -208,7 +211,7 @@ impl Trainer {
             drop_p: 0.0,
             cfg,
         };
-        Ok(Self { task, epochs })
+        Ok(Self { task, epochs, dataset })
     }
 
     pub fn config(&self) -> &ValidTrainConfig {
@@ -243,6 +246,9 @@ impl Trainer {
     /// Runs the remaining epochs, writing metrics and checkpoints to `dir` and, at the end,
     /// the genotype and the final weights. Returns the last epoch's test result.
     pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<EvalResult> {
+        if let Some(dir) = dir.filter(|_| dist::is_writer()) {
+            dir.write_json(DATASET, &self.dataset)?;
+        }
         let result = match self.epochs.run(&mut self.task, dir, sink, stop)? {
             Some(t) => EvalResult::from(t),
             None => self.evaluate(sink)?,

@@ -30,7 +30,7 @@ use crate::early_stop::{DartsEs, EarlyStopDecision, Sample};
 use crate::method::alternating::alpha_hessian_eigenvalue;
 use crate::method::{MethodContext, SearchMethod, StepAt, StepBatches, WeightStep};
 use crate::progressive::skip_dropout_rate;
-use crate::run_dir::{RunDir, GENOTYPE};
+use crate::run_dir::{RunDir, DATASET, GENOTYPE};
 use crate::step::Batch;
 use crate::{Error, Result};
 
@@ -38,6 +38,8 @@ use crate::{Error, Result};
 pub struct Search {
     task: SearchTask,
     epochs: EpochLoop,
+    /// What it searches on (`Dataset::record`), written to the run's dataset.json.
+    dataset: serde_json::Value,
 }
 
 /// What the epoch loop drives: one search step per batch pair.
@@ -78,6 +80,7 @@ impl Search {
             with_test: false,
         };
         let data = Dataset::load(&cfg.data.spec, &opts)?;
+        let dataset = data.record();
         let (train_set, valid_set) = match cfg.data.subset_fraction {
             Some([w, a]) => data.train.class_fractions((w, a), cfg.seed),
             None => data.search_split(),
@@ -153,7 +156,7 @@ impl Search {
             schedule,
             cfg,
         };
-        Ok(Self { task, epochs })
+        Ok(Self { task, epochs, dataset })
     }
 
     pub fn config(&self) -> &ValidSearchConfig {
@@ -181,6 +184,9 @@ impl Search {
     pub fn run(&mut self, dir: Option<&RunDir>, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Genotype> {
         // Under data parallelism rank 0 alone writes.
         let dir = dir.filter(|_| dist::is_writer());
+        if let Some(dir) = dir {
+            dir.write_json(DATASET, &self.dataset)?;
+        }
         self.epochs.run(&mut self.task, dir, sink, stop)?;
         let genotype = match self.task.early_stop() {
             Some((decision, genotype)) => {

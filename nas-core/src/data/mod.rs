@@ -265,6 +265,18 @@ impl Default for LoadOptions {
 }
 
 impl Dataset {
+    /// What a run records of its data (`dataset.json` in its directory): the dataset, its
+    /// number of classes and their names (empty when the data names none), its image counts.
+    pub fn record(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "train_images": self.train.len(),
+            "test_images": self.test.as_ref().map(|t| t.len()),
+        })
+    }
+
     pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Dataset> {
         let mut ds = match spec {
             DataSpec::Synthetic => {
