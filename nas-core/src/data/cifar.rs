@@ -157,15 +157,15 @@ fn read_names_txt(path: &Path, bytes: &[u8], kind: CifarKind) -> Result<Vec<Stri
 }
 
 pub(super) fn load(spec: &Path, kind: CifarKind, with_test: bool) -> Result<Dataset> {
-    let files = source::CifarFiles::find(spec, kind, with_test)?;
+    let mut files = source::CifarFiles::find(spec, kind, with_test)?;
     let mut train = empty_set();
     for (path, bytes) in &files.train {
         files.read(path, bytes, kind, &mut train)?;
     }
-    let test = match &files.test {
+    let test = match files.test_file()? {
         Some((path, bytes)) => {
             let mut set = empty_set();
-            files.read(path, bytes, kind, &mut set)?;
+            files.read(&path, &bytes, kind, &mut set)?;
             Some(set.into())
         }
         None => None,

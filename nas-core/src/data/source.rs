@@ -32,9 +32,16 @@ pub struct CifarFiles {
     /// The python version (pickles) rather than the binary one.
     pub python: bool,
     pub train: Vec<File>,
-    pub test: Option<File>,
+    /// The test file (read when asked for, `test_file`).
+    test: Option<Test>,
     /// The class names' file, when there is one.
     pub meta: Option<File>,
+}
+
+/// A test file: read from an archive, or still on disk.
+enum Test {
+    Read(File),
+    OnDisk(PathBuf),
 }
 
 /// The two versions' file names.
@@ -171,20 +178,16 @@ impl CifarFiles {
             }
         }
         let (bin, py) = (&LAYOUTS[0], &LAYOUTS[1]);
+        let (bin_train, py_train) = match kind {
+            CifarKind::Cifar10 => ("data_batch_*.bin", "data_batch_1… with batches.meta"),
+            CifarKind::Cifar100 => ("train.bin", "train with meta"),
+        };
         Err(Error::data(
             spec,
             format!(
-                "no {} files: expected the binary version ({}), the python version ({}), a folder {} or {}, \
-                 or an archive {} or {}",
+                "no {} files here: no {bin_train} (binary version), no {py_train} (python version), no folder {} \
+                 or {}, no archive {} or {}",
                 kind.name(),
-                match kind {
-                    CifarKind::Cifar10 => "data_batch_*.bin",
-                    CifarKind::Cifar100 => "train.bin",
-                },
-                match kind {
-                    CifarKind::Cifar10 => "data_batch_1…, batches.meta",
-                    CifarKind::Cifar100 => "train, meta",
-                },
                 bin.folder(kind),
                 py.folder(kind),
                 bin.archive(kind),
@@ -197,7 +200,7 @@ impl CifarFiles {
         let mut train: Vec<PathBuf> = names.iter().filter(|n| layout.is_train(n, kind)).map(|n| dir.join(n)).collect();
         train.sort_by_key(|p| batch_number(p));
         let train = train.into_iter().map(read_file).collect::<Result<Vec<_>>>()?;
-        let test = with_test.then(|| read_file(dir.join(layout.test(kind)))).transpose()?;
+        let test = with_test.then(|| Test::OnDisk(dir.join(layout.test(kind))));
         let meta_path = dir.join(layout.meta(kind));
         let meta = meta_path.is_file().then(|| read_file(meta_path)).transpose()?;
         Ok(CifarFiles { python: layout.python, train, test, meta })
@@ -249,12 +252,21 @@ impl CifarFiles {
         train.sort_by_key(|(p, _)| batch_number(p));
         let test = if with_test {
             let t = layout.test(kind);
-            Some(files.remove(t).ok_or_else(|| Error::data(path, format!("the archive holds no {t}")))?)
+            Some(Test::Read(files.remove(t).ok_or_else(|| Error::data(path, format!("the archive holds no {t}")))?))
         } else {
             None
         };
         let meta = files.remove(layout.meta(kind));
         Ok(CifarFiles { python: layout.python, train, test, meta })
+    }
+
+    /// The test file, when it was asked for (read now if it is on disk).
+    pub fn test_file(&mut self) -> Result<Option<File>> {
+        match self.test.take() {
+            Some(Test::Read(f)) => Ok(Some(f)),
+            Some(Test::OnDisk(p)) => read_file(p).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Adds the images of one of these files to `set`.
