@@ -1,6 +1,8 @@
 //! Running the `nas` binary from integration tests and checking its one-line errors.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod kills;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
