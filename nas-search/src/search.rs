@@ -464,9 +464,7 @@ impl EpochTask for SearchTask {
 
     /// Weights, buffers, α, the weight optimiser's state and the method's.
     fn checkpoint_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut tensors = self.net.weights().named_tensors("weights.");
-        tensors.extend(self.net.arch().named_tensors("arch."));
-        tensors.extend(self.w_opt.state("sgd"));
+        let mut tensors = supernet_checkpoint(self.net.as_ref(), &self.w_opt);
         tensors.extend(self.method.state()?.0);
         Ok(tensors)
     }
@@ -495,4 +493,13 @@ impl EpochTask for SearchTask {
         }
         Ok(())
     }
+}
+
+/// A supernet's weights, buffers and α and its weight optimiser's state, under the names a
+/// search's checkpoint gives them (a selection's checkpoint too).
+pub(crate) fn supernet_checkpoint(net: &dyn Supernet, w_opt: &Sgd) -> Vec<(String, Tensor)> {
+    let mut tensors = net.weights().named_tensors("weights.");
+    tensors.extend(net.arch().named_tensors("arch."));
+    tensors.extend(w_opt.state("sgd"));
+    tensors
 }

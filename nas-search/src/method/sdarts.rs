@@ -215,7 +215,7 @@ impl WeightMixing for Perturbation {
         let mut a = self.random_start(&center, at);
         a.clip();
         if self.perturb == Perturb::Adv {
-            a = adversarial(net, train, &center, a, self.epsilon as f32, self.adv_steps)?;
+            a = adversarial(net, &logits, train, &center, a, self.epsilon as f32, self.adv_steps)?;
         }
         Ok(ArchSample { weights: Some(a.tensors(&logits)?), chosen: None, add_unchosen: false })
     }
@@ -225,22 +225,21 @@ impl WeightMixing for Perturbation {
     }
 }
 
-/// SDARTS-ADV's ascent from `start` (already perturbed and clipped) around `center`.
+/// SDARTS-ADV's ascent from `start` (already perturbed and clipped) around `center`; `logits`
+/// (the op logits) give the weights' device and dtype.
 fn adversarial(
     net: &dyn Supernet,
+    logits: &[Tensor],
     train: &[Batch],
     center: &Mixing,
     start: Mixing,
     eps: f32,
     steps: usize,
 ) -> Result<Mixing> {
-    let (device, dtype) = net.op_logits(Mode::EVAL)?.first().map(|t| (t.device().clone(), t.dtype())).ok_or_else(
-        || Error::Internal("a supernet without α".into()),
-    )?;
     // Batch norm on its running statistics, as the reference's `model.eval()`.
     let eval_grad = Mode { train: false, grad_weights: false, grad_arch: true };
     let loss_at = |m: &Mixing| -> Result<f32> {
-        let sample = ArchSample { weights: Some(m.to_device(&device, dtype)?), chosen: None, add_unchosen: false };
+        let sample = ArchSample { weights: Some(m.tensors(logits)?), chosen: None, add_unchosen: false };
         let out = step_grads(train, &[], |b| micro_output(net, b, Mode::EVAL, Some(&sample), None))?;
         Ok(out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)
     };
@@ -248,7 +247,7 @@ fn adversarial(
     let lr = 2.0 * eps / steps as f32;
     let mut a = start;
     for _ in 0..steps {
-        let vars = a.to_device(&device, dtype)?.iter().map(Var::from_tensor).collect::<candle_core::Result<Vec<_>>>()?;
+        let vars = a.tensors(logits)?.iter().map(Var::from_tensor).collect::<candle_core::Result<Vec<_>>>()?;
         let sample = ArchSample {
             weights: Some(vars.iter().map(|v| v.as_tensor().clone()).collect()),
             chosen: None,
@@ -293,9 +292,9 @@ impl Mixing {
         let mut rows = Vec::with_capacity(logits.len());
         let mut valid = Vec::with_capacity(logits.len());
         for l in logits {
-            let host = l.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-            valid.push(host.iter().map(|r| r.iter().map(|x| x.is_finite()).collect()).collect());
-            rows.push(softmax_last_dim(&l.to_dtype(DType::F32)?)?.to_vec2::<f32>()?);
+            let l = l.to_dtype(DType::F32)?;
+            valid.push(l.to_vec2::<f32>()?.iter().map(|r| r.iter().map(|x| x.is_finite()).collect()).collect());
+            rows.push(softmax_last_dim(&l)?.to_vec2::<f32>()?);
         }
         Ok(Mixing { rows, valid })
     }
@@ -358,20 +357,16 @@ impl Mixing {
         Ok(Mixing { rows, valid: like.valid.clone() })
     }
 
-    fn to_device(&self, device: &candle_core::Device, dtype: DType) -> candle_core::Result<Vec<Tensor>> {
+    /// The weights as tensors on the device and in the dtype of `like` (the op logits).
+    fn tensors(&self, like: &[Tensor]) -> candle_core::Result<Vec<Tensor>> {
+        let first = like.first().ok_or_else(|| candle_core::Error::Msg("a supernet without α".into()))?;
         self.rows
             .iter()
             .map(|r| {
                 let (e, w) = (r.len(), r.first().map_or(0, |x| x.len()));
-                Tensor::from_vec(r.concat(), (e, w), device)?.to_dtype(dtype)
+                Tensor::from_vec(r.concat(), (e, w), first.device())?.to_dtype(first.dtype())
             })
             .collect()
-    }
-
-    /// The weights as tensors on the device and in the dtype of `like` (the op logits).
-    fn tensors(&self, like: &[Tensor]) -> candle_core::Result<Vec<Tensor>> {
-        let first = like.first().ok_or_else(|| candle_core::Error::Msg("a supernet without α".into()))?;
-        self.to_device(first.device(), first.dtype())
     }
 }
 

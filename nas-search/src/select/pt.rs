@@ -65,7 +65,7 @@ use super::ValidSelectConfig;
 use crate::method::sampling::micro_output;
 use crate::method::ArchAdam;
 use crate::run_dir::{RunDir, GENOTYPE};
-use crate::search::Search;
+use crate::search::{supernet_checkpoint, Search};
 use crate::step::{weight_step, Batch};
 use crate::{Error, Result};
 
@@ -421,9 +421,7 @@ impl EpochTask for PtTask {
     }
 
     fn checkpoint_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut tensors = self.net.weights().named_tensors("weights.");
-        tensors.extend(self.net.arch().named_tensors("arch."));
-        tensors.extend(self.w_opt.state("sgd"));
+        let mut tensors = supernet_checkpoint(self.net.as_ref(), &self.w_opt);
         if let Some(adam) = &self.adam {
             tensors.extend(adam.state().0);
         }
