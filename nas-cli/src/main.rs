@@ -4,6 +4,7 @@ mod bench_cmd;
 mod config_flags;
 mod draw;
 mod eval_cmd;
+mod export_cmd;
 mod flags;
 mod plot_cmd;
 mod progress;
@@ -94,6 +95,8 @@ enum Command {
     Train(Box<train_cmd::TrainArgs>),
     /// Test accuracy and loss of a trained network, as one JSON line
     Eval(eval_cmd::EvalArgs),
+    /// Write a trained network as an ONNX model (images in [0, 1] in, logits out)
+    Export(Box<export_cmd::ExportArgs>),
     /// Print a genotype (file, run directory or built-in name) and its network size, or draw its cells
     Show(show_cmd::ShowArgs),
     /// Draw a run's loss and accuracy curves and, for a search, softmax(α) of every edge
@@ -149,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Select(args) => select_cmd::run(*args, &g),
         Command::Train(args) => train_cmd::run(*args, &g),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Export(args) => export_cmd::run(*args),
         Command::Show(args) => show_cmd::run(args),
         Command::Plot(args) => plot_cmd::run(args),
         Command::Bench { what } => bench_cmd::run(what),

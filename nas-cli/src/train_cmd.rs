@@ -55,17 +55,30 @@ impl TrainArgs {
 
     /// The recipe of the genotype and the network (`--net`) with the flags laid over it.
     fn resolve(&self) -> anyhow::Result<TrainConfig> {
-        let Some(g) = &self.genotype.genotype else {
-            bail!("--genotype is required (a file, a run directory or a built-in name)")
-        };
-        let overlay = self.settings.overlay();
-        let net = match get_path(&overlay, "model.net") {
-            Some(v) => serde_json::from_value(v.clone())?,
-            None => NetKind::default(),
-        };
-        let c = TrainConfig::recipe(&Genotype::load(g)?, net, self.recipe.unwrap_or_default());
-        self.apply(&c)
+        resolve(&self.genotype, self.recipe, &self.settings)
     }
+}
+
+/// The recipe of `--genotype` and the network (`--net`) with the flags laid over it (`nas
+/// train`, and `nas export` of a weights file).
+pub fn resolve(
+    genotype: &GenotypeArg,
+    recipe: Option<Recipe>,
+    settings: &ConfigFlags<config_flags::Train>,
+) -> anyhow::Result<TrainConfig> {
+    let Some(g) = &genotype.genotype else {
+        bail!("--genotype is required (a file, a run directory or a built-in name)")
+    };
+    let overlay = settings.overlay();
+    let net = match get_path(&overlay, "model.net") {
+        Some(v) => serde_json::from_value(v.clone())?,
+        None => NetKind::default(),
+    };
+    let c = TrainConfig::recipe(&Genotype::load(g)?, net, recipe.unwrap_or_default());
+    if settings.is_empty() {
+        return Ok(c);
+    }
+    Ok(c.with_overlay(&overlay)?)
 }
 
 pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ pub use nas_kernels::launch_count;
 pub mod metrics;
 pub mod nn;
 pub use nas_kernels as ops;
+pub mod onnx;
 pub mod optim;
 pub mod params;
 pub mod rng;

@@ -5,10 +5,12 @@
 
 pub mod bench;
 pub mod config;
+pub mod export;
 pub mod model;
 pub mod train;
 
 pub use config::{bench_train_flags, train_flags, Recipe, TrainConfig, ValidTrainConfig};
+pub use export::{DataInfo, Trained};
 pub use model::{DropPath, EvalModel};
 /// Errors of a retraining run: the type the search reports too.
 pub use nas_core::{RunError as Error, RunResult as Result};

@@ -48,6 +48,12 @@ impl EvalModel {
         self.net.mult_adds(height, width).map(|r| r.map_err(Into::into))
     }
 
+    /// The network in evaluation mode as ONNX nodes on the (normalised) images `x`: the
+    /// logits' name.
+    pub fn onnx(&self, g: &mut nas_core::onnx::Graph, x: &str) -> Result<String> {
+        Ok(self.net.onnx(g, x)?)
+    }
+
     /// Position of the network's random stream (its noise ops' draws), kept by checkpoints.
     pub fn stream_position(&self) -> u64 {
         self.net.stream_position()

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
-use nas_core::checkpoint::{load_tensors, save_tensors, LoadedTensors};
+use nas_core::checkpoint::{save_tensors, LoadedTensors};
 use nas_core::data::{
     Augment, BatchPlan, DataSpec, Dataset, HostBatch, LoadOptions, Normalize, Samples, Shard, StepIter,
 };
@@ -26,13 +26,14 @@ use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutp
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::{cross_entropy, cross_entropy_smoothed, topk_counts, Mode};
 use nas_core::optim::{grads_for, LrSchedule, Sgd};
-use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, DATASET, GENOTYPE, WEIGHTS};
+use nas_core::run_dir::{RunDir, DATASET, GENOTYPE, WEIGHTS};
 use nas_core::DeviceSpec;
 use search_spaces::{NetKind, TaskShape};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{TrainConfig, ValidTrainConfig};
+use crate::export::{load_model, run_config, run_weights, DataInfo};
 use crate::model::{DropPath, EvalModel};
 use crate::{Error, Result};
 
@@ -110,13 +111,13 @@ impl From<Tally> for EvalResult {
     }
 }
 
-fn task_of(data: &Dataset) -> TaskShape {
+pub(crate) fn task_of(data: &Dataset) -> TaskShape {
     TaskShape { num_classes: data.num_classes, in_channels: data.train.shape().0 }
 }
 
 /// The dataset and its (non-empty) test split; an ImageNet network streams a folder dataset
 /// from its files.
-fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Samples)> {
+pub(crate) fn load_data(cfg: &TrainConfig, spec: &DataSpec) -> Result<(Dataset, Samples)> {
     let opts = LoadOptions {
         subset: cfg.data.subset,
         with_test: true,
@@ -381,24 +382,13 @@ pub fn evaluate_run(
     device: Option<DeviceSpec>,
     sink: &mut dyn MetricsSink,
 ) -> Result<EvalResult> {
-    let cfg = TrainConfig::from_json_value(dir.read_json(CONFIG)?)
-        .map_err(|e| Error::run_dir(dir.file(CONFIG), e.to_string()))?
-        .validate()?;
+    let cfg = run_config(dir)?.validate()?;
     let device = device.unwrap_or(cfg.device).open()?;
     let spec = data.unwrap_or(&cfg.data.spec);
     let (ds, test) = load_data(&cfg, spec)?;
     let (_, height, width) = ds.train.shape();
     cfg.check_input_size(height, width)?;
-    let model = EvalModel::new(&cfg.genotype, &cfg.model, task_of(&ds), cfg.seed, &device)?;
-    let (path, prefix) = if dir.file(WEIGHTS).exists() {
-        (dir.file(WEIGHTS), "")
-    } else if dir.file(CHECKPOINT).exists() {
-        (dir.file(CHECKPOINT), "weights.")
-    } else {
-        return Err(Error::run_dir(dir.path(), "no weights.safetensors nor checkpoint.safetensors to evaluate"));
-    };
-    model.weights().load(&load_tensors(&path, &device)?.with_prefix(prefix), false).map_err(|e| {
-        Error::run_dir(&path, format!("{e} (was the network trained on data with the same classes and image size?)"))
-    })?;
+    let (path, prefix) = run_weights(dir)?;
+    let model = load_model(&cfg, &DataInfo::of(&ds), &path, prefix, &device)?;
     Ok(EvalResult::from(evaluate_model(&model, &test, &ds.normalize, cfg.data.batch_size, &device, sink)?))
 }

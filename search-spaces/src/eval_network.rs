@@ -22,6 +22,10 @@ pub trait EvalNetwork {
     fn mult_adds(&self, _height: usize, _width: usize) -> Option<crate::Result<u128>> {
         None
     }
+    /// The network in evaluation mode (running statistics, no drop path, no auxiliary head)
+    /// as ONNX nodes on the images `x` (B, C, H, W, already normalised): the name of the
+    /// logits (B, classes).
+    fn onnx(&self, g: &mut nas_core::onnx::Graph, x: &str) -> crate::Result<String>;
     /// Position of the network's own random stream (draws of its noise ops so far), which a
     /// checkpoint keeps; 0 for a network that draws nothing.
     fn stream_position(&self) -> u64 {

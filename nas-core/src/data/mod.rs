@@ -266,14 +266,19 @@ impl Default for LoadOptions {
 
 impl Dataset {
     /// What a run records of its data (`dataset.json` in its directory): the dataset, its
-    /// number of classes and their names (empty when the data names none), its image counts.
+    /// number of classes and their names (empty when the data names none), its image counts,
+    /// the shape (C, H, W) of an image as the network sees it and the per-channel
+    /// normalisation of pixels scaled to [0, 1] (what an exported network puts first).
     pub fn record(&self) -> serde_json::Value {
+        let (c, h, w) = self.train.shape();
         serde_json::json!({
             "name": self.name,
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "train_images": self.train.len(),
             "test_images": self.test.as_ref().map(|t| t.len()),
+            "image_shape": [c, h, w],
+            "normalize": self.normalize,
         })
     }
 

@@ -6,6 +6,7 @@
 use candle_core::{Result, Tensor, Var};
 
 use super::Mode;
+use crate::onnx::{Attr, Graph};
 use crate::ops;
 use crate::params::{Init, ParamBuilder};
 
@@ -126,6 +127,34 @@ impl BatchNorm2d {
             Some(a) => a + y,
             None => Ok(y),
         }
+    }
+
+    /// Evaluation mode as an ONNX BatchNormalization node on `x`, its tensors under the scope.
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        self.onnx_affine(g, x, self.weight.as_ref(), self.bias.as_ref())
+    }
+
+    /// `onnx` with the affine parameters `weight`, `bias` (those of a packed stage; ones and
+    /// zeros when None).
+    pub fn onnx_affine(
+        &self,
+        g: &mut Graph,
+        x: &str,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+    ) -> crate::Result<String> {
+        let c = self.running_mean.dim(0)?;
+        let w = match weight {
+            Some(w) => g.weight("weight", w)?,
+            None => g.constant("weight", &vec![1.0; c], vec![c as i64]),
+        };
+        let b = match bias {
+            Some(b) => g.weight("bias", b)?,
+            None => g.constant("bias", &vec![0.0; c], vec![c as i64]),
+        };
+        let mean = g.weight("running_mean", self.running_mean.as_tensor())?;
+        let var = g.weight("running_var", self.running_var.as_tensor())?;
+        Ok(g.node("BatchNormalization", &[x, &w, &b, &mean, &var], vec![Attr::Float("epsilon", self.eps as f32)]))
     }
 
     fn running(&self) -> Option<ops::RunningStats<'_>> {

@@ -4,6 +4,7 @@
 use candle_core::{Result, Tensor};
 
 use super::Mode;
+use crate::onnx::{ConvParams, Graph};
 use crate::ops::{self, PwParams};
 use crate::params::{Init, ParamBuilder};
 
@@ -41,6 +42,12 @@ impl Conv2d {
             return y.reshape((b, co, 1, 1));
         }
         x.conv2d(&w, self.padding, self.stride, 1, 1)
+    }
+
+    /// `forward` as an ONNX Conv node on `x`, its weight under the scope.
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let w = g.weight("weight", &self.weight)?;
+        Ok(g.conv(x, &w, self.weight.dim(2)?, ConvParams::dense(self.stride, self.padding)))
     }
 
     /// The output size and the multiply-accumulates (K²·C_in·C_out per output pixel) for one
@@ -90,6 +97,14 @@ impl Conv1x1 {
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         ops::conv1x1(x, &mode.w(&self.weight), self.sampling)
+    }
+
+    /// `forward` as ONNX nodes on `x`: a Slice for the sampling offset, then the Conv.
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let PwParams { stride, offset } = self.sampling;
+        let w = g.weight("weight", &self.weight)?;
+        let x = g.subsample(x, offset, 1);
+        Ok(g.conv(&x, &w, 1, ConvParams::dense(stride, 0)))
     }
 
     /// forward(ReLU(x)) as one op.

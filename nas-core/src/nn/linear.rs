@@ -3,6 +3,7 @@
 use candle_core::{Result, Tensor};
 
 use super::Mode;
+use crate::onnx::{Attr, Graph};
 use crate::params::{Init, ParamBuilder};
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,13 @@ impl Linear {
     /// x (B, fan_in) → (B, fan_out).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         x.matmul(&mode.w(&self.weight).t()?)?.broadcast_add(&mode.w(&self.bias))
+    }
+
+    /// `forward` as an ONNX Gemm node on `x` (B, fan_in).
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let w = g.weight("weight", &self.weight)?;
+        let b = g.weight("bias", &self.bias)?;
+        Ok(g.node("Gemm", &[x, &w, &b], vec![Attr::Int("transB", 1)]))
     }
 
     /// Multiply-accumulates for one input row: fan_in·fan_out (the bias adds not counted).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::Mode;
+use nas_core::onnx::Graph;
 use nas_core::ops;
 use nas_core::params::ParamBuilder;
 
@@ -36,6 +37,14 @@ impl Preprocess {
         match self {
             Preprocess::ReluConvBn(m) => m.forward(x, mode),
             Preprocess::FactorizedReduce(m) => m.forward(x, mode, None),
+        }
+    }
+
+    /// `forward` in evaluation mode as ONNX nodes.
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        match self {
+            Preprocess::ReluConvBn(m) => m.onnx(g, x),
+            Preprocess::FactorizedReduce(m) => m.onnx(g, x),
         }
     }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Conv2d, Linear, Mode};
+use nas_core::onnx::Graph;
 use nas_core::ops;
 use nas_core::params::{ParamBuilder, ParamStore};
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,25 @@ impl DerivedCell {
         }
         let outs: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
         Tensor::cat(&outs, 1)
+    }
+
+    /// `forward` in evaluation mode as ONNX nodes (no drop path): every node the sum of its
+    /// two ops, the output the concat of `concat`'s states.
+    fn onnx(&self, g: &mut Graph, s0: &str, s1: &str) -> nas_core::Result<String> {
+        let mut states = vec![
+            g.scoped("preprocess0", |g| self.preprocess0.onnx(g, s0))?,
+            g.scoped("preprocess1", |g| self.preprocess1.onnx(g, s1))?,
+        ];
+        for pair in 0..self.ops.len() / 2 {
+            let mut outs = Vec::with_capacity(2);
+            for e in [2 * pair, 2 * pair + 1] {
+                let x = states[self.inputs[e]].clone();
+                outs.push(g.scoped("_ops", |g| g.scoped(e, |g| self.ops[e].onnx(g, &x)))?);
+            }
+            states.push(g.add(&outs[0], &outs[1]));
+        }
+        let outs: Vec<String> = self.concat.iter().map(|&i| states[i].clone()).collect();
+        Ok(g.concat(&outs, 1))
     }
 
     /// The output size and mult-adds of the cell for inputs of sizes `s0`, `s1`, the states
@@ -327,6 +347,19 @@ impl DerivedNetwork {
         Ok(total + self.classifier.mult_adds())
     }
 
+    /// The network in evaluation mode (no drop path, no auxiliary head) as ONNX nodes on the
+    /// images `x`: the name of the logits (B, classes).
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        let (mut s0, mut s1) = self.stem.onnx(g, x)?;
+        for (i, cell) in self.cells.iter().enumerate() {
+            let out = g.scoped("cells", |g| g.scoped(i, |g| cell.onnx(g, &s0, &s1)))?;
+            (s0, s1) = (s1, out);
+        }
+        let pooled = g.node("GlobalAveragePool", &[&s1], vec![]);
+        let flat = g.node("Flatten", &[&pooled], vec![]);
+        Ok(g.scoped("classifier", |g| self.classifier.onnx(g, &flat))?)
+    }
+
     /// Forward without drop path.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<(Tensor, Option<Tensor>)> {
         self.forward_with(x, mode, None)
@@ -352,6 +385,10 @@ impl EvalNetwork for DerivedNetwork {
 
     fn mult_adds(&self, height: usize, width: usize) -> Option<crate::Result<u128>> {
         Some(DerivedNetwork::mult_adds(self, height, width))
+    }
+
+    fn onnx(&self, g: &mut Graph, x: &str) -> crate::Result<String> {
+        DerivedNetwork::onnx(self, g, x)
     }
 
     fn stream_position(&self) -> u64 {

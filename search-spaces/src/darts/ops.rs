@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Result, Shape, Tensor};
 use nas_core::nn::{out_side, size_product, BatchNorm2d, Conv1x1, Mode};
+use nas_core::onnx::{Attr, ConvParams, Graph};
 use nas_core::ops::{self, DwParams, PoolKind, StageWeights};
 use nas_core::params::{Init, ParamBuilder};
 use nas_core::rng::{self, Purpose};
@@ -56,6 +57,15 @@ impl ReluConvBn {
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.bn.forward(&self.conv.forward_relu(x, mode)?, mode)
+    }
+
+    /// `forward` in evaluation mode as ONNX nodes (`op.1`, `op.2` under the scope).
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        let r = g.relu(x);
+        g.scoped("op", |g| {
+            let y = g.scoped(1, |g| self.conv.onnx(g, &r))?;
+            g.scoped(2, |g| self.bn.onnx(g, &y))
+        })
     }
 
     /// Output size and mult-adds for one h×w input (the convolution's).
@@ -99,6 +109,15 @@ impl FactorizedReduce {
         (a == b).then_some((a, ma + mb))
     }
 
+    /// `forward` in evaluation mode as ONNX nodes (`conv_1`, `conv_2`, `bn` under the scope).
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        let r = g.relu(x);
+        let a = g.scoped("conv_1", |g| self.conv_1.onnx(g, &r))?;
+        let b = g.scoped("conv_2", |g| self.conv_2.onnx(g, &r))?;
+        let y = g.concat(&[a, b], 1);
+        g.scoped("bn", |g| self.bn.onnx(g, &y))
+    }
+
     /// ReLU fused into both convolutions (x is read twice, ReLU(x) never stored).
     pub fn forward(&self, x: &Tensor, mode: Mode, drop: Option<&Tensor>) -> Result<Tensor> {
         let a = self.conv_1.forward_relu(x, mode)?;
@@ -112,6 +131,8 @@ impl FactorizedReduce {
 pub struct DwPwBn {
     /// [w_dw | w_pw | γ | β] packed in one variable (γ, β with affine BN).
     flat: Tensor,
+    /// The index of its depthwise filter in the op's `Sequential` (`op.{first}`).
+    first: usize,
     k: usize,
     ci: usize,
     co: usize,
@@ -142,7 +163,7 @@ impl DwPwBn {
             pieces.push((format!("{}.bias", first + 2), co.into(), Init::Const(0.0)));
         }
         let flat = pb.packed(&pieces)?;
-        Ok(Self { flat, k, ci, co, affine, dwp, bn: BatchNorm2d::running_only(&pb.pp(first + 2), co)? })
+        Ok(Self { flat, first, k, ci, co, affine, dwp, bn: BatchNorm2d::running_only(&pb.pp(first + 2), co)? })
     }
 
     /// Output size and mult-adds for one h×w input: the depthwise K²·C_in and the pointwise
@@ -153,6 +174,21 @@ impl DwPwBn {
         let wo = out_side(w, self.k, stride, padding, dilation)?;
         let (k, ci, co) = (self.k, self.ci, self.co);
         Some(((ho, wo), size_product(&[k, k, ci, ho, wo]) + size_product(&[ci, co, ho, wo])))
+    }
+
+    /// BN(pw(dw(ReLU(x)))) in evaluation mode as ONNX nodes, its weights under the scope
+    /// (`op`) at their `Sequential` indices.
+    fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        let w = StageWeights { flat: &self.flat, k: self.k, co: self.co, affine: self.affine };
+        let (w_dw, w_pw, gb) = w.split(self.ci)?;
+        let DwParams { stride, padding, dilation } = self.dwp;
+        let r = g.relu(x);
+        let dw = g.scoped(self.first, |g| g.weight("weight", &w_dw))?;
+        let h = g.conv(&r, &dw, self.k, ConvParams { stride, padding, dilation, groups: self.ci });
+        let pw = g.scoped(self.first + 1, |g| g.weight("weight", &w_pw))?;
+        let h = g.conv(&h, &pw, 1, ConvParams::dense(1, 0));
+        let (gamma, beta) = (gb.as_ref().map(|p| &p.0), gb.as_ref().map(|p| &p.1));
+        g.scoped(self.first + 2, |g| self.bn.onnx_affine(g, &h, gamma, beta))
     }
 
     /// acc + drop·BN(pw(dw(x))) (ReLU(x) with `relu`), one fused op in training.
@@ -306,6 +342,37 @@ impl OpModule {
 
     pub fn is_identity(&self) -> bool {
         matches!(self, OpModule::Identity)
+    }
+
+    /// The op in evaluation mode as ONNX nodes on `x`, its weights under the scope (the op's
+    /// state_dict prefix). Zeros are `ConstantOfShape` of the strided input's shape; noise is
+    /// `RandomNormalLike` (fresh values at every inference, as the op draws them).
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        Ok(match self {
+            OpModule::Zero { stride } => {
+                let s = g.subsample(x, 0, *stride);
+                g.zeros_like(&s)
+            }
+            OpModule::Noise { stride, .. } => {
+                let s = g.subsample(x, 0, *stride);
+                g.node("RandomNormalLike", &[&s], vec![Attr::Float("mean", 0.0), Attr::Float("scale", 1.0)])
+            }
+            OpModule::Identity => x.to_string(),
+            OpModule::FactorizedReduce(fr) => fr.onnx(g, x)?,
+            OpModule::Pool { kind, stride, bn } => {
+                let op = if *kind == PoolKind::Max { "MaxPool" } else { "AveragePool" };
+                let y = g.pool(op, x, 3, *stride, 1);
+                match bn {
+                    Some(bn) => g.scoped(1, |g| bn.onnx(g, &y))?,
+                    None => y,
+                }
+            }
+            OpModule::SepConv([a, b]) => g.scoped("op", |g| {
+                let h = a.onnx(g, x)?;
+                b.onnx(g, &h)
+            })?,
+            OpModule::DilConv(a) => g.scoped("op", |g| a.onnx(g, x))?,
+        })
     }
 
     pub fn is_zero(&self) -> bool {

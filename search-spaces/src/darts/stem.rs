@@ -13,6 +13,7 @@
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv2d, Mode};
+use nas_core::onnx::Graph;
 use nas_core::params::ParamBuilder;
 
 use crate::model_config::NetKind;
@@ -59,6 +60,33 @@ impl Stem {
                 let h = b0.forward(&c0.forward(x, mode)?, mode)?.relu()?;
                 let s0 = b1.forward(&c1.forward(&h, mode)?, mode)?;
                 let s1 = b2.forward(&c2.forward(&s0.relu()?, mode)?, mode)?;
+                Ok((s0, s1))
+            }
+        }
+    }
+
+    /// `forward` in evaluation mode as ONNX nodes: the names of s0 and s1.
+    pub(super) fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<(String, String)> {
+        // conv (index i) and BN (index i + 1) of a Sequential.
+        let conv_bn = |g: &mut Graph, conv: &Conv2d, bn: &BatchNorm2d, i: usize, x: &str| {
+            let y = g.scoped(i, |g| conv.onnx(g, x))?;
+            g.scoped(i + 1, |g| bn.onnx(g, &y))
+        };
+        match self {
+            Stem::Cifar { conv, bn } => {
+                let s = g.scoped("stem", |g| conv_bn(g, conv, bn, 0, x))?;
+                Ok((s.clone(), s))
+            }
+            Stem::ImageNet { stem0: [(c0, b0), (c1, b1)], stem1: (c2, b2) } => {
+                let s0 = g.scoped("stem0", |g| {
+                    let h = conv_bn(g, c0, b0, 0, x)?;
+                    let h = g.relu(&h);
+                    conv_bn(g, c1, b1, 3, &h)
+                })?;
+                let s1 = g.scoped("stem1", |g| {
+                    let h = g.relu(&s0);
+                    conv_bn(g, c2, b2, 1, &h)
+                })?;
                 Ok((s0, s1))
             }
         }

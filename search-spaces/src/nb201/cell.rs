@@ -6,6 +6,7 @@
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::Mode;
+use nas_core::onnx::Graph;
 use nas_core::ops;
 use nas_core::params::ParamBuilder;
 
@@ -50,6 +51,38 @@ impl Cell {
     /// `weights` (6, 5) = softmax(α) in the search network, None in the derived one.
     pub(super) fn forward(&self, x: &Tensor, weights: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
         self.forward_with(x, weights, None, mode)
+    }
+
+    /// The derived cell (one op per edge) in evaluation mode as ONNX nodes on `x`; an error
+    /// for a search cell, whose edges mix every op.
+    pub(super) fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        let mut nodes = vec![x.to_string()];
+        for to in 1..NODES {
+            let mut acc: Option<String> = None;
+            for (from, input) in nodes.iter().enumerate() {
+                let e = edge_index(to, from);
+                let op = match &self.edges[e][..] {
+                    [] => continue,
+                    [(_, op)] => op,
+                    _ => {
+                        return Err(nas_core::Error::Invalid(
+                            "a search cell (every op on an edge) has no ONNX form".into(),
+                        ))
+                    }
+                };
+                let y = g.scoped("edges", |g| g.scoped(format!("{to}<-{from}"), |g| op.onnx(g, input)))?;
+                acc = Some(match acc {
+                    Some(a) => g.add(&a, &y),
+                    None => y,
+                });
+            }
+            let node = match acc {
+                Some(a) => a,
+                None => g.zeros_like(x),
+            };
+            nodes.push(node);
+        }
+        Ok(nodes.pop().unwrap_or_else(|| x.to_string()))
     }
 
     /// The cell with the ops of `sample` on every edge.

@@ -9,6 +9,7 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{softmax_last_dim, BatchNorm2d, Conv1x1, Conv2d, Linear, Mode};
+use nas_core::onnx::Graph;
 use nas_core::ops;
 use nas_core::params::{Init, ParamBuilder, ParamKind, ParamStore};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,15 @@ impl ResBlock {
         let b = self.conv_b.forward_relu(&ops::relu(&a)?, mode)?;
         let shortcut = self.downsample.forward(&ops::avg_pool_valid(x, 2, 2)?, mode)?;
         b + shortcut
+    }
+
+    /// `forward` in evaluation mode as ONNX nodes.
+    fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        let a = g.scoped("conv_a", |g| self.conv_a.onnx(g, x))?;
+        let b = g.scoped("conv_b", |g| self.conv_b.onnx(g, &a))?;
+        let pooled = g.pool("AveragePool", x, 2, 2, 0);
+        let shortcut = g.scoped("downsample", |g| g.scoped(1, |g| self.downsample.onnx(g, &pooled)))?;
+        Ok(g.add(&b, &shortcut))
     }
 }
 
@@ -182,6 +192,32 @@ impl Nb201Network {
         }
         let h = ops::relu(&self.last_bn.forward(&h, mode)?)?;
         self.classifier.forward(&h.mean((2, 3))?, mode)
+    }
+
+    /// The derived network in evaluation mode as ONNX nodes on `x`: the logits' name. An
+    /// error for the search network.
+    pub fn onnx(&self, g: &mut Graph, x: &str) -> SsResult<String> {
+        if self.genotype.is_none() {
+            return Err(Error::Config("the nb201 search network has no ONNX form; export a derived network".into()));
+        }
+        let h = g.scoped("stem", |g| -> nas_core::Result<String> {
+            let h = g.scoped(0, |g| self.stem_conv.onnx(g, x))?;
+            g.scoped(1, |g| self.stem_bn.onnx(g, &h))
+        })?;
+        let mut h = h;
+        for (i, b) in self.blocks.iter().enumerate() {
+            h = g.scoped("cells", |g| {
+                g.scoped(i, |g| match b {
+                    Block::Cell(c) => c.onnx(g, &h),
+                    Block::Res(r) => r.onnx(g, &h),
+                })
+            })?;
+        }
+        let h = g.scoped("lastact", |g| g.scoped(0, |g| self.last_bn.onnx(g, &h)))?;
+        let h = g.relu(&h);
+        let pooled = g.node("GlobalAveragePool", &[&h], vec![]);
+        let flat = g.node("Flatten", &[&pooled], vec![]);
+        Ok(g.scoped("classifier", |g| self.classifier.onnx(g, &flat))?)
     }
 
     /// Logits (B, classes) with the ops of `sample` (one α tensor) in every cell.
@@ -331,5 +367,9 @@ impl EvalNetwork for Nb201Network {
 
     fn forward(&self, x: &Tensor, mode: Mode, _drop_path: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
         Ok((Nb201Network::forward(self, x, mode)?, None))
+    }
+
+    fn onnx(&self, g: &mut Graph, x: &str) -> SsResult<String> {
+        Nb201Network::onnx(self, g, x)
     }
 }

@@ -5,6 +5,7 @@
 
 use candle_core::{Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Conv2d, Mode};
+use nas_core::onnx::Graph;
 use nas_core::ops::{self, PoolKind};
 use nas_core::params::ParamBuilder;
 
@@ -60,6 +61,18 @@ impl ReluConvBn {
         };
         self.bn.forward(&y, mode)
     }
+
+    /// BN(conv(ReLU(x))) in evaluation mode as ONNX nodes (`op.1`, `op.2` under the scope).
+    pub(super) fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        let r = g.relu(x);
+        g.scoped("op", |g| {
+            let y = g.scoped(1, |g| match &self.conv {
+                NorConv::K1(c) => c.onnx(g, &r),
+                NorConv::K3(c) => c.onnx(g, &r),
+            })?;
+            g.scoped(2, |g| self.bn.onnx(g, &y))
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,5 +103,14 @@ impl EdgeOp {
             },
             EdgeOp::AvgPool => ops::pool3x3(x, PoolKind::Avg, 1),
         }
+    }
+
+    /// The op in evaluation mode as ONNX nodes on `x`.
+    pub(super) fn onnx(&self, g: &mut Graph, x: &str) -> nas_core::Result<String> {
+        Ok(match self {
+            EdgeOp::Skip => x.to_string(),
+            EdgeOp::Conv(m) => m.onnx(g, x)?,
+            EdgeOp::AvgPool => g.pool("AveragePool", x, 3, 1, 1),
+        })
     }
 }
