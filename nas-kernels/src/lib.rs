@@ -8,8 +8,8 @@
 //! tensor's own device (a `Kernels<N>` impl, see `op`): the op files here hold the structs,
 //! the shapes and the public functions, `cpu/` the CPU kernels, `cuda/` the CUDA kernels (`.cu`
 //! sources, their launch sequences, and the host emulation that runs them on a CPU for the
-//! tests). `launch_count` counts the GPU work a step submits (CUPTI). See README.md for how to
-//! add a kernel.
+//! tests). `launch_count` counts the GPU work a step submits (CUPTI). See this crate's README.md
+//! ("Adding a kernel to an existing `.cu` file") for how to add a kernel.
 
 mod batch_norm;
 pub mod composed;

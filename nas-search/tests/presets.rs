@@ -10,7 +10,7 @@
 //!   the rest as DARTS. The paper anneals the SGD lr "down to zero"; the script's
 //!   `learning_rate_min` default is 0.001 — the preset follows the paper.
 //! - `quick` has no published counterpart: `darts-1st` at C=8, L=5, batch 32, 5 epochs, 1000
-//!   training images, as the README documents it.
+//!   training images, as docs/methods.md documents it.
 
 use nas_core::data::DataSpec;
 use nas_core::optim::{ScheduleKind, WeightOptimConfig};
