@@ -12,6 +12,11 @@ mod run_setup;
 mod search_cmd;
 mod select_cmd;
 mod show_cmd;
+mod tensorboard;
+/// The integration tests' event-file reader, for `tensorboard`'s unit tests too.
+#[cfg(test)]
+#[path = "../tests/common/tfevents.rs"]
+mod tfevents;
 mod train_cmd;
 
 use std::io::Write;

@@ -1,5 +1,6 @@
 //! Turns library events into progress output: indicatif bars on a terminal, plain periodic
-//! lines otherwise, nothing but errors and results with `--quiet`.
+//! lines otherwise, nothing but errors and results with `--quiet`; and, with `--tensorboard`,
+//! each epoch's record into TensorBoard events (`crate::tensorboard`).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -8,6 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nas_core::metrics::{Event, MetricsSink};
 use serde_json::Value;
 
+use crate::tensorboard::TensorBoard;
+
 pub struct Progress {
     quiet: bool,
     tty: bool,
@@ -15,11 +18,37 @@ pub struct Progress {
     epoch: usize,
     epochs: usize,
     last_line: Instant,
+    tensorboard: Option<TensorBoard>,
 }
 
 impl Progress {
     pub fn new(quiet: bool) -> Self {
-        Self { quiet, tty: std::io::stderr().is_terminal(), bar: None, epoch: 0, epochs: 0, last_line: Instant::now() }
+        Self {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            bar: None,
+            epoch: 0,
+            epochs: 0,
+            last_line: Instant::now(),
+            tensorboard: None,
+        }
+    }
+
+    /// Also writes the epochs' records to `tensorboard`.
+    pub fn with_tensorboard(mut self, tensorboard: Option<TensorBoard>) -> Self {
+        self.tensorboard = tensorboard;
+        self
+    }
+
+    /// Passes `event` on to TensorBoard. A failed write is reported (with `--quiet` too) and
+    /// ends the TensorBoard events, not the run: metrics.jsonl still has every record.
+    fn tensorboard(&mut self, event: &Event<'_>) {
+        let Some(tb) = &mut self.tensorboard else { return };
+        if let Err(e) = tb.event(event) {
+            let path = tb.path().display().to_string();
+            self.tensorboard = None;
+            self.line(&format!("warning: TensorBoard: {e:#}; no more events are written to {path}"));
+        }
     }
 
     fn finish_bar(&mut self) {
@@ -42,6 +71,13 @@ fn num(r: &Value, k: &str) -> f64 {
 
 impl MetricsSink for Progress {
     fn event(&mut self, event: Event<'_>) {
+        self.show(event.clone());
+        self.tensorboard(&event);
+    }
+}
+
+impl Progress {
+    fn show(&mut self, event: Event<'_>) {
         if self.quiet {
             return;
         }
@@ -104,5 +140,34 @@ impl MetricsSink for Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish_bar();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensorboard::{EventFile, TensorBoard};
+
+    /// A disk that is full.
+    struct Full;
+
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("no space left"))
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_tensorboard_write_ends_the_events_not_the_run() {
+        let tb = TensorBoard::new(EventFile::over(Full, "tb/events".into()));
+        let mut progress = Progress::new(true).with_tensorboard(Some(tb));
+        let record = serde_json::json!({"epoch": 0, "train_loss": 1.0});
+        progress.event(Event::EpochEnd { record: &record });
+        assert!(progress.tensorboard.is_none());
+        progress.event(Event::EpochEnd { record: &record });
     }
 }

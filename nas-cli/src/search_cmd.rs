@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::config_flags::{self, ConfigFlags};
 use crate::progress::Progress;
 use crate::run_setup::{self, RunDirArgs};
+use crate::tensorboard::TensorBoardArg;
 use crate::Globals;
 
 #[derive(Args, Debug, Default)]
@@ -24,6 +25,8 @@ pub struct SearchArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     run: RunDirArgs,
+    #[command(flatten)]
+    tensorboard: TensorBoardArg,
     /// After the last epoch, select the architecture from the supernet (pt: DARTS-PT) in DIR/select-<M>
     #[arg(long, value_name = "M")]
     select: Option<nas_search::select::SelectMethod>,
@@ -85,7 +88,7 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
         return run_progressive(cfg, existing, &args, g);
     }
     let mut search = Search::new(cfg.clone().validate()?).context("cannot start the search")?;
-    let mut progress = Progress::new(g.quiet);
+    let mut progress = Progress::new(g.quiet).with_tensorboard(args.tensorboard.open()?);
     let dir = match existing {
         Some(dir) => run_setup::resume(dir, &mut progress, |d| search.resume(d))?,
         None => run_setup::create(args.run.out.clone(), "search", args.run.force, &cfg)?,
@@ -97,7 +100,12 @@ pub fn run(args: SearchArgs, g: &Globals) -> anyhow::Result<()> {
     match args.select {
         Some(method) => {
             drop(search);
-            crate::select_cmd::after_search(method, dir.path(), &args.select_settings.overlay(), g)
+            // The selection's events go to DIR/select-<M> of --tensorboard, as its run lies in
+            // the search's.
+            let tensorboard = TensorBoardArg {
+                tensorboard: args.tensorboard.tensorboard.map(|d| nas_search::select::select_dir(&d, method)),
+            };
+            crate::select_cmd::after_search(method, dir.path(), &args.select_settings.overlay(), &tensorboard, g)
         }
         None => Ok(()),
     }
@@ -139,12 +147,12 @@ fn run_progressive(
     g: &Globals,
 ) -> anyhow::Result<()> {
     let progressive = Progressive::new(cfg.clone().validate()?).context("cannot start the search")?;
+    let mut progress = Progress::new(g.quiet).with_tensorboard(args.tensorboard.open()?);
     let fresh = existing.is_none();
     let dir = match existing {
         Some(dir) => dir,
         None => run_setup::create(args.run.out.clone(), "search", args.run.force, &cfg)?,
     };
-    let mut progress = Progress::new(g.quiet);
     let stop = run_setup::stop_flag();
     let result = progressive.run(&dir, fresh, &mut progress, &stop);
     drop(progress);

@@ -12,6 +12,7 @@ use nas_search::select::{select_dir, PtSelect, SelectConfig, SelectMethod};
 use crate::config_flags::{self, ConfigFlags};
 use crate::progress::Progress;
 use crate::run_setup;
+use crate::tensorboard::TensorBoardArg;
 use crate::Globals;
 
 #[derive(Args, Debug)]
@@ -33,6 +34,8 @@ pub struct SelectArgs {
     /// Overwrite an existing selection directory
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    tensorboard: TensorBoardArg,
 }
 
 pub fn run(args: SelectArgs, g: &Globals) -> anyhow::Result<()> {
@@ -57,7 +60,7 @@ pub fn run(args: SelectArgs, g: &Globals) -> anyhow::Result<()> {
     } else {
         (given, None)
     };
-    run_selection(cfg, existing, out, args.force, g)
+    run_selection(cfg, existing, out, args.force, &args.tensorboard, g)
 }
 
 /// After `nas search --select M`: the selection of the search in `search_dir`, continued when
@@ -66,6 +69,7 @@ pub fn after_search(
     method: SelectMethod,
     search_dir: &std::path::Path,
     overlay: &serde_json::Value,
+    tensorboard: &TensorBoardArg,
     g: &Globals,
 ) -> anyhow::Result<()> {
     let out = select_dir(search_dir, method);
@@ -76,9 +80,9 @@ pub fn after_search(
             |v| Ok(serde_json::from_value::<SelectConfig>(v)?),
             |saved: SelectConfig| Ok(SelectConfig { pt: cfg.pt.clone(), method, ..saved }),
         )?;
-        return run_selection(cfg, Some(dir), out, false, g);
+        return run_selection(cfg, Some(dir), out, false, tensorboard, g);
     }
-    run_selection(cfg, None, out, false, g)
+    run_selection(cfg, None, out, false, tensorboard, g)
 }
 
 /// Runs (or continues, in `existing`) the selection `cfg` in `out`, and reports its genotype.
@@ -87,10 +91,11 @@ pub fn run_selection(
     existing: Option<nas_search::RunDir>,
     out: PathBuf,
     force: bool,
+    tensorboard: &TensorBoardArg,
     g: &Globals,
 ) -> anyhow::Result<()> {
     let mut select = PtSelect::new(cfg.clone().validate()?).context("cannot start the selection")?;
-    let mut progress = Progress::new(g.quiet);
+    let mut progress = Progress::new(g.quiet).with_tensorboard(tensorboard.open()?);
     let dir = match existing {
         Some(dir) => run_setup::resume(dir, &mut progress, |d| select.resume(d))?,
         None => run_setup::create(Some(out), "select", force, &cfg)?,

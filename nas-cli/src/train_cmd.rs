@@ -13,6 +13,7 @@ use search_spaces::{Genotype, NetKind};
 use crate::config_flags::{self, ConfigFlags};
 use crate::progress::Progress;
 use crate::run_setup::{self, RunDirArgs};
+use crate::tensorboard::TensorBoardArg;
 use crate::Globals;
 
 /// `--genotype`, of `nas train` and `nas bench train`.
@@ -38,6 +39,8 @@ pub struct TrainArgs {
     settings: ConfigFlags<config_flags::Train>,
     #[command(flatten)]
     run: RunDirArgs,
+    #[command(flatten)]
+    tensorboard: TensorBoardArg,
 }
 
 impl TrainArgs {
@@ -94,7 +97,7 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
         (args.resolve()?, None)
     };
     let mut trainer = Trainer::new(cfg.clone().validate()?).context("cannot start training")?;
-    let mut progress = Progress::new(g.quiet);
+    let mut progress = Progress::new(g.quiet).with_tensorboard(args.tensorboard.open()?);
     let dir = match existing {
         Some(dir) => run_setup::resume(dir, &mut progress, |d| trainer.resume(d))?,
         None => run_setup::create(args.run.out.clone(), "train", args.run.force, &cfg)?,

@@ -1,12 +1,16 @@
 //! Pictures through the binary: `nas show --format dot|svg|png` draws the cells of a genotype,
 //! `nas plot RUN` the curves of a search or training run. The PNGs are decoded and checked for
 //! their size and for the colours the pictures use (node fills, op colours, curve colours).
+//! `--tensorboard DIR` writes the same curves and cells as TensorBoard events while a run runs.
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::Path;
 
+use common::tfevents::{self, Kind, What};
 use common::{assert_rejected, nas, stderr, stdout};
+use serde_json::Value;
 
 fn png(path: &Path) -> image::RgbImage {
     image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
@@ -103,4 +107,126 @@ fn plot_draws_search_and_training_curves() {
         &nas(&["plot", run.to_str().unwrap(), "--out", tmp.path().join("p.jpg").to_str().unwrap()]),
         &["p.jpg", "picture format"],
     );
+}
+
+/// Every numeric field of a metrics record but `epoch`, nested keys joined by `/`.
+fn numeric_fields(v: &Value, tag: &str, out: &mut Vec<(String, f64)>) {
+    match v {
+        Value::Number(n) if tag != "epoch" => out.push((tag.to_string(), n.as_f64().unwrap())),
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                numeric_fields(v, &if tag.is_empty() { k.clone() } else { format!("{tag}/{k}") }, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The DARTS ops in the order of a row of `alpha.alphas_normal`.
+const DARTS_OPS: [&str; 8] = [
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+];
+
+/// Checks the one event file in `tb` against the metrics.jsonl of `run`: per epoch, its
+/// numeric fields (and nothing else but α), and for a search softmax(α) of all 14 edges of
+/// both cells and a PNG of the cells.
+fn check_events(run: &Path, tb: &Path, search: bool) {
+    let files = tfevents::read_dir(tb);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (path, events) = &files[0];
+    assert_eq!(events[0].what, Some(What::FileVersion("brain.Event:2".into())), "{}", path.display());
+    let records: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    let steps: Vec<i64> = events[1..].iter().map(|e| e.step).collect();
+    assert_eq!(steps, [0, 1], "one summary per epoch, at its epoch");
+    let values = tfevents::values(events);
+    for r in &records {
+        let epoch = r["epoch"].as_i64().unwrap();
+        let at: Vec<&tfevents::Value> = values.iter().filter(|(s, _)| *s == epoch).map(|(_, v)| v).collect();
+        let scalars: HashMap<&str, f32> = at
+            .iter()
+            .filter_map(|v| match v.kind {
+                Kind::Simple(x) => Some((v.tag.as_str(), x)),
+                _ => None,
+            })
+            .collect();
+        let mut fields = Vec::new();
+        numeric_fields(r, "", &mut fields);
+        assert!(fields.iter().any(|(t, _)| t == "train_loss") && fields.iter().any(|(t, _)| t == "lr"));
+        for (tag, v) in &fields {
+            assert_eq!(scalars.get(tag.as_str()), Some(&(*v as f32)), "epoch {epoch}: {tag}");
+        }
+        let alpha: Vec<(&str, f32)> =
+            scalars.iter().filter(|(t, _)| t.starts_with("alpha/")).map(|(t, v)| (*t, *v)).collect();
+        assert_eq!(scalars.len(), fields.len() + alpha.len(), "epoch {epoch}: {scalars:?}");
+        let images: Vec<&&tfevents::Value> = at.iter().filter(|v| matches!(v.kind, Kind::Image { .. })).collect();
+        if !search {
+            assert!(alpha.is_empty() && images.is_empty(), "epoch {epoch}");
+            continue;
+        }
+        assert_eq!(alpha.len(), 2 * 14 * 8);
+        for (cell, key) in [("normal", "alphas_normal"), ("reduce", "alphas_reduce")] {
+            for e in 0..14 {
+                let logits: Vec<f64> =
+                    r["alpha"][key][e].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+                let z: f64 = logits.iter().map(|l| l.exp()).sum();
+                let mut sum = 0.0;
+                for (op, l) in DARTS_OPS.iter().zip(&logits) {
+                    let w = scalars[format!("alpha/{cell}/edge_{e}/{op}").as_str()];
+                    assert!((f64::from(w) - l.exp() / z).abs() < 1e-6, "epoch {epoch} {cell} edge {e} {op}");
+                    sum += f64::from(w);
+                }
+                assert!((sum - 1.0).abs() < 1e-5, "epoch {epoch} {cell} edge {e}: {sum}");
+            }
+        }
+        assert_eq!(images.len(), 1, "epoch {epoch}");
+        let Kind::Image { height, width, colorspace, encoded } = &images[0].kind else { unreachable!() };
+        assert_eq!((images[0].tag.as_str(), *colorspace), ("genotype", 3));
+        assert!(encoded.starts_with(b"\x89PNG\r\n\x1a\n"), "epoch {epoch}: not a PNG");
+        let img = image::load_from_memory(encoded).unwrap();
+        assert_eq!((img.width() as i32, img.height() as i32), (*width, *height));
+        assert_eq!(img.height(), 2 * 380, "both cells");
+    }
+}
+
+#[test]
+fn tensorboard_events_follow_the_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, tb) = (tmp.path().join("search"), tmp.path().join("tb/search"));
+    let flags = "search --preset quick --epochs 2 --subset 64 --batch-size 16 --channels 4 --layers 2 -q";
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--out", run.to_str().unwrap(), "--tensorboard", tb.to_str().unwrap()]);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_events(&run, &tb, true);
+
+    let (train, tb) = (tmp.path().join("train"), tmp.path().join("tb/train"));
+    let arch = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|";
+    let flags = "train --channels 4 --layers 1 --epochs 2 --subset 32 --batch-size 16 -q";
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--genotype", arch, "--out", train.to_str().unwrap(), "--tensorboard", tb.to_str().unwrap()]);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_events(&train, &tb, false);
+
+    // A DIR that cannot be made is refused before the run directory is.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let never = tmp.path().join("never");
+    let bad = file.join("tb");
+    let mut args: Vec<&str> = flags.split_whitespace().collect();
+    args.extend(["--genotype", arch, "--out", never.to_str().unwrap(), "--tensorboard", bad.to_str().unwrap()]);
+    assert_rejected(&nas(&args), &["--tensorboard", "cannot create the directory"]);
+    assert!(!never.exists());
 }

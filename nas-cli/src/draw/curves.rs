@@ -22,6 +22,8 @@ use serde_json::Value;
 /// indexed by `op_names`; NaN where that edge has no such op in that record (or has no α).
 #[derive(Debug, Clone)]
 pub struct AlphaHistory {
+    /// The matrix's key in a record's `alpha` (`alphas_normal`).
+    pub key: &'static str,
     pub title: String,
     pub edge_names: Vec<String>,
     /// Every op of any edge, in order of first appearance (records, then edges, then columns).
@@ -174,11 +176,21 @@ fn alpha_history(records: &[Value], table: &ArchTable) -> anyhow::Result<Option<
         })
         .collect();
     Ok(Some(AlphaHistory {
+        key: table.key,
         title: table.title.into(),
         edge_names: (0..edges).map(table.edge_label).collect(),
         op_names: op_names.into_iter().map(String::from).collect(),
         weights,
     }))
+}
+
+/// softmax(α) of every α matrix of every space that some record has.
+pub fn alpha_histories(records: &[Value]) -> anyhow::Result<Vec<AlphaHistory>> {
+    let mut alphas = Vec::new();
+    for table in SpaceKind::ALL.iter().flat_map(|k| k.arch_tables()) {
+        alphas.extend(alpha_history(records, &table)?);
+    }
+    Ok(alphas)
 }
 
 /// The stage of each record (`None` without `stage`).
@@ -228,10 +240,7 @@ impl RunCurves {
                 .map(|(i, r)| r.get("epoch").and_then(Value::as_f64).unwrap_or(i as f64) + 1.0)
                 .collect()
         };
-        let mut alphas = Vec::new();
-        for table in SpaceKind::ALL.iter().flat_map(|k| k.arch_tables()) {
-            alphas.extend(alpha_history(records, &table)?);
-        }
+        let alphas = alpha_histories(records)?;
         Ok(Self {
             title: title.to_string(),
             stages: stage_marks(&stages, &epochs),

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod kills;
+pub mod tfevents;
 
 use std::path::Path;
 use std::process::{Command, Output};
