@@ -18,6 +18,7 @@ use common::{assert_rejected, nas, write_cifar10, write_folder};
 const PARSER_ERRORS: &[&str] = &[
     "search_negative_channels",
     "search_unknown_space",
+    "export_unknown_format",
     "search_unknown_method",
     "search_unknown_device",
     "search_bad_cuda_index",
@@ -181,6 +182,15 @@ bad_input! {
     search_early_stop_config_without_eigenvalue: "search --config {tmp}/c.json --out {run}" => ["--hessian-every (hessian_every) must be positive", "R-DARTS"], setup = write("c.json", r#"{"early_stop": "darts-es"}"#);
     search_arch_start_after_the_last_epoch: "search --epochs 10 --arch-start-epoch 10 --out {run}" => ["--arch-start-epoch 10", "--epochs 10"];
     zero_threads: "--threads 0 search --out {run}" => ["--threads must be positive"];
+    export_without_a_network: "export --out {run}" => ["give a run directory of nas train", "--weights"];
+    export_of_a_missing_run: "export {tmp}/nothing --out {run}" => ["nothing", "not a run directory"];
+    export_of_a_search_run: "export {tmp} --out {run}" => ["search run", "nas train --genotype"],
+        setup = write("config.json", r#"{"method": {"name": "first-order"}, "epochs": 2}"#);
+    export_run_with_network_flags: "export {tmp} --channels 8 --out {run}" => ["--weights"];
+    export_weights_without_genotype: "export --weights {tmp}/w.safetensors --out {run}" => ["--genotype is required"];
+    export_missing_weights_file: "export --weights {tmp}/w.safetensors --genotype DARTS_V2 --data cifar10:{tmp}/c10 --out {run}" => ["w.safetensors"],
+        setup = cifar10(&[("data_batch_1.bin", 4), ("test_batch.bin", 2)]);
+    export_unknown_format: "export {tmp} --format tflite --out {run}" => ["--format", "tflite", "onnx"];
     train_without_genotype: "train --out {run}" => ["--genotype is required"];
     train_unknown_recipe: "train --genotype DARTS_V2 --recipe nasnet --out {run}" => ["--recipe", "unknown recipe `nasnet`", "pc-darts"];
     train_unknown_schedule: "train --genotype DARTS_V2 --lr-schedule exp --out {run}" => ["--lr-schedule", "unknown schedule `exp`", "step:GAMMA"];
