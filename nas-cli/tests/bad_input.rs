@@ -182,6 +182,8 @@ bad_input! {
     search_early_stop_config_without_eigenvalue: "search --config {tmp}/c.json --out {run}" => ["--hessian-every (hessian_every) must be positive", "R-DARTS"], setup = write("c.json", r#"{"early_stop": "darts-es"}"#);
     search_arch_start_after_the_last_epoch: "search --epochs 10 --arch-start-epoch 10 --out {run}" => ["--arch-start-epoch 10", "--epochs 10"];
     zero_threads: "--threads 0 search --out {run}" => ["--threads must be positive"];
+    search_synthetic_at_an_image_size_the_network_cannot_take: "search --image-size 3 --out {run}" => ["divisible by 4", "3x3"];
+    search_zero_image_size: "search --image-size 0 --out {run}" => ["--image-size", "must be positive"];
     export_without_a_network: "export --out {run}" => ["give a run directory of nas train", "--weights"];
     export_of_a_missing_run: "export {tmp}/nothing --out {run}" => ["nothing", "not a run directory"];
     export_of_a_search_run: "export {tmp} --out {run}" => ["search run", "nas train --genotype"],

@@ -261,10 +261,12 @@ pub fn bench_loader(cfg: &BenchLoaderConfig) -> Result<Value> {
         .into());
     }
     let listed = Instant::now();
-    let opts = LoadOptions { image_size, stream: !cfg.in_memory, ..LoadOptions::default() };
+    let need = (cfg.batches + cfg.warmup) * batch_size;
+    // Synthetic images are drawn at the image size: only as many as the batches take.
+    let subset = matches!(cfg.data.spec, crate::data::DataSpec::Synthetic).then_some(need);
+    let opts = LoadOptions { image_size, stream: !cfg.in_memory, subset, ..LoadOptions::default() };
     let data = Dataset::load(&cfg.data.spec, &opts)?;
     let load_s = listed.elapsed().as_secs_f64();
-    let need = (cfg.batches + cfg.warmup) * batch_size;
     if data.train.len() < need {
         return Err(Error::Invalid(format!(
             "{} has {} training images, fewer than the {need} of {} batches of {}",

@@ -35,8 +35,9 @@ pub fn accumulate_flag() -> Flag {
 /// `--image-size` (under `data`).
 pub fn image_size_flag() -> Flag {
     Flag::one("image-size", "image_size", "N", parse::<usize>).help(
-        "Side of the images: a folder dataset's are resized into memory to it, or random-resized crops of \
-         it are streamed from the files with --net imagenet (default 32; imagenet retraining 224)",
+        "Side of the images: CIFAR's 32×32 images are resized to it, the synthetic ones drawn at it, a folder \
+         dataset's resized into memory to it, or random-resized crops of it streamed from the files with --net \
+         imagenet (default 32; imagenet retraining 224)",
     )
 }
 

@@ -99,3 +99,33 @@ fn a_bad_pickle_or_a_folder_without_cifar_is_one_error_naming_it() {
     let e = load(&fake).unwrap_err().to_string();
     assert!(e.contains("cifar-10-python.tar.gz") && e.contains("tar archive"), "{e}");
 }
+
+/// `--image-size` on data that comes at 32×32: CIFAR's images are resized (antialiased
+/// bilinear; a constant image stays constant, the mean brightness nearly so), the synthetic
+/// images drawn at the side (at 32 the very images of the default).
+#[test]
+fn image_size_resizes_cifar_and_draws_synthetic_at_the_side() {
+    let at = |spec: DataSpec, side: usize| {
+        Dataset::load(&spec, &LoadOptions { with_test: true, image_size: side, subset: Some(20), ..Default::default() })
+            .unwrap()
+    };
+    let spec = DataSpec::Cifar10(fixtures().join("cifar-10-batches-py"));
+    let (small, same) = (at(spec.clone(), 16), at(spec.clone(), 32));
+    assert_eq!(content(&same), content(&load(spec)));
+    assert_eq!(small.train.shape(), (3, 16, 16));
+    assert_eq!(small.test.as_ref().unwrap().shape(), (3, 16, 16));
+    let (s, f) = (small.train.in_memory().unwrap(), same.train.in_memory().unwrap());
+    assert_eq!(s.labels, f.labels);
+    let mean = |p: &[u8]| p.iter().map(|&v| v as f64).sum::<f64>() / p.len() as f64;
+    for i in 0..s.len() {
+        assert!((mean(s.image(i)) - mean(f.image(i))).abs() < 2.0, "image {i}");
+    }
+    let flat =
+        nas_core::data::ImageSet { pixels: vec![77; 3 * 32 * 32], labels: vec![0], channels: 3, height: 32, width: 32 };
+    assert!(flat.resized(24).unwrap().pixels.iter().all(|&v| v == 77));
+
+    let (s32, s48) = (at(DataSpec::Synthetic, 32), at(DataSpec::Synthetic, 48));
+    assert_eq!(content(&s32), content(&nas_core::data::synthetic(0, 20, 2000)));
+    assert_eq!(s48.train.shape(), (3, 48, 48));
+    assert_eq!(s48.train.in_memory().unwrap().labels, s32.train.in_memory().unwrap().labels);
+}

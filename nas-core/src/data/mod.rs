@@ -15,13 +15,15 @@ pub mod transform;
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 pub use augment::{Augment, Normalize};
 pub use cifar::{read_cifar_file, read_cifar_meta, read_cifar_pickle, CifarKind};
 pub use folder::{decode_image, FileSet};
 pub use loader::{BatchIter, BatchPlan, HostBatch, Shard, StepIter};
 pub use source::CifarFiles;
 pub use spec::DataSpec;
-pub use synthetic::{synthetic, SYNTHETIC_CLASSES};
+pub use synthetic::{synthetic, synthetic_at, SYNTHETIC_CLASSES};
 
 use crate::config_error::{brief, ConfigError};
 use crate::error::{Error, Result};
@@ -78,6 +80,30 @@ impl ImageSet {
             self.labels.truncate(n);
         }
         self
+    }
+
+    /// Every image resized to `side`×`side` (antialiased bilinear).
+    pub fn resized(&self, side: usize) -> Result<ImageSet> {
+        let full = transform::CropBox { top: 0, left: 0, height: self.height, width: self.width };
+        let images: Vec<Vec<u8>> = (0..self.len())
+            .into_par_iter()
+            .map(|i| {
+                let src = Chw {
+                    data: self.image(i).to_vec(),
+                    channels: self.channels,
+                    height: self.height,
+                    width: self.width,
+                };
+                Ok(resize_box(&src, full, side, side)?.data)
+            })
+            .collect::<Result<_>>()?;
+        Ok(ImageSet {
+            pixels: images.concat(),
+            labels: self.labels.clone(),
+            channels: self.channels,
+            height: side,
+            width: side,
+        })
     }
 
     /// Per-channel mean and standard deviation of the pixel values scaled to [0, 1].
@@ -264,7 +290,31 @@ impl Default for LoadOptions {
     }
 }
 
+/// An image side as `--image-size` gives it: positive.
+fn check_side(side: usize) -> Result<usize> {
+    if side == 0 {
+        return Err(ConfigError::new(format!("{} must be positive", brief("data.image_size"))).into());
+    }
+    Ok(side)
+}
+
 impl Dataset {
+    /// The dataset with its in-memory images resized to `side`×`side` (antialiased bilinear,
+    /// as a folder's images are), or itself when they already are: CIFAR's 32×32 images at
+    /// another `--image-size`.
+    fn resized(mut self, side: usize) -> Result<Dataset> {
+        check_side(side)?;
+        let resize = |s: Samples| -> Result<Samples> {
+            match s {
+                Samples::Memory(set) if (set.height, set.width) != (side, side) => Ok(set.resized(side)?.into()),
+                other => Ok(other),
+            }
+        };
+        self.train = resize(self.train)?;
+        self.test = self.test.map(resize).transpose()?;
+        Ok(self)
+    }
+
     /// What a run records of its data (`dataset.json` in its directory): the dataset, its
     /// number of classes and their names (empty when the data names none), its image counts,
     /// the shape (C, H, W) of an image as the network sees it and the per-channel
@@ -284,11 +334,16 @@ impl Dataset {
 
     pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Dataset> {
         let mut ds = match spec {
-            DataSpec::Synthetic => {
-                synthetic(opts.seed, opts.subset.unwrap_or(synthetic::DEFAULT_TRAIN), synthetic::DEFAULT_TEST)
+            DataSpec::Synthetic => synthetic::synthetic_at(
+                opts.seed,
+                opts.subset.unwrap_or(synthetic::DEFAULT_TRAIN),
+                synthetic::DEFAULT_TEST,
+                check_side(opts.image_size)?,
+            ),
+            DataSpec::Cifar10(dir) => cifar::load(dir, CifarKind::Cifar10, opts.with_test)?.resized(opts.image_size)?,
+            DataSpec::Cifar100(dir) => {
+                cifar::load(dir, CifarKind::Cifar100, opts.with_test)?.resized(opts.image_size)?
             }
-            DataSpec::Cifar10(dir) => cifar::load(dir, CifarKind::Cifar10, opts.with_test)?,
-            DataSpec::Cifar100(dir) => cifar::load(dir, CifarKind::Cifar100, opts.with_test)?,
             DataSpec::Folder(dir) if opts.stream => folder::list(dir, opts.image_size, opts.with_test)?,
             DataSpec::Folder(dir) => folder::load(dir, opts.image_size, opts.with_test)?,
         };

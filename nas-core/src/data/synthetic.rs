@@ -1,4 +1,6 @@
-//! The embedded `synthetic` dataset: 10 classes of 32×32 RGB images generated from the seed.
+//! The embedded `synthetic` dataset: 10 classes of 32×32 RGB images generated from the seed
+//! (drawn at another side with `synthetic_at`: the same patterns over the same 32-unit square,
+//! sampled at S×S pixel centres).
 //!
 //! Every image mixes two random colours through a spatial pattern and adds pixel noise, so
 //! colour says nothing about the class; only the structure does: the orientation of stripes
@@ -88,8 +90,8 @@ fn luminance(c: &[f32; 3]) -> f32 {
     0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 }
 
-/// Writes image `index` of `split` (class `index % 10`) into `out` (3×32×32, CHW).
-fn render(seed: u64, split: u64, index: usize, out: &mut [u8]) {
+/// Writes image `index` of `split` (class `index % 10`) into `out` (3×side×side, CHW).
+fn render(seed: u64, split: u64, index: usize, side: usize, out: &mut [u8]) {
     let mut rng = rng::stream(seed, Purpose::Dataset, split, index as u64);
     let class = index % SYNTHETIC_CLASSES.len();
     let p = pattern(class, &mut rng);
@@ -100,40 +102,46 @@ fn render(seed: u64, split: u64, index: usize, out: &mut [u8]) {
         }
     };
     let noise: f32 = rng.random_range(0.03..0.12);
-    let hw = SIZE * SIZE;
-    for y in 0..SIZE {
-        for x in 0..SIZE {
-            let t = p(y as f32 + 0.5, x as f32 + 0.5);
+    let hw = side * side;
+    let unit = SIZE as f32 / side as f32;
+    for y in 0..side {
+        for x in 0..side {
+            let t = p((y as f32 + 0.5) * unit, (x as f32 + 0.5) * unit);
             for ch in 0..3 {
                 let z: f32 = StandardNormal.sample(&mut rng);
                 let v = a[ch] * (1.0 - t) + b[ch] * t + noise * z;
-                out[ch * hw + y * SIZE + x] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                out[ch * hw + y * side + x] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
             }
         }
     }
 }
 
-fn generate(seed: u64, split: u64, n: usize) -> ImageSet {
-    let len = 3 * SIZE * SIZE;
+fn generate(seed: u64, split: u64, n: usize, side: usize) -> ImageSet {
+    let len = 3 * side * side;
     let mut pixels = vec![0u8; n * len];
-    pixels.par_chunks_mut(len).enumerate().for_each(|(i, img)| render(seed, split, i, img));
+    pixels.par_chunks_mut(len).enumerate().for_each(|(i, img)| render(seed, split, i, side, img));
     ImageSet {
         pixels,
         labels: (0..n).map(|i| (i % SYNTHETIC_CLASSES.len()) as u32).collect(),
         channels: 3,
-        height: SIZE,
-        width: SIZE,
+        height: side,
+        width: side,
     }
 }
 
-/// The synthetic dataset with `n_train` training and `n_test` test images.
+/// The synthetic dataset with `n_train` training and `n_test` test images of 32×32.
 pub fn synthetic(seed: u64, n_train: usize, n_test: usize) -> Dataset {
-    let train = generate(seed, 0, n_train);
+    synthetic_at(seed, n_train, n_test, SIZE)
+}
+
+/// `synthetic` drawn at `side`×`side` pixels (at 32, the same images).
+pub fn synthetic_at(seed: u64, n_train: usize, n_test: usize, side: usize) -> Dataset {
+    let train = generate(seed, 0, n_train, side);
     let normalize = train.channel_stats();
     Dataset {
         name: "synthetic".into(),
         train: train.into(),
-        test: Some(generate(seed, 1, n_test).into()),
+        test: Some(generate(seed, 1, n_test, side).into()),
         num_classes: SYNTHETIC_CLASSES.len(),
         normalize,
         class_names: SYNTHETIC_CLASSES.iter().map(|c| c.to_string()).collect(),
