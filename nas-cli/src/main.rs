@@ -1,6 +1,7 @@
 //! `nas`: differentiable architecture search from the command line.
 
 mod bench_cmd;
+mod bilevel_cmd;
 mod config_flags;
 mod draw;
 mod eval_cmd;
@@ -106,6 +107,8 @@ enum Command {
     Show(show_cmd::ShowArgs),
     /// Draw a run's loss and accuracy curves and, for a search, softmax(α) of every edge
     Plot(plot_cmd::PlotArgs),
+    /// The hypergradient methods on small bilevel problems with known solutions
+    Bilevel(Box<bilevel_cmd::BilevelArgs>),
     /// Time training steps on random data (JSON output comparable with darts_ref.py)
     Bench {
         #[command(subcommand)]
@@ -161,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => show_cmd::run(args),
         Command::Plot(args) => plot_cmd::run(args),
         Command::Bench { what } => bench_cmd::run(what),
+        Command::Bilevel(args) => bilevel_cmd::run(*args),
     })
 }
 

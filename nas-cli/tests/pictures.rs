@@ -230,3 +230,30 @@ fn tensorboard_events_follow_the_metrics() {
     assert_rejected(&nas(&args), &["--tensorboard", "cannot create the directory"]);
     assert!(!never.exists());
 }
+
+/// `nas bilevel`: one JSON line per hypergradient method with its final distance to the
+/// solution, and the picture of every method's trace; on the non-singleton problem first order
+/// stays at its start and the others stop short of x* = e, as the singleton assumption makes
+/// them (the fixed points themselves: nas-core/tests/bilevel_toys.rs).
+#[test]
+fn bilevel_runs_every_hypergradient_method_on_a_toy_problem_and_draws_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("toy.png");
+    let o =
+        nas(&["bilevel", "--problem", "non-singleton", "--dim", "4", "--iters", "60", "--out", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let methods: Vec<&str> = lines.iter().map(|l| l["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["first-order", "second-order", "unrolled", "implicit", "implicit-cg"]);
+    // ‖x − x*‖ = ‖e‖ = 2 at the start (n = 4); first order never moves x.
+    assert_eq!(lines[0]["distance"], 2.0);
+    for l in &lines[1..] {
+        let d = l["distance"].as_f64().unwrap();
+        assert!(d > 1.0 && d < 2.0, "{l}");
+    }
+    assert_eq!(png(&file).dimensions(), (900, 760));
+    assert!(has_colour(&png(&file), SEP3), "the first method's curve colour");
+
+    assert_rejected(&nas(&["bilevel", "--problem", "rosenbrock"]), &["--problem", "rosenbrock", "non-convex"]);
+    assert_rejected(&nas(&["bilevel", "--methods", "gdas"]), &["--methods", "`gdas`", "implicit-cg"]);
+}

@@ -3,6 +3,7 @@
 //! binary (assets/, Bitstream Vera licence), so pictures look the same on machines without
 //! fonts. PNGs are rendered into memory and encoded with the `image` crate.
 
+pub mod bilevel;
 pub mod cell;
 mod curve_plot;
 pub mod curves;

@@ -30,6 +30,7 @@ mod first_order;
 mod hessian;
 mod neumann;
 mod one_stage_rad;
+pub mod toys;
 mod truncated_rad;
 
 use candle_core::{Result, Tensor, Var};
