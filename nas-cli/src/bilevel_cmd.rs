@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use nas_core::hypergrad::toys::{self, Budget, Toy, PROBLEMS};
-use nas_search::Method;
-use serde_json::json;
+use nas_search::{Method, MethodConfig};
+use serde_json::{json, Map, Value};
 
+use crate::config_flags::{self, ConfigFlags};
 use crate::draw::{self, bilevel::BilevelTraces, ImageFormat};
 
 #[derive(Args, Debug)]
@@ -39,6 +40,23 @@ pub struct BilevelArgs {
     /// Picture of ‖x − x*‖ and F per iteration, .png or .svg [default: none]
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// The methods' settings, as `nas search` takes them; each method takes its own
+    #[command(flatten)]
+    settings: ConfigFlags<config_flags::Bilevel>,
+}
+
+/// `method`'s settings: its defaults with the flags given for its own fields.
+fn configured(method: Method, overlay: &Value) -> anyhow::Result<MethodConfig> {
+    let mut own = Map::new();
+    own.insert("name".into(), json!(method.name()));
+    if let Some(Value::Object(given)) = overlay.get("method") {
+        for (k, v) in given {
+            if method.fields().contains(&k.as_str()) {
+                own.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(MethodConfig::from_json(&Value::Object(own))?)
 }
 
 pub fn run(args: BilevelArgs) -> anyhow::Result<()> {
@@ -78,10 +96,11 @@ pub fn run(args: BilevelArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    let overlay = args.settings.overlay();
     let mut series = Vec::new();
     for m in chosen {
         let toy = Toy::new(&args.problem, args.dim)?;
-        let Some(mut rule) = m.default_config().hypergradient() else { continue };
+        let Some(mut rule) = configured(m, &overlay)?.hypergradient() else { continue };
         let trace = toys::run(&toy, rule.as_mut(), budget).with_context(|| format!("{} on {}", m.name(), toy.name))?;
         let last = trace.last().copied().unwrap_or(toys::Point { distance: f64::NAN, upper: f64::NAN });
         let x = toy.x()?;

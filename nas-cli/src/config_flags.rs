@@ -47,6 +47,8 @@ flag_sets! {
     BenchTrain => nas_eval::bench_train_flags,
     /// `nas bench loader`.
     BenchLoader => nas_core::bench::loader_flags,
+    /// `nas bilevel`.
+    Bilevel => nas_search::method::bilevel_flags,
 }
 
 /// The flags given to a command, by mount and flag index, with their parsed values.

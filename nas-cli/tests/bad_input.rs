@@ -27,6 +27,7 @@ const PARSER_ERRORS: &[&str] = &[
     "search_unknown_rdarts_space",
     "search_unknown_early_stop",
     "search_unknown_resource",
+    "search_unknown_viewpoint",
     "search_unknown_net",
     "search_subset_fraction_not_a_number",
     "train_unknown_recipe",
@@ -164,6 +165,8 @@ bad_input! {
         setup = write("c.json", r#"{"model": {"ops": {"normal": [[], [], [], [], [], [], [], [], [], [], [], [], [], []], "reduce": []}}}"#);
     search_implicit_without_neumann_terms: "search --method implicit --neumann-steps 0 --out {run}" => ["--neumann-steps", "must be positive"];
     search_unrolled_without_steps: "search --method unrolled --unroll-steps 0 --out {run}" => ["--unroll-steps", "must be positive for the unrolled method"];
+    search_bda_share_above_one: "search --method bda --bda-mu 1.5 --out {run}" => ["--bda-mu", "[0, 1]", "1.5"];
+    search_unknown_viewpoint: "search --method bda --viewpoint neutral --out {run}" => ["--viewpoint", "unknown viewpoint `neutral`"];
     search_cg_without_steps: "search --method implicit-cg --cg-steps 0 --out {run}" => ["--cg-steps", "must be positive for the implicit-cg method"];
     search_negative_cg_damping: "search --method implicit-cg --cg-damping -1 --out {run}" => ["--cg-damping", "finite non-negative", "-1"];
     search_unknown_early_stop: "search --early-stop patience --out {run}" => ["patience", "darts-es"];

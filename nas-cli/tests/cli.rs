@@ -45,6 +45,7 @@ fn second_order_unrolled_and_implicit_searches_run_end_to_end() {
     let cases = [
         ("second-order", None),
         ("unrolled", Some(("--unroll-steps", "2"))),
+        ("bda", Some(("--unroll-steps", "2"))),
         ("implicit", Some(("--neumann-steps", "2"))),
         ("implicit-cg", Some(("--cg-steps", "2"))),
     ];

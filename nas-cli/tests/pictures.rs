@@ -244,7 +244,7 @@ fn bilevel_runs_every_hypergradient_method_on_a_toy_problem_and_draws_them() {
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let methods: Vec<&str> = lines.iter().map(|l| l["method"].as_str().unwrap()).collect();
-    assert_eq!(methods, ["first-order", "second-order", "unrolled", "implicit", "implicit-cg"]);
+    assert_eq!(methods, ["first-order", "second-order", "unrolled", "bda", "implicit", "implicit-cg"]);
     // ‖x − x*‖ = ‖e‖ = 2 at the start (n = 4); first order never moves x.
     assert_eq!(lines[0]["distance"], 2.0);
     for l in &lines[1..] {
@@ -256,4 +256,12 @@ fn bilevel_runs_every_hypergradient_method_on_a_toy_problem_and_draws_them() {
 
     assert_rejected(&nas(&["bilevel", "--problem", "rosenbrock"]), &["--problem", "rosenbrock", "non-convex"]);
     assert_rejected(&nas(&["bilevel", "--methods", "gdas"]), &["--methods", "`gdas`", "implicit-cg"]);
+
+    // BDA's aggregated steps move y₂, which no singleton method does: with enough of them it
+    // gets closer to x* = e than the exact singleton gradient's e/2 (distance 1 here).
+    let o = nas(&["bilevel", "--dim", "4", "--methods", "unrolled,bda", "--unroll-steps", "30"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (unrolled, bda) = (lines[0]["distance"].as_f64().unwrap(), lines[1]["distance"].as_f64().unwrap());
+    assert!((unrolled - 1.0).abs() < 0.05 && bda < 0.5, "unrolled {unrolled}, bda {bda}");
 }

@@ -75,3 +75,57 @@ fn ridge_hypergradients_match_the_closed_form_and_implicit_rules_reach_x_star() 
     assert!(trace.last().unwrap().distance < 0.01, "{:?}", trace.last());
     assert!(trace.last().unwrap().distance < trace[0].distance / 50.0);
 }
+
+/// F(x, y_K(x)) on the non-singleton problem with y_K the K aggregated steps from y, on the
+/// host: y ← y − ξ[(1 − μ)∇_y f + σμγ0.9^k ∇_y F], ∇_y f = (y₁ − x, 0), ∇_y F = (y₁ − e, y₂ − x).
+fn aggregated_upper(x: &[f64], y: &[f64], k_steps: usize, xi: f64, mu: f64, sign: f64) -> f64 {
+    let n = x.len();
+    let (mut y1, mut y2) = (y[..n].to_vec(), y[n..].to_vec());
+    for k in 0..k_steps {
+        let c = sign * mu * 0.9f64.powi(k as i32);
+        for i in 0..n {
+            let d1 = (1.0 - mu) * (y1[i] - x[i]) + c * (y1[i] - 1.0);
+            let d2 = c * (y2[i] - x[i]);
+            y1[i] -= xi * d1;
+            y2[i] -= xi * d2;
+        }
+    }
+    (0..n).map(|i| 0.5 * (x[i] - y2[i]).powi(2) + 0.5 * (y1[i] - 1.0).powi(2)).sum()
+}
+
+/// BDA's hypergradient (reverse mode through K aggregated steps, second derivatives of both
+/// losses by central differences) is the derivative of F(x, y_K(x)): against central
+/// differences over x of the host trajectory, optimistic and pessimistic; with μ = 0 it is
+/// truncated unrolling's.
+#[test]
+fn bda_hypergradient_is_the_derivative_through_the_aggregated_steps() {
+    use nas_core::hypergrad::{Aggregation, TruncatedRad};
+    let toy = Toy::new("non-singleton", 3).unwrap();
+    let (x0, y0) = (vec![0.3, -0.2, 0.7], vec![0.1, 0.5, -0.4, 0.9, -0.6, 0.2]);
+    let set = |v: &candle_core::Var, x: &[f64]| {
+        v.set(&candle_core::Tensor::from_vec(x.to_vec(), x.len(), &candle_core::Device::Cpu).unwrap()).unwrap()
+    };
+    set(&toy.arch()[0], &x0);
+    set(&toy.weights()[0], &y0);
+    let xi = 0.3;
+    let st = SgdState { lr: xi, momentum: 0.0, weight_decay: 0.0, momentum_buffers: vec![None] };
+    for (k, mu, sign) in [(1, 0.6, 1.0), (4, 0.6, 1.0), (4, 0.3, -1.0)] {
+        let agg = Aggregation { mu, gamma: 1.0, sign };
+        let g = TruncatedRad::bda(k, agg).hypergradient(&toy, &st).unwrap()[0].to_vec1::<f64>().unwrap();
+        let h = 1e-5;
+        for i in 0..3 {
+            let (mut xp, mut xm) = (x0.clone(), x0.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            let want =
+                (aggregated_upper(&xp, &y0, k, xi, mu, sign) - aggregated_upper(&xm, &y0, k, xi, mu, sign)) / (2.0 * h);
+            assert!((g[i] - want).abs() < 1e-6, "K={k} μ={mu} σ={sign}: {g:?}, entry {i} wants {want}");
+        }
+        // The weights are as they were.
+        assert_eq!(toy.y().unwrap(), y0);
+    }
+    let agg = Aggregation { mu: 0.0, gamma: 1.0, sign: 1.0 };
+    let bda = TruncatedRad::bda(3, agg).hypergradient(&toy, &st).unwrap()[0].to_vec1::<f64>().unwrap();
+    let trad = TruncatedRad::new(3).hypergradient(&toy, &st).unwrap()[0].to_vec1::<f64>().unwrap();
+    assert_eq!(bda, trad);
+}

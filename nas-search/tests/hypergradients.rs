@@ -17,6 +17,7 @@ use nas_core::nn::{cross_entropy, Mode};
 use nas_core::optim::{grads_for, Sgd, SgdConfig};
 use nas_search::config::{ArchOptimConfig, Method, MethodConfig};
 use nas_search::method::alternating::{alpha_hessian_eigenvalue, Architect, SupernetProblem};
+use nas_search::method::bda::BdaConfig;
 use nas_search::method::implicit::ImplicitConfig;
 use nas_search::method::implicit_cg::ImplicitCgConfig;
 use nas_search::method::unrolled::UnrolledConfig;
@@ -145,7 +146,7 @@ fn unrolling_three_steps_is_the_derivative_of_the_unrolled_validation_loss() {
         momentum_buffers: (0..weights.len()).map(|i| w_opt.momentum_buffer(i)).collect(),
     };
     assert!(st.momentum_buffers.iter().all(Option::is_some), "the virtual steps start from momentum");
-    let g = host(&TruncatedRad { steps: 3, fd_step: 1e-6 }.hypergradient(&problem, &st).unwrap());
+    let g = host(&TruncatedRad { steps: 3, fd_step: 1e-6, aggregate: None }.hypergradient(&problem, &st).unwrap());
     assert_eq!(values(&net.weights().weights()), before, "weights restored exactly");
 
     // Central differences over every α entry, redoing the three steps at α ± h.
@@ -190,6 +191,8 @@ fn every_method_restores_the_weights_and_counts_its_evaluations() {
         (MethodConfig::from(Method::FirstOrder), 1),
         (Method::SecondOrder.into(), 4),
         (MethodConfig::Unrolled(UnrolledConfig { unroll_steps: 2 }), 7),
+        // Both losses at every virtual step, forward and reverse: 6K + 1.
+        (MethodConfig::Bda(BdaConfig { unroll_steps: 2, ..Default::default() }), 13),
         (MethodConfig::Implicit(ImplicitConfig { neumann_steps: 3 }), 2 * 3 + 3),
         // No warm start on the first step: 1 + 2J + 2 at most (fewer if the solve ends early).
         (MethodConfig::ImplicitCg(ImplicitCgConfig { cg_steps: 3, ..Default::default() }), 2 * 3 + 3),

@@ -98,6 +98,10 @@ fn darts_presets_are_darts_train_search() {
 fn method_sections_start_from_their_defaults() {
     for (m, want) in [
         (Method::Unrolled, json!({"name": "unrolled", "unroll_steps": 1})),
+        (
+            Method::Bda,
+            json!({"name": "bda", "unroll_steps": 1, "bda_mu": 0.6, "bda_gamma": 1.0, "viewpoint": "optimistic"}),
+        ),
         (Method::Implicit, json!({"name": "implicit", "neumann_steps": 5})),
         (Method::ImplicitCg, json!({"name": "implicit-cg", "cg_steps": 5, "cg_damping": 1.0})),
         (Method::Gdas, json!({"name": "gdas", "tau_max": 10.0, "tau_min": 0.1})),

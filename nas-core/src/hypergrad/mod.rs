@@ -6,7 +6,8 @@
 //! - `one_stage_rad`: DARTS' second order (Liu et al. 2019, eq. 7–8), reverse mode through one
 //!   virtual SGD step.
 //! - `truncated_rad`: reverse mode through K virtual SGD steps on K training batches (T-RAD,
-//!   Shaban et al. 2019); K = 1 is one-stage RAD.
+//!   Shaban et al. 2019); K = 1 is one-stage RAD. With an `Aggregation`, BDA (Liu et al.
+//!   2020): the virtual steps descend both levels' losses, no lower-level singleton assumed.
 //! - `neumann`: the implicit-function-theorem gradient with a Neumann-series inverse Hessian
 //!   (Lorraine et al. 2020).
 //! - `conjugate_gradient`: the implicit gradient with (H + λI)⁻¹ by conjugate gradient
@@ -40,7 +41,7 @@ pub use first_order::FirstOrder;
 pub use hessian::{alpha_hvp, dominant_eigenvalue, ALPHA_FD_STEP, LANCZOS_STEPS};
 pub use neumann::{implicit_hypergradient, neumann_inverse_hvp, Neumann};
 pub use one_stage_rad::{second_order_hypergradient, OneStageRad};
-pub use truncated_rad::TruncatedRad;
+pub use truncated_rad::{Aggregation, TruncatedRad};
 
 use crate::optim::global_norm;
 

@@ -91,26 +91,13 @@ impl RidgeData {
     }
 }
 
-/// Solves h·z = r by Gaussian elimination with partial pivoting (small dense systems).
-pub fn solve(mut h: Vec<Vec<f64>>, mut r: Vec<f64>) -> Vec<f64> {
+/// Solves h·z = r (a small dense symmetric positive definite system: the ridge Hessian).
+pub fn solve(h: Vec<Vec<f64>>, r: Vec<f64>) -> Vec<f64> {
     let n = r.len();
-    for k in 0..n {
-        let p = (k..n).max_by(|&i, &j| h[i][k].abs().total_cmp(&h[j][k].abs())).unwrap_or(k);
-        h.swap(k, p);
-        r.swap(k, p);
-        for i in k + 1..n {
-            let f = h[i][k] / h[k][k];
-            for j in k..n {
-                h[i][j] -= f * h[k][j];
-            }
-            r[i] -= f * r[k];
-        }
-    }
-    let mut z = vec![0.0; n];
-    for k in (0..n).rev() {
-        z[k] = (r[k] - (k + 1..n).map(|j| h[k][j] * z[j]).sum::<f64>()) / h[k][k];
-    }
-    z
+    let m = nalgebra::DMatrix::from_fn(n, n, |i, j| h[i][j]);
+    let z =
+        m.lu().solve(&nalgebra::DVector::from_vec(r)).unwrap_or_else(|| nalgebra::DVector::from_element(n, f64::NAN));
+    z.iter().copied().collect()
 }
 
 /// The exact hypergradient of the ridge problem at x with the lower level solved:

@@ -12,25 +12,71 @@
 //! (w̄_0 and a_0 are not needed: w₀ and m₀ do not depend on α). Both products at w_t come from
 //! the same two gradient evaluations at w_t ± ε·a_{t+1}, so a step costs 3K + 1 evaluations
 //! and K weight copies; K = 1 is DARTS' second order (`one_stage_rad`) exactly.
+//!
+//! BDA (`Aggregation`) takes the same steps and the same reverse pass with L_t replaced by the
+//! aggregation (1 − μ)·L_train,t + σμγ0.9^t·L_val: the lower level's steps also follow (or,
+//! pessimistic, oppose) the upper level, and the second derivatives are those of both losses.
 
 use candle_core::{Result, Tensor};
 
 use super::{
-    axpy, both_sides, difference, next_momentum, scaled, Bilevel, Hypergradient, SgdState, WeightGuard, DARTS_FD_STEP,
+    axpy, both_sides, difference, next_momentum, scaled, Bilevel, Grads, Hypergradient, SgdState, WeightGuard,
+    DARTS_FD_STEP,
 };
 
 /// K virtual steps; the second derivatives by central differences with perturbations of
-/// norm `fd_step` (DARTS: 0.01).
+/// norm `fd_step` (DARTS: 0.01); with `aggregate`, BDA's steps.
 #[derive(Debug, Clone, Copy)]
 pub struct TruncatedRad {
     pub steps: usize,
     pub fd_step: f64,
+    pub aggregate: Option<Aggregation>,
+}
+
+/// BDA's aggregated lower-level direction (Liu et al. 2020, `boml/lower_iter/aggr.py` with its
+/// defaults s = t = 1): virtual step t descends
+///   (1 − μ)·∇_w L_train + σ·μ·γ·0.9^t·∇_w L_val,
+/// σ = +1 (the optimistic viewpoint: the lower level also serves the upper) or −1 (the
+/// pessimistic one: it works against it). The reverse pass then takes the second derivatives
+/// of that combination, of both losses, at every iterate: a step costs 6K + 1 gradient
+/// evaluations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregation {
+    /// μ, the upper level's share.
+    pub mu: f64,
+    /// γ.
+    pub gamma: f64,
+    /// σ: +1 optimistic, −1 pessimistic.
+    pub sign: f64,
+}
+
+impl Aggregation {
+    /// The weights (of L_train, of L_val) of virtual step t's objective.
+    fn weights(&self, t: usize) -> (f64, f64) {
+        (1.0 - self.mu, self.sign * self.mu * self.gamma * 0.9f64.powi(t as i32))
+    }
 }
 
 impl TruncatedRad {
     /// K steps with DARTS' finite-difference step.
     pub fn new(steps: usize) -> Self {
-        Self { steps, fd_step: DARTS_FD_STEP }
+        Self { steps, fd_step: DARTS_FD_STEP, aggregate: None }
+    }
+
+    /// BDA: K aggregated steps (`Aggregation`).
+    pub fn bda(steps: usize, aggregate: Aggregation) -> Self {
+        Self { steps, fd_step: DARTS_FD_STEP, aggregate: Some(aggregate) }
+    }
+
+    /// The gradients of virtual step t's objective: L_train on batch t, or BDA's combination
+    /// of it with L_val.
+    fn step_grads(&self, p: &dyn Bilevel, t: usize, want_w: bool, want_a: bool) -> Result<Grads> {
+        let train = p.train_grads_on(t, want_w, want_a)?;
+        let Some(agg) = self.aggregate else { return Ok(train) };
+        let val = p.val_grads(want_w, want_a)?;
+        let (cf, cv) = agg.weights(t);
+        let mix = |a: &[Tensor], b: &[Tensor]| axpy(&scaled(a, cf)?, cv, b);
+        Ok(Grads { w: mix(&train.w, &val.w)?, a: mix(&train.a, &val.a)? })
     }
 }
 
@@ -57,7 +103,7 @@ impl Hypergradient for TruncatedRad {
             if t > 0 {
                 guard.set(&w)?;
             }
-            let g = p.train_grads_on(t, true, false)?.w;
+            let g = self.step_grads(p, t, true, false)?.w;
             let m_next: Vec<Tensor> = w
                 .iter()
                 .zip(&g)
@@ -78,7 +124,7 @@ impl Hypergradient for TruncatedRad {
         for t in (0..k).rev() {
             let want_w = t > 0;
             let (plus, minus, inv_2eps) =
-                both_sides(&mut guard, &iterates[t], &a, self.fd_step, || p.train_grads_on(t, want_w, true))?;
+                both_sides(&mut guard, &iterates[t], &a, self.fd_step, || self.step_grads(p, t, want_w, true))?;
             let mixed = difference(&plus.a, &minus.a, &inv_2eps)?;
             g_alpha = g_alpha.iter().zip(&mixed).map(|(g, m)| g + m).collect::<Result<_>>()?;
             if want_w {

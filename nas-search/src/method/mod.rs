@@ -57,6 +57,8 @@ methods! {
     SecondOrder => second_order::SecondOrder,
     /// Truncated reverse mode through K virtual SGD steps (T-RAD).
     Unrolled => unrolled::Unrolled,
+    /// BDA: reverse mode through K virtual steps that aggregate both levels' directions.
+    Bda => bda::Bda,
     /// Implicit function theorem with a Neumann-series inverse Hessian.
     Implicit => implicit::Implicit,
     /// Implicit function theorem with the inverse Hessian by conjugate gradient.
@@ -434,6 +436,13 @@ impl Serialize for Method {
 /// each of them and kept once here).
 pub fn method_flags() -> Vec<Flag> {
     let mut flags = vec![method_flag()];
+    flags.extend(method_setting_flags());
+    flags
+}
+
+/// The flags of every method's settings, without `--method`, each declared once.
+pub fn method_setting_flags() -> Vec<Flag> {
+    let mut flags: Vec<Flag> = Vec::new();
     for m in Method::ALL {
         for f in m.flags() {
             if !flags.iter().any(|g| g.long == f.long) {
@@ -442,6 +451,11 @@ pub fn method_flags() -> Vec<Flag> {
         }
     }
     flags
+}
+
+/// `nas bilevel`'s flags: the methods' settings (under `method`), each method taking its own.
+pub fn bilevel_flags() -> Vec<nas_core::settings::Mount> {
+    vec![nas_core::settings::Mount::new("method", method_setting_flags()).with_heading("Method settings")]
 }
 
 /// A positive count of a method's settings, or the message naming it.
