@@ -46,6 +46,7 @@ fn second_order_unrolled_and_implicit_searches_run_end_to_end() {
         ("second-order", None),
         ("unrolled", Some(("--unroll-steps", "2"))),
         ("bda", Some(("--unroll-steps", "2"))),
+        ("iaptt-gm", Some(("--unroll-steps", "3"))),
         ("implicit", Some(("--neumann-steps", "2"))),
         ("implicit-cg", Some(("--cg-steps", "2"))),
     ];

@@ -69,6 +69,10 @@ impl Bilevel for FnProblem {
     fn val_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
         self.grads(&self.val, want_w, want_a)
     }
+    fn val_loss(&self) -> candle_core::Result<f64> {
+        let t = |v: &[Var]| -> Vec<Tensor> { v.iter().map(|v| v.as_tensor().detach()).collect() };
+        (self.val)(&t(&self.w), &t(&self.a))?.to_scalar::<f64>()
+    }
 }
 
 fn rand_tensor(rng: &mut rand_chacha::ChaCha8Rng, shape: &[usize], scale: f64) -> Tensor {

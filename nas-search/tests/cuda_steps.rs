@@ -39,6 +39,7 @@ fn settings(method: Method) -> MethodConfig {
         Method::Implicit => json!({"neumann_steps": 3}),
         Method::ImplicitCg => json!({"cg_steps": 3}),
         Method::Bda => json!({"unroll_steps": 2}),
+        Method::IapttGm => json!({"unroll_steps": 2}),
         Method::Snas => json!({"resource_weight": 0.2}),
         _ => json!({}),
     };
@@ -103,7 +104,7 @@ fn second_order_step_on_cuda() {
 
 #[test]
 fn unrolled_and_implicit_steps_on_cuda() {
-    for method in [Method::Unrolled, Method::Bda, Method::Implicit, Method::ImplicitCg] {
+    for method in [Method::Unrolled, Method::Bda, Method::IapttGm, Method::Implicit, Method::ImplicitCg] {
         same_on_cuda(darts(), method);
     }
 }

@@ -98,6 +98,7 @@ fn darts_presets_are_darts_train_search() {
 fn method_sections_start_from_their_defaults() {
     for (m, want) in [
         (Method::Unrolled, json!({"name": "unrolled", "unroll_steps": 1})),
+        (Method::IapttGm, json!({"name": "iaptt-gm", "unroll_steps": 2, "iaptt_z_lr": 0.025})),
         (
             Method::Bda,
             json!({"name": "bda", "unroll_steps": 1, "bda_mu": 0.6, "bda_gamma": 1.0, "viewpoint": "optimistic"}),

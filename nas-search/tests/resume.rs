@@ -171,6 +171,16 @@ fn conjugate_gradient_search_resumes_mid_epoch_exactly() {
     resumes_mid_epoch_exactly(cg_config);
 }
 
+/// IAPTT-GM carries its initialisation auxiliary z from step to step, in the checkpoint.
+#[test]
+fn iaptt_gm_search_resumes_mid_epoch_exactly() {
+    resumes_mid_epoch_exactly(|| {
+        let mut c = config();
+        c.method = MethodConfig::from_json(&serde_json::json!({"name": "iaptt-gm", "unroll_steps": 3})).unwrap();
+        c
+    });
+}
+
 /// Two micro-batches of 8 per step (the same two steps per epoch as `config`), second order:
 /// the step's micro-batches and every gradient evaluation over them resume exactly.
 #[test]

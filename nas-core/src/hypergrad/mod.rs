@@ -29,6 +29,7 @@
 mod conjugate_gradient;
 mod first_order;
 mod hessian;
+mod iaptt;
 mod neumann;
 mod one_stage_rad;
 pub mod toys;
@@ -39,6 +40,7 @@ use candle_core::{Result, Tensor, Var};
 pub use conjugate_gradient::ConjugateGradient;
 pub use first_order::FirstOrder;
 pub use hessian::{alpha_hvp, dominant_eigenvalue, ALPHA_FD_STEP, LANCZOS_STEPS};
+pub use iaptt::Iaptt;
 pub use neumann::{implicit_hypergradient, neumann_inverse_hvp, Neumann};
 pub use one_stage_rad::{second_order_hypergradient, OneStageRad};
 pub use truncated_rad::{Aggregation, TruncatedRad};
@@ -69,6 +71,12 @@ pub trait Bilevel {
     }
     /// Gradients of the validation loss at the current weights.
     fn val_grads(&self, want_w: bool, want_a: bool) -> Result<Grads>;
+    /// The validation loss at the current weights (IAPTT-GM reads it after every virtual step).
+    fn val_loss(&self) -> Result<f64>;
+    /// The box the weights are kept in, where the problem has one (a toy problem's).
+    fn weight_box(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// One way to compute the architecture gradient of a `Bilevel` problem.

@@ -225,6 +225,12 @@ impl Bilevel for Toy {
     fn val_grads(&self, want_w: bool, want_a: bool) -> Result<Grads> {
         self.grads(&self.upper, want_w, want_a)
     }
+    fn val_loss(&self) -> Result<f64> {
+        self.upper_value()
+    }
+    fn weight_box(&self) -> Option<(f64, f64)> {
+        self.y_box
+    }
 }
 
 /// The budget every method gets: outer iterations, inner steps per iteration and the two
@@ -238,10 +244,11 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Each problem's default budget (the non-convex one the reference's K = 40 steps at 5e-4).
+    /// Each problem's default budget (the non-convex one IAPTT-GM's: 500 outer iterations, K = 40
+    /// steps at 5e-4, x's step 0.1).
     pub fn default_for(problem: &str) -> Budget {
         match problem {
-            "non-convex" => Budget { iters: 300, inner: 40, lr_lower: 5e-4, lr_upper: 0.05 },
+            "non-convex" => Budget { iters: 500, inner: 40, lr_lower: 5e-4, lr_upper: 0.1 },
             "ridge" => Budget { iters: 300, inner: 20, lr_lower: 0.1, lr_upper: 10.0 },
             _ => Budget { iters: 300, inner: 20, lr_lower: 0.2, lr_upper: 0.1 },
         }

@@ -110,6 +110,19 @@ impl Bilevel for SupernetProblem<'_> {
     fn val_grads(&self, want_w: bool, want_a: bool) -> candle_core::Result<Grads> {
         self.grads(&self.valid, want_w, want_a)
     }
+
+    /// The mean loss over the search-valid micro-batches, across processes (no gradient).
+    fn val_loss(&self) -> candle_core::Result<f64> {
+        let none: &[Var] = &[];
+        let mode = Mode { train: true, grad_weights: false, grad_arch: false };
+        let out = dist::step_grads(&self.valid, &[none, none], |b| {
+            self.net.set_stream_position(self.stream);
+            let logits = self.net.forward(&b.x, mode)?;
+            let loss = cross_entropy(&logits, &b.y)?;
+            Ok(dist::MicroOutput { loss, correct: correct_count(&logits, &b.y)?, n: b.y.dim(0)? })
+        })?;
+        out.loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()
+    }
 }
 
 /// The state prefix of the rule in checkpoints.

@@ -68,7 +68,7 @@ impl MethodSpec for Bda {
     fn flags() -> Vec<Flag> {
         vec![
             Flag::one("unroll-steps", "unroll_steps", "K", settings::parse::<usize>)
-                .help("unrolled, bda: virtual SGD steps K the hypergradient reverses through (1: second order)"),
+                .help("unrolled, bda, iaptt-gm: virtual SGD steps K the hypergradient reverses through (unrolled: 1 is second order)"),
             Flag::one("bda-mu", "bda_mu", "μ", settings::parse::<f64>)
                 .help("bda: the upper level's share μ ∈ [0, 1] of the aggregated lower-level direction (default 0.6)"),
             Flag::one("bda-gamma", "bda_gamma", "γ", settings::parse::<f64>)

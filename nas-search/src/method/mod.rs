@@ -59,6 +59,8 @@ methods! {
     Unrolled => unrolled::Unrolled,
     /// BDA: reverse mode through K virtual steps that aggregate both levels' directions.
     Bda => bda::Bda,
+    /// IAPTT-GM: steps from an initialisation auxiliary, the pessimistic truncation.
+    IapttGm => iaptt::IapttGm,
     /// Implicit function theorem with a Neumann-series inverse Hessian.
     Implicit => implicit::Implicit,
     /// Implicit function theorem with the inverse Hessian by conjugate gradient.

@@ -32,7 +32,7 @@ impl MethodSpec for Unrolled {
 
     fn flags() -> Vec<Flag> {
         vec![Flag::one("unroll-steps", "unroll_steps", "K", settings::parse::<usize>)
-            .help("unrolled, bda: virtual SGD steps K the hypergradient reverses through (1: second order)")]
+            .help("unrolled, bda, iaptt-gm: virtual SGD steps K the hypergradient reverses through (unrolled: 1 is second order)")]
     }
 
     fn legacy_fields() -> &'static [(&'static str, &'static str)] {
