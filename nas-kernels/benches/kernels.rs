@@ -86,10 +86,19 @@ fn pointwise_and_norm(c: &mut Criterion) {
     bench_op(c, "axpy", "acc+w*y", "candle-composed", &ins, |t| (&t[0] + t[1].broadcast_mul(&t[2]).unwrap()).unwrap());
 }
 
+fn relu(c: &mut Criterion) {
+    let ins = [input(&[B, C, HW, HW])];
+    bench_op(c, "relu", "plain", "kernel", &ins, |t| ops::relu(&t[0]).unwrap());
+    bench_op(c, "relu", "plain", "candle", &ins, |t| t[0].relu().unwrap());
+    let p = PwParams { stride: 1, offset: 0 };
+    let ins = [input(&[B, C, HW, HW]), input(&[C, C, 1, 1])];
+    bench_op(c, "relu_conv1x1", "s1-o0", "kernel", &ins, |t| ops::relu_conv1x1(&t[0], &t[1], p).unwrap());
+}
+
 fn baseline(c: &mut Criterion) {
     let ins = [input(&[B, C, HW, HW])];
     bench_op(c, "baseline", "sum-backward", "candle", &ins, |t| t[0].clone());
 }
 
-criterion_group!(benches, baseline, depthwise, pooling, pointwise_and_norm);
+criterion_group!(benches, baseline, relu, depthwise, pooling, pointwise_and_norm);
 criterion_main!(benches);

@@ -42,7 +42,8 @@ impl Kernels<1> for Relu {
     }
 }
 
-/// max(x, 0).
+/// ReLU as PyTorch's: 0 where x < 0, x otherwise, so a NaN stays NaN (and stops a diverging
+/// run at the step where it appears instead of being cleared).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !fast(x) {
         return x.relu();

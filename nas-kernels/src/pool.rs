@@ -1,8 +1,10 @@
 //! 3×3 pooling with padding 1, as DARTS uses it: max pooling (padding never wins) and average
 //! pooling with `count_include_pad=False` (each window averages only its in-image pixels).
-//! Stride 1 keeps H×W; stride 2 gives ((H−1)/2+1)×((W−1)/2+1), like PyTorch. Max-pool
-//! gradients go to the first maximal element of each window in row-major order, PyTorch's tie
-//! rule (the forward records it). Also the valid k×k average pooling of the auxiliary head.
+//! Stride 1 keeps H×W; stride 2 gives ((H−1)/2+1)×((W−1)/2+1), like PyTorch. Max pooling
+//! follows PyTorch's max_pool2d scan: a window with a NaN gives NaN, and the gradient goes to
+//! the first maximal element of each window in row-major order, or to its last NaN, or, for a
+//! window of −∞, to its first in-image pixel (the forward records it). Also the valid k×k
+//! average pooling of the auxiliary head.
 //!
 //! Kernels: `cpu::pool` (phase layout, one long loop per tap), `cuda::pool` (one thread per
 //! output forward, one per input for the gradients, which are gathers).

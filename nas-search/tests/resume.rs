@@ -286,6 +286,24 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert_eq!(dir.read_metrics().unwrap().len(), 1);
 }
 
+/// An early activation turned NaN (the stem's filter, so that every activation entering the
+/// first cell is NaN): its ReLUs carry the NaN on to the loss as PyTorch's do, and the run
+/// stops at that step with the checkpoint of the epoch before (a ReLU that cleared the NaN to
+/// 0 gave a finite loss here, and the run trained on).
+#[test]
+fn a_nan_early_activation_stops_the_run_at_its_step() {
+    let (_tmp, dir, mut search, good) = after_one_epoch();
+
+    let w = search.net().weights().get("stem.0.weight").expect("the stem's filter").var;
+    w.set(&(w.as_tensor() * f64::NAN).unwrap()).unwrap();
+    let never = AtomicBool::new(false);
+    let err = search.run(Some(&dir), &mut CollectSink::default(), &never).unwrap_err();
+    assert!(matches!(err, Error::Diverged { epoch: 1, step: 0, .. }), "{err}");
+    assert!(err.to_string().contains("loss is NaN"), "{err}");
+    assert_eq!(std::fs::read(dir.file("checkpoint.safetensors")).unwrap(), good, "checkpoint overwritten");
+    assert_eq!(dir.read_metrics().unwrap().len(), 1);
+}
+
 /// A network whose evaluation gives a NaN loss while training still works (a running
 /// statistic of the last cell turned NaN; training mode normalises with the batch's own):
 /// the run stops with the evaluation's divergence, numbered from 1 as the other messages
@@ -294,7 +312,7 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
 fn a_non_finite_evaluation_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let (_tmp, dir, mut search, good) = after_one_epoch();
 
-    // The last cell's last batch norm: no ReLU after it would clear the NaN (max(NaN, 0) is 0).
+    // The last cell's last batch norm.
     let stats = search.net().weights().params();
     let s = stats.iter().rev().find(|p| p.name.ends_with("running_var")).expect("a running variance");
     s.var.set(&(s.var.as_tensor() * f64::NAN).unwrap()).unwrap();

@@ -27,7 +27,20 @@ fn batch_stats<T: Float>(x: &[T], (b, c, hw): (usize, usize, usize), op: &str) -
     }
     let sums = per_channel(b * c, c, |p| sum_sumsq(&x[p * hw..(p + 1) * hw]));
     let mean: Vec<f64> = sums.iter().map(|&(s, _)| s / n as f64).collect();
-    let var: Vec<f64> = sums.iter().zip(&mean).map(|(&(_, q), &mu)| (q / n as f64 - mu * mu).max(0.0)).collect();
+    // Rounding can make E[x²] − μ² slightly negative; clamp that, but keep a NaN (`f64::max`
+    // would turn it into 0 and hide a diverged input from the running statistics).
+    let var: Vec<f64> = sums
+        .iter()
+        .zip(&mean)
+        .map(|(&(_, q), &mu)| {
+            let v = q / n as f64 - mu * mu;
+            if v < 0.0 {
+                0.0
+            } else {
+                v
+            }
+        })
+        .collect();
     Ok(BnBatchStats { mean, var, count: n })
 }
 

@@ -6,7 +6,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::plane::Window;
-use super::simd::{dot, mask_positive, taps_into};
+use super::simd::{dot, mask_relu, taps_into};
 use super::{planes_per_task, task_chunks, Float, Fresh, Slot};
 use crate::depthwise::DwGeom;
 
@@ -108,7 +108,8 @@ pub(crate) fn plane_forward<T: Float, S: Slot<T>>(
 
 /// Backward of one plane: the input gradient gx (h×w, every element written) and/or the
 /// filter gradient gw (K×K, accumulated) from the output gradient gp (oh×ow). With `relu` the
-/// plane was dw(ReLU(xp)): gx is masked by xp > 0 and gw sees ReLU(xp).
+/// plane was dw(ReLU(xp)): gx is zeroed where xp ≤ 0 (a NaN passes, as in PyTorch) and gw sees
+/// ReLU(xp).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plane_backward<T: Float, S: Slot<T>>(
     gx: Option<&mut [S]>,
@@ -135,7 +136,7 @@ pub(crate) fn plane_backward<T: Float, S: Slot<T>>(
         win.merge(&sc.gphases, gx);
         if relu {
             // SAFETY: merge wrote every element of gx.
-            mask_positive(unsafe { S::assume_init(gx) }, xp);
+            mask_relu(unsafe { S::assume_init(gx) }, xp);
         }
     }
     if let Some(gw) = gw {

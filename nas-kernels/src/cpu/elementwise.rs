@@ -6,21 +6,22 @@ use rayon::prelude::*;
 
 use super::{Float, Fresh, ELEMWISE_CHUNK};
 
-/// max(x, 0).
+/// ReLU as PyTorch's: 0 where x < 0, x otherwise (NaN stays NaN, −0 stays −0).
 pub(crate) fn relu<T: Float>(x: &[T]) -> Vec<T> {
     let mut y = Vec::with_capacity(x.len());
-    y.par_extend(x.par_iter().with_min_len(ELEMWISE_CHUNK).map(|&v| if v > T::zero() { v } else { T::zero() }));
+    y.par_extend(x.par_iter().with_min_len(ELEMWISE_CHUNK).map(|&v| if v < T::zero() { T::zero() } else { v }));
     y
 }
 
-/// ∂y·[y > 0].
+/// ∂y where y > 0 or y is NaN, else 0 (PyTorch's threshold_backward on the output: zero where
+/// y ≤ 0).
 pub(crate) fn relu_backward<T: Float>(y: &[T], gy: &[T]) -> Vec<T> {
     let mut gx = Vec::with_capacity(y.len());
     gx.par_extend(y.par_iter().zip(gy.par_iter()).with_min_len(ELEMWISE_CHUNK).map(|(&y, &g)| {
-        if y > T::zero() {
-            g
-        } else {
+        if y <= T::zero() {
             T::zero()
+        } else {
+            g
         }
     }));
     gx

@@ -7,13 +7,13 @@ use rayon::prelude::*;
 use super::Float;
 use crate::partial::PcGeom as Geom;
 
-/// Offset in an x plane of the maximum of the 2×2 window of output pixel (i, j); ties go to
-/// the first in row-major order.
+/// Offset in an x plane of the maximum of the 2×2 window of output pixel (i, j) by PyTorch's
+/// max_pool2d rule: ties go to the first in row-major order, and a NaN wins (the last one).
 fn argmax<T: Float>(g: &Geom, xp: &[T], i: usize, j: usize) -> usize {
     let mut best = 2 * i * g.w + 2 * j;
     for (di, dj) in [(0, 1), (1, 0), (1, 1)] {
         let at = (2 * i + di) * g.w + 2 * j + dj;
-        if xp[at] > xp[best] {
+        if xp[at] > xp[best] || xp[at].is_nan() {
             best = at;
         }
     }

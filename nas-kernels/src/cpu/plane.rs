@@ -84,7 +84,8 @@ impl Window {
         }
     }
 
-    /// `split` of ReLU(x): the same layout, negative pixels written as 0.
+    /// `split` of ReLU(x): the same layout, negative pixels written as 0 (NaN kept, as
+    /// `relu_into`).
     pub fn split_relu<T: Float>(&self, x: &[T], phases: &mut [T]) {
         for iy in 0..self.h {
             let row = &x[iy * self.w..(iy + 1) * self.w];
@@ -94,7 +95,7 @@ impl Window {
                 relu_into(&mut phases[start..start + self.w], row);
             } else {
                 for (ix, &v) in row.iter().enumerate() {
-                    phases[self.at(y, ix + self.p)] = if v > T::zero() { v } else { T::zero() };
+                    phases[self.at(y, ix + self.p)] = if v < T::zero() { T::zero() } else { v };
                 }
             }
         }

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::{mask_positive, relu_in_place, relu_into};
+use super::simd::{mask_relu, relu_in_place, relu_into};
 use super::{fixed_groups, matmul, Float, Fresh, Mat};
 use crate::pointwise::PwGeom as Geom;
 
@@ -93,7 +93,7 @@ pub(crate) fn backward<T: Float>(
                 g.scatter(&gs, gxb);
             }
             if relu {
-                mask_positive(gxb, &x[b * ip..(b + 1) * ip]);
+                mask_relu(gxb, &x[b * ip..(b + 1) * ip]);
             }
         });
         gx

@@ -5,7 +5,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::plane::Window;
-use super::simd::{axpy, max_into, mul_into, tag_equal};
+use super::simd::{axpy, max_tag_into, mul_into};
 use super::{planes_per_task, Float, Fresh};
 use crate::pool::{PoolKind, ValidGeom};
 
@@ -49,8 +49,9 @@ impl Geom {
     }
 }
 
-/// The pooled planes and, for max pooling, the in-plane index of every output's (first)
-/// maximum, which is all the backward pass needs.
+/// The pooled planes and, for max pooling, the in-plane index PyTorch's max_pool2d would
+/// record for every output (its first maximum in row-major order, or its last NaN, which is
+/// then the output), which is all the backward pass needs.
 pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
     let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
     let inv: Vec<T> = g.win.inv_counts();
@@ -77,32 +78,26 @@ pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, V
                         mul_into(full, &inv);
                     }
                     PoolKind::Max => {
+                        // PyTorch's scan in row-major tap order: a strictly greater value or a
+                        // NaN replaces the maximum and its tap (one select-only loop per tap).
                         full.fill(T::neg_infinity());
+                        best.fill(T::zero());
                         for tap in 0..9 {
                             let s = g.win.tap(tap / 3, tap % 3);
-                            max_into(full, &phases[s..s + n]);
-                        }
-                        if args.is_some() {
-                            // The first tap (row-major) equal to the maximum: walk the taps
-                            // backwards, the last match wins. Two select-only loops vectorise.
-                            for tap in (0..9).rev() {
-                                let s = g.win.tap(tap / 3, tap % 3);
-                                let tv = T::from_f64(tap as f64);
-                                tag_equal(best, full, &phases[s..s + n], tv);
-                            }
+                            max_tag_into(full, best, &phases[s..s + n], T::from_f64(tap as f64));
                         }
                         if let Some(a) = args.as_deref_mut() {
                             let a = &mut a[j * op..(j + 1) * op];
                             let (s, w, ws) = (g.win.s, g.win.w, n / g.win.oh);
                             for oy in 0..g.win.oh {
                                 for ox in 0..g.win.ow {
-                                    let tap = best[oy * ws + ox].to_usize().unwrap_or(4);
+                                    let tap = best[oy * ws + ox].to_usize().unwrap_or(0);
                                     // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. Only
-                                    // a window of −∞ keeps a padding tap; its centre is in-image.
-                                    let (mut y, mut xx) = (oy * s + tap / 3, ox * s + tap % 3);
-                                    if y == 0 || xx == 0 || y > g.win.h || xx > w {
-                                        (y, xx) = (oy * s + 1, ox * s + 1);
-                                    }
+                                    // a window of −∞ keeps its initial tap 0, padding on the top
+                                    // or left edge; PyTorch then names the window's first
+                                    // in-image pixel, its clipped top-left corner.
+                                    let (y, xx) = ((oy * s + tap / 3).max(1), (ox * s + tap % 3).max(1));
+                                    debug_assert!(y <= g.win.h && xx <= w, "max-pool: a padding tap on the far edge");
                                     a[oy * g.win.ow + ox] = ((y - 1) * w + (xx - 1)) as u32;
                                 }
                             }

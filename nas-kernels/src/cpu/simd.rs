@@ -76,19 +76,14 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// dst = max(dst, src) element-wise (strictly greater replaces).
-    fn max_into_generic<T: Float>(dst: &mut [T], src: &[T]) {
-        for (m, &v) in dst.iter_mut().zip(src) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-}
-
-simd_fn! {
-    /// best = tag where src == m.
-    fn tag_equal_generic<T: Float>(best: &mut [T], m: &[T], src: &[T], tag: T) {
-        for ((b, &mv), &v) in best.iter_mut().zip(m).zip(src) {
-            *b = if v == mv { tag } else { *b };
+    /// One tap of a running window maximum and the tag of the tap holding it: src replaces m
+    /// (and tag replaces best) where src > m or src is NaN, PyTorch's max-pool rule (ties keep
+    /// the first tap, a NaN wins and the last NaN holds the tag).
+    fn max_tag_into_generic<T: Float>(m: &mut [T], best: &mut [T], src: &[T], tag: T) {
+        for ((mv, b), &v) in m.iter_mut().zip(best.iter_mut()).zip(src) {
+            let take = v > *mv || v.is_nan();
+            *mv = if take { v } else { *mv };
+            *b = if take { tag } else { *b };
         }
     }
 }
@@ -175,29 +170,31 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// dst = max(src, 0), branch-free (a select per element, so it vectorises; data-dependent
-    /// branches mispredict on half of the elements).
+    /// dst = ReLU(src) as PyTorch computes it: 0 where src < 0, src itself otherwise (NaN stays
+    /// NaN, so a diverging activation reaches the loss). Branch-free (a select per element, so
+    /// it vectorises; data-dependent branches mispredict on half of the elements).
     pub(crate) fn relu_into<T: Float>(dst: &mut [T], src: &[T]) {
         for (d, &x) in dst.iter_mut().zip(src) {
-            *d = if x > T::zero() { x } else { T::zero() };
+            *d = if x < T::zero() { T::zero() } else { x };
         }
     }
 }
 
 simd_fn! {
-    /// v = max(v, 0), branch-free.
+    /// v = ReLU(v) in place, the rule of `relu_into`, branch-free.
     fn relu_in_place_generic<T: Float>(v: &mut [T]) {
         for x in v.iter_mut() {
-            *x = if *x > T::zero() { *x } else { T::zero() };
+            *x = if *x < T::zero() { T::zero() } else { *x };
         }
     }
 }
 
 simd_fn! {
-    /// g = g where x > 0, else 0 (the ReLU backward, into the gradient buffer).
-    fn mask_positive_generic<T: Float>(g: &mut [T], x: &[T]) {
+    /// g = 0 where x ≤ 0, else g: the ReLU backward into the gradient buffer, as PyTorch's
+    /// threshold_backward (a NaN x passes its gradient on).
+    fn mask_relu_generic<T: Float>(g: &mut [T], x: &[T]) {
         for (v, &xv) in g.iter_mut().zip(x) {
-            *v = if xv > T::zero() { *v } else { T::zero() };
+            *v = if xv <= T::zero() { T::zero() } else { *v };
         }
     }
 }
@@ -241,27 +238,18 @@ simd_fn! {
 // the wrappers below blend in registers and store whole vectors; the generic versions remain
 // for f64 and other CPUs, and the tests hold both to the same results.
 
-/// dst = max(dst, src) element-wise (strictly greater replaces).
-pub(crate) fn max_into<T: Float>(dst: &mut [T], src: &[T]) {
+/// One tap of a running window maximum and its tag: src replaces m (and tag replaces best)
+/// where src > m or src is NaN (PyTorch's max-pool rule).
+pub(crate) fn max_tag_into<T: Float>(m: &mut [T], best: &mut [T], src: &[T], tag: T) {
     #[cfg(target_arch = "x86_64")]
-    if let (true, Some(d), Some(s)) = (has_avx2(), as_f32_mut(dst), as_f32(src)) {
-        // SAFETY: the CPU supports AVX2 (checked).
-        return unsafe { avx2_f32::max_into(d, s) };
+    if let (true, Some(mv), Some(b), Some(s)) = (has_avx2(), as_f32_mut(m), as_f32_mut(best), as_f32(src)) {
+        // SAFETY: the CPU supports AVX2 (checked); tag is an f32 since T is.
+        return unsafe { avx2_f32::max_tag_into(mv, b, s, tag.to_f32().unwrap_or(f32::NAN)) };
     }
-    max_into_generic(dst, src)
+    max_tag_into_generic(m, best, src, tag)
 }
 
-/// best = tag where src == m.
-pub(crate) fn tag_equal<T: Float>(best: &mut [T], m: &[T], src: &[T], tag: T) {
-    #[cfg(target_arch = "x86_64")]
-    if let (true, Some(b), Some(mv), Some(s)) = (has_avx2(), as_f32_mut(best), as_f32(m), as_f32(src)) {
-        // SAFETY: as above; tag is an f32 since T is.
-        return unsafe { avx2_f32::tag_equal(b, mv, s, tag.to_f32().unwrap_or(f32::NAN)) };
-    }
-    tag_equal_generic(best, m, src, tag)
-}
-
-/// v = max(v, 0), branch-free.
+/// v = ReLU(v) in place: 0 where v < 0, v otherwise (NaN stays NaN), branch-free.
 pub(crate) fn relu_in_place<T: Float>(v: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if let (true, Some(x)) = (has_avx2(), as_f32_mut(v)) {
@@ -271,14 +259,15 @@ pub(crate) fn relu_in_place<T: Float>(v: &mut [T]) {
     relu_in_place_generic(v)
 }
 
-/// g = g where x > 0, else 0 (the ReLU backward, into the gradient buffer).
-pub(crate) fn mask_positive<T: Float>(g: &mut [T], x: &[T]) {
+/// g = 0 where x ≤ 0, else g (the ReLU backward into the gradient buffer; a NaN x passes its
+/// gradient on, as PyTorch's threshold_backward).
+pub(crate) fn mask_relu<T: Float>(g: &mut [T], x: &[T]) {
     #[cfg(target_arch = "x86_64")]
     if let (true, Some(gv), Some(xv)) = (has_avx2(), as_f32_mut(g), as_f32(x)) {
         // SAFETY: as above.
-        return unsafe { avx2_f32::mask_positive(gv, xv) };
+        return unsafe { avx2_f32::mask_relu(gv, xv) };
     }
-    mask_positive_generic(g, x)
+    mask_relu_generic(g, x)
 }
 
 /// The slice as `[f32]` when T is f32.
@@ -333,35 +322,59 @@ mod avx2_f32 {
         }
     }
 
+    /// One tap of the running maximum and its tag, eight lanes at a time; the tail goes
+    /// through stack arrays of 8 (m padded with −∞ and src with 0, whose lanes are dropped).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2. Loads and stores stay within the first `n` elements of each
+    /// slice, `n` being their common length, as in `lanes`.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn max_into(dst: &mut [f32], src: &[f32]) {
-        // maxps(v, m) is v when v > m and m otherwise (also when either is NaN).
-        lanes(dst, src, src, |m, v, _| _mm256_max_ps(v, m))
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn tag_equal(best: &mut [f32], m: &[f32], src: &[f32], tag: f32) {
+    pub unsafe fn max_tag_into(m: &mut [f32], best: &mut [f32], src: &[f32], tag: f32) {
+        let n = m.len().min(best.len()).min(src.len());
         let t = _mm256_set1_ps(tag);
-        lanes(best, m, src, |b, mv, v| _mm256_blendv_ps(b, t, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, mv)))
+        // take = v > m (ordered) or v unordered with itself (NaN): a blend, no branch.
+        let step = |mp: *mut f32, bp: *mut f32, sp: *const f32| {
+            let (mv, bv, v) = (_mm256_loadu_ps(mp), _mm256_loadu_ps(bp), _mm256_loadu_ps(sp));
+            let take = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, mv), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            _mm256_storeu_ps(mp, _mm256_blendv_ps(mv, v, take));
+            _mm256_storeu_ps(bp, _mm256_blendv_ps(bv, t, take));
+        };
+        let mut i = 0;
+        while i + 8 <= n {
+            step(m.as_mut_ptr().add(i), best.as_mut_ptr().add(i), src.as_ptr().add(i));
+            i += 8;
+        }
+        if i < n {
+            let k = n - i;
+            let (mut a, mut b, mut c) = ([f32::NEG_INFINITY; 8], [0f32; 8], [0f32; 8]);
+            a[..k].copy_from_slice(&m[i..n]);
+            b[..k].copy_from_slice(&best[i..n]);
+            c[..k].copy_from_slice(&src[i..n]);
+            step(a.as_mut_ptr(), b.as_mut_ptr(), c.as_ptr());
+            m[i..n].copy_from_slice(&a[..k]);
+            best[i..n].copy_from_slice(&b[..k]);
+        }
     }
 
     #[target_feature(enable = "avx2")]
     pub unsafe fn relu_in_place(v: &mut [f32]) {
-        // maxps(x, 0) is x when x > 0 and 0 otherwise (NaN and −0 give +0, as the rule does).
+        // maxps(0, x) is 0 when 0 > x and x otherwise, NaN and −0 included: PyTorch's rule
+        // (its CPU ReLU is this instruction with the same operand order).
         let z = _mm256_setzero_ps();
         let mut blocks = v.chunks_exact_mut(8);
         for c in &mut blocks {
-            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_max_ps(_mm256_loadu_ps(c.as_ptr()), z));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_max_ps(z, _mm256_loadu_ps(c.as_ptr())));
         }
         for x in blocks.into_remainder() {
-            *x = if *x > 0.0 { *x } else { 0.0 };
+            *x = if *x < 0.0 { 0.0 } else { *x };
         }
     }
 
     #[target_feature(enable = "avx2")]
-    pub unsafe fn mask_positive(g: &mut [f32], x: &[f32]) {
+    pub unsafe fn mask_relu(g: &mut [f32], x: &[f32]) {
+        // NLE_UQ: not (x ≤ 0), true for NaN, so a NaN input keeps its gradient.
         let z = _mm256_setzero_ps();
-        lanes(g, x, x, |gv, xv, _| _mm256_and_ps(gv, _mm256_cmp_ps::<_CMP_GT_OQ>(xv, z)))
+        lanes(g, x, x, |gv, xv, _| _mm256_and_ps(gv, _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, z)))
     }
 }
 
@@ -387,86 +400,84 @@ mod tests {
         }
     }
 
-    /// The element rules written out once, independently of the kernels: strictly greater
-    /// replaces (a NaN never does, and a NaN already there stays), `==` tags (NaN never
-    /// equal, −0 equal to +0), ReLU and its mask give +0 for anything not > 0.
-    fn rule_max(m: f32, v: f32) -> f32 {
-        if v > m {
-            v
+    /// The element rules written out once, independently of the kernels, as PyTorch states
+    /// them: a window maximum is replaced by a strictly greater value or by a NaN (its tag
+    /// with it); ReLU is 0 below 0 and the value itself otherwise (NaN and −0 pass); its
+    /// gradient is 0 where x ≤ 0 and passes otherwise (also for NaN).
+    fn rule_max_tag(m: f32, b: f32, v: f32, tag: f32) -> (f32, f32) {
+        if v > m || v.is_nan() {
+            (v, tag)
         } else {
-            m
-        }
-    }
-    fn rule_tag(b: f32, m: f32, v: f32, tag: f32) -> f32 {
-        if v == m {
-            tag
-        } else {
-            b
+            (m, b)
         }
     }
     fn rule_relu(x: f32) -> f32 {
-        if x > 0.0 {
-            x
-        } else {
+        if x < 0.0 {
             0.0
+        } else {
+            x
         }
     }
     fn rule_mask(g: f32, x: f32) -> f32 {
-        if x > 0.0 {
-            g
-        } else {
+        if x <= 0.0 {
             0.0
+        } else {
+            g
         }
     }
 
-    /// The four blended updates as one implementation computes them.
+    /// The three blended updates as one implementation computes them.
     struct Blends {
-        max_into: fn(&mut [f32], &[f32]),
-        tag_equal: fn(&mut [f32], &[f32], &[f32], f32),
+        max_tag_into: fn(&mut [f32], &mut [f32], &[f32], f32),
         relu_in_place: fn(&mut [f32]),
-        mask_positive: fn(&mut [f32], &[f32]),
+        mask_relu: fn(&mut [f32], &[f32]),
     }
 
-    /// `blends` give the rules' results bit for bit, on values that include NaN, ±0, ∞ and
+    /// `blends` give the rules' results bit for bit, on values that include NaN, ±0, ±∞ and
     /// ties, and on tails shorter than a vector.
     fn check_blends(path: &str, blends: &Blends) {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        // Hand-checked cases of the rules themselves: (dst, src) → max, relu(dst), mask(dst by src).
-        let (d, s) = ([1.0f32, f32::NAN, -0.0, 0.0, -3.0, 2.0], [f32::NAN, 2.0, 0.0, -0.0, -1.0, 2.0]);
-        let mut x = d.to_vec();
-        (blends.max_into)(&mut x, &s);
-        assert_eq!(bits(&x), bits(&[1.0, f32::NAN, -0.0, 0.0, -1.0, 2.0]), "{path} max_into");
+        let nan = f32::NAN;
+        // Hand-checked cases of the rules themselves: (m, src) → max and tag (best 5, tag 9),
+        // relu(m), mask(m by src).
+        let (d, s) = (
+            [1.0f32, nan, -0.0, 0.0, -3.0, 2.0, nan, f32::NEG_INFINITY],
+            [nan, 2.0, 0.0, -0.0, -1.0, 2.0, nan, f32::NEG_INFINITY],
+        );
+        let (mut x, mut b) = (d.to_vec(), vec![5.0f32; d.len()]);
+        (blends.max_tag_into)(&mut x, &mut b, &s, 9.0);
+        assert_eq!(bits(&x), bits(&[nan, nan, -0.0, 0.0, -1.0, 2.0, nan, f32::NEG_INFINITY]), "{path} max_tag_into");
+        assert_eq!(b, [9.0, 5.0, 5.0, 5.0, 9.0, 5.0, 9.0, 5.0], "{path} max_tag_into tags");
         let mut x = d.to_vec();
         (blends.relu_in_place)(&mut x);
-        assert_eq!(bits(&x), bits(&[1.0, 0.0, 0.0, 0.0, 0.0, 2.0]), "{path} relu_in_place");
+        assert_eq!(bits(&x), bits(&[1.0, nan, -0.0, 0.0, 0.0, 2.0, nan, 0.0]), "{path} relu_in_place");
         let mut x = d.to_vec();
-        (blends.mask_positive)(&mut x, &s);
-        assert_eq!(bits(&x), bits(&[0.0, f32::NAN, 0.0, 0.0, 0.0, 2.0]), "{path} mask_positive");
-        let mut x = vec![5.0f32; 6];
-        (blends.tag_equal)(&mut x, &d, &s, 9.0);
-        assert_eq!(bits(&x), bits(&[5.0, 5.0, 9.0, 9.0, 5.0, 9.0]), "{path} tag_equal");
+        (blends.mask_relu)(&mut x, &s);
+        assert_eq!(bits(&x), bits(&[1.0, nan, 0.0, 0.0, 0.0, 2.0, nan, 0.0]), "{path} mask_relu");
 
-        let vals = [1.5f32, -2.0, 0.0, -0.0, f32::NAN, 3.0, -1.0, 3.0, 0.25, f32::INFINITY, -7.5];
+        let vals = [1.5f32, -2.0, 0.0, -0.0, nan, 3.0, -1.0, 3.0, 0.25, f32::INFINITY, -7.5, f32::NEG_INFINITY];
         let a: Vec<f32> = (0..45).map(|i| vals[i % vals.len()]).collect();
         let b: Vec<f32> = (0..45).map(|i| vals[(i * 7 + 3) % vals.len()]).collect();
+        let tags: Vec<f32> = (0..45).map(|i| (i % 9) as f32).collect();
         for n in [0, 3, 8, 13, 45] {
-            let (a, b) = (&a[..n], &b[..n]);
-            let mut x = a.to_vec();
-            (blends.max_into)(&mut x, b);
-            let want: Vec<f32> = a.iter().zip(b).map(|(&m, &v)| rule_max(m, v)).collect();
-            assert_eq!(bits(&x), bits(&want), "{path} max_into n={n}");
-            let mut x = a.to_vec();
-            (blends.tag_equal)(&mut x, b, a, 9.0);
-            let want: Vec<f32> = a.iter().zip(b).map(|(&v, &m)| rule_tag(v, m, v, 9.0)).collect();
-            assert_eq!(bits(&x), bits(&want), "{path} tag_equal n={n}");
+            let (a, b, tags) = (&a[..n], &b[..n], &tags[..n]);
+            let (mut x, mut t) = (a.to_vec(), tags.to_vec());
+            (blends.max_tag_into)(&mut x, &mut t, b, 9.0);
+            let want: Vec<(f32, f32)> =
+                a.iter().zip(tags).zip(b).map(|((&m, &tg), &v)| rule_max_tag(m, tg, v, 9.0)).collect();
+            assert_eq!(bits(&x), bits(&want.iter().map(|w| w.0).collect::<Vec<_>>()), "{path} max_tag_into n={n}");
+            assert_eq!(t, want.iter().map(|w| w.1).collect::<Vec<_>>(), "{path} max_tag_into tags n={n}");
             let mut x = a.to_vec();
             (blends.relu_in_place)(&mut x);
             let want: Vec<f32> = a.iter().map(|&v| rule_relu(v)).collect();
             assert_eq!(bits(&x), bits(&want), "{path} relu_in_place n={n}");
+            let mut x = vec![0f32; n];
+            relu_into(&mut x, a);
+            assert_eq!(bits(&x), bits(&want), "{path} relu_into n={n}");
             let mut x = b.to_vec();
-            (blends.mask_positive)(&mut x, a);
+            (blends.mask_relu)(&mut x, a);
             let want: Vec<f32> = b.iter().zip(a).map(|(&g, &v)| rule_mask(g, v)).collect();
-            assert_eq!(bits(&x), bits(&want), "{path} mask_positive n={n}");
+            assert_eq!(bits(&x), bits(&want), "{path} mask_relu n={n}");
         }
     }
 
@@ -482,31 +493,28 @@ mod tests {
         check_blends(
             "dispatch",
             &Blends {
-                max_into: max_into::<f32>,
-                tag_equal: tag_equal::<f32>,
+                max_tag_into: max_tag_into::<f32>,
                 relu_in_place: relu_in_place::<f32>,
-                mask_positive: mask_positive::<f32>,
+                mask_relu: mask_relu::<f32>,
             },
         );
         check_blends(
             "portable",
             &Blends {
-                max_into: max_into_generic::<f32>,
-                tag_equal: tag_equal_generic::<f32>,
+                max_tag_into: max_tag_into_generic::<f32>,
                 relu_in_place: relu_in_place_generic::<f32>,
-                mask_positive: mask_positive_generic::<f32>,
+                mask_relu: mask_relu_generic::<f32>,
             },
         );
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            // SAFETY (all four): the CPU supports AVX2 (checked just above).
+            // SAFETY (all three): the CPU supports AVX2 (checked just above).
             check_blends(
                 "avx2",
                 &Blends {
-                    max_into: |d, s| unsafe { avx2_f32::max_into(d, s) },
-                    tag_equal: |b, m, s, t| unsafe { avx2_f32::tag_equal(b, m, s, t) },
+                    max_tag_into: |m, b, s, t| unsafe { avx2_f32::max_tag_into(m, b, s, t) },
                     relu_in_place: |v| unsafe { avx2_f32::relu_in_place(v) },
-                    mask_positive: |g, x| unsafe { avx2_f32::mask_positive(g, x) },
+                    mask_relu: |g, x| unsafe { avx2_f32::mask_relu(g, x) },
                 },
             );
             eprintln!("simd: AVX2 detected; the dispatch, the portable loops and the AVX2 blends were checked");

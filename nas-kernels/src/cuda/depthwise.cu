@@ -7,7 +7,7 @@
 
 template <typename T>
 __device__ __forceinline__ T relu_if(T v, int relu) {
-    return (relu && !(v > T(0))) ? T(0) : v;
+    return (relu && v < T(0)) ? T(0) : v;
 }
 
 // The kernels are instantiated for K = 3 and K = 5 (the DARTS filters: loops unrolled, the
@@ -52,13 +52,13 @@ __device__ void dw_fwd(const T* x, const T* w, T* y, DwArgs g, int relu) {
 NAS_KERNELS(dw_fwd, false, DW_FWD_P, (x, w, y, g, relu))
 
 // gx[j], j = ((b·C + c)·H + iy)·W + ix: Σ over the taps (kh, kw) and outputs (oy, ox) with
-// oy·s − p + kh·d = iy (and the same for x) of w·gy; masked by x > 0 with `relu`.
+// oy·s − p + kh·d = iy (and the same for x) of w·gy; zero where x <= 0 with `relu`.
 template <typename T, int K>
 __device__ __forceinline__ void dw_bwd_x_k(const T* gy, const T* w, const T* x, T* gx, const DwArgs& g, int relu) {
     const i64 n = g.b * g.c * g.h * g.w;
     const i64 k = K > 0 ? K : g.k;
     NAS_FOR(j, n) {
-        if (relu && !(x[j] > T(0))) {
+        if (relu && x[j] <= T(0)) {
             gx[j] = T(0);
             continue;
         }

@@ -3,17 +3,19 @@
 // and the sum over a batch of per-item results (the 1x1 convolutions' weight gradient).
 #include "common.cuh"
 
+// PyTorch's ReLU: 0 where x < 0, x otherwise, so a NaN stays NaN (fmax would drop it).
 template <typename T>
 __device__ void relu_fwd(const T* x, T* y, i64 n) {
-    NAS_FOR(i, n) { y[i] = x[i] > T(0) ? x[i] : T(0); }
+    NAS_FOR(i, n) { y[i] = x[i] < T(0) ? T(0) : x[i]; }
 }
 #define RELU_FWD_P(T) (const T* x, T* y, i64 n)
 NAS_KERNELS(relu_fwd, false, RELU_FWD_P, (x, y, n))
 
-// gx = g where the forward's output y > 0.
+// gx = 0 where the forward's output y <= 0, else g (PyTorch's threshold_backward: a NaN y
+// passes its gradient).
 template <typename T>
 __device__ void relu_bwd(const T* y, const T* g, T* gx, i64 n) {
-    NAS_FOR(i, n) { gx[i] = y[i] > T(0) ? g[i] : T(0); }
+    NAS_FOR(i, n) { gx[i] = y[i] <= T(0) ? T(0) : g[i]; }
 }
 #define RELU_BWD_P(T) (const T* y, const T* g, T* gx, i64 n)
 NAS_KERNELS(relu_bwd, false, RELU_BWD_P, (y, g, gx, n))

@@ -5,14 +5,14 @@ use candle_core::Result;
 use super::{launch, launch_n, Args, Backend, Grads, Kernel};
 use crate::cpu::Float;
 
-/// max(x, 0) of n elements.
+/// ReLU (0 where x < 0, x otherwise; NaN kept) of n elements.
 pub(crate) fn relu<B: Backend, T: Float>(be: &B, x: u64, n: usize) -> Result<B::Buf<T>> {
     let y = be.alloc::<T>(n)?;
     launch_n(be, Kernel::ReluFwd, T::DTYPE, n, Args::new().ptr(x).ptr(be.addr(&y)).i64(n as i64))?;
     Ok(y)
 }
 
-/// g where y > 0.
+/// 0 where y ≤ 0, g otherwise (a NaN y passes g).
 pub(crate) fn relu_backward<B: Backend, T: Float>(be: &B, y: u64, g: u64, n: usize) -> Result<B::Buf<T>> {
     let gx = be.alloc::<T>(n)?;
     launch_n(be, Kernel::ReluBwd, T::DTYPE, n, Args::new().ptr(y).ptr(g).ptr(be.addr(&gx)).i64(n as i64))?;

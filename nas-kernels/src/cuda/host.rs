@@ -132,12 +132,12 @@ fn all<B, const N: usize>(g: [Option<B>; N], what: &str) -> Result<[B; N]> {
     Ok(g.map(|g| g.expect("checked above")))
 }
 
-/// max(x, 0).
+/// ReLU: 0 where x < 0, x otherwise (NaN kept).
 pub fn relu<T: Float>(x: &[T]) -> Result<Vec<T>> {
     super::elementwise::relu(&Host::default(), addr(x), x.len())
 }
 
-/// g where y > 0.
+/// 0 where y ≤ 0, g otherwise (NaN passes g).
 pub fn relu_backward<T: Float>(y: &[T], g: &[T]) -> Result<Vec<T>> {
     super::elementwise::relu_backward(&Host::default(), addr(y), addr(g), y.len())
 }

@@ -7,13 +7,16 @@
 __device__ __forceinline__ i64 pc_source(const PcArgs& g, i64 o) { return (o % g.k) * g.ca + o / g.k; }
 __device__ __forceinline__ i64 pc_target(const PcArgs& g, i64 q) { return (q % g.ca) * g.k + q / g.ca; }
 
-// Offset in an x plane of the maximum of the 2x2 window of output (i, j).
+// Offset in an x plane of the maximum of the 2x2 window of output (i, j), PyTorch's rule:
+// a strictly greater value or a NaN (v != v) replaces it, so a NaN wins (the last one).
 template <typename T>
 __device__ __forceinline__ i64 pc_argmax(const T* xp, const PcArgs& g, i64 i, i64 j) {
     i64 best = 2 * i * g.w + 2 * j;
     const i64 cand[3] = {best + 1, best + g.w, best + g.w + 1};
-    for (int t = 0; t < 3; ++t)
-        if (xp[cand[t]] > xp[best]) best = cand[t];
+    for (int t = 0; t < 3; ++t) {
+        const T v = xp[cand[t]];
+        if (v > xp[best] || v != v) best = cand[t];
+    }
     return best;
 }
 

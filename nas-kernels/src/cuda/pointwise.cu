@@ -10,7 +10,7 @@ __device__ void pw_gather(const T* x, T* out, PwArgs g, int relu) {
     NAS_FOR(i, n) {
         const i64 j = i % g.ow, r = (i / g.ow) % g.oh, plane = i / (g.ow * g.oh);
         const T v = x[plane * g.h * g.w + (g.offset + g.stride * r) * g.w + g.offset + g.stride * j];
-        out[i] = (relu && !(v > T(0))) ? T(0) : v;
+        out[i] = (relu && v < T(0)) ? T(0) : v;
     }
 }
 #define PW_GATHER_P(T) (const T* x, T* out, PwArgs g, int relu)
@@ -27,7 +27,7 @@ __device__ void pw_scatter(const T* gs, const T* x, T* gx, PwArgs g, int relu) {
             tx / g.stride < g.ow) {
             v = gs[plane * g.oh * g.ow + (ty / g.stride) * g.ow + tx / g.stride];
         }
-        gx[k] = (relu && !(x[k] > T(0))) ? T(0) : v;
+        gx[k] = (relu && x[k] <= T(0)) ? T(0) : v;
     }
 }
 #define PW_SCATTER_P(T) (const T* gs, const T* x, T* gx, PwArgs g, int relu)

@@ -1,8 +1,8 @@
 // 3x3 pooling with padding 1 (stride 1 or 2): max pooling records the tap (0..9, row-major in
-// the window) of each output's first maximum, and its gradient goes back only there; average
-// pooling divides by the number of in-image pixels of the window. Both gradients are gathers
-// (one thread per input pixel over the windows that contain it). Also the valid k x k average
-// pooling of the auxiliary head.
+// the window) of each output's first maximum (or last NaN, which is then the output), and its
+// gradient goes back only there; average pooling divides by the number of in-image pixels of
+// the window. Both gradients are gathers (one thread per input pixel over the windows that
+// contain it). Also the valid k x k average pooling of the auxiliary head.
 #include "common.cuh"
 
 template <typename T>
@@ -12,16 +12,16 @@ __device__ void pool_max_fwd(const T* x, T* y, unsigned char* tap, PoolArgs g) {
         const i64 ox = i % g.ow, oy = (i / g.ow) % g.oh, plane = i / (g.ow * g.oh);
         const T* xp = x + plane * g.h * g.w;
         const i64 y0 = oy * g.stride - 1, x0 = ox * g.stride - 1;
-        // As the CPU kernels: the running maximum is replaced only by a strictly greater
-        // value, so ties keep the first tap; an all −inf window keeps tap 0 when it is in the
-        // image and the centre otherwise.
-        int best = (y0 >= 0 && x0 >= 0) ? 0 : 4;
+        // PyTorch's max_pool2d scan, as the CPU kernels: a strictly greater value or a NaN
+        // (v != v) replaces the running maximum, so ties keep the first tap and the last NaN
+        // wins; an all −inf window keeps its first in-image tap (the clipped top-left).
+        int best = (y0 < 0 ? 3 : 0) + (x0 < 0 ? 1 : 0);
         T m = -INFINITY;
         for (int t = 0; t < 9; ++t) {
             const i64 iy = y0 + t / 3, ix = x0 + t % 3;
             if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
             const T v = xp[iy * g.w + ix];
-            if (v > m) {
+            if (v > m || v != v) {
                 m = v;
                 best = t;
             }
