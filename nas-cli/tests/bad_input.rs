@@ -313,6 +313,19 @@ bad_input! {
     data_cifar10_without_batches: "search --data cifar10:{tmp} --out {run}" => ["no data_batch_*.bin"];
     data_cifar10_truncated: "search --data cifar10:{tmp}/c10 --out {run}" => ["data_batch_1.bin", "truncated"],
         setup = |d: &Path| { cifar10(&[("data_batch_1.bin", 3)])(d); edit_file("c10/data_batch_1.bin", |b| b.truncate(b.len() - 100))(d) };
+    data_cifar_pickle_naming_os_system: "search --data cifar10:{tmp} --out {run}" => ["data_batch_1", "`os.system`"],
+        setup = |d: &Path| for f in ["data_batch_1", "test_batch", "batches.meta"] {
+            std::fs::write(d.join(f), b"\x80\x02cos\nsystem\nU\x02lsR.").unwrap()
+        };
+    data_cifar_pickle_of_floats: "search --data cifar10:{tmp} --out {run}" => ["data_batch_1", "dtype `f8`"],
+        setup = |d: &Path| for f in ["data_batch_1", "test_batch", "batches.meta"] {
+            std::fs::write(d.join(f), b"\x80\x02cnumpy\ndtype\nU\x02f8K\x00K\x01\x87R.").unwrap()
+        };
+    data_cifar_truncated_archive: "search --data cifar10:{tmp}/cifar-10-python.tar.gz --out {run}" => ["cifar-10-python.tar.gz", "not a readable tar archive"],
+        setup = |d: &Path| {
+            let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nas-core/tests/fixtures/cifar/archives/cifar-10-python.tar.gz");
+            std::fs::write(d.join("cifar-10-python.tar.gz"), &std::fs::read(archive).unwrap()[..3000]).unwrap()
+        };
     data_cifar10_oversized: "search --data cifar10:{tmp}/c10 --out {run}" => ["data_batch_1.bin", "not a whole number of 3073-byte records"],
         setup = |d: &Path| { cifar10(&[("data_batch_1.bin", 3)])(d); edit_file("c10/data_batch_1.bin", |b| b.extend([0u8; 7]))(d) };
     data_cifar10_empty_file: "search --data cifar10:{tmp}/c10 --out {run}" => ["data_batch_2.bin", "empty"], setup = cifar10(&[("data_batch_1.bin", 64), ("data_batch_2.bin", 0)]);
