@@ -7,10 +7,9 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use nas_core::checkpoint::write_atomic;
 use nas_core::RunDir;
-use nas_eval::{Recipe, Trained};
+use nas_eval::Trained;
 
-use crate::config_flags::{self, ConfigFlags};
-use crate::train_cmd::{self, GenotypeArg};
+use crate::train_cmd::NetworkArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -35,27 +34,20 @@ pub struct ExportArgs {
     /// Where to write the model
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    // The network of --weights, as `nas train` builds it.
     #[command(flatten)]
-    genotype: GenotypeArg,
-    /// Whose recipe the network flags start from (with --weights): darts or pc-darts
-    #[arg(long, value_name = "R")]
-    recipe: Option<Recipe>,
-    #[command(flatten)]
-    settings: ConfigFlags<config_flags::Train>,
+    network: NetworkArgs,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let trained = match (&args.run, &args.weights) {
         (Some(run), None) => {
-            if args.genotype.genotype.is_some() || !args.settings.is_empty() || args.recipe.is_some() {
+            if !args.network.is_empty() {
                 bail!("RUN holds the genotype and the network's settings; --genotype and its flags go with --weights")
             }
             Trained::from_run(&RunDir::open(run)?)?
         }
-        (None, Some(weights)) => {
-            let cfg = train_cmd::resolve(&args.genotype, args.recipe, &args.settings)?;
-            Trained::from_weights(cfg, weights)?
-        }
+        (None, Some(weights)) => Trained::from_weights(args.network.resolve()?, weights)?,
         _ => bail!("give a run directory of nas train (RUN), or --weights FILE with --genotype"),
     };
     let bytes = match args.format {

@@ -175,7 +175,7 @@ impl EventFile {
     pub fn create(dir: &Path) -> anyhow::Result<Self> {
         let flag = || format!("--tensorboard {}", dir.display());
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the directory", flag()))?;
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let secs = now() as u64;
         let base = format!("events.out.tfevents.{secs}.{}", hostname());
         let mut n = 0;
         let (file, path) = loop {

@@ -26,9 +26,10 @@ pub struct GenotypeArg {
     pub genotype: Option<String>,
 }
 
+/// The network and its training as `nas train` takes them: `--genotype`, `--recipe` and the
+/// training flags (also `nas export` of a weights file).
 #[derive(Args, Debug, Default)]
-#[command(allow_negative_numbers = true)]
-pub struct TrainArgs {
+pub struct NetworkArgs {
     #[command(flatten)]
     genotype: GenotypeArg,
     /// Whose recipe to start from: darts or pc-darts (on ImageNet: batch 1024, lr 0.5, linear
@@ -37,13 +38,14 @@ pub struct TrainArgs {
     recipe: Option<Recipe>,
     #[command(flatten)]
     settings: ConfigFlags<config_flags::Train>,
-    #[command(flatten)]
-    run: RunDirArgs,
-    #[command(flatten)]
-    tensorboard: TensorBoardArg,
 }
 
-impl TrainArgs {
+impl NetworkArgs {
+    /// Whether none of these flags was given.
+    pub fn is_empty(&self) -> bool {
+        self.genotype.genotype.is_none() && self.recipe.is_none() && self.settings.is_empty()
+    }
+
     /// Lays the flags that were given over `c` (the genotype included).
     fn apply(&self, c: &TrainConfig) -> anyhow::Result<TrainConfig> {
         let mut c = c.clone();
@@ -57,31 +59,29 @@ impl TrainArgs {
     }
 
     /// The recipe of the genotype and the network (`--net`) with the flags laid over it.
-    fn resolve(&self) -> anyhow::Result<TrainConfig> {
-        resolve(&self.genotype, self.recipe, &self.settings)
+    pub fn resolve(&self) -> anyhow::Result<TrainConfig> {
+        let Some(g) = &self.genotype.genotype else {
+            bail!("--genotype is required (a file, a run directory or a built-in name)")
+        };
+        let overlay = self.settings.overlay();
+        let net = match get_path(&overlay, "model.net") {
+            Some(v) => serde_json::from_value(v.clone())?,
+            None => NetKind::default(),
+        };
+        let c = TrainConfig::recipe(&Genotype::load(g)?, net, self.recipe.unwrap_or_default());
+        self.apply(&c)
     }
 }
 
-/// The recipe of `--genotype` and the network (`--net`) with the flags laid over it (`nas
-/// train`, and `nas export` of a weights file).
-pub fn resolve(
-    genotype: &GenotypeArg,
-    recipe: Option<Recipe>,
-    settings: &ConfigFlags<config_flags::Train>,
-) -> anyhow::Result<TrainConfig> {
-    let Some(g) = &genotype.genotype else {
-        bail!("--genotype is required (a file, a run directory or a built-in name)")
-    };
-    let overlay = settings.overlay();
-    let net = match get_path(&overlay, "model.net") {
-        Some(v) => serde_json::from_value(v.clone())?,
-        None => NetKind::default(),
-    };
-    let c = TrainConfig::recipe(&Genotype::load(g)?, net, recipe.unwrap_or_default());
-    if settings.is_empty() {
-        return Ok(c);
-    }
-    Ok(c.with_overlay(&overlay)?)
+#[derive(Args, Debug, Default)]
+#[command(allow_negative_numbers = true)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    run: RunDirArgs,
+    #[command(flatten)]
+    tensorboard: TensorBoardArg,
 }
 
 pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
@@ -90,11 +90,11 @@ pub fn run(args: TrainArgs, g: &Globals) -> anyhow::Result<()> {
         let (cfg, dir) = run_setup::reopen(
             args.run.out.as_deref(),
             |v| Ok(TrainConfig::from_json_value(v)?),
-            |saved| args.apply(&saved),
+            |saved| args.network.apply(&saved),
         )?;
         (cfg, Some(dir))
     } else {
-        (args.resolve()?, None)
+        (args.network.resolve()?, None)
     };
     let mut trainer = Trainer::new(cfg.clone().validate()?).context("cannot start training")?;
     let mut progress = Progress::new(g.quiet).with_tensorboard(args.tensorboard.open()?);

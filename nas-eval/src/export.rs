@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use nas_core::checkpoint::load_tensors;
+use nas_core::checkpoint::{load_tensors, LoadedTensors};
 use nas_core::data::{Dataset, Normalize};
 use nas_core::onnx::{Dim, Graph, ModelIo};
 use nas_core::run_dir::{RunDir, CHECKPOINT, CONFIG, DATASET, WEIGHTS};
@@ -90,17 +90,18 @@ pub(crate) fn run_config(dir: &RunDir) -> Result<TrainConfig> {
     TrainConfig::from_json_value(v).map_err(|e| Error::run_dir(dir.file(CONFIG), e.to_string()))
 }
 
-/// Loads `path`'s tensors (those under `prefix`) into the network of `cfg` for `data`.
+/// The network of `cfg` for `data` with the tensors of `loaded` (read from `path`) under
+/// `prefix`.
 pub(crate) fn load_model(
     cfg: &ValidTrainConfig,
     data: &DataInfo,
-    path: &Path,
+    (path, loaded): (&Path, &LoadedTensors),
     prefix: &str,
     device: &Device,
 ) -> Result<EvalModel> {
     let task = search_spaces::TaskShape { num_classes: data.num_classes, in_channels: data.image_shape.0 };
     let model = EvalModel::new(&cfg.genotype, &cfg.model, task, cfg.seed, device)?;
-    model.weights().load(&load_tensors(path, device)?.with_prefix(prefix), false).map_err(|e| {
+    model.weights().load(&loaded.with_prefix(prefix), false).map_err(|e| {
         Error::run_dir(path, format!("{e} (was the network trained on data with the same classes and image size?)"))
     })?;
     Ok(model)
@@ -121,7 +122,7 @@ impl Trained {
             None => DataInfo::of(&load_data(&cfg, &cfg.data.spec)?.0),
         };
         let (path, prefix) = run_weights(dir)?;
-        let model = load_model(&cfg, &data, &path, prefix, &Device::Cpu)?;
+        let model = load_model(&cfg, &data, (&path, &load_tensors(&path, &Device::Cpu)?), prefix, &Device::Cpu)?;
         Ok(Self { cfg, model, data })
     }
 
@@ -133,7 +134,7 @@ impl Trained {
         let data = DataInfo::of(&load_data(&cfg, &cfg.data.spec)?.0);
         let loaded = load_tensors(path, &Device::Cpu)?;
         let prefix = if loaded.tensors.keys().any(|k| k.starts_with("weights.")) { "weights." } else { "" };
-        let model = load_model(&cfg, &data, path, prefix, &Device::Cpu)?;
+        let model = load_model(&cfg, &data, (path, &loaded), prefix, &Device::Cpu)?;
         Ok(Self { cfg, model, data })
     }
 

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
-use nas_core::checkpoint::{save_tensors, LoadedTensors};
+use nas_core::checkpoint::{load_tensors, save_tensors, LoadedTensors};
 use nas_core::data::{
     Augment, BatchPlan, DataSpec, Dataset, HostBatch, LoadOptions, Normalize, Samples, Shard, StepIter,
 };
@@ -111,7 +111,7 @@ impl From<Tally> for EvalResult {
     }
 }
 
-pub(crate) fn task_of(data: &Dataset) -> TaskShape {
+fn task_of(data: &Dataset) -> TaskShape {
     TaskShape { num_classes: data.num_classes, in_channels: data.train.shape().0 }
 }
 
@@ -389,6 +389,6 @@ pub fn evaluate_run(
     let (_, height, width) = ds.train.shape();
     cfg.check_input_size(height, width)?;
     let (path, prefix) = run_weights(dir)?;
-    let model = load_model(&cfg, &DataInfo::of(&ds), &path, prefix, &device)?;
+    let model = load_model(&cfg, &DataInfo::of(&ds), (&path, &load_tensors(&path, &device)?), prefix, &device)?;
     Ok(EvalResult::from(evaluate_model(&model, &test, &ds.normalize, cfg.data.batch_size, &device, sink)?))
 }

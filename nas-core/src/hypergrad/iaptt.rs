@@ -11,12 +11,13 @@
 //! current weights at the first step, then carried from step to step by its own SGD (kept in
 //! checkpoints); the real weight step is untouched. The virtual steps are plain SGD with the
 //! optimiser's current lr ξ on the current training batch, as the reference's inner loop. The
-//! reverse pass is `truncated_rad`'s with no momentum and no weight decay, carried down to
-//! w̄_0 = ∂/∂z. A step costs 2K + 2k̄ + 1 gradient evaluations and K loss evaluations.
+//! reverse pass is `truncated_rad::reverse_steps` with no momentum and no weight decay, carried
+//! down to w̄_0 = ∂/∂z. A step costs 2K + 2k̄ + 1 gradient evaluations and K loss evaluations.
 
 use candle_core::{Result, Tensor};
 
-use super::{axpy, both_sides, difference, scaled, Bilevel, Hypergradient, SgdState, WeightGuard, DARTS_FD_STEP};
+use super::truncated_rad::reverse_steps;
+use super::{axpy, Bilevel, Hypergradient, SgdState, WeightGuard, DARTS_FD_STEP};
 
 /// Checkpoint names of z, one per weight.
 const STATE: &str = "iaptt.z.";
@@ -78,18 +79,12 @@ impl Hypergradient for Iaptt {
         self.truncation = kbar;
         guard.set(&iterates[kbar])?;
         let val = p.val_grads(true, true)?;
-        // Reverse through steps k̄ − 1 … 0 (no momentum, no weight decay), down to w̄_0.
-        let mut g_alpha = val.a;
-        let mut w_bar = val.w;
-        for t in (0..kbar).rev() {
-            let a = scaled(&w_bar, -st.lr)?;
-            let (plus, minus, inv_2eps) =
-                both_sides(&mut guard, &iterates[t], &a, self.fd_step, || p.train_grads(true, true))?;
-            let mixed = difference(&plus.a, &minus.a, &inv_2eps)?;
-            g_alpha = g_alpha.iter().zip(&mixed).map(|(g, m)| g + m).collect::<Result<_>>()?;
-            let hv = difference(&plus.w, &minus.w, &inv_2eps)?;
-            w_bar = axpy(&w_bar, 1.0, &hv)?;
-        }
+        // Reverse through steps k̄ − 1 … 0 (plain SGD: no momentum, no weight decay), down to w̄_0.
+        let plain = SgdState { lr: st.lr, momentum: 0.0, weight_decay: 0.0, momentum_buffers: Vec::new() };
+        let (g_alpha, w_bar) =
+            reverse_steps(&mut guard, &iterates[..kbar], val, &plain, self.fd_step, true, |_, _| {
+                p.train_grads(true, true)
+            })?;
         guard.restore()?;
         let z_next = axpy(&z, -self.z_lr, &w_bar)?;
         self.z = Some(match p.weight_box() {

@@ -117,23 +117,42 @@ impl Hypergradient for TruncatedRad {
         guard.set(&w)?;
         let val = p.val_grads(true, true)?;
         drop(w);
-        // Reverse.
-        let mut g_alpha = val.a;
-        let mut w_bar = val.w;
-        let mut a = scaled(&w_bar, -st.lr)?;
-        for t in (0..k).rev() {
-            let want_w = t > 0;
-            let (plus, minus, inv_2eps) =
-                both_sides(&mut guard, &iterates[t], &a, self.fd_step, || self.step_grads(p, t, want_w, true))?;
-            let mixed = difference(&plus.a, &minus.a, &inv_2eps)?;
-            g_alpha = g_alpha.iter().zip(&mixed).map(|(g, m)| g + m).collect::<Result<_>>()?;
-            if want_w {
-                let hv = difference(&plus.w, &minus.w, &inv_2eps)?;
-                w_bar = axpy(&axpy(&w_bar, 1.0, &hv)?, st.weight_decay, &a)?;
-                a = axpy(&scaled(&a, st.momentum)?, -st.lr, &w_bar)?;
-            }
-        }
+        let (g_alpha, _) = reverse_steps(&mut guard, &iterates, val, st, self.fd_step, false, |t, want_w| {
+            self.step_grads(p, t, want_w, true)
+        })?;
         guard.restore()?;
         Ok(g_alpha)
     }
+}
+
+/// Reverse mode through the SGD steps from the stored iterates w_0 … w_{K−1} (step t's
+/// objective's gradients at the weights `guard` set, from `grads(t, want_w)`, α always), given
+/// `val`, L_val's gradients at w_K: the α gradient and, with `to_start`, w̄_0 = ∂L_val/∂w_0
+/// (IAPTT-GM's gradient of its initialisation auxiliary; empty otherwise, which saves the
+/// weight part of step 0's products). The recursion with the optimiser's ξ, μ and λ of `st`
+/// is the module's.
+pub(super) fn reverse_steps(
+    guard: &mut WeightGuard,
+    iterates: &[Vec<Tensor>],
+    val: Grads,
+    st: &SgdState,
+    fd_step: f64,
+    to_start: bool,
+    grads: impl Fn(usize, bool) -> Result<Grads>,
+) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let mut g_alpha = val.a;
+    let mut w_bar = val.w;
+    let mut a = scaled(&w_bar, -st.lr)?;
+    for t in (0..iterates.len()).rev() {
+        let want_w = t > 0 || to_start;
+        let (plus, minus, inv_2eps) = both_sides(guard, &iterates[t], &a, fd_step, || grads(t, want_w))?;
+        let mixed = difference(&plus.a, &minus.a, &inv_2eps)?;
+        g_alpha = g_alpha.iter().zip(&mixed).map(|(g, m)| g + m).collect::<Result<_>>()?;
+        if want_w {
+            let hv = difference(&plus.w, &minus.w, &inv_2eps)?;
+            w_bar = axpy(&axpy(&w_bar, 1.0, &hv)?, st.weight_decay, &a)?;
+            a = axpy(&scaled(&a, st.momentum)?, -st.lr, &w_bar)?;
+        }
+    }
+    Ok((g_alpha, if to_start { w_bar } else { Vec::new() }))
 }

@@ -200,11 +200,10 @@ impl Nb201Network {
         if self.genotype.is_none() {
             return Err(Error::Config("the nb201 search network has no ONNX form; export a derived network".into()));
         }
-        let h = g.scoped("stem", |g| -> nas_core::Result<String> {
+        let mut h = g.scoped("stem", |g| -> nas_core::Result<String> {
             let h = g.scoped(0, |g| self.stem_conv.onnx(g, x))?;
             g.scoped(1, |g| self.stem_bn.onnx(g, &h))
         })?;
-        let mut h = h;
         for (i, b) in self.blocks.iter().enumerate() {
             h = g.scoped("cells", |g| {
                 g.scoped(i, |g| match b {
