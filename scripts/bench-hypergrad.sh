@@ -9,7 +9,9 @@
 #   scripts/bench-hypergrad.sh 3 "--channels 8 --layers 5 --batch-size 16" "--C 8 --layers 5 --batch 16"
 #
 # Environment: NAS (binary, default target/release/nas), PYTHON (with torch), REF (path of
-# darts_ref.py), THREADS (default 2).
+# darts_ref.py), THREADS (default 2), WITH_FAD=1 to add forward mode (two timed steps after
+# one untimed: its tangent costs 2·dim(α) evaluations per step, 448 in the darts space, so a
+# step takes minutes on the CPU).
 set -euo pipefail
 rounds=${1:?rounds}; nas_size=${2:?nas size args}; ref_size=${3:?ref size args}
 NAS=${NAS:-target/release/nas}
@@ -22,9 +24,14 @@ methods=(
   "second-order|--method second-order"
   "unrolled K=2|--method unrolled --unroll-steps 2"
   "unrolled K=3|--method unrolled --unroll-steps 3"
+  "bda K=2|--method bda --unroll-steps 2"
+  "iaptt-gm K=2|--method iaptt-gm --unroll-steps 2"
   "implicit J=5|--method implicit --neumann-steps 5"
   "implicit-cg J=5|--method implicit-cg --cg-steps 5"
 )
+if [ "${WITH_FAD:-0}" = 1 ]; then
+  methods+=("fad|--method fad --steps 2 --warmup 1")
+fi
 refs=("weights-only|weights_only" "first-order|first" "second-order|second")
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

@@ -39,6 +39,40 @@ fn search_on_synthetic_writes_the_run_directory() {
     assert_rejected(&nas(&again), &["already exists"]);
 }
 
+/// Forward mode in nb201 end to end; in the darts space at the paper's size its tangents are
+/// refused before the run starts, naming the sizes and the limit that would fit.
+#[test]
+fn forward_mode_searches_nb201_and_refuses_tangents_over_its_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("fad");
+    let mut args = vec!["search", "--preset", "quick", "--space", "nb201", "--method", "fad", "--fad-reset", "2"];
+    args.extend(["--image-size", "8"]);
+    args.extend(["--out", out.to_str().unwrap(), "-q"]);
+    args.extend(TINY);
+    let o = nas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["method"], serde_json::json!({"name": "fad", "fad_reset": 2, "fad_max_mem": null}));
+    assert!(out.join("genotype.json").exists());
+
+    let big = tmp.path().join("big");
+    let o = nas(&[
+        "search",
+        "--preset",
+        "quick",
+        "--method",
+        "fad",
+        "--fad-max-mem",
+        "64MiB",
+        "--subset",
+        "64",
+        "--out",
+        big.to_str().unwrap(),
+    ]);
+    assert_rejected(&o, &["tangents need", "α entries", "--fad-max-mem 64.0 MiB", "pass --fad-max-mem"]);
+}
+
 #[test]
 fn second_order_unrolled_and_implicit_searches_run_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();

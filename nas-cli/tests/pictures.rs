@@ -244,7 +244,10 @@ fn bilevel_runs_every_hypergradient_method_on_a_toy_problem_and_draws_them() {
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let methods: Vec<&str> = lines.iter().map(|l| l["method"].as_str().unwrap()).collect();
-    assert_eq!(methods, ["first-order", "second-order", "unrolled", "bda", "iaptt-gm", "implicit", "implicit-cg"]);
+    assert_eq!(
+        methods,
+        ["first-order", "second-order", "unrolled", "bda", "iaptt-gm", "fad", "implicit", "implicit-cg"]
+    );
     // ‖x − x*‖ = ‖e‖ = 2 at the start (n = 4); first order never moves x.
     assert_eq!(lines[0]["distance"], 2.0);
     for l in &lines[1..] {

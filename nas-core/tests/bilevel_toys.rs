@@ -7,10 +7,14 @@
 //!   (c = 1) would stop at e/2, never at x* = e;
 //! - non-convex: the stated solution is a lower-level minimiser on the box with F = −x*;
 //! - ridge: conjugate gradient at the best response reaches the closed-form hypergradient,
-//!   and the implicit rules drive x to x*.
+//!   and the implicit rules drive x to x*; forward mode along N lower-level steps from the best
+//!   response equals the closed form of its tangent, −ξΣ_{s<N}(I − ξH)^s·diag(e^x ⊙ y*), and so
+//!   the exact hypergradient as N grows.
 
 use nas_core::hypergrad::toys::{self, ridge_hypergradient, Budget, RidgeData, Toy};
-use nas_core::hypergrad::{Bilevel, ConjugateGradient, FirstOrder, Hypergradient, Neumann, OneStageRad, SgdState};
+use nas_core::hypergrad::{
+    Bilevel, ConjugateGradient, FirstOrder, ForwardMode, Hypergradient, Neumann, OneStageRad, SgdState,
+};
 
 fn fixed_point(rule: &mut dyn Hypergradient, xi: f64) -> Vec<f64> {
     let toy = Toy::new("non-singleton", 3).unwrap();
@@ -198,4 +202,53 @@ fn iaptt_gm_differentiates_the_pessimistic_truncation_and_solves_its_example() {
     let toy = Toy::new("non-convex", 1).unwrap();
     let trace = toys::run(&toy, &mut Neumann { terms: 5 }, Budget::default_for("non-convex")).unwrap();
     assert!((toy.x().unwrap()[0] - 1.0).abs() < 1e-12 && trace.last().unwrap().distance > 7.0);
+}
+
+/// Forward mode on the ridge problem from the lower level's solution: the steps stay there
+/// (∇_y f = 0), so after N steps the tangent is Z_N = −ξΣ_{s<N}(I − ξH)^s·B with
+/// B = ∂²f/∂y∂x = diag(e^x ⊙ y*), and the hypergradient Z_Nᵀ(y* − y_target) — computed here on
+/// the host — tends to the exact one, −B·H⁻¹(y* − y_target).
+#[test]
+fn forward_mode_on_ridge_follows_the_closed_form_of_its_tangent() {
+    let d = RidgeData::fixed();
+    let toy = Toy::new("ridge", 1).unwrap();
+    let x = toy.x().unwrap();
+    let y = d.best_response(&x);
+    let n = y.len();
+    toy.weights()[0].set(&candle_core::Tensor::from_vec(y.clone(), n, &candle_core::Device::Cpu).unwrap()).unwrap();
+    let xi = 0.1;
+    let st = SgdState { lr: xi, momentum: 0.0, weight_decay: 0.0, momentum_buffers: vec![None] };
+    let h = d.hessian(&x);
+    let r: Vec<f64> = y.iter().zip(&d.target).map(|(a, b)| a - b).collect();
+    let b: Vec<f64> = (0..n).map(|i| x[i].exp() * y[i]).collect();
+    // Host tangent: Z ← (I − ξH)Z − ξB, column j of B being b_j·e_j.
+    let mut z = vec![vec![0.0; n]; n]; // z[j] = dy/dx_j
+    let mut fad = ForwardMode::new(0);
+    fad.fd_step = 1e-6;
+    for steps in 1..=200 {
+        fad.before_step(&toy, &st).unwrap();
+        for (j, zj) in z.iter_mut().enumerate() {
+            let hz: Vec<f64> = (0..n).map(|i| (0..n).map(|k| h[i][k] * zj[k]).sum()).collect();
+            for i in 0..n {
+                zj[i] -= xi * (hz[i] + if i == j { b[j] } else { 0.0 });
+            }
+        }
+        // The real step: y stays at the solution (its gradient is zero there, up to rounding).
+        let g = toy.train_grads(true, false).unwrap().w[0].to_vec1::<f64>().unwrap();
+        assert!(g.iter().all(|v| v.abs() < 1e-12), "{g:?}");
+        if [1, 10, 200].contains(&steps) {
+            let got = fad.hypergradient(&toy, &st).unwrap()[0].to_vec1::<f64>().unwrap();
+            let want: Vec<f64> = z.iter().map(|zj| zj.iter().zip(&r).map(|(a, b)| a * b).sum()).collect();
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for (a, w) in got.iter().zip(&want) {
+                assert!((a - w).abs() <= 1e-8 * scale, "after {steps} steps: {got:?} vs {want:?}");
+            }
+            if steps == 200 {
+                let exact = ridge_hypergradient(&d, &x);
+                for (a, w) in got.iter().zip(&exact) {
+                    assert!((a - w).abs() <= 1e-6 * scale, "{got:?} vs the exact {exact:?}");
+                }
+            }
+        }
+    }
 }

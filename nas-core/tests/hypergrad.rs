@@ -479,3 +479,110 @@ fn an_error_mid_step_leaves_the_weights_untouched() {
         assert_eq!(before, after, "weights perturbed after a failure at call {}", fail_after + 1);
     }
 }
+
+/// FAR-HO's own check of `ForwardHG` against `ReverseHG` (tests/check forward.ipynb):
+/// v₁ = [[1, −1, 1], [2, 10, 2]], v₂ = [−1, 1, 0.2], λ = 1; L_train = mean(v₁²) + Σλ·v₂²,
+/// L_val = mean(v₁·v₂); 10 momentum steps with η = 0.1, μ = 0.5. The notebook prints the λ
+/// hypergradient (float32) [−0.018393531, 0.055180617, 0.0036787055]. Forward mode along the
+/// ten real steps equals T-RAD through the same ten steps in f64 to 1e-10 (the products are
+/// exact here: ∇L_train is bilinear in (λ, v₂)), and both equal the notebook's figures to
+/// float32 precision.
+fn far_ho_problem() -> FnProblem {
+    let v1 = Tensor::new(&[[1.0f64, -1.0, 1.0], [2.0, 10.0, 2.0]], &Device::Cpu).unwrap();
+    let v2 = Tensor::new(&[-1.0f64, 1.0, 0.2], &Device::Cpu).unwrap();
+    let lambda = Tensor::ones(3, candle_core::DType::F64, &Device::Cpu).unwrap();
+    let train = || -> LossFn {
+        Box::new(|w: &[Tensor], a: &[Tensor]| w[0].sqr()?.mean_all()? + (&a[0] * w[1].sqr()?)?.sum_all()?)
+    };
+    FnProblem {
+        w: vec![Var::from_tensor(&v1).unwrap(), Var::from_tensor(&v2).unwrap()],
+        a: vec![Var::from_tensor(&lambda).unwrap()],
+        train: train(),
+        more_train: (0..9).map(|_| train()).collect(),
+        val: Box::new(|w: &[Tensor], _a: &[Tensor]| w[0].broadcast_mul(&w[1])?.mean_all()),
+        fail_after: None,
+        calls: Cell::new(0),
+    }
+}
+
+#[test]
+fn forward_mode_equals_reverse_mode_on_far_ho_check() {
+    use nas_core::hypergrad::ForwardMode;
+    let p = far_ho_problem();
+    let (lr, mu) = (0.1, 0.5);
+    let start = SgdState { lr, momentum: mu, weight_decay: 0.0, momentum_buffers: vec![None, None] };
+    let reverse = host(&TruncatedRad::new(10).hypergradient(&p, &start).unwrap());
+
+    // Ten real momentum steps, the tangent following each; then the hypergradient at w_10.
+    let mut fad = ForwardMode::new(0);
+    let mut m: Vec<Option<Tensor>> = vec![None, None];
+    for _ in 0..10 {
+        let st =
+            SgdState { lr, momentum: mu, weight_decay: 0.0, momentum_buffers: m.iter().map(Option::as_ref).collect() };
+        fad.before_step(&p, &st).unwrap();
+        let g = p.train_grads(true, false).unwrap().w;
+        for ((v, g), m) in p.w.iter().zip(g).zip(m.iter_mut()) {
+            let next = match m.take() {
+                Some(old) => ((old * mu).unwrap() + g).unwrap(),
+                None => g,
+            };
+            v.set(&(v.as_tensor() - (&next * lr).unwrap()).unwrap()).unwrap();
+            *m = Some(next);
+        }
+    }
+    assert_eq!(fad.steps(), 10);
+    let forward = host(&fad.hypergradient(&p, &start).unwrap());
+    let diff = forward.iter().zip(&reverse).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    println!("FAR-HO check: forward {forward:?}, reverse {reverse:?}, max diff {diff:.1e}");
+    assert!(diff < 1e-10, "{forward:?} vs {reverse:?}");
+    let notebook = [-0.018393531, 0.055180617, 0.0036787055];
+    for (a, b) in forward.iter().zip(notebook) {
+        assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{forward:?} vs FAR-HO's {notebook:?}");
+    }
+}
+
+/// Resetting every N steps keeps only the last N steps' dependence: after 10 steps with a reset
+/// every 4, the tangent equals one that started fresh two steps ago (steps 8 and 9), and a
+/// checkpoint of its state restores it exactly.
+#[test]
+fn forward_mode_reset_truncates_and_its_state_restores() {
+    use nas_core::hypergrad::ForwardMode;
+    let p = far_ho_problem();
+    let st = SgdState { lr: 0.1, momentum: 0.0, weight_decay: 0.01, momentum_buffers: vec![None, None] };
+    let step = |p: &FnProblem| {
+        let g = p.train_grads(true, false).unwrap().w;
+        for (v, g) in p.w.iter().zip(g) {
+            let d = (g + (v.as_tensor() * 0.01).unwrap()).unwrap();
+            v.set(&(v.as_tensor() - (d * 0.1).unwrap()).unwrap()).unwrap();
+        }
+    };
+    let mut reset = ForwardMode::new(4);
+    let mut fresh = ForwardMode::new(0);
+    for t in 0..10 {
+        reset.before_step(&p, &st).unwrap();
+        if t >= 8 {
+            fresh.before_step(&p, &st).unwrap();
+        }
+        step(&p);
+    }
+    assert_eq!(reset.steps(), 2);
+    let (a, b) = (host(&reset.hypergradient(&p, &st).unwrap()), host(&fresh.hypergradient(&p, &st).unwrap()));
+    assert_eq!(a, b);
+    // No momentum: no momentum tangent in the state.
+    let state = reset.state();
+    assert!(
+        state.iter().all(|(n, _)| !n.starts_with("fad.y.")),
+        "{:?}",
+        state.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    let mut back = ForwardMode::new(4);
+    back.load_state(&|n| state.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone())).unwrap();
+    assert_eq!(back.steps(), 2);
+    for _ in 0..3 {
+        back.before_step(&p, &st).unwrap();
+        reset.before_step(&p, &st).unwrap();
+        step(&p);
+    }
+    assert_eq!(back.steps(), 1, "reset after the fourth step");
+    assert_eq!(host(&back.hypergradient(&p, &st).unwrap()), host(&reset.hypergradient(&p, &st).unwrap()));
+}

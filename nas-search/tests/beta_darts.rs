@@ -107,7 +107,14 @@ fn an_alpha_step_is_adam_on_the_first_order_gradient_plus_the_decay() {
     let net = tiny();
     let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
     let method = MethodConfig::from_json(&json!({"name": "beta-darts", "beta_decay": decay})).unwrap();
-    let ctx = MethodContext { net: &net, arch_optimizer: &arch_cfg, seed: 0, epochs, device: &Device::Cpu };
+    let ctx = MethodContext {
+        net: &net,
+        arch_optimizer: &arch_cfg,
+        seed: 0,
+        epochs,
+        device: &Device::Cpu,
+        weight_momentum: 0.9,
+    };
     let mut m = method.build(&ctx).unwrap();
     m.begin_epoch(epoch);
     let batches = StepBatches { train: vec![train], valid: Some(vec![valid]), more_train: Vec::new() };
@@ -165,8 +172,14 @@ fn three_search_steps_match_the_pytorch_reference_architect() {
     let mut w_opt = Sgd::new(net.weights().weights(), preset.weight_optimizer.sgd());
     let (epoch, epochs) = (4, 100);
     assert_eq!(golden["lambda"].to_vec1::<f64>().unwrap(), vec![beta_weight(50.0, epoch, epochs)]);
-    let ctx =
-        MethodContext { net: &net, arch_optimizer: &preset.arch_optimizer, seed: 0, epochs, device: &Device::Cpu };
+    let ctx = MethodContext {
+        net: &net,
+        arch_optimizer: &preset.arch_optimizer,
+        seed: 0,
+        epochs,
+        device: &Device::Cpu,
+        weight_momentum: 0.9,
+    };
     let mut m = MethodConfig::from_json(&json!({"name": "beta-darts"})).unwrap().build(&ctx).unwrap();
     m.begin_epoch(epoch);
     let batch = |x: &str, y: &str| Batch { x: base[x].clone(), y: base[y].to_dtype(DType::U32).unwrap() };

@@ -51,7 +51,8 @@ fn two_steps(cfg: &DartsSupernetConfig, method: Method, dev: &Device) -> Run {
     let net = DartsSupernet::new(cfg.clone(), 3, DType::F32, dev).unwrap();
     let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
     let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
-    let ctx = MethodContext { net: &net, arch_optimizer: &arch_cfg, seed: 3, epochs: 10, device: dev };
+    let ctx =
+        MethodContext { net: &net, arch_optimizer: &arch_cfg, seed: 3, epochs: 10, device: dev, weight_momentum: 0.9 };
     let mut m = settings(method).build(&ctx).unwrap();
     let mut losses = Vec::new();
     for s in 0..2 {

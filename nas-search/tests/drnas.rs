@@ -239,7 +239,14 @@ fn an_alpha_step_is_adam_on_the_pathwise_gradient_plus_the_kl_term() {
     let arch_cfg = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
     let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
     let method = MethodConfig::from_json(&json!({"name": "drnas", "reg": "kl", "reg_scale": reg_scale})).unwrap();
-    let ctx = MethodContext { net: &net, arch_optimizer: &arch_cfg, seed, epochs: 4, device: &Device::Cpu };
+    let ctx = MethodContext {
+        net: &net,
+        arch_optimizer: &arch_cfg,
+        seed,
+        epochs: 4,
+        device: &Device::Cpu,
+        weight_momentum: 0.9,
+    };
     let mut m = method.build(&ctx).unwrap();
     m.begin_epoch(epoch);
     let batches = StepBatches { train: vec![train], valid: Some(vec![valid]), more_train: Vec::new() };

@@ -12,11 +12,11 @@
 //!   diagnostic leaves weights, α, batch-norm statistics and the random stream as they were.
 
 use candle_core::{DType, Device, Tensor, Var};
-use nas_core::hypergrad::{alpha_hvp, Bilevel, Hypergradient, SgdState, TruncatedRad};
+use nas_core::hypergrad::{alpha_hvp, Bilevel, Hypergradient, TruncatedRad};
 use nas_core::nn::{cross_entropy, Mode};
 use nas_core::optim::{grads_for, Sgd, SgdConfig};
 use nas_search::config::{ArchOptimConfig, Method, MethodConfig};
-use nas_search::method::alternating::{alpha_hessian_eigenvalue, Architect, SupernetProblem};
+use nas_search::method::alternating::{alpha_hessian_eigenvalue, sgd_state, Architect, SupernetProblem};
 use nas_search::method::bda::BdaConfig;
 use nas_search::method::implicit::ImplicitConfig;
 use nas_search::method::implicit_cg::ImplicitCgConfig;
@@ -138,13 +138,7 @@ fn unrolling_three_steps_is_the_derivative_of_the_unrolled_validation_loss() {
     // products are off by tens of percent here), so the products use 1e-6, which f64 affords.
     let (weights, arch) = (net.weights().weights(), net.arch().weights());
     let problem = SupernetProblem::new(&net, &weights, &arch, &train, &valid);
-    let cfg = w_opt.config();
-    let st = SgdState {
-        lr: w_opt.lr(),
-        momentum: cfg.momentum,
-        weight_decay: cfg.weight_decay,
-        momentum_buffers: (0..weights.len()).map(|i| w_opt.momentum_buffer(i)).collect(),
-    };
+    let st = sgd_state(&w_opt, weights.len());
     assert!(st.momentum_buffers.iter().all(Option::is_some), "the virtual steps start from momentum");
     let g = host(&TruncatedRad { steps: 3, fd_step: 1e-6, aggregate: None }.hypergradient(&problem, &st).unwrap());
     assert_eq!(values(&net.weights().weights()), before, "weights restored exactly");
@@ -257,4 +251,47 @@ fn lanczos_finds_the_largest_eigenvalue_of_the_alpha_hessian() {
     );
     assert!(largest > 0.0);
     assert!(e < 1e-3, "Lanczos {ev} vs eigendecomposition {largest}");
+}
+
+/// Forward mode along three real weight steps (the search's own `weight_step`, the tangent
+/// following each through `Architect::before_weight_step`) equals T-RAD through the same three
+/// steps as virtual ones from the same weights and momentum buffers: both are the derivative of
+/// L_val(w_3(α), α) with w_0 and m_0 fixed. The real steps' clip is set out of reach (the
+/// tangent does not differentiate it). Every step's tangent costs 2·dim(α) evaluations, and the
+/// batch-norm statistics and random stream are left for the step itself.
+#[test]
+fn forward_mode_along_real_steps_equals_truncated_reverse_mode() {
+    use nas_core::hypergrad::ForwardMode;
+    let (net, mut w_opt) = smooth();
+    let train = [batch(1), batch(3), batch(4)];
+    let valid = batch(2);
+    let (weights, arch) = (net.weights().weights(), net.arch().weights());
+    let reverse = {
+        let problem = SupernetProblem::new(&net, &weights, &arch, &train, &valid);
+        let st = sgd_state(&w_opt, weights.len());
+        host(&TruncatedRad { steps: 3, fd_step: 1e-6, aggregate: None }.hypergradient(&problem, &st).unwrap())
+    };
+    let a = ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 };
+    let mut fad = ForwardMode::new(0);
+    fad.fd_step = 1e-6;
+    let mut architect = Architect::new(weights.clone(), arch.clone(), &a, Box::new(fad));
+    let columns: usize = arch.iter().map(|a| a.elem_count()).sum();
+    let buffers = net.weights().buffers();
+    for b in &train {
+        let before = (values(&weights), values(&arch), values(&buffers), net.stream_position());
+        let evals = architect.last_grad_evals();
+        architect.before_weight_step(&net, std::slice::from_ref(b), &w_opt).unwrap();
+        assert_eq!((values(&weights), values(&arch), values(&buffers), net.stream_position()), before);
+        assert_eq!(architect.last_grad_evals() - evals, 2 * columns);
+        weight_step(&net, &mut w_opt, std::slice::from_ref(b), 1e12, None).unwrap();
+    }
+    let forward = hypergradient_of(&mut architect, &net, &w_opt, &valid);
+    let e = rel_err(&forward, &reverse);
+    println!("forward mode along 3 real steps against T-RAD K=3 ({columns} α entries): rel err {e:.2e}");
+    assert!(e < 1e-6, "{e}: {forward:?} vs {reverse:?}");
+}
+
+fn hypergradient_of(a: &mut Architect, net: &DartsSupernet, w_opt: &Sgd, valid: &Batch) -> Vec<f64> {
+    let g = a.hypergradient(net, &[batch(9)], valid, w_opt).unwrap();
+    host(&g.into_iter().map(Option::unwrap).collect::<Vec<_>>())
 }

@@ -181,6 +181,19 @@ fn iaptt_gm_search_resumes_mid_epoch_exactly() {
     });
 }
 
+/// Forward mode in nb201 carries its tangents (weights and momentum) and their step count from
+/// step to step, in the checkpoint; a reset every three steps falls before the stop.
+#[test]
+fn forward_mode_nb201_search_resumes_mid_epoch_exactly() {
+    resumes_mid_epoch_exactly(|| {
+        let overlay = serde_json::json!({
+            "space": "nb201", "method": {"name": "fad", "fad_reset": 3}, "model": {"channels": 4, "layers": 1},
+            "data": {"image_size": 8},
+        });
+        config().with_overlay(&overlay).unwrap()
+    });
+}
+
 /// Two micro-batches of 8 per step (the same two steps per epoch as `config`), second order:
 /// the step's micro-batches and every gradient evaluation over them resume exactly.
 #[test]

@@ -131,7 +131,14 @@ fn alpha_is_the_unperturbed_methods() {
     let step = |method: MethodConfig, with_valid: bool| {
         let net = tiny();
         let mut w_opt = Sgd::new(net.weights().weights(), SgdConfig { lr: 0.025, momentum: 0.9, weight_decay: 3e-4 });
-        let ctx = MethodContext { net: &net, arch_optimizer: &arch_cfg, seed: 0, epochs: 10, device: &Device::Cpu };
+        let ctx = MethodContext {
+            net: &net,
+            arch_optimizer: &arch_cfg,
+            seed: 0,
+            epochs: 10,
+            device: &Device::Cpu,
+            weight_momentum: 0.9,
+        };
         let mut m = method.build(&ctx).unwrap();
         m.begin_epoch(4);
         let valid = with_valid.then(|| vec![batch(2)]);

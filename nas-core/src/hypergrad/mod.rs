@@ -12,6 +12,10 @@
 //!   (Lorraine et al. 2020).
 //! - `conjugate_gradient`: the implicit gradient with (H + λI)⁻¹ by conjugate gradient
 //!   (Pedregosa 2016; Rajeswaran et al. 2019), warm-started from the previous step.
+//! - `iaptt`: IAPTT-GM (Liu et al. 2021), reverse mode from an initialisation auxiliary
+//!   through the pessimistic truncation of the virtual trajectory.
+//! - `forward_mode`: FAD (Franceschi et al. 2017), the tangent dw/dα carried along the real
+//!   lower-level steps (`Hypergradient::before_step`), no virtual steps.
 //!
 //! `hessian` adds the diagnostic R-DARTS follows: the dominant eigenvalue of ∇²_α L_val.
 //!
@@ -28,6 +32,7 @@
 
 mod conjugate_gradient;
 mod first_order;
+mod forward_mode;
 mod hessian;
 mod iaptt;
 mod neumann;
@@ -39,6 +44,7 @@ use candle_core::{Result, Tensor, Var};
 
 pub use conjugate_gradient::ConjugateGradient;
 pub use first_order::FirstOrder;
+pub use forward_mode::ForwardMode;
 pub use hessian::{alpha_hvp, dominant_eigenvalue, ALPHA_FD_STEP, LANCZOS_STEPS};
 pub use iaptt::Iaptt;
 pub use neumann::{implicit_hypergradient, neumann_inverse_hvp, Neumann};
@@ -87,6 +93,19 @@ pub trait Hypergradient {
     /// Training batches the method reads (the current one first).
     fn train_batches(&self) -> usize {
         1
+    }
+
+    /// Whether the rule follows the real lower-level steps (forward mode's tangent): then
+    /// `before_step` precedes each of them.
+    fn follows_steps(&self) -> bool {
+        false
+    }
+
+    /// Called before each real lower-level step, with `p` holding that step's training batch
+    /// (its first) and weights, and `st` the state the step takes; leaves the weights and α
+    /// exactly as they were.
+    fn before_step(&mut self, _p: &dyn Bilevel, _st: &SgdState) -> Result<()> {
+        Ok(())
     }
 
     /// State carried from one step to the next (for checkpoints), by name.

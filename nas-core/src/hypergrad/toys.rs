@@ -4,7 +4,8 @@
 //! CPU, gradients by autodiff), and `run` drives any `Hypergradient` on it with the budget
 //! every method gets alike: per outer iteration, `inner` gradient steps on f from the current y
 //! (the lower level), then one step on x along the rule's hypergradient, both projected onto
-//! the problem's box where it has one.
+//! the problem's box where it has one. A rule that follows the lower level's steps (forward
+//! mode) follows these `inner` steps.
 //!
 //! - `non-singleton` (Liu et al. 2020, BDA's counterexample): F = ½‖x − y₂‖² + ½‖y₁ − e‖²,
 //!   f = ½‖y₁‖² − xᵀy₁, x, y₁, y₂ ∈ ℝⁿ. Every y₂ is a lower-level solution; the optimistic
@@ -270,6 +271,9 @@ pub fn run(toy: &Toy, rule: &mut dyn Hypergradient, budget: Budget) -> Result<Ve
     let st = SgdState { lr: budget.lr_lower, momentum: 0.0, weight_decay: 0.0, momentum_buffers: vec![None] };
     for _ in 0..budget.iters {
         for _ in 0..budget.inner {
+            if rule.follows_steps() {
+                rule.before_step(toy, &st)?;
+            }
             let g = toy.train_grads(true, false)?.w;
             Toy::step(&toy.y[0], &g[0], budget.lr_lower, toy.y_box)?;
         }

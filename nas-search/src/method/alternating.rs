@@ -181,16 +181,26 @@ impl Architect {
         w_opt: &Sgd,
     ) -> Result<Vec<Option<Tensor>>> {
         let problem = SupernetProblem::with_micro(net, &self.weights, &self.arch, train, valid);
-        let cfg = w_opt.config();
-        let st = SgdState {
-            lr: w_opt.lr(),
-            momentum: cfg.momentum,
-            weight_decay: cfg.weight_decay,
-            momentum_buffers: (0..self.weights.len()).map(|i| w_opt.momentum_buffer(i)).collect(),
-        };
-        let g = self.rule.hypergradient(&problem, &st)?;
+        let g = self.rule.hypergradient(&problem, &sgd_state(w_opt, self.weights.len()))?;
         self.last_evals = problem.evals.get();
         Ok(g.into_iter().map(Some).collect())
+    }
+
+    /// Lets a rule that follows the real weight steps (forward mode) follow the one about to be
+    /// taken on `train` (its micro-batches) by `w_opt`. Its forwards start from the stream
+    /// position the step will start from and leave the batch-norm statistics as they were, so
+    /// the step is the one taken without it; their gradient evaluations count to the step's.
+    pub fn before_weight_step(&mut self, net: &dyn Supernet, train: &[Batch], w_opt: &Sgd) -> Result<()> {
+        if !self.rule.follows_steps() {
+            return Ok(());
+        }
+        let buffers = net.weights().buffers();
+        let _statistics = hypergrad::WeightGuard::restoring(&buffers)?;
+        let problem = SupernetProblem::with_micro(net, &self.weights, &self.arch, vec![train.to_vec()], Vec::new());
+        self.rule.before_step(&problem, &sgd_state(w_opt, self.weights.len()))?;
+        net.set_stream_position(problem.stream);
+        self.last_evals += problem.evals.get();
+        Ok(())
     }
 
     /// One architecture update.
@@ -219,6 +229,17 @@ impl Architect {
             }
         }
         self.adam.step(&g)
+    }
+}
+
+/// The SGD state of `w_opt`'s next step over `n` weights.
+pub fn sgd_state(w_opt: &Sgd, n: usize) -> SgdState<'_> {
+    let cfg = w_opt.config();
+    SgdState {
+        lr: w_opt.lr(),
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+        momentum_buffers: (0..n).map(|i| w_opt.momentum_buffer(i)).collect(),
     }
 }
 
@@ -297,6 +318,7 @@ impl SearchMethod for Alternating {
             let mut train = vec![b.train.clone()];
             train.extend(b.more_train);
             self.architect.step_micro(net, train, valid, w.opt, self.term.as_deref())?;
+            self.architect.before_weight_step(net, &b.train, w.opt)?;
         }
         let arch_done = std::time::Instant::now();
         let sample = match &mut self.mixing {

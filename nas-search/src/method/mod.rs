@@ -61,6 +61,8 @@ methods! {
     Bda => bda::Bda,
     /// IAPTT-GM: steps from an initialisation auxiliary, the pessimistic truncation.
     IapttGm => iaptt::IapttGm,
+    /// Forward mode: the tangent dw/dα carried along the real weight steps.
+    Fad => fad::Fad,
     /// Implicit function theorem with a Neumann-series inverse Hessian.
     Implicit => implicit::Implicit,
     /// Implicit function theorem with the inverse Hessian by conjugate gradient.
@@ -191,12 +193,21 @@ pub struct MethodContext<'a> {
     pub seed: u64,
     pub epochs: usize,
     pub device: &'a Device,
+    /// The weight optimiser's momentum.
+    pub weight_momentum: f64,
 }
 
 impl<'a> MethodContext<'a> {
     /// The context of a search of `cfg` over `net` on `device`.
     pub fn new(net: &'a dyn Supernet, cfg: &'a SearchConfig, device: &'a Device) -> Self {
-        Self { net, arch_optimizer: &cfg.arch_optimizer, seed: cfg.seed, epochs: cfg.epochs, device }
+        Self {
+            net,
+            arch_optimizer: &cfg.arch_optimizer,
+            seed: cfg.seed,
+            epochs: cfg.epochs,
+            device,
+            weight_momentum: cfg.weight_optimizer.momentum,
+        }
     }
 }
 

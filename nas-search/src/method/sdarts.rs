@@ -89,11 +89,14 @@ pub fn epsilon_at(min: f64, max: f64, epoch: usize, epochs: usize) -> f64 {
     min + (max - min) * epoch as f64 / epochs.max(1) as f64
 }
 
-/// The methods whose α step SDARTS can take.
+/// The methods whose α step SDARTS can take: a rule that follows the weight steps (forward
+/// mode) would follow them with the unperturbed mixing weights, so not that.
 fn arch_steps() -> Vec<&'static str> {
     Method::ALL
         .iter()
-        .filter(|m| **m != Method::Sdarts && m.default_config().hypergradient().is_some())
+        .filter(|m| {
+            **m != Method::Sdarts && m.default_config().hypergradient().is_some_and(|r| !r.follows_steps())
+        })
         .map(|m| m.name())
         .collect()
 }
