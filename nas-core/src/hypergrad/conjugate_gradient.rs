@@ -79,7 +79,7 @@ impl Hypergradient for ConjugateGradient {
         let x = self.solve(p, &val.w)?;
         let mixed = mixed_hvp(p, &x)?;
         let g = val.a.iter().zip(&mixed).map(|(g, m)| g - m).collect::<Result<_>>()?;
-        self.warm = Some(x);
+        self.warm = Some(x.iter().map(Tensor::detach).collect());
         Ok(g)
     }
 

@@ -57,9 +57,11 @@ impl Hypergradient for Iaptt {
             candle_core::bail!("IAPTT-GM needs at least one virtual step");
         }
         let mut guard = WeightGuard::new(p.weights())?;
+        // Detached: z is carried from step to step, and the saved copies of the variables
+        // record where they came from.
         let z = match &self.z {
             Some(z) => z.clone(),
-            None => guard.saved().to_vec(),
+            None => guard.saved().iter().map(Tensor::detach).collect(),
         };
         // Forward from z, L_val after every step.
         let mut iterates: Vec<Vec<Tensor>> = Vec::with_capacity(k + 1);
@@ -88,8 +90,8 @@ impl Hypergradient for Iaptt {
         guard.restore()?;
         let z_next = axpy(&z, -self.z_lr, &w_bar)?;
         self.z = Some(match p.weight_box() {
-            Some((lo, hi)) => z_next.iter().map(|t| t.clamp(lo, hi)).collect::<Result<_>>()?,
-            None => z_next,
+            Some((lo, hi)) => z_next.iter().map(|t| t.clamp(lo, hi).map(|t| t.detach())).collect::<Result<_>>()?,
+            None => z_next.iter().map(Tensor::detach).collect(),
         });
         Ok(g_alpha)
     }

@@ -48,8 +48,10 @@ impl Adam {
         let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
         for (i, (p, g)) in self.params.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
-            let w = p.as_tensor();
-            let g = if weight_decay != 0.0 { (g + (w * weight_decay)?)? } else { g.clone() };
+            // Detached, as SGD's: the moments are carried from step to step.
+            let w = p.as_tensor().detach();
+            let g = g.detach();
+            let g = if weight_decay != 0.0 { (g + (&w * weight_decay)?)? } else { g };
             let m = match self.m[i].take() {
                 None => (&g * (1.0 - beta1))?,
                 Some(m) => ((m * beta1)? + (&g * (1.0 - beta1))?)?,
@@ -116,6 +118,8 @@ mod tests {
             w -= 0.01 / (1.0 - 0.5f64.powi(t)) * m / (v.sqrt() / (1.0 - 0.999f64.powi(t)).sqrt() + 1e-8);
             assert!((p.as_tensor().to_vec1::<f64>()?[0] - w).abs() < 1e-14);
         }
+        // The moments record no history (they would hold every earlier step's tensors alive).
+        assert!(opt.state("a").iter().all(|(_, t)| !t.track_op()));
         Ok(())
     }
 }
