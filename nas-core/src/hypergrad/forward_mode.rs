@@ -63,11 +63,6 @@ impl ForwardMode {
         self.tangent.as_ref().map_or(0, |t| t.steps)
     }
 
-    /// dw/dα of weight `i`, (dim(α), shape…), once a step was followed.
-    pub fn tangent(&self, i: usize) -> Option<&Tensor> {
-        self.tangent.as_ref().and_then(|t| t.z.get(i))
-    }
-
     fn zeros(p: &dyn Bilevel, columns: usize, momentum: bool) -> Result<Tangent> {
         let stacked = |v: &Var| {
             let mut dims = vec![columns];
@@ -109,7 +104,12 @@ impl Hypergradient for ForwardMode {
         let momentum = st.momentum != 0.0;
         let restart = match &self.tangent {
             None => true,
-            Some(t) => (self.reset > 0 && t.steps >= self.reset) || t.z.len() != p.weights().len(),
+            // Also when the weights or the momentum changed under a restored tangent.
+            Some(t) => {
+                (self.reset > 0 && t.steps >= self.reset)
+                    || t.z.len() != p.weights().len()
+                    || t.y.is_empty() == momentum
+            }
         };
         if restart {
             self.tangent = None;
