@@ -112,6 +112,7 @@ impl Hypergradient for ForwardMode {
             }
         };
         if restart {
+            // The old tangents go before the new ones are allocated: never both at once.
             self.tangent = None;
             self.tangent = Some(Self::zeros(p, cols.len(), momentum)?);
         }

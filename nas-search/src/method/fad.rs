@@ -70,27 +70,28 @@ impl MethodSpec for Fad {
         let dtype = weights.first().map_or(candle_core::DType::F32, |v| v.dtype());
         let momentum = ctx.weight_momentum != 0.0;
         let need = ForwardMode::tangent_bytes(n_w, n_a, dtype, momentum);
+        // Sizes as 1.5 GiB (saturating at what u64 holds).
+        let show = |bytes: u128| ByteSize(u64::try_from(bytes).unwrap_or(u64::MAX)).display().iec().to_string();
         let (limit, whence) = match c.fad_max_mem {
             Some(m) => (m.as_u64() as u128, String::new()),
             None => {
-                let total = total_memory();
-                (total as u128 / 4, format!(" (a quarter of this machine's {})", ByteSize(total).display().iec()))
+                let total = total_memory() as u128;
+                (total / 4, format!(" (a quarter of this machine's {})", show(total)))
             }
         };
         if need > limit {
-            let need_b = ByteSize(u64::try_from(need).unwrap_or(u64::MAX));
             return Err(Error::config(format!(
                 "the fad method's tangents need {} ({} × {n_w} weights × {n_a} α entries × {} bytes), more than \
                  --fad-max-mem {}{whence}: pass --fad-max-mem {}MiB or search a smaller network (--channels, --layers)",
-                need_b.display().iec(),
+                show(need),
                 1 + momentum as u8,
                 dtype.size_in_bytes(),
-                ByteSize(u64::try_from(limit).unwrap_or(u64::MAX)).display().iec(),
+                show(limit),
                 // Rounded up to a whole MiB, so the suggestion itself fits.
                 need.div_ceil(1 << 20),
             )));
         }
-        tracing::info!(tangent_bytes = %ByteSize(need as u64).display().iec(), weights = n_w, arch = n_a, "forward-mode tangents");
+        tracing::info!(tangent_bytes = %show(need), weights = n_w, arch = n_a, "forward-mode tangents");
         Ok(Alternating::new(ctx, Box::new(ForwardMode::new(c.fad_reset))).boxed())
     }
 
