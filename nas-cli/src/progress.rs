@@ -71,8 +71,12 @@ fn num(r: &Value, k: &str) -> f64 {
 
 impl MetricsSink for Progress {
     fn event(&mut self, event: Event<'_>) {
+        let epoch_end = matches!(event, Event::EpochEnd { .. });
         self.show(event.clone());
         self.tensorboard(&event);
+        if epoch_end {
+            crate::release_free_pages();
+        }
     }
 }
 
