@@ -114,6 +114,8 @@ pub trait EpochTask {
 #[derive(Debug)]
 pub struct EpochLoop {
     epochs: usize,
+    /// The epoch the run starts at (a later stage of a run that continues an earlier one).
+    first: usize,
     device: Device,
     position: Position,
     sync_every: usize,
@@ -122,7 +124,14 @@ pub struct EpochLoop {
 impl EpochLoop {
     /// A run from its start; step results are read back every `sync_every(device)` steps.
     pub fn new(epochs: usize, device: &Device) -> Self {
-        Self { epochs, device: device.clone(), position: Position::default(), sync_every: sync_every(device) }
+        Self { epochs, first: 0, device: device.clone(), position: Position::default(), sync_every: sync_every(device) }
+    }
+
+    /// A run whose first epoch is `first` (the epochs before it belong to an earlier stage).
+    pub fn starting_at(mut self, first: usize) -> Self {
+        self.first = first;
+        self.position = Position::epoch_start(first);
+        self
     }
 
     /// Reads step results back every `n` steps instead.
@@ -263,11 +272,11 @@ impl EpochLoop {
         Ok(self.position)
     }
 
-    /// Continues the run in `dir` from its checkpoint (or from the start when it has none),
-    /// dropping metric records the checkpoint does not cover.
+    /// Continues the run in `dir` from its checkpoint (or from its first epoch when it has
+    /// none), dropping metric records the checkpoint does not cover.
     pub fn resume<T: EpochTask>(&mut self, task: &mut T, dir: &RunDir) -> RunResult<Position> {
         let ck = dir.file(CHECKPOINT);
-        let position = if ck.exists() { self.load_checkpoint(task, &ck)? } else { Position::default() };
+        let position = if ck.exists() { self.load_checkpoint(task, &ck)? } else { Position::epoch_start(self.first) };
         if dist::is_writer() {
             dir.truncate_metrics(position.epoch)?;
         }

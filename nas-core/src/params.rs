@@ -184,6 +184,77 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Per-variable tensors laid out like the weight variables (`weights()`' order and shapes,
+    /// an optimiser's buffers) cut into the pieces of each parameter, by name; a variable
+    /// without a tensor gives nothing.
+    pub fn split_by_param(&self, per_var: &[Option<Tensor>]) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        let mut var = None;
+        for p in self.params().into_iter().filter(|p| p.kind == ParamKind::Weight) {
+            if p.owns_var() {
+                var = Some(var.map_or(0, |v: usize| v + 1));
+            }
+            let i = var.ok_or_else(|| Error::Invalid("a packed piece before its variable".to_string()))?;
+            let Some(t) = per_var.get(i).ok_or_else(|| {
+                Error::Invalid(format!("{} per-variable tensors for more weight variables", per_var.len()))
+            })?
+            else {
+                continue;
+            };
+            let piece = match &p.piece {
+                None => t.clone(),
+                Some((off, shape)) => t.narrow(0, *off, shape.elem_count())?.reshape(shape)?,
+            };
+            out.push((p.name, piece));
+        }
+        Ok(out)
+    }
+
+    /// The inverse of `split_by_param`: one tensor per weight variable from its parameters'
+    /// pieces in `named`; None for a variable none of whose pieces is there. A variable with only
+    /// some of its pieces, or a piece of the wrong shape, is an error.
+    pub fn join_by_var(&self, named: &HashMap<String, Tensor>) -> Result<Vec<Option<Tensor>>> {
+        let weights: Vec<Param> = self.params().into_iter().filter(|p| p.kind == ParamKind::Weight).collect();
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < weights.len() {
+            // The parameters of the variable starting at k: itself, or its packed pieces.
+            let end = if weights[k].piece.is_none() {
+                k + 1
+            } else {
+                k + 1 + weights[k + 1..].iter().take_while(|p| !p.owns_var()).count()
+            };
+            let group = &weights[k..end];
+            let found: Vec<Option<&Tensor>> = group.iter().map(|p| named.get(&p.name)).collect();
+            if found.iter().all(Option::is_none) {
+                out.push(None);
+            } else {
+                let mut pieces = Vec::with_capacity(group.len());
+                for (p, t) in group.iter().zip(found) {
+                    let t = t.ok_or_else(|| Error::Invalid(format!("missing tensor `{}`", p.name)))?;
+                    if t.dims() != p.dims() {
+                        return Err(Error::Invalid(format!(
+                            "tensor `{}` has shape {:?}, expected {:?}",
+                            p.name,
+                            t.dims(),
+                            p.dims()
+                        )));
+                    }
+                    pieces.push(t.to_dtype(p.var.dtype())?.to_device(p.var.device())?);
+                }
+                out.push(Some(match group[0].piece {
+                    None => pieces.remove(0),
+                    Some(_) => Tensor::cat(
+                        &pieces.iter().map(|t| t.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?,
+                        0,
+                    )?,
+                }));
+            }
+            k = end;
+        }
+        Ok(out)
+    }
+
     /// Every parameter's current value (shared, not copied) named `prefix` + its name, for a
     /// checkpoint.
     pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
@@ -371,6 +442,39 @@ mod tests {
         m.insert("w".to_string(), Tensor::ones((2, 2), DType::F32, &Device::Cpu)?);
         store.load(&m, false)?;
         assert_eq!(store.get("w").unwrap().value()?.sum_all()?.to_scalar::<f32>()?, 4.0);
+        Ok(())
+    }
+
+    /// An optimiser's per-variable buffers cut into named pieces and joined back give the same
+    /// tensors; the pieces carry the values at their offsets; a partial variable is an error.
+    #[test]
+    fn split_by_param_and_join_by_var_are_inverse() -> Result<()> {
+        let store = ParamStore::new(0, 0);
+        let b = store.builder(DType::F64, &Device::Cpu);
+        b.weight("a", 2, Init::Const(0.0))?;
+        b.buffer("running", 2, Init::Const(1.0))?;
+        b.packed(&[
+            ("p.x".to_string(), Shape::from((2, 2)), Init::Const(0.0)),
+            ("p.y".to_string(), 3.into(), Init::Const(0.0)),
+        ])?;
+        b.weight("c", 1, Init::Const(0.0))?;
+        let dev = Device::Cpu;
+        let per_var = vec![Some(Tensor::new(&[1.0f64, 2.0], &dev)?), Some(Tensor::arange(0.0f64, 7.0, &dev)?), None];
+        let named = store.split_by_param(&per_var)?;
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "p.x", "p.y"]);
+        assert_eq!(named[1].1.to_vec2::<f64>()?, [[0.0, 1.0], [2.0, 3.0]]);
+        assert_eq!(named[2].1.to_vec1::<f64>()?, [4.0, 5.0, 6.0]);
+        let map: HashMap<String, Tensor> = named.into_iter().collect();
+        let back = store.join_by_var(&map)?;
+        assert_eq!(back.len(), 3);
+        assert!(back[2].is_none());
+        for (got, want) in back.iter().zip(&per_var).take(2) {
+            assert_eq!(got.as_ref().unwrap().to_vec1::<f64>()?, want.as_ref().unwrap().to_vec1::<f64>()?);
+        }
+        let mut partial = map.clone();
+        partial.remove("p.y");
+        assert!(store.join_by_var(&partial).unwrap_err().to_string().contains("p.y"));
         Ok(())
     }
 

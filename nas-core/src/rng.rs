@@ -21,6 +21,9 @@ pub enum Purpose {
     Hessian = 8,
     /// The ops and children the sampling methods draw (GDAS, SNAS, ENAS, random sampling).
     Sample = 9,
+    /// The old channels the new ones copy when a progressive search widens its supernet
+    /// (DrNAS' Net2Wider).
+    Widen = 10,
 }
 
 fn splitmix64(mut z: u64) -> u64 {

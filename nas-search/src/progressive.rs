@@ -1,16 +1,24 @@
-//! P-DARTS' progressive search (Chen et al. 2019, chenxin061/pdarts `train_search.py`): a
-//! sequence of searches with any method of the relaxed supernet, in a space with op sets per
-//! edge (darts), each a complete run in `stage-<s>/` of the run directory with its own config,
-//! metrics and checkpoint. Stage s builds a fresh network of `layers[s]` cells over the op sets
-//! left by the previous stage, with fresh α, optimisers and schedule; at its end every edge
-//! drops its weakest ops (`Supernet::prune_ops`), and after the last stage the final cell is
-//! derived with the skip cap (`Supernet::final_genotype`) and written to the run directory's
-//! genotype.json. Within a stage the dropout after skip_connect follows P-DARTS' schedule
-//! (`skip_dropout_rate`).
+//! Progressive searches: a sequence of searches with any method of the relaxed supernet, in a
+//! space with op sets per edge (darts), each a complete run in `stage-<s>/` of the run
+//! directory with its own config, metrics and checkpoint; at the end of a stage every edge drops
+//! its weakest ops (`Supernet::prune_ops`).
+//!
+//! P-DARTS (Chen et al. 2019, chenxin061/pdarts `train_search.py`): stage s builds a fresh
+//! network of `layers[s]` cells over the op sets left by the previous stage, with fresh α,
+//! optimisers and schedule; after the last stage the final cell is derived with the skip cap
+//! (`Supernet::final_genotype`) and written to the run directory's genotype.json. Within a
+//! stage the dropout after skip_connect follows P-DARTS' schedule (`skip_dropout_rate`).
+//!
+//! DrNAS (`net2wider`; xiangning-chen/DrNAS `DARTS-space/train_search.py`): the stages are the
+//! epochs of one run of one network. Stage s + 1 starts from stage s's end
+//! (`Search::continue_from`): the network with the kept ops widened to the stage's partial
+//! channels (`Supernet::widen_from`), the weights' momentum widened alike, α and the
+//! architecture optimiser on the kept ops, the random stream; its epochs continue the count and
+//! the learning-rate schedule. The genotype is the last stage's.
 //!
 //! Resume: each stage resumes from its own checkpoint; a finished stage is reopened (its
-//! checkpoint holds the final α) to give the next stage its op sets, so a run stopped in any
-//! stage or between two continues exactly (on CPU).
+//! checkpoint holds the final α and, for the next widening, everything else) to give the next
+//! stage its op sets, so a run stopped in any stage or between two continues exactly (on CPU).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -19,7 +27,7 @@ use nas_core::metrics::MetricsSink;
 use search_spaces::{Genotype, OpsConfig};
 
 use crate::config::{ProgressiveConfig, SearchConfig, ValidSearchConfig};
-use crate::run_dir::{RunDir, CONFIG, GENOTYPE};
+use crate::run_dir::{RunDir, CHECKPOINT, CONFIG, GENOTYPE};
 use crate::search::Search;
 use crate::{Error, Result};
 
@@ -45,7 +53,9 @@ impl Progressive {
         if cfg.progressive.is_none() {
             return Err(Error::Internal("a progressive search needs `progressive` stages".to_string()));
         }
-        Ok(Self { cfg })
+        let p = Self { cfg };
+        p.check_stages()?;
+        Ok(p)
     }
 
     fn stages(&self) -> &ProgressiveConfig {
@@ -67,23 +77,41 @@ impl Progressive {
             .collect()
     }
 
-    /// The search of stage `s` over the op sets `ops` (None: the configured ones).
+    /// The search of stage `s` over the op sets `ops` (None: the configured ones). With
+    /// Net2Wider the stages are the epochs of one run: stage s of S stages of E epochs runs
+    /// epochs s·E to (s+1)·E of S·E, α frozen for the first `arch_start_epoch` of them.
     fn stage_config(&self, s: usize, ops: Option<OpsConfig>) -> SearchConfig {
         let p = self.stages();
         let mut c = self.cfg.clone().into_inner();
         c.progressive = None;
         c.stage = Some(s);
-        c.model.layers = p.layers[s];
-        c.model.space = c.model.space.for_stage(ops);
-        c.skip_dropout = p.skip_dropout[s];
+        c.model.layers = p.layers_of(s, c.model.layers);
+        c.model.space = c.model.space.for_stage(ops, p.partial_channels.get(s).copied());
+        c.skip_dropout = p.skip_dropout_of(s);
+        if p.net2wider {
+            let e = c.epochs;
+            c.first_epoch = s * e;
+            c.end_epoch = Some((s + 1) * e);
+            c.arch_start_epoch += s * e;
+            c.epochs = p.stages() * e;
+        }
         c
+    }
+
+    /// Checks every stage's settings before the first runs (partial channels that do not
+    /// divide the channels, say), over the configured op sets.
+    fn check_stages(&self) -> Result<()> {
+        for s in 0..self.stages().stages() {
+            self.stage_config(s, None).validate().map_err(|e| Error::config(format!("stage {s}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Runs (or continues) every stage in `dir`. `fresh`: a new run, whose stage directories
     /// from an earlier run in `dir` are removed first.
     pub fn run(&self, dir: &RunDir, fresh: bool, sink: &mut dyn MetricsSink, stop: &AtomicBool) -> Result<Genotype> {
         let p = self.stages();
-        let stages = p.layers.len();
+        let stages = p.stages();
         if fresh {
             for s in 0..stages {
                 let d = Self::stage_dir(dir, s);
@@ -93,6 +121,8 @@ impl Progressive {
             }
         }
         let mut ops: Option<OpsConfig> = None;
+        // With Net2Wider, the finished previous stage, whose state the next one takes over.
+        let mut prev: Option<Search> = None;
         for s in 0..stages {
             let cfg = self.stage_config(s, ops.take());
             let mut search = Search::new(cfg.clone().validate()?)?;
@@ -106,21 +136,33 @@ impl Progressive {
                         "this stage's config.json differs from what the run's settings give it",
                     ));
                 }
-                search.resume(&d)?;
                 d
             } else {
                 let d = RunDir::create(&path, false)?;
                 d.write_json(CONFIG, &cfg)?;
                 d
             };
-            search.run(Some(&stage_dir), sink, stop)?;
+            // A stage resumes from its checkpoint; a widening stage without one starts from the
+            // previous stage's end, at its first epoch.
+            let started = stage_dir.file(CHECKPOINT).is_file();
+            search.resume(&stage_dir)?;
+            if let Some(prev) = prev.take().filter(|_| !started) {
+                search.continue_from(&prev, s, &Self::stage_dir(dir, s - 1))?;
+                tracing::info!(stage = s, "the previous stage's network widened");
+            }
+            let genotype = search.run(Some(&stage_dir), sink, stop)?;
             if s + 1 < stages {
                 let drop = p.ops_per_edge[s] - p.ops_per_edge[s + 1];
                 ops = Some(search.net().prune_ops(drop).map_err(|e| Error::config(format!("after stage {s}: {e}")))?);
                 tracing::info!(stage = s, kept = p.ops_per_edge[s + 1], "ops dropped");
+                if p.net2wider {
+                    prev = Some(search);
+                }
                 continue;
             }
-            let genotype = search.net().final_genotype(self.cfg.model.space.skip_cap())?;
+            // DrNAS derives the last stage's genotype as any search does; P-DARTS its own way.
+            let genotype =
+                if p.net2wider { genotype } else { search.net().final_genotype(self.cfg.model.space.skip_cap())? };
             dir.write_json(GENOTYPE, &genotype.to_json())?;
             return Ok(genotype);
         }

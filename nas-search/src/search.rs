@@ -12,7 +12,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::LoadedTensors;
 use nas_core::data::{
     Augment, BatchIter, BatchPlan, Dataset, HostBatch, LoadOptions, Normalize, Samples, Shard, StepIter,
@@ -22,7 +24,8 @@ use nas_core::epoch::{evaluate_set, EpochBatches, EpochLoop, EpochTask, StepOutp
 use nas_core::metrics::{MetricsSink, Position, Tally};
 use nas_core::nn::Mode;
 use nas_core::optim::{LrSchedule, Sgd};
-use search_spaces::{Genotype, Supernet, TaskShape};
+use nas_core::rng::{self, Purpose};
+use search_spaces::{column_map, Child, Genotype, NamedState, Supernet, TaskShape};
 use serde_json::{json, Map, Value};
 
 use crate::config::{EarlyStop, ValidSearchConfig};
@@ -115,7 +118,7 @@ impl Search {
         let ctx = MethodContext::new(net.as_ref(), &cfg, &device);
         let method = cfg.method.build(&ctx)?;
         let schedule = w.schedule(cfg.epochs);
-        let epochs = EpochLoop::new(cfg.epochs, &device);
+        let epochs = EpochLoop::new(cfg.end_epoch.unwrap_or(cfg.epochs), &device).starting_at(cfg.first_epoch);
         let hessian_batch = if cfg.hessian_every > 0 {
             // The first batch of the search-valid half in order, not augmented: the same batch
             // at every epoch, so the eigenvalues compare the network and not the data.
@@ -217,6 +220,56 @@ impl Search {
     /// dropping metric records the checkpoint does not cover.
     pub fn resume(&mut self, dir: &RunDir) -> Result<Position> {
         self.epochs.resume(&mut self.task, dir)
+    }
+
+    /// The next stage of a run that widens one network (DrNAS): this search, whose supernet
+    /// keeps some of `prev`'s ops at wider partial channels, takes over `prev`'s state — its
+    /// weights and buffers grown by Net2Wider (`Supernet::widen_from`, indices from the stream
+    /// of (seed, `stage`)), the weights' momentum grown alike, α and the method's state on the
+    /// ops kept (`carry_arch`), and the network's random stream. `prev_dir` names the previous
+    /// stage in errors.
+    pub(crate) fn continue_from(&mut self, prev: &Search, stage: usize, prev_dir: &Path) -> Result<()> {
+        let ctx = |e: &dyn std::fmt::Display| Error::checkpoint(prev_dir, format!("widening to stage {stage}: {e}"));
+        let (old, new) = (prev.task.net.as_ref(), self.task.net.as_ref());
+        let vars = old.weights().weights().len();
+        let momentum: Vec<Option<Tensor>> = (0..vars).map(|i| prev.task.w_opt.momentum_buffer(i).cloned()).collect();
+        let mut moms: HashMap<String, Tensor> =
+            old.weights().split_by_param(&momentum).map_err(|e| ctx(&e))?.into_iter().collect();
+        let mut state = NamedState::new();
+        for p in old.weights().params() {
+            let m = moms.remove(&p.name);
+            state.insert(p.name.clone(), (p.value()?, m));
+        }
+        let mut rng = rng::stream(self.task.cfg.seed, Purpose::Widen, stage as u64, 0);
+        let widened = new.widen_from(old, &state, &mut rng).map_err(|e| ctx(&e))?;
+        let mut values = HashMap::new();
+        let mut moms = HashMap::new();
+        for (name, (v, m)) in widened {
+            if let Some(m) = m {
+                moms.insert(name.clone(), m);
+            }
+            values.insert(name, v);
+        }
+        new.weights().load(&values, false).map_err(|e| ctx(&e))?;
+        let per_var = new.weights().join_by_var(&moms).map_err(|e| ctx(&e))?;
+        self.task
+            .w_opt
+            .load_state("sgd", |n| {
+                n.strip_prefix("sgd.")
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| per_var.get(i).cloned().flatten())
+            })
+            .map_err(|e| ctx(&e))?;
+        let carry = carry_arch(old, new).map_err(|e| ctx(&e))?;
+        let arch: HashMap<String, Tensor> =
+            old.arch().named_tensors("").into_iter().map(|(n, t)| carry.tensor(&n, t)).collect::<Result<_>>()?;
+        new.arch().load(&arch, false).map_err(|e| ctx(&e))?;
+        let (tensors, meta) = prev.task.method.state()?;
+        let tensors = tensors.into_iter().map(|(n, t)| carry.tensor(&n, t)).collect::<Result<_>>()?;
+        let ck = LoadedTensors { tensors, metadata: meta.into_iter().collect() };
+        self.task.method.restore(&ck, prev_dir)?;
+        new.set_stream_position(old.stream_position());
+        Ok(())
     }
 
     /// The search's device, supernet and data halves, for a run that continues from its
@@ -492,6 +545,57 @@ impl EpochTask for SearchTask {
             self.eigenvalues = DartsEs::replay(self.cfg.hessian_every, self.cfg.epochs, samples);
         }
         Ok(())
+    }
+}
+
+/// How α and what has α's shape carry over to a supernet that keeps some of the ops: the
+/// architecture parameters by name and position, and per α tensor (the first parameters, in
+/// `Supernet::edge_ops`' order) the old column of each new column.
+struct CarryArch {
+    /// (name, old dims, new tensor) of every architecture parameter, in order.
+    params: Vec<(String, Vec<usize>, Tensor)>,
+    cols: Child,
+}
+
+fn carry_arch(old: &dyn Supernet, new: &dyn Supernet) -> Result<CarryArch> {
+    let cols = column_map(&old.edge_ops(), &new.edge_ops())?;
+    let (old_p, new_p) = (old.arch().params(), new.arch().params());
+    if old_p.len() != new_p.len() || old_p.iter().zip(&new_p).any(|(a, b)| a.name != b.name) {
+        return Err(Error::Internal("the two stages' architecture parameters differ".to_string()));
+    }
+    let params = old_p
+        .iter()
+        .zip(&new_p)
+        .map(|(o, n)| Ok((n.name.clone(), o.dims().to_vec(), n.value()?)))
+        .collect::<Result<_>>()?;
+    Ok(CarryArch { params, cols })
+}
+
+impl CarryArch {
+    /// The next stage's value of `t`, named `name`: an architecture parameter, or a tensor of
+    /// the method's state named `….{j}` with the shape of parameter j (an optimiser's moment of
+    /// it). An α tensor keeps the columns of the ops kept (other columns: the new supernet's
+    /// values); anything else carries over as it is.
+    fn tensor(&self, name: &str, t: Tensor) -> Result<(String, Tensor)> {
+        let j = match self.params.iter().position(|(n, _, _)| n == name) {
+            Some(j) => Some(j),
+            None => name
+                .rsplit_once('.')
+                .and_then(|(_, j)| j.parse::<usize>().ok())
+                .filter(|&j| self.params.get(j).is_some_and(|(_, dims, _)| dims.as_slice() == t.dims())),
+        };
+        let Some(j) = j.filter(|&j| j < self.cols.len()) else { return Ok((name.to_string(), t)) };
+        let (_, _, init) = &self.params[j];
+        let (dtype, device) = (t.dtype(), t.device().clone());
+        let old = t.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let mut out = init.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        for (e, cols) in self.cols[j].iter().enumerate() {
+            for (c, &oc) in cols.iter().enumerate() {
+                out[e][c] = old[e][oc];
+            }
+        }
+        let out = Tensor::new(out, &device)?.to_dtype(dtype)?;
+        Ok((name.to_string(), out))
     }
 }
 

@@ -66,6 +66,8 @@ fn darts_train_search() -> SearchConfig {
         arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
         progressive: None,
         stage: None,
+        first_epoch: 0,
+        end_epoch: None,
         skip_dropout: 0.0,
     }
 }

@@ -1,8 +1,10 @@
-//! P-DARTS' progressive search, small: two stages (2 then 3 cells, 3 then 2 ops per edge,
-//! skip dropout 0 then 0.4), stopped in the first stage, between the stages and in the second,
-//! and resumed from the run directory: the stages' metrics (but wall time), the final
-//! checkpoint's every tensor and the genotype equal the uninterrupted run's (CPU). The final
-//! normal cell keeps at most the configured number of skip connections.
+//! Progressive searches, small. P-DARTS: two stages (2 then 3 cells, 3 then 2 ops per edge,
+//! skip dropout 0 then 0.4); DrNAS: two stages of one 3-cell network (4 then 3 ops per edge,
+//! partial channels 4 then 2, Net2Wider). Each stopped in the first stage, between the stages
+//! and in the second, and resumed from the run directory: the stages' metrics (but wall time),
+//! the final checkpoint's every tensor and the genotype equal the uninterrupted run's (CPU).
+//! P-DARTS' final normal cell keeps at most the configured number of skip connections; DrNAS'
+//! second stage starts from the first one's end.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,8 +29,31 @@ fn config() -> SearchConfig {
     c.model.darts_mut().unwrap().max_skip_connect = Some(1);
     c.model.darts_mut().unwrap().ops =
         Some(OpsConfig::Uniform(vec!["none".into(), "skip_connect".into(), "sep_conv_3x3".into()]));
-    c.progressive =
-        Some(ProgressiveConfig { layers: vec![2, 3], ops_per_edge: vec![3, 2], skip_dropout: vec![0.0, 0.4] });
+    c.progressive = Some(ProgressiveConfig {
+        layers: vec![2, 3],
+        ops_per_edge: vec![3, 2],
+        skip_dropout: vec![0.0, 0.4],
+        ..Default::default()
+    });
+    c.seed = 5;
+    c
+}
+
+/// DrNAS' scheme at a small size: C=8, 3 cells, 2 epochs per stage with α from the second,
+/// max-pool, skip, sep and dil conv (every rule of Net2Wider) pruned to 3, K 4 then 2.
+fn drnas_config() -> SearchConfig {
+    let mut c = SearchConfig::preset("drnas-darts").unwrap();
+    c.epochs = 2;
+    c.arch_start_epoch = 1;
+    c.data.subset = Some(64);
+    c.data.batch_size = 16;
+    c.model.channels = 8;
+    c.model.layers = 3;
+    let ops = ["max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"];
+    c.model.darts_mut().unwrap().ops = Some(OpsConfig::Uniform(ops.map(String::from).to_vec()));
+    c.model.darts_mut().unwrap().partial_channels = 4;
+    let p = c.progressive.as_mut().unwrap();
+    (p.ops_per_edge, p.partial_channels) = (vec![4, 3], vec![4, 2]);
     c.seed = 5;
     c
 }
@@ -65,8 +90,13 @@ fn tensors(dir: &RunDir, stage: usize) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
-/// The uninterrupted run in `a`; in `b` the run stopped by `stopper` in `stage`, then resumed.
-fn stop_resume_matches(stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink + '_>, stage: usize) {
+/// The uninterrupted run of `config` in `a`; in `b` the run stopped by `stopper` in `stage`,
+/// then resumed.
+fn stop_resume_matches(
+    config: fn() -> SearchConfig,
+    stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink + '_>,
+    stage: usize,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let never = AtomicBool::new(false);
     let a = RunDir::create(&tmp.path().join("a"), false).unwrap();
@@ -95,18 +125,75 @@ fn stop_resume_matches(stopper: impl FnOnce(&AtomicBool) -> Box<dyn MetricsSink 
 #[test]
 fn stopped_in_the_first_stage_resumes_exactly() {
     // Two steps per epoch: stop after the first step of stage 0.
-    stop_resume_matches(|stop| Box::new(StopAfterSteps { n: 1, seen: 0, stop }), 0);
+    stop_resume_matches(config, |stop| Box::new(StopAfterSteps { n: 1, seen: 0, stop }), 0);
 }
 
 #[test]
 fn stopped_between_the_stages_resumes_exactly() {
     // After stage 0's last record: stage 1 starts, sees the stop and checkpoints at its start.
-    stop_resume_matches(|stop| Box::new(StopAfterEpoch { epoch: 1, stop }), 1);
+    stop_resume_matches(config, |stop| Box::new(StopAfterEpoch { epoch: 1, stop }), 1);
 }
 
 #[test]
 fn stopped_in_the_second_stage_resumes_exactly() {
-    stop_resume_matches(|stop| Box::new(StopAfterSteps { n: 6, seen: 0, stop }), 1);
+    stop_resume_matches(config, |stop| Box::new(StopAfterSteps { n: 6, seen: 0, stop }), 1);
+}
+
+#[test]
+fn drnas_stopped_in_either_stage_or_between_resumes_exactly() {
+    stop_resume_matches(drnas_config, |stop| Box::new(StopAfterSteps { n: 3, seen: 0, stop }), 0);
+    stop_resume_matches(drnas_config, |stop| Box::new(StopAfterEpoch { epoch: 1, stop }), 1);
+    stop_resume_matches(drnas_config, |stop| Box::new(StopAfterSteps { n: 7, seen: 0, stop }), 1);
+}
+
+/// DrNAS' second stage is epochs 2–3 of one 4-epoch run (one cosine schedule, α from its
+/// second epoch) and starts where the first ended: its checkpoint at its start holds the first
+/// stage's stems, α on the ops kept with the Adam moments that go with them, and the kept ops'
+/// old channels, widened.
+#[test]
+fn drnas_second_stage_continues_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(&tmp.path().join("run"), false).unwrap();
+    dir.write_json(CONFIG, &drnas_config()).unwrap();
+    let stop = AtomicBool::new(false);
+    let err = run(&dir, true, &mut StopAfterEpoch { epoch: 1, stop: &stop }, &stop).unwrap_err();
+    assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+    let s1: SearchConfig = RunDir::open(&Progressive::stage_dir(&dir, 1)).unwrap().read_json(CONFIG).unwrap();
+    assert_eq!((s1.first_epoch, s1.end_epoch, s1.epochs, s1.arch_start_epoch), (2, Some(4), 4, 3));
+    assert_eq!(s1.model.darts().unwrap().partial_channels, 2);
+    let (old, new) = (tensors(&dir, 0), tensors(&dir, 1));
+    assert_eq!(old["weights.stem.0.weight"], new["weights.stem.0.weight"]);
+    assert_eq!(old["weights.classifier.weight"], new["weights.classifier.weight"]);
+    let Some(OpsConfig::PerEdge { normal, .. }) = &s1.model.darts().unwrap().ops else { panic!("per-edge ops") };
+    let all = ["max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"];
+    // α and Adam's moments of α (adam.{m,v}.0: the normal cell's) on the kept columns.
+    for name in ["arch.alphas_normal", "adam.m.0", "adam.v.0"] {
+        let (o, n) = (&old[name], &new[name]);
+        for (e, kept) in normal.iter().enumerate() {
+            for (c, op) in kept.iter().enumerate() {
+                let oc = all.iter().position(|a| a == op).unwrap();
+                assert_eq!(n[e * 3 + c], o[e * 4 + oc], "{name} edge {e} {op}");
+            }
+        }
+    }
+    // A kept convolution of the first cell's first edge (3 of the 4 ops are kept, so sep or
+    // dil conv is): its depthwise filters (2 → 4 channels) begin with the old ones.
+    let (c, op) = normal[0].iter().enumerate().find(|(_, o)| o.contains("conv_3x3")).expect("a kept conv");
+    let oc = all.iter().position(|a| a == op).unwrap();
+    let dw = |t: &HashMap<String, Vec<f32>>, col: usize| {
+        t[&format!("weights.cells.0._ops.0._ops.{col}.op.1.weight")].clone()
+    };
+    let (o, n) = (dw(&old, oc), dw(&new, c));
+    assert_eq!((o.len(), n.len()), (2 * 9, 4 * 9));
+    assert_eq!(&n[..18], &o[..]);
+    // The records: one run's epochs, one cosine schedule over all four.
+    let ran = run(&dir, false, &mut CollectSink::default(), &AtomicBool::new(false)).unwrap();
+    let records = RunDir::open(&Progressive::stage_dir(&dir, 1)).unwrap().read_metrics().unwrap();
+    let epochs: Vec<u64> = records.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [2, 3]);
+    let lr = records[0]["lr"].as_f64().unwrap();
+    assert!((lr - 0.1 * 0.5 * (1.0 + (std::f64::consts::PI * 2.0 / 4.0).cos())).abs() < 1e-9, "{lr}");
+    assert_eq!(Genotype::from_json_value(&dir.read_json(GENOTYPE).unwrap()).unwrap(), ran);
 }
 
 #[test]

@@ -22,4 +22,4 @@ pub use model_config::{
     eval_model_flags, net_flag, size_flags, EvalModelConfig, NetKind, OpsConfig, SearchModelConfig, TaskShape,
 };
 pub use registry::{Genotype, SearchSpace, SpaceKind, SpaceModel};
-pub use supernet::{ArchSample, Child, EdgePick, OpCost, Supernet};
+pub use supernet::{column_map, ArchSample, Child, EdgePick, NamedState, OpCost, Supernet};

@@ -82,9 +82,14 @@ pub trait SearchSpace {
     fn validate_stages(_own: &Self::SearchModel, _first_ops: usize) -> Result<(), ConfigError> {
         Ok(())
     }
-    /// The settings of a stage's supernet: the op sets `ops` (None: as configured) and no skip
-    /// cap (the final derivation applies it, `skip_cap`).
-    fn stage_model(own: &Self::SearchModel, _ops: Option<OpsConfig>) -> Self::SearchModel {
+    /// The settings of a stage's supernet: the op sets `ops` (None: as configured), the partial
+    /// channels `partial_channels` (None: as configured) and no skip cap (the final derivation
+    /// applies it, `skip_cap`).
+    fn stage_model(
+        own: &Self::SearchModel,
+        _ops: Option<OpsConfig>,
+        _partial_channels: Option<usize>,
+    ) -> Self::SearchModel {
         own.clone()
     }
     /// The cap on skip connections of the derived normal cell.
@@ -176,8 +181,11 @@ macro_rules! spaces {
             }
 
             /// See `SearchSpace::stage_model`.
-            pub fn for_stage(&self, ops: Option<OpsConfig>) -> SpaceModel {
-                match self { $(SpaceModel::$kind(m) => SpaceModel::$kind(<$space as SearchSpace>::stage_model(m, ops)),)+ }
+            pub fn for_stage(&self, ops: Option<OpsConfig>, partial_channels: Option<usize>) -> SpaceModel {
+                match self {
+                    $(SpaceModel::$kind(m) =>
+                        SpaceModel::$kind(<$space as SearchSpace>::stage_model(m, ops, partial_channels)),)+
+                }
             }
 
             /// See `SearchSpace::validate_stages`; spaces without stages refuse.

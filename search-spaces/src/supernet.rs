@@ -1,9 +1,12 @@
 //! What the search loop needs from any supernet, whatever its space. Each space implements it
 //! next to its supernet and builds it through the registry (`SpaceKind::build_supernet`).
 
+use std::collections::HashMap;
+
 use candle_core::Tensor;
 use nas_core::nn::Mode;
 use nas_core::params::ParamStore;
+use nas_core::rng::Rng;
 use serde_json::Value;
 
 use crate::children::{self, ChildShape, ControllerSpec};
@@ -76,11 +79,53 @@ pub trait Supernet {
         Err(Error::Config("this space has no op sets to prune between stages".to_string()))
     }
 
+    /// DrNAS' step between the stages of one network (Net2Wider): this supernet's weights and
+    /// buffers, each weight with its momentum, from those of the previous stage's supernet `old`
+    /// (`state`: by parameter name, the value and the momentum, if any), over the ops this one
+    /// kept, grown to its partial channels with the new channels copying random old ones drawn
+    /// from `rng`. Spaces without op sets per edge have no such stages.
+    fn widen_from(&self, _old: &dyn Supernet, _state: &NamedState, _rng: &mut Rng) -> crate::Result<NamedState> {
+        Err(Error::Config("this space has no stages that widen one network".to_string()))
+    }
+
     /// P-DARTS' final cell after the last stage, with at most `max_skip` skip connections in
     /// the normal cell.
     fn final_genotype(&self, _max_skip: Option<usize>) -> crate::Result<Genotype> {
         Err(Error::Config("this space has no progressive derivation".to_string()))
     }
+}
+
+/// Parameters by name, each with its optimiser's momentum (None for buffers, or before the first
+/// step).
+pub type NamedState = HashMap<String, (Tensor, Option<Tensor>)>;
+
+/// Per α tensor, edge and column of a supernet whose op lists are `new`, the column of the same
+/// op in `old` (`Supernet::edge_ops` of both): how α and everything per op carry over when a
+/// stage keeps some of the ops. An op `old` does not have on that edge is an error.
+pub fn column_map(old: &[Vec<Vec<&str>>], new: &[Vec<Vec<&str>>]) -> crate::Result<Child> {
+    if old.len() != new.len() || old.iter().zip(new).any(|(o, n)| o.len() != n.len()) {
+        return Err(Error::Config("the two supernets' α tensors have different edges".to_string()));
+    }
+    old.iter()
+        .zip(new)
+        .enumerate()
+        .map(|(t, (old_edges, new_edges))| {
+            old_edges
+                .iter()
+                .zip(new_edges)
+                .enumerate()
+                .map(|(e, (o, n))| {
+                    n.iter()
+                        .map(|op| {
+                            o.iter().position(|x| x == op).ok_or_else(|| {
+                                Error::Config(format!("{op} on edge {e} of α tensor {t} was not an op there before"))
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Parameters and mult-adds of one op of a supernet.

@@ -116,6 +116,13 @@ pub fn search_flags() -> Vec<Mount> {
                 Flag::one("skip-dropout", "skip_dropout", "P,P,…", parse::<f64>)
                     .help("Progressive search: base dropout rate after skip_connect in each stage")
                     .list(),
+                Flag::one("stage-partial-channels", "partial_channels", "K,K,…", parse::<usize>)
+                    .help("Progressive search: partial channels K of each stage (DrNAS: 6,4)")
+                    .list(),
+                Flag::switch("net2wider", "net2wider").help(
+                    "Progressive search: each stage continues the previous one's network, widened to its \
+                     partial channels (DrNAS)",
+                ),
             ],
         ),
     ]

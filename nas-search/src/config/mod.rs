@@ -52,6 +52,11 @@ pub struct SearchConfig {
     pub progressive: Option<ProgressiveConfig>,
     /// The stage of a progressive search this run is (set by the driver, recorded in metrics).
     pub stage: Option<usize>,
+    /// The epoch this run starts at, and the one it stops before (None: `epochs`): a stage of
+    /// a run that continues over several (DrNAS' Net2Wider stages: stage s of S stages of E
+    /// epochs is epochs s·E to (s+1)·E of a run of `epochs` S·E, whose schedules span them all).
+    pub first_epoch: usize,
+    pub end_epoch: Option<usize>,
     /// Base dropout rate after skip_connect, scheduled over the epochs as P-DARTS does.
     pub skip_dropout: f64,
 }
@@ -80,11 +85,19 @@ struct RawSearchConfig {
     #[serde(default)]
     stage: Option<usize>,
     #[serde(default)]
+    first_epoch: usize,
+    #[serde(default)]
+    end_epoch: Option<usize>,
+    #[serde(default)]
     skip_dropout: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
 }
 
 /// config.json as it is written: `RawSearchConfig`'s fields, the method and the model in
@@ -108,6 +121,10 @@ struct SearchConfigOut<'a> {
     progressive: &'a Option<ProgressiveConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stage: Option<usize>,
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    first_epoch: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_epoch: Option<usize>,
     #[serde(skip_serializing_if = "is_zero")]
     skip_dropout: f64,
 }
@@ -130,6 +147,8 @@ impl Serialize for SearchConfig {
             arch_optimizer: &self.arch_optimizer,
             progressive: &self.progressive,
             stage: self.stage,
+            first_epoch: self.first_epoch,
+            end_epoch: self.end_epoch,
             skip_dropout: self.skip_dropout,
         }
         .serialize(s)
@@ -168,6 +187,8 @@ impl SearchConfig {
             arch_optimizer: raw.arch_optimizer,
             progressive: raw.progressive,
             stage: raw.stage,
+            first_epoch: raw.first_epoch,
+            end_epoch: raw.end_epoch,
             skip_dropout: raw.skip_dropout,
         })
     }
@@ -247,6 +268,17 @@ impl SearchConfig {
                 "{} darts-es follows the α-Hessian's eigenvalue: {} must be positive (R-DARTS: 2)",
                 brief("early_stop"),
                 field("hessian_every")
+            ));
+        }
+        let end = self.end_epoch.unwrap_or(self.epochs);
+        if end > self.epochs || self.first_epoch >= end {
+            return bad(format!(
+                "{} {} and {} {end} leave no epochs of {} {}",
+                brief("first_epoch"),
+                self.first_epoch,
+                brief("end_epoch"),
+                brief("epochs"),
+                self.epochs
             ));
         }
         if self.arch_start_epoch >= self.epochs && self.arch_start_epoch > 0 {

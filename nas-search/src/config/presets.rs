@@ -110,6 +110,8 @@ fn darts_1st(preset: &str) -> SearchConfig {
         arch_optimizer: ArchOptimConfig { lr: 3e-4, beta1: 0.5, beta2: 0.999, weight_decay: 1e-3 },
         progressive: None,
         stage: None,
+        first_epoch: 0,
+        end_epoch: None,
         skip_dropout: 0.0,
     }
 }

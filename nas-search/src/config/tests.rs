@@ -39,22 +39,59 @@ fn p_darts_preset_has_the_reference_settings() {
     let m = serde_json::to_value(&c.model).unwrap();
     assert_eq!((c.method.method(), &m["max_skip_connect"], m.get("ops")), (Method::FirstOrder, &json!(2), None));
     c.validate().unwrap();
+    let stages = |layers: Vec<usize>, ops_per_edge: Vec<usize>, skip_dropout: Vec<f64>| ProgressiveConfig {
+        layers,
+        ops_per_edge,
+        skip_dropout,
+        ..Default::default()
+    };
+    let widen = |layers: Vec<usize>, partial_channels: Vec<usize>, skip_dropout: Vec<f64>| ProgressiveConfig {
+        layers,
+        ops_per_edge: vec![8, 4],
+        skip_dropout,
+        partial_channels,
+        net2wider: true,
+    };
     for (bad, want) in [
-        (
-            ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 5, 3], skip_dropout: vec![0.0; 3] },
-            "one value per stage",
-        ),
-        (
-            ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 8], skip_dropout: vec![0.0; 2] },
-            "must decrease",
-        ),
-        (ProgressiveConfig { layers: vec![5, 11], ops_per_edge: vec![8, 5], skip_dropout: vec![0.0, 1.0] }, "[0, 1)"),
+        (stages(vec![5, 11], vec![8, 5, 3], vec![0.0; 3]), "one value per stage"),
+        (stages(vec![5, 11], vec![8, 8], vec![0.0; 2]), "must decrease"),
+        (stages(vec![5, 11], vec![8, 5], vec![0.0, 1.0]), "[0, 1)"),
+        (widen(vec![5, 11], vec![], vec![]), "the same in every stage"),
+        (widen(vec![], vec![4, 6], vec![]), "must not grow"),
+        (widen(vec![], vec![6, 4, 2], vec![]), "one value per stage"),
+        (widen(vec![], vec![6, 4], vec![0.0, 0.3]), "must be 0"),
     ] {
         let mut c = SearchConfig::preset("p-darts").unwrap();
         c.progressive = Some(bad);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
     }
+}
+
+#[test]
+fn drnas_darts_preset_has_the_reference_settings() {
+    // xiangning-chen/DrNAS DARTS-space/train_search.py: C=36, 20 cells, batch 64, SGD 0.1
+    // cosine to 0 over all 50 epochs, momentum 0.9, wd 3e-4, clip 5; Adam 6e-4 (0.5, 0.999)
+    // wd 1e-3 (l2); seven ops (no `none`); two stages of 25 epochs, α from the 10th of each,
+    // partial channels 6 then 4, the top 4 ops kept, Net2Wider between them.
+    let c = SearchConfig::preset("drnas-darts").unwrap();
+    let p = c.progressive.clone().unwrap();
+    assert_eq!((p.ops_per_edge, p.partial_channels, p.net2wider), (vec![7, 4], vec![6, 4], true));
+    assert!(p.layers.is_empty() && p.skip_dropout.is_empty());
+    assert_eq!((c.epochs, c.arch_start_epoch, c.data.batch_size), (25, 10, 64));
+    assert_eq!((c.model.channels, c.model.layers, c.method.method()), (36, 20, Method::DrNas));
+    let w = &c.weight_optimizer;
+    assert_eq!((w.lr, w.lr_min, w.momentum, w.weight_decay, w.grad_clip), (0.1, 0.0, 0.9, 3e-4, 5.0));
+    let a = &c.arch_optimizer;
+    assert_eq!((a.lr, a.beta1, a.beta2, a.weight_decay), (6e-4, 0.5, 0.999, 1e-3));
+    let m = serde_json::to_value(&c.model).unwrap();
+    assert_eq!(m["ops"].as_array().map(Vec::len), Some(7));
+    assert_eq!(m["partial_channels"], json!(6));
+    c.clone().validate().unwrap();
+    // A size whose channels K = 4 does not divide is refused before anything runs.
+    let small = c.with_overlay(&json!({"model": {"channels": 18, "partial_channels": 6}})).unwrap();
+    let e = crate::Progressive::new(small.validate().unwrap()).err().expect("K=4 ∤ 18").to_string();
+    assert!(e.contains("stage 1") && e.contains("K=4"), "{e}");
 }
 
 #[test]

@@ -5,13 +5,14 @@
 //! genotype type with the published genotypes, and the derived network that is retrained
 //! (`model.py`'s `NetworkCIFAR` or `NetworkImageNet`, with its mult-adds). Op sets restrict the
 //! ops of each edge (`op_sets`: the R-DARTS spaces S1–S4 among them); `pdarts` holds the rules
-//! of P-DARTS' progressive search.
+//! of P-DARTS' progressive search, `net2wider` DrNAS' widening between its stages.
 
 mod cell;
 pub mod derive;
 pub mod edges;
 mod genotype;
 mod mixed_op;
+pub mod net2wider;
 mod network;
 mod op_sets;
 mod ops;

@@ -146,8 +146,17 @@ impl SearchSpace for Darts {
         Ok(())
     }
 
-    fn stage_model(own: &DartsSearchModel, ops: Option<OpsConfig>) -> DartsSearchModel {
-        DartsSearchModel { max_skip_connect: None, ops: ops.or_else(|| own.ops.clone()), ..own.clone() }
+    fn stage_model(
+        own: &DartsSearchModel,
+        ops: Option<OpsConfig>,
+        partial_channels: Option<usize>,
+    ) -> DartsSearchModel {
+        DartsSearchModel {
+            max_skip_connect: None,
+            ops: ops.or_else(|| own.ops.clone()),
+            partial_channels: partial_channels.unwrap_or(own.partial_channels),
+            ..own.clone()
+        }
     }
 
     fn skip_cap(own: &DartsSearchModel) -> Option<usize> {

@@ -30,13 +30,14 @@ use super::edges::{node_edges, num_edges};
 use super::genotype::DartsGenotype;
 use super::op_sets::DartsOpSets;
 use super::ops::{DartsOp, RandomStream};
-use super::pdarts;
 use super::stem::Stem;
+use super::{net2wider, pdarts};
 use crate::children::ChildShape;
 use crate::error::Error;
 use crate::genotype::Genotype;
 use crate::model_config::{NetKind, OpsConfig};
-use crate::supernet::{ArchSample, Child, OpCost, Supernet};
+use crate::supernet::{ArchSample, Child, NamedState, OpCost, Supernet};
+use nas_core::rng::Rng;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -503,6 +504,14 @@ impl Supernet for DartsSupernet {
             |ops: &[Vec<DartsOp>], w: &[Vec<f32>]| pdarts::drop_weakest(ops, w, drop, false).map_err(Error::Config);
         let sets = DartsOpSets { normal: cell(&self.op_sets.normal, &wn)?, reduce: cell(&self.op_sets.reduce, &wr)? };
         Ok(sets.to_config())
+    }
+
+    /// DrNAS' Net2Wider (`net2wider::widen`) over the ops this supernet kept of `old`'s.
+    fn widen_from(&self, old: &dyn Supernet, state: &NamedState, rng: &mut Rng) -> crate::Result<NamedState> {
+        let reduction: Vec<bool> = self.cells.iter().map(|c| c.reduction).collect();
+        let new_params: Vec<(String, Vec<usize>)> =
+            self.weights().params().into_iter().map(|p| (p.name.clone(), p.dims().to_vec())).collect();
+        net2wider::widen(&reduction, &old.edge_ops(), &self.edge_ops(), &new_params, state, rng)
     }
 
     /// P-DARTS' final derivation (`pdarts::derive_final`), the skip cap on the normal cell.

@@ -35,10 +35,11 @@
 //!   is commented out); here the darts space's derivation (DARTS': `none` excluded) is used.
 //! - The reference draws a random search-valid batch with replacement at every step; here the
 //!   search-valid half is walked through as by every method of this crate.
-//! - The DARTS-space progressive scheme (two stages, partial channels 6 then 4, pruning to the
-//!   top 4 ops, Net2Wider) is not built; PC-DARTS' partial channels (`model.partial_channels`)
-//!   work, as the reference's MixedOp with K > 1; the reference has no edge normalisation, and
-//!   neither does this method.
+//! - PC-DARTS' partial channels (`model.partial_channels`) work, as the reference's MixedOp
+//!   with K > 1; the reference has no edge normalisation, and neither does this method. The
+//!   DARTS-space progressive scheme (preset `drnas-darts`: two stages, partial channels 6 then
+//!   4, the top 4 ops kept, Net2Wider) is the progressive search's (`crate::progressive`,
+//!   `search_spaces::darts::net2wider`); its pruned edges draw from their own ops as above.
 //!
 //! Every draw comes from the stream `Purpose::Sample` keyed by (epoch, step and role), so a
 //! resumed run draws what the uninterrupted one did without generator state in the checkpoint.
@@ -122,12 +123,48 @@ impl MethodSpec for DrNas {
     /// 64, SGD 0.025 cosine to 0.001, momentum 0.9, weight decay 3e-4, clip 5, Adam on α 3e-4
     /// (0.5, 0.999) with weight decay 1e-3 (l2), C=16, 5 cells per stage, no partial channels
     /// (`--k 1`).
+    ///
+    /// `drnas-darts`, the reference's DARTS-space search (`DARTS-space/train_search.py`): C=36,
+    /// 20 cells, batch 64, SGD 0.1 cosine to 0 over all 50 epochs, momentum 0.9, weight decay
+    /// 3e-4, clip 5, Adam 6e-4 (0.5, 0.999) with weight decay 1e-3; the seven ops without
+    /// `none`; two stages of 25 epochs with α from the 10th epoch of each, partial channels 6
+    /// then 4, the 4 strongest ops of every edge kept between them and the network widened
+    /// (Net2Wider, `search_spaces::darts::net2wider`).
     fn presets() -> Vec<Preset> {
-        vec![Preset {
-            name: "drnas",
-            about: "DrNAS on nb201",
-            overlay: json!({"space": "nb201", "method": {"name": Self::NAME}, "epochs": 100}),
-        }]
+        vec![
+            Preset {
+                name: "drnas",
+                about: "DrNAS on nb201",
+                overlay: json!({"space": "nb201", "method": {"name": Self::NAME}, "epochs": 100}),
+            },
+            Preset {
+                name: "drnas-darts",
+                about: "DrNAS' progressive search in the darts space (partial channels 6 then 4, Net2Wider)",
+                overlay: json!({
+                    "space": "darts",
+                    "method": {"name": Self::NAME},
+                    "epochs": 25,
+                    "arch_start_epoch": 10,
+                    "data": {"batch_size": 64},
+                    "weight_optimizer": {"lr": 0.1, "lr_min": 0.0},
+                    "arch_optimizer": {"lr": 6e-4},
+                    "model": {
+                        "channels": 36,
+                        "layers": 20,
+                        "partial_channels": 6,
+                        "ops": ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
+                                "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"],
+                    },
+                    "progressive": {
+                        "layers": [],
+                        "ops_per_edge": [7, 4],
+                        "skip_dropout": [],
+                        "partial_channels": [6, 4],
+                        "net2wider": true,
+                    },
+                }),
+            },
+        ]
     }
 
     fn charts() -> Vec<RecordChart> {
