@@ -8,11 +8,10 @@
 //! (epoch, step, running sums), so a run resumed from it continues exactly as the uninterrupted
 //! run would (on CPU).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-
-use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use nas_core::checkpoint::LoadedTensors;
