@@ -81,6 +81,20 @@ impl Param {
         }
     }
 
+    /// `t` as a value of this parameter: its shape checked, in the variable's dtype and on its
+    /// device.
+    fn conform(&self, t: &Tensor) -> Result<Tensor> {
+        if t.dims() != self.dims() {
+            return Err(Error::Invalid(format!(
+                "tensor `{}` has shape {:?}, expected {:?}",
+                self.name,
+                t.dims(),
+                self.dims()
+            )));
+        }
+        Ok(t.to_dtype(self.var.dtype())?.to_device(self.var.device())?)
+    }
+
     /// Whether this entry stands for its variable in the list of variables (a whole variable,
     /// or the first piece of a packed one).
     fn owns_var(&self) -> bool {
@@ -161,15 +175,7 @@ impl ParamStore {
                 }
                 return Err(Error::Invalid(format!("missing tensor `{}`", p.name)));
             };
-            if t.dims() != p.dims() {
-                return Err(Error::Invalid(format!(
-                    "tensor `{}` has shape {:?}, expected {:?}",
-                    p.name,
-                    t.dims(),
-                    p.dims()
-                )));
-            }
-            let t = t.to_dtype(p.var.dtype())?.to_device(p.var.device())?;
+            let t = p.conform(t)?;
             if p.piece.is_none() {
                 p.var.set(&t)?;
                 continue;
@@ -232,15 +238,7 @@ impl ParamStore {
                 let mut pieces = Vec::with_capacity(group.len());
                 for (p, t) in group.iter().zip(found) {
                     let t = t.ok_or_else(|| Error::Invalid(format!("missing tensor `{}`", p.name)))?;
-                    if t.dims() != p.dims() {
-                        return Err(Error::Invalid(format!(
-                            "tensor `{}` has shape {:?}, expected {:?}",
-                            p.name,
-                            t.dims(),
-                            p.dims()
-                        )));
-                    }
-                    pieces.push(t.to_dtype(p.var.dtype())?.to_device(p.var.device())?);
+                    pieces.push(p.conform(t)?);
                 }
                 out.push(Some(match group[0].piece {
                     None => pieces.remove(0),

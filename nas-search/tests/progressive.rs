@@ -19,12 +19,20 @@ use nas_search::{Error, Progressive, RunDir, SearchConfig};
 use search_spaces::darts::DartsOp;
 use search_spaces::{Genotype, OpsConfig};
 
-fn config() -> SearchConfig {
-    let mut c = SearchConfig::preset("p-darts").unwrap();
+/// `preset` at the tests' size: 2 epochs a stage with α from the second, 64 images in batches
+/// of 16, seed 5.
+fn small(preset: &str) -> SearchConfig {
+    let mut c = SearchConfig::preset(preset).unwrap();
     c.epochs = 2;
     c.arch_start_epoch = 1;
     c.data.subset = Some(64);
     c.data.batch_size = 16;
+    c.seed = 5;
+    c
+}
+
+fn config() -> SearchConfig {
+    let mut c = small("p-darts");
     c.model.channels = 4;
     c.model.darts_mut().unwrap().max_skip_connect = Some(1);
     c.model.darts_mut().unwrap().ops =
@@ -35,18 +43,13 @@ fn config() -> SearchConfig {
         skip_dropout: vec![0.0, 0.4],
         ..Default::default()
     });
-    c.seed = 5;
     c
 }
 
 /// DrNAS' scheme at a small size: C=8, 3 cells, 2 epochs per stage with α from the second,
 /// max-pool, skip, sep and dil conv (every rule of Net2Wider) pruned to 3, K 4 then 2.
 fn drnas_config() -> SearchConfig {
-    let mut c = SearchConfig::preset("drnas-darts").unwrap();
-    c.epochs = 2;
-    c.arch_start_epoch = 1;
-    c.data.subset = Some(64);
-    c.data.batch_size = 16;
+    let mut c = small("drnas-darts");
     c.model.channels = 8;
     c.model.layers = 3;
     let ops = ["max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"];
@@ -54,7 +57,6 @@ fn drnas_config() -> SearchConfig {
     c.model.darts_mut().unwrap().partial_channels = 4;
     let p = c.progressive.as_mut().unwrap();
     (p.ops_per_edge, p.partial_channels) = (vec![4, 3], vec![4, 2]);
-    c.seed = 5;
     c
 }
 

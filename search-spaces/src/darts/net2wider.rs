@@ -65,11 +65,17 @@ struct OpParams<'a> {
 }
 
 impl<'a> OpParams<'a> {
-    fn old(&self, rest: &str) -> Result<&'a (Tensor, Option<Tensor>)> {
+    /// `rest`'s entry in the previous stage: the key as the op's tables hold it (their
+    /// lifetime) and the value and momentum.
+    fn entry(&self, rest: &str) -> Result<(&'a str, &'a (Tensor, Option<Tensor>))> {
         self.old
-            .get(rest)
-            .copied()
+            .get_key_value(rest)
+            .map(|(k, v)| (*k, *v))
             .ok_or_else(|| Error::Config(format!("{}: no `{rest}` in the previous stage", self.what)))
+    }
+
+    fn old(&self, rest: &str) -> Result<&'a (Tensor, Option<Tensor>)> {
+        Ok(self.entry(rest)?.1)
     }
 
     /// The growth of `rest` along `dim`: the new channels' count, checked against the old.
@@ -152,10 +158,7 @@ impl<'a> OpParams<'a> {
 
     /// `rest` as the key the op's tables hold (their lifetime).
     fn key(&self, rest: &str) -> Result<&'a str> {
-        self.old
-            .get_key_value(rest)
-            .map(|(k, _)| *k)
-            .ok_or_else(|| Error::Config(format!("{}: no `{rest}` in the previous stage", self.what)))
+        Ok(self.entry(rest)?.0)
     }
 }
 
