@@ -3,7 +3,7 @@
 //! commands' own (`config_flags`), with darts_ref.py's sizes as defaults.
 
 use clap::{Args, Subcommand};
-use nas_core::bench::{bench_loader, BenchLoaderConfig};
+use nas_core::bench::{bench_loader, bench_machine, BenchLoaderConfig};
 use nas_eval::bench::{bench_train, BenchTrainConfig};
 use nas_search::bench::{bench_search, BenchSearchConfig};
 
@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Time the data loader: images per second of training (or evaluation) batches
     Loader(BenchLoaderArgs),
+    /// Measure the machine's limits: peak f32 multiply-add rate and triad memory bandwidth
+    Machine,
 }
 
 #[derive(Args, Debug)]
@@ -57,5 +59,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let cfg = BenchLoaderConfig::from_overlay(&a.settings.overlay())?;
             crate::out(&format!("{}\n", bench_loader(&cfg)?))
         }
+        BenchCommand::Machine => crate::out(&format!("{}\n", bench_machine())),
     }
 }

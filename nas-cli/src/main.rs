@@ -36,7 +36,8 @@ static GLOBAL: ReuseZeroed = ReuseZeroed;
 /// jemalloc zeroes a large reused block by handing its pages back to the kernel
 /// (madvise DONTNEED) and faulting them in again, and candle allocates every gradient buffer
 /// and many kernel outputs zeroed: that was ~30k page faults and TLB shootdowns per training
-/// step. Clearing memory that is already mapped is several times cheaper.
+/// step. Clearing memory that is already mapped is several times cheaper. Large allocations
+/// are counted for `nas bench`'s bytes per step.
 #[cfg(not(target_env = "msvc"))]
 struct ReuseZeroed;
 
@@ -45,10 +46,12 @@ struct ReuseZeroed;
 // exactly the `layout.size()` bytes that a successful allocation returned.
 unsafe impl std::alloc::GlobalAlloc for ReuseZeroed {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        nas_core::bench::note_allocation(layout.size());
         tikv_jemallocator::Jemalloc.alloc(layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        nas_core::bench::note_allocation(layout.size());
         let p = tikv_jemallocator::Jemalloc.alloc(layout);
         if !p.is_null() {
             std::ptr::write_bytes(p, 0, layout.size());
@@ -61,6 +64,7 @@ unsafe impl std::alloc::GlobalAlloc for ReuseZeroed {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        nas_core::bench::note_allocation(new_size);
         tikv_jemallocator::Jemalloc.realloc(ptr, layout, new_size)
     }
 }

@@ -26,7 +26,20 @@ fn killed_after_checkpoints_and_resumed_equals_uninterrupted() {
 /// child are in the checkpoint, and whose draws are keyed by epoch and step.
 #[test]
 fn an_enas_search_killed_after_checkpoints_resumes_to_the_same_genotype() {
-    let enas = ["--method", "enas", "--controller-steps", "2", "--controller-aggregate", "2", "--select-samples", "4"];
+    // Ten epochs: ENAS' epochs at this size are short, and three kills must each land before
+    // the last checkpoint for every resumed process to write a later one.
+    let enas = [
+        "--method",
+        "enas",
+        "--epochs",
+        "10",
+        "--controller-steps",
+        "2",
+        "--controller-aggregate",
+        "2",
+        "--select-samples",
+        "4",
+    ];
     killed_and_resumed(&enas, 0x85eb_ca6b);
 }
 

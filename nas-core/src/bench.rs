@@ -3,6 +3,7 @@
 //! `steps` timed steps (the middle element of the sorted times, as the reference computes it).
 //! On CUDA the device is synchronised inside the timed region.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -21,6 +22,30 @@ pub struct Measured {
     pub peak_device_mem: Option<u64>,
     /// Kernel launches, memsets and copies per timed step, or why they were not counted.
     pub launches: Option<std::result::Result<Value, String>>,
+    /// Bytes of the large host allocations of each timed step (`note_allocation`), sorted;
+    /// empty where the process's allocator does not report them.
+    pub alloc_bytes: Vec<u64>,
+}
+
+/// Allocations of at least this many bytes are counted: the tensors' buffers, not the small
+/// bookkeeping that never leaves the caches.
+pub const COUNTED_ALLOCATION: usize = 4096;
+
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts an allocation of `size` bytes (called by the binary's global allocator). Every
+/// buffer a step allocates is written at least once and read at least once, so twice a step's
+/// allocated bytes is a floor on the memory traffic of a step whose tensors outgrow the caches.
+#[inline]
+pub fn note_allocation(size: usize) {
+    if size >= COUNTED_ALLOCATION {
+        ALLOCATED.fetch_add(size as u64, Ordering::Relaxed);
+    }
+}
+
+/// Bytes noted by `note_allocation` so far.
+pub fn allocated_bytes() -> u64 {
+    ALLOCATED.load(Ordering::Relaxed)
 }
 
 impl Measured {
@@ -48,16 +73,23 @@ pub fn time_steps<E: From<Error> + From<candle_core::Error>>(
     crate::device::reset_peak_memory(device);
     let counter = count_launches.then(|| launch_counter(device));
     let mut times = Vec::with_capacity(steps);
+    let mut alloc_bytes = Vec::with_capacity(steps);
     for _ in 0..steps {
         device.synchronize()?;
+        let bytes = allocated_bytes();
         let t = Instant::now();
         step()?;
         device.synchronize()?;
         times.push(t.elapsed().as_secs_f64());
+        alloc_bytes.push(allocated_bytes() - bytes);
     }
     times.sort_by(f64::total_cmp);
+    alloc_bytes.sort_unstable();
+    if alloc_bytes.last() == Some(&0) {
+        alloc_bytes.clear();
+    }
     let launches = counter.map(|c| c.map(|c| per_step(&c, steps)));
-    Ok(Measured { times, peak_device_mem: crate::device::peak_memory(device), launches })
+    Ok(Measured { times, peak_device_mem: crate::device::peak_memory(device), launches, alloc_bytes })
 }
 
 #[cfg(feature = "cuda")]
@@ -113,6 +145,9 @@ pub fn report(config: &impl Serialize, m: &Measured, extra: &[(&str, Value)]) ->
         "step_s_min": m.times.first(),
         "peak_mem_bytes": m.peak_device_mem.or_else(peak_rss_bytes),
     });
+    if let Some(b) = m.alloc_bytes.get(m.alloc_bytes.len() / 2) {
+        r["alloc_bytes_per_step_median"] = json!(b);
+    }
     match &m.launches {
         Some(Ok(v)) => r["launches_per_step"] = v.clone(),
         Some(Err(why)) => r["launches_per_step_unavailable"] = json!(why),
@@ -122,6 +157,19 @@ pub fn report(config: &impl Serialize, m: &Measured, extra: &[(&str, Value)]) ->
         r[*key] = value.clone();
     }
     r
+}
+
+/// `nas bench machine`: the peak f32 multiply-add rate and the triad memory bandwidth on the
+/// worker threads (`nas_kernels::limits`), the roofline's two limits.
+pub fn bench_machine() -> Value {
+    let l = nas_kernels::limits::measure(worker_threads());
+    json!({
+        "impl": "nas",
+        "threads": l.threads,
+        "fma_gflops": l.fma_flops / 1e9,
+        "fma_gflops_avx512": l.fma_flops_avx512.map(|f| f / 1e9),
+        "triad_gbytes_per_s": l.triad_bytes_per_s / 1e9,
+    })
 }
 
 /// The process's peak resident set size (VmHWM, Linux), None where unknown. On CUDA this is

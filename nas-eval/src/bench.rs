@@ -67,5 +67,9 @@ pub fn bench_train(b: &BenchTrainConfig) -> Result<Value> {
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    Ok(report(b, &m, &[("params_without_aux", json!(model.num_params_without_aux()))]))
+    let extra = [
+        ("params_without_aux", json!(model.num_params_without_aux())),
+        ("mult_adds_per_image", json!(model.mult_adds(image_size, image_size).transpose()?)),
+    ];
+    Ok(report(b, &m, &extra))
 }

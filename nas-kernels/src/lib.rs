@@ -20,6 +20,7 @@ mod depthwise;
 mod elementwise;
 #[cfg(feature = "cuda")]
 pub mod launch_count;
+pub mod limits;
 mod op;
 mod partial;
 mod pointwise;

@@ -116,6 +116,7 @@ pub fn bench_search(b: &BenchSearchConfig) -> Result<Value> {
     let arch_evals = if b.weights_only { 0 } else { method.last_arch_grad_evals() };
     let extra = [
         ("params_weights", json!(net.weights().num_weight_elements())),
+        ("mult_adds_per_image", json!(net.mult_adds(image_size, image_size))),
         ("eval_step_s_median", json!(eval.median())),
         ("grad_evals_per_arch_step", json!(arch_evals)),
     ];

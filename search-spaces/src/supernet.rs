@@ -50,6 +50,11 @@ pub trait Supernet {
     /// tensor: its parameters, and the mult-adds of its convolutions (weight elements × output
     /// pixels) for inputs of `height`×`width` (SNAS' resource penalty).
     fn op_costs(&self, height: usize, width: usize) -> Vec<Vec<Vec<OpCost>>>;
+    /// The mult-adds of the convolutions and the classifier in one image's forward with every
+    /// op running (the relaxed supernet) for `height`×`width` inputs; None where not counted.
+    fn mult_adds(&self, _height: usize, _width: usize) -> Option<f64> {
+        None
+    }
     /// How a discrete child of the space is laid out (ENAS, random sampling).
     fn child_shape(&self) -> ChildShape;
     /// The inverse of `genotype_of`: the chosen columns of a genotype of this supernet's space

@@ -26,10 +26,17 @@ pub fn spawn(args: &[&str]) -> Child {
         .expect("start nas")
 }
 
+/// `SEARCH` into `out` with `extra`: a flag of `extra` that `SEARCH` has replaces its value.
 pub fn search_args<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args: Vec<&str> = SEARCH.split_whitespace().collect();
     args.extend(["--out", out.to_str().unwrap()]);
-    args.extend(extra);
+    let mut rest = extra.iter();
+    while let Some(&flag) = rest.next() {
+        match args.iter().position(|&a| a == flag && flag.starts_with("--")) {
+            Some(i) => args[i + 1] = rest.next().expect("a value for a flag SEARCH has"),
+            None => args.push(flag),
+        }
+    }
     args
 }
 

@@ -492,6 +492,35 @@ impl Supernet for DartsSupernet {
         costs
     }
 
+    /// The stem's convolutions, then every 4-d weight of cell i at the pixels it writes: its
+    /// preprocessing at the size of the cell's input c_{k-1}, its ops at the cell's output
+    /// size (after the reduction); the classifier's weight once.
+    fn mult_adds(&self, height: usize, width: usize) -> Option<f64> {
+        let (_, (mut h, mut w), stem) = self.stem.mult_adds((height, width))?;
+        let mut sizes = Vec::with_capacity(self.cells.len());
+        for cell in &self.cells {
+            let input = h * w;
+            if cell.reduction {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            }
+            sizes.push((input, h * w));
+        }
+        let mut total = stem as f64;
+        for p in self.weights.params() {
+            let n: usize = p.dims().iter().product();
+            let mut parts = p.name.split('.');
+            match (parts.next(), parts.next().and_then(|i| i.parse::<usize>().ok()), parts.next(), p.dims().len()) {
+                (Some("cells"), Some(i), Some(part), 4) => {
+                    let (input, output) = *sizes.get(i)?;
+                    total += (n * if part.starts_with("preprocess") { input } else { output }) as f64;
+                }
+                (Some("classifier"), _, _, 2) => total += n as f64,
+                _ => {}
+            }
+        }
+        Some(total)
+    }
+
     fn child_shape(&self) -> ChildShape {
         ChildShape::TwoInputsPerNode { steps: self.cfg.steps }
     }
@@ -596,6 +625,28 @@ mod tests {
         let (imagenet, cifar) = (supernet(NetKind::ImageNet), supernet(NetKind::Cifar));
         assert_eq!(imagenet.op_costs(224, 224), cifar.op_costs(28, 28));
         assert_ne!(imagenet.op_costs(224, 224), cifar.op_costs(224, 224));
+    }
+
+    /// Every multiply-accumulate of a three-cell sep_conv_3x3 supernet (C=4, cells 1 and 2
+    /// reducing) at 32×32, written out from the DARTS network's layout: a sep conv is two
+    /// stages of a 3×3 depthwise (9C per pixel) and a 1×1 (C² per pixel) at the edge's output
+    /// size, 14 edges a cell.
+    #[test]
+    fn mult_adds_count_every_op_of_the_relaxed_network() {
+        let ops = Some(OpsConfig::Uniform(vec!["sep_conv_3x3".into()]));
+        let cfg = DartsSupernetConfig { channels: 4, layers: 3, num_classes: 7, ops, ..Default::default() };
+        let net = DartsSupernet::new(cfg, 0, DType::F32, &Device::Cpu).unwrap();
+        let sep = |c: usize, pixels: usize| 14 * 2 * (9 * c + c * c) * pixels;
+        let stem = 9 * 3 * 12 * 1024;
+        // Cell 0 (normal, C=4): 1×1 preprocessing 12→4 twice at 32×32.
+        let cell0 = (12 * 4 + 12 * 4) * 1024 + sep(4, 1024);
+        // Cell 1 (reduction, C=8): 12→8 and 16→8 at 32×32, ops at 16×16.
+        let cell1 = (12 * 8 + 16 * 8) * 1024 + sep(8, 256);
+        // Cell 2 (reduction after a reduction, C=16): FactorizedReduce's two 16→8 convs and
+        // 32→16, all at 16×16; ops at 8×8.
+        let cell2 = (2 * 16 * 8 + 32 * 16) * 256 + sep(16, 64);
+        let want = stem + cell0 + cell1 + cell2 + 64 * 7;
+        assert_eq!(net.mult_adds(32, 32), Some(want as f64));
     }
 
     #[test]

@@ -2763,6 +2763,48 @@ impl Tensor {
         self.storage.read_recursive()
     }
 
+    /// `self += other` in place, for the backward pass's gradient sums: done (true) only where
+    /// nothing else can see `self`'s buffer (the tensor and its storage held once, contiguous
+    /// from its start, the whole buffer) and both are contiguous CPU f32 or f64 tensors of one
+    /// shape; otherwise nothing is changed (false) and the caller adds out of place.
+    pub(crate) fn add_assign_if_unique(&mut self, other: &Tensor) -> Result<bool> {
+        use crate::cpu_backend::CpuStorage;
+        use rayon::prelude::*;
+        fn add<T: Copy + Send + Sync + std::ops::AddAssign>(dst: &mut [T], src: &[T]) {
+            const CHUNK: usize = 1 << 15;
+            if dst.len() < 2 * CHUNK {
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+            } else {
+                dst.par_chunks_mut(CHUNK)
+                    .zip(src.par_chunks(CHUNK))
+                    .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d += s));
+            }
+        }
+        let Some(this) = Arc::get_mut(&mut self.0) else { return Ok(false) };
+        if Arc::strong_count(&this.storage) != 1
+            || this.layout.start_offset() != 0
+            || !this.layout.is_contiguous()
+            || this.layout.shape() != other.layout.shape()
+            || !other.layout.is_contiguous()
+        {
+            return Ok(false);
+        }
+        let n = this.layout.shape().elem_count();
+        let start = other.layout.start_offset();
+        let src = other.storage();
+        let mut dst = this.storage.write();
+        match (&mut *dst, &*src) {
+            (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(CpuStorage::F32(s))) if d.len() == n => {
+                add(d, &s[start..start + n])
+            }
+            (Storage::Cpu(CpuStorage::F64(d)), Storage::Cpu(CpuStorage::F64(s))) if d.len() == n => {
+                add(d, &s[start..start + n])
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Acquire write lock on storage and returns guard.
     pub(crate) fn storage_mut(&self) -> StorageMutRef<'_> {
         self.storage.write()

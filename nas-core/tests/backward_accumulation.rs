@@ -1,0 +1,89 @@
+//! The backward pass of the patched candle-core (vendor/candle-core/PATCHED.md) keeps a node's
+//! first gradient as it is instead of adding it to a zero tensor. Closed forms where that could
+//! go wrong: one tensor reached along several paths (its contributions summed, the first one
+//! shared by both sides of an addition), later contributions added in place into a sum that
+//! only the store holds and never into one that another gradient shares, a first gradient
+//! that is a strided view, and a second backward pass over the same graph.
+
+use candle_core::{DType, Device, Tensor, Var};
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn close(what: &str, got: &Tensor, want: &[f64]) {
+    let got = values(got);
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+#[test]
+fn a_tensor_on_several_paths_sums_its_contributions() {
+    let x = Var::from_vec(vec![1.0f64, -2.0, 0.5, 3.0], (2, 2), &Device::Cpu).unwrap();
+    // L = Σ (x + x)·x + 3x = Σ 2x² + 3x: dL/dx = 4x + 3.
+    let doubled = (x.as_tensor() + x.as_tensor()).unwrap();
+    let loss = ((&doubled * x.as_tensor()).unwrap() + (x.as_tensor() * 3.0).unwrap()).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    close("dL/dx", g.get(&x).unwrap(), &[7.0, -5.0, 5.0, 15.0]);
+}
+
+#[test]
+fn two_variables_sharing_their_first_gradient_keep_their_own_sums() {
+    let a = Var::from_vec(vec![1.0f64, 2.0, 3.0], 3, &Device::Cpu).unwrap();
+    let b = Var::from_vec(vec![-1.0f64, 0.5, 4.0], 3, &Device::Cpu).unwrap();
+    // L = Σ (a + b)·c + a²: dL/da = c + 2a, dL/db = c.
+    let c = Tensor::new(&[2.0f64, -3.0, 0.25], &Device::Cpu).unwrap();
+    let s = (a.as_tensor() + b.as_tensor()).unwrap();
+    let loss = ((&s * &c).unwrap() + a.as_tensor().sqr().unwrap()).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    close("dL/da", g.get(&a).unwrap(), &[4.0, 1.0, 6.25]);
+    close("dL/db", g.get(&b).unwrap(), &[2.0, -3.0, 0.25]);
+    // A second pass over the same graph gives the same gradients (nothing was summed in place).
+    let again = loss.backward().unwrap();
+    close("dL/da again", again.get(&a).unwrap(), &[4.0, 1.0, 6.25]);
+    close("dL/db again", again.get(&b).unwrap(), &[2.0, -3.0, 0.25]);
+}
+
+#[test]
+fn a_strided_first_gradient_is_stored_contiguous_and_correct() {
+    let w = Var::from_vec(vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], (2, 3), &Device::Cpu).unwrap();
+    let m = Tensor::new(&[[1.0f64, 0.0], [2.0, -1.0], [0.5, 3.0]], &Device::Cpu).unwrap();
+    // L = Σ (wᵀ ⊙ m): dL/dw = mᵀ, reached through a transpose (a strided view of the gradient).
+    let loss = w.as_tensor().t().unwrap().mul(&m).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let gw = g.get(&w).unwrap();
+    assert!(gw.is_contiguous(), "the stored gradient is contiguous");
+    close("dL/dw", gw, &[1.0, 2.0, 0.5, 0.0, -1.0, 3.0]);
+}
+
+#[test]
+fn sums_shared_with_another_gradient_are_not_added_into() {
+    let x = Var::from_vec(vec![0.5f64, -1.0, 2.0, 4.0], 4, &Device::Cpu).unwrap();
+    let w = Var::from_vec(vec![3.0f64, 1.0, -2.0, 0.0], 4, &Device::Cpu).unwrap();
+    let a = Tensor::new(&[1.0f64, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+    let b = Tensor::new(&[-1.0f64, 0.5, 0.25, 2.0], &Device::Cpu).unwrap();
+    let c = Tensor::new(&[10.0f64, 20.0, 30.0, 40.0], &Device::Cpu).unwrap();
+    // L = Σ (x + w)·a + x·b + x·c: x and w first get one shared gradient a (from the sum);
+    // x's later contributions b and c must not reach w's gradient, which stays a.
+    let z = (x.as_tensor() + w.as_tensor()).unwrap();
+    let terms = [(&z * &a).unwrap(), (x.as_tensor() * &b).unwrap(), (x.as_tensor() * &c).unwrap()];
+    let loss = ((&terms[0] + &terms[1]).unwrap() + &terms[2]).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    close("dL/dw", g.get(&w).unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+    close("dL/dx", g.get(&x).unwrap(), &[10.0, 22.5, 33.25, 46.0]);
+}
+
+#[test]
+fn many_contributions_sum_in_place_to_the_closed_form() {
+    let x = Var::from_vec((0..90_000).map(|i| f64::from(i) * 1e-5).collect(), (3, 30_000), &Device::Cpu).unwrap();
+    // L = Σ_k Σ x²·k for k = 1..6: dL/dx = 2x·21 (a buffer large enough for the threaded sum).
+    let mut loss = Tensor::zeros((), DType::F64, &Device::Cpu).unwrap();
+    for k in 1..=6 {
+        loss = (loss + (x.as_tensor().sqr().unwrap() * f64::from(k)).unwrap().sum_all().unwrap()).unwrap();
+    }
+    let g = loss.backward().unwrap();
+    let want: Vec<f64> = (0..90_000).map(|i| 42.0 * f64::from(i) * 1e-5).collect();
+    close("dL/dx", g.get(&x).unwrap(), &want);
+}
