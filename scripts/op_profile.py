@@ -19,13 +19,22 @@ RULES = [
     (re.compile(r"<nas_kernels::(?:\w+::)*(\w+) as nas_kernels::op::Kernels<\d+_usize>>::(?:cpu_)?(fwd|bwd)"), "{0} {1}"),
     (re.compile(r"^(?:cpu_fwd|bwd)<nas_kernels::(?:\w+::)*(\w+)>"), "{0}"),
     (re.compile(r"^nas_kernels::(?:\w+::)*(\w+)::cpu_(?:fwd|grads)"), "{0}"),
-    (re.compile(r"^nas_kernels::cpu::(\w+)::(\w+)$"), "{0}::{1}"),
+    (re.compile(r"nas_kernels::cpu::(?!simd|plane)(\w+)::([a-z_]\w*)"), "{0}::{1}"),
     (re.compile(r"^candle_core::tensor::Tensor::(\w+)"), "candle {0}"),
     (re.compile(r"^candle_core::tensor_cat::<impl candle_core::tensor::Tensor>::(\w+)"), "candle {0}"),
+    (re.compile(r"^candle_core::conv::<impl candle_core::tensor::Tensor>::(\w+)"), "candle {0}"),
     (re.compile(r"^nas_core::optim::(?:\w+::)*(\w+)"), "optimiser ({0})"),
     (re.compile(r"^candle_core::backprop::"), "candle backward (gradient sums)"),
 ]
+# Charged only when no frame of the sample matches RULES (work on a pool thread whose stack
+# does not reach the op that handed it out).
+FALLBACK = [
+    (re.compile(r"candle_core::cpu_backend::(?:\w+::)*(\w+)"), "candle cpu {0}"),
+    (re.compile(r"nas_kernels::cpu::(\w+)"), "{0}"),
+    (re.compile(r"gemm_\w+::"), "matrix products (gemm)"),
+]
 BACKWARD = re.compile(r"candle_core::backprop::<impl candle_core::tensor::Tensor>::backward")
+STEP = re.compile(r"^nas_(?:eval|search|core)::")
 FRAME = re.compile(r"^\s+[0-9a-f]+ (.+?)(?:\+0x[0-9a-f]+)? \((.*)\)$")
 SIZE = re.compile(r"size=(\d+)")
 
@@ -48,19 +57,21 @@ def samples(lines):
         yield head, frames
 
 
-def classify(frames):
-    op = None
+def first_match(frames, rules):
     for sym in frames:
-        for rule, fmt in RULES:
+        for rule, fmt in rules:
             m = rule.search(sym)
             if m:
-                op = fmt.format(*m.groups())
-                break
-        if op:
-            break
+                return fmt.format(*m.groups())
+    return None
+
+
+def classify(frames):
+    op = first_match(frames, RULES) or first_match(frames, FALLBACK)
     if op is None:
         op = "other (data, loss, bookkeeping)" if any("nas_" in f for f in frames) else "outside the step"
-    if op.startswith("optimiser") or op == "outside the step":
+    # The kernels' own names tell their pass; a pool thread's stack does not reach the step.
+    if not op.startswith("candle") or not any(STEP.search(f) for f in frames):
         return op
     phase = "backward" if any(BACKWARD.search(f) for f in frames) else "forward"
     return f"{op} [{phase}]"

@@ -87,3 +87,44 @@ fn many_contributions_sum_in_place_to_the_closed_form() {
     let want: Vec<f64> = (0..90_000).map(|i| 42.0 * f64::from(i) * 1e-5).collect();
     close("dL/dx", g.get(&x).unwrap(), &want);
 }
+
+/// The input gradient of a convolution is skipped where no variable is behind its input (a
+/// network's images); its weight gradient is the closed form Σ over batch and output positions
+/// of the input patch, with or without a gradient for the input.
+#[test]
+fn a_convolution_on_constant_input_still_gets_its_weight_gradient() {
+    let dev = Device::Cpu;
+    let xs: Vec<f64> = (0..2 * 3 * 5 * 5).map(|i| ((i * 7) % 11) as f64 - 5.0).collect();
+    let x = Tensor::from_vec(xs.clone(), (2, 3, 5, 5), &dev).unwrap();
+    let w = Var::from_vec((0..4 * 3 * 3 * 3).map(|i| f64::from(i) * 0.01).collect(), (4, 3, 3, 3), &dev).unwrap();
+    let g = x.conv2d(w.as_tensor(), 0, 1, 1, 1).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none(), "no gradient for the constant input");
+    let mut want = vec![0.0; 4 * 27];
+    for o in 0..4 {
+        for c in 0..3 {
+            for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+                let mut s = 0.0;
+                for b in 0..2 {
+                    for (y, xx) in (0..3).flat_map(|y| (0..3).map(move |xx| (y, xx))) {
+                        s += xs[((b * 3 + c) * 5 + y + i) * 5 + xx + j];
+                    }
+                }
+                want[((o * 3 + c) * 3 + i) * 3 + j] = s;
+            }
+        }
+    }
+    close("dL/dw", g.get(&w).unwrap(), &want);
+    // With the input a variable, the same weight gradient, and the input's own: Σ of w over
+    // the windows covering each pixel.
+    let xv = Var::from_tensor(&x).unwrap();
+    let g = xv.as_tensor().conv2d(w.as_tensor(), 0, 1, 1, 1).unwrap().sum_all().unwrap().backward().unwrap();
+    close("dL/dw with a variable input", g.get(&w).unwrap(), &want);
+    let wsum: Vec<f64> = (0..3 * 9).map(|k| (0..4).map(|o| f64::from((o * 27 + k) as u32) * 0.01).sum()).collect();
+    let gx = values(g.get(&xv).unwrap());
+    // The centre pixel (2, 2) of every plane is covered by all nine taps.
+    for (b, c) in [(0, 0), (1, 2)] {
+        let want_centre: f64 = (0..9).map(|t| wsum[c * 9 + t]).sum();
+        let got = gx[((b * 3 + c) * 5 + 2) * 5 + 2];
+        assert!((got - want_centre).abs() < 1e-12, "dL/dx centre: {got} vs {want_centre}");
+    }
+}

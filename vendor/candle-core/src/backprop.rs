@@ -33,6 +33,12 @@ impl Tensor {
     /// argument.
     /// This assumes that the op graph is a DAG.
     pub fn sorted_nodes(&self) -> Vec<&Tensor> {
+        self.sorted_nodes_tracked().0
+    }
+
+    /// `sorted_nodes`, and for every node visited whether a variable is behind it (its
+    /// gradient is wanted).
+    fn sorted_nodes_tracked(&self) -> (Vec<&Tensor>, HashMap<TensorId, bool>) {
         // The vec of sorted nodes is passed as an owned value rather than a mutable reference
         // to get around some lifetime limitations.
         fn walk<'a>(
@@ -157,13 +163,15 @@ impl Tensor {
             }
             (track_grad, nodes)
         }
-        let (_tg, mut nodes) = walk(self, vec![], &mut HashMap::new());
+        let mut tracked = HashMap::new();
+        let (_tg, mut nodes) = walk(self, vec![], &mut tracked);
         nodes.reverse();
-        nodes
+        (nodes, tracked)
     }
 
     pub fn backward(&self) -> Result<GradStore> {
-        let sorted_nodes = self.sorted_nodes();
+        let (sorted_nodes, tracked) = self.sorted_nodes_tracked();
+        let tracks = |t: &Tensor| tracked.get(&t.id()).copied().unwrap_or(false);
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
         for node in sorted_nodes.iter() {
@@ -278,14 +286,18 @@ impl Tensor {
                         let out_size =
                             (grad_h - 1) * stride + dilation * (k_h - 1) + 1 - 2 * padding;
                         let out_padding = arg.dim(2)? - out_size;
-                        let grad_arg = grad.conv_transpose2d(
-                            kernel,
-                            *padding,
-                            out_padding,
-                            *stride,
-                            *dilation,
-                        )?;
-                        grads.accumulate(arg, &grad_arg)?;
+                        // No input gradient where no variable is behind the input (a network's
+                        // first convolution on its images).
+                        if tracks(arg) {
+                            let grad_arg = grad.conv_transpose2d(
+                                kernel,
+                                *padding,
+                                out_padding,
+                                *stride,
+                                *dilation,
+                            )?;
+                            grads.accumulate(arg, &grad_arg)?;
+                        }
 
                         let grad_kernel = arg
                             .transpose(0, 1)?
