@@ -373,9 +373,23 @@ fn bench_search_reports_its_fields() {
         assert!(v["peak_mem_bytes"].as_u64().unwrap() > 1 << 20, "{v}");
         assert!(v["eval_step_s_median"].as_f64().unwrap() > 0.0, "{v}");
         assert!(v["params_weights"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["mult_adds_per_image"].as_f64().unwrap() > 0.0, "{v}");
+        // Two 2×3×8×8 f32 batches alone are 3 KiB; the step's buffers are far more.
+        assert!(v["alloc_bytes_per_step_median"].as_u64().unwrap() > 1 << 16, "{v}");
         assert_eq!(v["grad_evals_per_arch_step"], evals, "{extra:?}: {v}");
         assert_eq!(v["config"]["weights_only"], extra == ["--weights-only"], "{v}");
     }
+}
+
+/// `nas bench machine` prints the two limits of the roofline, measured.
+#[test]
+fn bench_machine_reports_the_fma_rate_and_the_triad() {
+    let o = nas(&["--threads", "1", "bench", "machine"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["threads"], 1, "{v}");
+    assert!(v["fma_gflops"].as_f64().unwrap() > 0.1, "{v}");
+    assert!(v["triad_gbytes_per_s"].as_f64().unwrap() > 0.1, "{v}");
 }
 
 /// `nas plot` on a run that is still going draws the epochs recorded so far.
