@@ -152,6 +152,21 @@ pub struct DartsSupernet {
 }
 
 impl DartsSupernet {
+    /// Per cell, the pixels of its input c_{k-1} and of its output, for an s1 of `(h, w)`
+    /// (a reduction cell halves the side, rounding up).
+    fn cell_pixels(&self, (mut h, mut w): (usize, usize)) -> Vec<(usize, usize)> {
+        self.cells
+            .iter()
+            .map(|cell| {
+                let input = h * w;
+                if cell.reduction {
+                    (h, w) = (h.div_ceil(2), w.div_ceil(2));
+                }
+                (input, h * w)
+            })
+            .collect()
+    }
+
     /// Builds the network with weights and α drawn from `seed`.
     pub fn new(cfg: DartsSupernetConfig, seed: u64, dtype: DType, device: &Device) -> crate::Result<Self> {
         cfg.validate()?;
@@ -467,15 +482,9 @@ impl Supernet for DartsSupernet {
             .iter()
             .map(|&r| self.op_sets.cell(r).iter().map(|ops| vec![OpCost::default(); ops.len()]).collect())
             .collect();
-        let mut pixels = Vec::with_capacity(self.cells.len());
         // The cells work at the size of s1 (the image's for CIFAR, an eighth of it for ImageNet).
-        let (_, (mut h, mut w), _) = self.stem.mult_adds((height, width)).unwrap_or(((0, 0), (0, 0), 0));
-        for cell in &self.cells {
-            if cell.reduction {
-                (h, w) = (h.div_ceil(2), w.div_ceil(2));
-            }
-            pixels.push(h * w);
-        }
+        let (_, s1, _) = self.stem.mult_adds((height, width)).unwrap_or(((0, 0), (0, 0), 0));
+        let pixels = self.cell_pixels(s1);
         for p in self.weights.params().into_iter().filter(|p| p.kind == ParamKind::Weight) {
             let mut parts = p.name.split('.');
             let (Some("cells"), Some(i), Some("_ops"), Some(e), Some("_ops"), Some(c)) =
@@ -486,7 +495,7 @@ impl Supernet for DartsSupernet {
             let (Ok(i), Ok(e), Ok(c)) = (i.parse::<usize>(), e.parse::<usize>(), c.parse::<usize>()) else { continue };
             let Some(cell) = self.cells.get(i) else { continue };
             if let Some(cost) = costs[usize::from(cell.reduction)].get_mut(e).and_then(|r| r.get_mut(c)) {
-                cost.add(p.dims(), pixels[i]);
+                cost.add(p.dims(), pixels[i].1);
             }
         }
         costs
@@ -496,15 +505,8 @@ impl Supernet for DartsSupernet {
     /// preprocessing at the size of the cell's input c_{k-1}, its ops at the cell's output
     /// size (after the reduction); the classifier's weight once.
     fn mult_adds(&self, height: usize, width: usize) -> Option<f64> {
-        let (_, (mut h, mut w), stem) = self.stem.mult_adds((height, width))?;
-        let mut sizes = Vec::with_capacity(self.cells.len());
-        for cell in &self.cells {
-            let input = h * w;
-            if cell.reduction {
-                (h, w) = (h.div_ceil(2), w.div_ceil(2));
-            }
-            sizes.push((input, h * w));
-        }
+        let (_, s1, stem) = self.stem.mult_adds((height, width))?;
+        let sizes = self.cell_pixels(s1);
         let mut total = stem as f64;
         for p in self.weights.params() {
             let n: usize = p.dims().iter().product();
