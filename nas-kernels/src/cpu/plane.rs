@@ -68,17 +68,29 @@ impl Window {
         ((y % self.s) * self.s + x % self.s) * self.phase_len + (y / self.s) * self.ws + x / self.s
     }
 
+    /// The runs of image row `iy` in the phase layout: for each column phase, the first image
+    /// column it holds and where that column lands in `phases`; the phase's later columns are
+    /// every s-th image column, stored one after another.
+    fn row_runs(&self, iy: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let y = iy + self.p;
+        (0..self.s).filter_map(move |b| {
+            let ix0 = (b + self.s - self.p % self.s) % self.s;
+            (ix0 < self.w).then(|| (ix0, self.at(y, ix0 + self.p)))
+        })
+    }
+
     /// Writes plane `x` (h×w) into the interior of `phases`; the border keeps its fill.
     pub fn split<T: Float>(&self, x: &[T], phases: &mut [T]) {
         for iy in 0..self.h {
             let row = &x[iy * self.w..(iy + 1) * self.w];
-            let y = iy + self.p;
             if self.s == 1 {
-                let start = self.at(y, self.p);
+                let start = self.at(iy + self.p, self.p);
                 phases[start..start + self.w].copy_from_slice(row);
             } else {
-                for (ix, &v) in row.iter().enumerate() {
-                    phases[self.at(y, ix + self.p)] = v;
+                for (ix0, start) in self.row_runs(iy) {
+                    for (d, &v) in phases[start..].iter_mut().zip(row[ix0..].iter().step_by(self.s)) {
+                        *d = v;
+                    }
                 }
             }
         }
@@ -89,13 +101,14 @@ impl Window {
     pub fn split_relu<T: Float>(&self, x: &[T], phases: &mut [T]) {
         for iy in 0..self.h {
             let row = &x[iy * self.w..(iy + 1) * self.w];
-            let y = iy + self.p;
             if self.s == 1 {
-                let start = self.at(y, self.p);
+                let start = self.at(iy + self.p, self.p);
                 relu_into(&mut phases[start..start + self.w], row);
             } else {
-                for (ix, &v) in row.iter().enumerate() {
-                    phases[self.at(y, ix + self.p)] = if v < T::zero() { T::zero() } else { v };
+                for (ix0, start) in self.row_runs(iy) {
+                    for (d, &v) in phases[start..].iter_mut().zip(row[ix0..].iter().step_by(self.s)) {
+                        *d = if v < T::zero() { T::zero() } else { v };
+                    }
                 }
             }
         }
@@ -105,13 +118,14 @@ impl Window {
     pub fn merge<T: Float, S: Slot<T>>(&self, phases: &[T], x: &mut [S]) {
         for iy in 0..self.h {
             let row = &mut x[iy * self.w..(iy + 1) * self.w];
-            let y = iy + self.p;
             if self.s == 1 {
-                let start = self.at(y, self.p);
+                let start = self.at(iy + self.p, self.p);
                 put_all(row, &phases[start..start + self.w]);
             } else {
-                for (ix, v) in row.iter_mut().enumerate() {
-                    v.put(phases[self.at(y, ix + self.p)]);
+                for (ix0, start) in self.row_runs(iy) {
+                    for (v, &p) in row[ix0..].iter_mut().step_by(self.s).zip(&phases[start..]) {
+                        v.put(p);
+                    }
                 }
             }
         }

@@ -79,26 +79,33 @@ pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, V
                     }
                     PoolKind::Max => {
                         // PyTorch's scan in row-major tap order: a strictly greater value or a
-                        // NaN replaces the maximum and its tap (one select-only loop per tap).
+                        // NaN replaces the maximum and its tag (one select-only loop per tap).
+                        // A tap's tag is its offset kh·W + kw in the image from the window's
+                        // padded top-left corner; −1 marks a window that nothing replaced.
+                        let w = g.win.w;
                         full.fill(T::neg_infinity());
-                        best.fill(T::zero());
+                        best.fill(-T::one());
                         for tap in 0..9 {
                             let s = g.win.tap(tap / 3, tap % 3);
-                            max_tag_into(full, best, &phases[s..s + n], T::from_f64(tap as f64));
+                            let tag = T::from_f64(((tap / 3) * w + tap % 3) as f64);
+                            max_tag_into(full, best, &phases[s..s + n], tag);
                         }
                         if let Some(a) = args.as_deref_mut() {
                             let a = &mut a[j * op..(j + 1) * op];
-                            let (s, w, ws) = (g.win.s, g.win.w, n / g.win.oh);
+                            let (s, ws) = (g.win.s, n / g.win.oh);
                             for oy in 0..g.win.oh {
-                                for ox in 0..g.win.ow {
-                                    let tap = best[oy * ws + ox].to_usize().unwrap_or(0);
-                                    // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. Only
-                                    // a window of −∞ keeps its initial tap 0, padding on the top
-                                    // or left edge; PyTorch then names the window's first
-                                    // in-image pixel, its clipped top-left corner.
-                                    let (y, xx) = ((oy * s + tap / 3).max(1), (ox * s + tap % 3).max(1));
-                                    debug_assert!(y <= g.win.h && xx <= w, "max-pool: a padding tap on the far edge");
-                                    a[oy * g.win.ow + ox] = ((y - 1) * w + (xx - 1)) as u32;
+                                let tags = &best[oy * ws..oy * ws + g.win.ow];
+                                for (ox, (a, t)) in a[oy * g.win.ow..].iter_mut().zip(tags).enumerate() {
+                                    let t = t.to_f64().unwrap_or(-1.0);
+                                    // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. A
+                                    // winner is never padding (−∞ replaces nothing). A window of
+                                    // −∞ alone: PyTorch names its first in-image pixel, its
+                                    // top-left corner clipped to the image.
+                                    *a = if t >= 0.0 {
+                                        (oy * s * w + ox * s + t as usize - w - 1) as u32
+                                    } else {
+                                        (((oy * s).max(1) - 1) * w + (ox * s).max(1) - 1) as u32
+                                    };
                                 }
                             }
                         }
