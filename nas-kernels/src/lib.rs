@@ -1,4 +1,4 @@
-//! The differentiable custom ops of DARTS-style architecture search (depthwise and dilated
+//! The differentiable custom ops of DARTS-style architecture search (dense, depthwise and dilated
 //! convolutions, padded 3×3 pooling, batch norm, the fused sep_conv/dil_conv stage, the
 //! PC-DARTS merge, the mixed op's weighted sums) with their kernels, below nas-core as
 //! candle-kernels sits below candle-core. Each public function runs its custom op where the
@@ -13,6 +13,7 @@
 
 mod batch_norm;
 pub mod composed;
+mod conv;
 pub mod cpu;
 #[doc(hidden)]
 pub mod cuda;
@@ -33,6 +34,7 @@ use candle_core::{DType, Result, Tensor};
 
 // The public functions and types of the op files are the crate's API.
 pub use batch_norm::*;
+pub use conv::*;
 pub use depthwise::*;
 pub use elementwise::*;
 pub use partial::*;

@@ -191,6 +191,30 @@ fn pointwise_conv_gradients_and_forward() {
     }
 }
 
+/// Dense convolution (im2col) against finite differences and candle's own `conv2d`: the
+/// stems' 3×3 (stride 1 and 2, padding 1), the auxiliary head's 2×2 without padding, a 5×5
+/// whose window reaches two pixels into the padding, odd sizes and a batch of one.
+#[test]
+fn dense_conv_gradients_and_forward() {
+    for (k, stride, padding, hw, b) in
+        [(3, 1, 1, 7, 2), (3, 2, 1, 7, 2), (3, 2, 1, 8, 1), (2, 1, 0, 5, 2), (5, 2, 2, 6, 2), (3, 3, 0, 7, 1)]
+    {
+        let name = format!("conv2d k{k} s{stride} p{padding} {hw}x{hw} B{b}");
+        let fast = move |t: &[Tensor]| ops::conv2d(&t[0], &t[1], stride, padding);
+        let slow = move |t: &[Tensor]| t[0].conv2d(&t[1], padding, stride, 1, 1);
+        let shapes: [&[usize]; 2] = [&[b, 3, hw, hw], &[4, 3, k, k]];
+        fd_check(&name, &fast, &shapes, 1e-7);
+        same_as_composed(&name, &fast, &slow, &shapes);
+        // Each output summed in PyTorch's (and candle's) order, (kh, kw, c) with fused
+        // multiply-adds: the same f32 bits.
+        let (x, w) =
+            (randn(shapes[0], 31).to_dtype(DType::F32).unwrap(), randn(shapes[1], 32).to_dtype(DType::F32).unwrap());
+        let (a, b) = (fast(&[x.clone(), w.clone()]).unwrap(), slow(&[x, w]).unwrap());
+        let differ = a.ne(&b).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(differ, 0.0, "{name}: f32 outputs that differ from candle's in the last bits");
+    }
+}
+
 #[test]
 fn batch_norm_gradients_and_forward() {
     let fast = |t: &[Tensor]| ops::batch_norm_train(&t[0], 1e-5, None);

@@ -41,7 +41,7 @@ impl Conv2d {
             let y = x.flatten_from(1)?.matmul(&w.reshape((co, ci * kh * kw))?.t()?)?;
             return y.reshape((b, co, 1, 1));
         }
-        x.conv2d(&w, self.padding, self.stride, 1, 1)
+        ops::conv2d(x, &w, self.stride, self.padding)
     }
 
     /// `forward` as an ONNX Conv node on `x`, its weight under the scope.

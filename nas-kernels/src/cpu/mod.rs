@@ -4,6 +4,7 @@
 //! that are written before they are read, the matrix product and the thread pools.
 
 pub(crate) mod batch_norm;
+pub(crate) mod conv;
 pub(crate) mod depthwise;
 pub(crate) mod elementwise;
 pub(crate) mod partial;
