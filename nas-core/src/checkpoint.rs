@@ -184,6 +184,22 @@ mod tests {
         Ok(())
     }
 
+    /// Checkpoint metadata carries f64s as JSON (the α-Hessian's eigenvalue history); a
+    /// resumed run is bit for bit the uninterrupted one only if they read back exactly.
+    /// 1.1066411744075975 is an eigenvalue serde_json's default parser read back one ulp off.
+    #[test]
+    fn json_floats_in_metadata_read_back_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut values = vec![1.1066411744075975f64, 0.6934991140489213, f64::MIN_POSITIVE, 1e300, -3.5e-7];
+        values.extend((0..10_000).map(|_| f64::from_bits(rng.random::<u64>() >> 2)).filter(|v| v.is_finite()));
+        for v in values {
+            let text = serde_json::json!([[0, v]]).to_string();
+            let back: Vec<(u32, f64)> = serde_json::from_str(&text).unwrap();
+            assert_eq!(back[0].1.to_bits(), v.to_bits(), "{v:e} read back from {text}");
+        }
+    }
+
     #[test]
     fn a_flipped_byte_anywhere_is_detected() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
