@@ -174,35 +174,43 @@ fn max_pool_ties_go_to_the_first_maximum() {
 
 #[test]
 fn pointwise_conv_gradients_and_forward() {
-    for (stride, offset) in [(1, 0), (2, 0), (2, 1)] {
+    // Co > Ci and Ci > Co (the weight gradient's product is taken the other way round).
+    for ((stride, offset), co) in [(1, 0), (2, 0), (2, 1)].into_iter().flat_map(|s| [(s, 5), (s, 2)]) {
         for hw in [8, 7] {
             let p = PwParams { stride, offset };
-            let name = format!("conv1x1 s{stride} o{offset} {hw}x{hw}");
+            let name = format!("conv1x1 s{stride} o{offset} {hw}x{hw} Co{co}");
             let fast = move |t: &[Tensor]| ops::conv1x1(&t[0], &t[1], p);
             let slow = move |t: &[Tensor]| composed::conv1x1(&t[0], &t[1], p);
-            fd_check(&name, &fast, &[&[3, 4, hw, hw], &[5, 4, 1, 1]], 1e-7);
-            same_as_composed(&name, &fast, &slow, &[&[3, 4, hw, hw], &[5, 4, 1, 1]]);
-            let name = format!("relu_conv1x1 s{stride} o{offset} {hw}x{hw}");
+            fd_check(&name, &fast, &[&[3, 4, hw, hw], &[co, 4, 1, 1]], 1e-7);
+            same_as_composed(&name, &fast, &slow, &[&[3, 4, hw, hw], &[co, 4, 1, 1]]);
+            let name = format!("relu_conv1x1 s{stride} o{offset} {hw}x{hw} Co{co}");
             let fast = move |t: &[Tensor]| ops::relu_conv1x1(&t[0], &t[1], p);
             let slow = move |t: &[Tensor]| composed::conv1x1(&t[0].relu()?, &t[1], p);
-            fd_check(&name, &fast, &[&[3, 4, hw, hw], &[5, 4, 1, 1]], 1e-7);
-            same_as_composed(&name, &fast, &slow, &[&[3, 4, hw, hw], &[5, 4, 1, 1]]);
+            fd_check(&name, &fast, &[&[3, 4, hw, hw], &[co, 4, 1, 1]], 1e-7);
+            same_as_composed(&name, &fast, &slow, &[&[3, 4, hw, hw], &[co, 4, 1, 1]]);
         }
     }
 }
 
 /// Dense convolution (im2col) against finite differences and candle's own `conv2d`: the
-/// stems' 3×3 (stride 1 and 2, padding 1), the auxiliary head's 2×2 without padding, a 5×5
+/// stems' 3×3 (stride 1 and 2, padding 1), 2×2 kernels with and without padding, a 5×5
 /// whose window reaches two pixels into the padding, odd sizes and a batch of one.
 #[test]
 fn dense_conv_gradients_and_forward() {
-    for (k, stride, padding, hw, b) in
-        [(3, 1, 1, 7, 2), (3, 2, 1, 7, 2), (3, 2, 1, 8, 1), (2, 1, 0, 5, 2), (5, 2, 2, 6, 2), (3, 3, 0, 7, 1)]
-    {
-        let name = format!("conv2d k{k} s{stride} p{padding} {hw}x{hw} B{b}");
+    // Co 4 below Ci·K² and Co 14 above 12 = 3·2² (the weight gradient's product either way).
+    for (k, stride, padding, hw, b, co) in [
+        (3, 1, 1, 7, 2, 4),
+        (3, 2, 1, 7, 2, 4),
+        (3, 2, 1, 8, 1, 4),
+        (2, 1, 0, 5, 2, 4),
+        (2, 2, 1, 5, 2, 14),
+        (5, 2, 2, 6, 2, 4),
+        (3, 3, 0, 7, 1, 4),
+    ] {
+        let name = format!("conv2d k{k} s{stride} p{padding} {hw}x{hw} B{b} Co{co}");
         let fast = move |t: &[Tensor]| ops::conv2d(&t[0], &t[1], stride, padding);
         let slow = move |t: &[Tensor]| t[0].conv2d(&t[1], padding, stride, 1, 1);
-        let shapes: [&[usize]; 2] = [&[b, 3, hw, hw], &[4, 3, k, k]];
+        let shapes: [&[usize]; 2] = [&[b, 3, hw, hw], &[co, 3, k, k]];
         fd_check(&name, &fast, &shapes, 1e-7);
         same_as_composed(&name, &fast, &slow, &shapes);
         // Each output summed in PyTorch's (and candle's) order, (kh, kw, c) with fused

@@ -1,14 +1,13 @@
 //! CPU kernels of the dense convolution: each batch item's K² shifted windows are copied into
 //! a (Ci·K² × Ho·Wo) matrix (im2col, zeros where a window reaches the padding), and the output
 //! is one GEMM with the weight (Co × Ci·K²). The weight gradient sums each item's product of
-//! the output gradient with that matrix in fixed batch groups (deterministic); the input
+//! the output gradient with that matrix (`sum_products_t`); the input
 //! gradient is the weight's transpose times the output gradient, added back into the windows'
 //! pixels (col2im).
 
 use rayon::prelude::*;
 
-use super::pointwise::sum_partials;
-use super::{fixed_groups, matmul, Float, Fresh, Mat};
+use super::{matmul, sum_products_t, Float, Fresh, Mat};
 use crate::conv::ConvGeom as Geom;
 
 impl Geom {
@@ -152,20 +151,12 @@ pub(crate) fn backward<T: Float>([x, w, gy]: [&[T]; 3], g: &Geom, [want_x, want_
         gx
     });
     let gw = want_w.then(|| {
-        let partials: Vec<Vec<T>> = fixed_groups(g.b, 16)
-            .into_par_iter()
-            .map(|range| {
-                let mut acc = vec![T::zero(); g.co * taps];
-                let mut col = vec![T::zero(); taps * p];
-                for (n, b) in range.enumerate() {
-                    g.im2col(&x[b * ii..(b + 1) * ii], &mut col);
-                    let gyb = &gy[b * op..(b + 1) * op];
-                    matmul(g.co, taps, p, &mut acc, n > 0, Mat::rows(gyb, p), Mat::transposed(&col, p));
-                }
-                acc
-            })
-            .collect();
-        g.permute_weight(&sum_partials(partials, g.co * taps), true)
+        let sum = sum_products_t(g.b, (g.co, taps, p), |b, col, f| {
+            col.resize(taps * p, T::zero());
+            g.im2col(&x[b * ii..(b + 1) * ii], col);
+            f(&gy[b * op..(b + 1) * op], col)
+        });
+        g.permute_weight(&sum, true)
     });
     [gx, gw]
 }

@@ -17,6 +17,8 @@ pub(crate) mod stage;
 
 use std::mem::MaybeUninit;
 
+use rayon::prelude::*;
+
 use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
 pub use rayon::ThreadPool;
 
@@ -269,6 +271,55 @@ pub(crate) fn matmul<T: Float, S: Slot<T>>(
             gemm::Parallelism::None,
         )
     }
+}
+
+/// Σ_b A_b · B_bᵀ over `items` batch items, (m × n) row-major, with A_b (m × p) and B_b
+/// (n × p) row-major as `operands(b, scratch, f)` hands them to `f` (a weight gradient: output
+/// gradient times input, both long in the pixels). Items are summed in fixed groups, in
+/// parallel, the groups' sums added in order (deterministic). The matrix product packs its
+/// left operand, so the smaller of the two goes there: with n > m each group sums
+/// B_b · A_bᵀ and the total is transposed once.
+pub(crate) fn sum_products_t<T: Float>(
+    items: usize,
+    (m, n, p): (usize, usize, usize),
+    operands: impl Fn(usize, &mut Vec<T>, &mut dyn FnMut(&[T], &[T])) + Sync,
+) -> Vec<T> {
+    let swap = n > m;
+    let partials: Vec<Vec<T>> = fixed_groups(items, 16)
+        .into_par_iter()
+        .map(|range| {
+            let mut acc = vec![T::zero(); m * n];
+            let mut scratch = Vec::new();
+            for (i, b) in range.enumerate() {
+                operands(b, &mut scratch, &mut |a, bm| {
+                    if swap {
+                        matmul(n, m, p, &mut acc, i > 0, Mat::rows(bm, p), Mat::transposed(a, p));
+                    } else {
+                        matmul(m, n, p, &mut acc, i > 0, Mat::rows(a, p), Mat::transposed(bm, p));
+                    }
+                });
+            }
+            acc
+        })
+        .collect();
+    let sum = sum_partials(partials, m * n);
+    if swap {
+        (0..m * n).map(|i| sum[(i % n) * m + i / n]).collect()
+    } else {
+        sum
+    }
+}
+
+/// Element-wise sum of equal-length buffers, in order.
+pub(crate) fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut it = partials.into_iter();
+    let mut acc = it.next().unwrap_or_else(|| vec![T::zero(); len]);
+    for p in it {
+        for (a, v) in acc.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    acc
 }
 
 /// Splits `0..n` into at most `max_groups` contiguous ranges of near-equal length. The split

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::simd::{mask_relu, relu_in_place, relu_into};
-use super::{fixed_groups, matmul, Float, Fresh, Mat};
+use super::{matmul, sum_products_t, Float, Fresh, Mat};
 use crate::pointwise::PwGeom as Geom;
 
 impl Geom {
@@ -99,32 +99,9 @@ pub(crate) fn backward<T: Float>(
         gx
     });
     let gw = want_w.then(|| {
-        let partials: Vec<Vec<T>> = fixed_groups(g.b, 16)
-            .into_par_iter()
-            .map(|range| {
-                let mut acc = vec![T::zero(); g.co * g.ci];
-                let mut buf = Vec::new();
-                for (n, b) in range.enumerate() {
-                    let gyb = &gy[b * op..(b + 1) * op];
-                    let xm = g.operand(&x[b * ip..(b + 1) * ip], &mut buf, relu);
-                    matmul(g.co, g.ci, p, &mut acc, n > 0, Mat::rows(gyb, p), Mat::transposed(xm, p));
-                }
-                acc
-            })
-            .collect();
-        sum_partials(partials, g.co * g.ci)
+        sum_products_t(g.b, (g.co, g.ci, p), |b, buf, f| {
+            f(&gy[b * op..(b + 1) * op], g.operand(&x[b * ip..(b + 1) * ip], buf, relu))
+        })
     });
     [gx, gw]
-}
-
-/// Element-wise sum of equal-length buffers, in order.
-pub(crate) fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
-    let mut it = partials.into_iter();
-    let mut acc = it.next().unwrap_or_else(|| vec![T::zero(); len]);
-    for p in it {
-        for (a, v) in acc.iter_mut().zip(p) {
-            *a += v;
-        }
-    }
-    acc
 }

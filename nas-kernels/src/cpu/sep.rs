@@ -8,8 +8,7 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::depthwise::{plane_backward, plane_forward, Geom as DwLayout, Scratch};
-use super::pointwise::sum_partials;
-use super::{fixed_groups, matmul, Float, Fresh, Mat, Slot};
+use super::{fixed_groups, matmul, sum_partials, Float, Fresh, Mat, Slot};
 use crate::sep::SepGeom as Shapes;
 
 #[derive(Debug, Clone, Copy)]
