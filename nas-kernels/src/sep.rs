@@ -73,7 +73,7 @@ impl Kernels<3> for DwPw {
         }
         let cg = kernels::SepGeom::new(&self.g)?;
         grads!(cpu: "dw_pw", [x, wd, wp, gy], [x, wd, wp], |T, [x, wd, wp, gy]| {
-            Ok(kernels::backward::<T>([x, wd, wp, gy], &cg, want, self.relu))
+            Ok(kernels::backward::<T>([x, wd, wp], kernels::OutGrad::Given(gy), &cg, want, self.relu))
         })
     }
 }

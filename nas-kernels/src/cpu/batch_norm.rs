@@ -5,12 +5,18 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::simd::{affine_acc_into, affine_into, bn_grad_into, sum_dot, sum_sumsq};
+use std::mem::MaybeUninit;
+
 use super::{Float, Fresh};
 use crate::batch_norm::BnBatchStats;
 
 /// Σ f(plane) per channel, planes combined in batch order.
 fn per_channel(planes: usize, c: usize, f: impl Fn(usize) -> (f64, f64) + Sync + Send) -> Vec<(f64, f64)> {
-    let partial: Vec<(f64, f64)> = (0..planes).into_par_iter().with_min_len(4).map(f).collect();
+    combine_planes((0..planes).into_par_iter().with_min_len(4).map(f).collect(), c)
+}
+
+/// Per-plane partial sums (plane p = b·C + channel) added per channel in plane order.
+pub(crate) fn combine_planes(partial: Vec<(f64, f64)>, c: usize) -> Vec<(f64, f64)> {
     let mut acc = vec![(0.0, 0.0); c];
     for (p, (a, b)) in partial.into_iter().enumerate() {
         acc[p % c].0 += a;
@@ -21,11 +27,14 @@ fn per_channel(planes: usize, c: usize, f: impl Fn(usize) -> (f64, f64) + Sync +
 
 /// The per-channel batch mean and biased variance of x (B, C, HW) (f64 sums).
 fn batch_stats<T: Float>(x: &[T], (b, c, hw): (usize, usize, usize), op: &str) -> Result<BnBatchStats> {
-    let n = b * hw;
+    stats_from_sums(&per_channel(b * c, c, |p| sum_sumsq(&x[p * hw..(p + 1) * hw])), b * hw, op)
+}
+
+/// The mean and biased variance per channel from its (Σx, Σx²) over `n` values.
+fn stats_from_sums(sums: &[(f64, f64)], n: usize, op: &str) -> Result<BnBatchStats> {
     if n == 0 {
         bail!("{op}: empty batch");
     }
-    let sums = per_channel(b * c, c, |p| sum_sumsq(&x[p * hw..(p + 1) * hw]));
     let mean: Vec<f64> = sums.iter().map(|&(s, _)| s / n as f64).collect();
     // Rounding can make E[x²] − μ² slightly negative; clamp that, but keep a NaN (`f64::max`
     // would turn it into 0 and hide a diverged input from the running statistics).
@@ -125,7 +134,8 @@ pub(crate) fn affine_backward<T: Float>(
 }
 
 /// y = acc + m[b]·(γ·x̂ + β) over slices: x and acc (B·C·HW), γ and β (C), m (B); the batch
-/// statistics of x come with it. Shared by the BN op and the fused conv+BN stage.
+/// statistics of x come with it, from x's per-channel (Σx, Σx²) in `sums` where the caller
+/// took them as it wrote x (else read here). Shared by the BN op and the fused conv+BN stage.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn bn_affine_forward<T: Float>(
     x: &[T],
@@ -135,8 +145,12 @@ pub(crate) fn bn_affine_forward<T: Float>(
     m: &[T],
     acc: Option<&[T]>,
     eps: f64,
+    sums: Option<&[(f64, f64)]>,
 ) -> Result<(Vec<T>, BnBatchStats)> {
-    let st = batch_stats(x, (b, c, hw), "batch_norm_affine")?;
+    let st = match sums {
+        Some(sums) => stats_from_sums(sums, b * hw, "batch_norm_affine")?,
+        None => batch_stats(x, (b, c, hw), "batch_norm_affine")?,
+    };
     // Per channel: x·γ·inv + (β − μ·γ·inv), then times the sample's factor.
     let coef: Vec<(f64, f64)> = (0..c)
         .map(|ch| {
@@ -159,6 +173,60 @@ pub(crate) fn bn_affine_forward<T: Float>(
     Ok((unsafe { y.assume_init() }, st))
 }
 
+/// The input gradient of `bn_affine_forward`, plane by plane: per channel A·g + B·x + C, A
+/// times the plane's sample factor; and the γ and β gradients.
+pub(crate) struct BnAffineGrad<T> {
+    c: usize,
+    /// Per channel (γ·inv, B, C).
+    coef: Vec<(f64, f64, f64)>,
+    m: Vec<f64>,
+    pub ggamma: Vec<f64>,
+    pub gbeta: Vec<f64>,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Float> BnAffineGrad<T> {
+    /// From x (the BN input), ∂y, γ, the sample factors m and the forward's statistics: the
+    /// per-channel sums Σ g', Σ g'·x with g' = m[b]·g (one pass over g and x).
+    pub fn new(
+        x: &[T],
+        g: &[T],
+        (b, c, hw): (usize, usize, usize),
+        gamma: &[T],
+        m: &[T],
+        st: &BnBatchStats,
+        eps: f64,
+    ) -> Self {
+        let n = (b * hw) as f64;
+        let sums = per_channel(b * c, c, |p| {
+            let (sg, sgx) = sum_dot(&g[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
+            let f = m[p / c].to_f64();
+            (f * sg, f * sgx)
+        });
+        let inv: Vec<f64> = st.var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+        // Σ g'·x̂ per channel: the γ gradient; Σ g' is the β gradient.
+        let ggamma: Vec<f64> = (0..c).map(|ch| inv[ch] * (sums[ch].1 - st.mean[ch] * sums[ch].0)).collect();
+        // γ·inv·(m·g − Σg'/N − x̂·Σg'x̂/N) with x̂ = (x − μ)·inv, as A·g + B·x + C.
+        let coef = (0..c)
+            .map(|ch| {
+                let (gm, iv, mu) = (gamma[ch].to_f64(), inv[ch], st.mean[ch]);
+                let bx = -gm * iv * iv * ggamma[ch] / n;
+                let cst = -gm * iv * sums[ch].0 / n + gm * iv * iv * ggamma[ch] * mu / n;
+                (gm * iv, bx, cst)
+            })
+            .collect();
+        let m = m.iter().map(|&v| candle_core::WithDType::to_f64(v)).collect();
+        Self { c, coef, m, ggamma, gbeta: sums.into_iter().map(|s| s.0).collect(), _t: std::marker::PhantomData }
+    }
+
+    /// ∂x of plane p (= b·C + channel) from its ∂y and x, every element of `out` written.
+    pub fn plane(&self, p: usize, g: &[T], x: &[T], out: &mut [MaybeUninit<T>]) {
+        let (a, bx, cst) = self.coef[p % self.c];
+        let a = a * self.m[p / self.c];
+        bn_grad_into(out, g, x, T::from_f64(a), T::from_f64(-cst), T::from_f64(-bx));
+    }
+}
+
 /// Backward of `bn_affine_forward` (the accumulator's gradient is the output gradient itself):
 /// the input gradient if `want_x`, and the γ and β gradients.
 #[allow(clippy::too_many_arguments)]
@@ -172,32 +240,16 @@ pub(crate) fn bn_affine_backward<T: Float>(
     eps: f64,
     want_x: bool,
 ) -> (Option<Vec<T>>, Vec<f64>, Vec<f64>) {
-    let n = (b * hw) as f64;
-    // Per channel Σ g' and Σ g'·x with g' = m[b]·g, the gradient before the factor.
-    let sums = per_channel(b * c, c, |p| {
-        let (sg, sgx) = sum_dot(&g[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
-        let f = m[p / c].to_f64();
-        (f * sg, f * sgx)
-    });
-    let inv: Vec<f64> = st.var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
-    // Σ g'·x̂ per channel: the γ gradient; Σ g' is the β gradient.
-    let gxhat: Vec<f64> = (0..c).map(|ch| inv[ch] * (sums[ch].1 - st.mean[ch] * sums[ch].0)).collect();
+    let grad = BnAffineGrad::new(x, g, (b, c, hw), gamma, m, st, eps);
     let gx = want_x.then(|| {
         let mut gx = Fresh::new(x.len());
         gx.slots().par_chunks_mut(hw).enumerate().with_min_len(4).for_each(|(p, gxp)| {
-            let ch = p % c;
-            let (gm, iv, mu) = (gamma[ch].to_f64(), inv[ch], st.mean[ch]);
-            // γ·inv·(m·g − Σg'/N − x̂·Σg'x̂/N) with x̂ = (x − μ)·inv, as A·g + B·x + C.
-            let a = gm * iv * m[p / c].to_f64();
-            let bx = -gm * iv * iv * gxhat[ch] / n;
-            let cst = -gm * iv * sums[ch].0 / n + gm * iv * iv * gxhat[ch] * mu / n;
-            let (gp, xp) = (&g[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
-            bn_grad_into(gxp, gp, xp, T::from_f64(a), T::from_f64(-cst), T::from_f64(-bx));
+            grad.plane(p, &g[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw], gxp);
         });
         // SAFETY: the planes of gx tile it exactly; bn_grad_into writes every element.
         unsafe { gx.assume_init() }
     });
-    (gx, gxhat, sums.into_iter().map(|s| s.0).collect())
+    (gx, grad.ggamma, grad.gbeta)
 }
 
 /// y = m[b]·(γ·x̂ + β) and the batch statistics of x (B, C, HW), γβ (2·C), m (B).
@@ -206,7 +258,7 @@ pub(crate) fn affine_train<T: Float>(
     d: (usize, usize, usize),
     eps: f64,
 ) -> Result<(Vec<T>, BnBatchStats)> {
-    bn_affine_forward(x, d, &gb[..d.1], &gb[d.1..], m, None, eps)
+    bn_affine_forward(x, d, &gb[..d.1], &gb[d.1..], m, None, eps, None)
 }
 
 /// (∂x, ∂γβ) of `affine_train` as `want` asks.

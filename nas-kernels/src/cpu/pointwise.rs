@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::simd::{mask_relu, relu_in_place, relu_into};
-use super::{matmul, sum_products_t, Float, Fresh, Mat};
+use super::{matmul, sum_products_t, Float, Fresh, Mat, Slot};
 use crate::pointwise::PwGeom as Geom;
 
 impl Geom {
@@ -82,21 +82,28 @@ pub(crate) fn backward<T: Float>(
 ) -> [Option<Vec<T>>; 2] {
     let (ip, op, p) = (g.ci * g.in_plane(), g.co * g.out_plane(), g.out_plane());
     let gx = want_x.then(|| {
-        let mut gx = vec![T::zero(); g.b * ip];
-        gx.par_chunks_mut(ip).enumerate().for_each(|(b, gxb)| {
+        let mut gx = Fresh::new(g.b * ip);
+        gx.slots().par_chunks_mut(ip).enumerate().for_each(|(b, gxb)| {
             let gyb = &gy[b * op..(b + 1) * op];
-            if g.dense() {
+            let gxb: &mut [T] = if g.dense() {
                 matmul(g.ci, p, g.co, gxb, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
+                // SAFETY: the product (accumulate off) wrote all of gxb.
+                unsafe { Slot::assume_init(gxb) }
             } else {
+                gxb.iter_mut().for_each(|v| v.put(T::zero()));
+                // SAFETY: every element was just written.
+                let gxb = unsafe { Slot::assume_init(gxb) };
                 let mut gs = vec![T::zero(); g.ci * p];
                 matmul(g.ci, p, g.co, &mut gs, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
                 g.scatter(&gs, gxb);
-            }
+                gxb
+            };
             if relu {
                 mask_relu(gxb, &x[b * ip..(b + 1) * ip]);
             }
         });
-        gx
+        // SAFETY: the batch items' blocks tile gx and each is written in full above.
+        unsafe { gx.assume_init() }
     });
     let gw = want_w.then(|| {
         sum_products_t(g.b, (g.co, g.ci, p), |b, buf, f| {

@@ -8,6 +8,9 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::depthwise::{plane_backward, plane_forward, Geom as DwLayout, Scratch};
+use std::mem::MaybeUninit;
+
+use super::batch_norm::BnAffineGrad;
 use super::{fixed_groups, matmul, sum_partials, Float, Fresh, Mat, Slot};
 use crate::sep::SepGeom as Shapes;
 
@@ -42,24 +45,52 @@ impl SepGeom {
 }
 
 /// pw(dw(x)), or pw(dw(ReLU(x))) with `relu`.
-pub(crate) fn forward<T: Float>([x, w_dw, w_pw]: [&[T]; 3], g: &SepGeom, relu: bool) -> Vec<T> {
+pub(crate) fn forward<T: Float>(xs: [&[T]; 3], g: &SepGeom, relu: bool) -> Vec<T> {
+    forward_with(xs, g, relu, |_, _| ()).0
+}
+
+/// `forward` and, for every output plane (b·Co + o, in order), `per_plane` of it, taken while
+/// the batch item's output is still in cache (the batch norm's sums).
+pub(crate) fn forward_with<T: Float, R: Send>(
+    [x, w_dw, w_pw]: [&[T]; 3],
+    g: &SepGeom,
+    relu: bool,
+    per_plane: impl Fn(usize, &[T]) -> R + Sync,
+) -> (Vec<T>, Vec<R>) {
     let (p, c) = (g.plane(), g.dw.c);
     let mut y = Fresh::new(g.b * g.co * p);
-    y.slots().par_chunks_mut(g.co * p).enumerate().for_each_init(
-        || (vec![T::zero(); c * p], Scratch::new(&g.dw)),
-        |(t, sc), (b, yb)| {
-            g.depthwise(&x[b * g.in_item()..(b + 1) * g.in_item()], w_dw, t.as_mut_slice(), sc, relu);
-            matmul(g.co, p, c, yb, false, Mat::rows(w_pw, c), Mat::rows(t, p));
-        },
-    );
+    let per_item: Vec<Vec<R>> = y
+        .slots()
+        .par_chunks_mut(g.co * p)
+        .enumerate()
+        .map_init(
+            || (vec![T::zero(); c * p], Scratch::new(&g.dw)),
+            |(t, sc), (b, yb)| {
+                g.depthwise(&x[b * g.in_item()..(b + 1) * g.in_item()], w_dw, t.as_mut_slice(), sc, relu);
+                matmul(g.co, p, c, yb, false, Mat::rows(w_pw, c), Mat::rows(t, p));
+                // SAFETY: the product above wrote all of yb (accumulate off).
+                let yb: &[T] = unsafe { Slot::assume_init(yb) };
+                yb.chunks(p).enumerate().map(|(o, plane)| per_plane(b * g.co + o, plane)).collect()
+            },
+        )
+        .collect();
     // SAFETY: each batch item's (Co × P) block is one product written with accumulate off,
     // which writes all of it; the blocks tile y.
-    unsafe { y.assume_init() }
+    (unsafe { y.assume_init() }, per_item.into_iter().flatten().collect())
+}
+
+/// The gradient of the output pw(dw(x)): given whole, or made batch item by batch item from
+/// the gradient of a batch norm after it and the output itself (the fused stage: the BN
+/// input's gradient is never written out, each item's is made where it is used).
+pub(crate) enum OutGrad<'a, T> {
+    Given(&'a [T]),
+    ThroughBn { gy: &'a [T], t: &'a [T], bn: &'a BnAffineGrad<T> },
 }
 
 /// (∂x, ∂w_dw, ∂w_pw) as `want` asks.
 pub(crate) fn backward<T: Float>(
-    [x, w_dw, w_pw, gy]: [&[T]; 4],
+    [x, w_dw, w_pw]: [&[T]; 3],
+    gy: OutGrad<'_, T>,
     g: &SepGeom,
     want: [bool; 3],
     relu: bool,
@@ -69,7 +100,7 @@ pub(crate) fn backward<T: Float>(
     let groups = fixed_groups(g.b, 16);
     let mut gx = Fresh::new(if want[0] { g.b * ii } else { 0 });
     // Carve the input gradient into the groups' batch ranges.
-    let mut slots: Vec<&mut [std::mem::MaybeUninit<T>]> = Vec::with_capacity(groups.len());
+    let mut slots: Vec<&mut [MaybeUninit<T>]> = Vec::with_capacity(groups.len());
     let mut rest = gx.slots();
     for r in &groups {
         let take = if want[0] { r.len() * ii } else { 0 };
@@ -85,10 +116,25 @@ pub(crate) fn backward<T: Float>(
             let mut gpw = vec![T::zero(); if want[2] { g.co * c } else { 0 }];
             let mut t = vec![T::zero(); if want[2] { c * p } else { 0 }];
             let mut gt = vec![T::zero(); c * p];
+            let mut through_bn = vec![T::zero(); if matches!(gy, OutGrad::ThroughBn { .. }) { g.co * p } else { 0 }];
             let mut sc = Scratch::new(&g.dw);
             for (n, b) in range.enumerate() {
                 let xb = &x[b * ii..(b + 1) * ii];
-                let gyb = &gy[b * g.co * p..(b + 1) * g.co * p];
+                let item = b * g.co * p..(b + 1) * g.co * p;
+                let gyb: &[T] = match &gy {
+                    OutGrad::Given(gy) => &gy[item],
+                    OutGrad::ThroughBn { gy, t, bn } => {
+                        let (gy, t) = (&gy[item.clone()], &t[item]);
+                        for (o, dst) in through_bn.chunks_mut(p).enumerate() {
+                            let plane = o * p..(o + 1) * p;
+                            // SAFETY: MaybeUninit<T> has T's layout, and `plane` only writes
+                            // values of T (every element).
+                            let dst = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };
+                            bn.plane(b * g.co + o, &gy[plane.clone()], &t[plane], dst);
+                        }
+                        &through_bn
+                    }
+                };
                 if want[2] {
                     g.depthwise(xb, w_dw, t.as_mut_slice(), &mut sc, relu);
                     matmul(g.co, c, p, &mut gpw, n > 0, Mat::rows(gyb, p), Mat::transposed(&t, p));

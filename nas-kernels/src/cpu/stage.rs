@@ -1,10 +1,11 @@
 //! CPU kernels of the fused sep_conv/dil_conv stage: `sep` for the depthwise + pointwise part,
 //! `batch_norm` for the normalisation with its factors and the node's sum.
 
-use candle_core::{bail, Result};
+use candle_core::Result;
 
-use super::batch_norm::{bn_affine_backward, bn_affine_forward};
+use super::batch_norm::{bn_affine_forward, combine_planes, BnAffineGrad};
 use super::sep::{self, SepGeom};
+use super::simd::sum_sumsq;
 use super::{cpu_tensor, with_slices, Float};
 use crate::batch_norm::SavedStats;
 use crate::stage::DwPwBnStage;
@@ -30,8 +31,10 @@ pub(crate) fn forward<T: Float>(op: &DwPwBnStage, x: &[T], ps: &[T], acc: Option
     let g = SepGeom::new(&op.g)?;
     let [dw, pw, gb] = op.sizes.split(ps);
     let (gamma, beta, m) = affine_and_factors(op, gb, g.b)?;
-    let t = sep::forward([x, dw, pw], &g, op.relu);
-    let (y, st) = bn_affine_forward(&t, (g.b, g.co, g.plane()), &gamma, &beta, &m, acc, op.eps)?;
+    // The batch norm's sums of each plane of t as it is written (one read of t less).
+    let (t, planes) = sep::forward_with([x, dw, pw], &g, op.relu, |_, plane| sum_sumsq(plane));
+    let sums = combine_planes(planes, g.co);
+    let (y, st) = bn_affine_forward(&t, (g.b, g.co, g.plane()), &gamma, &beta, &m, acc, op.eps, Some(&sums))?;
     op.stats.put(SavedStats::Host(st));
     op.keep(vec![cpu_tensor(t, op.g.out_shape())?]);
     Ok(y)
@@ -47,15 +50,17 @@ pub(crate) fn backward<T: Float>(
     let st = op.stats.host("dw_pw_bn")?;
     let [dw, pw, gb] = op.sizes.split(ps);
     let (gamma, _, m) = affine_and_factors(op, gb, g.b)?;
-    let (gt, ggamma, gbeta) = bn_affine_backward(ts, (g.b, g.co, g.plane()), &gamma, &m, gys, &st, op.eps, true);
-    let Some(gt) = gt else { bail!("dw_pw_bn: no gradient of the BN input") };
-    let [gx, gdw, gpw] = sep::backward([xs, dw, pw, &gt], &g, [want[0], true, true], op.relu);
+    // The BN input's gradient is made item by item inside the convolutions' backward.
+    let bn = BnAffineGrad::new(ts, gys, (g.b, g.co, g.plane()), &gamma, &m, &st, op.eps);
+    let gt = sep::OutGrad::ThroughBn { gy: gys, t: ts, bn: &bn };
+    let [gx, gdw, gpw] = sep::backward([xs, dw, pw], gt, &g, [want[0], true, true], op.relu);
+    let (ggamma, gbeta) = (&bn.ggamma, &bn.gbeta);
     let gparams = want[1].then(|| {
         let mut v: Vec<T> = Vec::with_capacity(ps.len());
         v.extend(gdw.unwrap_or_default());
         v.extend(gpw.unwrap_or_default());
         if op.sizes.affine {
-            v.extend(ggamma.iter().chain(&gbeta).map(|&x| T::from_f64(x)));
+            v.extend(ggamma.iter().chain(gbeta).map(|&x| T::from_f64(x)));
         }
         v
     });
