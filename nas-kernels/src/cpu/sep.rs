@@ -4,13 +4,13 @@
 //! With `relu` the input is ReLU'd as the depthwise kernel reads it, and the input gradient is
 //! masked as it is written.
 
+use std::mem::MaybeUninit;
+
 use candle_core::Result;
 use rayon::prelude::*;
 
-use super::depthwise::{plane_backward, plane_forward, Geom as DwLayout, Scratch};
-use std::mem::MaybeUninit;
-
 use super::batch_norm::BnAffineGrad;
+use super::depthwise::{plane_backward, plane_forward, Geom as DwLayout, Scratch};
 use super::{fixed_groups, matmul, sum_partials, Float, Fresh, Mat, Slot};
 use crate::sep::SepGeom as Shapes;
 
@@ -46,16 +46,16 @@ impl SepGeom {
 
 /// pw(dw(x)), or pw(dw(ReLU(x))) with `relu`.
 pub(crate) fn forward<T: Float>(xs: [&[T]; 3], g: &SepGeom, relu: bool) -> Vec<T> {
-    forward_with(xs, g, relu, |_, _| ()).0
+    forward_with(xs, g, relu, |_| ()).0
 }
 
-/// `forward` and, for every output plane (b·Co + o, in order), `per_plane` of it, taken while
+/// `forward` and, for every output plane (b·Co + o, in that order), `per_plane` of it, taken while
 /// the batch item's output is still in cache (the batch norm's sums).
 pub(crate) fn forward_with<T: Float, R: Send>(
     [x, w_dw, w_pw]: [&[T]; 3],
     g: &SepGeom,
     relu: bool,
-    per_plane: impl Fn(usize, &[T]) -> R + Sync,
+    per_plane: impl Fn(&[T]) -> R + Sync,
 ) -> (Vec<T>, Vec<R>) {
     let (p, c) = (g.plane(), g.dw.c);
     let mut y = Fresh::new(g.b * g.co * p);
@@ -70,7 +70,7 @@ pub(crate) fn forward_with<T: Float, R: Send>(
                 matmul(g.co, p, c, yb, false, Mat::rows(w_pw, c), Mat::rows(t, p));
                 // SAFETY: the product above wrote all of yb (accumulate off).
                 let yb: &[T] = unsafe { Slot::assume_init(yb) };
-                yb.chunks(p).enumerate().map(|(o, plane)| per_plane(b * g.co + o, plane)).collect()
+                yb.chunks(p).map(&per_plane).collect()
             },
         )
         .collect();

@@ -32,7 +32,7 @@ pub(crate) fn forward<T: Float>(op: &DwPwBnStage, x: &[T], ps: &[T], acc: Option
     let [dw, pw, gb] = op.sizes.split(ps);
     let (gamma, beta, m) = affine_and_factors(op, gb, g.b)?;
     // The batch norm's sums of each plane of t as it is written (one read of t less).
-    let (t, planes) = sep::forward_with([x, dw, pw], &g, op.relu, |_, plane| sum_sumsq(plane));
+    let (t, planes) = sep::forward_with([x, dw, pw], &g, op.relu, sum_sumsq);
     let sums = combine_planes(planes, g.co);
     let (y, st) = bn_affine_forward(&t, (g.b, g.co, g.plane()), &gamma, &beta, &m, acc, op.eps, Some(&sums))?;
     op.stats.put(SavedStats::Host(st));
