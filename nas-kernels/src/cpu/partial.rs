@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::Float;
+use super::{put_all, Float, Fresh, Slot};
 use crate::partial::PcGeom as Geom;
 
 /// Offset in an x plane of the maximum of the 2×2 window of output pixel (i, j) by PyTorch's
@@ -23,36 +23,39 @@ fn argmax<T: Float>(g: &Geom, xp: &[T], i: usize, j: usize) -> usize {
 /// shuffle(cat[y, bypass(x[:, C/K:])], K).
 pub(crate) fn forward<T: Float>(y: &[T], x: &[T], g: &Geom) -> Vec<T> {
     let (po, pi) = (g.ho * g.wo, g.h * g.w);
-    let mut out = vec![T::zero(); g.b * g.c * po];
-    out.par_chunks_mut(po).enumerate().for_each(|(plane, op)| {
+    let mut out = Fresh::new(g.b * g.c * po);
+    out.slots().par_chunks_mut(po).enumerate().for_each(|(plane, op)| {
         let (b, q) = (plane / g.c, g.source(plane % g.c));
         if q < g.ca {
-            op.copy_from_slice(&y[(b * g.ca + q) * po..][..po]);
+            put_all(op, &y[(b * g.ca + q) * po..][..po]);
         } else {
             let xp = &x[(b * g.c + q) * pi..][..pi];
             if g.stride == 1 {
-                op.copy_from_slice(xp);
+                put_all(op, xp);
             } else {
                 for i in 0..g.ho {
                     for j in 0..g.wo {
-                        op[i * g.wo + j] = xp[argmax(g, xp, i, j)];
+                        op[i * g.wo + j].put(xp[argmax(g, xp, i, j)]);
                     }
                 }
             }
         }
     });
-    out
+    // SAFETY: the planes tile out and each is written in full above.
+    unsafe { out.assume_init() }
 }
 
 /// (∂y, ∂x) as `want` asks.
 pub(crate) fn backward<T: Float>(x: &[T], gout: &[T], g: &Geom, [want_y, want_x]: [bool; 2]) -> [Option<Vec<T>>; 2] {
     let (po, pi) = (g.ho * g.wo, g.h * g.w);
     let inverse = |q: usize| (q % (g.c / g.k)) * g.k + q / (g.c / g.k);
-    let mut gy = vec![T::zero(); if want_y { g.b * g.ca * po } else { 0 }];
-    gy.par_chunks_mut(po).enumerate().for_each(|(plane, gp)| {
+    let mut gy = Fresh::new(if want_y { g.b * g.ca * po } else { 0 });
+    gy.slots().par_chunks_mut(po).enumerate().for_each(|(plane, gp)| {
         let (b, q) = (plane / g.ca, plane % g.ca);
-        gp.copy_from_slice(&gout[(b * g.c + inverse(q)) * po..][..po]);
+        put_all(gp, &gout[(b * g.c + inverse(q)) * po..][..po]);
     });
+    // SAFETY: the planes tile gy and each is copied in full above.
+    let gy = unsafe { gy.assume_init() };
     let mut gx = vec![T::zero(); if want_x { g.b * g.c * pi } else { 0 }];
     gx.par_chunks_mut(pi).enumerate().for_each(|(plane, gp)| {
         let (b, q) = (plane / g.c, plane % g.c);
