@@ -1,12 +1,12 @@
 //! CPU kernels of batch normalisation and the channel affine map: per-plane partial sums in
 //! f64 combined per channel in batch order, then one writing pass.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::simd::{affine_acc_into, affine_into, bn_grad_into, sum_dot, sum_sumsq};
-use std::mem::MaybeUninit;
-
 use super::{Float, Fresh};
 use crate::batch_norm::BnBatchStats;
 
@@ -175,20 +175,19 @@ pub(crate) fn bn_affine_forward<T: Float>(
 
 /// The input gradient of `bn_affine_forward`, plane by plane: per channel A·g + B·x + C, A
 /// times the plane's sample factor; and the γ and β gradients.
-pub(crate) struct BnAffineGrad<T> {
+pub(crate) struct BnAffineGrad {
     c: usize,
     /// Per channel (γ·inv, B, C).
     coef: Vec<(f64, f64, f64)>,
     m: Vec<f64>,
     pub ggamma: Vec<f64>,
     pub gbeta: Vec<f64>,
-    _t: std::marker::PhantomData<T>,
 }
 
-impl<T: Float> BnAffineGrad<T> {
+impl BnAffineGrad {
     /// From x (the BN input), ∂y, γ, the sample factors m and the forward's statistics: the
     /// per-channel sums Σ g', Σ g'·x with g' = m[b]·g (one pass over g and x).
-    pub fn new(
+    pub fn new<T: Float>(
         x: &[T],
         g: &[T],
         (b, c, hw): (usize, usize, usize),
@@ -216,11 +215,11 @@ impl<T: Float> BnAffineGrad<T> {
             })
             .collect();
         let m = m.iter().map(|&v| candle_core::WithDType::to_f64(v)).collect();
-        Self { c, coef, m, ggamma, gbeta: sums.into_iter().map(|s| s.0).collect(), _t: std::marker::PhantomData }
+        Self { c, coef, m, ggamma, gbeta: sums.into_iter().map(|s| s.0).collect() }
     }
 
     /// ∂x of plane p (= b·C + channel) from its ∂y and x, every element of `out` written.
-    pub fn plane(&self, p: usize, g: &[T], x: &[T], out: &mut [MaybeUninit<T>]) {
+    pub fn plane<T: Float>(&self, p: usize, g: &[T], x: &[T], out: &mut [MaybeUninit<T>]) {
         let (a, bx, cst) = self.coef[p % self.c];
         let a = a * self.m[p / self.c];
         bn_grad_into(out, g, x, T::from_f64(a), T::from_f64(-cst), T::from_f64(-bx));

@@ -84,7 +84,7 @@ pub(crate) fn forward_with<T: Float, R: Send>(
 /// input's gradient is never written out, each item's is made where it is used).
 pub(crate) enum OutGrad<'a, T> {
     Given(&'a [T]),
-    ThroughBn { gy: &'a [T], t: &'a [T], bn: &'a BnAffineGrad<T> },
+    ThroughBn { gy: &'a [T], t: &'a [T], bn: &'a BnAffineGrad },
 }
 
 /// (∂x, ∂w_dw, ∂w_pw) as `want` asks.
