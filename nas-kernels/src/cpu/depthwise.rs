@@ -6,7 +6,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::plane::Window;
-use super::simd::{dot, mask_relu, taps_into};
+use super::simd::{dots_acc, mask_relu, taps_into};
 use super::{planes_per_task, task_chunks, Float, Fresh, Slot};
 use crate::depthwise::DwGeom;
 
@@ -145,10 +145,7 @@ pub(crate) fn plane_backward<T: Float, S: Slot<T>>(
         } else {
             win.split(xp, &mut sc.phases);
         }
-        let gfull = &sc.gpad[m..m + n];
-        for (i, &t) in sc.taps.iter().enumerate() {
-            gw[i] += dot(gfull, &sc.phases[t..t + n]);
-        }
+        dots_acc(gw, &sc.gpad[m..m + n], &sc.phases, &sc.taps);
     }
 }
 

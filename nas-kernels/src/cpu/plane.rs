@@ -63,72 +63,88 @@ impl Window {
         ((r % self.s) * self.s + c % self.s) * self.phase_len + (r / self.s) * self.ws + c / self.s
     }
 
+    /// Where image row `iy` starts in `phases` when s = 1 (the row is stored whole).
     #[inline]
-    fn at(&self, y: usize, x: usize) -> usize {
-        ((y % self.s) * self.s + x % self.s) * self.phase_len + (y / self.s) * self.ws + x / self.s
+    fn row_start(&self, iy: usize) -> usize {
+        (iy + self.p) * self.ws + self.p
     }
 
-    /// The runs of image row `iy` in the phase layout: for each column phase, the first image
-    /// column it holds and where that column lands in `phases`; the phase's later columns are
-    /// every s-th image column, stored one after another.
-    fn row_runs(&self, iy: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let y = iy + self.p;
-        (0..self.s).filter_map(move |b| {
-            let ix0 = (b + self.s - self.p % self.s) % self.s;
-            (ix0 < self.w).then(|| (ix0, self.at(y, ix0 + self.p)))
-        })
+    /// With s > 1, calls `f(iy, ix0, start)` for every run of the image in the phase layout:
+    /// image row `iy`'s columns ix0, ix0 + s, ix0 + 2s, … (one column phase) are stored one
+    /// after another from `start` in `phases`. No division per row or run: the row's phase
+    /// and phase row are counted up, and column phase b holds image columns from (b − p) mod s,
+    /// at phase column ⌈(p − b)/s⌉.
+    #[inline]
+    fn for_strided_runs(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let (s, pm, pq) = (self.s, self.p % self.s, self.p / self.s);
+        // Padded row y = iy + p: phase y mod s, row y / s of that phase.
+        let (mut r, mut q) = (pm, pq);
+        for iy in 0..self.h {
+            let base = r * s * self.phase_len + q * self.ws;
+            for b in 0..s {
+                let ix0 = if b >= pm { b - pm } else { b + s - pm };
+                if ix0 < self.w {
+                    f(iy, ix0, base + b * self.phase_len + pq + usize::from(b < pm));
+                }
+            }
+            r += 1;
+            if r == s {
+                r = 0;
+                q += 1;
+            }
+        }
     }
 
     /// Writes plane `x` (h×w) into the interior of `phases`; the border keeps its fill.
     pub fn split<T: Float>(&self, x: &[T], phases: &mut [T]) {
-        for iy in 0..self.h {
-            let row = &x[iy * self.w..(iy + 1) * self.w];
-            if self.s == 1 {
-                let start = self.at(iy + self.p, self.p);
-                phases[start..start + self.w].copy_from_slice(row);
-            } else {
-                for (ix0, start) in self.row_runs(iy) {
-                    for (d, &v) in phases[start..].iter_mut().zip(row[ix0..].iter().step_by(self.s)) {
-                        *d = v;
-                    }
-                }
+        let (w, s) = (self.w, self.s);
+        if s == 1 {
+            for (iy, row) in x.chunks_exact(w).take(self.h).enumerate() {
+                let start = self.row_start(iy);
+                phases[start..start + w].copy_from_slice(row);
             }
+            return;
         }
+        self.for_strided_runs(|iy, ix0, start| {
+            for (d, &v) in phases[start..].iter_mut().zip(x[iy * w + ix0..(iy + 1) * w].iter().step_by(s)) {
+                *d = v;
+            }
+        });
     }
 
     /// `split` of ReLU(x): the same layout, negative pixels written as 0 (NaN kept, as
     /// `relu_into`).
     pub fn split_relu<T: Float>(&self, x: &[T], phases: &mut [T]) {
-        for iy in 0..self.h {
-            let row = &x[iy * self.w..(iy + 1) * self.w];
-            if self.s == 1 {
-                let start = self.at(iy + self.p, self.p);
-                relu_into(&mut phases[start..start + self.w], row);
-            } else {
-                for (ix0, start) in self.row_runs(iy) {
-                    for (d, &v) in phases[start..].iter_mut().zip(row[ix0..].iter().step_by(self.s)) {
-                        *d = if v < T::zero() { T::zero() } else { v };
-                    }
-                }
+        let (w, s) = (self.w, self.s);
+        if s == 1 {
+            for (iy, row) in x.chunks_exact(w).take(self.h).enumerate() {
+                let start = self.row_start(iy);
+                relu_into(&mut phases[start..start + w], row);
             }
+            return;
         }
+        self.for_strided_runs(|iy, ix0, start| {
+            for (d, &v) in phases[start..].iter_mut().zip(x[iy * w + ix0..(iy + 1) * w].iter().step_by(s)) {
+                *d = if v < T::zero() { T::zero() } else { v };
+            }
+        });
     }
 
     /// Reads the interior of `phases` back into plane `x` (h×w), writing every element.
     pub fn merge<T: Float, S: Slot<T>>(&self, phases: &[T], x: &mut [S]) {
-        for iy in 0..self.h {
-            let row = &mut x[iy * self.w..(iy + 1) * self.w];
-            if self.s == 1 {
-                let start = self.at(iy + self.p, self.p);
-                put_all(row, &phases[start..start + self.w]);
-            } else {
-                for (ix0, start) in self.row_runs(iy) {
-                    for (v, &p) in row[ix0..].iter_mut().step_by(self.s).zip(&phases[start..]) {
-                        v.put(p);
-                    }
-                }
+        let (w, s) = (self.w, self.s);
+        if s == 1 {
+            for (iy, row) in x.chunks_exact_mut(w).take(self.h).enumerate() {
+                let start = self.row_start(iy);
+                put_all(row, &phases[start..start + w]);
             }
+            return;
         }
+        self.for_strided_runs(|iy, ix0, start| {
+            for (v, &p) in x[iy * w + ix0..(iy + 1) * w].iter_mut().step_by(s).zip(&phases[start..]) {
+                v.put(p);
+            }
+        });
     }
 
     /// o (oh×ow) from the valid columns of `full`, writing every element.

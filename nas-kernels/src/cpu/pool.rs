@@ -5,7 +5,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::plane::Window;
-use super::simd::{axpy, max_tag_into, mul_into};
+use super::simd::{axpy, max_taps_into, mul_into, taps_into};
 use super::{planes_per_task, Float, Fresh};
 use crate::pool::{PoolKind, ValidGeom};
 
@@ -55,6 +55,8 @@ impl Geom {
 pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, Vec<u32>) {
     let (ip, op, n) = (g.in_plane(), g.out_plane(), g.win.full_len());
     let inv: Vec<T> = g.win.inv_counts();
+    let taps: Vec<usize> = (0..9).map(|t| g.win.tap(t / 3, t % 3)).collect();
+    let tags: Vec<T> = (0..9).map(|t| T::from_f64(((t / 3) * g.win.w + t % 3) as f64)).collect();
     let mut out = Fresh::new(g.planes() * op);
     let mut arg = vec![0u32; if kind == PoolKind::Max { g.planes() * op } else { 0 }];
     let tp = g.task_planes();
@@ -70,11 +72,9 @@ pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, V
                 g.win.split(&x[plane * ip..(plane + 1) * ip], phases);
                 match kind {
                     PoolKind::Avg => {
-                        full.fill(T::zero());
-                        for tap in 0..9 {
-                            let s = g.win.tap(tap / 3, tap % 3);
-                            axpy(full, T::one(), &phases[s..s + n]);
-                        }
+                        // The nine taps summed from zero in order (as a cleared sum with an
+                        // add per tap would), then scaled by 1/count.
+                        taps_into(full, phases, &taps, &[T::one(); 9]);
                         mul_into(full, &inv);
                     }
                     PoolKind::Max => {
@@ -83,13 +83,7 @@ pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, V
                         // A tap's tag is its offset kh·W + kw in the image from the window's
                         // padded top-left corner; −1 marks a window that nothing replaced.
                         let w = g.win.w;
-                        full.fill(T::neg_infinity());
-                        best.fill(-T::one());
-                        for tap in 0..9 {
-                            let s = g.win.tap(tap / 3, tap % 3);
-                            let tag = T::from_f64(((tap / 3) * w + tap % 3) as f64);
-                            max_tag_into(full, best, &phases[s..s + n], tag);
-                        }
+                        max_taps_into(full, best, phases, &taps, &tags);
                         if let Some(a) = args.as_deref_mut() {
                             let a = &mut a[j * op..(j + 1) * op];
                             let (s, ws) = (g.win.s, n / g.win.oh);

@@ -213,12 +213,53 @@ fn taps_block<T: Float, const B: usize>(o: &mut [T], src: &[T], offs: &[usize], 
     o.copy_from_slice(&acc);
 }
 
+/// Whether reads of `n` elements from each of the first `k` offsets stay within `len`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn reads_fit(offs: &[usize], k: usize, n: usize, len: usize) -> bool {
+    let last = offs.iter().take(k).fold(0, |m, &o| m.max(o));
+    last.checked_add(n).is_some_and(|end| end <= len)
+}
+
+/// out[i] = Σ_t w[t]·src[offs[t] + i], the taps summed in order from zero (as a zeroed output
+/// with one `axpy` per tap would, bit for bit) but with a block of outputs held in registers
+/// across all taps, so `out` is written once instead of read and written per tap. `src` must
+/// reach `max(offs) + out.len()`.
+pub(crate) fn taps_into<T: Float>(out: &mut [T], src: &[T], offs: &[usize], w: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(o), Some(s), Some(wv)) = (has_avx2(), as_f32_mut(out), as_f32(src), as_f32(w)) {
+        let n = o.len();
+        if reads_fit(offs, wv.len(), n, s.len()) {
+            // SAFETY: the CPU supports AVX2, and every tap's read of n elements is within src
+            // (checked just above).
+            return unsafe { avx2_f32::taps_into(o, s, offs, wv) };
+        }
+    }
+    taps_into_generic(out, src, offs, w)
+}
+
+/// acc[t] += Σ_i g[i]·src[offs[t] + i] for every tap t, each sum formed exactly as `dot`
+/// forms it (so bit for bit `acc[t] += dot(g, &src[offs[t]..])`), but several taps per pass
+/// over `g`: the filter gradient of a depthwise plane, whose taps' sums would otherwise each
+/// wait on one accumulator's latency. `src` must reach `max(offs) + g.len()`.
+pub(crate) fn dots_acc<T: Float>(acc: &mut [T], g: &[T], src: &[T], offs: &[usize]) {
+    let n = g.len();
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(a), Some(gv), Some(s)) = (has_avx2(), as_f32_mut(acc), as_f32(g), as_f32(src)) {
+        if reads_fit(offs, a.len(), n, s.len()) {
+            // SAFETY: the CPU supports AVX2, and every tap's read of n elements is within src
+            // (checked just above).
+            return unsafe { avx2_f32::dots_acc(a, gv, s, offs) };
+        }
+    }
+    for (a, &off) in acc.iter_mut().zip(offs) {
+        *a += dot(g, &src[off..off + n]);
+    }
+}
+
 simd_fn! {
-    /// out[i] = Σ_t w[t]·src[offs[t] + i], the taps summed in order from zero (as a zeroed
-    /// output with one `axpy` per tap would, bit for bit) but with a block of outputs held in
-    /// registers across all taps, so `out` is written once instead of read and written per tap.
-    /// `src` must reach `max(offs) + out.len()`.
-    pub(crate) fn taps_into<T: Float>(out: &mut [T], src: &[T], offs: &[usize], w: &[T]) {
+    /// The portable `taps_into` (and the one for f64).
+    fn taps_into_generic<T: Float>(out: &mut [T], src: &[T], offs: &[usize], w: &[T]) {
         let n = out.len();
         let (n32, n8) = (n - n % 32, n - n % 8);
         for (b, o) in out[..n32].chunks_exact_mut(32).enumerate() {
@@ -247,6 +288,31 @@ pub(crate) fn max_tag_into<T: Float>(m: &mut [T], best: &mut [T], src: &[T], tag
         return unsafe { avx2_f32::max_tag_into(mv, b, s, tag.to_f32().unwrap_or(f32::NAN)) };
     }
     max_tag_into_generic(m, best, src, tag)
+}
+
+/// The running window maximum over all taps at once: m[i] = the maximum of
+/// src[offs[t] + i] over the taps t in order and best[i] = the tag of the tap that holds it,
+/// each tap replacing the maximum where it is greater or NaN (`max_tag_into` tap by tap from
+/// m = −∞, best = −1, bit for bit), with a block of outputs held in registers across the
+/// taps. `src` must reach `max(offs) + m.len()`.
+pub(crate) fn max_taps_into<T: Float>(m: &mut [T], best: &mut [T], src: &[T], offs: &[usize], tags: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(mv), Some(b), Some(s), Some(tg)) =
+        (has_avx2(), as_f32_mut(m), as_f32_mut(best), as_f32(src), as_f32(tags))
+    {
+        let n = mv.len().min(b.len());
+        if reads_fit(offs, tg.len(), n, s.len()) {
+            // SAFETY: the CPU supports AVX2, and every tap's read of n elements is within src
+            // (checked just above).
+            return unsafe { avx2_f32::max_taps_into(mv, b, s, offs, tg) };
+        }
+    }
+    let n = m.len().min(best.len());
+    m.fill(T::neg_infinity());
+    best.fill(-T::one());
+    for (&off, &tag) in offs.iter().zip(tags) {
+        max_tag_into(&mut m[..n], &mut best[..n], &src[off..off + n], tag);
+    }
 }
 
 /// v = ReLU(v) in place: 0 where v < 0, v otherwise (NaN stays NaN), branch-free.
@@ -356,6 +422,174 @@ mod avx2_f32 {
         }
     }
 
+    /// One block of `8·V` outputs of `taps_into`, held in V registers across the taps.
+    ///
+    /// # Safety
+    /// AVX2; `o` has `8·V` writable elements and `s + off` `8·V` readable ones for every `off`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn taps_block<const V: usize>(o: *mut f32, s: *const f32, offs: &[usize], w: &[f32]) {
+        let mut acc = [_mm256_setzero_ps(); V];
+        for (&off, &wt) in offs.iter().zip(w) {
+            let (wv, p) = (_mm256_set1_ps(wt), s.add(off));
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, _mm256_loadu_ps(p.add(8 * j))));
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.add(8 * j), *a);
+        }
+    }
+
+    /// `taps_into` for f32: blocks of 64 outputs (eight independent sums per tap, enough to
+    /// cover the adds' latency), then at most one of 32, then of 8, then single outputs; the same operations in the
+    /// same order as the portable loop, so the same bits.
+    ///
+    /// # Safety
+    /// AVX2; `off + out.len() <= src.len()` for every `off` of the first `w.len()` offsets.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn taps_into(out: &mut [f32], src: &[f32], offs: &[usize], w: &[f32]) {
+        let (n, k) = (out.len(), offs.len().min(w.len()));
+        let (offs, w) = (&offs[..k], &w[..k]);
+        let (op, sp) = (out.as_mut_ptr(), src.as_ptr());
+        let mut i = 0;
+        while i + 64 <= n {
+            taps_block::<8>(op.add(i), sp.add(i), offs, w);
+            i += 64;
+        }
+        if i + 32 <= n {
+            taps_block::<4>(op.add(i), sp.add(i), offs, w);
+            i += 32;
+        }
+        while i + 8 <= n {
+            taps_block::<1>(op.add(i), sp.add(i), offs, w);
+            i += 8;
+        }
+        for j in i..n {
+            let mut a = 0f32;
+            for (&off, &wt) in offs.iter().zip(w) {
+                a += wt * *sp.add(off + j);
+            }
+            *op.add(j) = a;
+        }
+    }
+
+    /// M taps of `dots_acc`: one pass over g, M lane accumulators.
+    ///
+    /// # Safety
+    /// AVX2; `off + g.len() <= src.len()` for each of the M offsets; `acc` and `offs` hold M.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dots_group<const M: usize>(acc: &mut [f32], g: &[f32], src: &[f32], offs: &[usize]) {
+        let (n, sp, gp) = (g.len(), src.as_ptr(), g.as_ptr());
+        let n8 = n - n % 8;
+        let offs: [usize; M] = std::array::from_fn(|t| offs[t]);
+        let mut lanes = [_mm256_setzero_ps(); M];
+        let mut i = 0;
+        while i < n8 {
+            let gv = _mm256_loadu_ps(gp.add(i));
+            for (l, &off) in lanes.iter_mut().zip(&offs) {
+                *l = _mm256_add_ps(*l, _mm256_mul_ps(gv, _mm256_loadu_ps(sp.add(off + i))));
+            }
+            i += 8;
+        }
+        for ((a, l), &off) in acc[..M].iter_mut().zip(&lanes).zip(&offs) {
+            // `dot`'s ending: the remainder summed from zero, then the eight lanes in order.
+            let mut sum = 0f32;
+            for (j, &gj) in g.iter().enumerate().skip(n8) {
+                sum += gj * *sp.add(off + j);
+            }
+            let mut v = [0f32; 8];
+            _mm256_storeu_ps(v.as_mut_ptr(), *l);
+            for x in v {
+                sum += x;
+            }
+            *a += sum;
+        }
+    }
+
+    /// `dots_acc` for f32: the taps in near-equal groups of at most nine (nine accumulators,
+    /// the vector of g and a product fit the sixteen registers).
+    ///
+    /// # Safety
+    /// AVX2; `off + g.len() <= src.len()` for every `off` of the first `acc.len()` offsets.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dots_acc(acc: &mut [f32], g: &[f32], src: &[f32], offs: &[usize]) {
+        let k = acc.len().min(offs.len());
+        let groups = k.div_ceil(9);
+        let mut t0 = 0;
+        for gi in 0..groups {
+            let m = (k - t0).div_ceil(groups - gi);
+            let (a, o) = (&mut acc[t0..t0 + m], &offs[t0..t0 + m]);
+            match m {
+                1 => dots_group::<1>(a, g, src, o),
+                2 => dots_group::<2>(a, g, src, o),
+                3 => dots_group::<3>(a, g, src, o),
+                4 => dots_group::<4>(a, g, src, o),
+                5 => dots_group::<5>(a, g, src, o),
+                6 => dots_group::<6>(a, g, src, o),
+                7 => dots_group::<7>(a, g, src, o),
+                8 => dots_group::<8>(a, g, src, o),
+                _ => dots_group::<9>(a, g, src, o),
+            }
+            t0 += m;
+        }
+    }
+
+    /// `8·V` outputs of `max_taps_into`: the maxima and tags in 2V registers across the taps.
+    ///
+    /// # Safety
+    /// AVX2; `m` and `best` have `8·V` writable elements and `s + off` `8·V` readable ones
+    /// for every `off`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn max_block<const V: usize>(m: *mut f32, best: *mut f32, s: *const f32, offs: &[usize], tags: &[f32]) {
+        let mut mv = [_mm256_set1_ps(f32::NEG_INFINITY); V];
+        let mut bv = [_mm256_set1_ps(-1.0); V];
+        for (&off, &tag) in offs.iter().zip(tags) {
+            let (t, p) = (_mm256_set1_ps(tag), s.add(off));
+            for j in 0..V {
+                let v = _mm256_loadu_ps(p.add(8 * j));
+                // take = v > m (ordered) or v NaN: the rule of `max_tag_into`.
+                let take = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, mv[j]), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                mv[j] = _mm256_blendv_ps(mv[j], v, take);
+                bv[j] = _mm256_blendv_ps(bv[j], t, take);
+            }
+        }
+        for j in 0..V {
+            _mm256_storeu_ps(m.add(8 * j), mv[j]);
+            _mm256_storeu_ps(best.add(8 * j), bv[j]);
+        }
+    }
+
+    /// `max_taps_into` for f32: blocks of 32 outputs, then of 8, then the tail tap by tap.
+    ///
+    /// # Safety
+    /// AVX2; `off + n <= src.len()` for every `off` of the first `tags.len()` offsets, `n`
+    /// being the common length of `m` and `best`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_taps_into(m: &mut [f32], best: &mut [f32], src: &[f32], offs: &[usize], tags: &[f32]) {
+        let (n, k) = (m.len().min(best.len()), offs.len().min(tags.len()));
+        let (offs, tags) = (&offs[..k], &tags[..k]);
+        let (mp, bp, sp) = (m.as_mut_ptr(), best.as_mut_ptr(), src.as_ptr());
+        let mut i = 0;
+        while i + 32 <= n {
+            max_block::<4>(mp.add(i), bp.add(i), sp.add(i), offs, tags);
+            i += 32;
+        }
+        while i + 8 <= n {
+            max_block::<1>(mp.add(i), bp.add(i), sp.add(i), offs, tags);
+            i += 8;
+        }
+        if i < n {
+            m[i..n].fill(f32::NEG_INFINITY);
+            best[i..n].fill(-1.0);
+            for (&off, &tag) in offs.iter().zip(tags) {
+                max_tag_into(&mut m[i..n], &mut best[i..n], &src[off + i..off + n], tag);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2")]
     pub unsafe fn relu_in_place(v: &mut [f32]) {
         // maxps(0, x) is 0 when 0 > x and x otherwise, NaN and −0 included: PyTorch's rule
@@ -397,6 +631,75 @@ mod tests {
             let mut got = vec![f32::NAN; n];
             taps_into(&mut got, &src, &offs, &w);
             assert_eq!(got, want, "n = {n}");
+        }
+    }
+
+    /// The multi-tap filter-gradient sums equal one `dot` per tap added in, bit for bit, for
+    /// 3×3, 5×5 and odd tap counts (groups of one to nine) and lengths with and without a
+    /// remainder; the portable path (f64) as well.
+    #[test]
+    fn dots_acc_equals_dot_per_tap() {
+        let src: Vec<f32> = (0..400).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.021).collect();
+        let g: Vec<f32> = (0..300).map(|i| ((i * 29 % 89) as f32 - 44.0) * 0.017).collect();
+        for k in [1usize, 4, 9, 10, 25] {
+            let offs: Vec<usize> = (0..k).map(|t| (t * 13) % 97).collect();
+            for n in [0usize, 5, 8, 64, 101, 300] {
+                let g = &g[..n];
+                let init: Vec<f32> = (0..k).map(|t| 0.5 - 0.1 * t as f32).collect();
+                let mut want = init.clone();
+                for (a, &o) in want.iter_mut().zip(&offs) {
+                    *a += dot(g, &src[o..o + n]);
+                }
+                let mut got = init.clone();
+                dots_acc(&mut got, g, &src, &offs);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "k = {k}, n = {n}");
+                let (g64, src64): (Vec<f64>, Vec<f64>) =
+                    (g.iter().map(|&v| v as f64).collect(), src.iter().map(|&v| v as f64).collect());
+                let mut want64: Vec<f64> = init.iter().map(|&v| v as f64).collect();
+                let mut got64 = want64.clone();
+                for (a, &o) in want64.iter_mut().zip(&offs) {
+                    *a += dot(&g64, &src64[o..o + n]);
+                }
+                dots_acc(&mut got64, &g64, &src64, &offs);
+                assert_eq!(got64, want64, "f64 k = {k}, n = {n}");
+            }
+        }
+    }
+
+    /// The register-blocked window maximum equals `max_tag_into` tap by tap from −∞ and tag
+    /// −1, bit for bit (maxima and tags), on values with NaN, ±0, ±∞ and ties, for lengths
+    /// that use the blocks of 32, of 8 and the tail; f64 through the portable path too.
+    #[test]
+    fn max_taps_into_equals_max_tag_into_per_tap() {
+        let vals = [1.5f32, -2.0, 0.0, -0.0, f32::NAN, 3.0, -1.0, 3.0, 0.25, f32::INFINITY, -7.5, f32::NEG_INFINITY];
+        let src: Vec<f32> = (0..200).map(|i| vals[(i * 7 + i / 13) % vals.len()]).collect();
+        let offs = [0usize, 1, 2, 11, 12, 13, 22, 23, 24];
+        let tags: Vec<f32> = (0..9).map(|t| ((t / 3) * 10 + t % 3) as f32).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for n in [0usize, 3, 8, 31, 32, 45, 70, 170] {
+            let (mut wm, mut wb) = (vec![f32::NEG_INFINITY; n], vec![-1f32; n]);
+            for (&o, &t) in offs.iter().zip(&tags) {
+                max_tag_into(&mut wm, &mut wb, &src[o..o + n], t);
+            }
+            let (mut m, mut b) = (vec![0f32; n], vec![0f32; n]);
+            max_taps_into(&mut m, &mut b, &src, &offs, &tags);
+            assert_eq!(bits(&m), bits(&wm), "maxima, n = {n}");
+            assert_eq!(b, wb, "tags, n = {n}");
+            let src64: Vec<f64> = src.iter().map(|&v| v as f64).collect();
+            let tags64: Vec<f64> = tags.iter().map(|&v| v as f64).collect();
+            let (mut m64, mut b64) = (vec![0f64; n], vec![0f64; n]);
+            max_taps_into(&mut m64, &mut b64, &src64, &offs, &tags64);
+            let wm64: Vec<f64> = wm.iter().map(|&v| v as f64).collect();
+            assert_eq!(
+                m64.iter().map(|v| v.is_nan()).collect::<Vec<_>>(),
+                wm64.iter().map(|v| v.is_nan()).collect::<Vec<_>>()
+            );
+            assert!(
+                m64.iter().zip(&wm64).all(|(a, b)| a.is_nan() || a.to_bits() == b.to_bits()),
+                "f64 maxima, n = {n}"
+            );
+            assert_eq!(b64, wb.iter().map(|&v| v as f64).collect::<Vec<_>>(), "f64 tags, n = {n}");
         }
     }
 
