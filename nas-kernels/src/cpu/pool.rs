@@ -5,7 +5,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::plane::Window;
-use super::simd::{axpy, max_taps_into, mul_into, taps_into};
+use super::simd::{axpy, max_args_row, max_taps_into, mul_into, taps_into};
 use super::{planes_per_task, Float, Fresh};
 use crate::pool::{PoolKind, ValidGeom};
 
@@ -79,8 +79,7 @@ pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, V
                     }
                     PoolKind::Max => {
                         // PyTorch's scan in row-major tap order: a strictly greater value or a
-                        // NaN replaces the maximum and its tag (one select-only loop per tap).
-                        // A tap's tag is its offset kh·W + kw in the image from the window's
+                        // NaN replaces the maximum and its tag. A tap's tag is its offset kh·W + kw in the image from the window's
                         // padded top-left corner; −1 marks a window that nothing replaced.
                         let w = g.win.w;
                         max_taps_into(full, best, phases, &taps, &tags);
@@ -88,19 +87,14 @@ pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, V
                             let a = &mut a[j * op..(j + 1) * op];
                             let (s, ws) = (g.win.s, n / g.win.oh);
                             for oy in 0..g.win.oh {
-                                let tags = &best[oy * ws..oy * ws + g.win.ow];
-                                for (ox, (a, t)) in a[oy * g.win.ow..].iter_mut().zip(tags).enumerate() {
-                                    let t = t.to_f64().unwrap_or(-1.0);
-                                    // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. A
-                                    // winner is never padding (−∞ replaces nothing). A window of
-                                    // −∞ alone: PyTorch names its first in-image pixel, its
-                                    // top-left corner clipped to the image.
-                                    *a = if t >= 0.0 {
-                                        (oy * s * w + ox * s + t as usize - w - 1) as u32
-                                    } else {
-                                        (((oy * s).max(1) - 1) * w + (ox * s).max(1) - 1) as u32
-                                    };
-                                }
+                                // Padded (oy·s + kh, ox·s + kw) minus the padding of 1. A winner
+                                // is never padding (−∞ replaces nothing). A window of −∞ alone:
+                                // PyTorch names its first in-image pixel, its top-left corner
+                                // clipped to the image.
+                                let hit0 = (oy * s * w) as i64 - w as i64 - 1;
+                                let corner_row = (((oy * s).max(1) - 1) * w) as i64;
+                                let row = &mut a[oy * g.win.ow..(oy + 1) * g.win.ow];
+                                max_args_row(row, &best[oy * ws..oy * ws + g.win.ow], hit0, corner_row, s);
                             }
                         }
                     }

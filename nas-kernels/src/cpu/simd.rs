@@ -315,6 +315,29 @@ pub(crate) fn max_taps_into<T: Float>(m: &mut [T], best: &mut [T], src: &[T], of
     }
 }
 
+/// One output row of a 3×3 max pool's arg-max indices from its tags (`max_taps_into`'s
+/// `best`): a[ox] = hit0 + ox·s + tag where a tap won (tag ≥ 0, its offset kh·W + kw), and
+/// where nothing replaced −∞ (tag −1) the window's top-left corner clipped to the image,
+/// corner_row + max(ox·s, 1) − 1. hit0 = oy·s·W − W − 1 (the padding of 1 taken off) and
+/// corner_row = (max(oy·s, 1) − 1)·W; every index fits an i32 (it fits the u32 it is stored as,
+/// and the planes are far smaller).
+pub(crate) fn max_args_row<T: Float>(a: &mut [u32], tags: &[T], hit0: i64, corner_row: i64, s: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(t)) = (has_avx2(), as_f32(tags)) {
+        if let (Ok(h), Ok(c), Ok(st), Ok(_)) =
+            (i32::try_from(hit0), i32::try_from(corner_row), i32::try_from(s), i32::try_from(a.len() * s + 2))
+        {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2_f32::max_args_row(a, t, h, c, st) };
+        }
+    }
+    for (ox, (a, t)) in a.iter_mut().zip(tags).enumerate() {
+        let t = t.to_f64().unwrap_or(-1.0);
+        let x = (ox * s) as i64;
+        *a = if t >= 0.0 { hit0 + x + t as i64 } else { corner_row + x.max(1) - 1 } as u32;
+    }
+}
+
 /// v = ReLU(v) in place: 0 where v < 0, v otherwise (NaN stays NaN), branch-free.
 pub(crate) fn relu_in_place<T: Float>(v: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
@@ -590,6 +613,32 @@ mod avx2_f32 {
         }
     }
 
+    /// `max_args_row` for f32 tags, eight outputs at a time in i32 lanes; the tail in scalars.
+    ///
+    /// # Safety
+    /// AVX2. Loads and stores stay within the common length of `a` and `tags`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_args_row(a: &mut [u32], tags: &[f32], hit0: i32, corner_row: i32, s: i32) {
+        let n = a.len().min(tags.len());
+        let (h, c, one) = (_mm256_set1_epi32(hit0), _mm256_set1_epi32(corner_row - 1), _mm256_set1_epi32(1));
+        let lanes = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(s));
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_add_epi32(lanes, _mm256_set1_epi32(i as i32 * s));
+            let t = _mm256_loadu_ps(tags.as_ptr().add(i));
+            let hit = _mm256_add_epi32(_mm256_add_epi32(h, x), _mm256_cvttps_epi32(t));
+            let corner = _mm256_add_epi32(c, _mm256_max_epi32(x, one));
+            let won = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(t, _mm256_setzero_ps()));
+            let v = _mm256_blendv_epi8(corner, hit, won);
+            _mm256_storeu_si256(a.as_mut_ptr().add(i).cast::<__m256i>(), v);
+            i += 8;
+        }
+        for ox in i..n {
+            let (t, x) = (tags[ox], ox as i32 * s);
+            a[ox] = if t >= 0.0 { hit0 + x + t as i32 } else { corner_row + x.max(1) - 1 } as u32;
+        }
+    }
+
     #[target_feature(enable = "avx2")]
     pub unsafe fn relu_in_place(v: &mut [f32]) {
         // maxps(0, x) is 0 when 0 > x and x otherwise, NaN and −0 included: PyTorch's rule
@@ -700,6 +749,37 @@ mod tests {
                 "f64 maxima, n = {n}"
             );
             assert_eq!(b64, wb.iter().map(|&v| v as f64).collect::<Vec<_>>(), "f64 tags, n = {n}");
+        }
+    }
+
+    /// The arg-max indices from the tags, against the formula in i64, for winners and
+    /// untouched (−1) windows, strides 1 and 2, the first row (negative hit0) and tails.
+    #[test]
+    fn max_args_row_follows_the_index_formula() {
+        let w = 9i64;
+        let tag_of = |i: usize| if i % 5 == 3 { -1.0f32 } else { ((i % 3) as i64 * w + (i % 7 % 3) as i64) as f32 };
+        for s in [1usize, 2] {
+            for oy in [0i64, 1, 4] {
+                let hit0 = oy * s as i64 * w - w - 1;
+                let corner_row = ((oy * s as i64).max(1) - 1) * w;
+                for n in [0usize, 5, 8, 13, 30] {
+                    let tags: Vec<f32> = (0..n).map(tag_of).collect();
+                    let mut a = vec![0u32; n];
+                    max_args_row(&mut a, &tags, hit0, corner_row, s);
+                    let want: Vec<u32> = (0..n)
+                        .map(|ox| {
+                            let x = (ox * s) as i64;
+                            let t = tags[ox];
+                            (if t >= 0.0 { hit0 + x + t as i64 } else { corner_row + x.max(1) - 1 }) as u32
+                        })
+                        .collect();
+                    assert_eq!(a, want, "s {s} oy {oy} n {n}");
+                    let tags64: Vec<f64> = tags.iter().map(|&t| t as f64).collect();
+                    let mut a64 = vec![0u32; n];
+                    max_args_row(&mut a64, &tags64, hit0, corner_row, s);
+                    assert_eq!(a64, want, "f64 s {s} oy {oy} n {n}");
+                }
+            }
         }
     }
 
