@@ -107,13 +107,15 @@ pub(crate) fn plane_forward<T: Float, S: Slot<T>>(
 }
 
 /// Backward of one plane: the input gradient gx (h×w, every element written) and/or the
-/// filter gradient gw (K×K, accumulated) from the output gradient gp (oh×ow). With `relu` the
-/// plane was dw(ReLU(xp)): gx is zeroed where xp ≤ 0 (a NaN passes, as in PyTorch) and gw sees
-/// ReLU(xp).
+/// filter gradient gw (K×K, accumulated) from the output gradient gp (oh×ow), and with `t`
+/// the forward's output plane recomputed (oh×ow, every element written) from the same split
+/// of the input. With `relu` the plane was dw(ReLU(xp)): gx is zeroed where xp ≤ 0 (a NaN
+/// passes, as in PyTorch) and gw and t see ReLU(xp).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plane_backward<T: Float, S: Slot<T>>(
     gx: Option<&mut [S]>,
     gw: Option<&mut [T]>,
+    t: Option<&mut [T]>,
     xp: &[T],
     gp: &[T],
     wk: &[T],
@@ -123,6 +125,17 @@ pub(crate) fn plane_backward<T: Float, S: Slot<T>>(
 ) {
     let win = &g.win;
     let (n, m, pl) = (win.full_len(), sc.margin, win.phase_len());
+    if gw.is_some() || t.is_some() {
+        if relu {
+            win.split_relu(xp, &mut sc.phases);
+        } else {
+            win.split(xp, &mut sc.phases);
+        }
+    }
+    if let Some(t) = t {
+        taps_into(&mut sc.full, &sc.phases, &sc.taps, wk);
+        win.extract(&sc.full, t);
+    }
     win.embed(gp, &mut sc.gpad[m..m + n]);
     if let Some(gx) = gx {
         // gx[j] = Σ_t w_t·gfull[j − tap_t] per phase: the transposed convolution as a gather,
@@ -140,11 +153,6 @@ pub(crate) fn plane_backward<T: Float, S: Slot<T>>(
         }
     }
     if let Some(gw) = gw {
-        if relu {
-            win.split_relu(xp, &mut sc.phases);
-        } else {
-            win.split(xp, &mut sc.phases);
-        }
         dots_acc(gw, &sc.gpad[m..m + n], &sc.phases, &sc.taps);
     }
 }
@@ -196,7 +204,7 @@ pub(crate) fn backward<T: Float>(
                 let gxp = gxc.as_deref_mut().map(|s| &mut s[j * ip..(j + 1) * ip]);
                 let pwp = pwc.as_deref_mut().map(|s| &mut s[j * kk..(j + 1) * kk]);
                 let (xp, gp) = (&x[plane * ip..(plane + 1) * ip], &gy[plane * op..(plane + 1) * op]);
-                plane_backward(gxp, pwp, xp, gp, &w[c * kk..(c + 1) * kk], g, sc, false);
+                plane_backward(gxp, pwp, None, xp, gp, &w[c * kk..(c + 1) * kk], g, sc, false);
             }
         },
     );

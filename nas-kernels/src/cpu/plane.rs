@@ -9,7 +9,7 @@
 
 #[cfg(test)]
 use super::simd::dot;
-use super::simd::relu_into;
+use super::simd::relu_rows;
 use super::{put_all, Float, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,10 +117,7 @@ impl Window {
     pub fn split_relu<T: Float>(&self, x: &[T], phases: &mut [T]) {
         let (w, s) = (self.w, self.s);
         if s == 1 {
-            for (iy, row) in x.chunks_exact(w).take(self.h).enumerate() {
-                let start = self.row_start(iy);
-                relu_into(&mut phases[start..start + w], row);
-            }
+            relu_rows(phases, self.row_start(0), self.ws, &x[..self.h * w], w);
             return;
         }
         self.for_strided_runs(|iy, ix0, start| {

@@ -1,6 +1,7 @@
 //! CPU kernels of the fused depthwise + 1×1 convolution: the depthwise output never becomes a
 //! tensor: the forward keeps it in a per-task buffer, the backward recomputes it (K² multiply-
-//! adds per pixel, cheaper than storing and re-reading it) and keeps its gradient in cache.
+//! adds per pixel, cheaper than storing and re-reading it, and from the same split of each
+//! input plane as the depthwise gradients) and keeps its gradient in cache.
 //! With `relu` the input is ReLU'd as the depthwise kernel reads it, and the input gradient is
 //! masked as it is written.
 
@@ -135,18 +136,18 @@ pub(crate) fn backward<T: Float>(
                         &through_bn
                     }
                 };
-                if want[2] {
-                    g.depthwise(xb, w_dw, t.as_mut_slice(), &mut sc, relu);
-                    matmul(g.co, c, p, &mut gpw, n > 0, Mat::rows(gyb, p), Mat::transposed(&t, p));
-                }
                 matmul(c, p, g.co, &mut gt, false, Mat::transposed(w_pw, c), Mat::rows(gyb, p));
+                // Per channel: the depthwise output recomputed (for the 1×1 weights' gradient)
+                // from the same split of the input as the depthwise gradients.
                 for ch in 0..c {
                     let gtp = &gt[ch * p..(ch + 1) * p];
                     let gxp = if want[0] { Some(&mut gx_slot[n * ii + ch * ip..n * ii + (ch + 1) * ip]) } else { None };
                     let gwp = if want[1] { Some(&mut gdw[ch * kk..(ch + 1) * kk]) } else { None };
+                    let tp = if want[2] { Some(&mut t[ch * p..(ch + 1) * p]) } else { None };
                     plane_backward(
                         gxp,
                         gwp,
+                        tp,
                         &xb[ch * ip..(ch + 1) * ip],
                         gtp,
                         &w_dw[ch * kk..(ch + 1) * kk],
@@ -154,6 +155,9 @@ pub(crate) fn backward<T: Float>(
                         &mut sc,
                         relu,
                     );
+                }
+                if want[2] {
+                    matmul(g.co, c, p, &mut gpw, n > 0, Mat::rows(gyb, p), Mat::transposed(&t, p));
                 }
             }
             (gdw, gpw)

@@ -181,6 +181,19 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// `relu_into` row by row: row iy of src (w wide) into dst from start + iy·stride, in one
+    /// call for a whole plane (its rows are short: one dispatch each would cost as much).
+    pub(crate) fn relu_rows<T: Float>(dst: &mut [T], start: usize, stride: usize, src: &[T], w: usize) {
+        for (iy, row) in src.chunks_exact(w.max(1)).enumerate() {
+            let d = &mut dst[start + iy * stride..start + iy * stride + row.len()];
+            for (d, &x) in d.iter_mut().zip(row) {
+                *d = if x < T::zero() { T::zero() } else { x };
+            }
+        }
+    }
+}
+
+simd_fn! {
     /// v = ReLU(v) in place, the rule of `relu_into`, branch-free.
     fn relu_in_place_generic<T: Float>(v: &mut [T]) {
         for x in v.iter_mut() {
@@ -857,6 +870,16 @@ mod tests {
             let mut x = vec![0f32; n];
             relu_into(&mut x, a);
             assert_eq!(bits(&x), bits(&want), "{path} relu_into n={n}");
+            // The same rows through relu_rows, one row of n or rows of 3 at a stride of 4.
+            let mut x = vec![0f32; n];
+            relu_rows(&mut x, 0, n, a, n);
+            assert_eq!(bits(&x), bits(&want), "{path} relu_rows n={n}");
+            let rows = n / 3;
+            let mut x = vec![7f32; 4 * rows + 1];
+            relu_rows(&mut x, 1, 4, &a[..3 * rows], 3);
+            let got: Vec<f32> = (0..rows).flat_map(|r| x[1 + 4 * r..4 + 4 * r].to_vec()).collect();
+            assert_eq!(bits(&got), bits(&want[..3 * rows]), "{path} relu_rows strided n={n}");
+            assert!((0..=rows).all(|r| x[4 * r] == 7.0), "{path} relu_rows wrote between rows");
             let mut x = b.to_vec();
             (blends.mask_relu)(&mut x, a);
             let want: Vec<f32> = b.iter().zip(a).map(|(&g, &v)| rule_mask(g, v)).collect();
