@@ -4,7 +4,7 @@
 use candle_core::{bail, Result};
 use rayon::prelude::*;
 
-use super::{Float, Fresh, ELEMWISE_CHUNK};
+use super::{simd, Float, Fresh, ELEMWISE_CHUNK};
 
 /// ReLU as PyTorch's: 0 where x < 0, x otherwise (NaN stays NaN, −0 stays −0).
 pub(crate) fn relu<T: Float>(x: &[T]) -> Vec<T> {
@@ -35,13 +35,11 @@ pub(crate) fn scalar<T: Float>(w: &[T], op: &str) -> Result<T> {
     }
 }
 
-/// Σ a·b over two equal-length slices, in parallel with a fixed chunking (deterministic).
+/// Σ a·b over two equal-length slices, in parallel with a fixed chunking (deterministic): each
+/// chunk summed as `simd::dot` sums (eight lanes), the chunks' sums in order.
 fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let partial: Vec<T> = a
-        .par_chunks(ELEMWISE_CHUNK)
-        .zip(b.par_chunks(ELEMWISE_CHUNK))
-        .map(|(x, y)| x.iter().zip(y).fold(T::zero(), |acc, (&p, &q)| acc + p * q))
-        .collect();
+    let partial: Vec<T> =
+        a.par_chunks(ELEMWISE_CHUNK).zip(b.par_chunks(ELEMWISE_CHUNK)).map(|(x, y)| simd::dot(x, y)).collect();
     partial.into_iter().fold(T::zero(), |a, b| a + b)
 }
 
@@ -52,10 +50,33 @@ pub(crate) fn scaled<T: Float>(g: &[T], w: T) -> Vec<T> {
     out
 }
 
-/// The gradients of y (w·g) and of the one-element weight w (Σ g·y) of w·y, as `want` asks.
+/// The gradients of y (w·g) and of the one-element weight w (Σ g·y) of w·y, as `want` asks;
+/// both in one pass over g (each chunk scaled and then summed against y while in cache), the
+/// sum the same as `dot`'s.
 pub(crate) fn weighted_backward<T: Float>(y: &[T], w: &[T], g: &[T], want: [bool; 2]) -> Result<[Option<Vec<T>>; 2]> {
     let w = scalar(w, "axpy")?;
-    Ok([want[0].then(|| scaled(g, w)), want[1].then(|| vec![dot(g, y)])])
+    if want != [true, true] {
+        return Ok([want[0].then(|| scaled(g, w)), want[1].then(|| vec![dot(g, y)])]);
+    }
+    if g.len() != y.len() {
+        bail!("axpy backward: {} gradient values for {} values", g.len(), y.len());
+    }
+    let mut gy = Fresh::new(g.len());
+    let partial: Vec<T> = gy
+        .slots()
+        .par_chunks_mut(ELEMWISE_CHUNK)
+        .zip(g.par_chunks(ELEMWISE_CHUNK))
+        .zip(y.par_chunks(ELEMWISE_CHUNK))
+        .map(|((o, g), y)| {
+            for (o, &v) in o.iter_mut().zip(g) {
+                o.write(v * w);
+            }
+            simd::dot(g, y)
+        })
+        .collect();
+    // SAFETY: the chunks tile gy and each is written in full.
+    let gy = unsafe { gy.assume_init() };
+    Ok([Some(gy), Some(vec![partial.into_iter().fold(T::zero(), |a, b| a + b)])])
 }
 
 /// acc + w·y.
