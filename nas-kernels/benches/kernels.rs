@@ -95,10 +95,48 @@ fn relu(c: &mut Criterion) {
     bench_op(c, "relu_conv1x1", "s1-o0", "kernel", &ins, |t| ops::relu_conv1x1(&t[0], &t[1], p).unwrap());
 }
 
+/// The sliding-window kernels at the three plane sizes of the search network (C=16 at 32×32,
+/// 32 at 16×16, 64 at 8×8, batch 64): ReLU·depthwise·1×1 (the sep/dil conv stage without its
+/// batch norm) for each kernel size, dilation and stride of the DARTS ops, and the 3×3 pools.
+/// fwd+bwd is the output's own backward (candle seeds it with ones), no sum in between.
+/// `cargo bench -p nas-kernels --bench kernels -- window`
+fn window(c: &mut Criterion) {
+    let mut g = c.benchmark_group("window");
+    g.sample_size(20);
+    for (c_, hw) in [(C, HW), (2 * C, HW / 2), (4 * C, HW / 4)] {
+        let shape = format!("B{B}-C{c_}-{hw}x{hw}");
+        let var = |s: &[usize]| Var::from_tensor(&input(s)).unwrap();
+        let x = var(&[B, c_, hw, hw]);
+        let mut cases: Vec<(String, Box<dyn Fn() -> Tensor>)> = Vec::new();
+        for (k, s, d) in [(3, 1, 1), (5, 1, 1), (3, 1, 2), (5, 1, 2), (3, 2, 1), (5, 2, 2)] {
+            let p = DwParams { stride: s, padding: d * (k - 1) / 2, dilation: d };
+            let (x, wd, wp) = (x.as_tensor().clone(), var(&[c_, 1, k, k]), var(&[c_, c_, 1, 1]));
+            cases.push((
+                format!("relu_dw_pw-k{k}-s{s}-d{d}"),
+                Box::new(move || ops::relu_dw_pw(&x, wd.as_tensor(), wp.as_tensor(), p).unwrap()),
+            ));
+        }
+        for (kind, s) in [(PoolKind::Max, 1), (PoolKind::Avg, 1), (PoolKind::Max, 2)] {
+            let x = x.as_tensor().clone();
+            cases.push((
+                format!("pool3x3-{kind:?}-s{s}").to_lowercase(),
+                Box::new(move || ops::pool3x3(&x, kind, s).unwrap()),
+            ));
+        }
+        for (name, f) in &cases {
+            g.bench_function(BenchmarkId::new(format!("{name}/{shape}"), "fwd"), |b| b.iter(f));
+            g.bench_function(BenchmarkId::new(format!("{name}/{shape}"), "fwd+bwd"), |b| {
+                b.iter(|| f().backward().unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
 fn baseline(c: &mut Criterion) {
     let ins = [input(&[B, C, HW, HW])];
     bench_op(c, "baseline", "sum-backward", "candle", &ins, |t| t[0].clone());
 }
 
-criterion_group!(benches, baseline, relu, depthwise, pooling, pointwise_and_norm);
+criterion_group!(benches, baseline, relu, depthwise, pooling, pointwise_and_norm, window);
 criterion_main!(benches);
