@@ -79,8 +79,9 @@ pub(crate) fn forward<T: Float>(x: &[T], g: &Geom, kind: PoolKind) -> (Vec<T>, V
                     }
                     PoolKind::Max => {
                         // PyTorch's scan in row-major tap order: a strictly greater value or a
-                        // NaN replaces the maximum and its tag. A tap's tag is its offset kh·W + kw in the image from the window's
-                        // padded top-left corner; −1 marks a window that nothing replaced.
+                        // NaN replaces the maximum and its tag. A tap's tag is its offset
+                        // kh·W + kw in the image from the window's padded top-left corner; −1
+                        // marks a window that nothing replaced.
                         let w = g.win.w;
                         max_taps_into(full, best, phases, &taps, &tags);
                         if let Some(a) = args.as_deref_mut() {
