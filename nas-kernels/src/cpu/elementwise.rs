@@ -40,6 +40,11 @@ pub(crate) fn scalar<T: Float>(w: &[T], op: &str) -> Result<T> {
 fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     let partial: Vec<T> =
         a.par_chunks(ELEMWISE_CHUNK).zip(b.par_chunks(ELEMWISE_CHUNK)).map(|(x, y)| simd::dot(x, y)).collect();
+    sum_in_order(partial)
+}
+
+/// The chunks' sums of `dot` added in chunk order.
+fn sum_in_order<T: Float>(partial: Vec<T>) -> T {
     partial.into_iter().fold(T::zero(), |a, b| a + b)
 }
 
@@ -76,7 +81,7 @@ pub(crate) fn weighted_backward<T: Float>(y: &[T], w: &[T], g: &[T], want: [bool
         .collect();
     // SAFETY: the chunks tile gy and each is written in full.
     let gy = unsafe { gy.assume_init() };
-    Ok([Some(gy), Some(vec![partial.into_iter().fold(T::zero(), |a, b| a + b)])])
+    Ok([Some(gy), Some(vec![sum_in_order(partial)])])
 }
 
 /// acc + w·y.

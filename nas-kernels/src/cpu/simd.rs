@@ -321,10 +321,17 @@ pub(crate) fn max_taps_into<T: Float>(m: &mut [T], best: &mut [T], src: &[T], of
         }
     }
     let n = m.len().min(best.len());
+    max_taps_by_tap(&mut m[..n], &mut best[..n], src, offs, tags);
+}
+
+/// `max_taps_into` one tap at a time (`max_tag_into` from m = −∞, best = −1): the portable
+/// path and the vector path's tail.
+fn max_taps_by_tap<T: Float>(m: &mut [T], best: &mut [T], src: &[T], offs: &[usize], tags: &[T]) {
+    let n = m.len();
     m.fill(T::neg_infinity());
     best.fill(-T::one());
     for (&off, &tag) in offs.iter().zip(tags) {
-        max_tag_into(&mut m[..n], &mut best[..n], &src[off..off + n], tag);
+        max_tag_into(m, best, &src[off..off + n], tag);
     }
 }
 
@@ -341,10 +348,16 @@ pub(crate) fn max_args_row<T: Float>(a: &mut [u32], tags: &[T], hit0: i64, corne
             (i32::try_from(hit0), i32::try_from(corner_row), i32::try_from(s), i32::try_from(a.len() * s + 2))
         {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { avx2_f32::max_args_row(a, t, h, c, st) };
+            let done = unsafe { avx2_f32::max_args_row(a, t, h, c, st) };
+            return max_args_tail(a, tags, hit0, corner_row, s, done);
         }
     }
-    for (ox, (a, t)) in a.iter_mut().zip(tags).enumerate() {
+    max_args_tail(a, tags, hit0, corner_row, s, 0)
+}
+
+/// `max_args_row` for the outputs from `from` on, one at a time.
+fn max_args_tail<T: Float>(a: &mut [u32], tags: &[T], hit0: i64, corner_row: i64, s: usize, from: usize) {
+    for (ox, (a, t)) in a.iter_mut().zip(tags).enumerate().skip(from) {
         let t = t.to_f64().unwrap_or(-1.0);
         let x = (ox * s) as i64;
         *a = if t >= 0.0 { hit0 + x + t as i64 } else { corner_row + x.max(1) - 1 } as u32;
@@ -478,8 +491,9 @@ mod avx2_f32 {
     }
 
     /// `taps_into` for f32: blocks of 64 outputs (eight independent sums per tap, enough to
-    /// cover the adds' latency), then at most one of 32, then of 8, then single outputs; the same operations in the
-    /// same order as the portable loop, so the same bits.
+    /// cover the adds' latency), then at most one of 32, then of 8, the last few outputs by
+    /// the portable loop; the same operations in the same order as the portable loop, so the
+    /// same bits.
     ///
     /// # Safety
     /// AVX2; `off + out.len() <= src.len()` for every `off` of the first `w.len()` offsets.
@@ -501,13 +515,7 @@ mod avx2_f32 {
             taps_block::<1>(op.add(i), sp.add(i), offs, w);
             i += 8;
         }
-        for j in i..n {
-            let mut a = 0f32;
-            for (&off, &wt) in offs.iter().zip(w) {
-                a += wt * *sp.add(off + j);
-            }
-            *op.add(j) = a;
-        }
+        super::taps_into_generic(&mut out[i..], &src[i..], offs, w);
     }
 
     /// M taps of `dots_acc`: one pass over g, M lane accumulators.
@@ -617,21 +625,16 @@ mod avx2_f32 {
             max_block::<1>(mp.add(i), bp.add(i), sp.add(i), offs, tags);
             i += 8;
         }
-        if i < n {
-            m[i..n].fill(f32::NEG_INFINITY);
-            best[i..n].fill(-1.0);
-            for (&off, &tag) in offs.iter().zip(tags) {
-                max_tag_into(&mut m[i..n], &mut best[i..n], &src[off + i..off + n], tag);
-            }
-        }
+        super::max_taps_by_tap(&mut m[i..n], &mut best[i..n], &src[i..], offs, tags);
     }
 
-    /// `max_args_row` for f32 tags, eight outputs at a time in i32 lanes; the tail in scalars.
+    /// `max_args_row` for f32 tags, eight outputs at a time in i32 lanes; returns how many
+    /// outputs it wrote (the whole vectors; the caller does the tail).
     ///
     /// # Safety
     /// AVX2. Loads and stores stay within the common length of `a` and `tags`.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn max_args_row(a: &mut [u32], tags: &[f32], hit0: i32, corner_row: i32, s: i32) {
+    pub unsafe fn max_args_row(a: &mut [u32], tags: &[f32], hit0: i32, corner_row: i32, s: i32) -> usize {
         let n = a.len().min(tags.len());
         let (h, c, one) = (_mm256_set1_epi32(hit0), _mm256_set1_epi32(corner_row - 1), _mm256_set1_epi32(1));
         let lanes = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(s));
@@ -646,10 +649,7 @@ mod avx2_f32 {
             _mm256_storeu_si256(a.as_mut_ptr().add(i).cast::<__m256i>(), v);
             i += 8;
         }
-        for ox in i..n {
-            let (t, x) = (tags[ox], ox as i32 * s);
-            a[ox] = if t >= 0.0 { hit0 + x + t as i32 } else { corner_row + x.max(1) - 1 } as u32;
-        }
+        i
     }
 
     #[target_feature(enable = "avx2")]
