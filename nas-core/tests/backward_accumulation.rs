@@ -128,3 +128,50 @@ fn a_convolution_on_constant_input_still_gets_its_weight_gradient() {
         assert!((got - want_centre).abs() < 1e-12, "dL/dx centre: {got} vs {want_centre}");
     }
 }
+
+/// Copies of 2¹⁶ elements or more run their rows in parallel: a concatenation along channels
+/// of (B, C, H, W) tensors and its inputs' gradients (narrowed views of the output gradient,
+/// made contiguous), element by element against the index formula, on the default pool and on
+/// a pool of three threads (more rows than threads, rows of unequal count per thread).
+#[test]
+fn large_concatenations_and_their_gradients_copy_every_row() {
+    let run = || {
+        let (b, hw) = (5usize, 32 * 32);
+        let chans = [3usize, 16, 7];
+        let total: usize = chans.iter().sum();
+        let value = |i: usize, k: usize| (i * 7 + k * 1000) as f64 * 0.5 - 3.0;
+        let xs: Vec<Var> = chans
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let v: Vec<f64> = (0..b * c * hw).map(|k| value(i, k)).collect();
+                Var::from_vec(v, (b, c, 32, 32), &Device::Cpu).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Tensor> = xs.iter().map(|v| v.as_tensor()).collect();
+        let y = Tensor::cat(&refs, 1).unwrap();
+        assert!(y.elem_count() >= 1 << 16);
+        let got = values(&y);
+        let mut c0 = 0;
+        for (i, &c) in chans.iter().enumerate() {
+            for n in 0..b {
+                for k in 0..c * hw {
+                    assert_eq!(got[(n * total + c0) * hw + k], value(i, n * c * hw + k), "cat input {i}");
+                }
+            }
+            c0 += c;
+        }
+        // L = Σ y·m with m[j] = j: each input's gradient is its slice of m.
+        let m = Tensor::arange(0f64, y.elem_count() as f64, &Device::Cpu).unwrap().reshape(y.shape()).unwrap();
+        let g = (&y * &m).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut c0 = 0;
+        for (x, &c) in xs.iter().zip(&chans) {
+            let want: Vec<f64> =
+                (0..b * c * hw).map(|k| ((k / (c * hw) * total + c0) * hw + k % (c * hw)) as f64).collect();
+            close("d/dx of a concatenated input", g.get(x).unwrap(), &want);
+            c0 += c;
+        }
+    };
+    run();
+    rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+}
