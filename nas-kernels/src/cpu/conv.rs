@@ -151,7 +151,7 @@ pub(crate) fn backward<T: Float>([x, w, gy]: [&[T]; 3], g: &Geom, [want_x, want_
         gx
     });
     let gw = want_w.then(|| {
-        let sum = sum_products_t(g.b, (g.co, taps, p), |b, col, f| {
+        let sum = sum_products_t(g.b, (g.co, taps, p), |b, [col, _], f| {
             col.resize(taps * p, T::zero());
             g.im2col(&x[b * ii..(b + 1) * ii], col);
             f(&gy[b * op..(b + 1) * op], col)

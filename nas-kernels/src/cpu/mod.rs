@@ -275,21 +275,22 @@ pub(crate) fn matmul<T: Float, S: Slot<T>>(
 
 /// Σ_b A_b · B_bᵀ over `items` batch items, (m × n) row-major, with A_b (m × p) and B_b
 /// (n × p) row-major as `operands(b, scratch, f)` hands them to `f` (a weight gradient: output
-/// gradient times input, both long in the pixels). Items are summed in fixed groups, in
+/// gradient times input, both long in the pixels; `scratch` is two buffers a task keeps from
+/// item to item). Items are summed in fixed groups, in
 /// parallel, the groups' sums added in order (deterministic). The matrix product packs its
 /// left operand, so the smaller of the two goes there: with n > m each group sums
 /// B_b · A_bᵀ and the total is transposed once.
 pub(crate) fn sum_products_t<T: Float>(
     items: usize,
     (m, n, p): (usize, usize, usize),
-    operands: impl Fn(usize, &mut Vec<T>, &mut dyn FnMut(&[T], &[T])) + Sync,
+    operands: impl Fn(usize, &mut [Vec<T>; 2], &mut dyn FnMut(&[T], &[T])) + Sync,
 ) -> Vec<T> {
     let swap = n > m;
     let partials: Vec<Vec<T>> = fixed_groups(items, 16)
         .into_par_iter()
         .map(|range| {
             let mut acc = vec![T::zero(); m * n];
-            let mut scratch = Vec::new();
+            let mut scratch = [Vec::new(), Vec::new()];
             for (i, b) in range.enumerate() {
                 operands(b, &mut scratch, &mut |a, bm| {
                     if swap {

@@ -3,45 +3,50 @@
 //! order (deterministic). Strided/offset sampling and the ReLU are applied to each item's
 //! operand as it is copied for the product, and the ReLU's backward masks the input gradient.
 
+use std::mem::MaybeUninit;
+use std::sync::{Mutex, PoisonError};
+
 use rayon::prelude::*;
 
-use super::simd::{mask_relu, relu_in_place, relu_into};
+use super::simd::{mask_relu, relu_into};
 use super::{matmul, sum_products_t, Float, Fresh, Mat, Slot};
 use crate::pointwise::PwGeom as Geom;
 
 impl Geom {
-    /// Copies the sampled pixels of one batch item (Ci × H × W) into `dst` (Ci × Ho·Wo).
-    pub fn gather<T: Float>(&self, x: &[T], dst: &mut [T]) {
-        let (s, o) = (self.p.stride, self.p.offset);
-        for c in 0..self.ci {
-            let src = &x[c * self.in_plane()..(c + 1) * self.in_plane()];
-            let d = &mut dst[c * self.out_plane()..(c + 1) * self.out_plane()];
-            for i in 0..self.oh {
-                let row = &src[(o + s * i) * self.w..];
-                for j in 0..self.ow {
-                    d[i * self.ow + j] = row[o + s * j];
+    /// Copies the sampled pixels of one batch item (Ci × H × W) into `dst` (Ci × Ho·Wo),
+    /// ReLU'd (as `relu_into`) with `relu`.
+    fn gather<T: Float>(&self, x: &[T], dst: &mut [T], relu: bool) {
+        let (s, o, w) = (self.p.stride, self.p.offset, self.w);
+        for (src, d) in x.chunks_exact(self.in_plane()).zip(dst.chunks_exact_mut(self.out_plane())).take(self.ci) {
+            for (i, drow) in d.chunks_exact_mut(self.ow).enumerate() {
+                let row = src[(o + s * i) * w + o..].iter().step_by(s);
+                for (d, &v) in drow.iter_mut().zip(row) {
+                    *d = if relu && v < T::zero() { T::zero() } else { v };
                 }
             }
         }
     }
 
-    /// Adds `src` (Ci × Ho·Wo) into the sampled pixels of `dst` (Ci × H × W).
-    pub fn scatter<T: Float>(&self, src: &[T], dst: &mut [T]) {
-        let (s, o) = (self.p.stride, self.p.offset);
-        for c in 0..self.ci {
-            let sp = &src[c * self.out_plane()..(c + 1) * self.out_plane()];
-            let d = &mut dst[c * self.in_plane()..(c + 1) * self.in_plane()];
-            for i in 0..self.oh {
-                for j in 0..self.ow {
-                    let v = &mut d[(o + s * i) * self.w + o + s * j];
-                    *v += sp[i * self.ow + j];
+    /// The input gradient of one batch item (Ci × H × W, every element written) from the
+    /// product's (Ci × Ho·Wo): each sampled pixel's value, zero where nothing was sampled, and
+    /// zero where `mask` (the sampled input, Ci × Ho·Wo, when the convolution ReLU'd it) is
+    /// ≤ 0, as `mask_relu` (a NaN passes its gradient).
+    fn scatter_into<T: Float, S: Slot<T>>(&self, src: &[T], mask: Option<&[T]>, dst: &mut [S]) {
+        let (s, o, w, ip, opl) = (self.p.stride, self.p.offset, self.w, self.in_plane(), self.out_plane());
+        for (c, (sp, dp)) in src.chunks_exact(opl).zip(dst.chunks_exact_mut(ip)).take(self.ci).enumerate() {
+            dp.iter_mut().for_each(|v| v.put(T::zero()));
+            for (i, srow) in sp.chunks_exact(self.ow).enumerate() {
+                let drow = dp[(o + s * i) * w + o..].iter_mut().step_by(s);
+                match mask {
+                    None => drow.zip(srow).for_each(|(d, &v)| d.put(v)),
+                    Some(m) => drow.zip(srow).zip(&m[c * opl + i * self.ow..]).for_each(|((d, &v), &mv)| {
+                        d.put(if mv <= T::zero() { T::zero() } else { v })
+                    }),
                 }
             }
         }
     }
-}
 
-impl Geom {
     /// The (Ci × Ho·Wo) operand of batch item `xb`: xb itself when dense without ReLU, else
     /// its sampled (and ReLU'd) copy in `buf`.
     fn operand<'a, T: Float>(&self, xb: &'a [T], buf: &'a mut Vec<T>, relu: bool) -> &'a [T] {
@@ -52,10 +57,7 @@ impl Geom {
         if self.dense() {
             relu_into(buf, xb);
         } else {
-            self.gather(xb, buf);
-            if relu {
-                relu_in_place(buf);
-            }
+            self.gather(xb, buf, relu);
         }
         buf
     }
@@ -73,7 +75,9 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], g: &Geom, relu: bool) -> Vec<T
     unsafe { y.assume_init() }
 }
 
-/// (gx, gw) of one convolution; either may be skipped.
+/// (gx, gw) of one convolution; either may be skipped. With both, each batch item's input
+/// gradient is made where its weight-gradient operand is (the ReLU'd, sampled input, which
+/// also masks the gradient, read once per item and still in cache).
 pub(crate) fn backward<T: Float>(
     [x, w, gy]: [&[T]; 3],
     g: &Geom,
@@ -81,34 +85,42 @@ pub(crate) fn backward<T: Float>(
     relu: bool,
 ) -> [Option<Vec<T>>; 2] {
     let (ip, op, p) = (g.ci * g.in_plane(), g.co * g.out_plane(), g.out_plane());
-    let gx = want_x.then(|| {
-        let mut gx = Fresh::new(g.b * ip);
-        gx.slots().par_chunks_mut(ip).enumerate().for_each(|(b, gxb)| {
-            let gyb = &gy[b * op..(b + 1) * op];
-            let gxb: &mut [T] = if g.dense() {
-                matmul(g.ci, p, g.co, gxb, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
-                // SAFETY: the product (accumulate off) wrote all of gxb.
-                unsafe { Slot::assume_init(gxb) }
-            } else {
-                gxb.iter_mut().for_each(|v| v.put(T::zero()));
-                // SAFETY: every element was just written.
-                let gxb = unsafe { Slot::assume_init(gxb) };
-                let mut gs = vec![T::zero(); g.ci * p];
-                matmul(g.ci, p, g.co, &mut gs, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
-                g.scatter(&gs, gxb);
-                gxb
-            };
+    let mut gx = Fresh::new(if want_x { g.b * ip } else { 0 });
+    let items: Vec<Mutex<&mut [MaybeUninit<T>]>> = gx.slots().chunks_mut(ip.max(1)).map(Mutex::new).collect();
+    // Item b's input gradient from its operand xm (`Geom::operand`): ReLU(x) ≤ 0 exactly where
+    // x ≤ 0 (±0 and NaN included), so xm masks as x would.
+    let item_gx = |b: usize, xm: &[T], gs: &mut Vec<T>| {
+        let mut slot = items[b].lock().unwrap_or_else(PoisonError::into_inner);
+        let (gxb, gyb) = (&mut **slot, &gy[b * op..(b + 1) * op]);
+        if g.dense() {
+            matmul(g.ci, p, g.co, gxb, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
             if relu {
-                mask_relu(gxb, &x[b * ip..(b + 1) * ip]);
+                // SAFETY: the product (accumulate off) wrote all of gxb.
+                mask_relu(unsafe { Slot::assume_init(gxb) }, xm);
             }
-        });
-        // SAFETY: the batch items' blocks tile gx and each is written in full above.
-        unsafe { gx.assume_init() }
-    });
+        } else {
+            gs.resize(g.ci * p, T::zero());
+            matmul(g.ci, p, g.co, gs, false, Mat::transposed(w, g.ci), Mat::rows(gyb, p));
+            g.scatter_into(gs, relu.then_some(xm), gxb);
+        }
+    };
     let gw = want_w.then(|| {
-        sum_products_t(g.b, (g.co, g.ci, p), |b, buf, f| {
-            f(&gy[b * op..(b + 1) * op], g.operand(&x[b * ip..(b + 1) * ip], buf, relu))
+        sum_products_t(g.b, (g.co, g.ci, p), |b, [buf, gs], f| {
+            let xm = g.operand(&x[b * ip..(b + 1) * ip], buf, relu);
+            if want_x {
+                item_gx(b, xm, gs);
+            }
+            f(&gy[b * op..(b + 1) * op], xm)
         })
     });
-    [gx, gw]
+    if want_x && !want_w {
+        (0..g.b).into_par_iter().for_each_init(
+            || [Vec::new(), Vec::new()],
+            |[buf, gs], b| item_gx(b, g.operand(&x[b * ip..(b + 1) * ip], buf, relu), gs),
+        );
+    }
+    drop(items);
+    // SAFETY: with want_x every batch item's block, and the blocks tile gx, was written in
+    // full by item_gx above (by the product, or by scatter_into).
+    [want_x.then(|| unsafe { gx.assume_init() }), gw]
 }

@@ -201,15 +201,6 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// v = ReLU(v) in place, the rule of `relu_into`, branch-free.
-    fn relu_in_place_generic<T: Float>(v: &mut [T]) {
-        for x in v.iter_mut() {
-            *x = if *x < T::zero() { T::zero() } else { *x };
-        }
-    }
-}
-
-simd_fn! {
     /// g = 0 where x ≤ 0, else g: the ReLU backward into the gradient buffer, as PyTorch's
     /// threshold_backward (a NaN x passes its gradient on).
     fn mask_relu_generic<T: Float>(g: &mut [T], x: &[T]) {
@@ -374,16 +365,6 @@ fn max_args_tail<T: Float>(a: &mut [u32], tags: &[T], hit0: i64, corner_row: i64
         let x = (ox * s) as i64;
         *a = if t >= 0.0 { hit0 + x + t as i64 } else { corner_row + x.max(1) - 1 } as u32;
     }
-}
-
-/// v = ReLU(v) in place: 0 where v < 0, v otherwise (NaN stays NaN), branch-free.
-pub(crate) fn relu_in_place<T: Float>(v: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if let (true, Some(x)) = (has_avx2(), as_f32_mut(v)) {
-        // SAFETY: as above.
-        return unsafe { avx2_f32::relu_in_place(x) };
-    }
-    relu_in_place_generic(v)
 }
 
 /// g = 0 where x ≤ 0, else g (the ReLU backward into the gradient buffer; a NaN x passes its
@@ -721,20 +702,6 @@ mod avx2_f32 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub unsafe fn relu_in_place(v: &mut [f32]) {
-        // maxps(0, x) is 0 when 0 > x and x otherwise, NaN and −0 included: PyTorch's rule
-        // (its CPU ReLU is this instruction with the same operand order).
-        let z = _mm256_setzero_ps();
-        let mut blocks = v.chunks_exact_mut(8);
-        for c in &mut blocks {
-            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_max_ps(z, _mm256_loadu_ps(c.as_ptr())));
-        }
-        for x in blocks.into_remainder() {
-            *x = if *x < 0.0 { 0.0 } else { *x };
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
     pub unsafe fn mask_relu(g: &mut [f32], x: &[f32]) {
         // NLE_UQ: not (x ≤ 0), true for NaN, so a NaN input keeps its gradient.
         let z = _mm256_setzero_ps();
@@ -908,10 +875,9 @@ mod tests {
         }
     }
 
-    /// The three blended updates as one implementation computes them.
+    /// The two blended updates as one implementation computes them.
     struct Blends {
         max_tag_into: fn(&mut [f32], &mut [f32], &[f32], f32),
-        relu_in_place: fn(&mut [f32]),
         mask_relu: fn(&mut [f32], &[f32]),
     }
 
@@ -930,9 +896,9 @@ mod tests {
         (blends.max_tag_into)(&mut x, &mut b, &s, 9.0);
         assert_eq!(bits(&x), bits(&[nan, nan, -0.0, 0.0, -1.0, 2.0, nan, f32::NEG_INFINITY]), "{path} max_tag_into");
         assert_eq!(b, [9.0, 5.0, 5.0, 5.0, 9.0, 5.0, 9.0, 5.0], "{path} max_tag_into tags");
-        let mut x = d.to_vec();
-        (blends.relu_in_place)(&mut x);
-        assert_eq!(bits(&x), bits(&[1.0, nan, -0.0, 0.0, 0.0, 2.0, nan, 0.0]), "{path} relu_in_place");
+        let mut x = vec![0f32; d.len()];
+        relu_into(&mut x, &d);
+        assert_eq!(bits(&x), bits(&[1.0, nan, -0.0, 0.0, 0.0, 2.0, nan, 0.0]), "{path} relu_into");
         let mut x = d.to_vec();
         (blends.mask_relu)(&mut x, &s);
         assert_eq!(bits(&x), bits(&[1.0, nan, 0.0, 0.0, 0.0, 2.0, nan, 0.0]), "{path} mask_relu");
@@ -949,10 +915,7 @@ mod tests {
                 a.iter().zip(tags).zip(b).map(|((&m, &tg), &v)| rule_max_tag(m, tg, v, 9.0)).collect();
             assert_eq!(bits(&x), bits(&want.iter().map(|w| w.0).collect::<Vec<_>>()), "{path} max_tag_into n={n}");
             assert_eq!(t, want.iter().map(|w| w.1).collect::<Vec<_>>(), "{path} max_tag_into tags n={n}");
-            let mut x = a.to_vec();
-            (blends.relu_in_place)(&mut x);
             let want: Vec<f32> = a.iter().map(|&v| rule_relu(v)).collect();
-            assert_eq!(bits(&x), bits(&want), "{path} relu_in_place n={n}");
             let mut x = vec![0f32; n];
             relu_into(&mut x, a);
             assert_eq!(bits(&x), bits(&want), "{path} relu_into n={n}");
@@ -986,7 +949,6 @@ mod tests {
             "dispatch",
             &Blends {
                 max_tag_into: max_tag_into::<f32>,
-                relu_in_place: relu_in_place::<f32>,
                 mask_relu: mask_relu::<f32>,
             },
         );
@@ -994,18 +956,16 @@ mod tests {
             "portable",
             &Blends {
                 max_tag_into: max_tag_into_generic::<f32>,
-                relu_in_place: relu_in_place_generic::<f32>,
                 mask_relu: mask_relu_generic::<f32>,
             },
         );
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            // SAFETY (all three): the CPU supports AVX2 (checked just above).
+            // SAFETY (both): the CPU supports AVX2 (checked just above).
             check_blends(
                 "avx2",
                 &Blends {
                     max_tag_into: |m, b, s, t| unsafe { avx2_f32::max_tag_into(m, b, s, t) },
-                    relu_in_place: |v| unsafe { avx2_f32::relu_in_place(v) },
                     mask_relu: |g, x| unsafe { avx2_f32::mask_relu(g, x) },
                 },
             );
