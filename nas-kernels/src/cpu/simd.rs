@@ -122,45 +122,50 @@ simd_fn! {
     }
 }
 
+/// Lanes of the f64 sums below: sixteen independent chains, so that a plane already in cache
+/// is summed at the adds' throughput rather than their latency.
+const SUM_LANES: usize = 16;
+
 simd_fn! {
-    /// (Σx, Σx²) in f64.
+    /// (Σx, Σx²) in f64, element i in lane i mod 16 (the tail in lanes 0, 1, …), the lanes
+    /// added in order at the end.
     pub(crate) fn sum_sumsq<T: Float>(x: &[T]) -> (f64, f64) {
-        let mut s = [0f64; 4];
-        let mut q = [0f64; 4];
-        let mut it = x.chunks_exact(4);
+        let mut s = [0f64; SUM_LANES];
+        let mut q = [0f64; SUM_LANES];
+        let mut it = x.chunks_exact(SUM_LANES);
         for c in &mut it {
-            for i in 0..4 {
+            for i in 0..SUM_LANES {
                 let v = c[i].to_f64();
                 s[i] += v;
                 q[i] += v * v;
             }
         }
-        for &v in it.remainder() {
+        for (i, &v) in it.remainder().iter().enumerate() {
             let v = v.to_f64();
-            s[0] += v;
-            q[0] += v * v;
+            s[i] += v;
+            q[i] += v * v;
         }
         (s.iter().sum(), q.iter().sum())
     }
 }
 
 simd_fn! {
-    /// (Σa, Σa·b) in f64.
+    /// (Σa, Σa·b) in f64, in the lanes of `sum_sumsq`.
     pub(crate) fn sum_dot<T: Float>(a: &[T], b: &[T]) -> (f64, f64) {
-        let mut s = [0f64; 4];
-        let mut d = [0f64; 4];
-        let mut ca = a.chunks_exact(4);
-        let mut cb = b.chunks_exact(4);
+        let mut s = [0f64; SUM_LANES];
+        let mut d = [0f64; SUM_LANES];
+        let mut ca = a.chunks_exact(SUM_LANES);
+        let mut cb = b.chunks_exact(SUM_LANES);
         for (x, y) in (&mut ca).zip(&mut cb) {
-            for i in 0..4 {
+            for i in 0..SUM_LANES {
                 let u = x[i].to_f64();
                 s[i] += u;
                 d[i] += u * y[i].to_f64();
             }
         }
-        for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
-            s[0] += x.to_f64();
-            d[0] += x.to_f64() * y.to_f64();
+        for (i, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+            s[i] += x.to_f64();
+            d[i] += x.to_f64() * y.to_f64();
         }
         (s.iter().sum(), d.iter().sum())
     }
