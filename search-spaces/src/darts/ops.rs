@@ -401,6 +401,28 @@ impl OpModule {
         self.forward_into(x, x_relu, mode, drop, None)
     }
 
+    /// The pooling of a pool op without batch norm (the derived network's), which depends on
+    /// its input alone: ops that pool one input the same way share it (`pooled_into`).
+    pub fn plain_pool(&self) -> Option<(PoolKind, usize)> {
+        match self {
+            OpModule::Pool { kind, stride, bn: None } => Some((*kind, *stride)),
+            _ => None,
+        }
+    }
+
+    /// `forward_into` of a `plain_pool` op from its pooled input `y`: times the drop-path
+    /// factors, plus `acc`.
+    pub fn pooled_into(y: Tensor, drop: Option<&Tensor>, acc: Option<&Tensor>) -> Result<Tensor> {
+        let y = match drop {
+            Some(m) => ops::scale_samples(&y, m)?,
+            None => y,
+        };
+        match acc {
+            Some(a) => a + y,
+            None => Ok(y),
+        }
+    }
+
     /// Whether `forward_into` adds `acc` inside the op's own last step (sep_conv, dil_conv)
     /// rather than as a separate sum.
     pub fn fuses_acc(&self) -> bool {
@@ -438,11 +460,10 @@ impl OpModule {
             }),
             OpModule::Pool { kind, stride, bn } => {
                 let y = ops::pool3x3(x, *kind, *stride)?;
-                plus_acc(match (bn, drop) {
-                    (Some(bn), _) => bn.forward_scaled(&y, mode, drop)?,
-                    (None, Some(m)) => ops::scale_samples(&y, m)?,
-                    (None, None) => y,
-                })
+                match bn {
+                    Some(bn) => plus_acc(bn.forward_scaled(&y, mode, drop)?),
+                    None => Self::pooled_into(y, drop, acc),
+                }
             }
             // The leading ReLU is fused into the first stage unless the caller shares ReLU(x).
             OpModule::SepConv([a, b]) => {
