@@ -39,9 +39,10 @@ impl Geom {
                 let drow = dp[(o + s * i) * w + o..].iter_mut().step_by(s);
                 match mask {
                     None => drow.zip(srow).for_each(|(d, &v)| d.put(v)),
-                    Some(m) => drow.zip(srow).zip(&m[c * opl + i * self.ow..]).for_each(|((d, &v), &mv)| {
-                        d.put(if mv <= T::zero() { T::zero() } else { v })
-                    }),
+                    Some(m) => drow
+                        .zip(srow)
+                        .zip(&m[c * opl + i * self.ow..])
+                        .for_each(|((d, &v), &mv)| d.put(if mv <= T::zero() { T::zero() } else { v })),
                 }
             }
         }

@@ -950,19 +950,10 @@ mod tests {
         assert_eq!(has_avx2(), std::arch::is_x86_feature_detected!("avx2"), "the dispatch and the CPU disagree");
         #[cfg(not(target_arch = "x86_64"))]
         assert!(!has_avx2());
-        check_blends(
-            "dispatch",
-            &Blends {
-                max_tag_into: max_tag_into::<f32>,
-                mask_relu: mask_relu::<f32>,
-            },
-        );
+        check_blends("dispatch", &Blends { max_tag_into: max_tag_into::<f32>, mask_relu: mask_relu::<f32> });
         check_blends(
             "portable",
-            &Blends {
-                max_tag_into: max_tag_into_generic::<f32>,
-                mask_relu: mask_relu_generic::<f32>,
-            },
+            &Blends { max_tag_into: max_tag_into_generic::<f32>, mask_relu: mask_relu_generic::<f32> },
         );
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
