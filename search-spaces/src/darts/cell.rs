@@ -13,7 +13,7 @@ use nas_core::params::ParamBuilder;
 
 use super::edges::{node_edges, num_edges};
 use super::mixed_op::MixedOp;
-use super::ops::{DartsOp, FactorizedReduce, RandomStream, ReluConvBn, SharedInput};
+use super::ops::{DartsOp, FactorizedReduce, RandomStream, ReluConvBn};
 use crate::supernet::ArchSample;
 
 #[derive(Debug, Clone)]
@@ -133,13 +133,11 @@ impl SearchCell {
         mode: Mode,
     ) -> Result<Tensor> {
         let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
-        // What the edges leaving each state share (ReLU, poolings, partial channels).
-        let mut shared: Vec<SharedInput> = (0..2 + self.steps).map(|_| SharedInput::default()).collect();
         for n in 0..self.steps {
             let mut node: Option<Tensor> = None;
             // The unchosen ops' weights of a GDAS sample, added to the node as the reference does.
             let mut constants: Option<Tensor> = None;
-            for ((state, share), e) in states.iter().zip(shared.iter_mut()).zip(node_edges(n)) {
+            for (state, e) in states.iter().zip(node_edges(n)) {
                 let w = weights.map(|w| w.get(e)).transpose()?;
                 let pick = match sample {
                     Some((s, t)) => s.edge(t, e)?,
@@ -155,7 +153,7 @@ impl SearchCell {
                     }
                     (None, Some(w)) => {
                         let beta = edge_weights.map(|b| b.narrow(0, e, 1)).transpose()?;
-                        node = Some(self.ops[e].forward_into(node, state, &w, beta.as_ref(), mode, share)?);
+                        node = Some(self.ops[e].forward_into(node, state, &w, beta.as_ref(), mode)?);
                     }
                     (None, None) => candle_core::bail!("a relaxed cell forward needs op weights"),
                 }

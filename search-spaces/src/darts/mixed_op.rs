@@ -15,7 +15,7 @@ use nas_core::params::ParamBuilder;
 
 use std::sync::Arc;
 
-use super::ops::{DartsOp, OpModule, RandomStream, SharedInput};
+use super::ops::{DartsOp, OpModule, RandomStream};
 use crate::supernet::EdgePick;
 
 #[derive(Debug, Clone)]
@@ -61,9 +61,7 @@ impl MixedOp {
     /// acc + edge·ō(x) for x (B, C, H, W), the edge's op weights `w` (one per op) and its optional
     /// edge-normalisation weight `edge` (1,). Without partial channels the edge weight is
     /// folded into the op weights and the ops accumulate straight into the node's running sum,
-    /// one chain of fused multiply-adds. `shared` holds what the other edges leaving x (the same
-    /// state, the same K) already computed from it: its first C/K channels, their ReLU, their
-    /// poolings.
+    /// one chain of fused multiply-adds.
     pub fn forward_into(
         &self,
         acc: Option<Tensor>,
@@ -71,13 +69,13 @@ impl MixedOp {
         w: &Tensor,
         edge: Option<&Tensor>,
         mode: Mode,
-        shared: &mut SharedInput,
     ) -> Result<Tensor> {
         if self.k == 1 {
-            return self.mix_into(acc, x, w, edge, mode, shared);
+            return self.mix_into(acc, x, w, edge, mode);
         }
-        let ca = x.dim(1)? / self.k;
-        let y = self.mix_into(None, &shared.part(x, ca)?, w, None, mode, shared)?;
+        let c = x.dim(1)?;
+        let ca = c / self.k;
+        let y = self.mix_into(None, &x.narrow(1, 0, ca)?.contiguous()?, w, None, mode)?;
         ops::accumulate(acc, ops::pc_merge(&y, x, self.k, self.stride)?, edge)
     }
 
@@ -88,15 +86,11 @@ impl MixedOp {
         w: &Tensor,
         edge: Option<&Tensor>,
         mode: Mode,
-        shared: &mut SharedInput,
     ) -> Result<Tensor> {
-        let relu = if self.ops.iter().any(|(_, m)| m.wants_relu()) { Some(shared.relu(x)?) } else { None };
+        let relu = if self.ops.iter().any(|(_, m)| m.wants_relu()) { Some(ops::relu(x)?) } else { None };
         let mut acc = acc;
         for (k, op) in &self.ops {
-            let y = match op.pooling() {
-                Some(p) => op.pooled_into(shared.pool(x, p)?, mode, None, None)?,
-                None => op.forward(x, relu.as_ref(), mode)?,
-            };
+            let y = op.forward(x, relu.as_ref(), mode)?;
             // P-DARTS: dropout after the identity (skip_connect at stride 1) in training.
             let y = if op.is_identity() && mode.train { self.random.skip_dropout_of(&y)? } else { y };
             let wk = w.narrow(0, *k, 1)?;
@@ -151,6 +145,6 @@ impl MixedOp {
     /// The op mixture of this edge: Σ_o w_o·o(x) (with the partial-channel bypass and
     /// shuffle when K > 1).
     pub fn forward(&self, x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.forward_into(None, x, w, None, mode, &mut SharedInput::default())
+        self.forward_into(None, x, w, None, mode)
     }
 }

@@ -29,6 +29,6 @@ pub use mixed_op::MixedOp;
 pub use nas_core::ops::composed::{channel_shuffle, max_pool_2x2};
 pub use network::{DerivedNetwork, DerivedNetworkConfig};
 pub use op_sets::{rdarts_space, DartsOpSets, PRIMITIVES};
-pub use ops::{DartsOp, FactorizedReduce, OpModule, RandomStream, ReluConvBn, SharedInput};
+pub use ops::{DartsOp, FactorizedReduce, OpModule, RandomStream, ReluConvBn};
 pub use space::{Darts, DartsSearchModel};
 pub use supernet::{DartsSupernet, DartsSupernetConfig};

@@ -23,13 +23,13 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Result, Tensor};
 use nas_core::nn::{BatchNorm2d, Conv1x1, Conv2d, Linear, Mode};
 use nas_core::onnx::Graph;
-use nas_core::ops;
+use nas_core::ops::{self, PoolKind};
 use nas_core::params::{ParamBuilder, ParamStore};
 use serde::{Deserialize, Serialize};
 
 use super::cell::Preprocess;
 use super::genotype::{DartsGenotype, Edge};
-use super::ops::{OpModule, RandomStream, ReluConvBn, SharedInput};
+use super::ops::{OpModule, RandomStream, ReluConvBn};
 use super::stem::Stem;
 use crate::error::Error;
 use crate::eval_network::EvalNetwork;
@@ -79,7 +79,7 @@ impl DerivedCell {
         masks: &mut dyn FnMut() -> Result<Option<Tensor>>,
     ) -> Result<Tensor> {
         let mut states = vec![self.preprocess0.forward(s0, mode)?, self.preprocess1.forward(s1, mode)?];
-        let mut shared: Vec<SharedInput> = (0..2 + self.ops.len() / 2).map(|_| SharedInput::default()).collect();
+        let mut pooled = Vec::new();
         for pair in 0..self.ops.len() / 2 {
             // Masks in edge order; the node's sum is formed inside whichever op can take it
             // (a + b is exact in either order).
@@ -88,31 +88,40 @@ impl DerivedCell {
             let (m1, m2) = (mask(e1)?, mask(e2)?);
             let swap = !self.ops[e2].fuses_acc() && self.ops[e1].fuses_acc();
             let (first, second, mf, ms) = if swap { (e2, e1, m2, m1) } else { (e1, e2, m1, m2) };
-            let h = self.edge(first, &states, &mut shared, mode, mf.as_ref(), None)?;
-            let node = self.edge(second, &states, &mut shared, mode, ms.as_ref(), Some(&h))?;
+            let h = self.edge(first, &states, &mut pooled, mode, mf.as_ref(), None)?;
+            let node = self.edge(second, &states, &mut pooled, mode, ms.as_ref(), Some(&h))?;
             states.push(node);
         }
         let outs: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
         Tensor::cat(&outs, 1)
     }
 
-    /// Edge e's op on its input state, times its drop-path factors, plus `acc`. A pool pools
-    /// its state once per cell forward (`SharedInput`): DARTS_V2's reduction cell max-pools s1
-    /// on three edges and s0 on two, the same values each time.
+    /// Edge e's op on its input state, times its drop-path factors, plus `acc`. A pool without
+    /// batch norm pools its state once per cell forward (`pooled`, keyed by the state, the kind
+    /// and the stride): DARTS_V2's reduction cell max-pools s1 on three edges and s0 on two,
+    /// the same values each time. Their gradients meet at the shared pool's output, so the
+    /// pool's backward also runs once per distinct pooling.
     fn edge(
         &self,
         e: usize,
         states: &[Tensor],
-        shared: &mut [SharedInput],
+        pooled: &mut Vec<((usize, PoolKind, usize), Tensor)>,
         mode: Mode,
         drop: Option<&Tensor>,
         acc: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (op, i) = (&self.ops[e], self.inputs[e]);
-        match op.pooling() {
-            Some(p) => op.pooled_into(shared[i].pool(&states[i], p)?, mode, drop, acc),
-            None => op.forward_into(&states[i], None, mode, drop, acc),
-        }
+        let (op, x) = (&self.ops[e], &states[self.inputs[e]]);
+        let Some((kind, stride)) = op.plain_pool() else { return op.forward_into(x, None, mode, drop, acc) };
+        let key = (self.inputs[e], kind, stride);
+        let y = match pooled.iter().find(|(k, _)| *k == key) {
+            Some((_, y)) => y.clone(),
+            None => {
+                let y = ops::pool3x3(x, kind, stride)?;
+                pooled.push((key, y.clone()));
+                y
+            }
+        };
+        OpModule::pooled_into(y, drop, acc)
     }
 
     /// `forward` in evaluation mode as ONNX nodes (no drop path): every node the sum of its

@@ -269,46 +269,6 @@ impl RandomStream {
 }
 
 /// A parametrised op instance of the DARTS space.
-/// What the ops on the edges that leave one state compute from the state alone, computed once
-/// per cell forward and shared: its first C/K channels (partial channels), their ReLU, and each
-/// pooling (kind, stride). A shared tensor's gradient is the sum of its users' (candle adds
-/// them), so its backward runs once as well.
-#[derive(Debug, Default)]
-pub struct SharedInput {
-    part: Option<Tensor>,
-    relu: Option<Tensor>,
-    pools: Vec<((PoolKind, usize), Tensor)>,
-}
-
-impl SharedInput {
-    fn once(slot: &mut Option<Tensor>, f: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-        match slot {
-            Some(t) => Ok(t.clone()),
-            None => Ok(slot.insert(f()?).clone()),
-        }
-    }
-
-    /// The first `c` channels of `x`, contiguous.
-    pub fn part(&mut self, x: &Tensor, c: usize) -> Result<Tensor> {
-        Self::once(&mut self.part, || x.narrow(1, 0, c)?.contiguous())
-    }
-
-    /// ReLU(x).
-    pub fn relu(&mut self, x: &Tensor) -> Result<Tensor> {
-        Self::once(&mut self.relu, || ops::relu(x))
-    }
-
-    /// The 3×3 pooling of x.
-    pub fn pool(&mut self, x: &Tensor, (kind, stride): (PoolKind, usize)) -> Result<Tensor> {
-        if let Some((_, y)) = self.pools.iter().find(|(k, _)| *k == (kind, stride)) {
-            return Ok(y.clone());
-        }
-        let y = ops::pool3x3(x, kind, stride)?;
-        self.pools.push(((kind, stride), y.clone()));
-        Ok(y)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum OpModule {
     Zero { stride: usize },
@@ -441,22 +401,21 @@ impl OpModule {
         self.forward_into(x, x_relu, mode, drop, None)
     }
 
-    /// The pooling (kind, stride) of a pool op, which depends on its input alone: ops that
-    /// pool one input the same way share it (`SharedInput::pool`, then `pooled_into`).
-    pub fn pooling(&self) -> Option<(PoolKind, usize)> {
+    /// The pooling of a pool op without batch norm (the derived network's), which depends on
+    /// its input alone: ops that pool one input the same way share it (`pooled_into`).
+    pub fn plain_pool(&self) -> Option<(PoolKind, usize)> {
         match self {
-            OpModule::Pool { kind, stride, .. } => Some((*kind, *stride)),
+            OpModule::Pool { kind, stride, bn: None } => Some((*kind, *stride)),
             _ => None,
         }
     }
 
-    /// `forward_into` of a pool op from its pooled input `y`: its batch norm (the search
-    /// network's), times the drop-path factors, plus `acc`.
-    pub fn pooled_into(&self, y: Tensor, mode: Mode, drop: Option<&Tensor>, acc: Option<&Tensor>) -> Result<Tensor> {
-        let y = match (self, drop) {
-            (OpModule::Pool { bn: Some(bn), .. }, _) => bn.forward_scaled(&y, mode, drop)?,
-            (_, Some(m)) => ops::scale_samples(&y, m)?,
-            (_, None) => y,
+    /// `forward_into` of a `plain_pool` op from its pooled input `y`: times the drop-path
+    /// factors, plus `acc`.
+    pub fn pooled_into(y: Tensor, drop: Option<&Tensor>, acc: Option<&Tensor>) -> Result<Tensor> {
+        let y = match drop {
+            Some(m) => ops::scale_samples(&y, m)?,
+            None => y,
         };
         match acc {
             Some(a) => a + y,
@@ -499,7 +458,13 @@ impl OpModule {
                 Some(r) => fr.forward_relu(r, mode, drop)?,
                 None => fr.forward(x, mode, drop)?,
             }),
-            OpModule::Pool { kind, stride, .. } => self.pooled_into(ops::pool3x3(x, *kind, *stride)?, mode, drop, acc),
+            OpModule::Pool { kind, stride, bn } => {
+                let y = ops::pool3x3(x, *kind, *stride)?;
+                match bn {
+                    Some(bn) => plus_acc(bn.forward_scaled(&y, mode, drop)?),
+                    None => Self::pooled_into(y, drop, acc),
+                }
+            }
             // The leading ReLU is fused into the first stage unless the caller shares ReLU(x).
             OpModule::SepConv([a, b]) => {
                 let h = match x_relu {
