@@ -60,6 +60,35 @@ impl DerivedNetworkConfig {
     }
 }
 
+/// An edge's op on its input state `states[i]`, times its drop-path factors, plus `acc`. A pool
+/// without batch norm pools its state once per cell forward (`pooled`, keyed by the state, the
+/// kind and the stride): DARTS_V2's reduction cell max-pools s1 on three edges and s0 on two,
+/// the same values each time. Their gradients meet at the shared pool's output, so the
+/// pool's backward also runs once per distinct pooling.
+#[allow(clippy::too_many_arguments)]
+fn edge(
+    op: &OpModule,
+    i: usize,
+    states: &[Tensor],
+    pooled: &mut Vec<((usize, PoolKind, usize), Tensor)>,
+    mode: Mode,
+    drop: Option<&Tensor>,
+    acc: Option<&Tensor>,
+) -> Result<Tensor> {
+    let x = &states[i];
+    let Some((kind, stride)) = op.plain_pool() else { return op.forward_into(x, None, mode, drop, acc) };
+    let key = (i, kind, stride);
+    let y = match pooled.iter().find(|(k, _)| *k == key) {
+        Some((_, y)) => y.clone(),
+        None => {
+            let y = ops::pool3x3(x, kind, stride)?;
+            pooled.push((key, y.clone()));
+            y
+        }
+    };
+    OpModule::pooled_into(y, drop, acc)
+}
+
 #[derive(Debug, Clone)]
 struct DerivedCell {
     preprocess0: Preprocess,
@@ -88,40 +117,13 @@ impl DerivedCell {
             let (m1, m2) = (mask(e1)?, mask(e2)?);
             let swap = !self.ops[e2].fuses_acc() && self.ops[e1].fuses_acc();
             let (first, second, mf, ms) = if swap { (e2, e1, m2, m1) } else { (e1, e2, m1, m2) };
-            let h = self.edge(first, &states, &mut pooled, mode, mf.as_ref(), None)?;
-            let node = self.edge(second, &states, &mut pooled, mode, ms.as_ref(), Some(&h))?;
+            let h = edge(&self.ops[first], self.inputs[first], &states, &mut pooled, mode, mf.as_ref(), None)?;
+            let x2 = self.inputs[second];
+            let node = edge(&self.ops[second], x2, &states, &mut pooled, mode, ms.as_ref(), Some(&h))?;
             states.push(node);
         }
         let outs: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
         Tensor::cat(&outs, 1)
-    }
-
-    /// Edge e's op on its input state, times its drop-path factors, plus `acc`. A pool without
-    /// batch norm pools its state once per cell forward (`pooled`, keyed by the state, the kind
-    /// and the stride): DARTS_V2's reduction cell max-pools s1 on three edges and s0 on two,
-    /// the same values each time. Their gradients meet at the shared pool's output, so the
-    /// pool's backward also runs once per distinct pooling.
-    fn edge(
-        &self,
-        e: usize,
-        states: &[Tensor],
-        pooled: &mut Vec<((usize, PoolKind, usize), Tensor)>,
-        mode: Mode,
-        drop: Option<&Tensor>,
-        acc: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let (op, x) = (&self.ops[e], &states[self.inputs[e]]);
-        let Some((kind, stride)) = op.plain_pool() else { return op.forward_into(x, None, mode, drop, acc) };
-        let key = (self.inputs[e], kind, stride);
-        let y = match pooled.iter().find(|(k, _)| *k == key) {
-            Some((_, y)) => y.clone(),
-            None => {
-                let y = ops::pool3x3(x, kind, stride)?;
-                pooled.push((key, y.clone()));
-                y
-            }
-        };
-        OpModule::pooled_into(y, drop, acc)
     }
 
     /// `forward` in evaluation mode as ONNX nodes (no drop path): every node the sum of its
@@ -426,5 +428,50 @@ impl EvalNetwork for DerivedNetwork {
 
     fn set_stream_position(&self, draws: u64) {
         self.random.set_position(draws);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Edges that pool one state the same way share one pooling, and each still gets its own
+    /// drop-path factors and node sum; another kind, stride or state pools anew. Each output
+    /// against the pooling computed on its own, scaled per sample and added.
+    #[test]
+    fn edges_pooling_one_state_share_the_pooling_and_keep_their_factors() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::arange(0f32, 2.0 * 3.0 * 36.0, &dev).unwrap().reshape((2, 3, 6, 6)).unwrap();
+        let x0 = (x0 * 0.37).unwrap().sin().unwrap();
+        let states = [x0.clone(), (&x0 * -0.5).unwrap()];
+        let pool = |kind, stride| OpModule::Pool { kind, stride, bn: None };
+        let factors = |a: f32, b: f32| Tensor::new(&[a, b], &dev).unwrap();
+        let acc = (states[0].ones_like().unwrap() * 0.5).unwrap().narrow(2, 0, 3).unwrap().narrow(3, 0, 3).unwrap();
+        let want = |i: usize, kind, stride, m: &Tensor, acc: Option<&Tensor>| {
+            let y = ops::pool3x3(&states[i], kind, stride).unwrap();
+            let y = y.broadcast_mul(&m.reshape((2, 1, 1, 1)).unwrap()).unwrap();
+            let y = match acc {
+                Some(a) => (a + y).unwrap(),
+                None => y,
+            };
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let mut pooled = Vec::new();
+        let cases = [
+            (0, PoolKind::Max, 2, factors(2.0, 0.0), None, 1),
+            (0, PoolKind::Max, 2, factors(0.0, 2.0), Some(&acc), 1),
+            (0, PoolKind::Avg, 2, factors(1.25, 1.25), None, 2),
+            (1, PoolKind::Max, 2, factors(2.0, 2.0), Some(&acc), 3),
+            (0, PoolKind::Max, 2, factors(1.0, 3.0), None, 3),
+        ];
+        for (n, (i, kind, stride, m, acc, distinct)) in cases.into_iter().enumerate() {
+            let got = edge(&pool(kind, stride), i, &states, &mut pooled, Mode::TRAIN_ALL, Some(&m), acc).unwrap();
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want(i, kind, stride, &m, acc),
+                "edge {n}"
+            );
+            assert_eq!(pooled.len(), distinct, "poolings after edge {n}");
+        }
     }
 }
