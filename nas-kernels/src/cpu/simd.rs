@@ -399,6 +399,76 @@ fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
 }
 
+/// A vector of f32 lanes the taps' loop runs on: AVX2's 8 (`__m256`) or AVX-512's 16
+/// (`__m512`). Every method is an intrinsic of that width; the loop below is inlined into a
+/// function compiled with the width's CPU feature, where the intrinsics inline in turn.
+#[cfg(target_arch = "x86_64")]
+trait F32Lanes: Copy {
+    const N: usize;
+    /// # Safety
+    /// The CPU has the width's feature (all methods).
+    unsafe fn zero() -> Self;
+    unsafe fn splat(v: f32) -> Self;
+    /// # Safety
+    /// As above, and `p` has `N` readable elements.
+    unsafe fn load(p: *const f32) -> Self;
+    /// self + w·x, the product rounded before the add (not fused).
+    unsafe fn add_mul(self, w: Self, x: Self) -> Self;
+    /// # Safety
+    /// As above, and `p` has `N` writable elements.
+    unsafe fn store(self, p: *mut f32);
+}
+
+/// One block of `L::N·V` outputs of `taps_into`, held in V registers across the taps.
+///
+/// # Safety
+/// The CPU has L's feature; `o` has `L::N·V` writable elements and `s + off` `L::N·V`
+/// readable ones for every `off`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn taps_block_lanes<L: F32Lanes, const V: usize>(o: *mut f32, s: *const f32, offs: &[usize], w: &[f32]) {
+    let mut acc = [L::zero(); V];
+    for (&off, &wt) in offs.iter().zip(w) {
+        let (wv, p) = (L::splat(wt), s.add(off));
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = a.add_mul(wv, L::load(p.add(L::N * j)));
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        a.store(o.add(L::N * j));
+    }
+}
+
+/// The vector part of `taps_into`: blocks of 8·N outputs (eight independent sums per tap,
+/// enough to cover the adds' latency), then at most one of 4·N, then of N; the same
+/// operations in the same order as the portable loop, so the same bits. Returns how many
+/// outputs it wrote (the caller does the rest).
+///
+/// # Safety
+/// The CPU has L's feature; `off + out.len() <= src.len()` for every `off` of the first
+/// `w.len()` offsets.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn taps_lanes<L: F32Lanes>(out: &mut [f32], src: &[f32], offs: &[usize], w: &[f32]) -> usize {
+    let (n, k) = (out.len(), offs.len().min(w.len()));
+    let (offs, w) = (&offs[..k], &w[..k]);
+    let (op, sp) = (out.as_mut_ptr(), src.as_ptr());
+    let mut i = 0;
+    while i + 8 * L::N <= n {
+        taps_block_lanes::<L, 8>(op.add(i), sp.add(i), offs, w);
+        i += 8 * L::N;
+    }
+    if i + 4 * L::N <= n {
+        taps_block_lanes::<L, 4>(op.add(i), sp.add(i), offs, w);
+        i += 4 * L::N;
+    }
+    while i + L::N <= n {
+        taps_block_lanes::<L, 1>(op.add(i), sp.add(i), offs, w);
+        i += L::N;
+    }
+    i
+}
+
 /// The taps' loop on 512-bit vectors: twice the outputs per instruction of the AVX2 loop (the
 /// depthwise convolution's taps are its arithmetic; a CPU with full-width AVX-512 runs them at
 /// up to twice the rate). Each output's sum is the same operations in the same order, so the
@@ -407,50 +477,40 @@ fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
 mod avx512_f32 {
     use std::arch::x86_64::*;
 
-    /// One block of `16·V` outputs of `taps_into`, held in V registers across the taps.
-    ///
-    /// # Safety
-    /// AVX-512F; `o` has `16·V` writable elements and `s + off` `16·V` readable ones for every
-    /// `off`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn taps_block<const V: usize>(o: *mut f32, s: *const f32, offs: &[usize], w: &[f32]) {
-        let mut acc = [_mm512_setzero_ps(); V];
-        for (&off, &wt) in offs.iter().zip(w) {
-            let (wv, p) = (_mm512_set1_ps(wt), s.add(off));
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, _mm512_loadu_ps(p.add(16 * j))));
-            }
+    use super::{taps_lanes, F32Lanes};
+
+    impl F32Lanes for __m512 {
+        const N: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
         }
-        for (j, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(o.add(16 * j), *a);
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm512_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn add_mul(self, w: Self, x: Self) -> Self {
+            _mm512_add_ps(self, _mm512_mul_ps(w, x))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
         }
     }
 
-    /// `taps_into` for f32: blocks of 128 outputs, then at most one of 64, then of 16, the
-    /// rest by the AVX2 loop.
+    /// `taps_into` for f32: blocks of 128, 64 and 16 outputs, the rest by the AVX2 loop.
     ///
     /// # Safety
     /// AVX-512F (which implies AVX2); `off + out.len() <= src.len()` for every `off` of the
     /// first `w.len()` offsets.
     #[target_feature(enable = "avx512f,avx2")]
     pub unsafe fn taps_into(out: &mut [f32], src: &[f32], offs: &[usize], w: &[f32]) {
-        let (n, k) = (out.len(), offs.len().min(w.len()));
-        let (offs, w) = (&offs[..k], &w[..k]);
-        let (op, sp) = (out.as_mut_ptr(), src.as_ptr());
-        let mut i = 0;
-        while i + 128 <= n {
-            taps_block::<8>(op.add(i), sp.add(i), offs, w);
-            i += 128;
-        }
-        if i + 64 <= n {
-            taps_block::<4>(op.add(i), sp.add(i), offs, w);
-            i += 64;
-        }
-        while i + 16 <= n {
-            taps_block::<1>(op.add(i), sp.add(i), offs, w);
-            i += 16;
-        }
+        let i = taps_lanes::<__m512>(out, src, offs, w);
         super::avx2_f32::taps_into(&mut out[i..], &src[i..], offs, w);
     }
 }
@@ -525,50 +585,37 @@ mod avx2_f32 {
         }
     }
 
-    /// One block of `8·V` outputs of `taps_into`, held in V registers across the taps.
-    ///
-    /// # Safety
-    /// AVX2; `o` has `8·V` writable elements and `s + off` `8·V` readable ones for every `off`.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn taps_block<const V: usize>(o: *mut f32, s: *const f32, offs: &[usize], w: &[f32]) {
-        let mut acc = [_mm256_setzero_ps(); V];
-        for (&off, &wt) in offs.iter().zip(w) {
-            let (wv, p) = (_mm256_set1_ps(wt), s.add(off));
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, _mm256_loadu_ps(p.add(8 * j))));
-            }
+    impl super::F32Lanes for __m256 {
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm256_setzero_ps()
         }
-        for (j, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(o.add(8 * j), *a);
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn add_mul(self, w: Self, x: Self) -> Self {
+            _mm256_add_ps(self, _mm256_mul_ps(w, x))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
         }
     }
 
-    /// `taps_into` for f32: blocks of 64 outputs (eight independent sums per tap, enough to
-    /// cover the adds' latency), then at most one of 32, then of 8, the last few outputs by
-    /// the portable loop; the same operations in the same order as the portable loop, so the
-    /// same bits.
+    /// `taps_into` for f32: blocks of 64, 32 and 8 outputs, the last few by the portable loop.
     ///
     /// # Safety
     /// AVX2; `off + out.len() <= src.len()` for every `off` of the first `w.len()` offsets.
     #[target_feature(enable = "avx2")]
     pub unsafe fn taps_into(out: &mut [f32], src: &[f32], offs: &[usize], w: &[f32]) {
-        let (n, k) = (out.len(), offs.len().min(w.len()));
-        let (offs, w) = (&offs[..k], &w[..k]);
-        let (op, sp) = (out.as_mut_ptr(), src.as_ptr());
-        let mut i = 0;
-        while i + 64 <= n {
-            taps_block::<8>(op.add(i), sp.add(i), offs, w);
-            i += 64;
-        }
-        if i + 32 <= n {
-            taps_block::<4>(op.add(i), sp.add(i), offs, w);
-            i += 32;
-        }
-        while i + 8 <= n {
-            taps_block::<1>(op.add(i), sp.add(i), offs, w);
-            i += 8;
-        }
+        let i = super::taps_lanes::<__m256>(out, src, offs, w);
         super::taps_into_generic(&mut out[i..], &src[i..], offs, w);
     }
 
